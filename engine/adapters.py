@@ -1,0 +1,73 @@
+"""RunConfig.adapter -> a model ready to train: LoRA / DoRA / rsLoRA / QLoRA through peft, freeze, full."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .config import RunConfig
+from .messages import TuneboardError
+
+
+def adapter_dir(path: str) -> Path:
+    """A run folder's `adapter/`, or the path itself if it already holds an adapter."""
+    p = Path(path)
+    for cand in (p, p / "adapter"):
+        if (cand / "adapter_config.json").exists():
+            return cand
+    raise TuneboardError("error.adapter_not_found", path=str(path))
+
+
+def lora_config(cfg: RunConfig):
+    from peft import LoraConfig
+
+    a = cfg.adapter
+    targets = a.target_modules
+    return LoraConfig(
+        r=a.rank, lora_alpha=a.alpha, lora_dropout=a.dropout, task_type="CAUSAL_LM", bias="none",
+        target_modules="all-linear" if targets == ["all-linear"] else targets,
+        use_dora=a.use_dora, use_rslora=a.use_rslora,
+    )
+
+
+def prepare(model, cfg: RunConfig):
+    """Return the model to hand to the trainer, with exactly the intended parameters trainable."""
+    a = cfg.adapter
+    if a.method == "lora":
+        from peft import PeftModel, get_peft_model, prepare_model_for_kbit_training
+
+        if cfg.quantization.bits:
+            # casts norms to fp32 and enables input grads, the k-bit recipe from the QLoRA paper
+            model = prepare_model_for_kbit_training(
+                model, use_gradient_checkpointing=cfg.training.gradient_checkpointing,
+                gradient_checkpointing_kwargs={"use_reentrant": False})
+        if a.init_from:
+            return PeftModel.from_pretrained(model, str(adapter_dir(a.init_from)), is_trainable=True)
+        try:
+            return get_peft_model(model, lora_config(cfg))
+        except ValueError as e:
+            raise TuneboardError("error.lora_targets", targets=", ".join(a.target_modules), error=str(e)) from e
+    if a.method == "freeze":
+        layers = decoder_layers(model)
+        n = min(a.freeze_trainable_layers, len(layers))
+        for p in model.parameters():
+            p.requires_grad_(False)
+        for layer in layers[len(layers) - n:]:
+            for p in layer.parameters():
+                p.requires_grad_(True)
+        return model
+    for p in model.parameters():  # full
+        p.requires_grad_(True)
+    return model
+
+
+def decoder_layers(model):
+    """The stack of transformer blocks (`model.model.layers` in Llama-style models)."""
+    import torch
+
+    best = None
+    for _, module in model.named_modules():
+        if isinstance(module, torch.nn.ModuleList) and (best is None or len(module) > len(best)):
+            best = module
+    if best is None:
+        raise TuneboardError("error.no_layers")
+    return best

@@ -1,0 +1,142 @@
+"""`tuneboard ...`: parse the command line, call one engine function, print, exit with a code.
+
+The parsers (the flags users' scripts rely on) live here; each verb's body lives next to the
+code it runs, imported only when that verb is used, so `tuneboard --help` stays instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import traceback
+from importlib import import_module
+
+from .config import ConfigError
+from .messages import TuneboardError, message
+
+# verb -> "module:function"; each function takes the parsed args and returns an exit code
+COMMANDS = {
+    "train": "engine.train:cmd_train",
+    "check": "engine.data.cli:cmd_check",
+    "estimate": "engine.estimate:cmd_estimate",
+    "chat": "engine.generate:cmd_chat",
+    "eval": "engine.evaluate:cmd_eval",
+    "export": "engine.export:cmd_export",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="tuneboard",
+        description="Codeless fine-tuning of LLMs. With no command, serves the board in your browser.",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; others need --auth)")
+    p.add_argument("--port", type=int, default=7860, help="port to serve the board on (default 7860)")
+    p.add_argument("--workdir", default=None, help="where runs and cached models live ($TUNEBOARD_HOME or ./tuneboard-work)")
+    p.add_argument("--auth", default=None, help="USER:PASSWORD required on the page (or $TUNEBOARD_AUTH)")
+    p.add_argument("--lang", default=None, help="page language: en, ko, zh, ja, ru (default: the browser's)")
+    p.add_argument("--share", action="store_true", help="open a public Gradio link (needs --auth)")
+    p.add_argument("--debug", action="store_true", help="print full tracebacks")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    t = sub.add_parser("train", help="train from a YAML config, in the foreground")
+    t.add_argument("config", help="a RunConfig YAML (see assets/configs/)")
+    t.add_argument("--data", action="append", default=None, metavar="FILE", help="replace the config's datasets (repeatable)")
+    t.add_argument("--workdir", default=None, help="runs go to WORKDIR/runs/<run-id>/")
+    t.add_argument("--max-steps", type=int, default=None, help="stop after N optimizer steps")
+    t.add_argument("--set", action="append", default=[], metavar="a.b=v", help="override a config field by its dotted path")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.add_argument("--debug", action="store_true", help="print full tracebacks")
+
+    c = sub.add_parser("check", help="check data files row by row before training")
+    c.add_argument("files", nargs="+", metavar="FILE")
+    c.add_argument("--format", default="auto", help="force a format: alpaca, sharegpt, messages, prompt_completion, preference, text")
+    c.add_argument("--model", default=None, help="tokenizer for token counts (default: the demo tokenizer)")
+    c.add_argument("--max-length", type=int, default=1024, help="cutoff in tokens for the length warning")
+    c.add_argument("--column", action="append", default=[], metavar="ours=theirs", help="map a column name (repeatable)")
+    c.add_argument("--json", action="store_true", help="print one JSON document")
+    c.add_argument("--debug", action="store_true", help="print full tracebacks")
+
+    e = sub.add_parser("estimate", help="estimate the whole run's GPU memory from config.json alone")
+    e.add_argument("config")
+    e.add_argument("--set", action="append", default=[], metavar="a.b=v")
+    e.add_argument("--gpu-memory", type=float, default=None, metavar="GB", help="GPU memory to compare against (default: the local GPU, else 24)")
+    e.add_argument("--json", action="store_true")
+    e.add_argument("--workdir", default=None)
+    e.add_argument("--debug", action="store_true")
+
+    ch = sub.add_parser("chat", help="chat with a run's result in the terminal")
+    ch.add_argument("run", help="a run folder or run id")
+    ch.add_argument("--prompt", default=None, help="answer this once on stdout and exit")
+    ch.add_argument("--system", default=None, help="system prompt")
+    ch.add_argument("--seed", type=int, default=None)
+    ch.add_argument("--temperature", type=float, default=None, help="0 means greedy")
+    ch.add_argument("--top-k", type=int, default=None)
+    ch.add_argument("--top-p", type=float, default=None)
+    ch.add_argument("--min-p", type=float, default=None)
+    ch.add_argument("--repetition-penalty", type=float, default=None)
+    ch.add_argument("--num-beams", type=int, default=None)
+    ch.add_argument("--num-return-sequences", type=int, default=None)
+    ch.add_argument("--max-new-tokens", type=int, default=None)
+    ch.add_argument("--stop", action="append", default=None, help="stop string (repeatable)")
+    ch.add_argument("--base", action="store_true", help="answer with the adapter disabled (the base model)")
+    ch.add_argument("--json", action="store_true", help="print the answer with its seed and settings as JSON")
+    ch.add_argument("--workdir", default=None)
+    ch.add_argument("--debug", action="store_true")
+
+    ev = sub.add_parser("eval", help="perplexity and BLEU/ROUGE of a run")
+    ev.add_argument("run")
+    ev.add_argument("--data", default=None, metavar="FILE", help="evaluate on this file (default: the run's validation split)")
+    ev.add_argument("--max-samples", type=int, default=50)
+    ev.add_argument("--max-new-tokens", type=int, default=64)
+    ev.add_argument("--json", action="store_true")
+    ev.add_argument("--workdir", default=None)
+    ev.add_argument("--debug", action="store_true")
+
+    ex = sub.add_parser("export", help="export a run's adapter, or merge it into the base model")
+    ex.add_argument("run")
+    ex.add_argument("out", help="output folder")
+    ex.add_argument("--merge", action="store_true", help="merge the adapter into a 16-bit base and save safetensors")
+    ex.add_argument("--push-to-hub", default=None, metavar="REPO", help="also upload (token from $HF_TOKEN, never saved)")
+    ex.add_argument("--workdir", default=None)
+    ex.add_argument("--debug", action="store_true")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    debug = getattr(args, "debug", False)
+    try:
+        if args.command is None:
+            from board.app import main as serve
+
+            return serve(args) or 0
+        module, func = COMMANDS[args.command].split(":")
+        return getattr(import_module(module), func)(args) or 0
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130
+    except (TuneboardError, ConfigError) as e:
+        if debug:
+            traceback.print_exc()
+        text = message(e.key, e.params) if isinstance(e, ConfigError) else str(e)
+        print(f"error: {text}", file=sys.stderr)
+        return 2
+    except FileNotFoundError as e:
+        if debug:
+            traceback.print_exc()
+        print(f"error: {message('error.file_not_found', {'path': e.filename or e})}", file=sys.stderr)
+        return 2
+    except Exception as e:  # the last line of defence: one clear line, the traceback on --debug
+        if debug or os.environ.get("TUNEBOARD_DEBUG"):
+            traceback.print_exc()
+        if type(e).__name__ == "OutOfMemoryError" or "out of memory" in str(e).lower():
+            print(f"error: {message('error.oom', {'device': 'the GPU'})}", file=sys.stderr)
+        else:
+            print(f"error: {type(e).__name__}: {e} (run with --debug for the traceback)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,383 @@
+"""RunConfig: the one typed contract between board, engine and CLI (standard library only).
+
+Every run the board starts is a RunConfig written to `config.yaml`, so any run can be
+re-run headless with `tuneboard train config.yaml`. Validation names the bad field by its
+dotted path (`training.learning_rate`) and carries a message key for translation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Literal, Optional, Union
+
+Stage = Literal["sft", "dpo", "pt"]
+Precision = Literal["auto", "bf16", "fp16", "fp32"]
+Attention = Literal["auto", "flash_attention_2", "sdpa", "eager"]
+ChatTemplate = Literal["auto", "chatml", "llama2", "llama3", "mistral", "alpaca"]
+DataFormat = Literal[
+    "auto", "alpaca", "sharegpt", "messages", "prompt_completion", "preference", "text"
+]
+
+
+class ConfigError(ValueError):
+    """A bad config value: `field` is the dotted path, `key`/`params` translate the reason."""
+
+    def __init__(self, field: str, key: str, message: str, **params: Any):
+        self.field, self.key, self.params = field, key, {"field": field, **params}
+        super().__init__(f"{field}: {message}")
+
+
+def _fail(name: str, key: str, message: str, **params: Any) -> None:
+    raise ConfigError(name, key, message, **params)
+
+
+def _check_range(obj: Any, name: str, lo: float | None = None, hi: float | None = None,
+                 lo_open: bool = False) -> None:
+    v = getattr(obj, name)
+    if v is None:
+        return
+    if lo is not None and (v < lo or (lo_open and v == lo)):
+        op = ">" if lo_open else ">="
+        _fail(name, "error.config.range", f"must be {op} {lo}, got {v!r}", value=v, bound=f"{op} {lo}")
+    if hi is not None and v > hi:
+        _fail(name, "error.config.range", f"must be <= {hi}, got {v!r}", value=v, bound=f"<= {hi}")
+
+
+@dataclass
+class ModelConfig:
+    name_or_path: str = field(default="demo", metadata={"help": "Hugging Face id, local folder, or `demo` (tiny offline model)."})
+    revision: Optional[str] = field(default=None, metadata={"help": "Hub revision (branch, tag or commit)."})
+    precision: Precision = field(default="auto", metadata={"help": "auto: bf16 on GPUs with compute capability >= 8.0, fp16 below, fp32 on CPU."})
+    attn_implementation: Attention = field(default="auto", metadata={"help": "auto: flash_attention_2 when flash-attn is installed on a GPU, else sdpa."})
+    chat_template: ChatTemplate = field(default="auto", metadata={"help": "auto: the tokenizer's own template, else ChatML."})
+    trust_remote_code: bool = field(default=False, metadata={"help": "Run Python code shipped with the model. Only for models you trust."})
+
+
+@dataclass
+class QuantizationConfig:
+    bits: Literal[0, 4, 8] = field(default=0, metadata={"help": "0: none; 8: LLM.int8; 4: NF4 (QLoRA)."})
+    quant_type: Literal["nf4", "fp4"] = field(default="nf4", metadata={"help": "4-bit data type."})
+    double_quant: bool = field(default=True, metadata={"help": "Quantize the quantization constants too (saves ~0.4 bit/param)."})
+
+
+@dataclass
+class AdapterConfig:
+    method: Literal["lora", "freeze", "full"] = field(default="lora", metadata={"help": "lora (with 4-bit quantization: QLoRA), freeze (last N layers), full."})
+    rank: int = field(default=8, metadata={"help": "LoRA rank r."})
+    alpha: int = field(default=16, metadata={"help": "LoRA alpha; usually 2*rank."})
+    dropout: float = field(default=0.05, metadata={"help": "Dropout on the LoRA path."})
+    target_modules: list[str] = field(default_factory=lambda: ["all-linear"], metadata={"help": "Modules to adapt, or all-linear."})
+    use_dora: bool = field(default=False, metadata={"help": "DoRA: weight-decomposed LoRA."})
+    use_rslora: bool = field(default=False, metadata={"help": "rsLoRA: scale by alpha/sqrt(r) instead of alpha/r."})
+    freeze_trainable_layers: int = field(default=2, metadata={"help": "freeze: train only the last N decoder layers."})
+    init_from: Optional[str] = field(default=None, metadata={"help": "Continue training this adapter (a run folder or adapter folder)."})
+
+
+@dataclass
+class DatasetSpec:
+    path: str = field(default="", metadata={"help": "File (json, jsonl, csv, parquet, txt), `demo:<name>` bundled set, or hub name."})
+    format: DataFormat = field(default="auto", metadata={"help": "Detected automatically unless set."})
+    columns: dict[str, str] = field(default_factory=dict, metadata={"help": "Map our names to the file's, e.g. {instruction: question, output: answer}."})
+    split: str = field(default="train", metadata={"help": "Split of a hub dataset."})
+    max_samples: Optional[int] = field(default=None, metadata={"help": "Use at most this many rows of this dataset."})
+
+    def __post_init__(self) -> None:
+        if not self.path:
+            _fail("path", "error.config.required", "a dataset needs a path")
+        _check_range(self, "max_samples", 1)
+
+
+@dataclass
+class DataConfig:
+    datasets: list[DatasetSpec] = field(default_factory=lambda: [DatasetSpec(path="demo:sft")], metadata={"help": "One or more datasets, merged."})
+    max_length: int = field(default=1024, metadata={"help": "Cutoff in tokens; longer samples are truncated."})
+    val_size: float = field(default=0.0, metadata={"help": "Validation split: a fraction (<1) or a row count (>=1)."})
+    packing: bool = field(default=False, metadata={"help": "Pack samples into full rows (position ids restart per sample)."})
+    assistant_only_loss: bool = field(default=True, metadata={"help": "SFT: compute the loss on the assistant's answers only."})
+    system_prompt: Optional[str] = field(default=None, metadata={"help": "Default system prompt for rows that have none."})
+    shuffle_seed: Optional[int] = field(default=None, metadata={"help": "Shuffle merged data with this seed (default: training.seed)."})
+
+    def __post_init__(self) -> None:
+        if not self.datasets:
+            _fail("datasets", "error.config.required", "at least one dataset is required")
+        _check_range(self, "max_length", 8)
+        _check_range(self, "val_size", 0)
+
+
+@dataclass
+class TrainingConfig:
+    num_train_epochs: float = field(default=3.0, metadata={"help": "Passes over the data (ignored when max_steps > 0)."})
+    max_steps: int = field(default=-1, metadata={"help": "Stop after this many optimizer steps (-1: use epochs)."})
+    learning_rate: float = field(default=2e-4, metadata={"help": "Peak learning rate. LoRA: 1e-4..3e-4; full: 1e-5..5e-5."})
+    per_device_train_batch_size: int = field(default=2, metadata={"help": "Micro-batch size."})
+    gradient_accumulation_steps: int = field(default=4, metadata={"help": "Micro-batches per optimizer step."})
+    lr_scheduler_type: Literal["linear", "cosine", "constant", "constant_with_warmup", "cosine_with_restarts", "polynomial"] = field(default="cosine", metadata={"help": "Learning-rate schedule."})
+    warmup_ratio: float = field(default=0.03, metadata={"help": "Fraction of steps spent warming up."})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "Clip gradients to this norm (0: off)."})
+    optim: Literal["auto", "adamw_torch", "adamw_torch_fused", "adamw_8bit", "paged_adamw_8bit", "paged_adamw_32bit", "sgd", "adafactor"] = field(default="auto", metadata={"help": "auto: fused AdamW on GPU, AdamW on CPU."})
+    gradient_checkpointing: bool = field(default=False, metadata={"help": "Recompute activations in backward: less memory, ~30% slower."})
+    seed: int = field(default=42, metadata={"help": "Seed for data order, init and dropout."})
+    logging_steps: int = field(default=1, metadata={"help": "Log every N optimizer steps."})
+    eval_steps: int = field(default=0, metadata={"help": "Evaluate every N steps (0: at the end only, if there is a validation split)."})
+    save_steps: int = field(default=0, metadata={"help": "Checkpoint every N steps (0: only at the end)."})
+    save_total_limit: Optional[int] = field(default=3, metadata={"help": "Keep at most N checkpoints."})
+    resume_from: Optional[str] = field(default=None, metadata={"help": "A run folder or checkpoint folder to resume from; `last` resumes this run's last checkpoint."})
+    report_to: list[str] = field(default_factory=list, metadata={"help": "Experiment trackers: tensorboard, wandb (off by default)."})
+    padding_free: Literal["auto", "on", "off"] = field(default="auto", metadata={"help": "Padding-free batches (needs packing-capable attention); auto: on for GPU + flash-attn."})
+    use_liger_kernel: Literal["auto", "on", "off"] = field(default="auto", metadata={"help": "Liger fused kernels; auto: on when installed on a GPU."})
+    dataloader_num_workers: int = field(default=0, metadata={"help": "Data loader worker processes."})
+
+    def __post_init__(self) -> None:
+        _check_range(self, "learning_rate", 0, lo_open=True)
+        _check_range(self, "num_train_epochs", 0, lo_open=True)
+        _check_range(self, "per_device_train_batch_size", 1)
+        _check_range(self, "gradient_accumulation_steps", 1)
+        _check_range(self, "warmup_ratio", 0, 1)
+        _check_range(self, "weight_decay", 0)
+        _check_range(self, "max_grad_norm", 0)
+        _check_range(self, "logging_steps", 1)
+        _check_range(self, "eval_steps", 0)
+        _check_range(self, "save_steps", 0)
+        if self.max_steps == 0 or self.max_steps < -1:
+            _fail("max_steps", "error.config.range", f"must be -1 or >= 1, got {self.max_steps}", value=self.max_steps, bound="-1 or >= 1")
+
+
+@dataclass
+class DPOConfig:
+    beta: float = field(default=0.1, metadata={"help": "Strength of the pull towards the reference model."})
+    loss_type: Literal["sigmoid", "ipo", "hinge", "robust", "sigmoid_norm", "bco_pair", "apo_zero"] = field(default="sigmoid", metadata={"help": "sigmoid: DPO; ipo; hinge (SLiC); robust: label-smoothed."})
+    label_smoothing: float = field(default=0.0, metadata={"help": "Robust DPO: probability a label is flipped, in [0, 0.5)."})
+    sft_weight: float = field(default=0.0, metadata={"help": "Add this times the NLL of the chosen answer (RPO / SFT mixing)."})
+    max_prompt_length: Optional[int] = field(default=None, metadata={"help": "Truncate prompts to this many tokens (left side)."})
+    max_completion_length: Optional[int] = field(default=None, metadata={"help": "Truncate answers to this many tokens."})
+    method: Literal["dpo", "kto"] = field(default="dpo", metadata={"help": "dpo: paired preferences; kto: desirable/undesirable labels."})
+
+    def __post_init__(self) -> None:
+        _check_range(self, "beta", 0, lo_open=True)
+        _check_range(self, "sft_weight", 0)
+        if not 0 <= self.label_smoothing < 0.5:
+            _fail("label_smoothing", "error.config.range", f"must be in [0, 0.5), got {self.label_smoothing}", value=self.label_smoothing, bound="[0, 0.5)")
+
+
+@dataclass
+class GenerationConfig:
+    system_prompt: Optional[str] = field(default=None, metadata={"help": "System prompt for chat."})
+    max_new_tokens: int = field(default=256, metadata={"help": "Upper bound on the answer's length."})
+    temperature: float = field(default=0.7, metadata={"help": "0 means greedy."})
+    top_k: int = field(default=50, metadata={"help": "Sample from the k most likely tokens (0: off)."})
+    top_p: float = field(default=0.9, metadata={"help": "Nucleus sampling mass."})
+    min_p: float = field(default=0.0, metadata={"help": "Drop tokens below min_p times the top probability."})
+    repetition_penalty: float = field(default=1.1, metadata={"help": ">1 discourages repeats."})
+    num_beams: int = field(default=1, metadata={"help": "Beam search width (>1 disables sampling)."})
+    num_return_sequences: int = field(default=1, metadata={"help": "Answers per prompt."})
+    stop: list[str] = field(default_factory=list, metadata={"help": "Stop strings."})
+    seed: int = field(default=0, metadata={"help": "Same seed + settings + prompt = same answer."})
+
+    def __post_init__(self) -> None:
+        _check_range(self, "max_new_tokens", 1)
+        _check_range(self, "temperature", 0)
+        _check_range(self, "top_k", 0)
+        _check_range(self, "top_p", 0, 1, lo_open=True)
+        _check_range(self, "min_p", 0, 1)
+        _check_range(self, "repetition_penalty", 0, lo_open=True)
+        _check_range(self, "num_beams", 1)
+        _check_range(self, "num_return_sequences", 1)
+        if self.num_return_sequences > max(self.num_beams, 1) and self.temperature == 0:
+            _fail("num_return_sequences", "error.config.return_sequences",
+                  "greedy decoding returns one answer; raise num_beams or temperature")
+
+
+@dataclass
+class RunConfig:
+    stage: Stage = field(default="sft", metadata={"help": "sft: instruction tuning; dpo: preference tuning; pt: plain-text pretraining."})
+    run_name: Optional[str] = field(default=None, metadata={"help": "Prefix of the run id (default: the stage)."})
+    model: ModelConfig = field(default_factory=ModelConfig)
+    quantization: QuantizationConfig = field(default_factory=QuantizationConfig)
+    adapter: AdapterConfig = field(default_factory=AdapterConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    dpo: DPOConfig = field(default_factory=DPOConfig)
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+
+    def __post_init__(self) -> None:
+        if self.quantization.bits and self.adapter.method != "lora":
+            _fail("quantization.bits", "error.config.quant_needs_lora",
+                  "a quantized base can only be trained through LoRA (QLoRA)")
+        if self.adapter.method == "lora" and self.adapter.use_dora and self.quantization.bits == 8:
+            _fail("adapter.use_dora", "error.config.dora_8bit", "DoRA does not support 8-bit bases; use 4-bit or none")
+
+    # ---- conversion -------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> "RunConfig":
+        return _build(cls, data or {}, "")
+
+    def to_yaml(self) -> str:
+        import yaml  # PyYAML: imported here so the module itself stays standard-library only
+
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)
+
+    @classmethod
+    def from_yaml(cls, text: str) -> "RunConfig":
+        import yaml
+
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            raise ConfigError("<yaml>", "error.config.yaml", f"not valid YAML: {e}", error=str(e)) from None
+        if data is not None and not isinstance(data, dict):
+            raise ConfigError("<yaml>", "error.config.yaml", "the top level must be a mapping", error="not a mapping")
+        return cls.from_dict(data)
+
+    @classmethod
+    def load(cls, path: str) -> "RunConfig":
+        with open(path, encoding="utf-8-sig") as f:
+            return cls.from_yaml(f.read())
+
+    def save(self, path: str) -> None:
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(self.to_yaml())
+
+    def with_overrides(self, overrides: dict[str, Any]) -> "RunConfig":
+        """Return a copy with dotted-path overrides applied (`training.learning_rate` -> 1e-4)."""
+        data = self.to_dict()
+        for dotted, value in overrides.items():
+            node, parts = data, dotted.split(".")
+            for i, part in enumerate(parts[:-1]):
+                if not isinstance(node.get(part), dict):
+                    raise ConfigError(dotted, "error.config.unknown_field", f"unknown field {'.'.join(parts[: i + 1])!r}",
+                                      suggestion="")
+                node = node[part]
+            if parts[-1] not in node:
+                near = difflib.get_close_matches(parts[-1], list(node), n=1)
+                hint = f"; did you mean {near[0]!r}?" if near else ""
+                raise ConfigError(dotted, "error.config.unknown_field", f"unknown field{hint}",
+                                  suggestion=near[0] if near else "")
+            node[parts[-1]] = value
+        return type(self).from_dict(data)
+
+
+def parse_value(text: str) -> Any:
+    """Parse a `--set` value the way YAML would (numbers, booleans, lists), else keep the string."""
+    try:
+        import yaml
+
+        return yaml.safe_load(text)
+    except Exception:
+        return text
+
+
+# ---- typed construction with named errors -----------------------------------------------
+
+
+def _build(cls: type, data: Any, prefix: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(prefix.rstrip(".") or "<root>", "error.config.type", "must be a mapping", expected="mapping")
+    hints = typing.get_type_hints(cls)
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in known:
+            near = difflib.get_close_matches(str(key), list(known), n=1)
+            hint = f"; did you mean {near[0]!r}?" if near else ""
+            raise ConfigError(prefix + str(key), "error.config.unknown_field", f"unknown field{hint}",
+                              suggestion=near[0] if near else "")
+    kwargs = {}
+    for name, f in known.items():
+        if name in data:
+            kwargs[name] = _coerce(hints[name], data[name], prefix + name)
+    try:
+        return cls(**kwargs)
+    except ConfigError as e:  # raised by this class's own __post_init__: name the field in full
+        if prefix:
+            e.field = e.params["field"] = prefix + e.field
+            e.args = (f"{prefix}{e.args[0]}",)
+        raise
+
+
+def _coerce(tp: Any, value: Any, name: str) -> Any:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is Union:  # Optional[X]
+        if value is None:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(inner[0], value, name)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value if value is not None else {}, name + ".")
+    if origin is Literal:
+        if value not in args or (isinstance(value, bool) and not any(isinstance(a, bool) for a in args)):
+            choices = ", ".join(str(a) for a in args)
+            near = difflib.get_close_matches(str(value), [str(a) for a in args], n=1)
+            hint = f"; did you mean {near[0]!r}?" if near else ""
+            raise ConfigError(name, "error.config.choice", f"{value!r} is not one of: {choices}{hint}",
+                              value=value, choices=choices)
+        return value
+    if origin is list:
+        if isinstance(value, (str, dict)) and args and args[0] is str and isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list):
+            _type_error(name, value, "list")
+        return [_coerce(args[0], v, f"{name}[{i}]") for i, v in enumerate(value)] if args else list(value)
+    if origin is dict:
+        if not isinstance(value, dict):
+            _type_error(name, value, "mapping")
+        return {str(k): str(v) for k, v in value.items()}
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "on", "off"):
+            return value.lower() in ("true", "yes", "on")
+        _type_error(name, value, "true/false")
+    if tp is int:
+        if isinstance(value, bool):
+            _type_error(name, value, "integer")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                pass
+        _type_error(name, value, "integer")
+    if tp is float:
+        if isinstance(value, bool):
+            _type_error(name, value, "number")
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)  # YAML 1.1 reads `2e-4` as a string; accept it
+            except ValueError:
+                pass
+        _type_error(name, value, "number")
+    if tp is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        _type_error(name, value, "text")
+    return value
+
+
+def _type_error(name: str, value: Any, expected: str) -> None:
+    raise ConfigError(name, "error.config.type", f"expected {expected}, got {json.dumps(value, default=str)}",
+                      value=value, expected=expected)
+
+
+def field_help(cls: type = RunConfig, prefix: str = "") -> list[tuple[str, str, Any]]:
+    """(dotted name, help, default) for every field: feeds the README reference and the board's hints."""
+    out = []
+    for f in dataclasses.fields(cls):
+        tp = typing.get_type_hints(cls)[f.name]
+        if dataclasses.is_dataclass(tp):
+            out.extend(field_help(tp, prefix + f.name + "."))
+        elif f.name != "datasets":
+            default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+            out.append((prefix + f.name, f.metadata.get("help", ""), default))
+    return out

@@ -1,0 +1,152 @@
+"""Load a model and its tokenizer for a RunConfig: device, precision, attention, quantization, template.
+
+The engine, not a library default, decides precision: bf16 on GPUs of compute capability 8.0+,
+fp16 below, fp32 on CPU. What was decided is returned as `Resolved`, recorded in the run.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import RunConfig
+from .demo import ensure_demo_model, is_demo
+from .messages import TuneboardError
+from .templates import TEMPLATES
+
+
+@dataclass
+class Resolved:
+    path: str  # where the weights come from (the demo's cache folder, a local folder, or a hub id)
+    device: str  # cuda | cpu
+    precision: str  # bf16 | fp16 | fp32
+    attn_implementation: str
+    chat_template: str  # the template's name: tokenizer | chatml | llama2 | ...
+    optim: str
+
+
+def resolve_path(name: str, workdir=None) -> str:
+    if is_demo(name):
+        return str(ensure_demo_model(workdir))
+    p = Path(name).expanduser()
+    if p.is_dir():
+        if not (p / "config.json").exists():
+            raise TuneboardError("error.model_not_found", name=name)
+        return str(p.resolve())
+    if name.startswith((".", "/", "~")) or name.count("/") > 1:
+        raise TuneboardError("error.model_not_found", name=name)
+    return name  # a hub id: loading it raises the offline error if we can't reach the hub
+
+
+def resolve(cfg: RunConfig, workdir=None) -> Resolved:
+    import torch
+
+    cuda = torch.cuda.is_available()
+    device = "cuda" if cuda else "cpu"
+    precision = cfg.model.precision
+    if precision == "auto":
+        precision = ("bf16" if torch.cuda.get_device_capability()[0] >= 8 else "fp16") if cuda else "fp32"
+    elif precision == "fp16" and not cuda:
+        raise TuneboardError("error.precision_unsupported", precision="fp16", device="CPU")
+    elif precision == "bf16" and cuda and not torch.cuda.is_bf16_supported():
+        raise TuneboardError("error.precision_unsupported", precision="bf16", device=torch.cuda.get_device_name())
+    attn = cfg.model.attn_implementation
+    if attn == "auto":
+        attn = "flash_attention_2" if cuda and importlib.util.find_spec("flash_attn") else "sdpa"
+    elif attn == "flash_attention_2" and not (cuda and importlib.util.find_spec("flash_attn")):
+        raise TuneboardError("error.flash_unavailable")
+    optim = cfg.training.optim
+    if optim == "auto":
+        optim = "adamw_torch_fused" if cuda else "adamw_torch"
+    elif not cuda and optim in ("adamw_8bit", "paged_adamw_8bit", "paged_adamw_32bit", "adamw_torch_fused"):
+        optim = "adamw_torch"  # bitsandbytes' optimizers and fused AdamW need CUDA; a warning event says so
+    return Resolved(path=resolve_path(cfg.model.name_or_path, workdir), device=device, precision=precision,
+                    attn_implementation=attn, chat_template="", optim=optim)
+
+
+def torch_dtype(precision: str):
+    import torch
+
+    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[precision]
+
+
+def quantization_config(cfg: RunConfig, res: Resolved):
+    bits = cfg.quantization.bits
+    if not bits:
+        return None
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise TuneboardError("error.quant_unavailable", bits=bits, reason="bitsandbytes is not installed")
+    from transformers import BitsAndBytesConfig
+
+    if bits == 8:
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=cfg.quantization.quant_type,
+                              bnb_4bit_use_double_quant=cfg.quantization.double_quant,
+                              bnb_4bit_compute_dtype=torch_dtype(res.precision))
+
+
+def load_tokenizer(cfg: RunConfig, res: Resolved):
+    from transformers import AutoTokenizer
+
+    tok = _hub_call(cfg.model.name_or_path, AutoTokenizer.from_pretrained, res.path, revision=cfg.model.revision,
+                    trust_remote_code=cfg.model.trust_remote_code)
+    if tok.pad_token is None:  # most base models ship without one; eos is the usual stand-in
+        tok.pad_token = tok.eos_token or tok.unk_token
+    name = cfg.model.chat_template
+    if name == "auto":
+        res.chat_template = "tokenizer" if tok.chat_template else "chatml"
+        if not tok.chat_template:
+            tok.chat_template = TEMPLATES["chatml"]
+    else:
+        res.chat_template = name
+        tok.chat_template = TEMPLATES[name]
+    return tok
+
+
+def load_model(cfg: RunConfig, res: Resolved, for_training: bool = True, dtype: str | None = None):
+    """The base model on the resolved device. `dtype` overrides the precision (merge loads 16-bit)."""
+    from transformers import AutoModelForCausalLM
+
+    q = quantization_config(cfg, res) if dtype is None else None
+    precision = dtype or res.precision
+    # A frozen base is held in the compute dtype; fully trained weights stay fp32 masters under autocast.
+    if for_training and cfg.adapter.method in ("full", "freeze") and res.device == "cuda":
+        precision = "fp32"
+    kwargs = dict(dtype=torch_dtype(precision), attn_implementation=res.attn_implementation,
+                  trust_remote_code=cfg.model.trust_remote_code, revision=cfg.model.revision)
+    if q is not None:
+        kwargs["quantization_config"] = q
+        kwargs["device_map"] = {"": 0} if res.device == "cuda" else "cpu"
+    try:
+        model = _hub_call(cfg.model.name_or_path, AutoModelForCausalLM.from_pretrained, res.path, **kwargs)
+    except (ImportError, RuntimeError) as e:
+        if q is not None and ("bitsandbytes" in str(e) or "quantiz" in str(e).lower()):
+            raise TuneboardError("error.quant_unavailable", bits=cfg.quantization.bits, reason=str(e).splitlines()[0]) from e
+        raise
+    if q is None and res.device == "cuda":
+        model.to("cuda")
+    model.config.use_cache = not for_training
+    return model
+
+
+def _hub_call(name: str, fn, *args, **kwargs):
+    """Call a from_pretrained; turn 'cannot reach the hub' into one clear, translatable error."""
+    try:
+        return fn(*args, **kwargs)
+    except OSError as e:
+        text = str(e)
+        offline = os.environ.get("HF_HUB_OFFLINE") == "1" or any(
+            s in text for s in ("offline", "couldn't connect", "Connection", "resolve", "Max retries"))
+        if Path(str(args[0])).exists():
+            raise
+        if offline:
+            raise TuneboardError("error.offline_hub", name=name) from e
+        raise TuneboardError("error.model_not_found", name=name) from e
+
+
+def count_params(model) -> tuple[int, int]:
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    return trainable, total

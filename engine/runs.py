@@ -1,0 +1,151 @@
+"""Run folders: create them, list them, read a run's status back (standard library only).
+
+A run's truth is its folder: `config.yaml` (what ran), `events.jsonl` (what happened), the
+saved adapter or model, checkpoints, `train.log`. Status is derived from the events and
+whether the worker's pid is still alive, so a board restart sees what really happened.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from .config import RunConfig
+from .events import CheckpointSaved, Evaluation, Finished, LogStep, Progress, RunStarted, read_events
+from .messages import TuneboardError
+from .paths import runs_dir
+
+RUNNING, FINISHED, STOPPED, FAILED = "running", "finished", "stopped", "failed"
+_ID_OK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+@dataclass
+class RunInfo:
+    id: str
+    path: Path
+    status: str
+    stage: str = ""
+    model: str = ""
+    created: float = 0.0
+    step: int = 0
+    total_steps: int = 0
+    last_loss: Optional[float] = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    error: str = ""
+    has_adapter: bool = False
+    has_model: bool = False
+
+
+def create_run(cfg: RunConfig, workdir: str | os.PathLike | None = None) -> Path:
+    """Make `<workdir>/runs/<id>/` with the config written; ids sort by time and never collide."""
+    base = runs_dir(workdir)
+    base.mkdir(parents=True, exist_ok=True)
+    prefix = re.sub(r"[^A-Za-z0-9._-]+", "-", cfg.run_name or cfg.stage).strip("-") or cfg.stage
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for n in range(1000):
+        run_id = f"{stamp}-{prefix}" + (f"-{n}" if n else "")
+        path = base / run_id
+        try:
+            path.mkdir()
+        except FileExistsError:
+            continue
+        cfg.save(str(path / "config.yaml"))
+        return path
+    raise RuntimeError("could not allocate a run id")
+
+
+def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # a zombie (finished child not yet reaped) is not alive
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ")[-1][:1] != "Z"
+    except OSError:
+        return True
+
+
+def run_info(path: str | os.PathLike) -> RunInfo:
+    path = Path(path)
+    events = read_events(str(path / "events.jsonl"))
+    info = RunInfo(id=path.name, path=path, status=FAILED, created=path.stat().st_mtime if path.exists() else 0.0)
+    try:
+        cfg = RunConfig.load(str(path / "config.yaml"))
+        info.stage, info.model = cfg.stage, cfg.model.name_or_path
+    except Exception:
+        pass
+    pid, finished = 0, None
+    for ev in events:
+        if isinstance(ev, RunStarted):
+            pid, info.total_steps, info.created = ev.pid, ev.total_steps, ev.time
+        elif isinstance(ev, LogStep):
+            info.step = max(info.step, ev.step)
+            if ev.loss is not None:
+                info.last_loss = ev.loss
+        elif isinstance(ev, Progress):
+            info.step, info.total_steps = max(info.step, ev.step), ev.total_steps
+        elif isinstance(ev, Evaluation):
+            info.metrics.update({f"eval_{k}" if not k.startswith("eval") else k: v for k, v in ev.metrics.items()})
+        elif isinstance(ev, Finished):
+            finished = ev
+        elif type(ev).__name__ == "Error":
+            info.error = getattr(ev, "message", "") or getattr(ev, "key", "")
+    if finished is not None:
+        info.status = finished.status
+        info.metrics.update(finished.metrics)
+    elif events and _alive(pid):
+        info.status = RUNNING
+    elif not events and time.time() - info.created < 120:
+        info.status = RUNNING  # just created; the worker is still importing torch
+    info.has_adapter = (path / "adapter" / "adapter_config.json").exists()
+    info.has_model = (path / "model" / "config.json").exists()
+    return info
+
+
+def list_runs(workdir: str | os.PathLike | None = None) -> list[RunInfo]:
+    base = runs_dir(workdir)
+    if not base.is_dir():
+        return []
+    out = [run_info(p) for p in base.iterdir() if p.is_dir() and (p / "config.yaml").exists()]
+    return sorted(out, key=lambda r: r.id, reverse=True)
+
+
+def resolve_run(run: str | os.PathLike, workdir: str | os.PathLike | None = None) -> Path:
+    """A run folder or a run id in the workdir; an id can never reach outside `<workdir>/runs`."""
+    p = Path(run)
+    if p.is_dir() and (p / "config.yaml").exists():
+        return p.resolve()
+    name = str(run)
+    if _ID_OK.match(name):
+        cand = runs_dir(workdir) / name
+        if cand.is_dir():
+            return cand.resolve()
+    raise TuneboardError("error.run_not_found", run=name)
+
+
+def latest_checkpoint(path: str | os.PathLike) -> Optional[Path]:
+    """The newest `checkpoint-N` under a run folder (or the folder itself if it is one)."""
+    path = Path(path)
+    if re.fullmatch(r"checkpoint-\d+", path.name) and path.is_dir():
+        return path
+    ckpts = [p for p in (path / "checkpoints").glob("checkpoint-*") if p.name.split("-")[-1].isdigit()]
+    return max(ckpts, key=lambda p: int(p.name.split("-")[-1])) if ckpts else None
+
+
+def last_finished(path: str | os.PathLike) -> Optional[Finished]:
+    evs = [e for e in read_events(str(Path(path) / "events.jsonl")) if isinstance(e, Finished)]
+    return evs[-1] if evs else None
+
+
+def checkpoints(path: str | os.PathLike) -> list[CheckpointSaved]:
+    return [e for e in read_events(str(Path(path) / "events.jsonl")) if isinstance(e, CheckpointSaved)]

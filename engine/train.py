@@ -1,0 +1,311 @@
+"""Run one training job: RunConfig -> data -> model -> trainer -> saved adapter, with events all the way.
+
+`run_training` is the one function both the CLI (`tuneboard train`) and the board's worker
+process call, so a run started in the browser and one started in a terminal are the same run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Callable, Optional
+
+from .config import ConfigError, RunConfig, parse_value
+from .events import Error, Event, Finished, LogStep, Progress, RunStarted, Warning
+from .messages import TuneboardError, message
+from .paths import default_workdir
+from .runs import create_run, latest_checkpoint
+
+
+class EventLog:
+    """Appends every event to events.jsonl (flushed at once) and a readable line to train.log."""
+
+    def __init__(self, run_dir: Path, emit: Optional[Callable[[Event], None]] = None):
+        self.events = open(run_dir / "events.jsonl", "a", encoding="utf-8")
+        self.log = open(run_dir / "train.log", "a", encoding="utf-8")
+        self.emit = emit
+
+    def __call__(self, ev: Event) -> None:
+        self.events.write(ev.to_json() + "\n")
+        self.events.flush()
+        line = _log_line(ev)
+        if line:
+            self.log.write(time.strftime("%H:%M:%S ") + line + "\n")
+            self.log.flush()
+        if self.emit:
+            self.emit(ev)
+
+    def close(self) -> None:
+        self.events.close()
+        self.log.close()
+
+
+def _log_line(ev: Event) -> str:
+    if isinstance(ev, Progress):
+        return ""
+    if isinstance(ev, LogStep):
+        parts = [f"step {ev.step}"] + [f"{k} {v:.4g}" for k, v in (("loss", ev.loss), ("lr", ev.learning_rate),
+                                                                   ("grad_norm", ev.grad_norm)) if v is not None]
+        return "  ".join(parts + [f"{k} {v:.4g}" for k, v in ev.metrics.items()])
+    d = ev.to_dict()
+    d.pop("time", None)
+    d.pop("traceback", None)
+    return json.dumps(d, ensure_ascii=False, default=str)
+
+
+def training_args(cfg: RunConfig, res, run_dir: Path, has_eval: bool) -> dict:
+    """The TrainingArguments every stage shares, decided by the engine (not by library defaults)."""
+    t = cfg.training
+    on_gpu = res.device == "cuda"
+    eval_every = t.eval_steps if has_eval and t.eval_steps else 0
+    return dict(
+        output_dir=str(run_dir / "checkpoints"),
+        num_train_epochs=t.num_train_epochs, max_steps=t.max_steps,
+        learning_rate=t.learning_rate, per_device_train_batch_size=t.per_device_train_batch_size,
+        per_device_eval_batch_size=t.per_device_train_batch_size,
+        gradient_accumulation_steps=t.gradient_accumulation_steps, lr_scheduler_type=t.lr_scheduler_type,
+        warmup_steps=t.warmup_ratio, weight_decay=t.weight_decay, max_grad_norm=t.max_grad_norm or 0.0,
+        optim=res.optim, seed=t.seed, data_seed=t.seed,
+        gradient_checkpointing=t.gradient_checkpointing,
+        gradient_checkpointing_kwargs={"use_reentrant": False} if t.gradient_checkpointing else None,
+        bf16=on_gpu and res.precision == "bf16", fp16=on_gpu and res.precision == "fp16", use_cpu=not on_gpu,
+        logging_steps=t.logging_steps, logging_first_step=True,
+        eval_strategy="steps" if eval_every else ("epoch" if has_eval else "no"),
+        eval_steps=eval_every or None,
+        save_strategy="steps", save_steps=t.save_steps or 10**9, save_total_limit=t.save_total_limit,
+        report_to=t.report_to or "none", disable_tqdm=True,
+        include_num_input_tokens_seen="non_padding",
+        use_liger_kernel=_liger(cfg, res), dataloader_num_workers=t.dataloader_num_workers,
+        remove_unused_columns=True,
+    )
+
+
+def _liger(cfg: RunConfig, res) -> bool:
+    import importlib.util
+
+    mode = cfg.training.use_liger_kernel
+    if mode == "off" or res.device != "cuda":
+        return False
+    return mode == "on" or importlib.util.find_spec("liger_kernel") is not None
+
+
+def run_training(cfg: RunConfig, run_dir: str | os.PathLike, emit: Optional[Callable[[Event], None]] = None,
+                 should_stop: Optional[Callable[[], bool]] = None, workdir=None) -> Path:
+    """Train `cfg` into `run_dir` (already holding config.yaml). Returns the folder of the saved result."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if not (run_dir / "config.yaml").exists():
+        cfg.save(str(run_dir / "config.yaml"))
+    log = EventLog(run_dir, emit)
+    step = 0
+    try:
+        out, step, status, metrics = _train(cfg, run_dir, log, should_stop, workdir)
+        log(Finished(status=status, step=step, output_dir=str(out), metrics=metrics))
+        return out
+    except BaseException as e:
+        key, params = _error_key(e)
+        log(Error(key=key, params=params, message=message(key, params), traceback=traceback.format_exc()))
+        log(Finished(status="stopped" if isinstance(e, KeyboardInterrupt) else "failed", step=step))
+        raise
+    finally:
+        log.close()
+
+
+def _error_key(e: BaseException) -> tuple[str, dict]:
+    if isinstance(e, TuneboardError):
+        return e.key, e.params
+    if isinstance(e, ConfigError):
+        return e.key, e.params
+    if isinstance(e, KeyboardInterrupt):
+        return "error.interrupted", {}
+    if type(e).__name__ == "OutOfMemoryError" or "out of memory" in str(e).lower():
+        return "error.oom", {"device": "GPU"}
+    return "error.training_failed", {"error": f"{type(e).__name__}: {e}"}
+
+
+def _train(cfg: RunConfig, run_dir: Path, log: EventLog, should_stop, workdir):
+    import torch
+    from transformers import PrinterCallback, set_seed
+    from transformers.utils import logging as hf_logging
+
+    from . import adapters, model as model_mod
+    from .callbacks import EventCallback
+    from .data import load_training_data
+
+    hf_logging.set_verbosity_error()
+    res = model_mod.resolve(cfg, workdir)
+    if cfg.training.optim not in ("auto", res.optim):
+        log(Warning(key="warning.optim_fallback", params={"optim": cfg.training.optim, "used": res.optim},
+                    message=message("warning.optim_fallback", {"optim": cfg.training.optim, "used": res.optim})))
+    if cfg.model.trust_remote_code:
+        log(Warning(key="warning.trust_remote_code", message=message("warning.trust_remote_code")))
+    set_seed(cfg.training.seed)
+    tokenizer = model_mod.load_tokenizer(cfg, res)
+    train_ds, eval_ds = load_training_data(cfg)
+    if len(train_ds) == 0:
+        raise TuneboardError("error.empty_dataset")
+
+    model = model_mod.load_model(cfg, res, for_training=True)
+    set_seed(cfg.training.seed)  # adapter init draws random numbers: seed right before it
+    model = adapters.prepare(model, cfg)
+    trainable, total = model_mod.count_params(model)
+
+    callback = EventCallback(log, should_stop)
+    args = training_args(cfg, res, run_dir, eval_ds is not None)
+    if cfg.stage == "dpo":
+        from . import dpo as stage
+    else:
+        from . import sft as stage
+    trainer = stage.build(model, tokenizer, train_ds, eval_ds, cfg, res, args, [callback])
+    trainer.remove_callback(PrinterCallback)  # our events and progress bar say it, once
+
+    resume = _resume_checkpoint(cfg, run_dir)
+    total_steps = trainer.state.max_steps or _planned_steps(trainer, cfg)
+    log(RunStarted(run_id=run_dir.name, stage=cfg.stage, total_steps=total_steps, device=_device_name(res),
+                   precision=res.precision, attn_implementation=res.attn_implementation,
+                   trainable_params=trainable, total_params=total, train_rows=len(train_ds),
+                   eval_rows=len(eval_ds) if eval_ds is not None else 0, chat_template=res.chat_template,
+                   pid=os.getpid()))
+    (run_dir / "resolved.json").write_text(json.dumps(res.__dict__, indent=1))
+    result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    step = trainer.state.global_step
+
+    out = run_dir / ("adapter" if cfg.adapter.method == "lora" else "model")
+    trainer.save_model(str(out))
+    tokenizer.save_pretrained(str(out))
+    metrics = {k: float(v) for k, v in (result.metrics or {}).items() if isinstance(v, (int, float))}
+    status = "stopped" if callback.stopped else "finished"
+    if status == "finished" and eval_ds is not None and not cfg.training.eval_steps:
+        pass  # eval_strategy="epoch" already evaluated at the end
+    del trainer, model
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    return out, step, status, metrics
+
+
+def _planned_steps(trainer, cfg: RunConfig) -> int:
+    if cfg.training.max_steps > 0:
+        return cfg.training.max_steps
+    import math
+
+    per_epoch = math.ceil(len(trainer.get_train_dataloader()) / cfg.training.gradient_accumulation_steps)
+    return max(1, math.ceil(per_epoch * cfg.training.num_train_epochs))
+
+
+def _device_name(res) -> str:
+    if res.device == "cuda":
+        import torch
+
+        return torch.cuda.get_device_name()
+    return "cpu"
+
+
+def _resume_checkpoint(cfg: RunConfig, run_dir: Path) -> Optional[Path]:
+    src = cfg.training.resume_from
+    if not src:
+        return None
+    ckpt = latest_checkpoint(run_dir if src == "last" else src)
+    if ckpt is None:
+        raise TuneboardError("error.no_checkpoint", path=src)
+    return ckpt
+
+
+# ---- the CLI verb ---------------------------------------------------------------------------
+
+
+def config_from_args(args) -> RunConfig:
+    cfg = RunConfig.load(args.config)
+    overrides = {}
+    for item in args.set or []:
+        if "=" not in item:
+            raise ConfigError(item, "error.config.set_syntax", "expected section.key=value", value=item)
+        k, v = item.split("=", 1)
+        overrides[k.strip()] = parse_value(v)
+    if getattr(args, "data", None):
+        overrides["data.datasets"] = [{"path": p} for p in args.data]
+    if getattr(args, "max_steps", None):
+        overrides["training.max_steps"] = args.max_steps
+    return cfg.with_overrides(overrides) if overrides else cfg
+
+
+def cmd_train(args) -> int:
+    cfg = config_from_args(args)
+    workdir = Path(args.workdir).resolve() if args.workdir else default_workdir()
+    for d in cfg.data.datasets:  # fail fast on a missing file, before a run folder exists
+        p = d.path
+        if not p.startswith("demo:") and ("." in Path(p).name or os.sep in p) and not Path(p).exists():
+            raise FileNotFoundError(2, "No such file", p)
+    _print_estimate(cfg, workdir)
+    run_dir = create_run(cfg, workdir)
+    print(f"run folder: {run_dir}", file=sys.stderr)
+    bar = None if args.quiet else ProgressBar()
+    try:
+        run_training(cfg, run_dir, emit=bar, workdir=workdir)
+    finally:
+        if bar:
+            bar.close()
+    print(str(run_dir))
+    return 0
+
+
+def _print_estimate(cfg: RunConfig, workdir: Path) -> None:
+    try:
+        from .estimate import estimate_text
+    except ImportError:
+        return
+    try:
+        text = estimate_text(cfg, workdir)
+    except Exception:  # an estimate is advice; it never blocks training
+        return
+    if text:
+        print(text, file=sys.stderr)
+
+
+class ProgressBar:
+    """One terminal line: step, loss, tokens/s, ETA (to stderr, so stdout stays the run folder)."""
+
+    def __init__(self):
+        self.loss = self.tps = None
+        self.tty = sys.stderr.isatty()
+        self.last = ""
+
+    def __call__(self, ev: Event) -> None:
+        if isinstance(ev, LogStep):
+            self.loss = ev.loss if ev.loss is not None else self.loss
+            self.tps = ev.tokens_per_second or self.tps
+        elif isinstance(ev, RunStarted):
+            print(f"training {ev.stage} on {ev.device} ({ev.precision}, {ev.attn_implementation}): "
+                  f"{ev.trainable_params:,} of {ev.total_params:,} parameters trainable, {ev.train_rows} rows",
+                  file=sys.stderr)
+        elif isinstance(ev, Progress):
+            width = 24
+            filled = int(width * ev.step / max(ev.total_steps, 1))
+            eta = f"{ev.eta_seconds:.0f}s" if ev.eta_seconds is not None else "?"
+            loss = f"{self.loss:.4f}" if self.loss is not None else "-"
+            tps = f"{self.tps:,.0f}" if self.tps else "-"
+            line = (f"[{'#' * filled}{'.' * (width - filled)}] {ev.step}/{ev.total_steps}  loss {loss}  "
+                    f"tok/s {tps}  eta {eta}")
+            if self.tty:
+                print("\r" + line, end="", file=sys.stderr, flush=True)
+            elif ev.step == ev.total_steps or ev.step % 10 == 0:
+                print(line, file=sys.stderr)
+            self.last = line
+        elif isinstance(ev, (Warning, Error)):
+            if self.tty:
+                print(file=sys.stderr)
+            print(f"{'warning' if isinstance(ev, Warning) else 'error'}: {ev.message or ev.key}", file=sys.stderr)
+        elif isinstance(ev, Finished):
+            if self.tty:
+                print(file=sys.stderr)
+            print(f"{ev.status} at step {ev.step}", file=sys.stderr)
+
+    def close(self) -> None:
+        pass
+
+
+logging.getLogger("transformers").setLevel(logging.ERROR)

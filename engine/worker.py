@@ -1,0 +1,34 @@
+"""The background process a board Start spawns: run one job, put each event on a queue.
+
+No torch at module level: the board imports this module to name the spawn target, and the
+board process must never load torch. Everything heavy is imported inside the child.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+
+def run_job(config_dict: dict[str, Any], run_dir: str, queue, stop_event, workdir: str | None = None) -> None:
+    """Spawn target: train `config_dict` into `run_dir`; events go to `queue` and events.jsonl."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from .config import RunConfig
+    from .train import run_training
+
+    def emit(ev) -> None:
+        try:
+            queue.put_nowait(ev.to_dict())
+        except Exception:  # a full or closed queue never stops training: events.jsonl has everything
+            pass
+
+    cfg = RunConfig.from_dict(config_dict)
+    try:
+        run_training(cfg, run_dir, emit=emit, should_stop=stop_event.is_set, workdir=workdir)
+    except BaseException:
+        pass  # already recorded as Error + Finished(failed) in events.jsonl and on the queue
+    finally:
+        try:
+            queue.put(None)  # end of stream
+        except Exception:
+            pass

@@ -1,0 +1,31 @@
+"""Merge message keys into every locales/<lang>.json at once, under a file lock.
+
+Usage: python scripts/locale_add.py keys.json   where keys.json is {"key": {"en": "...", "ko": "...", ...}}
+Keeps each file sorted, so concurrent additions never conflict.
+"""
+
+import fcntl
+import json
+import sys
+from pathlib import Path
+
+LOCALES = Path(__file__).resolve().parent.parent / "locales"
+LANGS = ["en", "ko", "zh", "ja", "ru"]
+
+
+def main(path: str) -> None:
+    new = json.loads(Path(path).read_text(encoding="utf-8"))
+    with open(LOCALES / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        for lang in LANGS:
+            f = LOCALES / f"{lang}.json"
+            data = json.loads(f.read_text(encoding="utf-8")) if f.exists() else {}
+            for key, texts in new.items():
+                if lang not in texts:
+                    sys.exit(f"{key}: no {lang} text")
+                data[key] = texts[lang]
+            f.write_text(json.dumps(dict(sorted(data.items())), ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Create .venv with the CPU torch first (a bare `torch` would pull a multi-GB CUDA build), then the project.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+. .venv/bin/activate
+python -m pip install -q --upgrade pip
+python -m pip install -q "torch==2.13.0"
+python -m pip install -q -e ".[test]"

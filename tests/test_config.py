@@ -1,0 +1,102 @@
+"""RunConfig: YAML round-trips exactly, bad values name their field, every preset validates."""
+
+import ast
+import sys
+from pathlib import Path
+
+import pytest
+
+from engine.config import ConfigError, RunConfig, field_help
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_default_round_trips_through_yaml():
+    cfg = RunConfig()
+    assert RunConfig.from_yaml(cfg.to_yaml()) == cfg
+
+
+def test_non_default_round_trips_exactly(tmp_path):
+    cfg = RunConfig.from_dict({
+        "stage": "dpo", "model": {"name_or_path": "Qwen/Qwen2.5-0.5B", "precision": "bf16"},
+        "quantization": {"bits": 4}, "adapter": {"rank": 64, "target_modules": ["q_proj", "v_proj"], "use_dora": True},
+        "data": {"datasets": [{"path": "a.jsonl", "columns": {"instruction": "질문"}, "max_samples": 10},
+                              {"path": "b.csv", "format": "alpaca"}], "packing": True, "system_prompt": "너는 도우미야"},
+        "training": {"learning_rate": 1e-5, "report_to": ["tensorboard"]}, "dpo": {"beta": 0.3, "loss_type": "ipo"},
+    })
+    path = tmp_path / "c.yaml"
+    cfg.save(str(path))
+    again = RunConfig.load(str(path))
+    assert again == cfg
+    assert again.to_yaml() == cfg.to_yaml()
+    assert "너는 도우미야" in path.read_text(encoding="utf-8")  # unicode kept readable, not escaped
+
+
+@pytest.mark.parametrize("yaml_text, field, key", [
+    ("training: {learning_rate: -1}", "training.learning_rate", "error.config.range"),
+    ("training: {learning_rat: 0.1}", "training.learning_rat", "error.config.unknown_field"),
+    ("adapter: {method: lorra}", "adapter.method", "error.config.choice"),
+    ("quantization: {bits: 3}", "quantization.bits", "error.config.choice"),
+    ("training: {per_device_train_batch_size: two}", "training.per_device_train_batch_size", "error.config.type"),
+    ("training: {per_device_train_batch_size: 0}", "training.per_device_train_batch_size", "error.config.range"),
+    ("data: {datasets: [{path: ''}]}", "data.datasets[0].path", "error.config.required"),
+    ("data: {datasets: []}", "data.datasets", "error.config.required"),
+    ("quantization: {bits: 4}\nadapter: {method: full}", "quantization.bits", "error.config.quant_needs_lora"),
+    ("dpo: {label_smoothing: 0.7}", "dpo.label_smoothing", "error.config.range"),
+    ("stage: rlhf", "stage", "error.config.choice"),
+    ("model: {trust_remote_code: maybe}", "model.trust_remote_code", "error.config.type"),
+    ("- a\n- b", "<yaml>", "error.config.yaml"),
+])
+def test_bad_values_are_rejected_with_the_field_name(yaml_text, field, key):
+    with pytest.raises(ConfigError) as e:
+        RunConfig.from_yaml(yaml_text)
+    assert e.value.field == field
+    assert e.value.key == key
+    assert field in str(e.value)
+
+
+def test_unknown_field_suggests_the_nearest():
+    with pytest.raises(ConfigError, match="did you mean 'learning_rate'"):
+        RunConfig.from_yaml("training: {learning_rte: 0.1}")
+
+
+def test_overrides_by_dotted_path_are_typed_and_checked():
+    cfg = RunConfig().with_overrides({"training.learning_rate": "1e-3", "adapter.target_modules": "q_proj,v_proj"})
+    assert cfg.training.learning_rate == 1e-3
+    assert cfg.adapter.target_modules == ["q_proj", "v_proj"]
+    with pytest.raises(ConfigError) as e:
+        RunConfig().with_overrides({"training.nope": 1})
+    assert e.value.field == "training.nope"
+
+
+@pytest.mark.parametrize("preset", sorted((ROOT / "assets" / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_preset_validates_and_round_trips(preset):
+    cfg = RunConfig.load(str(preset))
+    assert RunConfig.from_yaml(cfg.to_yaml()) == cfg
+
+
+def test_presets_cover_the_documented_recipes():
+    names = {p.name for p in (ROOT / "assets" / "configs").glob("*.yaml")}
+    assert {"sft_demo.yaml", "qlora_llama2_ko.yaml", "lora_all_linear_bf16.yaml", "full_finetune.yaml"} <= names
+    q = RunConfig.load(str(ROOT / "assets/configs/qlora_llama2_ko.yaml"))
+    assert (q.quantization.bits, q.quantization.quant_type, q.quantization.double_quant) == (4, "nf4", True)
+    assert (q.adapter.rank, q.adapter.alpha, q.adapter.target_modules) == (64, 16, ["q_proj", "v_proj"])
+    assert q.training.optim == "paged_adamw_32bit" and q.training.lr_scheduler_type == "cosine" and q.data.packing
+
+
+def test_every_field_has_help():
+    missing = [name for name, text, _ in field_help() if not text]
+    assert missing == []
+
+
+@pytest.mark.parametrize("module", ["engine/config.py", "engine/events.py", "engine/runs.py", "engine/messages.py",
+                                    "engine/paths.py", "engine/templates.py"])
+def test_contract_modules_import_only_the_standard_library(module):
+    tree = ast.parse((ROOT / module).read_text())
+    top = set()
+    for node in tree.body:  # module level only: lazy imports inside functions are allowed
+        if isinstance(node, ast.Import):
+            top |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0:
+            top.add(node.module.split(".")[0])
+    assert top <= set(sys.stdlib_module_names) | {"__future__"}, top

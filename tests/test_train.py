@@ -1,0 +1,195 @@
+"""Training on the offline demo: loss falls, adapters reload in plain peft, the right weights move."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from conftest import ROOT, tiny_sft_config
+from engine.config import RunConfig
+from engine.events import Finished, LogStep, RunStarted, read_events
+from engine.runs import create_run, run_info
+from engine.train import run_training
+
+
+def _run(workdir, cfg_dict):
+    cfg = RunConfig.from_dict(cfg_dict)
+    run_dir = create_run(cfg, workdir)
+    run_training(cfg, run_dir, workdir=workdir)
+    return run_dir
+
+
+def _losses(run_dir):
+    return [e.loss for e in read_events(str(run_dir / "events.jsonl")) if isinstance(e, LogStep) and e.loss is not None]
+
+
+def _weights(folder):
+    return load_file(str(next(folder.glob("*.safetensors"))))
+
+
+def test_sft_lora_loss_falls_and_run_folder_is_complete(trained_run):
+    losses = _losses(trained_run)
+    assert len(losses) == 30
+    assert all(torch.isfinite(torch.tensor(losses)))
+    first, last = sum(losses[:5]) / 5, sum(losses[-5:]) / 5
+    assert last < first * 0.75, (first, last)
+    for name in ("config.yaml", "events.jsonl", "train.log", "adapter/adapter_config.json",
+                 "adapter/adapter_model.safetensors", "adapter/tokenizer.json", "resolved.json"):
+        assert (trained_run / name).exists(), name
+    evs = read_events(str(trained_run / "events.jsonl"))
+    assert isinstance(evs[0], RunStarted) and evs[0].trainable_params > 0
+    assert isinstance(evs[-1], Finished) and evs[-1].status == "finished" and evs[-1].step == 30
+    assert run_info(trained_run).status == "finished"
+    # config.yaml is exactly what ran: it re-loads to the same config
+    assert RunConfig.load(str(trained_run / "config.yaml")) == RunConfig.from_dict(tiny_sft_config())
+
+
+def test_adapter_reloads_in_plain_peft_changes_output_and_leaves_base_alone(trained_run, demo_model):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    saved = _weights(trained_run / "adapter")
+    assert saved and all("lora_" in k for k in saved), "the adapter holds LoRA weights only"
+    base_on_disk = _weights(demo_model)
+    base = AutoModelForCausalLM.from_pretrained(demo_model)
+    ids = torch.tensor([[5, 17, 42, 99, 7]])
+    with torch.no_grad():
+        before = base(ids).logits
+        tuned = PeftModel.from_pretrained(base, trained_run / "adapter")
+        after = tuned(ids).logits
+        with tuned.disable_adapter():
+            disabled = tuned(ids).logits
+    assert not torch.allclose(before, after, atol=1e-4), "the adapter changes the output"
+    assert torch.allclose(before, disabled, atol=1e-6), "disabling it gives the base back"
+    for k, v in _weights(demo_model).items():
+        assert torch.equal(v, base_on_disk[k]), f"training wrote into the base weights: {k}"
+
+
+def test_same_seed_gives_same_losses(workdir, demo_model):
+    a = _losses(_run(workdir, tiny_sft_config(max_steps=4)))
+    b = _losses(_run(workdir, tiny_sft_config(max_steps=4)))
+    assert a == b
+    c = _losses(_run(workdir, tiny_sft_config(max_steps=4, seed=8)))
+    assert c != a
+
+
+def test_full_finetune_changes_every_weight(workdir, demo_model):
+    cfg = tiny_sft_config(max_steps=3, learning_rate=1e-3)
+    cfg["adapter"] = {"method": "full"}
+    run_dir = _run(workdir, cfg)
+    base, tuned = _weights(demo_model), _weights(run_dir / "model")
+    changed = {k for k in base if not torch.equal(base[k], tuned[k])}
+    assert changed == set(base), set(base) - changed
+
+
+def test_freeze_changes_only_the_last_layers(workdir, demo_model):
+    cfg = tiny_sft_config(max_steps=3, learning_rate=1e-3)
+    cfg["adapter"] = {"method": "freeze", "freeze_trainable_layers": 2}
+    run_dir = _run(workdir, cfg)
+    base, tuned = _weights(demo_model), _weights(run_dir / "model")
+    changed = {k for k in base if not torch.equal(base[k], tuned[k])}
+    assert changed, "freeze trained nothing"
+    assert all(k.startswith(("model.layers.2.", "model.layers.3.")) for k in changed), changed
+    # every tensor of the two trainable layers moved (norm weights included)
+    assert {k for k in base if k.startswith(("model.layers.2.", "model.layers.3."))} == changed
+
+
+def test_resume_continues_the_step_count(workdir, demo_model):
+    first = _run(workdir, tiny_sft_config(max_steps=6, save_steps=3))
+    assert (first / "checkpoints" / "checkpoint-3").is_dir()
+    cfg = tiny_sft_config(max_steps=6)
+    cfg["training"]["resume_from"] = str(first / "checkpoints" / "checkpoint-3")
+    second = _run(workdir, cfg)
+    steps = [e.step for e in read_events(str(second / "events.jsonl")) if isinstance(e, LogStep)]
+    assert steps and steps[0] == 4 and steps[-1] == 6
+    # the resumed steps reproduce the uninterrupted run's losses
+    assert _losses(second) == pytest.approx(_losses(first)[3:], rel=1e-4)
+
+
+@pytest.mark.parametrize("adapter", [{"use_dora": True}, {"use_rslora": True}, {"target_modules": ["q_proj", "v_proj"]}],
+                         ids=["dora", "rslora", "q_v"])
+def test_lora_variants_train_and_record_their_kind(workdir, demo_model, adapter):
+    cfg = tiny_sft_config(max_steps=2)
+    cfg["adapter"].update(adapter)
+    run_dir = _run(workdir, cfg)
+    saved = json.loads((run_dir / "adapter" / "adapter_config.json").read_text())
+    assert saved["use_dora"] == adapter.get("use_dora", False)
+    assert saved["use_rslora"] == adapter.get("use_rslora", False)
+    if "target_modules" in adapter:
+        assert set(saved["target_modules"]) == {"q_proj", "v_proj"}
+
+
+def test_qlora_4bit_trains_on_cpu(workdir, demo_model):
+    """bitsandbytes quantizes NF4 on the CPU, so the real QLoRA path runs here."""
+    pytest.importorskip("bitsandbytes")
+    cfg = tiny_sft_config(max_steps=3)
+    cfg["quantization"] = {"bits": 4, "quant_type": "nf4", "double_quant": True}
+    run_dir = _run(workdir, cfg)
+    assert (run_dir / "adapter" / "adapter_model.safetensors").exists()
+    assert all(l is not None and l == l for l in _losses(run_dir))
+
+
+def test_plain_text_pretraining_with_packing(workdir, demo_model):
+    run_dir = _run(workdir, {"stage": "pt", "adapter": {"method": "lora", "rank": 8, "alpha": 16},
+                             "data": {"datasets": [{"path": "demo:pt"}], "max_length": 64, "packing": True},
+                             "training": {"max_steps": 3, "learning_rate": 1e-3, "per_device_train_batch_size": 2,
+                                          "gradient_accumulation_steps": 1}})
+    assert len(_losses(run_dir)) == 3
+
+
+def _cli(*args, cwd=ROOT):
+    return subprocess.run([sys.executable, "-m", "engine.cli", *args], capture_output=True, text=True, cwd=cwd,
+                          timeout=600)
+
+
+def test_cli_train_prints_the_run_folder_last(workdir, demo_model):
+    r = _cli("train", "assets/configs/sft_demo.yaml", "--max-steps", "2", "--workdir", str(workdir),
+             "--set", "data.val_size=0", "--set", "training.learning_rate=1e-3", "--quiet")
+    assert r.returncode == 0, r.stderr
+    run_dir = r.stdout.strip().splitlines()[-1]
+    cfg = RunConfig.load(f"{run_dir}/config.yaml")
+    assert cfg.training.max_steps == 2 and cfg.training.learning_rate == 1e-3 and cfg.data.val_size == 0
+
+
+def test_cli_bad_config_is_one_clear_line(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("training:\n  learning_rate: -3\n")
+    r = _cli("train", str(bad), "--workdir", str(tmp_path))
+    assert r.returncode == 2
+    assert "training.learning_rate" in r.stderr and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_cli_missing_data_file_is_named(tmp_path):
+    r = _cli("train", "assets/configs/sft_demo.yaml", "--data", str(tmp_path / "nope.jsonl"), "--workdir", str(tmp_path))
+    assert r.returncode == 2
+    assert "nope.jsonl" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_cli_unknown_set_field_is_rejected(tmp_path):
+    r = _cli("train", "assets/configs/sft_demo.yaml", "--set", "training.lr=1", "--workdir", str(tmp_path))
+    assert r.returncode == 2 and "training.lr" in r.stderr
+
+
+def test_hub_model_offline_gives_a_clear_error(workdir):
+    from engine.messages import TuneboardError
+    from engine.model import load_tokenizer, resolve
+
+    cfg = RunConfig.from_dict({"model": {"name_or_path": "someorg/some-model-that-is-not-cached"}})
+    with pytest.raises(TuneboardError) as e:
+        load_tokenizer(cfg, resolve(cfg, workdir))
+    assert e.value.key == "error.offline_hub"
+
+
+@pytest.mark.gpu
+def test_qlora_bf16_on_gpu(workdir, demo_model):
+    cfg = tiny_sft_config(max_steps=5)
+    cfg["quantization"] = {"bits": 4}
+    run_dir = _run(workdir, cfg)
+    evs = read_events(str(run_dir / "events.jsonl"))
+    started = next(e for e in evs if isinstance(e, RunStarted))
+    assert started.device != "cpu" and started.precision in ("bf16", "fp16")
