@@ -71,8 +71,7 @@ def training_args(cfg: RunConfig, res, run_dir: Path, has_eval: bool) -> dict:
         gradient_accumulation_steps=t.gradient_accumulation_steps, lr_scheduler_type=t.lr_scheduler_type,
         warmup_steps=t.warmup_ratio, weight_decay=t.weight_decay, max_grad_norm=t.max_grad_norm or 0.0,
         optim=res.optim, seed=t.seed, data_seed=t.seed,
-        gradient_checkpointing=t.gradient_checkpointing,
-        gradient_checkpointing_kwargs={"use_reentrant": False} if t.gradient_checkpointing else None,
+        **_checkpointing_args(t.gradient_checkpointing),
         bf16=on_gpu and res.precision == "bf16", fp16=on_gpu and res.precision == "fp16", use_cpu=not on_gpu,
         logging_steps=t.logging_steps, logging_first_step=True,
         eval_strategy="steps" if eval_every else ("epoch" if has_eval else "no"),
@@ -83,6 +82,17 @@ def training_args(cfg: RunConfig, res, run_dir: Path, has_eval: bool) -> dict:
         use_liger_kernel=_liger(cfg, res), dataloader_num_workers=t.dataloader_num_workers,
         remove_unused_columns=True,
     )
+
+
+def _checkpointing_args(on: bool) -> dict:
+    """Non-reentrant checkpointing, under whichever name this transformers uses (renamed in 5.x)."""
+    import dataclasses
+
+    from transformers import TrainingArguments
+
+    names = {f.name for f in dataclasses.fields(TrainingArguments)}
+    name = "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
+    return {name: on, f"{name}_kwargs": {"use_reentrant": False} if on else None}
 
 
 def _liger(cfg: RunConfig, res) -> bool:
@@ -129,6 +139,7 @@ def _error_key(e: BaseException) -> tuple[str, dict]:
 
 
 def _train(cfg: RunConfig, run_dir: Path, log: EventLog, should_stop, workdir):
+    import datasets
     import torch
     from transformers import PrinterCallback, set_seed
     from transformers.utils import logging as hf_logging
@@ -138,6 +149,7 @@ def _train(cfg: RunConfig, run_dir: Path, log: EventLog, should_stop, workdir):
     from .data import load_training_data
 
     hf_logging.set_verbosity_error()
+    datasets.disable_progress_bars()  # the run's own progress events say it; no bars in the log
     res = model_mod.resolve(cfg, workdir)
     if cfg.training.optim not in ("auto", res.optim):
         log(Warning(key="warning.optim_fallback", params={"optim": cfg.training.optim, "used": res.optim},

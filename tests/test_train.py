@@ -193,3 +193,12 @@ def test_qlora_bf16_on_gpu(workdir, demo_model):
     evs = read_events(str(run_dir / "events.jsonl"))
     started = next(e for e in evs if isinstance(e, RunStarted))
     assert started.device != "cpu" and started.precision in ("bf16", "fp16")
+
+
+def test_gradient_accumulation_matches_a_bigger_batch(workdir, demo_model):
+    """1 x 4 with 4 accumulation steps trains the same weights as 4 x 1 (loss normalised over all tokens)."""
+    big = _run(workdir, tiny_sft_config(max_steps=2, per_device_train_batch_size=4, gradient_accumulation_steps=1))
+    acc = _run(workdir, tiny_sft_config(max_steps=2, per_device_train_batch_size=1, gradient_accumulation_steps=4))
+    a, b = _weights(big / "adapter"), _weights(acc / "adapter")
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=2e-4, rtol=1e-3), k
