@@ -216,7 +216,7 @@ class RunConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any] | None) -> "RunConfig":
+    def from_dict(cls, data: dict[str, Any] | None) -> RunConfig:
         return _build(cls, data or {}, "")
 
     def to_yaml(self) -> str:
@@ -225,7 +225,7 @@ class RunConfig:
         return yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)
 
     @classmethod
-    def from_yaml(cls, text: str) -> "RunConfig":
+    def from_yaml(cls, text: str) -> RunConfig:
         import yaml
 
         try:
@@ -237,7 +237,7 @@ class RunConfig:
         return cls.from_dict(data)
 
     @classmethod
-    def load(cls, path: str) -> "RunConfig":
+    def load(cls, path: str) -> RunConfig:
         with open(path, encoding="utf-8-sig") as f:
             return cls.from_yaml(f.read())
 
@@ -245,7 +245,7 @@ class RunConfig:
         with open(path, "w", encoding="utf-8") as f:
             f.write(self.to_yaml())
 
-    def with_overrides(self, overrides: dict[str, Any]) -> "RunConfig":
+    def with_overrides(self, overrides: dict[str, Any]) -> RunConfig:
         """Return a copy with dotted-path overrides applied (`training.learning_rate` -> 1e-4)."""
         data = self.to_dict()
         for dotted, value in overrides.items():
@@ -289,7 +289,7 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
             raise ConfigError(prefix + str(key), "error.config.unknown_field", f"unknown field{hint}",
                               suggestion=near[0] if near else "")
     kwargs = {}
-    for name, f in known.items():
+    for name in known:
         if name in data:
             kwargs[name] = _coerce(hints[name], data[name], prefix + name)
     try:

@@ -7,7 +7,7 @@ user's language, from the same files.
 from __future__ import annotations
 
 import json
-from functools import lru_cache
+from functools import cache
 from typing import Any
 
 from .paths import LOCALES
@@ -15,7 +15,7 @@ from .paths import LOCALES
 DEFAULT_LANG = "en"
 
 
-@lru_cache(maxsize=None)
+@cache
 def table(lang: str = DEFAULT_LANG) -> dict[str, str]:
     try:
         with open(LOCALES / f"{lang}.json", encoding="utf-8") as f:

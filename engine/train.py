@@ -12,8 +12,9 @@ import os
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 from .config import ConfigError, RunConfig, parse_value
 from .events import Error, Event, Finished, LogStep, Progress, RunStarted, Warning
@@ -144,7 +145,8 @@ def _train(cfg: RunConfig, run_dir: Path, log: EventLog, should_stop, workdir):
     from transformers import PrinterCallback, set_seed
     from transformers.utils import logging as hf_logging
 
-    from . import adapters, model as model_mod
+    from . import adapters
+    from . import model as model_mod
     from .callbacks import EventCallback
     from .data import load_training_data
 
@@ -246,11 +248,13 @@ def config_from_args(args) -> RunConfig:
 
 
 def cmd_train(args) -> int:
+    from .data.sources import is_hub_name
+
     cfg = config_from_args(args)
     workdir = Path(args.workdir).resolve() if args.workdir else default_workdir()
     for d in cfg.data.datasets:  # fail fast on a missing file, before a run folder exists
         p = d.path
-        if not p.startswith("demo:") and ("." in Path(p).name or os.sep in p) and not Path(p).exists():
+        if not p.startswith("demo:") and not is_hub_name(p) and not Path(p).exists():
             raise FileNotFoundError(2, "No such file", p)
     _print_estimate(cfg, workdir)
     run_dir = create_run(cfg, workdir)

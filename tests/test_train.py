@@ -6,9 +6,9 @@ import sys
 
 import pytest
 import torch
+from conftest import ROOT, tiny_sft_config
 from safetensors.torch import load_file
 
-from conftest import ROOT, tiny_sft_config
 from engine.config import RunConfig
 from engine.events import Finished, LogStep, RunStarted, read_events
 from engine.runs import create_run, run_info
@@ -129,7 +129,7 @@ def test_qlora_4bit_trains_on_cpu(workdir, demo_model):
     cfg["quantization"] = {"bits": 4, "quant_type": "nf4", "double_quant": True}
     run_dir = _run(workdir, cfg)
     assert (run_dir / "adapter" / "adapter_model.safetensors").exists()
-    assert all(l is not None and l == l for l in _losses(run_dir))
+    assert all(x is not None and x == x for x in _losses(run_dir))
 
 
 def test_plain_text_pretraining_with_packing(workdir, demo_model):

@@ -1,0 +1,464 @@
+"""Speed and memory of four fine-tuning recipes on the same synthetic data, one process per recipe.
+
+    python bench/bench_train.py --shape tiny --steps 20 --recipes a,b,c,d
+    python bench/bench_train.py --data-speed
+
+The model is built from a published config (bench/configs/) with random weights: the shapes set the
+cost, not the weights. The data is a stream of Zipf-distributed token ids with log-normal lengths,
+written as words of a word-level tokenizer ("t17 t4 ..."), so every recipe reads the same tokens
+through the ordinary text path. Recipes:
+  a  the classic QLoRA tutorial: fp16, NF4 + double quant, LoRA r64/alpha16 on q,v, paged AdamW 32-bit,
+     eager attention, padded batches, checkpointing (prepare_model_for_kbit_training's default)
+  b  LLaMA-Factory's paper setting: bf16, LoRA r128/alpha256 on all linear layers, 8-bit AdamW,
+     checkpointing, sdpa, padded batches
+  c  Tuneboard's defaults, trained by engine.train.run_training (the path the board and CLI use)
+  d  c with the base in 4-bit (QLoRA)
+a and b run on transformers' Trainer + peft, as those recipes did. On CPU, what needs CUDA (fp16/bf16
+autocast, paged and 8-bit optimizers) falls back to fp32 + AdamW and the line says `cpu-fallback`.
+Each line: tokens/s (real tokens, padding excluded, after two warm-up steps), MFU (6N per token for
+full training, 4N + 6*adapter for LoRA, plus 12*layers*q_dim*length for attention, against the GPU's
+peak; recomputation is not counted), peak memory (torch's max allocated on GPU, the process's peak
+RSS on CPU), the estimate, and the loss at the last step. Results append to bench/results.jsonl.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(ROOT))
+
+RECIPES = {"a": "qlora-classic", "b": "llamafactory-paper", "c": "tuneboard-default", "d": "tuneboard-qlora"}
+DEFAULTS = {"tiny": (4, 256), "qwen2.5-0.5b": (4, 1024), "llama-2-7b": (4, 1024)}  # micro-batch, cutoff
+# dense bf16/fp16 tensor-core peak, TFLOP/s, by the name torch reports
+PEAK_TFLOPS = [("H200", 989), ("H100 PCIe", 756), ("H100", 989), ("A100", 312), ("L40S", 362), ("L4", 121),
+               ("A10G", 125), ("A10", 125), ("RTX 4090", 165), ("RTX 3090", 71), ("V100", 125), ("T4", 65)]
+
+
+# ---- synthetic data ----------------------------------------------------------------------------
+
+
+def lengths(n: int, max_length: int, seed: int) -> list[int]:
+    """Log-normal lengths (median ~ max_length/4, a long tail), clipped to [16, max_length - 1]."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    raw = rng.lognormal(mean=math.log(max_length / 4), sigma=0.75, size=n)
+    return [int(x) for x in np.clip(raw, 16, max_length - 1)]
+
+
+def token_rows(n: int, vocab: int, max_length: int, seed: int) -> list[list[int]]:
+    """Zipf-distributed ids (like real text's frequencies), so the loss has something to learn."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed + 1)
+    ranks = np.arange(1, vocab - 3 + 1)
+    p = ranks ** -1.1
+    p /= p.sum()
+    out = []
+    for k in lengths(n, max_length, seed):
+        out.append((rng.choice(vocab - 3, size=k, p=p) + 3).tolist())  # 0-2 are pad, eos, unk
+    return out
+
+
+def word_tokenizer(vocab: int):
+    """A word-level tokenizer whose words are the ids themselves: `t17` <-> 17."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    words = {"<pad>": 0, "<eos>": 1, "<unk>": 2, **{f"t{i}": i for i in range(3, vocab)}}
+    tok = Tokenizer(models.WordLevel(words, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>", unk_token="<unk>",
+                                   model_max_length=10**6)
+
+
+# ---- the parent: prepare once, one subprocess per recipe, print and record -------------------------
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--shape", default="tiny", choices=sorted(DEFAULTS))
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--recipes", default="a,b,c,d")
+    ap.add_argument("--batch", type=int, default=None, help="micro-batch (default per shape)")
+    ap.add_argument("--seq", type=int, default=None, help="cutoff in tokens (default per shape)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--peak-tflops", type=float, default=None, help="the device's peak, if not in the table")
+    ap.add_argument("--out", default=str(HERE / "results.jsonl"), help="JSONL to append to ('' to skip)")
+    ap.add_argument("--machine", default=os.environ.get("BENCH_MACHINE", platform.node()), help="name in the record")
+    ap.add_argument("--data-speed", action="store_true", help="time tokenising + packing 100k rows instead")
+    ap.add_argument("--rows", type=int, default=100_000)
+    ap.add_argument("--num-proc", type=int, default=2)
+    ap.add_argument("--table", action="store_true", help="print results.jsonl as the README's markdown table")
+    ap.add_argument("--_worker", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--_prepare", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--_dir", default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    b, s = DEFAULTS[args.shape]
+    args.batch, args.seq = args.batch or b, args.seq or s
+    if args._prepare:
+        return prepare(args)
+    if args._worker:
+        return worker(args)
+    if args.data_speed:
+        return data_speed(args)
+    if args.table:
+        return table(Path(args.out or HERE / "results.jsonl"))
+
+    recipes = [r.strip() for r in args.recipes.split(",") if r.strip()]
+    unknown = [r for r in recipes if r not in RECIPES]
+    if unknown:
+        ap.error(f"unknown recipe(s) {unknown}; choose from {', '.join(RECIPES)}")
+    with tempfile.TemporaryDirectory(prefix="tb-bench-") as tmp:
+        base = [sys.executable, str(Path(__file__).resolve()), "--shape", args.shape, "--steps", str(args.steps),
+                "--batch", str(args.batch), "--seq", str(args.seq), "--seed", str(args.seed), "--_dir", tmp]
+        t = time.perf_counter()
+        subprocess.run(base + ["--_prepare"], check=True)
+        print(f"# {args.shape}: model + {args.steps * args.batch * 2:,} rows prepared in {time.perf_counter() - t:.0f}s;"
+              f" micro-batch {args.batch}, cutoff {args.seq}, {args.steps} steps", flush=True)
+        for r in recipes:
+            extra = ["--peak-tflops", str(args.peak_tflops)] if args.peak_tflops else []
+            proc = subprocess.run(base + ["--_worker", r] + extra, capture_output=True, text=True)
+            out = Path(tmp) / f"result-{r}.json"
+            if proc.returncode or not out.exists():
+                tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+                print(f"{r} {RECIPES[r]:<19} FAILED: {' | '.join(tail)}", flush=True)
+                continue
+            rec = json.loads(out.read_text())
+            rec["machine"] = args.machine
+            print(line(rec), flush=True)
+            if args.out:
+                with open(args.out, "a", encoding="utf-8") as f:
+                    f.write(json.dumps(rec) + "\n")
+    return 0
+
+
+def line(r: dict) -> str:
+    mfu = f"{100 * r['mfu']:.1f}%" if r.get("mfu") is not None else "n/a"
+    est = f" (est {r['est_gb']:.2f})" if r.get("device") == "cuda" and r.get("est_gb") else ""
+    kind = "GB" if r.get("peak_kind") == "cuda_allocated" else "GB rss"
+    fb = f"  [cpu-fallback: {r['fallback']}]" if r.get("fallback") else ""
+    return (f"{r['recipe']} {r['name']:<19} tokens/s {r['tokens_per_s']:>9,.0f}  MFU {mfu:>6}  "
+            f"peak {r['peak_gb']:.2f} {kind}{est}  loss@{r['steps']} {r['loss']:.4f}{fb}")
+
+
+def table(path: Path) -> int:
+    print("| date | machine | device | shape | recipe | batch x cutoff | steps | tokens/s | MFU | peak | est. | loss | load | notes |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for raw in path.read_text(encoding="utf-8").splitlines():
+        r = json.loads(raw)
+        if r.get("recipe") == "data-speed":
+            continue
+        mfu = f"{100 * r['mfu']:.1f}%" if r.get("mfu") is not None else "n/a"
+        peak = f"{r['peak_gb']:.2f} GB" + (" RSS" if r.get("peak_kind") == "cpu_rss" else "")
+        est = f"{r['est_gb']:.2f} GB" if r.get("device") == "cuda" else "-"
+        dev = r.get("gpu") or f"CPU x{r.get('cpu_threads')}"
+        print(f"| {r['date'][:10]} | {r['machine']} | {dev} | {r['shape']} | {r['recipe']} {r['name']} | "
+              f"{r['batch']}x{r['seq']} | {r['steps']} | {r['tokens_per_s']:,.0f} | {mfu} | {peak} | {est} | "
+              f"{r['loss']:.3f} | {r.get('load_avg', 0):.1f} | {'cpu-fallback' if r.get('fallback') else ''} |")
+    return 0
+
+
+# ---- preparation: the random-init model, its tokenizer, the data file ---------------------------------
+
+
+def shape_config(shape: str) -> dict:
+    return json.loads((HERE / "configs" / f"{shape}.json").read_text())
+
+
+def prepare(args) -> int:
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    d = Path(args._dir)
+    mc = shape_config(args.shape)
+    vocab = mc["vocab_size"]
+    cuda = torch.cuda.is_available()
+    torch.manual_seed(args.seed)
+    cfg = AutoConfig.for_model(**{**mc, "pad_token_id": 0, "eos_token_id": 1, "bos_token_id": None})
+    dtype = torch.bfloat16 if cuda else torch.float32
+    with torch.device("cuda" if cuda else "cpu"):  # initialised where it will train: seconds, not minutes
+        model = AutoModelForCausalLM.from_config(cfg, dtype=dtype)
+    model.save_pretrained(d / "model")
+    word_tokenizer(vocab).save_pretrained(d / "model")
+    del model
+    rows = token_rows(args.steps * args.batch * 2, vocab, args.seq, args.seed)
+    with open(d / "stream.jsonl", "w", encoding="utf-8") as f:
+        for ids in rows:
+            f.write(json.dumps({"text": " ".join(f"t{i}" for i in ids)}) + "\n")
+    return 0
+
+
+# ---- one recipe, in its own process --------------------------------------------------------------
+
+
+def run_config(recipe: str, args, d: Path):
+    """The RunConfig of a recipe: what c/d train with, and what a/b mirror for the estimate."""
+    from engine.config import RunConfig
+
+    base = {"stage": "pt", "run_name": f"bench-{recipe}",
+            "model": {"name_or_path": str(d / "model")},
+            "data": {"datasets": [{"path": str(d / "stream.jsonl")}], "max_length": args.seq},
+            "training": {"max_steps": args.steps, "per_device_train_batch_size": args.batch,
+                         "gradient_accumulation_steps": 1, "logging_steps": 1, "seed": args.seed,
+                         "save_total_limit": 1}}
+    if recipe == "a":
+        base["model"].update(precision="fp16", attn_implementation="eager")
+        base["quantization"] = {"bits": 4, "quant_type": "nf4", "double_quant": True}
+        base["adapter"] = {"rank": 64, "alpha": 16, "dropout": 0.1, "target_modules": ["q_proj", "v_proj"]}
+        base["training"].update(optim="paged_adamw_32bit", gradient_checkpointing=True, learning_rate=2e-4,
+                                max_grad_norm=0.3, lr_scheduler_type="constant", warmup_ratio=0.0)
+    elif recipe == "b":
+        base["model"].update(precision="bf16", attn_implementation="sdpa")
+        base["adapter"] = {"rank": 128, "alpha": 256, "dropout": 0.0, "target_modules": ["all-linear"]}
+        base["training"].update(optim="adamw_8bit", gradient_checkpointing=True, learning_rate=1e-4)
+    elif recipe == "d":
+        base["quantization"] = {"bits": 4}
+    return RunConfig.from_dict(base)
+
+
+def worker(args) -> int:
+    import torch
+
+    from engine.estimate import GB, count_params, estimate
+
+    d, r = Path(args._dir), args._worker
+    cuda = torch.cuda.is_available()
+    cfg = run_config(r, args, d)
+    t0 = time.perf_counter()
+    if r in ("a", "b"):
+        steps, fallback = train_plain(r, cfg, args, d, cuda)
+    else:
+        steps, fallback = train_engine(cfg, d, cuda)
+    wall = time.perf_counter() - t0
+    mc = shape_config(args.shape)
+    timed = steps[2:] if len(steps) > 3 else steps[1:]
+    tokens, seconds = sum(s["tokens"] for s in timed), sum(s["seconds"] for s in timed)
+    tps = tokens / seconds if seconds else 0.0
+    peak = torch.cuda.max_memory_allocated() if cuda else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    est = estimate(mc, cfg, fused_lm_head=r in ("c", "d"))
+    gpu_name = torch.cuda.get_device_name() if cuda else None
+    mfu = None
+    peak_flops = (args.peak_tflops or _peak_tflops(gpu_name)) if cuda else args.peak_tflops
+    if peak_flops:
+        mfu = tps * flops_per_token(mc, cfg, est.params_trainable, d) / (peak_flops * 1e12)
+    import transformers
+
+    rec = {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "recipe": r, "name": RECIPES[r], "shape": args.shape, "device": "cuda" if cuda else "cpu",
+        "gpu": gpu_name, "cpu": platform.processor() or platform.machine(), "cpu_threads": torch.get_num_threads(),
+        "torch": torch.__version__, "transformers": transformers.__version__, "load_avg": os.getloadavg()[0],
+        "steps": len(steps), "batch": args.batch, "seq": args.seq,
+        "tokens_per_s": tps, "mfu": mfu, "peak_gb": peak / GB,
+        "peak_kind": "cuda_allocated" if cuda else "cpu_rss", "est_gb": est.allocated / GB, "est_total_gb": est.total / GB,
+        "loss": steps[-1]["loss"], "first_loss": steps[0]["loss"], "fallback": fallback, "wall_s": wall,
+        "params": count_params(mc)["total"], "trainable": est.params_trainable,
+    }
+    (d / f"result-{r}.json").write_text(json.dumps(rec))
+    return 0
+
+
+def _peak_tflops(name: str | None) -> float | None:
+    for key, tf in PEAK_TFLOPS:
+        if name and key in name:
+            return tf
+    return None
+
+
+def flops_per_token(mc: dict, cfg, trainable: int, d: Path) -> float:
+    """Model FLOPs per trained token: 6N (full) or 4N + 6*adapter (LoRA), plus attention (PaLM's 12*L*q*s)."""
+    from engine.estimate import arch, count_params
+
+    a, c = arch(mc), count_params(mc)
+    n = c["total"] - c["embedding"] + (c["embedding"] if a.tied else 0)  # the lookup costs nothing; the head does
+    dense = 6 * n if cfg.adapter.method == "full" else 4 * n + 6 * trainable
+    lens = [len(json.loads(x)["text"].split()) + 1 for x in open(d / "stream.jsonl", encoding="utf-8")]
+    lens = [min(x, cfg.data.max_length) for x in lens]
+    token_weighted_len = sum(x * x for x in lens) / sum(lens)  # a token attends over its row's length
+    return dense + 12 * a.layers * a.q_dim * token_weighted_len
+
+
+def train_engine(cfg, d: Path, cuda: bool) -> tuple[list[dict], str]:
+    """c / d: the engine's own path, timed from the events it emits."""
+    from engine.events import Error, LogStep
+    from engine.train import run_training
+
+    steps, last = [], [time.perf_counter()]
+
+    def emit(ev):
+        if isinstance(ev, LogStep) and ev.loss is not None:
+            now = time.perf_counter()
+            dt = now - last[0]
+            last[0] = now
+            steps.append({"seconds": dt, "tokens": (ev.tokens_per_second or 0) * dt, "loss": ev.loss})
+        elif isinstance(ev, Error):
+            print(ev.message, file=sys.stderr)
+
+    workdir = d / f"work-{cfg.run_name}"
+    run_training(cfg, workdir / "run", emit=emit, workdir=workdir)
+    fallback = "" if cuda else "fp32, adamw_torch (the engine's CPU choice)"
+    return steps, fallback
+
+
+def train_plain(r: str, cfg, args, d: Path, cuda: bool) -> tuple[list[dict], str]:
+    """a / b: transformers' Trainer + peft, configured as those recipes were."""
+    import datasets
+    import torch
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+    from transformers import (
+        AutoModelForCausalLM,
+        AutoTokenizer,
+        BitsAndBytesConfig,
+        Trainer,
+        TrainerCallback,
+        TrainingArguments,
+    )
+
+    tok = AutoTokenizer.from_pretrained(d / "model")
+    ds = datasets.load_dataset("json", data_files=str(d / "stream.jsonl"), split="train").shuffle(seed=args.seed)
+    ds = ds.map(lambda b: tok([t + " <eos>" for t in b["text"]], truncation=True, max_length=args.seq),
+                batched=True, remove_columns=["text"])
+    ad = cfg.adapter
+    fallback = []
+    if r == "a":
+        dtype = torch.float16 if cuda else torch.float32
+        q = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                               bnb_4bit_compute_dtype=dtype)
+        model = AutoModelForCausalLM.from_pretrained(d / "model", dtype=dtype, quantization_config=q,
+                                                     attn_implementation="eager", device_map={"": 0} if cuda else "cpu")
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=True,
+                                                gradient_checkpointing_kwargs={"use_reentrant": False})
+        optim, mixed = ("paged_adamw_32bit", {"fp16": True}) if cuda else ("adamw_torch", {})
+        if not cuda:
+            fallback += ["fp32 (not fp16)", "adamw_torch (not paged 32-bit)"]
+    else:
+        dtype = torch.bfloat16 if cuda else torch.float32
+        model = AutoModelForCausalLM.from_pretrained(d / "model", dtype=dtype, attn_implementation="sdpa")
+        model.to("cuda" if cuda else "cpu")
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()
+        optim, mixed = ("adamw_8bit", {"bf16": True}) if cuda else ("adamw_torch", {})
+        if not cuda:
+            fallback += ["fp32 (not bf16)", "adamw_torch (not 8-bit)"]
+    targets = "all-linear" if ad.target_modules == ["all-linear"] else ad.target_modules
+    model = get_peft_model(model, LoraConfig(r=ad.rank, lora_alpha=ad.alpha, lora_dropout=ad.dropout,
+                                             target_modules=targets, task_type="CAUSAL_LM"))
+    model.config.use_cache = False
+
+    def collate(rows):  # padded to the longest row of the batch; the loss ignores the padding
+        n = max(len(x["input_ids"]) for x in rows)
+        ids = torch.full((len(rows), n), tok.pad_token_id)
+        mask = torch.zeros((len(rows), n), dtype=torch.long)
+        for i, x in enumerate(rows):
+            ids[i, : len(x["input_ids"])] = torch.tensor(x["input_ids"])
+            mask[i, : len(x["input_ids"])] = 1
+        return {"input_ids": ids, "attention_mask": mask, "labels": ids.masked_fill(mask == 0, -100)}
+
+    steps: list[dict] = []
+
+    class Clock(TrainerCallback):
+        def on_step_begin(self, a, state, control, **kw):
+            if cuda:
+                torch.cuda.synchronize()
+            self.t, self.seen = time.perf_counter(), state.num_input_tokens_seen
+
+        def on_step_end(self, a, state, control, **kw):
+            if cuda:
+                torch.cuda.synchronize()
+            steps.append({"seconds": time.perf_counter() - self.t, "tokens": state.num_input_tokens_seen - self.seen})
+
+        def on_log(self, a, state, control, logs=None, **kw):
+            if logs and "loss" in logs and steps:
+                steps[-1]["loss"] = logs["loss"]
+
+    t = cfg.training
+    targs = TrainingArguments(
+        output_dir=str(d / f"out-{r}"), max_steps=t.max_steps, per_device_train_batch_size=t.per_device_train_batch_size,
+        gradient_accumulation_steps=1, learning_rate=t.learning_rate, lr_scheduler_type=t.lr_scheduler_type,
+        warmup_steps=0, max_grad_norm=t.max_grad_norm, optim=optim, logging_steps=1, save_strategy="no",
+        report_to="none", disable_tqdm=True, seed=t.seed, use_cpu=not cuda, remove_unused_columns=False,
+        include_num_input_tokens_seen="non_padding", **mixed)
+    Trainer(model=model, args=targs, train_dataset=ds, data_collator=collate, callbacks=[Clock()]).train()
+    return [s for s in steps if "loss" in s], ", ".join(fallback)
+
+
+# ---- data speed -------------------------------------------------------------------------------------
+
+
+def data_speed(args) -> int:
+    """Chat-template + tokenise + pack `--rows` alpaca-sized conversations through datasets.
+
+    What trl does to a conversational dataset before SFT: the template is Python (Jinja) per row, so
+    datasets' worker processes are what makes it parallel. Timed with 1 process and `--num-proc`, with
+    the tokenizer's own threads off so that the processes are the only parallelism.
+    """
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    import datasets
+    import numpy as np
+    from trl import pack_dataset
+
+    from engine.demo import build_tokenizer
+    from engine.paths import DATA
+
+    datasets.disable_progress_bars()
+    corpus = [p for p in (DATA / "demo_pt.txt").read_text(encoding="utf-8").split("\n\n") if p.strip()]
+    tok = build_tokenizer(corpus)  # the demo's byte-level BPE with a ChatML template, trained in a second
+    words = " ".join(corpus).split()
+    rng = np.random.default_rng(args.seed)
+    n_words = np.clip(rng.lognormal(math.log(24), 0.8, size=(args.rows, 2)), 2, 1024).astype(int)  # alpaca-like
+    starts = rng.integers(0, len(words), size=(args.rows, 2))
+
+    def say(start: int, k: int) -> str:
+        return " ".join(words[(start + j) % len(words)] for j in range(k))
+
+    rows = [[{"role": "user", "content": say(a, x)}, {"role": "assistant", "content": say(b, y)}]
+            for (a, b), (x, y) in zip(starts.tolist(), n_words.tolist(), strict=True)]
+    ds = datasets.Dataset.from_dict({"messages": rows})
+
+    def tokenize(batch):
+        texts = [tok.apply_chat_template(m, tokenize=False) for m in batch["messages"]]
+        return tok(texts, truncation=True, max_length=args.seq)
+
+    report = {"rows": args.rows, "num_proc": args.num_proc, "date": datetime.datetime.now(datetime.timezone.utc)
+              .isoformat(timespec="seconds"), "machine": args.machine, "cpu_count": os.cpu_count(), "seq": args.seq,
+              "load_avg": os.getloadavg()[0]}
+    for n in sorted({1, args.num_proc}):
+        t = time.perf_counter()
+        tokd = ds.map(tokenize, batched=True, num_proc=n if n > 1 else None, remove_columns=["messages"],
+                      load_from_cache_file=False)
+        report[f"tokenize_s_np{n}"] = time.perf_counter() - t
+        t = time.perf_counter()
+        packed = pack_dataset(tokd.select_columns(["input_ids"]), args.seq, strategy="bfd",
+                              map_kwargs={"num_proc": n if n > 1 else None, "load_from_cache_file": False})
+        report[f"pack_s_np{n}"] = time.perf_counter() - t
+    report["tokens"] = int(sum(len(x) for x in tokd["input_ids"]))
+    report["packed_rows"] = len(packed)
+    k = args.num_proc
+    print(f"data: {args.rows:,} conversations, {report['tokens']:,} tokens -> {len(packed):,} packed rows of "
+          f"{args.seq}; template+tokenise {report['tokenize_s_np1']:.1f}s (1 proc) / "
+          f"{report[f'tokenize_s_np{k}']:.1f}s ({k} procs), pack {report['pack_s_np1']:.1f}s / "
+          f"{report[f'pack_s_np{k}']:.1f}s; {report['tokens'] / report[f'tokenize_s_np{k}']:,.0f} tokens/s")
+    if args.out:
+        with open(args.out, "a", encoding="utf-8") as f:
+            f.write(json.dumps({"recipe": "data-speed", **report}) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,43 @@
+"""Tuneboard's board: the Gradio page. Knows Gradio, plotly, pandas and the engine's torch-free parts; never torch."""
+
+from __future__ import annotations
+
+import importlib.abc
+import importlib.machinery
+import os
+import sys
+
+# No telemetry, no update check, no hub calls from the board process, whoever imports it first.
+for _name, _value in (
+    ("GRADIO_ANALYTICS_ENABLED", "False"),
+    ("HF_HUB_DISABLE_TELEMETRY", "1"),
+    ("DO_NOT_TRACK", "1"),
+    ("GRADIO_SSR_MODE", "False"),
+):
+    os.environ.setdefault(_name, _value)
+
+
+class _NoStubWriting(importlib.abc.MetaPathFinder):
+    """Gradio re-parses every component's source at import to (re)write `.pyi` stubs that its wheel
+    already ships; that is over a second of a two-core machine's start. Replace that one
+    function with a no-op when `gradio.component_meta` loads; nothing else changes."""
+
+    def find_spec(self, name, path, target=None):
+        if name != "gradio.component_meta":
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
+            return spec
+        run = spec.loader.exec_module
+
+        def exec_module(module):
+            run(module)
+            if callable(getattr(module, "create_or_modify_pyi", None)):
+                module.create_or_modify_pyi = lambda *args, **kwargs: None
+
+        spec.loader.exec_module = exec_module
+        return spec
+
+
+if "gradio" not in sys.modules and not any(isinstance(f, _NoStubWriting) for f in sys.meta_path):
+    sys.meta_path.insert(0, _NoStubWriting())

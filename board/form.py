@@ -1,0 +1,138 @@
+"""Form values <-> RunConfig: the one place where what the page shows becomes the run's contract.
+
+The tabs register each control under a dotted name (`training.learning_rate`). Most names are
+RunConfig fields as they are; a few are the page's own shapes (a quantization choice, a comma
+list of modules, one list of dataset paths) and are translated here, in both directions.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from engine.config import RunConfig
+
+# the page's shapes that are not a RunConfig field one-to-one
+QUANT_MODES = {"none": (0, "nf4"), "8bit": (8, "nf4"), "4bit": (4, "nf4")}
+DATASETS, DATA_FORMAT, DATA_COLUMNS, DATA_MAX_SAMPLES = (
+    "data.datasets",
+    "data.format",
+    "data.columns",
+    "data.max_samples",
+)
+QUANT_MODE = "quantization.mode"
+# optional text fields: an empty box means "not set"
+OPTIONAL_TEXT = {"run_name", "model.revision", "data.system_prompt"}
+# optional numbers: an empty box means "not set"
+OPTIONAL_NUMBER = {"training.save_total_limit", "data.max_samples", "data.shuffle_seed"}
+PAGE_ONLY = {QUANT_MODE, DATASETS, DATA_FORMAT, DATA_COLUMNS, DATA_MAX_SAMPLES}
+
+
+def parse_columns(text: str | None) -> dict[str, str]:
+    """`instruction=question, output=answer` -> {"instruction": "question", "output": "answer"}."""
+    out: dict[str, str] = {}
+    for part in (text or "").replace("\n", ",").split(","):
+        if "=" in part:
+            ours, theirs = (s.strip() for s in part.split("=", 1))
+            if ours and theirs:
+                out[ours] = theirs
+    return out
+
+
+def format_columns(columns: dict[str, str]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in columns.items())
+
+
+def _blank(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
+def form_to_config(values: dict[str, Any], base: dict[str, Any] | None = None) -> RunConfig:
+    """Build the RunConfig the page describes. `base` (a loaded config's dict) keeps the fields the
+    page has no control for; raises ConfigError naming the dotted field on a bad value."""
+    data = RunConfig.from_dict(base or {}).to_dict()
+    for name, value in values.items():
+        if name in PAGE_ONLY:
+            continue
+        if name in OPTIONAL_TEXT | OPTIONAL_NUMBER and _blank(value):
+            value = None
+        elif isinstance(value, str):
+            value = value.strip()
+        node, parts = data, name.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    if "adapter.target_modules" in values:
+        data["adapter"]["target_modules"] = target_modules_text(values["adapter.target_modules"])
+    if QUANT_MODE in values:
+        bits, qtype = QUANT_MODES.get(values[QUANT_MODE] or "none", (0, "nf4"))
+        data["quantization"]["bits"] = bits
+        if bits == 4:
+            data["quantization"]["quant_type"] = qtype
+    if DATASETS in values:
+        paths = values[DATASETS] or []
+        paths = [paths] if isinstance(paths, str) else paths
+        max_samples = values.get(DATA_MAX_SAMPLES)
+        data["data"]["datasets"] = [
+            {
+                "path": str(p).strip(),
+                "format": values.get(DATA_FORMAT) or "auto",
+                "columns": parse_columns(values.get(DATA_COLUMNS)),
+                "max_samples": None if _blank(max_samples) or max_samples == 0 else max_samples,
+            }
+            for p in paths
+            if str(p).strip()
+        ]
+    return RunConfig.from_dict(data)
+
+
+def config_to_form(cfg: RunConfig, names: list[str]) -> dict[str, Any]:
+    """The value each named control shows for `cfg` (the inverse of form_to_config)."""
+    data = cfg.to_dict()
+    first = cfg.data.datasets[0] if cfg.data.datasets else None
+    page = {
+        QUANT_MODE: {0: "none", 8: "8bit", 4: "4bit"}.get(cfg.quantization.bits, "none"),
+        DATASETS: [d.path for d in cfg.data.datasets],
+        DATA_FORMAT: first.format if first else "auto",
+        DATA_COLUMNS: format_columns(first.columns) if first else "",
+        DATA_MAX_SAMPLES: (first.max_samples or 0) if first else 0,  # 0: every row
+    }
+    out: dict[str, Any] = {}
+    for name in names:
+        if name in page:
+            out[name] = page[name]
+            continue
+        node: Any = data
+        for part in name.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        if name == "adapter.target_modules" and isinstance(node, list):
+            node = ", ".join(node)
+        if node is None and name in OPTIONAL_TEXT:
+            node = ""
+        out[name] = node
+    return out
+
+
+def target_modules_text(value: str | list[str] | None) -> list[str]:
+    if isinstance(value, list):
+        return value
+    return [v.strip() for v in (value or "").split(",") if v.strip()] or ["all-linear"]
+
+
+def build_config(values: dict[str, Any], base: dict[str, Any] | None, workdir) -> RunConfig:
+    """form_to_config, then every path the page named checked to lie inside the workdir (or an
+    allowed folder): the run a page can start never reads outside it."""
+    from pathlib import Path
+
+    from .safety import check_data_path, check_local_path, check_model_path
+
+    workdir = Path(workdir)
+    cfg = form_to_config(values, base)
+    data = cfg.to_dict()
+    data["model"]["name_or_path"] = check_model_path(cfg.model.name_or_path, workdir)
+    for spec in data["data"]["datasets"]:
+        spec["path"] = check_data_path(spec["path"], workdir)
+    if cfg.adapter.init_from:
+        data["adapter"]["init_from"] = str(check_local_path(cfg.adapter.init_from, workdir))
+    if cfg.training.resume_from and cfg.training.resume_from != "last":
+        data["training"]["resume_from"] = str(check_local_path(cfg.training.resume_from, workdir))
+    return RunConfig.from_dict(data)

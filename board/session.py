@@ -1,0 +1,40 @@
+"""One open page's state on the server: its language, the run it watches, what its data check found.
+
+Kept in a single `gr.State(Session)` that handlers change in place (never replace), so the
+timer's tick and a button's click on the same page cannot overwrite each other's work.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from .watch import Watch
+
+
+@dataclass
+class DataReport:
+    """The last data check, kept as keys so it can be said again in another language."""
+
+    checked: bool = False
+    errors: int = 0
+    warnings: int = 0
+    first_error: dict[str, Any] = field(default_factory=dict)  # {"key", "params", "row", "path"}
+    signature: str = ""  # what was checked (paths, format, columns, cutoff, stage)
+
+
+class Session:
+    """Not a dataclass on purpose: Gradio would try to serialise a dataclass default into the page."""
+
+    def __init__(self, lang: str = "en"):
+        self.lang = lang
+        self.watch = Watch()
+        self.data = DataReport()
+        self.data_reports: list[Any] = []  # engine.data FileReports of the last check
+        self.data_cutoff = 1024
+        self.base: dict[str, Any] = {}  # a loaded config's fields the page has no control for
+        self.lock = threading.RLock()
+
+    def __deepcopy__(self, memo: dict) -> Session:
+        return Session(lang=self.lang)  # Gradio copies the default per page: each page starts fresh

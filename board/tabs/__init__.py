@@ -1,0 +1,1 @@
+"""One module per tab: `build(ui)` lays out its components, `wire(ui)` connects its handlers."""

@@ -1,0 +1,528 @@
+"""Data tab: pick bundled sets, upload files or name a path / hub dataset; see the format, the findings
+with their row numbers, the rendered preview with the trained part marked, and the token lengths.
+
+The check is engine.data's `check_file`, the same one `tuneboard check --json` runs; its errors
+turn Start off (with the reason) until the data is fixed.
+"""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from engine.config import RunConfig
+from engine.messages import TuneboardError
+
+from ..charts import COLORS, _empty, _layout
+from ..i18n import SKIP, t, update
+from ..safety import DATA_SUFFIXES, store_upload
+from ..session import DataReport, Session
+from ..tokenizer import light_tokenizer
+from ..ui import UI
+
+DEMOS = [("ui.data.demo_sft", "demo:sft"), ("ui.data.demo_dpo", "demo:dpo"), ("ui.data.demo_pt", "demo:pt")]
+FORMATS = [
+    ("ui.data.format_auto", "auto"),
+    (None, "alpaca"),
+    (None, "sharegpt"),
+    (None, "messages"),
+    (None, "prompt_completion"),
+    (None, "preference"),
+    (None, "text"),
+]
+FINDING_COLUMNS = [
+    "ui.data.col_file",
+    "ui.data.col_row",
+    "ui.data.col_line",
+    "ui.data.col_field",
+    "ui.data.col_severity",
+    "ui.data.col_message",
+]
+PREVIEW_ROWS = 3
+PREVIEW_VIEWS = 4
+FINDINGS_PER_KIND = 20
+
+
+# ---- handlers (plain functions) -------------------------------------------------------------
+
+
+def dataset_choices(workdir: Path, lang: str) -> list[tuple[str, str]]:
+    """The bundled sets, then every file uploaded to this workdir (newest first)."""
+    out = [(t(k, lang), v) for k, v in DEMOS]
+    up = workdir / "uploads"
+    if up.is_dir():
+        files = sorted((p for p in up.iterdir() if p.is_file()), key=lambda p: p.stat().st_mtime, reverse=True)
+        out += [(p.name, str(p)) for p in files]
+    return out
+
+
+def add_uploads(files: list[Any] | None, current: list[str] | None, workdir: Path, lang: str) -> tuple[dict, str]:
+    """Copy uploads into the workdir and select them; a refused file is named with the reason."""
+    selected = list(current or [])
+    problems = []
+    for f in files or []:
+        src = getattr(f, "name", f)
+        try:
+            dest = store_upload(src, workdir, DATA_SUFFIXES)
+        except TuneboardError as e:
+            problems.append(t(e.key, lang, **e.params))
+            continue
+        selected = [s for s in selected if not s.startswith("demo:")] + [str(dest)]
+    msg = "".join(f'<div class="tb-msg tb-msg-error">{html.escape(p)}</div>' for p in problems)
+    return update(choices=dataset_choices(workdir, lang), value=selected), msg
+
+
+def stage_findings(report: Any, stage: str) -> list[dict[str, Any]]:
+    """What the engine would refuse for this stage (it raises the same keys when training starts)."""
+    if not report.rows or report.format is None:
+        return []
+    if stage == "sft" and report.format == "text":
+        return [{"key": "data.text_for_sft", "params": {"path": Path(report.path).name}}]
+    if stage == "dpo" and report.format != "preference":
+        return [
+            {"key": "data.dpo_needs_preference", "params": {"path": Path(report.path).name, "format": report.format}}
+        ]
+    return []
+
+
+def run_check(cfg: RunConfig, workdir: Path) -> list[Any]:
+    """check_file for each dataset, with the run's own tokenizer when its files are on this machine."""
+    from engine.data import check_file
+
+    tokenizer = light_tokenizer(cfg.model.name_or_path, workdir, cfg.model.chat_template)
+    reports = []
+    for spec in cfg.data.datasets:
+        report = check_file(
+            spec.path,
+            spec.format,
+            columns=spec.columns or None,
+            split=spec.split,
+            tokenizer=tokenizer,
+            max_length=cfg.data.max_length,
+            limit=FINDINGS_PER_KIND,
+            preview_rows=PREVIEW_ROWS,
+            assistant_only=cfg.data.assistant_only_loss and cfg.stage == "sft",
+        )
+        report.stage_findings = stage_findings(report, cfg.stage)
+        reports.append(report)
+    return reports
+
+
+def summarize_reports(reports: list[Any], signature: str = "") -> DataReport:
+    out = DataReport(checked=True, signature=signature)
+    for r in reports:
+        out.errors += r.errors + len(r.stage_findings)
+        out.warnings += r.warnings
+        if not out.first_error:
+            first = next((f for f in r.findings if f.severity == "error"), None)
+            if first is not None:
+                out.first_error = {
+                    "key": first.key,
+                    "row": first.row,
+                    "path": r.path,
+                    "params": {"row": first.row, "line": first.line, "field": first.field, **first.params},
+                }
+            elif r.stage_findings:
+                out.first_error = {
+                    "key": r.stage_findings[0]["key"],
+                    "row": None,
+                    "path": r.path,
+                    "params": r.stage_findings[0]["params"],
+                }
+    return out
+
+
+def findings_rows(reports: list[Any], lang: str) -> list[list[Any]]:
+    rows = []
+    for r in reports:
+        name = Path(r.path).name or r.path
+        for f in r.stage_findings:
+            rows.append([name, "", "", "", t("ui.data.sev_error", lang), t(f["key"], lang, **f["params"])])
+        for f in r.findings:
+            rows.append(
+                [
+                    name,
+                    "" if f.row is None else f.row,
+                    "" if f.line is None else f.line,
+                    f.field or "",
+                    t(f"ui.data.sev_{f.severity}", lang),
+                    f.message(lang),
+                ]
+            )
+    return rows
+
+
+def summary_html(reports: list[Any], lang: str) -> str:
+    if not reports:
+        return f'<div class="tb-card tb-muted">{html.escape(t("ui.data.none", lang))}</div>'
+    cards = []
+    for r in reports:
+        errors = r.errors + len(r.stage_findings)
+        ok = errors == 0 and r.valid > 0
+        fmt = r.format or "?"
+        kind = f' <span class="tb-muted">({html.escape(kind_text(r.kind, lang))})</span>' if r.kind else ""
+        counts = t("ui.data.counts", lang, rows=r.rows, valid=r.valid, errors=errors, warnings=r.warnings)
+        s = r.stats or {}
+        tokens = ""
+        if s.get("rows"):
+            approx = t("ui.data.estimated", lang) if s.get("estimated") else ""
+            tokens = t(
+                "ui.data.tokens",
+                lang,
+                mean=s["mean"],
+                p50=s["p50"],
+                p90=s["p90"],
+                max=s["max"],
+                over=s.get("over_cutoff", 0),
+                cutoff=s.get("max_length", "-"),
+            ) + (f" {approx}" if approx else "")
+        cards.append(
+            f'<div class="tb-card tb-data-file" data-ok="{str(ok).lower()}" data-errors="{errors}">'
+            f'<div class="tb-card-title">{status_icon(ok)} {html.escape(Path(r.path).name or r.path)}</div>'
+            f'<div class="tb-data-format">{html.escape(t("ui.data.detected", lang))} '
+            f'<code class="tb-format">{html.escape(fmt)}</code>{kind}</div>'
+            f"<div>{html.escape(counts)}</div>"
+            + (f'<div class="tb-muted">{html.escape(tokens)}</div>' if tokens else "")
+            + "</div>"
+        )
+    return "".join(cards)
+
+
+def kind_text(kind: str, lang: str) -> str:
+    """trl's name for the normalised form ("conversational preference"), in the reader's language."""
+    key = "ui.data.kind_" + kind.replace(" ", "_").replace("-", "_")
+    text = t(key, lang)
+    return kind if text == key else text
+
+
+def status_icon(ok: bool) -> str:
+    return '<span class="tb-ok">●</span>' if ok else '<span class="tb-bad">●</span>'
+
+
+def preview_html(reports: list[Any], lang: str) -> str:
+    """The first rows as the model sees them, the part that carries the loss highlighted."""
+    items = [(r, item) for r in reports for item in r.preview][:PREVIEW_ROWS]
+    title = f'<div class="tb-card-sub">{html.escape(t("ui.data.preview", lang))}</div>'
+    if not items:
+        return f'{title}<div class="tb-muted">{html.escape(t("ui.data.no_preview", lang))}</div>'
+    legend = (
+        f'<div class="tb-legend"><mark class="tb-loss">{html.escape(t("ui.data.legend_loss", lang))}</mark>'
+        f'<span class="tb-noloss">{html.escape(t("ui.data.legend_context", lang))}</span></div>'
+    )
+    parts, shown = [title, legend], 0
+    for r, item in items:
+        for view in item["views"]:
+            if shown == PREVIEW_VIEWS:  # preference rows show two views each: keep the page short
+                break
+            shown += 1
+            label = t(f"ui.data.view_{view['label']}", lang) if view.get("label") else ""
+            approx = "≈" if view.get("estimated") else ""
+            head = t(
+                "ui.data.preview_head",
+                lang,
+                file=Path(r.path).name,
+                row=item["row"],
+                tokens=f"{approx}{view['tokens']}",
+                loss=f"{approx}{view['loss_tokens']}",
+            )
+            body = "".join(
+                f'<mark class="tb-loss">{html.escape(s["text"])}</mark>' if s["loss"] else html.escape(s["text"])
+                for s in view["segments"]
+            )
+            parts.append(
+                f'<div class="tb-sample"><div class="tb-sample-head">{html.escape(head)}'
+                f'{" · " + html.escape(label) if label else ""}</div><pre class="tb-render">{body}</pre></div>'
+            )
+    return "".join(parts)
+
+
+def lengths_figure(reports: list[Any], cutoff: int, lang: str):
+    """Token lengths per file (check_file's histogram), with the cutoff drawn in."""
+    import plotly.graph_objects as go
+
+    traces = []
+    for i, r in enumerate(reports):
+        hist = (r.stats or {}).get("histogram")
+        if not hist:
+            continue
+        edges, counts = hist["edges"], hist["counts"]
+        centers = [(a + b) / 2 for a, b in zip(edges, edges[1:], strict=False)]
+        widths = [b - a for a, b in zip(edges, edges[1:], strict=False)]
+        traces.append(
+            dict(
+                type="bar",
+                x=centers,
+                y=counts,
+                width=widths,
+                name=Path(r.path).name,
+                marker=dict(color=COLORS[i % len(COLORS)], opacity=0.8 if len(reports) > 1 else 1),
+            )
+        )
+    layout = _layout(t("ui.chart.lengths", lang), t("ui.chart.rows", lang), lang)
+    fig = go.Figure(data=traces, layout=layout)
+    longest = max((max((r.stats or {}).get("histogram", {}).get("edges") or [0]) for r in reports), default=0)
+    fig.update_layout(
+        xaxis=dict(title=dict(text=t("ui.chart.tokens", lang)), rangemode="tozero"),
+        barmode="overlay",
+        showlegend=len(traces) > 1,
+        bargap=0.02,
+    )
+    if traces and cutoff <= longest * 1.5:  # the cutoff cuts into the data: draw it where it cuts
+        fig.add_vline(x=cutoff, line=dict(color="#dc2626", dash="dash", width=2))
+        fig.add_annotation(
+            x=cutoff,
+            y=1,
+            yref="paper",
+            text=t("ui.chart.cutoff", lang, n=cutoff),
+            showarrow=False,
+            xanchor="right",
+            yanchor="bottom",
+            font=dict(color="#dc2626", size=11),
+        )
+    elif traces:  # far beyond the longest row: say so instead of squashing the bars into a corner
+        fig.add_annotation(
+            x=1,
+            xref="paper",
+            y=1,
+            yref="paper",
+            text=t("ui.chart.cutoff_all_fit", lang, n=cutoff),
+            showarrow=False,
+            xanchor="right",
+            yanchor="bottom",
+            font=dict(color="#059669", size=11),
+        )
+    else:
+        _empty(fig, t("ui.data.no_lengths", lang))
+    return fig
+
+
+def check_view(s: Session, cfg: RunConfig | None, problem: str | None, workdir: Path) -> tuple:
+    """Check the data the form names and say what was found. Outputs: summary, findings, preview, lengths."""
+    lang = s.lang
+    if cfg is None:
+        s.data = DataReport(
+            checked=True,
+            errors=1,
+            first_error={"key": "ui.data.config_problem", "params": {"problem": problem or ""}, "row": None},
+        )
+        msg = f'<div class="tb-msg tb-msg-error">{html.escape(problem or "")}</div>'
+        return msg, update(value=[], headers=headers(lang)), "", lengths_figure([], 0, lang)
+    reports = run_check(cfg, workdir)
+    s.data = summarize_reports(reports)
+    s.data_reports = reports
+    s.data_cutoff = cfg.data.max_length
+    return render_reports(s)
+
+
+def render_reports(s: Session) -> tuple:
+    reports, lang = getattr(s, "data_reports", []), s.lang
+    if not s.data.checked:
+        return SKIP, SKIP, SKIP, SKIP
+    if not reports and s.data.errors:  # the form itself was wrong: say it again in this language
+        problem = t(s.data.first_error["key"], lang, **s.data.first_error.get("params", {}))
+        return (
+            f'<div class="tb-msg tb-msg-error">{html.escape(problem)}</div>',
+            update(value=[], headers=headers(lang)),
+            "",
+            lengths_figure([], 0, lang),
+        )
+    return (
+        summary_html(reports, lang),
+        update(value=findings_rows(reports, lang), headers=headers(lang)),
+        preview_html(reports, lang),
+        lengths_figure(reports, getattr(s, "data_cutoff", 1024), lang),
+    )
+
+
+def headers(lang: str) -> list[str]:
+    return [t(k, lang) for k in FINDING_COLUMNS]
+
+
+# ---- layout ------------------------------------------------------------------------------------
+
+
+def build(ui: UI) -> None:
+    d = RunConfig().data
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=2, min_width=340, elem_classes=["tb-settings"]):
+            ui.add(
+                gr.Dropdown,
+                "data-datasets",
+                field="data.datasets",
+                label="ui.data.datasets",
+                info="ui.data.datasets_info",
+                choices=dataset_choices(ui.workdir, ui.lang),
+                value=[s.path for s in d.datasets],
+                multiselect=True,
+                allow_custom_value=True,
+                filterable=True,
+            )
+            ui.add(
+                gr.File, "data-upload", label="ui.data.upload", file_count="multiple", file_types=sorted(DATA_SUFFIXES)
+            )
+            ui.add(gr.HTML, "data-upload-message", value="", container=False, padding=False)
+            with gr.Row():
+                ui.add(
+                    gr.Dropdown,
+                    "data-format",
+                    field="data.format",
+                    label="ui.data.format",
+                    info="ui.data.format_info",
+                    choice_keys=FORMATS,
+                    value="auto",
+                )
+                ui.add(
+                    gr.Textbox,
+                    "data-columns",
+                    field="data.columns",
+                    label="ui.data.columns",
+                    info="ui.data.columns_info",
+                    placeholder="ui.data.columns_placeholder",
+                    value="",
+                )
+            with gr.Row():
+                ui.add(
+                    gr.Number,
+                    "data-max-length",
+                    field="data.max_length",
+                    label="ui.data.max_length",
+                    info="ui.data.max_length_info",
+                    value=d.max_length,
+                    precision=0,
+                    minimum=8,
+                )
+                ui.add(
+                    gr.Number,
+                    "data-val-size",
+                    field="data.val_size",
+                    label="ui.data.val_size",
+                    info="ui.data.val_size_info",
+                    value=d.val_size,
+                    minimum=0,
+                    step=0.05,
+                )
+                ui.add(
+                    gr.Number,
+                    "data-max-samples",
+                    field="data.max_samples",
+                    label="ui.data.max_samples",
+                    info="ui.data.max_samples_info",
+                    value=0,
+                    precision=0,
+                    minimum=0,
+                )
+            with gr.Row():
+                ui.add(
+                    gr.Checkbox,
+                    "data-packing",
+                    field="data.packing",
+                    label="ui.data.packing",
+                    info="ui.data.packing_info",
+                    value=d.packing,
+                )
+                ui.add(
+                    gr.Checkbox,
+                    "data-assistant-only",
+                    field="data.assistant_only_loss",
+                    label="ui.data.assistant_only",
+                    info="ui.data.assistant_only_info",
+                    value=d.assistant_only_loss,
+                )
+            ui.add(
+                gr.Textbox,
+                "data-system-prompt",
+                field="data.system_prompt",
+                label="ui.data.system_prompt",
+                info="ui.data.system_prompt_info",
+                placeholder="ui.data.system_prompt_placeholder",
+                value="",
+                lines=2,
+                max_lines=6,
+            )
+        with gr.Column(scale=3, elem_classes=["tb-live"]):
+            ui.add(gr.HTML, "data-summary", value="", container=False, padding=False)
+            ui.add(
+                gr.Dataframe,
+                "data-findings",
+                label="ui.data.findings",
+                headers=headers(ui.lang),
+                value=[],
+                interactive=False,
+                wrap=True,
+                max_height=320,
+                column_widths=["18%", "7%", "7%", "11%", "12%", "45%"],
+            )
+            ui.add(gr.HTML, "data-preview", value="", container=False, padding=False)
+            ui.add(
+                gr.Plot,
+                "data-lengths",
+                label="ui.chart.lengths",
+                show_label=False,
+                value=lengths_figure([], d.max_length, ui.lang),
+            )
+
+
+def wire(ui: UI) -> None:
+    from ..form import build_config
+
+    c, workdir = ui.c, ui.workdir
+    outputs = [c["data-summary"], c["data-findings"], c["data-preview"], c["data-lengths"]]
+    gate_outputs = [c["train-start"], c["train-stop"], c["train-resume"], c["train-start-reason"]]
+    inputs = {ui.session, *ui.field_components()}
+
+    def check(data: dict) -> tuple:
+        from engine.config import ConfigError
+
+        from ..live import gate
+
+        s = data[ui.session]
+        with s.lock:
+            try:
+                cfg = build_config(ui.form(data), s.base, workdir)
+                problem = None
+            except (ConfigError, TuneboardError) as e:
+                cfg, problem = None, t(e.key, s.lang, **e.params)
+            out = check_view(s, cfg, problem, workdir)
+            return (*out, *gate(s, s.lang))
+
+    names = [
+        "data.datasets",
+        "data.format",
+        "data.max_length",
+        "data.assistant_only_loss",
+        "data.max_samples",
+        "stage",
+        "model.name_or_path",
+        "model.chat_template",
+    ]
+    triggers = [ui.fields[n].change for n in names] + [c["data-columns"].blur, c["data-columns"].submit]
+    gr.on(
+        triggers,
+        check,
+        inputs=inputs,
+        outputs=outputs + gate_outputs,
+        trigger_mode="always_last",
+        show_progress="minimal",
+        show_progress_on=[c["data-summary"]],
+    )
+
+    def uploaded(s: Session, files: list | None, current: list[str] | None) -> tuple:
+        choices, msg = add_uploads(files, current, workdir, s.lang)
+        return choices, msg, None
+
+    c["data-upload"].upload(
+        uploaded,
+        [ui.session, c["data-upload"], c["data-datasets"]],
+        [c["data-datasets"], c["data-upload-message"], c["data-upload"]],
+        show_progress="minimal",
+    )
+
+    def relabel(s: Session, current: list[str] | None) -> tuple:
+        with s.lock:
+            return (update(choices=dataset_choices(workdir, s.lang), value=current), *render_reports(s))
+
+    ui.on_lang.append((relabel, [ui.session, c["data-datasets"]], [c["data-datasets"], *outputs]))
+    ui.on_load.append((check, inputs, outputs + gate_outputs))

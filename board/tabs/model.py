@@ -1,0 +1,425 @@
+"""Model tab: which base model, how it is loaded, which adapter trains it, and the GPU memory that needs.
+
+`build(ui)` lays the controls out; `wire(ui)` connects them; the handlers below are plain
+functions of values, tested without Gradio.
+"""
+
+from __future__ import annotations
+
+import html
+import shutil
+import subprocess
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from engine.config import ConfigError, RunConfig
+from engine.messages import TuneboardError
+
+from ..i18n import t, update
+from ..ui import UI
+
+# what people fine-tune most, small to large; any hub id or local folder can be typed instead
+COMMON_MODELS = [
+    "Qwen/Qwen2.5-0.5B-Instruct",
+    "Qwen/Qwen2.5-1.5B-Instruct",
+    "Qwen/Qwen2.5-7B-Instruct",
+    "Qwen/Qwen3-0.6B",
+    "Qwen/Qwen3-1.7B",
+    "Qwen/Qwen3-4B",
+    "Qwen/Qwen3-8B",
+    "meta-llama/Llama-3.2-1B-Instruct",
+    "meta-llama/Llama-3.2-3B-Instruct",
+    "meta-llama/Llama-3.1-8B-Instruct",
+    "google/gemma-3-1b-it",
+    "google/gemma-3-4b-it",
+    "mistralai/Mistral-7B-Instruct-v0.3",
+    "microsoft/Phi-4-mini-instruct",
+    "HuggingFaceTB/SmolLM2-135M-Instruct",
+    "HuggingFaceTB/SmolLM2-360M-Instruct",
+    "HuggingFaceTB/SmolLM2-1.7B-Instruct",
+]
+QUANT = [("ui.model.quant_none", "none"), ("ui.model.quant_8bit", "8bit"), ("ui.model.quant_4bit", "4bit")]
+METHODS = [("ui.model.method_lora", "lora"), ("ui.model.method_freeze", "freeze"), ("ui.model.method_full", "full")]
+PRECISIONS = [("ui.choice.auto", "auto"), (None, "bf16"), (None, "fp16"), (None, "fp32")]
+ATTENTION = [
+    ("ui.choice.auto", "auto"),
+    ("ui.model.attn_flash", "flash_attention_2"),
+    ("ui.model.attn_sdpa", "sdpa"),
+    ("ui.model.attn_eager", "eager"),
+]
+TEMPLATES = [
+    ("ui.model.template_auto", "auto"),
+    (None, "chatml"),
+    (None, "llama3"),
+    (None, "llama2"),
+    (None, "mistral"),
+    (None, "alpaca"),
+]
+DEFAULT_GPU_GB = 24.0
+# the controls whose change can change the memory estimate (model tab and a few of the train tab)
+ESTIMATE_INPUTS = [
+    "model.name_or_path",
+    "model.revision",
+    "model.precision",
+    "quantization.mode",
+    "adapter.method",
+    "adapter.rank",
+    "adapter.target_modules",
+    "adapter.freeze_trainable_layers",
+    "adapter.use_dora",
+    "data.max_length",
+    "training.per_device_train_batch_size",
+    "training.gradient_checkpointing",
+    "training.optim",
+    "stage",
+]
+
+
+@lru_cache(maxsize=1)
+def detect_gpu_memory() -> float | None:
+    """The first GPU's memory in GB from nvidia-smi (no torch in this process), or None."""
+    exe = shutil.which("nvidia-smi")
+    if not exe:
+        return None
+    try:
+        out = subprocess.run(
+            [exe, "--query-gpu=memory.total", "--format=csv,noheader,nounits"],
+            capture_output=True,
+            text=True,
+            timeout=3,
+            check=True,
+        ).stdout
+        return round(float(out.strip().splitlines()[0]) / 1024, 1)
+    except (OSError, ValueError, IndexError, subprocess.SubprocessError):
+        return None
+
+
+# ---- handlers (plain functions) -------------------------------------------------------------
+
+
+def on_method(method: str, quant: str) -> tuple[dict, dict, dict]:
+    """LoRA settings only for LoRA, the layer count only for freeze; quantization needs LoRA (QLoRA)."""
+    lora = method == "lora"
+    quant_update = update(interactive=True) if lora else update(value="none", interactive=False)
+    return update(visible=lora), update(visible=method == "freeze"), quant_update
+
+
+def on_trust(ticked: bool) -> dict:
+    return update(visible=bool(ticked))
+
+
+def _fmt_gb(x: float | None) -> str:
+    return "—" if x is None else f"{x:.1f} GB" if x >= 1 else f"{x * 1024:.0f} MB"
+
+
+def estimate_html(
+    cfg: RunConfig | None, gpu_gb: float | None, workdir: Path, lang: str, problem: str | None = None
+) -> str:
+    """The memory card: the whole run's estimate against the GPU's memory, or why there is none."""
+    title = f'<div class="tb-card-title">{html.escape(t("ui.model.estimate_title", lang))}</div>'
+    if cfg is None:
+        return f'<div class="tb-card tb-estimate">{title}<p class="tb-muted">{html.escape(problem or "")}</p></div>'
+    try:
+        from engine import estimate as est_mod
+    except ImportError:
+        return (
+            f'<div class="tb-card tb-estimate">{title}<p class="tb-muted">'
+            f"{html.escape(t('ui.model.estimate_unavailable', lang))}</p></div>"
+        )
+    gpu = gpu_gb or detect_gpu_memory() or DEFAULT_GPU_GB
+    if cfg.model.name_or_path == "demo" and not (workdir / "models" / "demo" / "config.json").exists():
+        # reading the demo's config.json means building the demo (minutes of CPU); the first Start builds
+        # it anyway, and two builds at once would halve the speed of both
+        return (
+            f'<div class="tb-card tb-estimate">{title}<p class="tb-muted">'
+            f"{html.escape(t('ui.model.estimate_demo_later', lang))}</p></div>"
+        )
+    try:
+        model_config = est_mod.load_model_config(cfg.model.name_or_path, workdir, revision=cfg.model.revision)
+        est = est_mod.estimate(model_config, cfg, gpu)
+    except (TuneboardError, ConfigError) as e:
+        reason = t(e.key, lang, **e.params)
+        return f'<div class="tb-card tb-estimate">{title}<p class="tb-muted">{html.escape(reason)}</p></div>'
+    except Exception as e:  # advice only: a failed estimate never blocks the page
+        reason = t("ui.model.estimate_failed", lang, error=f"{type(e).__name__}: {e}")
+        return f'<div class="tb-card tb-estimate">{title}<p class="tb-muted">{html.escape(reason)}</p></div>'
+    return _render_estimate(est, gpu, lang, title)
+
+
+def _render_estimate(est: Any, gpu: float, lang: str, title: str) -> str:
+    data = est.to_dict() if hasattr(est, "to_dict") else dict(vars(est))
+    total = _first(data, "total_gb", "total", "peak_gb")
+    fits = data.get("fits")
+    if fits is None and total is not None:
+        fits = total <= gpu
+    parts = data.get("breakdown") or data.get("parts") or {}
+    pct = min(100.0, 100.0 * (total or 0) / gpu) if gpu else 0
+    verdict_key = "ui.model.estimate_fits" if fits else "ui.model.estimate_too_big"
+    rows = "".join(
+        f"<tr><td>{html.escape(_part_label(k, lang))}</td><td>{_fmt_gb(v)}</td></tr>"
+        for k, v in parts.items()
+        if isinstance(v, (int, float))
+    )
+    notes = "".join(f"<li>{html.escape(_note(n, lang))}</li>" for n in data.get("notes") or [])
+    return (
+        f'<div class="tb-card tb-estimate" data-fits="{str(bool(fits)).lower()}">{title}'
+        f'<div class="tb-estimate-total">{_fmt_gb(total)} <span class="tb-muted">/ {gpu:g} GB</span></div>'
+        f'<div class="tb-bar"><div class="tb-bar-fill {"" if fits else "tb-bar-over"}" style="width:{pct:.0f}%"></div></div>'
+        f'<p class="tb-verdict {"tb-ok" if fits else "tb-bad"}">{html.escape(t(verdict_key, lang, gpu=f"{gpu:g}"))}</p>'
+        + (f'<table class="tb-estimate-parts">{rows}</table>' if rows else "")
+        + (f'<ul class="tb-notes">{notes}</ul>' if notes else "")
+        + "</div>"
+    )
+
+
+def _first(data: dict, *names: str) -> float | None:
+    for n in names:
+        if isinstance(data.get(n), (int, float)):
+            return float(data[n])
+    return None
+
+
+def _part_label(name: str, lang: str) -> str:
+    key = f"ui.estimate.{name.removesuffix('_gb')}"
+    text = t(key, lang)
+    return name.removesuffix("_gb").replace("_", " ") if text == key else text
+
+
+def _note(note: Any, lang: str) -> str:
+    if isinstance(note, dict) and "key" in note:
+        return t(note["key"], lang, **(note.get("params") or {}))
+    if isinstance(note, (list, tuple)) and note and isinstance(note[0], str):
+        return t(note[0], lang, **(note[1] if len(note) > 1 and isinstance(note[1], dict) else {}))
+    return str(note)
+
+
+# ---- layout ----------------------------------------------------------------------------------
+
+
+def build(ui: UI) -> None:
+    d = RunConfig()
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=3):
+            ui.add(gr.Markdown, "model-base-title", text="ui.model.base_title", elem_classes=["tb-section"])
+            ui.add(
+                gr.Dropdown,
+                "model-name",
+                field="model.name_or_path",
+                label="ui.model.name",
+                info="ui.model.name_info",
+                choice_keys=[("ui.model.demo_choice", "demo")] + [(None, m) for m in COMMON_MODELS],
+                value=d.model.name_or_path,
+                allow_custom_value=True,
+                filterable=True,
+            )
+            with gr.Row():
+                ui.add(
+                    gr.Textbox,
+                    "model-revision",
+                    field="model.revision",
+                    label="ui.model.revision",
+                    info="ui.model.revision_info",
+                    placeholder="ui.model.revision_placeholder",
+                    value="",
+                )
+                ui.add(
+                    gr.Textbox,
+                    "model-token",
+                    label="ui.model.token",
+                    info="ui.model.token_info",
+                    placeholder="ui.model.token_placeholder",
+                    type="password",
+                    value="",
+                )
+            ui.add(gr.Markdown, "model-adapter-title", text="ui.model.adapter_title", elem_classes=["tb-section"])
+            with gr.Row():
+                ui.add(
+                    gr.Radio,
+                    "model-method",
+                    field="adapter.method",
+                    label="ui.model.method",
+                    info="ui.model.method_info",
+                    choice_keys=METHODS,
+                    value=d.adapter.method,
+                )
+                ui.add(
+                    gr.Radio,
+                    "model-quant",
+                    field="quantization.mode",
+                    label="ui.model.quant",
+                    info="ui.model.quant_info",
+                    choice_keys=QUANT,
+                    value="none",
+                )
+            with gr.Group(visible=d.adapter.method == "lora") as lora_group:
+                with gr.Row():
+                    ui.add(
+                        gr.Slider,
+                        "model-rank",
+                        field="adapter.rank",
+                        label="ui.model.rank",
+                        info="ui.model.rank_info",
+                        minimum=1,
+                        maximum=256,
+                        step=1,
+                        value=d.adapter.rank,
+                    )
+                    ui.add(
+                        gr.Slider,
+                        "model-alpha",
+                        field="adapter.alpha",
+                        label="ui.model.alpha",
+                        info="ui.model.alpha_info",
+                        minimum=1,
+                        maximum=512,
+                        step=1,
+                        value=d.adapter.alpha,
+                    )
+                    ui.add(
+                        gr.Slider,
+                        "model-dropout",
+                        field="adapter.dropout",
+                        label="ui.model.dropout",
+                        info="ui.model.dropout_info",
+                        minimum=0,
+                        maximum=0.5,
+                        step=0.01,
+                        value=d.adapter.dropout,
+                    )
+                with gr.Row():
+                    ui.add(
+                        gr.Textbox,
+                        "model-targets",
+                        field="adapter.target_modules",
+                        label="ui.model.targets",
+                        info="ui.model.targets_info",
+                        value=", ".join(d.adapter.target_modules),
+                        scale=2,
+                    )
+                    ui.add(
+                        gr.Checkbox,
+                        "model-dora",
+                        field="adapter.use_dora",
+                        label="ui.model.dora",
+                        info="ui.model.dora_info",
+                        value=d.adapter.use_dora,
+                    )
+                    ui.add(
+                        gr.Checkbox,
+                        "model-rslora",
+                        field="adapter.use_rslora",
+                        label="ui.model.rslora",
+                        info="ui.model.rslora_info",
+                        value=d.adapter.use_rslora,
+                    )
+            ui.add(
+                gr.Slider,
+                "model-freeze-layers",
+                field="adapter.freeze_trainable_layers",
+                label="ui.model.freeze_layers",
+                info="ui.model.freeze_layers_info",
+                minimum=1,
+                maximum=128,
+                step=1,
+                value=d.adapter.freeze_trainable_layers,
+                visible=d.adapter.method == "freeze",
+            )
+            ui.add(gr.Markdown, "model-loading-title", text="ui.model.loading_title", elem_classes=["tb-section"])
+            with gr.Row():
+                ui.add(
+                    gr.Dropdown,
+                    "model-precision",
+                    field="model.precision",
+                    label="ui.model.precision",
+                    info="ui.model.precision_info",
+                    choice_keys=PRECISIONS,
+                    value=d.model.precision,
+                )
+                ui.add(
+                    gr.Dropdown,
+                    "model-attn",
+                    field="model.attn_implementation",
+                    label="ui.model.attn",
+                    info="ui.model.attn_info",
+                    choice_keys=ATTENTION,
+                    value=d.model.attn_implementation,
+                )
+                ui.add(
+                    gr.Dropdown,
+                    "model-template",
+                    field="model.chat_template",
+                    label="ui.model.template",
+                    info="ui.model.template_info",
+                    choice_keys=TEMPLATES,
+                    value=d.model.chat_template,
+                )
+            ui.add(
+                gr.Checkbox,
+                "model-trust",
+                field="model.trust_remote_code",
+                label="ui.model.trust",
+                info="ui.model.trust_info",
+                value=d.model.trust_remote_code,
+            )
+            ui.add(
+                gr.Markdown,
+                "model-trust-warning",
+                text="warning.trust_remote_code",
+                visible=False,
+                elem_classes=["tb-warning"],
+            )
+        with gr.Column(scale=2, elem_classes=["tb-side"]):
+            ui.add(
+                gr.HTML,
+                "model-estimate",
+                value=estimate_html(None, None, ui.workdir, ui.lang, t("ui.model.estimate_pending", ui.lang)),
+            )
+            ui.add(
+                gr.Number,
+                "model-gpu",
+                label="ui.model.gpu",
+                info="ui.model.gpu_info",
+                value=detect_gpu_memory() or DEFAULT_GPU_GB,
+                minimum=1,
+                maximum=2048,
+                precision=1,
+            )
+    ui.states["lora_group"] = lora_group
+
+
+def wire(ui: UI) -> None:
+    c = ui.c
+    c["model-method"].change(
+        on_method,
+        [c["model-method"], c["model-quant"]],
+        [ui.states["lora_group"], c["model-freeze-layers"], c["model-quant"]],
+        show_progress="hidden",
+    )
+    c["model-trust"].change(on_trust, c["model-trust"], c["model-trust-warning"], show_progress="hidden")
+
+    def refresh(data: dict) -> str:
+        from ..form import build_config
+
+        session = data[ui.session]
+        lang = session.lang
+        try:
+            cfg = build_config(ui.form(data), session.base, ui.workdir)
+        except (ConfigError, TuneboardError) as e:
+            return estimate_html(None, None, ui.workdir, lang, t(e.key, lang, **e.params))
+        return estimate_html(cfg, data[c["model-gpu"]], ui.workdir, lang)
+
+    inputs = {ui.session, c["model-gpu"], *ui.field_components()}
+    triggers = [ui.fields[n].change for n in ESTIMATE_INPUTS if n in ui.fields] + [c["model-gpu"].change]
+    gr.on(
+        triggers,
+        refresh,
+        inputs=inputs,
+        outputs=c["model-estimate"],
+        show_progress="hidden",
+        trigger_mode="always_last",
+    )
+    ui.on_load.append((refresh, inputs, [c["model-estimate"]]))
+    ui.on_lang.append((refresh, inputs, [c["model-estimate"]]))

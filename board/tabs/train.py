@@ -1,0 +1,583 @@
+"""Train tab: the stage and hyper-parameters, Start / Stop / Resume, and the run streaming in.
+
+A one-second timer calls live.view, which reads only what the run appended to its events.jsonl
+since the last tick (watch.py) and redraws only what changed; nothing else polls. The handlers
+are plain functions of the page's session and values; `wire` connects them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shlex
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from engine.config import ConfigError, RunConfig
+from engine.messages import TuneboardError
+
+from ..charts import METRICS, Curves, figure
+from ..form import build_config, config_to_form
+from ..i18n import SKIP, t, update
+from ..jobs import Jobs
+from ..live import PLOTS, attach, gate, message_html, progress_html, view
+from ..safety import run_path
+from ..session import Session
+from ..ui import UI
+from ..watch import STARTING, Watch
+
+STAGES = [("ui.train.stage_sft", "sft"), ("ui.train.stage_dpo", "dpo"), ("ui.train.stage_pt", "pt")]
+SCHEDULERS = [
+    (f"ui.train.sched_{s}", s)
+    for s in ("cosine", "linear", "constant", "constant_with_warmup", "cosine_with_restarts", "polynomial")
+]
+OPTIMIZERS = [("ui.choice.auto", "auto")] + [
+    (None, o)
+    for o in (
+        "adamw_torch",
+        "adamw_torch_fused",
+        "adamw_8bit",
+        "paged_adamw_8bit",
+        "paged_adamw_32bit",
+        "sgd",
+        "adafactor",
+    )
+]
+DPO_LOSSES = [(None, x) for x in ("sigmoid", "ipo", "hinge", "robust", "sigmoid_norm", "bco_pair", "apo_zero")]
+DEMO_FOR_STAGE = {"sft": "demo:sft", "dpo": "demo:dpo", "pt": "demo:pt"}
+MAX_CONFIG_BYTES = 1_000_000
+
+
+# ---- actions ----------------------------------------------------------------------------------
+
+
+def _error(e: Exception, lang: str) -> str:
+    if isinstance(e, (ConfigError, TuneboardError)):
+        return message_html("error", t(e.key, lang, **e.params))
+    return message_html("error", t("ui.error.unexpected", lang, error=f"{type(e).__name__}: {e}"))
+
+
+def start(s: Session, values: dict[str, Any], token: str | None, jobs: Jobs) -> str:
+    with s.lock:
+        lang = s.lang
+        if s.data.errors:
+            return gate(s, lang)[3].replace("tb-msg-warning", "tb-msg-error")
+        try:
+            cfg = build_config(values, s.base, jobs.workdir)
+            run_id = jobs.start(cfg, token=(token or "").strip() or None)
+        except Exception as e:
+            return _error(e, lang)
+        s.watch = Watch.of(run_id, jobs.workdir / "runs" / run_id)
+        return message_html("info", t("ui.train.started", lang, run=run_id))
+
+
+def stop(s: Session, jobs: Jobs) -> str:
+    with s.lock:
+        lang, w = s.lang, s.watch
+        if not w.run_id or not w.active:
+            return message_html("warning", t("ui.train.nothing_to_stop", lang))
+        try:
+            jobs.stop(w.run_id)
+        except Exception as e:
+            return _error(e, lang)
+        return message_html("info", t("ui.train.stopping", lang, run=w.run_id))
+
+
+def resume(s: Session, token: str | None, jobs: Jobs) -> str:
+    with s.lock:
+        lang, w = s.lang, s.watch
+        if not w.run_id:
+            return message_html("warning", t("ui.train.nothing_to_resume", lang))
+        try:
+            jobs.resume(w.run_id, token=(token or "").strip() or None)
+        except Exception as e:
+            return _error(e, lang)
+        w.status = w.shown_status = STARTING
+        w.version += 1
+        return message_html("info", t("ui.train.resumed", lang, run=w.run_id))
+
+
+def write_config(cfg: RunConfig, workdir: Path) -> Path:
+    """Save the config under <workdir>/configs, named by its content: the same config, the same file."""
+    text = cfg.to_yaml()
+    name = f"{cfg.run_name or cfg.stage}-{hashlib.sha256(text.encode()).hexdigest()[:8]}.yaml"
+    path = workdir / "configs" / "".join(ch if ch.isalnum() or ch in "._-" else "-" for ch in name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        path.write_text(text, encoding="utf-8")
+    return path
+
+
+def command_for(cfg: RunConfig, workdir: Path) -> str:
+    """The exact terminal command (and the YAML it reads) that reproduce this run."""
+    path = write_config(cfg, workdir)
+    line = f"tuneboard train {shlex.quote(str(path))} --workdir {shlex.quote(str(workdir))}"
+    return f"# {path.name}\n{line}\n\n" + cfg.to_yaml()
+
+
+def show_command(s: Session, values: dict[str, Any], workdir: Path) -> tuple[dict, str]:
+    try:
+        cfg = build_config(values, s.base, workdir)
+    except Exception as e:
+        return update(visible=False), _error(e, s.lang)
+    return update(value=command_for(cfg, workdir), visible=True), ""
+
+
+def save_config(s: Session, values: dict[str, Any], workdir: Path) -> tuple[dict, str]:
+    try:
+        cfg = build_config(values, s.base, workdir)
+    except Exception as e:
+        return update(visible=False), _error(e, s.lang)
+    path = write_config(cfg, workdir)
+    return update(value=str(path), visible=True), message_html("success", t("ui.train.saved", s.lang, path=str(path)))
+
+
+def load_config(s: Session, file: str | None, names: list[str]) -> tuple[list, str]:
+    """Read an uploaded YAML into the form; the fields the page has no control for are kept too."""
+    if not file:
+        return [SKIP] * len(names), ""
+    try:
+        if Path(file).stat().st_size > MAX_CONFIG_BYTES:
+            raise TuneboardError("ui.error.upload_size", name=Path(file).name, size="> 1", limit="1")
+        cfg = RunConfig.load(file)
+    except Exception as e:
+        return [SKIP] * len(names), _error(e, s.lang)
+    s.base = cfg.to_dict()
+    values = config_to_form(cfg, names)
+    return [update(value=values[n]) for n in names], message_html(
+        "success", t("ui.train.loaded", s.lang, name=Path(file).name)
+    )
+
+
+def use_run_config(s: Session, run_id: str | None, workdir: Path, names: list[str]) -> tuple[list, str]:
+    """Put a past run's config in the form (to change it and start again)."""
+    if not run_id:
+        return [SKIP] * len(names), ""
+    try:
+        path = run_path(run_id, workdir)
+        cfg = RunConfig.load(str(path / "config.yaml")).with_overrides({"training.resume_from": None})
+    except Exception as e:
+        return [SKIP] * len(names), _error(e, s.lang)
+    s.base = cfg.to_dict()
+    values = config_to_form(cfg, names)
+    return [update(value=values[n]) for n in names], message_html("success", t("ui.train.loaded", s.lang, name=run_id))
+
+
+def on_stage(stage: str, datasets: list[str] | str | None) -> tuple[dict, dict, dict]:
+    """DPO settings for DPO; the bundled demo data follows the stage; SFT's answer-only loss only for SFT."""
+    current = [datasets] if isinstance(datasets, str) else list(datasets or [])
+    data_update = SKIP
+    if all(d.startswith("demo:") for d in current):
+        data_update = update(value=[DEMO_FOR_STAGE[stage]])
+    return update(visible=stage == "dpo"), data_update, update(visible=stage == "sft")
+
+
+# ---- layout ------------------------------------------------------------------------------------
+
+
+def build(ui: UI) -> None:
+    d = RunConfig()
+    tr = d.training
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=2, min_width=340, elem_classes=["tb-settings"]):
+            ui.add(
+                gr.Radio,
+                "train-stage",
+                field="stage",
+                label="ui.train.stage",
+                info="ui.train.stage_info",
+                choice_keys=STAGES,
+                value=d.stage,
+            )
+            ui.add(
+                gr.Textbox,
+                "train-run-name",
+                field="run_name",
+                label="ui.train.run_name",
+                info="ui.train.run_name_info",
+                placeholder="ui.train.run_name_placeholder",
+                value="",
+            )
+            with gr.Row():
+                ui.add(
+                    gr.Number,
+                    "train-epochs",
+                    field="training.num_train_epochs",
+                    label="ui.train.epochs",
+                    info="ui.train.epochs_info",
+                    value=tr.num_train_epochs,
+                    minimum=0.01,
+                    step=1,
+                )
+                ui.add(
+                    gr.Number,
+                    "train-max-steps",
+                    field="training.max_steps",
+                    label="ui.train.max_steps",
+                    info="ui.train.max_steps_info",
+                    value=tr.max_steps,
+                    precision=0,
+                    minimum=-1,
+                    step=1,
+                )
+            with gr.Row():
+                ui.add(
+                    gr.Number,
+                    "train-lr",
+                    field="training.learning_rate",
+                    label="ui.train.lr",
+                    info="ui.train.lr_info",
+                    value=tr.learning_rate,
+                    minimum=0,
+                    step=1e-5,
+                )
+                ui.add(
+                    gr.Dropdown,
+                    "train-scheduler",
+                    field="training.lr_scheduler_type",
+                    label="ui.train.scheduler",
+                    info="ui.train.scheduler_info",
+                    choice_keys=SCHEDULERS,
+                    value=tr.lr_scheduler_type,
+                )
+            with gr.Row():
+                ui.add(
+                    gr.Number,
+                    "train-batch",
+                    field="training.per_device_train_batch_size",
+                    label="ui.train.batch",
+                    info="ui.train.batch_info",
+                    value=tr.per_device_train_batch_size,
+                    precision=0,
+                    minimum=1,
+                )
+                ui.add(
+                    gr.Number,
+                    "train-accum",
+                    field="training.gradient_accumulation_steps",
+                    label="ui.train.accum",
+                    info="ui.train.accum_info",
+                    value=tr.gradient_accumulation_steps,
+                    precision=0,
+                    minimum=1,
+                )
+            with gr.Group(visible=d.stage == "dpo", elem_id="train-dpo-group") as dpo_group:
+                with gr.Row():
+                    ui.add(
+                        gr.Number,
+                        "train-dpo-beta",
+                        field="dpo.beta",
+                        label="ui.train.dpo_beta",
+                        info="ui.train.dpo_beta_info",
+                        value=d.dpo.beta,
+                        minimum=0,
+                        step=0.05,
+                    )
+                    ui.add(
+                        gr.Dropdown,
+                        "train-dpo-loss",
+                        field="dpo.loss_type",
+                        label="ui.train.dpo_loss",
+                        info="ui.train.dpo_loss_info",
+                        choice_keys=DPO_LOSSES,
+                        value=d.dpo.loss_type,
+                    )
+                with gr.Row():
+                    ui.add(
+                        gr.Number,
+                        "train-dpo-smoothing",
+                        field="dpo.label_smoothing",
+                        label="ui.train.dpo_smoothing",
+                        info="ui.train.dpo_smoothing_info",
+                        value=d.dpo.label_smoothing,
+                        minimum=0,
+                        maximum=0.49,
+                        step=0.05,
+                    )
+                    ui.add(
+                        gr.Number,
+                        "train-dpo-sft-weight",
+                        field="dpo.sft_weight",
+                        label="ui.train.dpo_sft_weight",
+                        info="ui.train.dpo_sft_weight_info",
+                        value=d.dpo.sft_weight,
+                        minimum=0,
+                        step=0.1,
+                    )
+            with ui.block(gr.Accordion, "ui.train.more", "train-more", open=False):
+                with gr.Row():
+                    ui.add(
+                        gr.Slider,
+                        "train-warmup",
+                        field="training.warmup_ratio",
+                        label="ui.train.warmup",
+                        info="ui.train.warmup_info",
+                        minimum=0,
+                        maximum=0.5,
+                        step=0.01,
+                        value=tr.warmup_ratio,
+                    )
+                    ui.add(
+                        gr.Number,
+                        "train-weight-decay",
+                        field="training.weight_decay",
+                        label="ui.train.weight_decay",
+                        info="ui.train.weight_decay_info",
+                        value=tr.weight_decay,
+                        minimum=0,
+                        step=0.01,
+                    )
+                with gr.Row():
+                    ui.add(
+                        gr.Number,
+                        "train-grad-clip",
+                        field="training.max_grad_norm",
+                        label="ui.train.grad_clip",
+                        info="ui.train.grad_clip_info",
+                        value=tr.max_grad_norm,
+                        minimum=0,
+                        step=0.1,
+                    )
+                    ui.add(
+                        gr.Dropdown,
+                        "train-optim",
+                        field="training.optim",
+                        label="ui.train.optim",
+                        info="ui.train.optim_info",
+                        choice_keys=OPTIMIZERS,
+                        value=tr.optim,
+                    )
+                with gr.Row():
+                    ui.add(
+                        gr.Number,
+                        "train-seed",
+                        field="training.seed",
+                        label="ui.train.seed",
+                        info="ui.train.seed_info",
+                        value=tr.seed,
+                        precision=0,
+                    )
+                    ui.add(
+                        gr.Checkbox,
+                        "train-grad-ckpt",
+                        field="training.gradient_checkpointing",
+                        label="ui.train.grad_ckpt",
+                        info="ui.train.grad_ckpt_info",
+                        value=tr.gradient_checkpointing,
+                    )
+                with gr.Row():
+                    ui.add(
+                        gr.Number,
+                        "train-logging-steps",
+                        field="training.logging_steps",
+                        label="ui.train.logging_steps",
+                        info="ui.train.logging_steps_info",
+                        value=tr.logging_steps,
+                        precision=0,
+                        minimum=1,
+                    )
+                    ui.add(
+                        gr.Number,
+                        "train-eval-steps",
+                        field="training.eval_steps",
+                        label="ui.train.eval_steps",
+                        info="ui.train.eval_steps_info",
+                        value=tr.eval_steps,
+                        precision=0,
+                        minimum=0,
+                    )
+                with gr.Row():
+                    ui.add(
+                        gr.Number,
+                        "train-save-steps",
+                        field="training.save_steps",
+                        label="ui.train.save_steps",
+                        info="ui.train.save_steps_info",
+                        value=tr.save_steps,
+                        precision=0,
+                        minimum=0,
+                    )
+                    ui.add(
+                        gr.Number,
+                        "train-save-limit",
+                        field="training.save_total_limit",
+                        label="ui.train.save_limit",
+                        info="ui.train.save_limit_info",
+                        value=tr.save_total_limit,
+                        precision=0,
+                        minimum=1,
+                    )
+            with gr.Row(elem_classes=["tb-actions"]):
+                ui.add(gr.Button, "train-start", text="ui.train.start", variant="primary", scale=2, min_width=120)
+                ui.add(gr.Button, "train-stop", text="ui.train.stop", variant="stop", interactive=False, min_width=80)
+                ui.add(gr.Button, "train-resume", text="ui.train.resume", interactive=False, min_width=80)
+            ui.add(gr.HTML, "train-start-reason", value="", container=False, padding=False)
+            ui.add(gr.HTML, "train-message", value="", container=False, padding=False)
+            with gr.Row(elem_classes=["tb-actions", "tb-secondary"]):
+                ui.add(
+                    gr.Button,
+                    "train-show-command",
+                    text="ui.train.show_command",
+                    size="sm",
+                    variant="secondary",
+                    min_width=80,
+                )
+                ui.add(
+                    gr.Button,
+                    "train-save-config",
+                    text="ui.train.save_config",
+                    size="sm",
+                    variant="secondary",
+                    min_width=80,
+                )
+                ui.add(
+                    gr.UploadButton,
+                    "train-load-config",
+                    label="ui.train.load_config",
+                    size="sm",
+                    variant="secondary",
+                    file_types=[".yaml", ".yml"],
+                    file_count="single",
+                    min_width=80,
+                )
+            ui.add(
+                gr.Code,
+                "train-command",
+                label="ui.train.command",
+                language="shell",
+                visible=False,
+                interactive=False,
+                lines=6,
+                max_lines=30,
+            )
+            ui.add(gr.File, "train-config-file", label="ui.train.config_file", visible=False, interactive=False)
+        with gr.Column(scale=3, elem_classes=["tb-live"]):
+            ui.add(gr.HTML, "train-progress", value=progress_html(Watch(), ui.lang), container=False, padding=False)
+            ui.add(gr.HTML, "train-alerts", value="", container=False, padding=False)
+            ui.add(
+                gr.Plot, PLOTS["loss"], label="ui.chart.loss", show_label=False, value=figure(Curves(), "loss", ui.lang)
+            )
+            with gr.Row():
+                for name in ("lr", "grad_norm"):
+                    ui.add(
+                        gr.Plot,
+                        PLOTS[name],
+                        label=METRICS[name][0],
+                        show_label=False,
+                        value=figure(Curves(), name, ui.lang),
+                    )
+            with gr.Row():
+                for name in ("speed", "memory"):
+                    ui.add(
+                        gr.Plot,
+                        PLOTS[name],
+                        label=METRICS[name][0],
+                        show_label=False,
+                        value=figure(Curves(), name, ui.lang),
+                    )
+            ui.add(
+                gr.Textbox,
+                "train-log",
+                label="ui.train.log",
+                value="",
+                lines=8,
+                max_lines=16,
+                autoscroll=True,
+                interactive=False,
+                buttons=["copy"],
+            )
+            with ui.block(gr.Accordion, "ui.train.details", "train-details", open=False, visible=False):
+                ui.add(
+                    gr.Code,
+                    "train-traceback",
+                    label="ui.train.traceback",
+                    language="python",
+                    interactive=False,
+                    lines=8,
+                    max_lines=30,
+                )
+    ui.states["dpo_group"] = dpo_group
+
+
+def wire(ui: UI) -> None:
+    c, jobs, workdir = ui.c, ui.jobs, ui.workdir
+    names = ui.field_names()
+    form_inputs = {ui.session, c["model-token"], *ui.field_components()}
+    view_outputs = (
+        [c["train-progress"]]
+        + [c[PLOTS[n]] for n in PLOTS]
+        + [
+            c["train-log"],
+            c["train-alerts"],
+            c["train-details"],
+            c["train-traceback"],
+            c["train-start"],
+            c["train-stop"],
+            c["train-resume"],
+            c["train-start-reason"],
+            c["top-status"],
+            c["train-message"],
+        ]
+    )
+
+    def tick(s: Session) -> tuple:
+        return view(s, jobs)
+
+    def redraw(s: Session) -> tuple:
+        return view(s, jobs, force=True)
+
+    timer = gr.Timer(1.0)
+    timer.tick(tick, ui.session, view_outputs, show_progress="hidden", queue=True)
+
+    def on_start(data: dict) -> str:
+        return start(data[ui.session], ui.form(data), data[c["model-token"]], jobs)
+
+    c["train-start"].click(on_start, form_inputs, c["train-message"], show_progress="hidden").then(
+        redraw, ui.session, view_outputs, show_progress="hidden"
+    )
+    c["train-stop"].click(lambda s: stop(s, jobs), ui.session, c["train-message"], show_progress="hidden")
+    c["train-resume"].click(
+        lambda s, tok: resume(s, tok, jobs), [ui.session, c["model-token"]], c["train-message"], show_progress="hidden"
+    ).then(redraw, ui.session, view_outputs, show_progress="hidden")
+    c["train-show-command"].click(
+        lambda data: show_command(data[ui.session], ui.form(data), workdir),
+        form_inputs - {c["model-token"]},
+        [c["train-command"], c["train-message"]],
+        show_progress="hidden",
+    )
+    c["train-save-config"].click(
+        lambda data: save_config(data[ui.session], ui.form(data), workdir),
+        form_inputs - {c["model-token"]},
+        [c["train-config-file"], c["train-message"]],
+        show_progress="hidden",
+    )
+
+    def on_load_config(s: Session, file: Any) -> list:
+        updates, msg = load_config(s, getattr(file, "name", file), names)
+        return [*updates, msg]
+
+    c["train-load-config"].upload(
+        on_load_config,
+        [ui.session, c["train-load-config"]],
+        [*ui.field_components(), c["train-message"]],
+        show_progress="hidden",
+    )
+    c["train-stage"].change(
+        on_stage,
+        [c["train-stage"], c["data-datasets"]],
+        [ui.states["dpo_group"], c["data-datasets"], c["data-assistant-only"]],
+        show_progress="hidden",
+    )
+    ui.on_load.append((lambda s: (attach(s, jobs), view(s, jobs, force=True))[1], [ui.session], view_outputs))
+
+    def fill_from_watched(s: Session) -> list:
+        """A page opened on a live run shows that run's settings (Show command then reproduces it);
+        a finished run's settings are one click away instead (Runs > Use this config)."""
+        if not s.watch.run_id or not s.watch.active:
+            return [SKIP] * len(names)
+        return use_run_config(s, s.watch.run_id, workdir, names)[0]
+
+    ui.on_load.append((fill_from_watched, [ui.session], ui.field_components()))
+    ui.on_lang.append((redraw, [ui.session], view_outputs))
+    ui.states["view_outputs"] = view_outputs

@@ -1,0 +1,88 @@
+"""One page's view of one run: read new events by offset, keep the curves and the state to show.
+
+A `Watch` lives in the page's session state. Each timer tick calls `advance`, which reads
+only what was appended to events.jsonl since the last tick; a fresh Watch on the same run
+(a reload, a second tab) reads the file from the start and arrives at the same picture.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from engine.events import CheckpointSaved, Error, Finished, LogStep, Progress, RunStarted, Warning
+
+from .charts import Curves
+from .jobs import pid_alive, read_new_events
+
+STARTING, RUNNING, FINISHED, STOPPED, FAILED = "starting", "running", "finished", "stopped", "failed"
+
+
+@dataclass
+class Watch:
+    run_id: str = ""
+    path: Optional[Path] = None
+    offset: int = 0
+    status: str = ""
+    step: int = 0
+    total: int = 0
+    elapsed: float = 0.0
+    eta: Optional[float] = None
+    pid: int = 0
+    device: str = ""
+    last_loss: Optional[float] = None
+    error: Optional[dict[str, Any]] = None
+    warnings: list[dict[str, Any]] = field(default_factory=list)
+    checkpoint: str = ""
+    final: dict[str, float] = field(default_factory=dict)
+    curves: Curves = field(default_factory=Curves)
+    version: int = 0  # bumped whenever something visible changed
+    log_size: int = -1
+    shown_status: str = ""  # the status the page last drew
+
+    @classmethod
+    def of(cls, run_id: str, path: Path) -> Watch:
+        return cls(run_id=run_id, path=path, status=STARTING)
+
+    @property
+    def active(self) -> bool:
+        return self.status in (STARTING, RUNNING)
+
+    def advance(self, live: bool = False) -> bool:
+        """Read what the run wrote since the last call; `live` says this board's worker is training it.
+        True when anything visible changed."""
+        if self.path is None:
+            return False
+        events, self.offset = read_new_events(self.path / "events.jsonl", self.offset)
+        for ev in events:
+            self._apply(ev)
+        changed = bool(events)
+        self.curves.add(events)
+        if not live and not events and self.status == RUNNING and not pid_alive(self.pid):
+            self.status = FAILED  # died with no board to record it (a restarted board marks it for good)
+            changed = True
+        if changed:
+            self.version += 1
+        return changed
+
+    def _apply(self, ev: Any) -> None:
+        if isinstance(ev, RunStarted):  # also a resume: a new attempt on the same run
+            self.status, self.total, self.pid, self.device = RUNNING, ev.total_steps, ev.pid, ev.device
+            self.error, self.final = None, {}
+        elif isinstance(ev, Progress):
+            self.step, self.total, self.elapsed, self.eta = ev.step, ev.total_steps, ev.elapsed_seconds, ev.eta_seconds
+        elif isinstance(ev, LogStep):
+            self.step = max(self.step, ev.step)
+            if ev.loss is not None:
+                self.last_loss = ev.loss
+        elif isinstance(ev, CheckpointSaved):
+            self.checkpoint = ev.path
+        elif isinstance(ev, Warning):
+            self.warnings.append({"key": ev.key, "params": ev.params, "message": ev.message})
+        elif isinstance(ev, Error):
+            self.error = {"key": ev.key, "params": ev.params, "message": ev.message, "traceback": ev.traceback}
+        elif isinstance(ev, Finished):
+            self.status, self.final = ev.status, dict(ev.metrics)
+            self.step = max(self.step, ev.step)
+            self.eta = None

@@ -1,0 +1,208 @@
+"""Check rows against a format: every row's errors, then dataset-wide warnings, never stopping early.
+
+Errors (training would fail or learn garbage): rows that are not objects, missing / empty / wrongly
+typed fields, conversations out of turn, preference rows without rejected, unknown columns.
+Warnings (training runs; a person may want to look): duplicates, rows over the cutoff, very short
+answers, a system prompt in only some rows, columns that will be ignored.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .findings import Finding, error, warning
+from .formats import (
+    FORMATS,
+    TRL_KIND,
+    detect_format,
+    final_answer,
+    has_system,
+    map_columns,
+    nearest_format,
+    normalize_row,
+    suggest_mapping,
+    used_fields,
+)
+from .sources import is_turns
+from .tokens import token_lengths
+
+FORMAT_ALIASES = {"auto": "auto", "openai": "messages", "chatml": "messages", "conversation": "sharegpt",
+                  "prompt-completion": "prompt_completion", "dpo": "preference", "pairwise": "preference",
+                  "pt": "text", "plain": "text", "plaintext": "text", "txt": "text"}
+ANSWER_FIELD = {"alpaca": "output", "sharegpt": "conversations", "messages": "messages",
+                "prompt_completion": "completion", "preference": "chosen", "text": "text"}
+SHORT_ANSWER = 3  # weighted characters; a CJK character weighs 3 (about one word)
+
+
+@dataclass
+class Analysis:
+    """The outcome of checking: the format, one trl record per row (None for a bad row), findings."""
+
+    format: str | None
+    records: list[dict | None] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
+    numbers: list[int] = field(default_factory=list)
+    lengths: np.ndarray | None = None  # tokens per good record, in order
+    counting: str = "estimate"  # how `lengths` were counted: exact | calibrated | estimate (tokens.py)
+
+    @property
+    def good(self) -> list[dict]:
+        return [r for r in self.records if r is not None]
+
+    @property
+    def errors(self) -> int:
+        return sum(f.severity == "error" for f in self.findings)
+
+    @property
+    def estimated(self) -> bool:
+        return self.counting != "exact"
+
+    @property
+    def trl_kind(self) -> str | None:
+        return TRL_KIND.get(self.format or "")
+
+
+def canonical_format(fmt: str | None) -> str | None:
+    """`auto`, a format name, or a common alias (openai, dpo, pt, ...); None if unknown."""
+    name = (fmt or "auto").strip().lower().replace(" ", "_")
+    name = FORMAT_ALIASES.get(name, name)
+    return name if name == "auto" or name in FORMATS else None
+
+
+def check(rows: list[Any], fmt: str = "auto", **kwargs: Any) -> list[Finding]:
+    """Findings for `rows` (see `analyze` for the keyword arguments)."""
+    return analyze(rows, fmt, **kwargs).findings
+
+
+def analyze(rows: list[Any], fmt: str = "auto", *, columns: dict[str, str] | None = None,
+            numbers: list[int] | None = None, lines: list[int] | None = None, tokenizer: Any = None,
+            max_length: int | None = None, measure: bool = True) -> Analysis:
+    """Detect (unless `fmt` is given), normalise and check every row.
+
+    `numbers` / `lines` are the rows' person-facing numbers and start lines (default 1..n);
+    `columns` maps our field names to the file's ({"output": "answer"}); token lengths use
+    `tokenizer` (estimated without one) and feed the `max_length` warning.
+    """
+    numbers = numbers or list(range(1, len(rows) + 1))
+    theirs = dict(columns or {})
+    out = Analysis(None, numbers=numbers)
+    if not rows:
+        out.findings.append(error(None, None, "data.empty_file", path=""))
+        return out
+    name = canonical_format(fmt)
+    if name is None:
+        out.findings.append(error(None, None, "data.unknown_format", format=fmt, formats=", ".join(FORMATS)))
+        return out
+    if columns:
+        rows = [map_columns(r, columns) for r in rows]
+    # a line that is just a list of messages is one conversation
+    rows = [{"messages": r} if isinstance(r, list) and is_turns(r) else r for r in rows]
+    keys = _keys(rows)
+    if name == "auto":
+        name = detect_format(rows)
+        if name is None and keys:
+            suggestion, mapping = nearest_format(keys)
+            required, optional = FORMATS[suggestion]
+            out.findings.append(error(None, None, "data.unknown_columns", columns=", ".join(keys[:12]),
+                                      format=suggestion, expected=", ".join(required + optional[:2]),
+                                      mapping=", ".join(f"{o}={t}" for o, t in mapping.items() if o != t) or "-"))
+            return out
+        name = name or "text"  # no row is an object: every row gets `not_an_object` below
+    out.format = name
+    at = (lambda i: lines[i]) if lines else (lambda i: None)
+    for i, row in enumerate(rows):
+        record, probs = normalize_row(row, name)
+        out.records.append(record)
+        for fld, key, params in probs:
+            out.findings.append(error(numbers[i], theirs.get(fld, fld), key, at(i), **params))
+    good = [i for i, r in enumerate(out.records) if r is not None]
+    _missing_columns(out, rows, keys, theirs)
+    unused = [k for k in keys if k not in used_fields(name)]
+    if unused and good:
+        out.findings.append(warning(None, None, "data.ignored_columns", columns=", ".join(unused[:12])))
+    _duplicates(out, good, at)
+    _short_answers(out, good, at, theirs.get(ANSWER_FIELD[name], ANSWER_FIELD[name]))
+    _system_some_rows(out, good, at)
+    if measure and good:
+        refused: list[tuple[int, str]] = []
+        out.lengths, out.counting = token_lengths([out.records[i] for i in good], tokenizer, max_length,
+                                                  refused=refused)
+        for k, reason in refused:
+            i = good[k]
+            out.findings.append(error(out.numbers[i], None, "data.template_error", at(i), error=reason))
+        if max_length:
+            _too_long(out, good, max_length)
+    return out
+
+
+def _missing_columns(out: Analysis, rows: list[Any], keys: list[str], theirs: dict[str, str]) -> None:
+    """A required field absent from every row is a column problem: say so once, with a mapping to try."""
+    if out.format not in ("alpaca", "prompt_completion", "text"):
+        return  # the others have alternative spellings per row
+    absent = tuple(f for f in FORMATS[out.format][0] if not any(isinstance(r, dict) and f in r for r in rows))
+    for fld in absent:
+        mapping = suggest_mapping(out.format, [k for k in keys if k not in FORMATS[out.format][0]], (fld,))
+        out.findings.append(error(None, theirs.get(fld, fld), "data.missing_column", format=out.format,
+                                  columns=", ".join(keys[:12]) or "-",
+                                  mapping=", ".join(f"{o}={t}" for o, t in mapping.items()) or "-"))
+
+
+def _keys(rows: list[Any]) -> list[str]:
+    """Every column name, in order of first appearance."""
+    seen: dict[str, None] = {}
+    for row in rows:
+        if isinstance(row, dict):
+            seen.update(dict.fromkeys(map(str, row)))
+    return list(seen)
+
+
+def _duplicates(out: Analysis, good: list[int], at: Any) -> None:
+    """Rows whose normalised content (roles and texts) equals an earlier row's."""
+    records = [out.records[i] for i in good]
+    if not records:
+        return
+    if "text" in records[0]:
+        keys: list[Any] = [r["text"] for r in records]
+    else:
+        parts = [k for k in ("messages", "prompt", "completion", "chosen", "rejected") if k in records[0]]
+        keys = [tuple((m["role"], m["content"]) for k in parts for m in r[k]) + tuple(len(r[k]) for k in parts)
+                for r in records]
+    first: dict[Any, int] = {}
+    for i, key in zip(good, keys, strict=False):
+        j = first.setdefault(key, i)
+        if j != i:
+            out.findings.append(warning(out.numbers[i], None, "data.duplicate", at(i), first=out.numbers[j]))
+
+
+def _weighted_length(text: str) -> int:
+    return sum(3 if ord(ch) >= 0x1100 else 1 for ch in text.strip()[:SHORT_ANSWER])
+
+
+def _short_answers(out: Analysis, good: list[int], at: Any, fld: str) -> None:
+    for i in good:
+        answer = final_answer(out.records[i])
+        if answer is not None and _weighted_length(answer) < SHORT_ANSWER:
+            out.findings.append(warning(out.numbers[i], fld, "data.short_answer", at(i), answer=answer.strip()))
+
+
+def _system_some_rows(out: Analysis, good: list[int], at: Any) -> None:
+    with_system = [i for i in good if has_system(out.records[i])]
+    if 0 < len(with_system) < len(good):
+        without = next(i for i in good if not has_system(out.records[i]))
+        out.findings.append(warning(out.numbers[without], None, "data.system_some_rows", at(without),
+                                    count=len(with_system), total=len(good)))
+
+
+def _too_long(out: Analysis, good: list[int], max_length: int) -> None:
+    lengths = out.lengths
+    over = np.flatnonzero(lengths > max_length)
+    if not len(over):
+        return
+    p50, p90, p99 = (int(v) for v in np.percentile(lengths, [50, 90, 99]))
+    rows = ", ".join(str(out.numbers[good[k]]) for k in over[:10]) + (", ..." if len(over) > 10 else "")
+    out.findings.append(warning(None, None, "data.too_long", count=int(len(over)), total=len(good),
+                                max_length=max_length, longest=int(lengths.max()), p50=p50, p90=p90, p99=p99,
+                                rows=rows, counting=out.counting))

@@ -1,0 +1,82 @@
+"""`tuneboard check FILE... [--format F] [--model M] [--max-length N] [--column ours=theirs] [--json]`.
+
+Prints, per file, the detected format, the findings (the first few of each kind, with counts)
+and the token statistics; `--json` prints one document instead (the same data the board shows).
+Exit code 0 when every file is trainable (warnings allowed), 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+from ..messages import TuneboardError, message
+from .check import canonical_format
+from .preview import marked
+from .report import FileReport, check_file
+from .tokens import load_tokenizer
+
+SHOWN_PER_KIND = 5  # in the terminal; --json carries up to LIMIT
+LIMIT = 20
+
+
+def parse_columns(pairs: list[str] | None) -> dict[str, str]:
+    """["output=answer", ...] -> {"output": "answer"}."""
+    out = {}
+    for pair in pairs or []:
+        ours, sep, theirs = pair.partition("=")
+        if not sep or not ours.strip() or not theirs.strip():
+            raise TuneboardError("data.bad_column_arg", value=pair)
+        out[ours.strip()] = theirs.strip()
+    return out
+
+
+def cmd_check(args: Any) -> int:
+    fmt = getattr(args, "format", "auto") or "auto"
+    if canonical_format(fmt) is None:
+        raise TuneboardError("data.unknown_format", format=fmt, formats="auto, alpaca, sharegpt, messages, "
+                             "prompt_completion, preference, text")
+    columns = parse_columns(getattr(args, "column", None))
+    tokenizer = load_tokenizer(getattr(args, "model", None))
+    max_length = getattr(args, "max_length", None) or 1024
+    reports = [check_file(path, fmt, columns=columns, tokenizer=tokenizer, max_length=max_length, limit=LIMIT,
+                          preview_rows=3 if args.json else 1) for path in args.files]
+    ok = all(r.trainable for r in reports)
+    if args.json:
+        doc = {"trainable": ok, "max_length": max_length, "files": [r.to_dict() for r in reports]}
+        sys.stdout.write(json.dumps(doc, ensure_ascii=False, indent=1, default=str) + "\n")
+    else:
+        for report in reports:
+            _print_report(report)
+    return 0 if ok else 1
+
+
+def _print_report(r: FileReport) -> None:
+    print(message("data.cli.file", {"path": r.path, "format": r.format or "?", "kind": r.kind or "?", "rows": r.rows}))
+    shown: dict[str, int] = {}
+    for f in r.findings:
+        shown[f.key] = shown.get(f.key, 0) + 1
+        if shown[f.key] > SHOWN_PER_KIND:
+            continue
+        where = f.where()
+        print(f"  {f.severity:<8}{where + ': ' if where else ''}{f.message()}")
+        if shown[f.key] == SHOWN_PER_KIND and r.counts[f.key] > SHOWN_PER_KIND:
+            print("          " + message("data.cli.more", {"count": r.counts[f.key] - SHOWN_PER_KIND}))
+    s = r.stats
+    if s.get("rows"):
+        est = {"estimate": message("data.cli.estimated"), "calibrated": message("data.cli.calibrated")}.get(s["counting"], "")
+        print("  " + message("data.cli.tokens", {**s, "estimated": est}))
+        if "max_length" in s:
+            print("  " + message("data.cli.cutoff", {"max_length": s["max_length"], "over": s["over_cutoff"],
+                                                     "cut": s["tokens_cut"], "packed": s["packed_sequences"]}))
+    for item in r.preview:
+        for view in item["views"]:
+            label = f" [{view['label']}]" if view["label"] else ""
+            print("  " + message("data.cli.preview", {"row": item["row"], "tokens": view["tokens"],
+                                                      "loss": view["loss_tokens"]}) + label)
+            text = marked(view)
+            text = text if len(text) <= 1200 else text[:1200] + " ..."
+            print("    " + text.replace("\n", "\n    "))
+    verdict = message("data.cli.trainable" if r.trainable else "data.cli.not_trainable")
+    print("  " + message("data.cli.summary", {"errors": r.errors, "warnings": r.warnings}) + f" - {verdict}\n")

@@ -1,0 +1,456 @@
+"""Recognise a dataset's format and normalise each row to trl's conversational vocabulary.
+
+Formats (their fields, as named after `DatasetSpec.columns` mapping):
+  alpaca             instruction, output; optional input, system, history [[q, a], ...]
+  sharegpt           conversations [{from, value}]; optional system
+  messages           messages [{role, content}] (OpenAI)
+  prompt_completion  prompt, completion (strings or message lists); optional system
+  preference         prompt, chosen, rejected (strings or message lists); also alpaca-style
+                     instruction/input + chosen/rejected or a two-item output [chosen, rejected],
+                     ShareGPT-style conversations + chosen/rejected, or chosen/rejected alone
+                     (full conversations sharing the prompt)
+  text               text (or a .txt file)
+
+Every row becomes one record in trl's terms:
+  alpaca, sharegpt, messages -> conversational language modeling  {"messages": [...]}
+  prompt_completion          -> conversational prompt-completion  {"prompt": [...], "completion": [...]}
+  preference                 -> conversational preference         {"prompt": [...], "chosen": [...], "rejected": [...]}
+  text                       -> standard language modeling        {"text": "..."}
+Roles become system / user / assistant. Alpaca's `input` follows the instruction after a blank
+line; `history` becomes earlier turns. Tool turns keep their meaning in the text, Hermes/Qwen
+style: ShareGPT `function_call` (and OpenAI `tool_calls`) become assistant turns wrapped in
+<tool_call>...</tool_call>; `observation` / `tool` / `function` results become user turns wrapped
+in <tool_response>...</tool_response>. `developer` is a system turn.
+Knows nothing of files (sources.py) or tokens (check.py, preview.py).
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from collections import Counter
+from typing import Any
+
+FORMATS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {  # name -> (required, optional) fields
+    "alpaca": (("instruction", "output"), ("input", "system", "history")),
+    "sharegpt": (("conversations",), ("system", "tools")),
+    "messages": (("messages",), ("tools",)),
+    "prompt_completion": (("prompt", "completion"), ("system",)),
+    "preference": (("prompt", "chosen", "rejected"), ("system", "instruction", "input", "output", "conversations", "messages")),
+    "text": (("text",), ()),
+}
+TRL_KIND = {"alpaca": "conversational language modeling", "sharegpt": "conversational language modeling",
+            "messages": "conversational language modeling", "prompt_completion": "conversational prompt-completion",
+            "preference": "conversational preference", "text": "standard language modeling"}
+ROLES = {"system": "system", "developer": "system", "user": "user", "human": "user", "assistant": "assistant",
+         "gpt": "assistant", "bot": "assistant", "model": "assistant", "chatgpt": "assistant",
+         "function_call": "assistant", "observation": "user", "tool": "user", "function": "user", "ipython": "user"}
+_TOOL_CALL, _TOOL_RESULT = {"function_call"}, {"observation", "tool", "function", "ipython"}
+ALIASES = {  # column names people use for our fields, for "did you mean" suggestions
+    "instruction": ["question", "query", "instructions", "task", "problem", "input_text", "질문", "问题", "指令", "質問"],
+    "output": ["answer", "response", "output_text", "target", "solution", "reply", "answers", "답변", "回答", "答案", "回答文"],
+    "input": ["context", "inputs"],
+    "conversations": ["conversation", "dialog", "dialogue", "chat", "turns", "conversation_history"],
+    "messages": ["message", "chat_messages"],
+    "text": ["content", "document", "body", "sentence", "passage", "texts", "본문", "文本"],
+    "prompt": ["question", "query", "instruction", "prompts"],
+    "completion": ["answer", "response", "output", "completions"],
+    "chosen": ["accepted", "preferred", "good", "positive", "winner", "chosen_response", "response_chosen"],
+    "rejected": ["dispreferred", "bad", "negative", "loser", "rejected_response", "response_rejected"],
+}
+
+
+# ---- detection -------------------------------------------------------------------------------
+
+
+def map_columns(row: Any, columns: dict[str, str] | None) -> Any:
+    """Rename the file's columns to ours ({ours: theirs})."""
+    if not columns or not isinstance(row, dict):
+        return row
+    out = {k: v for k, v in row.items() if k not in columns.values()}
+    for ours, theirs in columns.items():
+        if theirs in row:
+            out[ours] = row[theirs]
+    return out
+
+
+def _turn_style(value: Any) -> str | None:
+    if isinstance(value, str) and value.lstrip().startswith("["):
+        value = _parse_json(value)
+    if isinstance(value, list) and value and isinstance(value[0], dict):
+        return "sharegpt" if "from" in value[0] or "value" in value[0] else "messages"
+    return None
+
+
+def _row_format(row: dict) -> str | None:
+    keys = row.keys()
+    if "chosen" in keys or "rejected" in keys:
+        return "preference"
+    if "instruction" in keys and isinstance(row.get("output"), list):
+        return "preference"
+    for name in ("conversations", "messages"):
+        if name in keys:
+            return _turn_style(row[name]) or ("sharegpt" if name == "conversations" else "messages")
+    if "instruction" in keys or ("input" in keys and "output" in keys):
+        return "alpaca"
+    if "prompt" in keys and "completion" in keys:
+        return "prompt_completion"
+    if "text" in keys:
+        return "text"
+    return None
+
+
+def detect_format(rows: list[Any], columns: dict[str, str] | None = None, sample: int = 200) -> str | None:
+    """The format most of the first `sample` rows are in; None if no known format fits."""
+    votes = Counter(f for row in rows[:sample] if isinstance(row, dict) and (f := _row_format(map_columns(row, columns))))
+    return votes.most_common(1)[0][0] if votes else None
+
+
+def suggest_mapping(fmt: str, keys: list[str], fields: tuple[str, ...] | None = None) -> dict[str, str]:
+    """{ours: theirs} for `fmt`'s fields, from exact names, known aliases, then close spellings."""
+    required, optional = FORMATS[fmt]
+    mapping, free = {}, [k for k in keys if isinstance(k, str)]
+    for ours in fields or required + tuple(o for o in optional if o in ("input", "system")):
+        lowered = {k.lower(): k for k in free}
+        hit = lowered.get(ours) or next((lowered[a] for a in ALIASES.get(ours, []) if a in lowered), None)
+        if hit is None:
+            close = difflib.get_close_matches(ours, list(lowered), n=1, cutoff=0.75)
+            hit = lowered[close[0]] if close else None
+        if hit is not None:
+            mapping[ours] = hit
+            free.remove(hit)
+    return mapping
+
+
+def nearest_format(keys: list[str]) -> tuple[str, dict[str, str]]:
+    """For unknown columns: the format whose required fields they match best, and a mapping {ours: theirs}."""
+    best: tuple[int, int, str, dict[str, str]] = (-1, 0, "alpaca", {})
+    for order, (name, (required, _)) in enumerate(FORMATS.items()):
+        mapping = suggest_mapping(name, keys)
+        score = sum(1 for r in required if r in mapping)
+        if (score, -order) > (best[0], best[1]):
+            best = (score, -order, name, mapping)
+    return best[2], best[3]
+
+
+# ---- normalisation -----------------------------------------------------------------------------
+
+
+class Problems(list):
+    """(field, key, params) tuples for one row; field uses our names (check.py maps them back)."""
+
+    def add(self, field: str | None, key: str, **params: Any) -> None:
+        self.append((field, key, params))
+
+
+def _parse_json(value: str) -> Any:
+    try:
+        return json.loads(value)
+    except ValueError:
+        return value
+
+
+def _type_name(value: Any) -> str:
+    return {bool: "true/false", int: "number", float: "number", str: "text", list: "list", dict: "object",
+            type(None): "null"}.get(type(value), type(value).__name__)
+
+
+def text_field(row: dict, name: str, probs: Problems, required: bool = True) -> str | None:
+    if name not in row:
+        if required:
+            probs.add(name, "data.missing_field")
+        return None
+    value = row[name]
+    if value is None or (isinstance(value, str) and not value.strip()):
+        if required:
+            probs.add(name, "data.empty_field")
+        return None
+    if not isinstance(value, str):
+        probs.add(name, "data.wrong_type", expected="text", got=_type_name(value))
+        return None
+    return value if _encodable(value, name, probs) else None
+
+
+def _encodable(text: str, field: str, probs: Problems) -> bool:
+    """Half a surrogate pair (from a JSON escape) would break the tokenizer and Arrow later."""
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        probs.add(field, "data.bad_unicode")
+        return False
+
+
+def _content(item: dict, field: str, index: int, probs: Problems) -> str | None:
+    value = item.get("content", item.get("value"))
+    if isinstance(value, list):  # OpenAI content parts: keep the text parts
+        texts = [p.get("text") for p in value if isinstance(p, dict) and isinstance(p.get("text"), str)]
+        value = "\n".join(texts) if texts else None
+    if value is None and item.get("tool_calls"):
+        value = json.dumps(item["tool_calls"], ensure_ascii=False, default=str)
+    if value is None or (isinstance(value, str) and not value.strip()):
+        probs.add(field, "data.empty_message", index=index)
+        return None
+    if not isinstance(value, str):
+        probs.add(field, "data.wrong_type", expected="text", got=f"{_type_name(value)} (message {index})")
+        return None
+    return value if _encodable(value, field, probs) else None
+
+
+def turns(value: Any, field: str, probs: Problems) -> list[dict[str, str]] | None:
+    """A list of {role|from, content|value} -> [{role, content}] with our three roles, or None."""
+    if isinstance(value, str) and value.lstrip().startswith("["):
+        value = _parse_json(value)  # CSV and Parquet files often hold conversations as JSON text
+    if not isinstance(value, list):
+        probs.add(field, "data.wrong_type", expected="list of messages", got=_type_name(value))
+        return None
+    if not value:
+        probs.add(field, "data.empty_field")
+        return None
+    out, ok = [], True
+    for i, item in enumerate(value, 1):
+        if not isinstance(item, dict):
+            probs.add(field, "data.wrong_type", expected="message object", got=f"{_type_name(item)} (message {i})")
+            ok = False
+            continue
+        raw = item.get("role", item.get("from"))
+        role = ROLES.get(raw.lower()) if isinstance(raw, str) else None
+        if role is None:
+            probs.add(field, "data.unknown_role", index=i, role=str(raw), roles=", ".join(sorted(ROLES)))
+            ok = False
+            continue
+        content = _content(item, field, i, probs)
+        if content is None:
+            ok = False
+            continue
+        if raw.lower() in _TOOL_CALL or (role == "assistant" and item.get("tool_calls") and not item.get("content")):
+            content = f"<tool_call>\n{content}\n</tool_call>"
+        elif raw.lower() in _TOOL_RESULT:
+            content = f"<tool_response>\n{content}\n</tool_response>"
+        out.append({"role": role, "content": content})
+    return out if ok else None
+
+
+def check_turns(msgs: list[dict[str, str]], field: str, probs: Problems, end: str = "assistant") -> bool:
+    """System first (optional), then user and assistant taking turns, starting with the user."""
+    ok, prev = True, None
+    for i, m in enumerate(msgs, 1):
+        role = m["role"]
+        if role == "system":
+            if i != 1:
+                probs.add(field, "data.system_not_first", index=i)
+                ok = False
+            continue
+        if prev is None and role == "assistant":
+            probs.add(field, "data.starts_with_assistant")
+            return False
+        if role == prev:
+            probs.add(field, "data.not_alternating", index=i, role=role)
+            return False
+        prev = role
+    if prev is None:
+        probs.add(field, "data.no_turns")
+        return False
+    if ok and prev != end:
+        probs.add(field, "data.ends_without_answer" if end == "assistant" else "data.prompt_ends_with_assistant")
+        ok = False
+    return ok
+
+
+def _with_system(msgs: list[dict], row: dict, probs: Problems) -> list[dict]:
+    system = text_field(row, "system", probs, required=False)
+    if system and not (msgs and msgs[0]["role"] == "system"):
+        return [{"role": "system", "content": system}, *msgs]
+    return msgs
+
+
+def _alpaca_prompt(row: dict, probs: Problems) -> list[dict] | None:
+    instruction = text_field(row, "instruction", probs)
+    extra = text_field(row, "input", probs, required=False)
+    msgs: list[dict] = []
+    history = row.get("history")
+    if isinstance(history, str) and history.lstrip().startswith("["):
+        history = _parse_json(history)
+    if history:
+        if not isinstance(history, list) or not all(
+            isinstance(p, (list, tuple)) and len(p) == 2 and all(isinstance(x, str) for x in p) for p in history
+        ):
+            probs.add("history", "data.wrong_type", expected="list of [question, answer] pairs", got=_type_name(history))
+            return None
+        if not all(_encodable(x, "history", probs) for pair in history for x in pair):
+            return None
+        for q, a in history:
+            msgs += [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
+    if instruction is None:
+        return None
+    msgs.append({"role": "user", "content": f"{instruction}\n\n{extra}" if extra else instruction})
+    return _with_system(msgs, row, probs)
+
+
+def _answer(value: Any, field: str, probs: Problems, prompt: list[dict] | None = None) -> list[dict] | None:
+    """A chosen / rejected / completion answer: text, one message, or a list of messages.
+
+    A list that repeats the prompt before the answer (some exports do) is cut after the prompt.
+    """
+    if isinstance(value, str) and value.lstrip()[:1] in ("[", "{"):
+        parsed = _parse_json(value)
+        value = parsed if isinstance(parsed, (list, dict)) else value
+    if isinstance(value, dict):
+        value = [value]
+    if isinstance(value, list):
+        msgs = turns(value, field, probs)
+        if msgs and prompt:
+            asked = [m for m in prompt if m["role"] != "system"]
+            start = 1 if msgs[0]["role"] == "system" else 0
+            if msgs[start:start + len(asked)] == asked:
+                msgs = msgs[start + len(asked):]
+                if not msgs:
+                    probs.add(field, "data.empty_field")
+                    return None
+        if msgs is not None and any(m["role"] != "assistant" for m in msgs):
+            probs.add(field, "data.answer_not_assistant")
+            return None
+        return msgs
+    if value is None or (isinstance(value, str) and not value.strip()):
+        probs.add(field, "data.empty_field")
+        return None
+    if not isinstance(value, str):
+        probs.add(field, "data.wrong_type", expected="text", got=_type_name(value))
+        return None
+    return [{"role": "assistant", "content": value}]
+
+
+def _prompt(row: dict, probs: Problems) -> list[dict] | None:
+    """The prompt of a prompt-completion or preference row, as messages ending with the user."""
+    if "prompt" in row:
+        value = row["prompt"]
+        if isinstance(value, str) and value.lstrip().startswith("["):
+            value = _parse_json(value)
+        if isinstance(value, list):
+            msgs = turns(value, "prompt", probs)
+        else:
+            text = text_field(row, "prompt", probs)
+            msgs = [{"role": "user", "content": text}] if text is not None else None
+    elif "instruction" in row:
+        msgs = _alpaca_prompt(row, probs)
+        return msgs if msgs is None or check_turns(msgs, "instruction", probs, end="user") else None
+    elif "conversations" in row or "messages" in row:
+        name = "conversations" if "conversations" in row else "messages"
+        msgs = turns(row[name], name, probs)
+        return msgs if msgs is None or check_turns(msgs, name, probs, end="user") else None
+    else:
+        probs.add("prompt", "data.missing_field")
+        return None
+    if msgs is None:
+        return None
+    msgs = _with_system(msgs, row, probs)
+    return msgs if check_turns(msgs, "prompt", probs, end="user") else None
+
+
+def _split_shared_prefix(chosen: list[dict], rejected: list[dict]) -> tuple[list[dict], list[dict], list[dict]]:
+    n = 0
+    while n < min(len(chosen), len(rejected)) - 1 and chosen[n] == rejected[n]:
+        n += 1
+    return chosen[:n], chosen[n:], rejected[n:]
+
+
+def _preference(row: dict, probs: Problems) -> dict | None:
+    if "chosen" not in row and "rejected" not in row and isinstance(row.get("output"), list):
+        pair = row["output"]  # alpaca-style preference: output = [chosen, rejected]
+        if len(pair) != 2:
+            probs.add("output", "data.preference_pair", count=len(pair))
+            return None
+        row = {**row, "chosen": pair[0], "rejected": pair[1]}
+    if "chosen" not in row:
+        probs.add("chosen", "data.missing_field")
+    if "rejected" not in row:
+        probs.add("rejected", "data.missing_rejected")
+    if "chosen" not in row or "rejected" not in row:
+        return None
+    if any(k in row for k in ("prompt", "instruction", "conversations", "messages")):
+        prompt = _prompt(row, probs)
+        chosen = _answer(row["chosen"], "chosen", probs, prompt)
+        rejected = _answer(row["rejected"], "rejected", probs, prompt)
+    elif not _turn_style(row["chosen"]):
+        probs.add("prompt", "data.missing_field")
+        return None
+    else:  # no prompt: chosen / rejected are whole conversations that share it
+        chosen = turns(row["chosen"], "chosen", probs)
+        rejected = turns(row["rejected"], "rejected", probs)
+        if chosen is None or rejected is None:
+            return None
+        prompt, chosen, rejected = _split_shared_prefix(chosen, rejected)
+        if not prompt:
+            probs.add("prompt", "data.missing_field")
+            return None
+        if not check_turns(prompt, "chosen", probs, end="user"):
+            return None
+    if prompt is None or chosen is None or rejected is None:
+        return None
+    if any(m["role"] != "assistant" for m in chosen + rejected):
+        probs.add("chosen", "data.answer_not_assistant")
+        return None
+    return {"prompt": prompt, "chosen": chosen, "rejected": rejected}
+
+
+def normalize_row(row: Any, fmt: str) -> tuple[dict | None, Problems]:
+    """One row in `fmt` (columns already mapped) -> (trl record or None, problems)."""
+    probs = Problems()
+    if not isinstance(row, dict):
+        probs.add(None, "data.not_an_object", got=_type_name(row))
+        return None, probs
+    record: dict | None = None
+    if fmt == "alpaca":
+        if isinstance(row.get("output"), list):
+            probs.add("output", "data.wrong_type", expected="text", got="list")
+            return None, probs
+        prompt = _alpaca_prompt(row, probs)
+        output = text_field(row, "output", probs)
+        if prompt is not None and output is not None:
+            msgs = [*prompt, {"role": "assistant", "content": output}]
+            record = {"messages": msgs} if check_turns(msgs, "instruction", probs) else None
+    elif fmt in ("sharegpt", "messages"):
+        name = "conversations" if "conversations" in row or ("messages" not in row and fmt == "sharegpt") else "messages"
+        if name not in row:
+            probs.add(name, "data.missing_field")
+            return None, probs
+        msgs = turns(row[name], name, probs)
+        if msgs is not None:
+            msgs = _with_system(msgs, row, probs)
+            record = {"messages": msgs} if check_turns(msgs, name, probs) else None
+    elif fmt == "prompt_completion":
+        prompt = _prompt(row, probs)
+        completion = _answer(row["completion"], "completion", probs, prompt) if "completion" in row else None
+        if "completion" not in row:
+            probs.add("completion", "data.missing_field")
+        if prompt is not None and completion is not None:
+            record = {"prompt": prompt, "completion": completion}
+    elif fmt == "preference":
+        record = _preference(row, probs)
+    elif fmt == "text":
+        text = text_field(row, "text", probs)
+        record = {"text": text} if text is not None else None
+    else:
+        raise ValueError(f"unknown format {fmt!r}")
+    return (record if not probs else None), probs
+
+
+def used_fields(fmt: str) -> set[str]:
+    required, optional = FORMATS[fmt]
+    return set(required) | set(optional) | ({"messages", "conversations"} if fmt in ("sharegpt", "messages") else set())
+
+
+def final_answer(record: dict) -> str | None:
+    """The answer the row teaches (last assistant turn, completion, or chosen)."""
+    for key in ("chosen", "completion", "messages"):
+        if key in record:
+            msgs = [m for m in record[key] if m["role"] == "assistant"]
+            return msgs[-1]["content"] if msgs else None
+    return None
+
+
+def has_system(record: dict) -> bool:
+    msgs = record.get("messages") or record.get("prompt") or []
+    return bool(msgs) and msgs[0]["role"] == "system"

@@ -1,0 +1,94 @@
+"""RunConfig.data -> the (train, eval) datasets a trainer consumes, checked first.
+
+Columns by stage (docs/CONTRACTS.md):
+  sft  messages: [{role: system|user|assistant, content}]   (preference rows: prompt + chosen;
+       prompt-completion rows: prompt + completion)
+  pt   text: str   (chat rows: their contents joined by blank lines; preference: prompt + chosen)
+  dpo  prompt: messages ending with the user; chosen / rejected: [{role: assistant, content}]
+`max_samples` keeps a seeded random sample of a dataset (in file order); datasets are merged,
+shuffled with `data.shuffle_seed` (default `training.seed`) and `val_size` rows are split off.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import TYPE_CHECKING, Any
+
+from ..messages import TuneboardError
+from .check import Analysis
+from .findings import Finding
+from .report import inspect_path
+from .sources import Source
+
+# file-level problems whose own message names the file or dataset; others go through error.data_invalid
+NAMED_KEYS = {"data.file_not_found", "data.not_a_file", "data.unsupported_file", "data.read_failed",
+              "data.hub_offline", "data.hub_failed"}
+
+if TYPE_CHECKING:
+    import datasets
+
+    from ..config import DatasetSpec, RunConfig
+
+
+def read_spec(spec: DatasetSpec, tokenizer: Any = None, max_length: int | None = None) -> tuple[Source, Analysis]:
+    """Read and check one `DatasetSpec` (its path, format, column mapping and split)."""
+    return inspect_path(spec.path, spec.format, spec.columns, spec.split, tokenizer, max_length)
+
+
+def describe(path: str, f: Finding) -> str:
+    """`data.jsonl row 3, field output: the field output is empty` (English, for error messages)."""
+    where = f.where()
+    return f"{path}{' ' + where if where else ''}: {f.message()}"
+
+
+def _to_stage(record: dict, stage: str, system_prompt: str | None) -> dict:
+    if "text" in record:
+        return {"text": record["text"]}
+    if "messages" in record:
+        prompt, answer, rejected = record["messages"][:-1], record["messages"][-1:], None
+    elif "completion" in record:
+        prompt, answer, rejected = record["prompt"], record["completion"], None
+    else:
+        prompt, answer, rejected = record["prompt"], record["chosen"], record["rejected"]
+    if system_prompt and prompt and prompt[0]["role"] != "system":
+        prompt = [{"role": "system", "content": system_prompt}, *prompt]
+    if stage == "pt":
+        return {"text": "\n\n".join(m["content"] for m in prompt + answer if m["role"] != "system")}
+    if stage == "dpo":
+        return {"prompt": prompt, "chosen": answer, "rejected": rejected}
+    return {"messages": prompt + answer}
+
+
+def load_training_data(cfg: RunConfig) -> tuple[datasets.Dataset, datasets.Dataset | None]:
+    """Read, check, normalise, sample, merge, shuffle and split `cfg.data` for `cfg.stage`."""
+    import datasets
+
+    stage, data = cfg.stage, cfg.data
+    seed = data.shuffle_seed if data.shuffle_seed is not None else cfg.training.seed
+    rows: list[dict] = []
+    for spec in data.datasets:
+        src, result = read_spec(spec)
+        problems = [f for f in result.findings if f.severity == "error"]
+        if problems and problems[0].key in NAMED_KEYS and not result.records:  # the message names the file
+            raise TuneboardError(problems[0].key, **problems[0].params)
+        if problems:
+            raise TuneboardError("error.data_invalid", count=len(problems), first=describe(src.path, problems[0]),
+                                 path=src.path)
+        if stage == "sft" and result.format == "text":
+            raise TuneboardError("data.text_for_sft", path=src.path)
+        if stage == "dpo" and result.format != "preference":
+            raise TuneboardError("data.dpo_needs_preference", path=src.path, format=result.format)
+        records = result.good
+        if spec.max_samples is not None and spec.max_samples < len(records):
+            keep = sorted(random.Random(seed).sample(range(len(records)), spec.max_samples))
+            records = [records[i] for i in keep]
+        rows += [_to_stage(r, stage, data.system_prompt) for r in records]
+    if not rows:
+        raise TuneboardError("error.empty_dataset")
+    random.Random(seed).shuffle(rows)
+    n_val = max(1, round(data.val_size * len(rows))) if data.val_size < 1 else int(data.val_size)
+    n_val = n_val if data.val_size > 0 else 0
+    if n_val >= len(rows):
+        raise TuneboardError("data.val_size_too_large", val_size=data.val_size, rows=len(rows))
+    train = datasets.Dataset.from_list(rows[n_val:])
+    return train, (datasets.Dataset.from_list(rows[:n_val]) if n_val else None)

@@ -1,0 +1,70 @@
+"""One file's whole check, as the CLI prints it and the board's data tab shows it.
+
+`check_file` = read (sources) + detect / normalise / check (check) + preview and statistics
+(preview); `FileReport.to_dict()` is the JSON `tuneboard check --json` prints for each file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .check import Analysis, analyze
+from .findings import Finding, summarize
+from .preview import preview, stats
+from .sources import Source, read_source
+
+
+def inspect_path(path: str, fmt: str = "auto", columns: dict[str, str] | None = None, split: str = "train",
+                 tokenizer: Any = None, max_length: int | None = None) -> tuple[Source, Analysis]:
+    """Read and check one dataset; reading's findings come first in the Analysis."""
+    src = read_source(path, split)
+    if not src.rows:
+        return src, Analysis(None, findings=list(src.findings))
+    result = analyze(src.rows, fmt, columns=columns, numbers=src.numbers, lines=src.lines,
+                     tokenizer=tokenizer, max_length=max_length, measure=max_length is not None)
+    result.findings[:0] = src.findings
+    return src, result
+
+
+@dataclass
+class FileReport:
+    path: str
+    source: str  # json | jsonl | csv | parquet | text | hub | missing | ...
+    format: str | None
+    kind: str | None  # trl's name for the normalised form
+    rows: int  # rows read
+    valid: int  # rows without errors
+    findings: list[Finding] = field(default_factory=list)  # the first `limit` of each key
+    counts: dict[str, int] = field(default_factory=dict)  # every finding, by key
+    errors: int = 0
+    warnings: int = 0
+    stats: dict[str, Any] = field(default_factory=dict)
+    preview: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def trainable(self) -> bool:
+        return self.errors == 0 and self.valid > 0
+
+    def to_dict(self, lang: str = "en") -> dict[str, Any]:
+        return {"path": self.path, "source": self.source, "format": self.format, "kind": self.kind,
+                "rows": self.rows, "valid": self.valid, "trainable": self.trainable, "errors": self.errors,
+                "warnings": self.warnings, "counts": self.counts,
+                "findings": [f.to_dict(lang) for f in self.findings], "stats": self.stats, "preview": self.preview}
+
+
+def check_file(path: str, fmt: str = "auto", *, columns: dict[str, str] | None = None, split: str = "train",
+               tokenizer: Any = None, max_length: int | None = 1024, limit: int = 20, preview_rows: int = 3,
+               assistant_only: bool = True) -> FileReport:
+    """Everything `tuneboard check` says about one file (or hub dataset)."""
+    src, result = inspect_path(path, fmt, columns, split, tokenizer, max_length)
+    kept, counts = summarize(result.findings, limit)
+    good = [(r, n) for r, n in zip(result.records, result.numbers, strict=False) if r is not None]
+    return FileReport(
+        path=src.path, source=src.kind, format=result.format, kind=result.trl_kind, rows=len(src.rows),
+        valid=len(good), findings=kept, counts=counts,
+        errors=sum(f.severity == "error" for f in result.findings),
+        warnings=sum(f.severity == "warning" for f in result.findings),
+        stats=stats(result.lengths, max_length, result.counting),
+        preview=preview([r for r, _ in good], [n for _, n in good], tokenizer, preview_rows, assistant_only),
+    )

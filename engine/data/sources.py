@@ -1,0 +1,444 @@
+"""Read a data file (or a hub dataset) into rows, each with the number a person would look for.
+
+Knows file types, encodings and JSON/CSV syntax; knows nothing of formats (formats.py does).
+A problem met while reading never raises: it becomes a finding (see findings.py for the
+row-number convention), and reading goes on past it where the syntax allows.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+import os
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from ..paths import DATA
+from .findings import Finding, error, warning
+
+DEMOS = {"demo:sft": "demo_sft.json", "demo:dpo": "demo_dpo.json", "demo:pt": "demo_pt.txt"}
+EXTENSIONS = {".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".tsv": "csv",
+              ".parquet": "parquet", ".pq": "parquet", ".txt": "text", ".text": "text", ".md": "text"}
+_HUB_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+_WS = re.compile(r"[ \t\r\n]*")
+
+
+@dataclass
+class Source:
+    """What was read: `rows` (parsed records), their person-facing `numbers`, their start `lines`."""
+
+    path: str
+    kind: str  # json | jsonl | csv | parquet | text | hub
+    rows: list[Any] = field(default_factory=list)
+    numbers: list[int] = field(default_factory=list)
+    lines: list[int] | None = None
+    findings: list[Finding] = field(default_factory=list)
+
+    def add(self, row: Any, number: int, line: int | None = None) -> None:
+        self.rows.append(row)
+        self.numbers.append(number)
+        if self.lines is not None:
+            self.lines.append(line if line is not None else number)
+
+
+def resolve_data_path(spec_path: str) -> str:
+    """`demo:sft` -> the bundled file; `~` expanded; anything else unchanged (a file or a hub name)."""
+    if spec_path in DEMOS:
+        return str(DATA / DEMOS[spec_path])
+    return os.path.expanduser(spec_path)
+
+
+def is_hub_name(spec_path: str) -> bool:
+    path = resolve_data_path(spec_path)
+    if os.path.exists(path) or Path(path).suffix.lower() in EXTENSIONS or path.endswith(".gz"):
+        return False
+    return bool(_HUB_NAME.match(path)) and not path.startswith(".")
+
+
+def read_source(spec_path: str, split: str = "train") -> Source:
+    """Read a file or hub dataset. Never raises for bad data; see `Source.findings`."""
+    path = resolve_data_path(spec_path)
+    if is_hub_name(spec_path):
+        return _read_hub(path, split)
+    if os.path.isdir(path):
+        return _fatal(path, "dir", "data.not_a_file", path=path)
+    if not os.path.exists(path):
+        return _fatal(path, "missing", "data.file_not_found", path=path)
+    name = path[:-3] if path.lower().endswith(".gz") else path
+    kind = EXTENSIONS.get(Path(name).suffix.lower())
+    if kind is None:
+        return _fatal(path, "unknown", "data.unsupported_file", path=path, ext=Path(name).suffix or "(none)",
+                      supported=", ".join(sorted(EXTENSIONS)))
+    try:
+        data = Path(path).read_bytes()
+        if path.lower().endswith(".gz"):
+            data = gzip.decompress(data)
+    except (OSError, EOFError) as e:
+        return _fatal(path, kind, "data.read_failed", path=path, error=str(e))
+    if kind == "parquet":
+        return _read_parquet(path, data)
+    src = Source(path, kind)
+    text = _decode(data, src)
+    if text is None:
+        return src
+    if kind == "csv":
+        _read_csv(text, src, "\t" if name.lower().endswith(".tsv") else None)
+    elif kind == "text":
+        _read_text(text, src)
+    else:
+        _read_json_any(text, src)
+    if not src.rows and not any(f.severity == "error" for f in src.findings):
+        src.findings.append(error(None, None, "data.empty_file", path=path))
+    return src
+
+
+def _fatal(where: str, kind: str, key: str, **params: Any) -> Source:
+    return Source(where, kind, findings=[error(None, None, key, **params)])
+
+
+def _line_at(text: str, pos: int) -> int:
+    return text.count("\n", 0, pos) + 1
+
+
+# ---- encodings -------------------------------------------------------------------------------
+
+
+def _decode(data: bytes, src: Source) -> str | None:
+    """UTF-8 (with or without BOM) or UTF-16 with BOM; else a legacy CJK encoding with a warning."""
+    if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        try:
+            return data.decode("utf-16")
+        except UnicodeDecodeError:
+            pass
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        bad_line = data.count(b"\n", 0, e.start) + 1
+        text = data.decode("utf-8-sig", errors="replace")
+        if text.count("\ufffd") * 20 < sum(1 for ch in text if ord(ch) > 127):  # mostly UTF-8: a damaged spot
+            src.findings.append(error(None, None, "data.not_utf8", line=bad_line, encoding="UTF-8"))
+            return text
+    for enc in ("cp949", "gb18030", "shift_jis"):  # what Excel writes on Korean / Chinese / Japanese systems
+        try:
+            text = data.decode(enc)
+        except UnicodeDecodeError:
+            continue
+        src.findings.append(warning(None, None, "data.encoding_guessed", encoding=enc))
+        return text
+    src.findings.append(error(None, None, "data.not_utf8", line=bad_line, encoding="UTF-8"))
+    return None
+
+
+# ---- JSON and JSONL --------------------------------------------------------------------------
+
+
+def _loads(text: str) -> Any:
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        pass
+    try:
+        obj = json.loads(text)  # also reads NaN / Infinity and integers past 64 bits, which orjson refuses
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+    _check_unicode(obj)
+    return obj
+
+
+_SURROGATE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _check_unicode(obj: Any) -> None:
+    """A lone \\uD800-\\uDFFF escape parses, then breaks every tokenizer: refuse it here."""
+    try:
+        json.dumps(obj, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("a \\u escape that is half of a character (lone surrogate)") from None
+    except (RecursionError, ValueError):
+        pass
+
+
+def _json_error(text: str, e: json.JSONDecodeError, line_offset: int = 0, row: int | None = None) -> Finding:
+    """A syntax error, located; a comma right before `}` or `]` is named as a trailing comma."""
+    pos = min(e.pos, len(text))
+    before = text[:pos].rstrip()
+    if pos < len(text) and text[pos] in "}]" and before.endswith(","):
+        return error(row, None, "data.trailing_comma", line=_line_at(text, len(before) - 1) + line_offset)
+    line = _line_at(text, pos) + line_offset
+    return error(row, None, "data.unparseable", line=line, column=pos - text.rfind("\n", 0, pos), error=e.msg)
+
+
+def _read_json_any(text: str, src: Source) -> None:
+    """A `.json` may hold an array, a dict of columns, one object, or really be JSONL; and vice versa."""
+    start = _WS.match(text).end()
+    if start == len(text):
+        return
+    first_line = text[start:text.find("\n", start)] if "\n" in text[start:] else text[start:]
+    jsonl_like = _parses_alone(first_line) and bool(text[start + len(first_line):].strip())
+    if text[start] == "[" and src.kind == "jsonl" and not jsonl_like and _parses_alone(first_line):
+        jsonl_like = is_turns(_loads(first_line.strip()))  # one conversation per line, or one array of rows
+    if text[start] == "[" and not (src.kind == "jsonl" and jsonl_like):
+        src.kind, src.lines = "json", []
+        _read_json_array(text, start, src)
+        return
+    if text[start] == "{" and src.kind == "json":
+        try:
+            obj = _loads(text)
+        except ValueError as e:  # JSONDecodeError is a ValueError
+            if not (jsonl_like or _looks_like_jsonl(text)):
+                src.findings.append(_json_error(text, e) if isinstance(e, json.JSONDecodeError) else
+                                    error(None, None, "data.unparseable", line=1, column=1, error=str(e)))
+                return
+        else:
+            _read_json_object(obj, src)
+            return
+    src.kind = "jsonl"
+    _read_jsonl(text, src)
+
+
+def _parses_alone(line: str) -> bool:
+    try:
+        return isinstance(_loads(line.strip()), (dict, list))
+    except (json.JSONDecodeError, ValueError):
+        return False
+
+
+def _looks_like_jsonl(text: str) -> bool:
+    """Several non-empty lines, one of the first few a whole object: JSONL whose first line is broken."""
+    lines = [ln for ln in text.split("\n", 50)[:50] if ln.strip()]
+    return len(lines) > 1 and any(ln.lstrip().startswith("{") and _parses_alone(ln) for ln in lines[:6])
+
+
+def _read_jsonl(text: str, src: Source) -> None:
+    for number, line in enumerate(text.split("\n"), 1):
+        stripped = line.strip().lstrip("\ufeff")  # files joined with `cat` keep each one's BOM
+        if not stripped:
+            continue
+        try:
+            src.add(_loads(stripped), number)
+        except (json.JSONDecodeError, ValueError) as e:
+            if isinstance(e, json.JSONDecodeError):
+                f = _json_error(stripped, e, number - 1, row=number)
+            else:
+                f = error(number, None, "data.unparseable", line=number, column=1, error=str(e))
+            f.line = number
+            src.findings.append(f)
+
+
+def _read_json_array(text: str, pos: int, src: Source) -> None:
+    """Walk the array element by element (C scanner) to know the line each row starts on."""
+    decoder = json.JSONDecoder()
+    check_unicode = _SURROGATE.search(text) is not None
+    pos, line, counted, index = pos + 1, 1, 0, 0
+    n = len(text)
+    while True:
+        pos = _WS.match(text, pos).end()
+        if pos >= n:
+            src.findings.append(error(None, None, "data.unparseable", line=_line_at(text, n), column=1,
+                                      error="the file ends before the closing ]"))
+            return
+        if text[pos] == "]":
+            break
+        line += text.count("\n", counted, pos)
+        counted = pos
+        index += 1
+        try:
+            obj, end = decoder.raw_decode(text, pos)
+            if check_unicode:
+                _check_unicode(obj)
+        except (json.JSONDecodeError, ValueError, RecursionError) as e:
+            if isinstance(e, json.JSONDecodeError):
+                src.findings.append(_json_error(text, e, row=index))
+            else:
+                reason = str(e) if isinstance(e, ValueError) else "nested too deeply"
+                src.findings.append(error(index, None, "data.unparseable", line=line, column=1, error=reason))
+            pos = _resync(text, pos, getattr(e, "pos", pos + 1))
+            if pos < 0:
+                return
+            continue
+        src.add(obj, index, line)
+        pos = _WS.match(text, end).end()
+        if pos < n and text[pos] == ",":
+            after = _WS.match(text, pos + 1).end()
+            if after < n and text[after] == "]":
+                src.findings.append(error(None, None, "data.trailing_comma", line=_line_at(text, pos)))
+                pos = after
+            else:
+                pos += 1
+            continue
+        if pos < n and text[pos] == "]":
+            break
+        bad = pos if pos < n else n
+        src.findings.append(error(None, None, "data.unparseable", line=_line_at(text, bad),
+                                  column=bad - text.rfind("\n", 0, bad), error="expected , or ] between rows"))
+        pos = _resync(text, pos, pos)
+        if pos < 0:
+            return
+    rest = _WS.match(text, pos + 1).end()
+    if rest < n:
+        src.findings.append(error(None, None, "data.unparseable", line=_line_at(text, rest),
+                                  column=rest - text.rfind("\n", 0, rest), error="text after the closing ]"))
+
+
+def _resync(text: str, row_start: int, bad: int) -> int:
+    """After a broken row, find the next row starting at the same indentation; -1 if there is none."""
+    line_start = text.rfind("\n", 0, row_start) + 1
+    indent = text[line_start:row_start]
+    if indent.strip():  # rows share a line with other text: no safe place to resume
+        return -1
+    m = re.compile(r"\n" + re.escape(indent) + r"\{").search(text, max(bad, row_start + 1))
+    return m.start() + 1 + len(indent) if m else -1
+
+
+def _read_json_object(obj: Any, src: Source) -> None:
+    """A dict of equal-length columns (the DPO tutorials' layout), `{"data": [...]}`, or one row."""
+    if not isinstance(obj, dict):
+        src.findings.append(error(None, None, "data.json_not_list", keys=type(obj).__name__))
+        return
+    values = list(obj.values())
+    lists = [v for v in values if isinstance(v, list)]
+    if len(obj) == 1 and lists and lists[0] and all(isinstance(r, dict) for r in lists[0]) and not is_turns(lists[0]):
+        for i, row in enumerate(lists[0], 1):  # {"train": [...]} or {"data": [...]}
+            src.add(row, i)
+        return
+    if values and len(lists) == len(values) and not any(is_turns(v) for v in lists):
+        lengths = {k: len(v) for k, v in obj.items()}
+        if len(set(lengths.values())) != 1:
+            src.findings.append(error(None, None, "data.columns_unequal",
+                                      lengths=", ".join(f"{k}: {n}" for k, n in lengths.items())))
+            return
+        keys = list(obj)
+        for i, vals in enumerate(zip(*values, strict=False), 1):
+            src.add(dict(zip(keys, vals, strict=False)), i)
+        return
+    from .formats import detect_format  # a lone row is only accepted if it looks like one
+
+    if detect_format([obj]) is not None:
+        src.findings.append(warning(None, None, "data.single_object"))
+        src.add(obj, 1)
+        return
+    src.findings.append(error(None, None, "data.json_not_list", keys=", ".join(map(str, list(obj)[:8]))))
+
+
+def is_turns(items: Any) -> bool:
+    """A list of chat messages (one conversation), as opposed to a column of values."""
+    return isinstance(items, list) and bool(items) and isinstance(items[0], dict) and bool({"role", "from", "content", "value"} & set(items[0]))
+
+
+# ---- CSV, text, Parquet, hub --------------------------------------------------------------------
+
+
+def _read_csv(text: str, src: Source, delimiter: str | None) -> None:
+    text = text.replace("\r\n", "\n")  # Excel's CRLF, also inside quoted cells
+    first = text.split("\n", 1)[0]
+    skip = 0
+    if first.lower().startswith("sep=") and len(first.strip()) == 5:  # Excel's delimiter hint line
+        delimiter, skip = first.strip()[4], 1
+        text = text.split("\n", 1)[1] if "\n" in text else ""
+        first = text.split("\n", 1)[0]
+    if delimiter is None:
+        delimiter = max([",", ";", "\t", "|"], key=lambda d: (first.count(d), d == ","))
+    csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    try:
+        header = next(reader, None)
+        while header is not None and not any(h.strip() for h in header):
+            header = next(reader, None)
+        if header is None:
+            return
+        header = [h.strip() for h in header]
+        header_line, last = reader.line_num + skip, reader.line_num + skip
+        if len(set(header)) != len(header):
+            dup = next(h for h in header if header.count(h) > 1)
+            src.findings.append(error(None, dup, "data.csv_duplicate_header", line=header_line))
+        src.lines = []
+        for record in reader:
+            start, last = last + 1, reader.line_num + skip
+            if not record or (len(record) == 1 and not record[0].strip()):
+                continue
+            if len(record) != len(header):
+                src.findings.append(error(start, None, "data.csv_field_count", line=start,
+                                          expected=len(header), got=len(record)))
+                continue
+            src.add(dict(zip(header, record, strict=False)), start, start)
+    except csv.Error as e:
+        src.findings.append(error(None, None, "data.unparseable", line=reader.line_num + skip + 1, column=1,
+                                  error=str(e)))
+
+
+def _read_text(text: str, src: Source) -> None:
+    """One sample per blank-line-separated block when the file has blank lines, else one per line."""
+    lines = [ln.rstrip("\r") for ln in text.split("\n")]
+    blocks = any(not ln.strip() for ln in lines[:-1]) and sum(1 for ln in lines if ln.strip()) > 1
+    src.lines = []
+    if not blocks:
+        for number, ln in enumerate(lines, 1):
+            if ln.strip():
+                src.add({"text": ln.strip()}, number, number)
+        return
+    block, start = [], 0
+    for number, ln in enumerate(lines + [""], 1):
+        if ln.strip():
+            if not block:
+                start = number
+            block.append(ln)
+        elif block:
+            src.add({"text": "\n".join(block).strip()}, start, start)
+            block = []
+
+
+def _read_parquet(path: str, data: bytes) -> Source:
+    src = Source(path, "parquet")
+    try:
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(io.BytesIO(data))
+    except Exception as e:  # pyarrow raises several types for a damaged file
+        src.findings.append(error(None, None, "data.parquet_error", error=str(e)[:300]))
+        return src
+    src.rows = table.to_pylist()
+    src.numbers = list(range(1, len(src.rows) + 1))
+    if not src.rows:
+        src.findings.append(error(None, None, "data.empty_file", path=path))
+    return src
+
+
+def _hub_offline() -> bool:
+    if any(os.environ.get(v, "").lower() in ("1", "true", "yes", "on") for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")):
+        return True
+    try:
+        from huggingface_hub import constants
+
+        return bool(constants.HF_HUB_OFFLINE)
+    except ImportError:
+        return False
+
+
+def _read_hub(name: str, split: str) -> Source:
+    src = Source(name, "hub")
+    try:
+        import datasets
+
+        ds = datasets.load_dataset(name, split=split)
+    except (ConnectionError, OSError) as e:
+        offline = _hub_offline() or "offline" in str(e).lower() or "couldn't reach" in str(e).lower()
+        if offline and "not found" not in str(e).lower():
+            src.findings.append(error(None, None, "data.hub_offline", name=name))
+        else:
+            src.findings.append(error(None, None, "data.hub_failed", name=name, error=str(e)[:300]))
+        return src
+    except Exception as e:  # not found, bad split, gated, script-based...
+        src.findings.append(error(None, None, "data.hub_failed", name=name, error=f"{type(e).__name__}: {str(e)[:300]}"))
+        return src
+    src.rows = ds.to_list()
+    src.numbers = list(range(1, len(src.rows) + 1))
+    if not src.rows:
+        src.findings.append(error(None, None, "data.empty_file", path=name))
+    return src

@@ -1,0 +1,599 @@
+"""Whole-run GPU memory from a model's config.json and a RunConfig, without weights or torch.
+
+It knows the shapes of Llama-style decoders (Llama, Mistral, Qwen2/3, Gemma 1-3, Phi-3) and how the
+engine trains them (engine/model.py, adapters.py, sft.py): a 16-bit frozen base, fp32 LoRA under
+autocast; QLoRA with the base's other weights upcast to fp32 and bf16 adapters; fp32 master weights
+for full and freeze tuning; trl's tiled LM head, which never builds the whole logits. It knows
+nothing of torch: the board imports it, and so it must stay standard-library only.
+
+Activations per decoder layer and token follow Korthikanti et al. 2022 ("Reducing Activation
+Recomputation in Large Transformer Models", sbh(34 + 5as/h)), redone for what HF's Llama code
+actually saves: RMSNorm keeps an fp32 copy of its input, SwiGLU keeps three (tokens x intermediate)
+tensors, sdpa/flash keep q, k, v, the output and a log-sum-exp (no s^2 matrix), eager keeps the
+fp32 softmax and its 16-bit copy (heads x s^2), LoRA keeps its own input copy and dropout mask.
+tests/test_estimate.py checks the formula against the bytes autograd saves on a tiny model.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from .config import ConfigError, RunConfig, parse_value
+from .messages import TuneboardError, message
+
+GB = 1024**3  # "GB" here is GiB, the unit nvidia-smi and torch report a card's memory in
+DEFAULT_GPU_GB = 24.0
+CUDA_CONTEXT = int(0.75 * GB)  # CUDA context + cuBLAS workspace: outside torch's allocator
+ALLOCATOR_SLACK = 0.05  # the caching allocator reserves a little more than it hands out
+LM_HEAD_TILE = (4096, 32768)  # trl's chunked log-prob kernel: tokens x vocab per tile
+BNB_MIN_8BIT = 4096  # bitsandbytes keeps tensors smaller than this in fp32 state
+BNB_BLOCK = 256  # ...and one fp32 absmax per 256 values of each 8-bit state
+LINEAR_NAMES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+PARTS = ("weights", "adapter", "gradients", "optimizer", "activations", "logits", "overhead")
+# families whose shapes are exactly known; others are read as Llama-style and marked approximate
+KNOWN = {"llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "phi3"}
+
+
+# ---- shapes and parameter counts -----------------------------------------------------------
+
+
+@dataclass
+class Arch:
+    model_type: str
+    vocab: int
+    hidden: int
+    inter: int
+    layers: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    tied: bool
+    linears: list[tuple[str, int, int]]  # (name, in, out) of one decoder layer
+    layer_extra: int  # per-layer norms and biases
+    exact: bool
+
+    @property
+    def q_dim(self) -> int:
+        return self.heads * self.head_dim
+
+    @property
+    def kv_dim(self) -> int:
+        return self.kv_heads * self.head_dim
+
+
+def text_config(model_config: dict) -> dict:
+    """Multimodal configs nest the language model's shapes under `text_config`."""
+    if "hidden_size" not in model_config and isinstance(model_config.get("text_config"), dict):
+        inner = dict(model_config["text_config"])
+        inner.setdefault("tie_word_embeddings", model_config.get("tie_word_embeddings"))
+        return inner
+    return model_config
+
+
+def arch(model_config: dict) -> Arch:
+    c = text_config(model_config)
+    mt = str(c.get("model_type", "llama"))
+    h, heads = int(c["hidden_size"]), int(c["num_attention_heads"])
+    kv = int(c.get("num_key_value_heads") or heads)
+    hd = int(c.get("head_dim") or h // heads)
+    inter = int(c["intermediate_size"])
+    tied = c.get("tie_word_embeddings")
+    if tied is None:  # transformers' per-family default when config.json leaves it out
+        tied = mt.startswith("gemma")
+    q, kvd = heads * hd, kv * hd
+    if mt == "phi3":  # fused projections
+        linears = [("qkv_proj", h, q + 2 * kvd), ("o_proj", q, h), ("gate_up_proj", h, 2 * inter), ("down_proj", inter, h)]
+    else:
+        linears = [("q_proj", h, q), ("k_proj", h, kvd), ("v_proj", h, kvd), ("o_proj", q, h),
+                   ("gate_proj", h, inter), ("up_proj", h, inter), ("down_proj", inter, h)]
+    norms = 4 if mt in ("gemma2", "gemma3_text", "gemma3") else 2
+    extra = norms * h
+    if mt in ("qwen3", "gemma3_text", "gemma3"):
+        extra += 2 * hd  # q_norm, k_norm
+    if mt == "qwen2" or c.get("attention_bias"):
+        extra += q + 2 * kvd + (h if c.get("attention_bias") else 0)  # qwen2: q/k/v biases only
+    if c.get("mlp_bias"):
+        extra += 2 * inter + h
+    return Arch(mt, int(c["vocab_size"]), h, inter, int(c["num_hidden_layers"]), heads, kv, hd, bool(tied),
+                linears, extra, mt in KNOWN or mt == "gemma3")
+
+
+def count_params(model_config: dict) -> dict:
+    """Exact parameter counts: {total, embedding, lm_head (0 when tied), per_layer, layers, final_norm}."""
+    a = arch(model_config)
+    per_layer = sum(i * o for _, i, o in a.linears) + a.layer_extra
+    embed = a.vocab * a.hidden
+    head = 0 if a.tied else embed
+    total = embed + head + a.layers * per_layer + a.hidden
+    return {"total": total, "embedding": embed, "lm_head": head, "per_layer": per_layer,
+            "layers": a.layers, "final_norm": a.hidden, "exact": a.exact}
+
+
+def lora_targets(a: Arch, target_modules: list[str]) -> list[tuple[str, int, int]]:
+    """The (name, in, out) of each adapted module in one layer; `all-linear` is every projection."""
+    wanted = set(target_modules)
+    if "all-linear" in wanted:
+        return list(a.linears)
+    return [m for m in a.linears if any(w == m[0] or w.endswith("." + m[0]) for w in wanted)]  # q_proj, self_attn.q_proj
+
+
+def lora_params(model_config: dict, rank: int, target_modules: list[str], use_dora: bool = False) -> int:
+    """Trainable parameters LoRA adds: r*(in+out) per adapted module (+ out for DoRA's magnitude)."""
+    a = arch(model_config)
+    per_layer = sum(rank * (i + o) + (o if use_dora else 0) for _, i, o in lora_targets(a, target_modules))
+    outside = 0
+    if "lm_head" in target_modules:
+        outside += rank * (a.hidden + a.vocab) + (a.vocab if use_dora else 0)
+    if "embed_tokens" in target_modules:
+        outside += rank * (a.vocab + a.hidden)
+    return a.layers * per_layer + outside
+
+
+# ---- the estimate --------------------------------------------------------------------------
+
+
+@dataclass
+class Advice:
+    key: str  # estimate.advice.*
+    params: dict[str, Any]
+    overrides: dict[str, Any]  # the RunConfig change, as `with_overrides` takes it
+    total: int  # bytes the run needs with the change
+
+
+@dataclass
+class Estimate:
+    weights: int
+    adapter: int
+    gradients: int
+    optimizer: int
+    activations: int
+    logits: int
+    overhead: int
+    total: int
+    gpu_memory: Optional[int]
+    fits: Optional[bool]
+    params_total: int
+    params_trainable: int
+    tokens: int  # tokens in one micro-batch (worst case: every row at the cutoff)
+    precision: str
+    attention: str
+    optim: str
+    storage: str = ""  # how the weights are held: bf16, fp32 masters, nf4 + fp32, ...
+    exact_shapes: bool = True
+    advice: Optional[Advice] = None
+    notes: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def allocated(self) -> int:
+        """What torch.cuda.max_memory_allocated() should read at the peak (no context, no slack)."""
+        return self.total - self.overhead
+
+    def parts(self) -> dict[str, int]:
+        return {p: getattr(self, p) for p in PARTS}
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["total_gb"] = self.total / GB
+        d["allocated"] = self.allocated
+        d["gpu_memory_gb"] = self.gpu_memory / GB if self.gpu_memory else None
+        d["parts"] = {f"{p}_gb": round(v / GB, 4) for p, v in self.parts().items()}
+        d["notes"] = list(self.notes) + ([{"key": self.advice.key, "params": self.advice.params}] if self.advice else [])
+        return d
+
+
+@dataclass
+class _Plan:
+    """How the engine will hold each kind of tensor, decided from the RunConfig alone."""
+    e: int  # bytes of a compute-dtype activation
+    autocast: bool
+    residual: int  # bytes of the residual stream / norm outputs
+    mlp: int  # bytes of the MLP's intermediate tensors
+    frozen: int  # bytes per frozen, unquantized parameter
+    trainable: int  # bytes per trainable parameter (and its gradient)
+    attn: str
+    optim: str
+    tokens: int
+    rows: int  # rows in one forward (DPO: chosen + rejected)
+    seq: int  # length attention runs over (packed rows: the whole micro-batch)
+    mask: bool  # a 4-D attention mask exists (padding or packing without flash-attn)
+
+
+def _plan(cfg: RunConfig) -> _Plan:
+    q, ad, tr = cfg.quantization, cfg.adapter, cfg.training
+    precision = "bf16" if cfg.model.precision == "auto" else cfg.model.precision  # auto: bf16 on a modern GPU
+    e = 4 if precision == "fp32" else 2
+    autocast = e == 2
+    masters = ad.method in ("full", "freeze")  # engine/model.py: fp32 masters under autocast
+    kbit = bool(q.bits) and ad.method == "lora"  # prepare_model_for_kbit_training upcasts norms/embeddings
+    residual = 4 if (masters or kbit or e == 4) else 2
+    mlp = 4 if (kbit or e == 4) else e  # bnb's Linear4bit/8bitLt return the input's (fp32) dtype
+    frozen = 4 if (masters or kbit or e == 4) else 2
+    if masters:
+        trainable = 4
+    elif kbit:
+        trainable = 2  # trl casts a quantized model's adapters to bf16
+    else:
+        trainable = 4  # peft's autocast_adapter_dtype keeps LoRA in fp32
+    attn = cfg.model.attn_implementation
+    attn = "sdpa" if attn == "auto" else attn  # flash and sdpa keep the same tensors; sdpa is the safe guess
+    optim = "adamw_torch_fused" if tr.optim == "auto" else tr.optim
+    rows = tr.per_device_train_batch_size * (2 if cfg.stage == "dpo" else 1)
+    s = cfg.data.max_length
+    packed = cfg.data.packing  # trl's bfd packing is always padding-free: one row of rows*s tokens
+    seq = rows * s if packed and attn != "flash_attention_2" else s
+    mask = attn != "flash_attention_2" and (packed or rows > 1)
+    return _Plan(e, autocast, residual, mlp, frozen, trainable, attn, optim, rows * s, rows, seq, mask)
+
+
+def _layer_bytes_per_token(a: Arch, p: _Plan, trainable: bool, lora: list[tuple[str, int, int]],
+                           rank: int, dropout: float, dora: bool) -> int:
+    """Bytes one decoder layer keeps for backward, per token of the micro-batch."""
+    e, h = p.e, a.hidden
+    norm = 4 * h + 4  # fp32 copy of the input + rsqrt
+    if trainable:
+        norm += p.residual * h  # the normalised value, for the norm weight's gradient
+    n = 2 * norm + 3 * p.mlp * a.inter  # gate output, silu output, up output
+    if p.attn == "eager":
+        kv = a.q_dim  # repeat_kv always expands
+        n += e * 3 * a.q_dim + (4 + (e if e != 4 else 0)) * a.heads * p.seq  # q, k, v + probabilities
+    else:
+        kv = a.q_dim if (p.attn == "sdpa" and p.mask) else a.kv_dim  # a mask means repeat_kv, no enable_gqa
+        n += e * (2 * a.q_dim + 2 * kv) + 4 * a.heads  # q, k, v, output, log-sum-exp
+        if p.mask and p.attn == "sdpa":
+            n += e * p.seq  # sdpa turns the bool mask into a float bias per layer and keeps it
+    if trainable:  # inputs of trained projections, in the compute dtype
+        n += (5 if p.residual != e else 2) * e * h  # autocast copies for q, k, v, gate, up (or one shared)
+        n += e * a.inter + (e * a.q_dim if p.attn == "eager" else 0)  # down's input; eager's o input
+    for name, i, o in lora:
+        shared = name == "o_proj" and p.attn != "eager" and p.trainable == e and not dropout
+        if dropout:
+            n += i * (1 + e)  # bool dropout mask + the dropped input
+        elif not shared:
+            n += i * e  # the input cast to the adapter's dtype (autocast copy)
+        n += 2 * rank  # lora_A's output, kept by lora_B
+        if dora:
+            n += (e + 4) * o  # base and LoRA outputs, for the magnitude's gradient
+    return n
+
+
+def estimate(model_config: dict, cfg: RunConfig, gpu_memory_gb: float | None = None, *,
+             fused_lm_head: bool = True, _advise: bool = True) -> Estimate:
+    """The peak GPU memory of training `cfg` on the model `model_config` describes.
+
+    Parts are as the peak holds them; `total` adds the CUDA context and allocator slack.
+    `fused_lm_head=False` models a plain transformers Trainer (whole fp32 logits), for the bench.
+    """
+    a, p = arch(model_config), _plan(cfg)
+    ad, q, tr = cfg.adapter, cfg.quantization, cfg.training
+    counts = count_params(model_config)
+    n_total = counts["total"]
+    linear_params = sum(i * o for _, i, o in a.linears)
+    notes: list[dict[str, Any]] = []
+
+    # weights: quantized projections, everything else at `frozen` bytes (or fp32 masters)
+    quantized = a.layers * linear_params if (q.bits and ad.method == "lora") else 0
+    if q.bits == 4:
+        absmax = 1 / 64 + 4 / (64 * 256) if q.double_quant else 4 / 64  # ~0.127 vs 0.5 bits/param
+        weights = quantized * (0.5 + absmax)
+    elif q.bits == 8:
+        weights = quantized + 4 * a.layers * sum(o for _, _, o in a.linears)  # int8 + a row scale
+    else:
+        weights = 0
+    weights += (n_total - quantized) * p.frozen
+
+    # trainable tensors as (numel, rows, cols) for the optimizer; layers that need activations
+    tensors: list[tuple[int, int, int]] = []
+    lora = lora_targets(a, ad.target_modules) if ad.method == "lora" else []
+    if ad.method == "lora":
+        for _, i, o in lora:
+            tensors += [(ad.rank * i, ad.rank, i), (o * ad.rank, o, ad.rank)] * a.layers
+            if ad.use_dora:
+                tensors += [(o, o, 1)] * a.layers
+        if "lm_head" in ad.target_modules:
+            tensors += [(ad.rank * a.hidden, ad.rank, a.hidden), (a.vocab * ad.rank, a.vocab, ad.rank)]
+        if "embed_tokens" in ad.target_modules:
+            tensors += [(ad.rank * a.vocab, ad.rank, a.vocab), (a.hidden * ad.rank, a.hidden, ad.rank)]
+        grad_layers, trained_layers = a.layers, 0
+        n_trainable = sum(t[0] for t in tensors)
+        dora_mags = a.layers * sum(o for _, _, o in lora) if ad.use_dora else 0
+        adapter = (n_trainable - dora_mags) * p.trainable + dora_mags * 4
+        gradients = adapter
+    else:
+        trained_layers = a.layers if ad.method == "full" else min(ad.freeze_trainable_layers, a.layers)
+        per_layer = [(i * o, o, i) for _, i, o in a.linears] + [(a.layer_extra, a.layer_extra, 1)]
+        tensors = per_layer * trained_layers
+        if ad.method == "full":
+            tensors += [(counts["embedding"], a.vocab, a.hidden), (a.hidden, a.hidden, 1)]
+            if counts["lm_head"]:
+                tensors.append((counts["lm_head"], a.vocab, a.hidden))
+        grad_layers = trained_layers
+        n_trainable = sum(t[0] for t in tensors)
+        adapter, gradients = 0, n_trainable * p.trainable
+
+    optimizer, step_workspace = _optimizer_bytes(p.optim, tensors, p.trainable)
+    if p.optim.startswith("paged"):
+        notes.append({"key": "estimate.note.paged", "params": {}})
+
+    # activations: what the layers keep, or with checkpointing their inputs + one layer recomputed
+    T = p.tokens
+    one_layer = _layer_bytes_per_token(a, p, trained_layers > 0, lora, ad.rank, ad.dropout, ad.use_dora) * T
+    if tr.gradient_checkpointing:
+        acts = grad_layers * p.residual * a.hidden * T + one_layer
+    else:
+        acts = grad_layers * one_layer
+    acts += T * (4 * a.hidden + 4 + p.residual * a.hidden + 16)  # final norm, LM head input, log-probs
+    acts += T * (3 * p.mlp * a.inter + 8 * a.hidden)  # one layer's gradients in flight during backward
+    if p.mask:
+        acts += (p.rows if p.seq == cfg.data.max_length else 1) * p.seq**2 * (1 if p.attn == "sdpa" else p.e)
+    acts += _weight_copies_per_layer(a, p, cfg, lora) * (1 if tr.gradient_checkpointing else grad_layers)
+    transient = 0
+    if q.bits and ad.method == "lora":
+        transient = max(i * o for _, i, o in a.linears) * 2  # a dequantized weight in backward
+    if ad.use_dora and ad.method == "lora" and lora:
+        transient = max(transient, max(i * o for _, i, o in lora) * 4)  # the fp32 weight norm
+    acts += transient
+
+    # logits: trl's tiled LM head, or the whole (tokens x vocab) logits in fp32 and their gradient
+    head_trainable = ad.method == "full"
+    if fused_lm_head:
+        logits = min(T, LM_HEAD_TILE[0]) * min(a.vocab, LM_HEAD_TILE[1]) * p.e + 4 * T * a.hidden
+        if head_trainable:
+            logits += 4 * a.vocab * a.hidden  # fp32 gradient accumulator of the head
+    else:
+        logits = T * a.vocab * 12  # saved log-softmax + loss gradient + logits gradient, fp32
+
+    if cfg.stage == "dpo" and ad.method != "lora":
+        weights += n_total * p.e  # a frozen reference copy in the compute dtype (engine/dpo.py)
+        notes.append({"key": "estimate.note.reference", "params": {}})
+
+    busy = acts + logits
+    if step_workspace > busy:  # the optimizer step's temporaries outgrow the freed activations
+        optimizer += step_workspace - busy
+    allocated = int(weights + adapter + gradients + optimizer + busy)
+    overhead = CUDA_CONTEXT + int(ALLOCATOR_SLACK * allocated)
+    total = allocated + overhead
+    gpu = int(gpu_memory_gb * GB) if gpu_memory_gb else None
+    est = Estimate(
+        weights=int(weights), adapter=int(adapter), gradients=int(gradients), optimizer=int(optimizer),
+        activations=int(acts), logits=int(logits), overhead=overhead, total=total, gpu_memory=gpu,
+        fits=None if gpu is None else total <= gpu, params_total=n_total, params_trainable=n_trainable,
+        tokens=T, precision="bf16" if cfg.model.precision == "auto" else cfg.model.precision,
+        attention=p.attn, optim=p.optim, storage=_storage(cfg, p), exact_shapes=a.exact, notes=notes)
+    if est.fits is False and _advise:
+        est.advice = advise(model_config, cfg, gpu_memory_gb, fused_lm_head=fused_lm_head)
+    return est
+
+
+def _weight_copies_per_layer(a: Arch, p: _Plan, cfg: RunConfig, lora: list[tuple[str, int, int]]) -> int:
+    """16-bit copies autocast makes of one layer's fp32 trainable weights, kept for backward."""
+    if not p.autocast:
+        return 0
+    if cfg.adapter.method == "lora":
+        return 2 * sum(cfg.adapter.rank * (i + o) for _, i, o in lora) if p.trainable == 4 else 0
+    return 2 * sum(i * o for _, i, o in a.linears)
+
+
+def _storage(cfg: RunConfig, p: _Plan) -> str:
+    rest = {4: "fp32", 2: "bf16" if cfg.model.precision in ("auto", "bf16") else "fp16"}[p.frozen]
+    if cfg.quantization.bits and cfg.adapter.method == "lora":
+        kind = cfg.quantization.quant_type if cfg.quantization.bits == 4 else "int8"
+        return f"{kind} + {rest}"
+    return f"{rest} masters" if cfg.adapter.method in ("full", "freeze") and rest == "fp32" else rest
+
+
+def _optimizer_bytes(optim: str, tensors: list[tuple[int, int, int]], trainable: int) -> tuple[int, int]:
+    """(state bytes, temporary bytes during the step) for the trainable tensors."""
+    n = sum(t[0] for t in tensors)
+    if optim in ("adamw_torch", "adamw_torch_fused"):
+        # torch keeps exp_avg / exp_avg_sq in the parameter's dtype; foreach (non-fused) makes one copy
+        return 2 * n * trainable, (0 if optim.endswith("fused") else n * trainable)
+    if optim == "paged_adamw_32bit":
+        return 8 * n, 0
+    if optim in ("adamw_8bit", "paged_adamw_8bit"):
+        big = [t[0] for t in tensors if t[0] >= BNB_MIN_8BIT]
+        small = n - sum(big)
+        return sum(2 * k + 2 * 4 * math.ceil(k / BNB_BLOCK) for k in big) + 8 * small, 0
+    if optim == "adafactor":  # factored second moment, no first moment
+        return sum(4 * (r + c) if c > 1 and r > 1 else 4 * k for k, r, c in tensors), 0
+    return 0, 0  # sgd without momentum
+
+
+def advise(model_config: dict, cfg: RunConfig, gpu_memory_gb: float, *, fused_lm_head: bool = True) -> Advice:
+    """The single change that makes the run fit, tried in order of least harm, with its total."""
+    gpu = gpu_memory_gb * GB
+    tr = cfg.training
+
+    def total(overrides: dict[str, Any]) -> int:
+        return estimate(model_config, cfg.with_overrides(overrides), gpu_memory_gb,
+                        fused_lm_head=fused_lm_head, _advise=False).total
+
+    def gb(x: int) -> str:
+        return f"{x / GB:.1f}"
+
+    tried: dict[str, Any] = {}
+    if not tr.gradient_checkpointing:
+        o = {"training.gradient_checkpointing": True}
+        tried.update(o)
+        t = total(o)
+        if t <= gpu:
+            return Advice("estimate.advice.checkpointing", {"total": gb(t)}, o, t)
+    b = tr.per_device_train_batch_size
+    if b > 1:
+        tokens = b * tr.gradient_accumulation_steps
+        nb = b // 2
+        while nb >= 1:
+            o = {"training.per_device_train_batch_size": nb,
+                 "training.gradient_accumulation_steps": max(1, tokens // nb)}
+            t = total(o)
+            if t <= gpu:
+                return Advice("estimate.advice.batch", {"batch": nb, "accum": max(1, tokens // nb), "total": gb(t)}, o, t)
+            nb //= 2
+        tried.update(o)
+    if cfg.adapter.method == "lora" and cfg.quantization.bits != 4:
+        o = {"quantization.bits": 4}
+        tried.update(o)
+        t = total(o)
+        if t <= gpu:
+            return Advice("estimate.advice.quantize", {"total": gb(t)}, o, t)
+    length = cfg.data.max_length // 2
+    while length >= 128:
+        o = {"data.max_length": length}
+        t = total(o)
+        if t <= gpu:
+            return Advice("estimate.advice.cutoff", {"length": length, "total": gb(t)}, o, t)
+        length //= 2
+    if cfg.adapter.method != "lora":
+        o = {"adapter.method": "lora"}
+        t = total(o)
+        if t <= gpu:
+            return Advice("estimate.advice.lora", {"total": gb(t)}, o, t)
+        tried.update(o, **{"quantization.bits": 4})
+    # no single change: everything but the cutoff, then the longest cutoff that fits with it
+    t, length = total(tried), cfg.data.max_length
+    while t > gpu and length > 128:
+        length //= 2
+        tried["data.max_length"] = length
+        t = total(tried)
+    key = "estimate.advice.combine" if t <= gpu else "estimate.advice.none"
+    return Advice(key, {"total": gb(t), "gpu": f"{gpu_memory_gb:g}"}, tried, t)
+
+
+# ---- reading config.json -------------------------------------------------------------------
+
+
+def load_model_config(name_or_path: str, workdir=None, revision: str | None = None) -> dict:
+    """A model's config.json as a dict: the demo's, a local folder's, or one file from the hub."""
+    from .demo import DEMO_NAME, is_demo
+    from .paths import models_dir
+
+    if is_demo(name_or_path):
+        path = models_dir(workdir) / DEMO_NAME / "config.json"
+        if not path.exists():
+            _build_demo(workdir)
+        return json.loads(path.read_text(encoding="utf-8"))
+    p = Path(name_or_path).expanduser()
+    if p.is_dir():
+        if not (p / "config.json").exists():
+            raise TuneboardError("error.model_not_found", name=name_or_path)
+        return json.loads((p / "config.json").read_text(encoding="utf-8"))
+    if p.is_file() and p.suffix == ".json":
+        return json.loads(p.read_text(encoding="utf-8"))
+    if name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1:
+        raise TuneboardError("error.model_not_found", name=name_or_path)
+    return _hub_config(name_or_path, revision)
+
+
+def _build_demo(workdir) -> None:
+    """Build the demo model; in a child process unless torch is already here (the board has none)."""
+    if "torch" in sys.modules:
+        from .demo import ensure_demo_model
+
+        ensure_demo_model(workdir)
+        return
+    code = "import sys; from engine.demo import ensure_demo_model; ensure_demo_model(sys.argv[1] or None)"
+    root = str(Path(__file__).resolve().parent.parent)
+    env = {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    subprocess.run([sys.executable, "-c", code, str(workdir or "")], check=True, env=env, capture_output=True)
+
+
+def _hub_config(repo_id: str, revision: str | None) -> dict:
+    try:
+        from huggingface_hub import hf_hub_download
+        from huggingface_hub.errors import (
+            EntryNotFoundError,
+            LocalEntryNotFoundError,
+            RepositoryNotFoundError,
+            RevisionNotFoundError,
+        )
+    except ImportError:
+        raise TuneboardError("error.model_not_found", name=repo_id) from None
+    try:
+        path = hf_hub_download(repo_id, "config.json", revision=revision)  # the cache answers first when offline
+    except LocalEntryNotFoundError as e:  # offline, and not in the cache
+        raise TuneboardError("error.offline_hub", name=repo_id) from e
+    except (RepositoryNotFoundError, RevisionNotFoundError, EntryNotFoundError) as e:
+        raise TuneboardError("error.model_not_found", name=repo_id) from e
+    except Exception as e:  # connection errors, offline mode, a cache miss while offline
+        raise TuneboardError("error.offline_hub", name=repo_id) from e
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+# ---- text and the CLI verb -----------------------------------------------------------------
+
+
+def render(est: Estimate, name: str = "", lang: str = "en") -> str:
+    """A few aligned lines for a terminal: each part, the total against the GPU, the advice."""
+    def gb(x: int) -> str:
+        return f"{x / GB:6.2f} GB" if x >= GB / 10 else f"{x / 2**20:6.1f} MB"
+
+    head = message("estimate.title", {"model": name or "?", "params": f"{est.params_total:,}",
+                                      "trainable": f"{est.params_trainable:,}"}, lang)
+    lines = [head]
+    detail = {"weights": est.storage, "optimizer": est.optim,
+              "activations": message("estimate.detail.tokens", {"tokens": f"{est.tokens:,}", "attention": est.attention}, lang)}
+    for part in PARTS:
+        label = message(f"estimate.part.{part}", None, lang)
+        lines.append(f"  {label:<18}{gb(getattr(est, part))}  {detail.get(part, '')}".rstrip())
+    total = f"  {message('estimate.part.total', None, lang):<18}{gb(est.total)}"
+    if est.gpu_memory:
+        verdict = "estimate.fits" if est.fits else "estimate.too_big"
+        total += "  " + message(verdict, {"gpu": f"{est.gpu_memory / GB:g}"}, lang)
+    lines.append(total)
+    for note in est.notes + ([{"key": est.advice.key, "params": est.advice.params}] if est.advice else []):
+        lines.append("  " + message(note["key"], note["params"], lang))
+    if est.advice and est.advice.overrides:  # the same change, ready to paste
+        sets = " ".join(f"--set {k}={json.dumps(v)}" for k, v in est.advice.overrides.items())
+        lines.append(f"    {sets}")
+    if not est.exact_shapes:
+        lines.append("  " + message("estimate.note.approximate", None, lang))
+    return "\n".join(lines)
+
+
+def local_gpu_memory_gb() -> float | None:
+    """The first CUDA device's memory, only if torch is installed; None without a GPU."""
+    import importlib.util
+
+    if importlib.util.find_spec("torch") is None:
+        return None
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    return torch.cuda.get_device_properties(0).total_memory / GB
+
+
+def estimate_text(cfg: RunConfig, workdir=None, gpu_memory_gb: float | None = None) -> str:
+    """What `tuneboard train` prints before it starts."""
+    model_config = load_model_config(cfg.model.name_or_path, workdir, cfg.model.revision)
+    gpu = gpu_memory_gb or local_gpu_memory_gb() or DEFAULT_GPU_GB
+    return render(estimate(model_config, cfg, gpu), cfg.model.name_or_path)
+
+
+def cmd_estimate(args) -> int:
+    cfg = RunConfig.load(args.config)
+    overrides = {}
+    for item in args.set or []:
+        if "=" not in item:
+            raise ConfigError(item, "error.config.set_syntax", "expected section.key=value", value=item)
+        k, v = item.split("=", 1)
+        overrides[k.strip()] = parse_value(v)
+    if overrides:
+        cfg = cfg.with_overrides(overrides)
+    from .paths import default_workdir
+
+    workdir = Path(args.workdir).resolve() if args.workdir else default_workdir()
+    model_config = load_model_config(cfg.model.name_or_path, workdir, cfg.model.revision)
+    gpu = args.gpu_memory or local_gpu_memory_gb() or DEFAULT_GPU_GB
+    est = estimate(model_config, cfg, gpu)
+    if args.json:
+        print(json.dumps({"model": cfg.model.name_or_path, **est.to_dict()}, indent=1, default=str))
+    else:
+        print(render(est, cfg.model.name_or_path))
+    return 0

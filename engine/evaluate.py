@@ -1,0 +1,286 @@
+"""Evaluate a run: perplexity on held-out data, and greedy answers scored with BLEU and ROUGE.
+
+Scores are on a 0-100 scale. Korean, Chinese and Japanese have no spaces between words (or
+spaces that split a word from its particles), so word-level scores treat a near-perfect Korean
+answer as wrong, and rouge-score's own tokenizer drops every non-Latin letter. We therefore:
+  BLEU   sacrebleu with tokenize="13a" when no reference holds CJK; otherwise every Hangul, kana
+         and Han character is split into its own token first (then 13a): "13a+cjk-char",
+         character n-grams for CJK and word n-grams for the rest, in one corpus score.
+  ROUGE  rouge-score with our tokenizer: lower-cased words (any script's letters and digits),
+         and CJK characters one by one ("words+cjk-char"); F1 of ROUGE-1/2/L, averaged over rows.
+Results go to `<run>/eval.json`; `read_eval` (standard library only) reads them back for the board.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Optional
+
+from .config import GenerationConfig, RunConfig
+from .messages import TuneboardError
+from .runs import resolve_run
+
+EVAL_FILE = "eval.json"
+CJK = "\u1100-\u11ff\u3040-\u30ff\u3130-\u318f\u31f0-\u31ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff"
+_CJK_CHAR = re.compile(f"[{CJK}]")
+_ROUGE_TOKEN = re.compile(f"[{CJK}]|[^\\W_{CJK}]+")
+EVAL_SETTINGS = dict(temperature=0.0, repetition_penalty=1.0, num_beams=1, seed=0)  # greedy: scores don't depend on luck
+
+
+# ---- metrics ----------------------------------------------------------------------------
+
+
+def has_cjk(texts: list[str]) -> bool:
+    return any(_CJK_CHAR.search(t or "") for t in texts)
+
+
+def split_cjk(text: str) -> str:
+    """Put spaces around every CJK character so that it counts as a token of its own."""
+    return re.sub(r"\s+", " ", _CJK_CHAR.sub(lambda m: f" {m.group(0)} ", text)).strip()
+
+
+def bleu(predictions: list[str], references: list[str]) -> dict[str, Any]:
+    """Corpus BLEU (0-100) with one reference per prediction; CJK scored by characters (see above)."""
+    from sacrebleu.metrics import BLEU
+
+    cjk = has_cjk(references)
+    if cjk:
+        predictions, references = [split_cjk(p) for p in predictions], [split_cjk(r) for r in references]
+    metric = BLEU(tokenize="13a")
+    score = metric.corpus_score(predictions, [references])
+    return {"bleu": round(score.score, 4), "bleu_tokenize": "13a+cjk-char" if cjk else "13a",
+            "bleu_signature": str(metric.get_signature())}
+
+
+class RougeTokenizer:
+    """rouge-score's tokenizer interface: words in any script, CJK characters one by one, lower-cased."""
+
+    name = "words+cjk-char"
+
+    def tokenize(self, text: str) -> list[str]:
+        return _ROUGE_TOKEN.findall((text or "").lower())
+
+
+def rouge(predictions: list[str], references: list[str]) -> dict[str, Any]:
+    """Mean ROUGE-1/2/L F1 (0-100) over the rows, plus each row's ROUGE-L."""
+    from rouge_score.rouge_scorer import RougeScorer
+
+    scorer = RougeScorer(["rouge1", "rouge2", "rougeL"], tokenizer=RougeTokenizer())
+    rows = [scorer.score(ref, pred) for pred, ref in zip(predictions, references, strict=True)]
+    n = max(len(rows), 1)
+    out: dict[str, Any] = {k: round(100 * sum(r[k].fmeasure for r in rows) / n, 4) for k in ("rouge1", "rouge2", "rougeL")}
+    out["rouge_tokenize"] = RougeTokenizer.name
+    out["rougeL_rows"] = [round(100 * r["rougeL"].fmeasure, 2) for r in rows]
+    return out
+
+
+# ---- data -------------------------------------------------------------------------------
+
+
+def eval_rows(cfg: RunConfig, data: Optional[str] = None, max_samples: Optional[int] = None) -> tuple[list[dict], str]:
+    """The rows to evaluate, shaped for the run's stage, and what they are (`validation` or the file).
+    Without `data` this is the run's own validation split, re-created exactly as training made it."""
+    from .data import load_training_data
+
+    if data:
+        spec = {"path": data, "max_samples": None}
+        ecfg = cfg.with_overrides({"data.datasets": [spec], "data.val_size": 0.0})
+        rows, _ = load_training_data(ecfg)
+        name = data
+    else:
+        if cfg.data.val_size <= 0:
+            raise TuneboardError("eval.error_no_split")
+        _, rows = load_training_data(cfg)
+        name = "validation"
+    rows = rows.to_list()
+    return (rows[:max_samples] if max_samples else rows), name
+
+
+def split_row(row: dict, stage: str) -> tuple[list[dict], Optional[list[dict]], str]:
+    """(the whole conversation for the loss, the prompt to answer, the reference answer).
+    A pretraining row has no prompt: it is scored by perplexity alone."""
+    if stage == "pt" or "text" in row:
+        return [{"role": "user", "content": row["text"]}], None, ""
+    if stage == "dpo" or "prompt" in row:
+        full = list(row["prompt"]) + list(row["chosen"])
+        return full, list(row["prompt"]), row["chosen"][-1]["content"]
+    msgs = list(row["messages"])
+    if msgs and msgs[-1]["role"] == "assistant":
+        return msgs, msgs[:-1], msgs[-1]["content"]
+    return msgs, None, ""
+
+
+def loss_tokens(tok, messages: list[dict], stage: str, max_length: int) -> tuple[list[int], list[int]]:
+    """(ids, mask): the mask marks the tokens whose likelihood counts (the answers; all text for pt)."""
+    if stage == "pt" or not tok.chat_template:
+        ids = tok("\n\n".join(m["content"] for m in messages))["input_ids"][:max_length]
+        return ids, [1] * len(ids)
+    enc = tok.apply_chat_template(messages, return_dict=True, return_assistant_tokens_mask=True)
+    ids, mask = list(enc["input_ids"]), list(enc.get("assistant_masks") or [])
+    if not any(mask):  # a template without {% generation %} marks: score the last answer after its prompt
+        prompt = tok.apply_chat_template(messages[:-1], add_generation_prompt=True, return_dict=True)["input_ids"]
+        k = len(prompt) if ids[: len(prompt)] == list(prompt) else 0
+        mask = [0] * k + [1] * (len(ids) - k)
+    return ids[:max_length], mask[:max_length]
+
+
+# ---- perplexity ------------------------------------------------------------------------
+
+
+def perplexity(model, tok, examples: list[tuple[list[int], list[int]]], batch_size: int = 4,
+               progress: Optional[Callable[[int, int], None]] = None) -> dict[str, float]:
+    """Token-weighted perplexity over the masked tokens: exp(total NLL / tokens)."""
+    import torch
+    import torch.nn.functional as F
+
+    total, count = 0.0, 0
+    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    device = next(model.parameters()).device
+    for start in range(0, len(examples), batch_size):
+        batch = examples[start:start + batch_size]
+        width = max(len(ids) for ids, _ in batch)
+        ids = torch.full((len(batch), width), pad, dtype=torch.long)
+        att = torch.zeros((len(batch), width), dtype=torch.long)
+        labels = torch.full((len(batch), width), -100, dtype=torch.long)
+        for i, (row, mask) in enumerate(batch):  # right padding: positions stay as in training
+            ids[i, : len(row)] = torch.tensor(row)
+            att[i, : len(row)] = 1
+            labels[i, : len(row)] = torch.tensor([t if m else -100 for t, m in zip(row, mask, strict=True)])
+        with torch.inference_mode():
+            logits = model(input_ids=ids.to(device), attention_mask=att.to(device)).logits
+            shift = labels[:, 1:].to(device)
+            nll = F.cross_entropy(logits[:, :-1].float().reshape(-1, logits.size(-1)), shift.reshape(-1),
+                                  ignore_index=-100, reduction="sum")
+        total += float(nll)
+        count += int((shift != -100).sum())
+        if progress:
+            progress(min(start + batch_size, len(examples)), len(examples))
+    loss = total / max(count, 1)
+    return {"loss": round(loss, 6), "perplexity": round(math.exp(min(loss, 700)), 4), "tokens": count}
+
+
+# ---- the whole evaluation ---------------------------------------------------------------
+
+
+def evaluate_run(run: str, data: Optional[str] = None, max_samples: Optional[int] = 50, max_new_tokens: int = 64,
+                 workdir=None, session=None, include_base: bool = True, batch_size: int = 8,
+                 progress: Optional[Callable[[str, int, int], None]] = None, save: bool = True) -> dict[str, Any]:
+    """Perplexity (tuned, and base for comparison), BLEU and ROUGE of greedy answers against the
+    references, and a table of samples; written to `<run>/eval.json`. `session` reuses a loaded
+    ChatSession of the same run (the board's worker has one)."""
+    from .generate import ChatSession
+
+    run_dir = resolve_run(run, workdir)
+    cfg = RunConfig.load(str(run_dir / "config.yaml"))
+    started = time.time()
+    own = session is None or not session.loaded or session.run_dir != run_dir
+    if own:
+        session = ChatSession(workdir)
+        session.load(str(run_dir))
+    note = progress or (lambda phase, done, total: None)
+    try:
+        rows, data_name = eval_rows(cfg, data, max_samples)
+        if not rows:
+            raise TuneboardError("error.empty_dataset")
+        tok, stage = session.tokenizer, cfg.stage
+        parts = [split_row(r, stage) for r in rows]
+        examples = [loss_tokens(tok, full, stage, cfg.data.max_length) for full, _, _ in parts]
+        result: dict[str, Any] = {"run": run_dir.name, "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                                  "data": data_name, "rows": len(rows), "stage": stage}
+        model, ctx = session._model_for(True)
+        with ctx:
+            result.update(perplexity(model, tok, examples, progress=lambda d, t: note("perplexity", d, t)))
+        if include_base:
+            model, ctx = session._model_for(False)
+            with ctx:
+                base = perplexity(model, tok, examples, progress=lambda d, t: note("perplexity_base", d, t))
+            result.update({"perplexity_base": base["perplexity"], "loss_base": base["loss"]})
+        asked = [(p, ref) for _, p, ref in parts if p is not None]
+        if asked:
+            gen = GenerationConfig(**{**EVAL_SETTINGS, "max_new_tokens": max_new_tokens})
+            preds: list[str] = []
+            for start in range(0, len(asked), batch_size):
+                chunk = [p for p, _ in asked[start:start + batch_size]]
+                preds += [a.text.strip() for a in session.generate_batch(chunk, gen)]
+                note("generate", len(preds), len(asked))
+            refs = [ref for _, ref in asked]
+            result.update(bleu(preds, refs))
+            scores = rouge(preds, refs)
+            per_row = scores.pop("rougeL_rows")
+            result.update(scores)
+            result["generation"] = {k: v for k, v in gen.__dict__.items()}
+            result["samples"] = [{"prompt": _prompt_text(p), "reference": ref, "prediction": pred, "rougeL": r}
+                                 for (p, ref), pred, r in zip(asked, preds, per_row, strict=True)]
+        result["seconds"] = round(time.time() - started, 2)
+    finally:
+        if own:
+            session.unload()
+    if save:
+        write_eval(run_dir, result)
+    return result
+
+
+def _prompt_text(messages: list[dict]) -> str:
+    users = [m["content"] for m in messages if m["role"] == "user"]
+    return users[-1] if users else ""
+
+
+def write_eval(run_dir: Path, result: dict[str, Any]) -> Path:
+    path = Path(run_dir) / EVAL_FILE
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(result, ensure_ascii=False, indent=1), encoding="utf-8")
+    tmp.replace(path)  # never a half-written eval.json for the board to read
+    return path
+
+
+def read_eval(run_dir) -> Optional[dict[str, Any]]:
+    """A run's last evaluation, or None (standard library only: the board calls this)."""
+    try:
+        return json.loads((Path(run_dir) / EVAL_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+METRICS = ("perplexity", "perplexity_base", "bleu", "rouge1", "rouge2", "rougeL")
+
+
+def eval_metrics(run_dir) -> dict[str, float]:
+    """eval.json's scores named like the trainer's evaluation metrics (`eval_perplexity`, `eval_bleu`, ...),
+    for a run's metrics table."""
+    result = read_eval(run_dir) or {}
+    return {f"eval_{k}": result[k] for k in METRICS if isinstance(result.get(k), (int, float))}
+
+
+def summary(result: dict[str, Any]) -> str:
+    """A few readable lines for the terminal."""
+    lines = [f"{result['run']}: {result['rows']} rows of {result['data']}"]
+    for k in METRICS:
+        if result.get(k) is not None:
+            lines.append(f"  {k:<16}{result[k]:.4g}")
+    if result.get("bleu_tokenize"):
+        lines.append(f"  (BLEU tokenize {result['bleu_tokenize']}, ROUGE tokenize {result['rouge_tokenize']})")
+    for s in (result.get("samples") or [])[:3]:
+        lines.append(f"  - {s['prompt'][:60]!r}\n    ref  {s['reference'][:80]!r}\n    pred {s['prediction'][:80]!r}")
+    return "\n".join(lines)
+
+
+def cmd_eval(args) -> int:
+    def progress(phase: str, done: int, total: int) -> None:
+        if sys.stderr.isatty():
+            print(f"\r{phase} {done}/{total}   ", end="", file=sys.stderr, flush=True)
+
+    result = evaluate_run(args.run, data=args.data, max_samples=args.max_samples, max_new_tokens=args.max_new_tokens,
+                          workdir=args.workdir, progress=progress)
+    if sys.stderr.isatty():
+        print(file=sys.stderr)
+    if args.json:
+        print(json.dumps(result, ensure_ascii=False, indent=1))
+    else:
+        print(summary(result))
+    return 0

@@ -1,0 +1,153 @@
+"""Take a run's result home: the adapter alone, or merged into the base as a plain transformers folder.
+
+A merge loads the base unquantized, in 16-bit when the run trained in 16-bit or on a 4-bit base
+(QLoRA: the adapter goes into 16-bit weights, never into the 4-bit ones), in fp32 when the run
+trained in fp32. The folder holds safetensors, the tokenizer and the run's chat template.
+A hub token lives only in memory: it is never written to the folder, a log or an error message.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+from .config import RunConfig
+from .generate import _template_name, result_dir
+from .messages import TuneboardError
+from .runs import resolve_run
+from .templates import STOP_STRINGS
+
+INFO_FILE = "tuneboard_export.json"
+SKIP = {"training_args.bin", "optimizer.pt", "scheduler.pt", "rng_state.pth", "trainer_state.json"}  # training state, not the result
+
+
+def merge_dtype(cfg: RunConfig, precision: str) -> str:
+    """The precision the base is loaded in for merging: never 4- or 8-bit."""
+    if cfg.quantization.bits and precision not in ("bf16", "fp16"):
+        return "bf16"
+    return precision
+
+
+def export_run(run: str, out: str | os.PathLike, merge: bool = False, push_to_hub: Optional[str] = None,
+               token: Optional[str] = None, workdir=None, checkpoint: Optional[str] = None) -> dict[str, Any]:
+    """Write the run's adapter (or, with `merge`, the merged model) to `out`; upload it if asked."""
+    if push_to_hub and not token:
+        raise TuneboardError("export.error_no_token")
+    run_dir = resolve_run(run, workdir)
+    cfg = RunConfig.load(str(run_dir / "config.yaml"))
+    source = result_dir(run_dir, checkpoint)
+    out = Path(out).expanduser().resolve()
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise TuneboardError("export.error_not_empty", path=str(out))
+    is_adapter = (source / "adapter_config.json").exists()
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        if is_adapter and merge:
+            dtype = _merge(cfg, run_dir, source, out, workdir)
+            kind = "merged"
+        else:
+            _copy(source, out)
+            dtype, kind = None, "adapter" if is_adapter else "model"
+    except BaseException:
+        shutil.rmtree(out, ignore_errors=True)  # no half-written folder that looks like a result
+        raise
+    info = {"run": run_dir.name, "kind": kind, "base": cfg.model.name_or_path, "source": str(source),
+            "dtype": dtype, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    (out / INFO_FILE).write_text(json.dumps(info, indent=1), encoding="utf-8")
+    result = {**info, "path": str(out), "files": sorted(p.name for p in out.iterdir())}
+    if push_to_hub:
+        result["url"] = upload(out, push_to_hub, token)
+    return result
+
+
+def _copy(source: Path, out: Path) -> None:
+    for p in source.iterdir():
+        if p.is_file() and p.name not in SKIP:
+            shutil.copy2(p, out / p.name)
+
+
+def _merge(cfg: RunConfig, run_dir: Path, source: Path, out: Path, workdir) -> str:
+    import torch
+    from peft import PeftModel
+    from transformers import AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    from . import model as model_mod
+
+    hf_logging.set_verbosity_error()
+    res = model_mod.resolve(cfg, workdir)
+    dtype = merge_dtype(cfg, res.precision)
+    base = model_mod.load_model(cfg, res, for_training=False, dtype=dtype)  # dtype given: no quantization
+    model = PeftModel.from_pretrained(base, str(source)).merge_and_unload()
+    if (source / "tokenizer_config.json").exists():  # saved with the result: carries the run's chat template
+        tok = AutoTokenizer.from_pretrained(str(source), trust_remote_code=cfg.model.trust_remote_code)
+    else:
+        tok = model_mod.load_tokenizer(cfg, res)
+    _stop_on_template_end(model, tok, _template_name(run_dir, res))
+    model.config.use_cache = True
+    model.save_pretrained(str(out))
+    tok.save_pretrained(str(out))
+    (out / "README.md").write_text(_card(cfg, run_dir, dtype), encoding="utf-8")
+    del model, base
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    return dtype
+
+
+def _stop_on_template_end(model, tok, template: str) -> None:
+    """Plain transformers stops at eos: add the template's end-of-turn token (e.g. <|im_end|>) to it."""
+    ids = model.generation_config.eos_token_id
+    ids = list(ids) if isinstance(ids, (list, tuple)) else ([ids] if ids is not None else [])
+    for s in STOP_STRINGS.get(template, []) + [tok.eos_token]:
+        tid = tok.convert_tokens_to_ids(s) if s else None
+        if isinstance(tid, int) and tid != tok.unk_token_id and tid not in ids:
+            ids.append(tid)
+    if ids:
+        model.generation_config.eos_token_id = ids[0] if len(ids) == 1 else ids
+    if model.generation_config.pad_token_id is None and tok.pad_token_id is not None:
+        model.generation_config.pad_token_id = tok.pad_token_id
+
+
+def _card(cfg: RunConfig, run_dir: Path, dtype: str) -> str:
+    return (f"# {run_dir.name}\n\nFine-tuned with Tuneboard ({cfg.stage}, {cfg.adapter.method}"
+            f"{', QLoRA' if cfg.quantization.bits == 4 else ''}) from `{cfg.model.name_or_path}`; "
+            f"the adapter is merged into the base ({dtype}).\n\n"
+            "```python\nfrom transformers import AutoModelForCausalLM, AutoTokenizer\n"
+            "tok = AutoTokenizer.from_pretrained(PATH)\nmodel = AutoModelForCausalLM.from_pretrained(PATH)\n"
+            "ids = tok.apply_chat_template([{'role': 'user', 'content': 'Hi'}], add_generation_prompt=True, "
+            "return_tensors='pt', return_dict=True)\nprint(tok.decode(model.generate(**ids, max_new_tokens=64)[0]))\n```\n")
+
+
+def upload(folder: Path, repo: str, token: Optional[str]) -> str:
+    """Upload `folder` to a private hub repo. The token is passed to the client and nowhere else."""
+    if not token:
+        raise TuneboardError("export.error_no_token")
+    from huggingface_hub import HfApi
+
+    api = HfApi(token=token)
+    try:
+        url = api.create_repo(repo_id=repo, private=True, exist_ok=True)
+        api.upload_folder(folder_path=str(folder), repo_id=repo, commit_message="Upload from Tuneboard")
+    except Exception as e:
+        raise TuneboardError("export.error_upload", repo=repo, error=scrub(f"{type(e).__name__}: {e}", token)) from None
+    return str(getattr(url, "url", url))
+
+
+def scrub(text: str, token: Optional[str]) -> str:
+    return text.replace(token, "***") if token else text
+
+
+def cmd_export(args) -> int:
+    token = os.environ.get("HF_TOKEN") if args.push_to_hub else None
+    result = export_run(args.run, args.out, merge=args.merge, push_to_hub=args.push_to_hub, token=token,
+                        workdir=args.workdir)
+    print(f"{result['kind']}: {', '.join(result['files'])}", file=sys.stderr)
+    if result.get("url"):
+        print(f"uploaded: {result['url']}", file=sys.stderr)
+    print(result["path"])
+    return 0

@@ -1,0 +1,500 @@
+"""Talk to a run's result: load base + adapter (or the trained model) once, answer reproducibly.
+
+Every answer carries the seed and settings that made it, so the same seed, settings and prompt
+give the same text again on the same machine. torch, transformers and peft are imported inside
+the functions that need them: the board may import this module's data types, never torch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import json
+import random
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from .config import ConfigError, GenerationConfig, RunConfig
+from .messages import TuneboardError
+from .runs import resolve_run
+from .templates import STOP_STRINGS
+
+MAX_SEED = 2**31 - 1
+
+
+@dataclass
+class Answer:
+    """One generated answer and everything needed to make it again."""
+
+    text: str
+    seed: int
+    settings: dict[str, Any]  # the GenerationConfig as a dict, with the seed actually used
+    adapter: bool = True  # False: the base model answered (adapter disabled)
+    index: int = 0  # which of num_return_sequences
+    new_tokens: int = 0
+    finish: str = "stop"  # stop (end of answer or a stop string) | length | interrupted
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Answer:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+    def config(self) -> GenerationConfig:
+        """The settings that reproduce this answer."""
+        return GenerationConfig(**self.settings)
+
+
+def resolve_seed(seed: Optional[int]) -> int:
+    """A negative or missing seed means "draw one": the drawn seed is what the answer records."""
+    if seed is None or seed < 0:
+        return random.SystemRandom().randint(0, MAX_SEED)
+    return int(seed)
+
+
+def decoding_mode(gen: GenerationConfig) -> str:
+    """greedy | sample | beam: num_beams > 1 is beam search, temperature 0 is greedy."""
+    if gen.num_beams > 1:
+        return "beam"
+    return "greedy" if gen.temperature == 0 else "sample"
+
+
+def with_seed(gen: GenerationConfig, seed: int, **changes: Any) -> GenerationConfig:
+    return dataclasses.replace(gen, seed=seed, **changes)
+
+
+def conversation(history: list[dict[str, str]], system_prompt: Optional[str]) -> list[dict[str, str]]:
+    """The messages sent to the template: the system prompt first (if any), then the turns."""
+    turns = [{"role": m["role"], "content": m["content"]} for m in history if m.get("role") != "system"]
+    return ([{"role": "system", "content": system_prompt}] if system_prompt else []) + turns
+
+
+def trim_at_stop(text: str, stops: list[str]) -> tuple[str, bool]:
+    """Cut `text` at the first stop string; True if one was found."""
+    cut = min((i for i in (text.find(s) for s in stops if s) if i >= 0), default=-1)
+    return (text[:cut], True) if cut >= 0 else (text, False)
+
+
+def _safe_prefix(text: str, stops: list[str]) -> str:
+    """What can be shown while streaming: never a piece that may turn out to start a stop string."""
+    text, found = trim_at_stop(text, stops)
+    if found:
+        return text
+    hold = 0
+    for s in stops:
+        for k in range(min(len(s) - 1, len(text)), 0, -1):
+            if text.endswith(s[:k]):
+                hold = max(hold, k)
+                break
+    return text[: len(text) - hold]
+
+
+class Stream:
+    """Text chunks as they are generated; `answers` is filled once iteration ends."""
+
+    def __init__(self) -> None:
+        self.chunks: Iterator[str] = iter(())
+        self.answers: list[Answer] = []
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self.chunks
+
+
+class ChatSession:
+    """One loaded model (base + adapter, or a trained full model) and its tokenizer, reused across turns."""
+
+    def __init__(self, workdir=None):
+        self.workdir = workdir
+        self.model = None
+        self.base_model = None  # full / freeze runs only: the untouched base, loaded on first use
+        self.tokenizer = None
+        self.run_dir: Optional[Path] = None
+        self.cfg: Optional[RunConfig] = None
+        self.res = None
+        self.is_peft = False
+        self.stops: list[str] = []
+        self.source = ""
+
+    # ---- loading --------------------------------------------------------------------------
+    @property
+    def loaded(self) -> bool:
+        return self.model is not None
+
+    def load(self, run: str, checkpoint: Optional[str] = None) -> dict[str, Any]:
+        """Load `run` (a folder or id): its adapter on the base in the run's quantization and
+        precision, or its trained model. `checkpoint` picks a checkpoint folder instead."""
+        from transformers.utils import logging as hf_logging
+
+        from . import model as model_mod
+
+        hf_logging.set_verbosity_error()
+        run_dir = resolve_run(run, self.workdir)
+        source = result_dir(run_dir, checkpoint)
+        self.unload()
+        cfg = RunConfig.load(str(run_dir / "config.yaml"))
+        res = model_mod.resolve(cfg, self.workdir)
+        if (source / "adapter_config.json").exists():
+            from peft import PeftModel
+
+            base = model_mod.load_model(cfg, res, for_training=False)
+            model = PeftModel.from_pretrained(base, str(source), is_trainable=False)
+        else:
+            full = cfg.with_overrides({"model.name_or_path": str(source), "quantization.bits": 0})
+            model = model_mod.load_model(full, model_mod.resolve(full, self.workdir), for_training=False)
+        model.eval()
+        self.tokenizer = load_run_tokenizer(cfg, res, source)
+        self.model, self.run_dir, self.cfg, self.res = model, run_dir, cfg, res
+        self.is_peft = (source / "adapter_config.json").exists()
+        self.stops = STOP_STRINGS.get(_template_name(run_dir, res), [])
+        self.source = str(source)
+        return self.info()
+
+    def info(self) -> dict[str, Any]:
+        if not self.loaded:
+            return {"loaded": False}
+        return {"loaded": True, "run": self.run_dir.name, "run_dir": str(self.run_dir), "source": self.source,
+                "stage": self.cfg.stage, "method": self.cfg.adapter.method, "base": self.cfg.model.name_or_path,
+                "device": self.res.device, "precision": self.res.precision, "quantization": self.cfg.quantization.bits,
+                "adapter": self.is_peft, "chat_template": bool(self.tokenizer.chat_template)}
+
+    def unload(self) -> None:
+        """Drop the model and give its memory back (GPU memory included)."""
+        self.model = self.base_model = self.tokenizer = None
+        self.run_dir = self.cfg = self.res = None
+        gc.collect()
+        if "torch" in sys.modules:
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+
+    def _require(self) -> None:
+        if not self.loaded:
+            raise TuneboardError("chat.error_not_loaded")
+
+    def _model_for(self, use_adapter: bool):
+        """(model, context): the context disables the adapter for base answers on the same copy."""
+        import contextlib
+
+        if use_adapter:
+            return self.model, contextlib.nullcontext()
+        if self.is_peft:
+            return self.model, self.model.disable_adapter()
+        if self.base_model is None:  # a full or freeze run: the base is a second model
+            from . import model as model_mod
+
+            self.base_model = model_mod.load_model(self.cfg, self.res, for_training=False).eval()
+        return self.base_model, contextlib.nullcontext()
+
+    # ---- prompts --------------------------------------------------------------------------
+    def encode(self, messages: list[dict[str, str]]):
+        """Token ids of the prompt: the run's chat template with the assistant's turn opened
+        (plain text for a pretraining run, which never learned a template)."""
+        tok = self.tokenizer
+        if self.cfg.stage == "pt" or not tok.chat_template:
+            text = "\n\n".join(m["content"] for m in messages if m["role"] != "system")
+            enc = tok(text, return_tensors="pt")
+        else:
+            enc = tok.apply_chat_template(messages, add_generation_prompt=True, return_dict=True, return_tensors="pt")
+        return {k: v.to(self.model.device) for k, v in enc.items() if k in ("input_ids", "attention_mask")}
+
+    def generate_kwargs(self, gen: GenerationConfig, stopping=None) -> dict[str, Any]:
+        mode = decoding_mode(gen)
+        if gen.num_beams > 1 and gen.num_return_sequences > gen.num_beams:
+            raise ConfigError("generation.num_return_sequences", "error.config.return_sequences",
+                              "beam search returns at most num_beams answers")
+        if mode == "greedy" and gen.num_return_sequences > 1:
+            raise ConfigError("generation.num_return_sequences", "error.config.return_sequences",
+                              "greedy decoding returns one answer; raise num_beams or temperature")
+        tok = self.tokenizer
+        # every knob is passed explicitly, so a model's own generation_config.json cannot change the answer
+        kw: dict[str, Any] = dict(
+            max_new_tokens=gen.max_new_tokens, num_beams=gen.num_beams, do_sample=mode == "sample",
+            num_return_sequences=gen.num_return_sequences, repetition_penalty=gen.repetition_penalty,
+            pad_token_id=tok.pad_token_id, temperature=1.0, top_k=0, top_p=1.0, min_p=0.0,
+        )
+        if mode == "sample":
+            kw.update(temperature=gen.temperature, top_k=gen.top_k, top_p=gen.top_p, min_p=gen.min_p)
+        stops = [s for s in [*gen.stop, *self.stops] if s]
+        if stops:
+            kw.update(stop_strings=stops, tokenizer=tok)
+        if stopping is not None:
+            kw["stopping_criteria"] = stopping
+        return kw
+
+    # ---- answering --------------------------------------------------------------------------
+    def generate(self, messages: list[dict[str, str]], gen: GenerationConfig, use_adapter: bool = True,
+                 should_stop: Optional[Callable[[], bool]] = None) -> list[Answer]:
+        """All `gen.num_return_sequences` answers to `messages` (system prompt from `gen` if none given)."""
+        stream = self.stream(messages, gen, use_adapter, should_stop, live=False)
+        for _ in stream:
+            pass
+        return stream.answers
+
+    def stream(self, messages: list[dict[str, str]], gen: GenerationConfig, use_adapter: bool = True,
+               should_stop: Optional[Callable[[], bool]] = None, live: bool = True) -> Stream:
+        """Text chunks as tokens are generated. Beam search and several answers can't stream
+        token by token (transformers streams one sequence): those yield the first answer whole."""
+        self._require()
+        seed = resolve_seed(gen.seed)
+        gen = with_seed(gen, seed)
+        if gen.system_prompt and not any(m["role"] == "system" for m in messages):
+            messages = conversation(messages, gen.system_prompt)
+        stream = Stream()
+        stream.chunks = self._run(messages, gen, use_adapter, should_stop, live, stream)
+        return stream
+
+    def _run(self, messages, gen: GenerationConfig, use_adapter: bool, should_stop, live: bool,
+             stream: Stream) -> Iterator[str]:
+        from transformers import TextIteratorStreamer, set_seed
+
+        inputs = self.encode(messages)
+        interrupted = {"flag": False}
+        halt = threading.Event()  # set when the reader walks away mid-stream: the generating thread ends too
+        stopping = _stopping(lambda: halt.is_set() or bool(should_stop and should_stop()), interrupted)
+        kw = self.generate_kwargs(gen, stopping)
+        model, ctx = self._model_for(use_adapter)
+        live = live and gen.num_beams == 1 and gen.num_return_sequences == 1
+        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True) if live else None
+        out: dict[str, Any] = {}
+        start = time.perf_counter()
+
+        def work() -> None:
+            import torch
+
+            try:
+                with ctx, torch.inference_mode():
+                    set_seed(gen.seed)  # right before sampling: the seed alone decides the draws
+                    out["ids"] = model.generate(**inputs, **kw, streamer=streamer)
+            except BaseException as e:  # handed to the reader, which re-raises it
+                out["error"] = e
+                if streamer is not None:
+                    streamer.text_queue.put(streamer.stop_signal)
+
+        if live:
+            thread = threading.Thread(target=work, daemon=True, name="tuneboard-generate")
+            thread.start()
+            text, shown = "", 0
+            try:
+                for piece in streamer:
+                    text += piece
+                    safe = _safe_prefix(text, self._stops(gen))
+                    if len(safe) > shown:
+                        yield safe[shown:]
+                        shown = len(safe)
+            except GeneratorExit:
+                halt.set()  # the reader left early: stop generating
+                raise
+            finally:
+                thread.join()
+        else:
+            work()
+        if "error" in out:
+            raise out["error"]
+        seconds = time.perf_counter() - start
+        answers = self._answers(out["ids"], inputs["input_ids"].shape[1], gen, use_adapter, seconds,
+                                interrupted["flag"])
+        stream.answers = answers
+        if live:
+            rest = answers[0].text[shown:] if answers[0].text.startswith(text[:shown]) else ""
+            if rest:
+                yield rest
+        elif answers:
+            yield answers[0].text
+
+    def _stops(self, gen: GenerationConfig) -> list[str]:
+        return [s for s in [*gen.stop, *self.stops] if s]
+
+    def _answers(self, ids, prompt_len: int, gen: GenerationConfig, use_adapter: bool, seconds: float,
+                 interrupted: bool) -> list[Answer]:
+        tok = self.tokenizer
+        special = {t for t in (tok.eos_token_id, tok.pad_token_id) if t is not None}
+        eos = _eos_ids(self.model, tok)
+        out = []
+        for i, row in enumerate(ids[:, prompt_len:].tolist()):
+            while row and row[-1] == tok.pad_token_id and tok.pad_token_id not in eos:
+                row.pop()
+            text, stopped = trim_at_stop(tok.decode(row, skip_special_tokens=True), self._stops(gen))
+            n = len([t for t in row if t not in special])
+            if interrupted:
+                finish = "interrupted"
+            elif stopped or any(t in eos for t in row) or len(row) < gen.max_new_tokens:
+                finish = "stop"
+            else:
+                finish = "length"
+            out.append(Answer(text=text, seed=gen.seed, settings=dataclasses.asdict(gen), adapter=use_adapter,
+                              index=i % gen.num_return_sequences, new_tokens=n, finish=finish, seconds=round(seconds, 3)))
+        return out
+
+    def generate_batch(self, conversations: list[list[dict[str, str]]], gen: GenerationConfig,
+                       use_adapter: bool = True) -> list[Answer]:
+        """One answer per conversation, generated as one left-padded batch (evaluation's path)."""
+        import torch
+        from transformers import set_seed
+
+        self._require()
+        gen = with_seed(gen, resolve_seed(gen.seed), num_return_sequences=1)
+        tok = self.tokenizer
+        if self.cfg.stage == "pt" or not tok.chat_template:
+            texts = ["\n\n".join(m["content"] for m in c if m["role"] != "system") for c in conversations]
+            enc = tok(texts, return_tensors="pt", padding=True)
+        else:
+            enc = tok.apply_chat_template(conversations, add_generation_prompt=True, padding=True,
+                                          return_dict=True, return_tensors="pt")
+        inputs = {k: enc[k].to(self.model.device) for k in ("input_ids", "attention_mask")}
+        model, ctx = self._model_for(use_adapter)
+        start = time.perf_counter()
+        with ctx, torch.inference_mode():
+            set_seed(gen.seed)
+            ids = model.generate(**inputs, **self.generate_kwargs(gen))
+        return self._answers(ids, inputs["input_ids"].shape[1], gen, use_adapter, time.perf_counter() - start, False)
+
+    def sweep(self, messages: list[dict[str, str]], gen: GenerationConfig, n: int,
+              use_adapter: bool = True, seeds: Optional[list[int]] = None,
+              should_stop: Optional[Callable[[], bool]] = None) -> Iterator[Answer]:
+        """The same prompt under `n` seeds (gen.seed, gen.seed+1, ... or the given `seeds`), one answer
+        each, yielded as each is done. Each equals what a single answer with that seed gives."""
+        if seeds is None:
+            first = resolve_seed(gen.seed)
+            seeds = [(first + i) % (MAX_SEED + 1) for i in range(n)]
+        for s in seeds:
+            if should_stop is not None and should_stop():
+                return
+            yield self.generate(messages, with_seed(gen, s, num_return_sequences=1), use_adapter, should_stop)[0]
+
+    def seed_sweep(self, messages: list[dict[str, str]], gen: GenerationConfig, n: int,
+                   use_adapter: bool = True, seeds: Optional[list[int]] = None) -> list[Answer]:
+        return list(self.sweep(messages, gen, n, use_adapter, seeds))
+
+    def compare(self, messages: list[dict[str, str]], gen: GenerationConfig) -> dict[str, list[Answer]]:
+        """The base model's and the tuned model's answers to the same prompt with the same seed."""
+        gen = with_seed(gen, resolve_seed(gen.seed))
+        return {"base": self.generate(messages, gen, use_adapter=False),
+                "tuned": self.generate(messages, gen, use_adapter=True)}
+
+
+def _stopping(should_stop: Callable[[], bool], interrupted: dict):
+    """A stopping criterion that ends generation when the person presses Stop."""
+    import torch
+    from transformers import StoppingCriteria, StoppingCriteriaList
+
+    class Interrupt(StoppingCriteria):
+        def __call__(self, input_ids, scores, **kwargs):
+            stop = bool(should_stop())
+            interrupted["flag"] = interrupted["flag"] or stop
+            return torch.full((input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device)
+
+    return StoppingCriteriaList([Interrupt()])
+
+
+def _eos_ids(model, tok) -> set[int]:
+    ids = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ids = ids if isinstance(ids, list) else [ids]
+    return {i for i in [*ids, tok.eos_token_id] if i is not None}
+
+
+def _template_name(run_dir: Path, res) -> str:
+    try:
+        return json.loads((run_dir / "resolved.json").read_text()).get("chat_template", "")
+    except (OSError, ValueError):
+        return res.chat_template
+
+
+def result_dir(run_dir: Path, checkpoint: Optional[str] = None) -> Path:
+    """The folder holding a run's result: a named checkpoint, else `adapter/`, else `model/`."""
+    if checkpoint:
+        p = Path(checkpoint)
+        p = p if p.is_absolute() else run_dir / "checkpoints" / p.name
+        if not p.resolve().is_relative_to(run_dir.resolve()) or not p.is_dir():
+            raise TuneboardError("error.no_checkpoint", path=str(checkpoint))
+        return p
+    for name in ("adapter", "model"):
+        p = run_dir / name
+        if (p / "adapter_config.json").exists() or (p / "config.json").exists():
+            return p
+    raise TuneboardError("chat.error_no_result", run=run_dir.name)
+
+
+def load_run_tokenizer(cfg: RunConfig, res, source: Path):
+    """The tokenizer saved with the run's result (it carries the run's chat template), else the base's."""
+    from transformers import AutoTokenizer
+
+    from . import model as model_mod
+
+    if (source / "tokenizer_config.json").exists():
+        tok = AutoTokenizer.from_pretrained(str(source), trust_remote_code=cfg.model.trust_remote_code)
+        if tok.pad_token is None:
+            tok.pad_token = tok.eos_token or tok.unk_token
+    else:
+        tok = model_mod.load_tokenizer(cfg, res)
+    tok.padding_side = "left"  # batched generation pads on the left, so every answer starts right after its prompt
+    return tok
+
+
+# ---- the CLI verb ---------------------------------------------------------------------------
+
+
+def settings_from_args(cfg: RunConfig, args) -> GenerationConfig:
+    """The run's generation settings with the command line's flags on top."""
+    data = dataclasses.asdict(cfg.generation)
+    for flag, name in (("system", "system_prompt"), ("seed", "seed"), ("temperature", "temperature"),
+                       ("top_k", "top_k"), ("top_p", "top_p"), ("min_p", "min_p"),
+                       ("repetition_penalty", "repetition_penalty"), ("num_beams", "num_beams"),
+                       ("num_return_sequences", "num_return_sequences"), ("max_new_tokens", "max_new_tokens"),
+                       ("stop", "stop")):
+        value = getattr(args, flag, None)
+        if value is not None:
+            data[name] = value
+    return RunConfig.from_dict({"generation": data}).generation
+
+
+def cmd_chat(args) -> int:
+    session = ChatSession(args.workdir)
+    run_dir = resolve_run(args.run, args.workdir)
+    gen = settings_from_args(RunConfig.load(str(run_dir / "config.yaml")), args)
+    session.load(str(run_dir))
+    use_adapter = not args.base
+    if args.prompt is not None:
+        answers = session.generate(conversation([{"role": "user", "content": args.prompt}], gen.system_prompt),
+                                   gen, use_adapter)
+        if args.json:
+            print(json.dumps([a.to_dict() for a in answers], ensure_ascii=False, indent=1))
+        else:
+            print("\n\n".join(a.text for a in answers))
+        return 0
+    return _repl(session, gen, use_adapter)
+
+
+def _repl(session: ChatSession, gen: GenerationConfig, use_adapter: bool) -> int:
+    print(f"chatting with {session.run_dir.name}{' (base model)' if not use_adapter else ''}; "
+          "/reset clears the conversation, /exit or Ctrl-D quits", file=sys.stderr)
+    history: list[dict[str, str]] = []
+    while True:
+        try:
+            line = input("> ")
+        except EOFError:
+            print(file=sys.stderr)
+            return 0
+        if line.strip() in ("/exit", "/quit"):
+            return 0
+        if line.strip() == "/reset":
+            history = []
+            continue
+        if not line.strip():
+            continue
+        history.append({"role": "user", "content": line})
+        stream = session.stream(conversation(history, gen.system_prompt), gen, use_adapter)
+        for chunk in stream:
+            print(chunk, end="", flush=True)
+        print()
+        answer = stream.answers[0]
+        print(f"[seed {answer.seed}, {answer.new_tokens} tokens, {answer.finish}]", file=sys.stderr)
+        history.append({"role": "assistant", "content": answer.text})

@@ -1,0 +1,339 @@
+"""The board in a real browser: languages, a bad file's row number, a demo SFT run streamed, stopped,
+resumed and listed, a reload and a second tab reattaching, a board restart finding its run.
+
+Waits are generous for a two-core machine but always bounded; every screenshot lands in
+test-output/browser/ for a person to look at.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+
+import pytest
+from board_process import OUT, make_home, start_board, stop_board
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+FIRST_POINTS_S = 240  # spawn + torch import + model load on 2 cores, while the board keeps serving
+LOSS_POINTS = (
+    "() => { const g = document.querySelector('#train-loss-plot .js-plotly-plot');"
+    " return g && g.data && g.data[0] && g.data[0].x ? g.data[0].x.length : 0 }"
+)
+
+
+GRID = """id => [...document.querySelectorAll('#' + id + ' [role=row]')]
+  .map(r => [...r.querySelectorAll('[role=gridcell]')].map(c => c.textContent.trim())).filter(c => c.length)"""
+
+
+def grid(page, elem_id: str) -> list[list[str]]:
+    """A Gradio Dataframe's rows as text (it draws them as ARIA grid rows, not a plain <table>)."""
+    return page.evaluate(GRID, elem_id)
+
+
+def open_board(page, url: str) -> None:
+    page.goto(url)
+    page.wait_for_selector("#model-name", timeout=60_000)
+    page.wait_for_function("() => document.body.dataset.tbReady === '1'", timeout=90_000)  # load handlers done
+
+
+def tab(page, name: str) -> None:
+    page.click(f"#{name}-tab-button")
+    page.wait_for_timeout(300)
+
+
+def choose(page, elem_id: str, label: str) -> None:
+    page.click(f"#{elem_id} input")
+    page.click(f'[role=option][aria-label="{label}"]')
+
+
+def shot(page, name: str) -> None:
+    OUT.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(OUT / f"{name}.png"), full_page=True)
+
+
+def status(page) -> str | None:
+    return page.get_attribute("#train-progress .tb-progress", "data-status")
+
+
+def points(page) -> int:
+    return page.evaluate(LOSS_POINTS)
+
+
+def wait_status(page, wanted: set[str], timeout: float) -> str:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        s = status(page)
+        if s in wanted:
+            return s
+        page.wait_for_timeout(500)
+    raise AssertionError(
+        f"status stayed {status(page)!r}, wanted {wanted}; progress: {page.inner_text('#train-progress')!r}"
+    )
+
+
+def wait_points(page, more_than: int, timeout: float) -> int:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        n = points(page)
+        if n > more_than:
+            return n
+        page.wait_for_timeout(500)
+    raise AssertionError(
+        f"the loss chart stayed at {points(page)} points (wanted > {more_than}); "
+        f"progress: {page.inner_text('#train-progress')!r}"
+    )
+
+
+def run_id_shown(page) -> str:
+    return page.inner_text("#train-progress .tb-run-id") if page.query_selector("#train-progress .tb-run-id") else ""
+
+
+def start(page) -> str:
+    """Press Start and wait until the page shows the new run (it may have shown an older one)."""
+    before = run_id_shown(page)
+    page.click("#train-start")
+    page.wait_for_function(
+        "old => { const e = document.querySelector('#train-progress .tb-run-id'); return e && e.textContent !== old }",
+        arg=before,
+        timeout=60_000,
+    )
+    return run_id_shown(page)
+
+
+def long_run(page, epochs: int = 60) -> None:
+    """Make the demo run long enough to watch, stop and reload (hundreds of steps)."""
+    tab(page, "train")
+    page.fill("#train-epochs input", str(epochs))
+    page.press("#train-epochs input", "Tab")
+
+
+def test_every_tab_renders_offline(page, board):
+    open_board(page, board.url)
+    for name, ready in (
+        ("model", "#model-estimate"),
+        ("data", "#data-summary .tb-card"),
+        ("train", "#train-loss-plot"),
+        ("runs", "#runs-table"),
+    ):
+        tab(page, name)
+        page.wait_for_selector(ready, timeout=60_000)
+        page.wait_for_timeout(800)
+        shot(page, f"tab-{name}")
+    assert "alpaca" in page.evaluate("() => document.querySelector('#data-summary').textContent")
+    assert page.errors == [], page.errors
+    assert page.foreign == [], f"requests outside this machine: {page.foreign}"
+
+
+def test_switch_to_korean_and_it_stays(page, board):
+    open_board(page, board.url)
+    choose(page, "top-lang", "한국어")
+    page.wait_for_function(
+        "() => document.querySelector('#model-tab-button')?.textContent.includes('모델')", timeout=30_000
+    )
+    tab(page, "train")
+    page.wait_for_function(
+        "() => document.querySelector('#train-start')?.textContent.includes('학습 시작')", timeout=30_000
+    )
+    assert "단계" in page.inner_text("#train-stage")
+    assert "학습률" in page.inner_text("#train-lr")
+    shot(page, "ko-train")
+    tab(page, "data")
+    page.wait_for_function(
+        "() => document.querySelector('#data-summary')?.textContent.includes('감지된 형식')", timeout=30_000
+    )
+    shot(page, "ko-data")
+    page.reload()  # the reader's choice is remembered in this browser
+    page.wait_for_function(
+        "() => document.querySelector('#model-tab-button')?.textContent.includes('모델')", timeout=60_000
+    )
+    assert "모델" in page.inner_text("#model-name")
+
+
+def test_browser_language_is_the_default(chromium, board):
+    context = chromium.new_context(locale="ja-JP")
+    try:
+        pg = context.new_page()
+        open_board(pg, board.url)
+        pg.wait_for_function(
+            "() => document.querySelector('#train-tab-button')?.textContent.includes('学習')", timeout=30_000
+        )
+    finally:
+        context.close()
+
+
+def test_a_bad_file_shows_its_row_and_blocks_start(page, board, tmp_path):
+    bad = tmp_path / "bad_rows.jsonl"
+    rows = [
+        {"instruction": "2+2?", "output": "4"},
+        {"instruction": "3+3?", "output": "6"},
+        {"instruction": "5+5?"},
+        {"instruction": "1+1?", "output": "2"},
+    ]
+    bad.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    open_board(page, board.url)
+    tab(page, "data")
+    page.set_input_files("#data-upload input[type=file]", str(bad))
+    page.wait_for_function(
+        "() => document.querySelector('#data-findings')?.textContent.includes('output')", timeout=60_000
+    )
+    cells = grid(page, "data-findings")
+    assert any(row[1] == "3" and row[3] == "output" and row[4] == "error" for row in cells), cells
+    assert page.get_attribute("#data-summary .tb-data-file", "data-errors") == "1"
+    shot(page, "data-bad-file")
+    tab(page, "train")
+    assert page.is_disabled("#train-start")
+    reason = page.inner_text("#train-start-reason")
+    assert "1 error" in reason and "row 3" in reason, reason
+
+
+def test_demo_run_streams_reattaches_stops_and_resumes(page, chromium, board):
+    open_board(page, board.url)
+    long_run(page)
+    run_id = start(page)
+    wait_status(page, {"starting", "running"}, 30)
+    first = wait_points(page, 2, FIRST_POINTS_S)
+    more = wait_points(page, first, 60)  # the chart keeps gaining points
+    assert more > first
+    assert page.is_disabled("#train-start") and not page.is_disabled("#train-stop")
+    shot(page, "train-running")
+
+    page.reload()  # a reload reattaches to the live run and keeps streaming
+    open_board(page, board.url)
+    tab(page, "train")
+    assert wait_status(page, {"running"}, 30) == "running"
+    after = wait_points(page, 0, 30)
+    wait_points(page, after, 60)
+    assert page.inner_text("#train-progress .tb-run-id") == run_id
+
+    second = chromium.new_context(viewport={"width": 1400, "height": 1000}).new_page()  # a second tab
+    try:
+        open_board(second, board.url)
+        tab(second, "train")
+        wait_status(second, {"running"}, 30)
+        assert second.inner_text("#train-progress .tb-run-id") == run_id
+        assert second.is_disabled("#train-start")
+        assert run_id in second.inner_text("#train-start-reason")  # one run at a time, and why
+    finally:
+        second.context.close()
+
+    page.click("#train-stop")
+    assert wait_status(page, {"stopped", "failed", "finished"}, 120) == "stopped"
+    stopped_at = int(page.get_attribute("#train-progress .tb-progress", "data-step"))
+    assert "Resume" in page.inner_text("#train-alerts")
+    assert not page.is_disabled("#train-resume") and not page.is_disabled("#train-start")
+    shot(page, "train-stopped")
+
+    tab(page, "runs")
+    deadline, row = time.time() + 60, None
+    while time.time() < deadline:  # the listing is read when asked: ask until the run is in it
+        page.click("#runs-refresh")
+        page.wait_for_timeout(1500)
+        row = next((cells for cells in grid(page, "runs-table") if cells[0] == run_id), None)
+        if row and row[1] == "stopped":
+            break
+    assert row and row[1] == "stopped", row
+    page.wait_for_function(
+        "() => document.querySelector('#runs-loss-plot .js-plotly-plot')?.data?.[0]?.x?.length > 0", timeout=30_000
+    )
+    shot(page, "runs-stopped")
+
+    tab(page, "train")
+    page.click("#train-resume")
+    wait_status(page, {"starting", "running"}, 30)
+    deadline = time.time() + FIRST_POINTS_S
+    while int(page.get_attribute("#train-progress .tb-progress", "data-step") or 0) <= stopped_at + 2:
+        assert time.time() < deadline, page.inner_text("#train-progress")
+        page.wait_for_timeout(500)
+    assert page.inner_text("#train-progress .tb-run-id") == run_id  # the same run, continued
+    page.click("#train-stop")
+    assert wait_status(page, {"stopped", "failed", "finished"}, 120) == "stopped"
+
+
+def test_a_failed_run_reads_as_a_sentence_with_details_on_demand(page, board):
+    (board.home / "not-a-model").mkdir(exist_ok=True)  # a folder in the workdir without config.json
+    open_board(page, board.url)
+    page.fill("#model-name input", "./not-a-model")
+    page.press("#model-name input", "Enter")
+    tab(page, "train")
+    start(page)
+    assert wait_status(page, {"failed", "finished", "stopped"}, FIRST_POINTS_S) == "failed"
+    alert = page.inner_text("#train-alerts")
+    assert "Model not found" in alert and "Traceback" not in alert, alert
+    page.click("#train-details")  # the traceback is one click away
+    page.wait_for_function(
+        "() => document.querySelector('#train-traceback')?.textContent.includes('Traceback')", timeout=30_000
+    )
+    shot(page, "train-failed")
+
+
+def test_runs_tab_compares_runs_on_one_chart(page, board):
+    open_board(page, board.url)
+    tab(page, "runs")
+    page.wait_for_function("() => document.querySelectorAll('#runs-table [role=gridcell]').length > 0", timeout=30_000)
+    ids = [row[0] for row in grid(page, "runs-table")]
+    assert len(ids) >= 2, ids  # the stopped demo run and the failed one from the tests above
+    for run_id in ids[:2]:
+        page.click("#runs-compare input")
+        page.click(f'[role=option][aria-label="{run_id}"]')
+        page.wait_for_timeout(500)
+    page.keyboard.press("Escape")
+    page.wait_for_function(
+        "() => document.querySelector('#runs-compare-plot .js-plotly-plot')?.data?.length === 2", timeout=30_000
+    )
+    names = page.evaluate("() => document.querySelector('#runs-compare-plot .js-plotly-plot').data.map(d => d.name)")
+    assert sorted(names) == sorted(ids[:2])
+    shot(page, "runs-compare")
+
+
+def test_show_command_and_save_config(page, board):
+    open_board(page, board.url)
+    tab(page, "train")
+    page.fill("#train-lr input", "0.0003")
+    page.press("#train-lr input", "Tab")
+    page.click("#train-show-command")
+    page.wait_for_function(
+        "() => document.querySelector('#train-command')?.textContent.includes('tuneboard train')", timeout=30_000
+    )
+    text = page.evaluate("() => document.querySelector('#train-command').textContent")
+    # the code view draws only the lines in sight: check the file the printed command names
+    path = re.search(r"tuneboard train (\S+\.yaml) --workdir", text).group(1)
+    assert "learning_rate: 0.0003" in Path(path).read_text() and path.startswith(str(board.home))
+    page.click("#train-save-config")
+    page.wait_for_function(
+        "() => document.querySelector('#train-message')?.textContent.includes('.yaml')", timeout=30_000
+    )
+    saved = list((board.home / "configs").glob("*.yaml"))
+    assert saved and any("learning_rate: 0.0003" in p.read_text() for p in saved)
+
+
+def test_a_restarted_board_finds_its_run(chromium, tmp_path_factory, demo_model):
+    """The worker outlives a killed board; the next board reattaches, and Stop still reaches it."""
+    home = make_home(tmp_path_factory, demo_model, "restart-home")
+    first = start_board(home, "restart-1")
+    context = chromium.new_context(viewport={"width": 1400, "height": 1000})
+    pg = context.new_page()
+    try:
+        open_board(pg, first.url)
+        long_run(pg)
+        run_id = start(pg)
+        wait_points(pg, 2, FIRST_POINTS_S)
+        stop_board(first, clean=False)  # killed: no chance to stop its run
+        second = start_board(home, "restart-2")
+        try:
+            open_board(pg, second.url)
+            tab(pg, "train")
+            assert wait_status(pg, {"running"}, 30) == "running"
+            assert pg.inner_text("#train-progress .tb-run-id") == run_id
+            n = wait_points(pg, 0, 30)
+            wait_points(pg, n, 60)  # still streaming, read back from events.jsonl
+            assert pg.is_disabled("#train-start")
+            pg.click("#train-stop")
+            assert wait_status(pg, {"stopped", "failed", "finished"}, 120) == "stopped"
+        finally:
+            stop_board(second)
+    finally:
+        context.close()
+        stop_board(first, clean=False)

@@ -1,0 +1,338 @@
+"""The tabs' handlers as plain functions of values: no Gradio app is launched."""
+
+from __future__ import annotations
+
+import json
+import shlex
+
+import pytest
+import yaml
+
+from board import live
+from board.app import accept_language
+from board.form import config_to_form
+from board.i18n import SKIP, Texts, choose_lang, normalize_lang, t
+from board.jobs import Jobs
+from board.session import Session
+from board.tabs import data as data_tab
+from board.tabs import model as model_tab
+from board.tabs import runs as runs_tab
+from board.tabs import train as train_tab
+from board.watch import Watch
+from engine.config import RunConfig
+from engine.events import Finished, LogStep, RunStarted
+from engine.messages import TuneboardError
+
+NAMES = [
+    "stage",
+    "run_name",
+    "model.name_or_path",
+    "quantization.mode",
+    "adapter.method",
+    "data.datasets",
+    "data.format",
+    "data.columns",
+    "data.max_samples",
+    "data.max_length",
+    "training.learning_rate",
+    "training.num_train_epochs",
+    "training.save_total_limit",
+]
+
+
+def values(**changes):
+    out = config_to_form(RunConfig(), NAMES)
+    out.update({k.replace("__", "."): v for k, v in changes.items()})
+    return out
+
+
+# ---- language -------------------------------------------------------------------------------
+
+
+def test_language_choice():
+    assert normalize_lang("ko-KR") == "ko" and normalize_lang("zh-Hans-CN") == "zh" and normalize_lang("pt") is None
+    assert choose_lang(None, "ja", "ko") == "ja" and choose_lang("ru", "ja") == "ru" and choose_lang(None, "xx") == "en"
+    assert accept_language("fr-FR,ko;q=0.8,en;q=0.9") == "en"
+    assert accept_language("fr-FR,ko-KR;q=0.9,en;q=0.5") == "ko"
+    assert accept_language("") is None
+
+
+def test_texts_render_and_relabel():
+    texts = Texts()
+    texts.add(
+        "comp",
+        {"label": "ui.train.lr", "info": "ui.train.lr_info", "choices": [("ui.choice.auto", "auto"), (None, "bf16")]},
+    )
+    (upd,) = texts.updates("ko")
+    assert upd["__type__"] == "update" and upd["label"] == "학습률"
+    assert upd["choices"] == [("자동", "auto"), ("bf16", "bf16")]
+    assert texts.keys() == {"ui.train.lr", "ui.train.lr_info", "ui.choice.auto"}
+
+
+# ---- model tab --------------------------------------------------------------------------------
+
+
+def test_method_switches_the_visible_settings():
+    lora, freeze, quant = model_tab.on_method("lora", "4bit")
+    assert lora["visible"] and not freeze["visible"] and quant["interactive"]
+    lora, freeze, quant = model_tab.on_method("full", "4bit")
+    assert not lora["visible"] and quant == {"__type__": "update", "value": "none", "interactive": False}
+    assert model_tab.on_method("freeze", "none")[1]["visible"]
+    assert model_tab.on_trust(True)["visible"] and not model_tab.on_trust(False)["visible"]
+
+
+def test_estimate_card_says_why_when_there_is_none(tmp_path):
+    html = model_tab.estimate_html(None, None, tmp_path, "ru", "проблема")
+    assert "проблема" in html and t("ui.model.estimate_title", "ru") in html
+
+
+def test_estimate_card_renders_an_estimate():
+    class Est:
+        def to_dict(self):
+            return {
+                "total_gb": 30.0,
+                "fits": False,
+                "parts": {"weights_gb": 14.0, "activations_gb": 16.0},
+                "notes": [{"key": "ui.train.grad_ckpt_info", "params": {}}],
+            }
+
+    html = model_tab._render_estimate(Est(), 24.0, "en", "")
+    assert "30.0 GB" in html and 'data-fits="false"' in html and "Does not fit in 24 GB" in html
+    assert t("ui.estimate.weights", "en") in html and "Less memory" in html
+
+
+# ---- train tab --------------------------------------------------------------------------------
+
+
+def test_progress_and_alerts(tmp_path):
+    w = Watch.of("r1", tmp_path)
+    w.status, w.step, w.total, w.eta, w.last_loss = "running", 12, 48, 75, 1.23456
+    html = live.progress_html(w, "en")
+    assert 'data-status="running"' in html and "step 12 / 48" in html and "ETA 1:15" in html and "1.2346" in html
+    assert "width:25.0%" in html
+    w.status, w.error = "failed", {"key": "error.oom", "params": {"device": "GPU"}, "message": "", "traceback": "TB"}
+    alerts = live.alerts_html(w, "ko")
+    assert "메모리" in alerts and "TB" not in alerts  # readable message; the traceback is elsewhere
+    w.error = {"key": "error.unknown.key", "params": {}, "message": "engine's own words", "traceback": ""}
+    assert "engine&#x27;s own words" in live.alerts_html(w, "en")
+    assert "No run yet" in live.progress_html(Watch(), "en")
+
+
+def test_gate_explains_why_start_is_off(tmp_path):
+    s = Session()
+    start, stop, resume, reason = live.gate(s, "en")
+    assert start["interactive"] and not stop["interactive"] and not resume["interactive"] and reason == ""
+    s.data.errors, s.data.first_error = (
+        2,
+        {"key": "data.missing_field", "row": 3, "params": {"row": 3, "field": "output", "line": None}},
+    )
+    start, _, _, reason = live.gate(s, "en")
+    assert not start["interactive"] and "2 error(s)" in reason and "row 3" in reason
+    s.data.errors = 0
+    s.watch = Watch.of("r1", tmp_path)
+    s.watch.status = "running"
+    start, stop, _, reason = live.gate(s, "en")
+    assert not start["interactive"] and stop["interactive"] and "r1" in reason
+    s.watch.status = "stopped"
+    (tmp_path / "checkpoints" / "checkpoint-4").mkdir(parents=True)
+    assert live.gate(s, "en")[2]["interactive"]  # resume needs a checkpoint
+
+
+def test_stage_follows_demo_data():
+    dpo, data, assistant = train_tab.on_stage("dpo", ["demo:sft"])
+    assert dpo["visible"] and data["value"] == ["demo:dpo"] and not assistant["visible"]
+    _, data, assistant = train_tab.on_stage("sft", ["/w/uploads/mine.jsonl"])
+    assert data is SKIP and assistant["visible"]  # the person's own data is left alone
+
+
+def test_show_command_reproduces_the_run(tmp_path):
+    s = Session()
+    cmd, msg = train_tab.show_command(s, values(training__learning_rate=5e-5, run_name="exp"), tmp_path)
+    text = cmd["value"]
+    assert cmd["visible"] and msg == ""
+    line = next(ln for ln in text.splitlines() if ln.startswith("tuneboard train"))
+    argv = shlex.split(line)
+    assert argv[:2] == ["tuneboard", "train"] and argv[3:] == ["--workdir", str(tmp_path)]
+    from engine.cli import build_parser
+
+    args = build_parser().parse_args(argv[1:])  # the CLI accepts it as printed
+    saved = RunConfig.load(args.config)
+    assert saved.training.learning_rate == 5e-5 and saved.run_name == "exp"
+    assert saved == RunConfig.from_yaml(text.split("\n\n", 1)[1])  # the YAML shown is the file's
+    again, _ = train_tab.show_command(s, values(training__learning_rate=5e-5, run_name="exp"), tmp_path)
+    assert again["value"] == text  # same config, same file
+    bad, msg = train_tab.show_command(s, values(training__learning_rate=0), tmp_path)
+    assert not bad["visible"] and "training.learning_rate" in msg
+
+
+def test_save_and_load_config(tmp_path):
+    s = Session()
+    file, msg = train_tab.save_config(s, values(training__num_train_epochs=7.0), tmp_path)
+    path = file["value"]
+    assert "tb-msg-success" in msg and path.startswith(str(tmp_path / "configs"))
+    updates, msg = train_tab.load_config(s, path, NAMES)
+    got = dict(zip(NAMES, (u["value"] for u in updates), strict=True))
+    assert got["training.num_train_epochs"] == 7.0 and got["data.datasets"] == ["demo:sft"]
+    assert s.base["training"]["num_train_epochs"] == 7.0
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("training:\n  learnin_rate: 1\n")
+    updates, msg = train_tab.load_config(s, str(bad), NAMES)
+    assert all(u is SKIP for u in updates) and "learning_rate" in msg  # did-you-mean, translated
+
+
+def test_start_stop_through_the_handlers(tmp_path):
+    from test_board_jobs import fake_job, wait_for
+
+    jobs = Jobs(tmp_path, target=fake_job)
+    s = Session(lang="ja")
+    try:
+        msg = train_tab.start(s, values(run_name="slow"), None, jobs)
+        assert "tb-msg-info" in msg and s.watch.run_id
+        other = Session()
+        refused = train_tab.start(other, values(run_name="fast"), None, jobs)
+        assert "tb-msg-error" in refused and s.watch.run_id in refused  # one run at a time, said clearly
+        wait_for(lambda: (live.view(s, jobs), s.watch.step)[1] >= 2)
+        out = live.view(other, jobs)  # another page attaches to the live run on its next tick
+        assert other.watch.run_id == s.watch.run_id and out[0] is not SKIP
+        assert "tb-msg-info" in train_tab.stop(s, jobs)
+        wait_for(lambda: (live.view(s, jobs), s.watch.status)[1] == "stopped")
+        assert all(x is SKIP for x in live.view(s, jobs))  # nothing new: nothing is redrawn
+        forced = live.view(s, jobs, force=True)
+        assert len(forced) == live.N_OUTPUTS and "停止" in forced[0]
+    finally:
+        jobs.shutdown(timeout=20)
+
+
+def test_start_refuses_bad_data(tmp_path):
+    s = Session()
+    s.data.errors, s.data.first_error = 1, {"key": "data.empty_file", "row": None, "params": {"path": "x"}}
+    assert "tb-msg-error" in train_tab.start(s, values(), None, Jobs(tmp_path))
+    assert not (tmp_path / "runs").exists()
+
+
+# ---- data tab ----------------------------------------------------------------------------------
+
+
+def test_a_bad_file_is_found_by_row(tmp_path):
+    bad = tmp_path / "uploads" / "bad.jsonl"
+    bad.parent.mkdir()
+    rows = [{"instruction": "a", "output": "b"}, {"instruction": "c", "output": "d"}, {"instruction": "e"}]
+    bad.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    cfg = RunConfig.from_dict({"data": {"datasets": [{"path": str(bad)}]}})
+    s = Session(lang="ko")
+    summary, findings, preview, fig = data_tab.check_view(s, cfg, None, tmp_path)
+    table = findings["value"]
+    assert s.data.errors == 1 and s.data.first_error["row"] == 3
+    assert any(r[1] == 3 and r[3] == "output" and r[4] == "오류" for r in table)
+    assert 'data-errors="1"' in summary and "alpaca" in summary
+    assert findings["headers"][1] == t("ui.data.col_row", "ko")
+    assert "tb-loss" in preview  # the good rows still render, their answers marked
+
+
+def test_stage_mismatch_is_an_error(tmp_path):
+    cfg = RunConfig.from_dict({"stage": "dpo", "data": {"datasets": [{"path": "demo:sft"}]}})
+    s = Session()
+    data_tab.check_view(s, cfg, None, tmp_path)
+    assert s.data.errors == 1 and s.data.first_error["key"] == "data.dpo_needs_preference"
+    cfg = RunConfig.from_dict({"stage": "dpo", "data": {"datasets": [{"path": "demo:dpo"}]}})
+    data_tab.check_view(s, cfg, None, tmp_path)
+    assert s.data.errors == 0
+
+
+def test_preview_marks_the_trained_part(tmp_path):
+    cfg = RunConfig()
+    s = Session()
+    _, _, preview, _ = data_tab.check_view(s, cfg, None, tmp_path)
+    assert preview.count('<mark class="tb-loss">') >= 4  # legend + one answer per shown row
+    assert "&lt;|im_start|&gt;user" in preview  # the prompt is shown, escaped, not marked
+
+
+def test_uploads_are_selected_and_refusals_named(tmp_path):
+    good = tmp_path / "good.jsonl"
+    good.write_text('{"text": "x"}\n')
+    evil = tmp_path / "evil.py"
+    evil.write_text("print(1)")
+    choices, msg = data_tab.add_uploads([str(good), str(evil)], ["demo:sft"], tmp_path / "w", "en")
+    assert choices["value"] == [str(tmp_path / "w" / "uploads" / "good.jsonl")]
+    assert any(v == str(tmp_path / "w" / "uploads" / "good.jsonl") for _, v in choices["choices"])
+    assert "evil.py" in msg and "tb-msg-error" in msg
+
+
+def test_a_form_problem_blocks_start(tmp_path):
+    s = Session()
+    out = data_tab.check_view(s, None, "data.datasets: at least one dataset", tmp_path)
+    assert s.data.errors == 1 and "at least one dataset" in out[0]
+    s.lang = "zh"
+    assert "at least one dataset" in data_tab.render_reports(s)[0]
+
+
+# ---- runs tab -----------------------------------------------------------------------------------
+
+
+def _fake_run(workdir, name, status, losses):
+    path = workdir / "runs" / name
+    path.mkdir(parents=True)
+    RunConfig().save(str(path / "config.yaml"))
+    evs = [RunStarted(run_id=name, stage="sft", total_steps=len(losses), pid=1)]
+    evs += [LogStep(step=i + 1, loss=v, learning_rate=1e-4) for i, v in enumerate(losses)]
+    evs.append(Finished(status=status, step=len(losses), metrics={"train_loss": losses[-1]}))
+    (path / "events.jsonl").write_text("".join(e.to_json() + "\n" for e in evs))
+    (path / "train.log").write_text("step 1\n")
+    return path
+
+
+def test_runs_listing_detail_and_compare(tmp_path):
+    _fake_run(tmp_path, "20250101-000000-sft", "finished", [3.0, 2.0, 1.0])
+    _fake_run(tmp_path, "20250102-000000-sft", "stopped", [3.0, 2.5])
+    jobs = Jobs(tmp_path)
+    table, pick, compare = runs_tab.listing(jobs, "en", None, ["gone"])
+    assert [r[0] for r in table["value"]] == ["20250102-000000-sft", "20250101-000000-sft"]
+    assert table["value"][0][1] == "stopped" and table["value"][1][4] == "3/3"
+    assert pick["value"] == "20250102-000000-sft" and compare["value"] == []
+    card, loss, lr, config, log = runs_tab.detail(jobs, "20250101-000000-sft", "en")
+    assert 'data-status="finished"' in card and "train_loss" in card
+    assert list(loss.data[0].y) == [3.0, 2.0, 1.0] and "stage: sft" in config and log == "step 1\n"
+    fig = runs_tab.compare(jobs, ["20250101-000000-sft", "20250102-000000-sft", "../x"], "en")
+    assert [tr.name for tr in fig.data] == ["20250101-000000-sft", "20250102-000000-sft"]
+    card, *_ = runs_tab.detail(jobs, "../../etc", "en")
+    assert "tb-msg-error" in card
+    elsewhere = tmp_path.parent / "elsewhere-run"  # a real run folder, but outside this workdir
+    elsewhere.mkdir(exist_ok=True)
+    RunConfig().save(str(elsewhere / "config.yaml"))
+    card, *_ = runs_tab.detail(jobs, str(elsewhere), "en")
+    assert "tb-msg-error" in card
+    assert runs_tab.compare(jobs, [str(elsewhere)], "en").data == ()
+    with pytest.raises(TuneboardError):
+        runs_tab.open_in_train(Session(), str(elsewhere), jobs)
+
+
+def test_use_run_config_fills_the_form(tmp_path):
+    path = _fake_run(tmp_path, "20250101-000000-sft", "finished", [1.0])
+    RunConfig.from_dict({"training": {"learning_rate": 3e-5, "resume_from": "last"}}).save(str(path / "config.yaml"))
+    s = Session()
+    updates, msg = train_tab.use_run_config(s, path.name, tmp_path, NAMES)
+    got = dict(zip(NAMES, (u["value"] for u in updates), strict=True))
+    assert got["training.learning_rate"] == 3e-5 and s.base["training"]["resume_from"] is None
+
+
+def test_failed_run_shows_its_error_in_the_readers_language(tmp_path):
+    from engine.events import Error
+
+    path = _fake_run(tmp_path, "20250101-000000-sft", "failed", [1.0])
+    with open(path / "events.jsonl", "a") as f:
+        f.write(Error(key="error.oom", params={"device": "GPU"}, message="x", traceback="tb").to_json() + "\n")
+        f.write(Finished(status="failed").to_json() + "\n")
+    card, *_ = runs_tab.detail(Jobs(tmp_path), path.name, "ja")
+    assert t("error.oom", "ja", device="GPU") in card.replace("&#x27;", "'")
+
+
+@pytest.mark.parametrize("lang", ["en", "ko", "zh", "ja", "ru"])
+def test_every_view_renders_in_every_language(tmp_path, lang):
+    path = _fake_run(tmp_path, "20250101-000000-sft", "finished", [2.0, 1.0])
+    w = Watch.of(path.name, path)
+    w.advance()
+    for name in live.PLOTS:
+        fig = live.figure(w.curves, name, lang)
+        assert fig.layout.title.text == t(live.METRICS[name][0], lang)
+    assert live.top_status_html(w, lang)
+    assert yaml.safe_load(runs_tab.detail(Jobs(tmp_path), path.name, lang)[3])["stage"] == "sft"

@@ -1,0 +1,211 @@
+"""The row-by-row check: every error and warning kind, at its exact row, line and field."""
+
+from pathlib import Path
+
+import pytest
+
+from engine.data import check, check_file, inspect_path, summarize
+from engine.messages import languages, message, table
+
+FIX = Path(__file__).parent / "fixtures" / "data"
+
+
+def found(name, severity="error", **kw):
+    _, result = inspect_path(str(FIX / name), **kw)
+    return [(f.row, f.line, f.field, f.key) for f in result.findings if f.severity == severity]
+
+
+def test_jsonl_errors_every_kind_with_line_numbers():
+    assert found("broken.jsonl") == [
+        (2, 2, None, "data.unparseable"),
+        (9, 9, None, "data.trailing_comma"),
+        (4, None, "output", "data.missing_field"),
+        (5, None, "output", "data.empty_field"),
+        (6, None, "output", "data.wrong_type"),
+        (7, None, None, "data.not_an_object"),
+        (10, None, "instruction", "data.empty_field"),
+    ]
+
+
+def test_json_array_errors_give_the_index_and_the_start_line():
+    assert found("broken_array.json") == [
+        (None, 8, None, "data.trailing_comma"),
+        (2, 3, "output", "data.missing_field"),
+        (3, 4, "output", "data.wrong_type"),
+    ]
+
+
+def test_conversation_errors():
+    got = found("broken_sharegpt.jsonl")
+    assert got == [
+        (1, None, "conversations", "data.starts_with_assistant"),
+        (2, None, "conversations", "data.not_alternating"),
+        (3, None, "conversations", "data.ends_without_answer"),
+        (4, None, "conversations", "data.unknown_role"),
+        (5, None, "conversations", "data.system_not_first"),
+        (6, None, "conversations", "data.empty_message"),
+    ]
+    _, result = inspect_path(str(FIX / "broken_sharegpt.jsonl"))
+    by_row = {f.row: f.params for f in result.findings}
+    assert by_row[2] == {"index": 2, "role": "user"} and by_row[4]["role"] == "narrator" and by_row[5] == {"index": 3}
+
+
+def test_preference_errors():
+    assert found("broken_preference.jsonl") == [
+        (2, None, "rejected", "data.missing_rejected"),
+        (3, None, "output", "data.preference_pair"),
+        (4, None, "prompt", "data.prompt_ends_with_assistant"),
+    ]
+
+
+def test_csv_errors_use_file_lines_with_the_header_as_line_1():
+    assert found("broken.csv") == [(5, 5, None, "data.csv_field_count"), (6, 6, "output", "data.empty_field")]
+
+
+def test_mixed_types_and_nested_columns_never_crash():
+    assert found("mixed_types.jsonl") == [
+        (2, None, "instruction", "data.wrong_type"),
+        (3, None, "instruction", "data.wrong_type"),
+        (4, None, "output", "data.wrong_type"),
+        (5, None, "input", "data.wrong_type"),
+    ]
+    assert found("mixed_types.jsonl", "warning") == [(None, None, None, "data.ignored_columns")]
+
+
+def test_unknown_columns_suggest_the_nearest_format_and_a_mapping():
+    _, result = inspect_path(str(FIX / "unknown_columns.jsonl"))
+    [f] = result.findings
+    assert (f.row, f.severity, f.key) == (None, "error", "data.unknown_columns")
+    assert f.params["format"] == "alpaca" and f.params["mapping"] == "instruction=question, output=answer"
+    assert "question" in f.message() and "instruction=question" in f.message()
+
+
+def test_empty_files_and_not_a_list():
+    assert found("empty.jsonl") == [(None, None, None, "data.empty_file")]
+    assert found("not_a_list.json") == [(None, None, None, "data.json_not_list")]
+    assert [f.key for f in check([])] == ["data.empty_file"]
+
+
+def test_mapped_columns_are_named_as_the_file_names_them(tmp_path):
+    p = tmp_path / "m.jsonl"
+    p.write_text('{"question": "q", "answer": ""}\n', encoding="utf-8")
+    assert found(str(p), columns={"instruction": "question", "output": "answer"}) == [(1, None, "answer", "data.empty_field")]
+
+
+def test_warnings_duplicates_short_answers_system_prompt_and_length():
+    _, result = inspect_path(str(FIX / "warnings.jsonl"), max_length=64)
+    warnings = {f.key: f for f in result.findings if f.severity == "warning"}
+    assert not [f for f in result.findings if f.severity == "error"]
+    assert (warnings["data.duplicate"].row, warnings["data.duplicate"].params) == (2, {"first": 1})
+    assert (warnings["data.short_answer"].row, warnings["data.short_answer"].field) == (3, "output")
+    assert warnings["data.system_some_rows"].params == {"count": 1, "total": 6}
+    long = warnings["data.too_long"].params
+    assert long["count"] == 1 and long["rows"] == "5" and long["total"] == 6 and long["longest"] > 64
+    assert long["p50"] <= long["p90"] <= long["p99"] <= long["longest"]
+    assert len([f for f in result.findings if f.key == "data.short_answer"]) == 1  # "밤" is one word, not short
+
+
+def test_good_files_have_no_errors():
+    for name in ("alpaca.json", "alpaca_bom_crlf.jsonl", "sharegpt.json", "messages.jsonl", "prompt_completion.jsonl",
+                 "preference_columns.json", "preference_messages.jsonl", "preference_alpaca.json", "text_blocks.txt",
+                 "text_lines.txt", "text.jsonl", "alpaca.csv", "alpaca.tsv", "json_that_is_jsonl.json", "wrapped.json"):
+        report = check_file(str(FIX / name), max_length=4096)
+        assert report.errors == 0 and report.trainable, (name, [f.to_dict() for f in report.findings])
+
+
+def test_the_check_never_stops_early_and_summarises_per_kind():
+    rows = [{"instruction": f"q{i}", "output": ""} for i in range(100)] + [{"instruction": "x"}] * 3
+    findings = check(rows, "alpaca")
+    assert len(findings) == 103
+    kept, counts = summarize(findings, limit=5)
+    assert counts == {"data.empty_field": 100, "data.missing_field": 3}
+    assert [f.row for f in kept if f.key == "data.empty_field"] == [1, 2, 3, 4, 5]
+    report = check_file(str(FIX / "broken.jsonl"), limit=1)
+    assert report.errors == 7 and report.counts["data.unparseable"] == 1 and not report.trainable
+
+
+def test_numbers_strings_and_nulls_in_arbitrary_rows():
+    rows = [None, 3, "text", [], {"instruction": None, "output": None}, {"instruction": 1.5, "output": True},
+            {"conversations": "not a list"}, {"conversations": [1, 2]}]
+    findings = check(rows, "alpaca") + check(rows, "sharegpt") + check(rows)  # none raise
+    assert findings and all(f.severity == "error" for f in findings if f.row in (1, 2, 3, 4))
+
+
+@pytest.mark.parametrize("lang", ["en", "ko", "zh", "ja", "ru"])
+def test_every_data_key_is_translated_and_formats(lang):
+    keys = [k for k in table("en") if k.startswith("data.")]
+    assert len(keys) > 40 and lang in languages()
+    for key in keys:
+        assert key in table(lang), key
+        text = message(key, {p: "X" for p in ("row", "line", "field", "path", "count", "total", "first", "index", "role",
+                                                "roles", "expected", "got", "error", "column", "encoding", "keys",
+                                                "lengths", "name", "ext", "supported", "format", "formats", "columns",
+                                                "mapping", "answer", "max_length", "longest", "p50", "p90", "p99",
+                                                "rows", "val_size", "value", "kind", "errors", "warnings", "estimated",
+                                                "min", "max", "over", "cut", "packed", "tokens", "loss")}, lang)
+        assert "{" not in text.replace("{...}", ""), (lang, key, text)
+
+
+def test_a_required_column_missing_everywhere_is_named_once_with_a_mapping(tmp_path):
+    p = tmp_path / "dolly.csv"
+    p.write_text("instruction,context,response,category\nQ,,A long answer,qa\nQ2,ctx,Another answer,qa\n")
+    _, result = inspect_path(str(p))
+    [col] = [f for f in result.findings if f.key == "data.missing_column"]
+    assert (col.row, col.field, col.params["mapping"]) == (None, "output", "output=response")
+    assert [f.row for f in result.findings if f.key == "data.missing_field"] == [2, 3]
+
+
+def test_a_list_of_messages_per_line_is_one_conversation():
+    rows = [[{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello there"}]]
+    result_findings = check(rows)
+    assert not result_findings
+
+
+def test_rows_the_models_template_refuses_are_errors():
+    from engine.data import analyze
+    from engine.demo import build_tokenizer
+
+    tok = build_tokenizer(["hello"] * 3, vocab_size=270)
+    tok.chat_template = ("{% for m in messages %}{% if m['role'] == 'system' %}{{ raise_exception('System role not "
+                         "supported') }}{% endif %}{{ m['content'] }}{% endfor %}")
+    rows = [{"instruction": "a", "output": "bbb"}, {"instruction": "c", "output": "ddd", "system": "s"}]
+    result = analyze(rows, tokenizer=tok)
+    [f] = [f for f in result.findings if f.severity == "error"]
+    assert (f.row, f.key) == (2, "data.template_error") and "System role not supported" in f.params["error"]
+
+
+def test_random_junk_rows_never_raise():
+    import random
+
+    rng = random.Random(0)
+    atoms = [None, True, 0, 1.5, 2**70, "", " ", "x", "한국어 😀", "\ud800", "[", '[{"role":"user","content":"hi"}]']
+    keys = ["instruction", "input", "output", "system", "history", "conversations", "messages", "prompt", "completion",
+            "chosen", "rejected", "text", "from", "value", "role", "content", "tool_calls"]
+
+    def value(depth=0):
+        r = rng.random()
+        if depth > 2 or r < 0.4:
+            return rng.choice(atoms)
+        if r < 0.6:
+            return [value(depth + 1) for _ in range(rng.randint(0, 3))]
+        if r < 0.8:
+            return [{rng.choice(["from", "role"]): rng.choice(["human", "gpt", "user", "tool", "x", None]),
+                     rng.choice(["value", "content"]): rng.choice(atoms + ["hello"])} for _ in range(rng.randint(0, 4))]
+        return {rng.choice(keys): value(depth + 1) for _ in range(rng.randint(0, 3))}
+
+    for _ in range(150):
+        rows = [{rng.choice(keys): value() for _ in range(rng.randint(0, 4))} for _ in range(rng.randint(1, 6))]
+        for fmt in ("auto", "alpaca", "sharegpt", "messages", "prompt_completion", "preference", "text"):
+            check(rows, fmt, max_length=16)
+
+
+def test_checking_without_a_tokenizer_imports_no_ml_library():
+    """The board's data tab calls check_file in its own process: it must stay free of torch & co."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from engine.data import check_file; r = check_file('demo:sft'); "
+            "assert r.trainable and r.stats['counting'] == 'estimate'; "
+            "print(sorted(m for m in ('torch', 'transformers', 'datasets', 'trl') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=FIX.parents[2], timeout=60)
+    assert out.returncode == 0 and out.stdout.strip() == "[]", out.stderr

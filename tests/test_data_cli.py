@@ -1,0 +1,102 @@
+"""`tuneboard check`: what it prints, the JSON scripts read, and the exit codes."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from engine.cli import main
+
+FIX = Path(__file__).parent / "fixtures" / "data"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def tok_dir(tmp_path_factory):
+    from engine.demo import build_tokenizer
+
+    out = tmp_path_factory.mktemp("tok")
+    build_tokenizer([(FIX / "alpaca.json").read_text(encoding="utf-8")] * 3, vocab_size=300).save_pretrained(out)
+    return str(out)
+
+
+def run(capsys, *args):
+    rc = main(["check", *map(str, args)])
+    out = capsys.readouterr()
+    return rc, out.out, out.err
+
+
+def test_good_files_exit_0_and_print_format_stats_and_preview(capsys, tok_dir):
+    rc, out, _ = run(capsys, FIX / "alpaca.json", FIX / "preference_columns.json", "--model", tok_dir)
+    assert rc == 0
+    assert "alpaca.json: alpaca (conversational language modeling), 4 rows" in out
+    assert "preference_columns.json: preference (conversational preference), 3 rows" in out
+    assert "Tokens per row" in out and "[[한국의 수도는 서울입니다.<|im_end|>]]" in out and "Ready to train" in out
+
+
+def test_errors_exit_1_and_name_rows_and_fields(capsys, tok_dir):
+    rc, out, _ = run(capsys, FIX / "alpaca.json", FIX / "broken.jsonl", "--model", tok_dir)
+    assert rc == 1
+    assert "row 4, field output: The field output is missing" in out
+    assert "row 9: A comma before a closing bracket" in out and "7 error(s)" in out
+
+
+def test_warnings_alone_still_exit_0(capsys, tok_dir):
+    rc, out, _ = run(capsys, FIX / "warnings.jsonl", "--model", tok_dir, "--max-length", "64")
+    assert rc == 0 and "This row repeats row 1" in out and "longer than the cutoff of 64 tokens" in out
+
+
+def test_json_document(capsys, tok_dir):
+    rc, out, _ = run(capsys, FIX / "broken_sharegpt.jsonl", FIX / "alpaca.csv", "--json", "--model", tok_dir)
+    doc = json.loads(out)
+    assert rc == 1 and doc["trainable"] is False and doc["max_length"] == 1024
+    bad, good = doc["files"]
+    assert (bad["format"], bad["rows"], bad["errors"], bad["trainable"]) == ("sharegpt", 7, 6, False)
+    first = bad["findings"][0]
+    assert first == {"row": 1, "line": None, "field": "conversations", "severity": "error",
+                     "key": "data.starts_with_assistant", "params": {},
+                     "message": first["message"]} and "starts with the assistant" in first["message"]
+    assert (good["format"], good["rows"], good["trainable"], good["source"]) == ("alpaca", 3, True, "csv")
+    assert good["stats"]["counting"] == "exact" and sum(good["stats"]["histogram"]["counts"]) == 3
+    assert good["preview"][0]["row"] == 2 and any(s["loss"] for s in good["preview"][0]["views"][0]["segments"])
+
+
+def test_format_override_and_column_mapping(capsys, tok_dir):
+    rc, out, _ = run(capsys, FIX / "mapped.jsonl", "--json", "--model", tok_dir)
+    assert rc == 1 and json.loads(out)["files"][0]["findings"][0]["key"] == "data.unknown_columns"
+    rc, out, _ = run(capsys, FIX / "mapped.jsonl", "--json", "--model", tok_dir, "--format", "alpaca",
+                     "--column", "instruction=question", "--column", "output=answer")
+    assert rc == 0 and json.loads(out)["files"][0]["format"] == "alpaca"
+
+
+def test_bad_flags_are_one_clear_line(capsys, tok_dir):
+    rc, _, err = run(capsys, FIX / "alpaca.json", "--column", "nonsense", "--model", tok_dir)
+    assert rc == 2 and "--column expects ours=theirs" in err
+    rc, _, err = run(capsys, FIX / "alpaca.json", "--format", "yaml", "--model", tok_dir)
+    assert rc == 2 and "Unknown format yaml" in err
+    rc, _, err = run(capsys, FIX / "alpaca.json", "--model", str(FIX / "no-such-model"))
+    assert rc == 2 and "no-such-model" in err
+
+
+def test_without_a_tokenizer_counts_are_marked_estimated(capsys, monkeypatch):
+    import engine.demo
+
+    def unavailable(*a, **k):
+        raise RuntimeError("no demo model here")
+
+    monkeypatch.setattr(engine.demo, "demo_tokenizer", unavailable)
+    rc, out, _ = run(capsys, FIX / "text_lines.txt", "--json")
+    stats = json.loads(out)["files"][0]["stats"]
+    assert rc == 0 and stats["estimated"] and stats["counting"] == "estimate"
+
+
+def test_hub_name_offline_in_a_fresh_process_is_a_clear_finding(tok_dir):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    r = subprocess.run([sys.executable, "-m", "engine.cli", "check", "someuser/somedataset", "--json", "--model", tok_dir],
+                       capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    [f] = json.loads(r.stdout)["files"][0]["findings"]
+    assert f["key"] == "data.hub_offline" and "someuser/somedataset" in f["message"]

@@ -1,0 +1,138 @@
+"""Format detection and normalisation to trl's conversational form."""
+
+from pathlib import Path
+
+import pytest
+
+from engine.data import analyze, detect_format, normalize_row, read_source
+from engine.data.formats import nearest_format
+
+FIX = Path(__file__).parent / "fixtures" / "data"
+
+
+def records(name, fmt="auto", columns=None):
+    src = read_source(str(FIX / name))
+    result = analyze(src.rows, fmt, columns=columns, numbers=src.numbers, lines=src.lines)
+    assert not [f for f in result.findings if f.severity == "error"], [f.to_dict() for f in result.findings]
+    return result.format, result.good
+
+
+def user(text):
+    return {"role": "user", "content": text}
+
+
+def bot(text):
+    return {"role": "assistant", "content": text}
+
+
+@pytest.mark.parametrize("name, fmt", [
+    ("alpaca.json", "alpaca"), ("alpaca_bom_crlf.jsonl", "alpaca"), ("alpaca.csv", "alpaca"), ("alpaca.tsv", "alpaca"),
+    ("sharegpt.json", "sharegpt"), ("messages.jsonl", "messages"), ("prompt_completion.jsonl", "prompt_completion"),
+    ("preference_columns.json", "preference"), ("preference_messages.jsonl", "preference"),
+    ("preference_alpaca.json", "preference"), ("text_blocks.txt", "text"), ("text_lines.txt", "text"),
+    ("text.jsonl", "text"), ("json_that_is_jsonl.json", "alpaca"), ("cp949.csv", "alpaca"),
+])
+def test_every_good_fixture_is_detected_and_has_no_error(name, fmt):
+    assert records(name)[0] == fmt
+
+
+def test_alpaca_input_history_and_system_become_turns():
+    _, recs = records("alpaca.json")
+    assert recs[0] == {"messages": [user("한국의 수도는 어디인가요?"), bot("한국의 수도는 서울입니다.")]}
+    assert recs[1]["messages"][0] == user("把这句话翻译成英文。\n\n我喜欢猫 🐱")
+    assert recs[2]["messages"] == [
+        {"role": "system", "content": "You are a helpful assistant."},
+        user("Hi!"), bot("Hello! How can I help?"), user("Give the opposite word.\n\nhot"), bot("cold")]
+
+
+def test_sharegpt_roles_and_tool_turns():
+    _, recs = records("sharegpt.json")
+    assert [m["role"] for m in recs[0]["messages"]] == ["system", "user", "assistant", "user", "assistant"]
+    tool = recs[1]["messages"]
+    assert [m["role"] for m in tool] == ["user", "assistant", "user", "assistant"]
+    assert tool[1]["content"].startswith("<tool_call>\n{") and tool[1]["content"].endswith("\n</tool_call>")
+    assert tool[2]["content"] == '<tool_response>\n{"temp_c": 18}\n</tool_response>'
+
+
+def test_openai_messages_content_parts_and_tool_calls():
+    row = {"messages": [{"role": "developer", "content": "Be brief."},
+                        {"role": "user", "content": [{"type": "text", "text": "Hi"}, {"type": "image_url"}]},
+                        {"role": "assistant", "content": None, "tool_calls": [{"function": {"name": "f"}}]},
+                        {"role": "tool", "content": "42"}, {"role": "assistant", "content": "It is 42."}]}
+    rec, probs = normalize_row(row, "messages")
+    assert not probs
+    assert [m["role"] for m in rec["messages"]] == ["system", "user", "assistant", "user", "assistant"]
+    assert rec["messages"][1]["content"] == "Hi" and "<tool_call>" in rec["messages"][2]["content"]
+
+
+def test_prompt_completion_standard_and_conversational():
+    _, recs = records("prompt_completion.jsonl")
+    assert recs[0] == {"prompt": [user("The capital of France is")], "completion": [bot(" Paris.")]}
+    assert recs[1] == {"prompt": [user("스페인의 수도는?")], "completion": [bot("마드리드입니다.")]}
+
+
+def test_preference_variants_all_normalise_to_prompt_chosen_rejected():
+    _, recs = records("preference_columns.json")
+    assert recs[1] == {"prompt": [user("하늘은 무슨 색인가요?")], "chosen": [bot("하늘은 파란색입니다.")],
+                       "rejected": [bot("모르겠어요.")]}
+    _, recs = records("preference_messages.jsonl")
+    assert recs[0]["chosen"] == [bot("An apple 🍎.")]
+    assert recs[1] == {"prompt": [user("2+2?")], "chosen": [bot("4")], "rejected": [bot("5")]}  # implicit prompt
+    _, recs = records("preference_alpaca.json")
+    assert recs[0] == {"prompt": [user("Translate to English.\n\n猫")], "chosen": [bot("Cat.")], "rejected": [bot("Dog.")]}
+    assert recs[1]["chosen"] == [bot("Thank you very much!")]
+
+
+def test_answers_that_repeat_the_prompt_are_cut_after_it():
+    row = {"prompt": "Q?", "chosen": [user("Q?"), bot("Good.")], "rejected": [user("Q?"), bot("Bad.")]}
+    rec, probs = normalize_row(row, "preference")
+    assert not probs and rec == {"prompt": [user("Q?")], "chosen": [bot("Good.")], "rejected": [bot("Bad.")]}
+
+
+def test_sharegpt_preference_with_chosen_and_rejected_messages():
+    row = {"conversations": [{"from": "human", "value": "Q"}], "chosen": {"from": "gpt", "value": "A"},
+           "rejected": {"from": "gpt", "value": "B"}}
+    assert detect_format([row]) == "preference"
+    rec, probs = normalize_row(row, "preference")
+    assert not probs and rec == {"prompt": [user("Q")], "chosen": [bot("A")], "rejected": [bot("B")]}
+
+
+def test_conversations_as_json_text_in_csv_cells(tmp_path):
+    p = tmp_path / "conv.csv"
+    p.write_text('messages\n"[{""role"": ""user"", ""content"": ""hi""}, {""role"": ""assistant"", ""content"": ""yo""}]"\n')
+    fmt, recs = records_from(p)
+    assert fmt == "messages" and recs == [{"messages": [user("hi"), bot("yo")]}]
+
+
+def records_from(path):
+    src = read_source(str(path))
+    result = analyze(src.rows, numbers=src.numbers)
+    return result.format, result.good
+
+
+def test_column_mapping_makes_unknown_columns_known():
+    src = read_source(str(FIX / "mapped.jsonl"))
+    assert detect_format(src.rows) is None
+    assert detect_format(src.rows, {"instruction": "question", "output": "answer"}) == "alpaca"
+    fmt, recs = records("mapped.jsonl", columns={"instruction": "question", "output": "answer"})
+    assert fmt == "alpaca" and recs[1] == {"messages": [user("¿Qué es esto?"), bot("Una prueba.")]}
+
+
+def test_the_format_can_be_forced_and_aliases_work():
+    fmt, recs = records("preference_columns.json", "prompt_completion", columns={"completion": "chosen"})
+    assert fmt == "prompt_completion" and recs[0] == {"prompt": [user("What color is the sky?")],
+                                                      "completion": [bot("The sky is blue.")]}
+    fmt, recs = records("text.jsonl", "pt")
+    assert fmt == "text" and recs[0] == {"text": "A document about tokenizers."}
+    fmt, _ = records("messages.jsonl", "openai")
+    assert fmt == "messages"
+    src = read_source(str(FIX / "alpaca.json"))
+    forced = analyze(src.rows, "sharegpt", numbers=src.numbers)
+    assert forced.format == "sharegpt" and {f.key for f in forced.findings} == {"data.missing_field"}
+
+
+def test_nearest_format_suggests_a_mapping():
+    assert nearest_format(["question", "answer", "id"]) == ("alpaca", {"instruction": "question", "output": "answer"})
+    assert nearest_format(["prompt", "good", "bad"])[0] == "preference"
+    assert nearest_format(["Text"])[0] == "text"
+    assert nearest_format(["dialog"]) == ("sharegpt", {"conversations": "dialog"})

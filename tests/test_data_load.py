@@ -1,0 +1,166 @@
+"""load_training_data: RunConfig.data -> checked, normalised, merged, shuffled, split datasets that train."""
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from engine.config import RunConfig
+from engine.data import load_training_data
+from engine.messages import TuneboardError
+
+FIX = Path(__file__).parent / "fixtures" / "data"
+
+
+def cfg(stage="sft", *paths, **data):
+    specs = [p if isinstance(p, dict) else {"path": str(FIX / p) if not p.startswith("demo:") else p} for p in paths]
+    return RunConfig.from_dict({"stage": stage, "data": {"datasets": specs, **data}, "training": {"seed": 3}})
+
+
+def roles(msgs):
+    return [m["role"] for m in msgs]
+
+
+def test_sft_merges_every_chat_format_into_messages():
+    names = ["alpaca.json", "sharegpt.json", "messages.jsonl", "prompt_completion.jsonl", "preference_columns.json",
+             "alpaca.csv"]
+    train, val = load_training_data(cfg("sft", *names))
+    assert val is None and train.column_names == ["messages"] and len(train) == 4 + 2 + 2 + 2 + 3 + 3
+    for row in train:
+        r = roles(row["messages"])
+        assert r[-1] == "assistant" and set(r) <= {"system", "user", "assistant"}
+    assert any(m["content"] == "The sky is blue." for row in train for m in row["messages"])  # prompt + chosen
+
+
+def test_dpo_columns_and_prompt_ends_with_the_user():
+    train, _ = load_training_data(cfg("dpo", "preference_columns.json", "preference_messages.jsonl", "preference_alpaca.json"))
+    assert sorted(train.column_names) == ["chosen", "prompt", "rejected"] and len(train) == 7
+    for row in train:
+        assert row["prompt"][-1]["role"] == "user"
+        assert roles(row["chosen"]) == ["assistant"] and roles(row["rejected"]) == ["assistant"]
+
+
+def test_pt_reads_text_and_flattens_chats():
+    train, _ = load_training_data(cfg("pt", "text_blocks.txt", "alpaca.json"))
+    assert train.column_names == ["text"] and len(train) == 7
+    texts = set(train["text"])
+    assert "The second block." in texts and "한국의 수도는 어디인가요?\n\n한국의 수도는 서울입니다." in texts
+
+
+def test_demo_sets_resolve():
+    for stage, name, column in (("sft", "demo:sft", "messages"), ("dpo", "demo:dpo", "chosen"), ("pt", "demo:pt", "text")):
+        train, _ = load_training_data(cfg(stage, name))
+        assert column in train.column_names and len(train) > 20
+
+
+def test_max_samples_system_prompt_shuffle_and_split():
+    c = cfg("sft", {"path": "demo:sft", "max_samples": 30}, "alpaca.json", system_prompt="Be brief.", val_size=0.25)
+    train, val = load_training_data(c)
+    assert len(train) + len(val) == 34 and len(val) == round(34 * 0.25)
+    systems = [row["messages"][0] for row in list(train) + list(val)]
+    assert all(m["role"] == "system" for m in systems)
+    assert sum(m["content"] == "You are a helpful assistant." for m in systems) == 1  # the row's own one is kept
+    again_train, again_val = load_training_data(c)
+    assert again_train["messages"] == train["messages"] and again_val["messages"] == val["messages"]
+    other, _ = load_training_data(c.with_overrides({"data.shuffle_seed": 99}))
+    assert other["messages"] != train["messages"]
+    train, val = load_training_data(cfg("sft", "alpaca.json", val_size=1))
+    assert (len(train), len(val)) == (3, 1)
+
+
+def test_val_size_that_leaves_nothing_is_an_error():
+    with pytest.raises(TuneboardError) as e:
+        load_training_data(cfg("sft", "alpaca.json", val_size=4))
+    assert e.value.key == "data.val_size_too_large"
+
+
+def test_errors_raise_data_invalid_naming_file_row_and_field():
+    with pytest.raises(TuneboardError) as e:
+        load_training_data(cfg("sft", "broken.jsonl"))
+    assert e.value.key == "error.data_invalid" and e.value.params["count"] == 7
+    assert "broken.jsonl row 2" in e.value.params["first"]
+    with pytest.raises(TuneboardError) as e:
+        load_training_data(cfg("sft", "broken_array.json"))
+    assert "broken_array.json line 8" in str(e.value)
+    with pytest.raises(TuneboardError) as e:
+        load_training_data(cfg("sft", "mixed_types.jsonl"))
+    assert "row 2, field instruction" in str(e.value)
+
+
+def test_file_level_problems_raise_their_own_key(tmp_path):
+    for path, key in ((str(tmp_path / "nope.jsonl"), "data.file_not_found"), ("someuser/somedataset", "data.hub_offline"),
+                      (str(FIX / "empty.jsonl"), "error.data_invalid"), (str(FIX / "unknown_columns.jsonl"), "error.data_invalid"),
+                      (str(FIX / "not_a_list.json"), "error.data_invalid")):
+        with pytest.raises(TuneboardError) as e:
+            load_training_data(cfg("sft", {"path": path}))
+        assert e.value.key == key and Path(path).name in str(e.value), path
+
+
+def test_hub_offline_error_names_the_dataset():
+    with pytest.raises(TuneboardError) as e:
+        load_training_data(cfg("sft", {"path": "someuser/somedataset"}))
+    assert e.value.key == "data.hub_offline" and "someuser/somedataset" in str(e.value) and "offline" in str(e.value)
+
+
+def test_stage_and_format_mismatches_are_explained():
+    with pytest.raises(TuneboardError) as e:
+        load_training_data(cfg("sft", "text_lines.txt"))
+    assert e.value.key == "data.text_for_sft"
+    with pytest.raises(TuneboardError) as e:
+        load_training_data(cfg("dpo", "alpaca.json"))
+    assert e.value.key == "data.dpo_needs_preference" and e.value.params["format"] == "alpaca"
+
+
+def test_column_mapping_and_forced_format_from_the_spec():
+    spec = {"path": str(FIX / "mapped.jsonl"), "columns": {"instruction": "question", "output": "answer"}}
+    train, _ = load_training_data(cfg("sft", spec))
+    assert len(train) == 2
+    spec = {"path": str(FIX / "text.jsonl"), "format": "text"}
+    assert len(load_training_data(cfg("pt", spec))[0]) == 2
+
+
+def _losses(run_dir):
+    events = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
+    return [e["loss"] for e in events if e["type"] == "log" and e.get("loss") is not None]
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    """An untrained tiny Llama and a tokenizer fitted to the fixtures: enough to take a training step."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from engine.demo import build_tokenizer
+
+    out = tmp_path_factory.mktemp("tiny-model")
+    tok = build_tokenizer([p.read_text(encoding="utf-8-sig") for p in FIX.glob("*.json*") if "utf8" not in p.name], vocab_size=400)
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(
+        vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+        num_key_value_heads=1, max_position_embeddings=256, tie_word_embeddings=True, pad_token_id=tok.pad_token_id,
+        eos_token_id=tok.eos_token_id, bos_token_id=None))
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+@pytest.mark.parametrize("stage, files", [
+    ("sft", ["alpaca.json", "sharegpt.json", "messages.jsonl", "prompt_completion.jsonl", "alpaca.csv",
+             "preference_columns.json"]),
+    ("dpo", ["preference_columns.json", "preference_messages.jsonl", "preference_alpaca.json"]),
+])
+def test_the_normalised_data_trains_one_step(stage, files, tiny_model, tmp_path):
+    from engine.runs import create_run
+    from engine.train import run_training
+
+    c = RunConfig.from_dict({
+        "stage": stage, "run_name": f"data-{stage}", "model": {"name_or_path": str(tiny_model)},
+        "adapter": {"method": "lora", "rank": 4, "alpha": 8},
+        "data": {"datasets": [{"path": str(FIX / f)} for f in files], "max_length": 128},
+        "training": {"max_steps": 1, "per_device_train_batch_size": 4, "gradient_accumulation_steps": 1,
+                     "learning_rate": 1e-3, "warmup_ratio": 0.0}})
+    run_dir = create_run(c, tmp_path)
+    run_training(c, run_dir, workdir=tmp_path)
+    losses = _losses(run_dir)
+    assert losses and all(math.isfinite(v) for v in losses)

@@ -1,0 +1,103 @@
+"""The preview: chat-template text with the trained part marked, token counts, statistics."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from engine.data import check_file, marked, render, stats
+from engine.data.tokens import count, token_lengths
+
+FIX = Path(__file__).parent / "fixtures" / "data"
+CONV = {"messages": [{"role": "system", "content": "Be kind."}, {"role": "user", "content": "안녕?"},
+                     {"role": "assistant", "content": "안녕하세요! 🙂"}, {"role": "user", "content": "Bye"},
+                     {"role": "assistant", "content": "Bye!"}]}
+
+
+@pytest.fixture(scope="module")
+def tok():
+    from engine.demo import build_tokenizer
+
+    texts = [(FIX / n).read_text(encoding="utf-8-sig") for n in ("alpaca.json", "sharegpt.json", "messages.jsonl")]
+    return build_tokenizer(texts * 3, vocab_size=400)
+
+
+def test_chatml_preview_without_a_tokenizer_marks_assistant_turns():
+    [view] = render(CONV)
+    assert view["estimated"] and view["label"] is None
+    assert view["text"].startswith("<|im_start|>system\nBe kind.<|im_end|>\n<|im_start|>user\n안녕?<|im_end|>\n")
+    assert [s["text"] for s in view["segments"] if s["loss"]] == ["안녕하세요! 🙂<|im_end|>", "Bye!<|im_end|>"]
+    assert marked(view).endswith("<|im_start|>assistant\n[[Bye!<|im_end|>]]\n")
+    assert 0 < view["loss_tokens"] < view["tokens"]
+
+
+def test_all_turns_train_when_assistant_only_is_off():
+    [view] = render(CONV, assistant_only=False)
+    assert sum(s["loss"] for s in view["segments"]) == 5
+
+
+def test_tokenizer_template_preview_is_exact(tok):
+    [view] = render(CONV, tok)
+    assert view["text"] == tok.apply_chat_template(CONV["messages"], tokenize=False)
+    assert "".join(s["text"] for s in view["segments"]) == view["text"]
+    assert [s["text"] for s in view["segments"] if s["loss"]] == ["안녕하세요! 🙂<|im_end|>", "Bye!<|im_end|>"]
+    assert view["tokens"] == len(tok(view["text"], add_special_tokens=False)["input_ids"]) and not view["estimated"]
+
+
+def test_preference_preview_shows_chosen_and_rejected_and_only_answers_train(tok):
+    rec = {"prompt": [{"role": "user", "content": "Q"}, {"role": "assistant", "content": "earlier"},
+                      {"role": "user", "content": "Q2"}],
+           "chosen": [{"role": "assistant", "content": "good"}], "rejected": [{"role": "assistant", "content": "bad"}]}
+    views = render(rec, tok)
+    assert [v["label"] for v in views] == ["chosen", "rejected"]
+    assert [s["text"] for s in views[1]["segments"] if s["loss"]] == ["bad<|im_end|>"]  # not the earlier turn
+
+
+def test_plain_text_trains_on_everything():
+    [view] = render({"text": "전부 학습합니다."})
+    assert view["segments"] == [{"text": "전부 학습합니다.", "loss": True}] and view["loss_tokens"] == view["tokens"]
+
+
+def test_whole_dataset_lengths_match_the_rendered_preview(tok):
+    recs = [CONV, {"prompt": [{"role": "user", "content": "a"}], "completion": [{"role": "assistant", "content": "b c"}]},
+            {"text": "plain words here"}]
+    lengths, how = token_lengths(recs, tok)
+    assert how == "exact"
+    assert list(lengths) == [render(r, tok)[0]["tokens"] for r in recs]
+
+
+def test_big_datasets_are_calibrated_and_rows_near_the_cutoff_counted_exactly(tok):
+    rng = np.random.default_rng(0)
+    words = ["hello", "world", "안녕하세요", "你好", "cats", "🐱"]
+    recs = [{"messages": [{"role": "user", "content": " ".join(rng.choice(words, 20))},
+                          {"role": "assistant", "content": " ".join(rng.choice(words, int(rng.integers(5, 120))))}]}
+            for _ in range(400)]
+    exact, how = token_lengths(recs, tok)
+    cutoff = int(np.percentile(exact, 97))
+    approx, calibrated = token_lengths(recs, tok, max_length=cutoff, budget=40_000)
+    assert (how, calibrated) == ("exact", "calibrated")
+    assert abs(np.median(approx) - np.median(exact)) <= 0.1 * np.median(exact)
+    over = exact > cutoff
+    assert over.any() and (approx[over] == exact[over]).all()  # the rows that decide the cutoff warning
+    assert ((approx > cutoff) == over).all()
+
+
+def test_estimates_count_cjk_characters_as_tokens():
+    assert list(count(None, ["abcdefgh", "안녕하세요", ""])) == [2, 5, 0]
+
+
+def test_stats_histogram_cutoff_and_packing():
+    s = stats(np.array([10, 20, 30, 200]), max_length=100, counting="exact")
+    assert (s["rows"], s["min"], s["max"], s["total"], s["estimated"]) == (4, 10, 200, 260, False)
+    assert sum(s["histogram"]["counts"]) == 4 and s["histogram"]["edges"][0] == 0 and s["histogram"]["edges"][-1] == 200
+    assert (s["over_cutoff"], s["tokens_cut"], s["packed_sequences"]) == (1, 100, 2)
+    assert stats(None)["rows"] == 0
+
+
+def test_check_file_report_has_preview_and_stats(tok):
+    r = check_file(str(FIX / "alpaca.json"), tokenizer=tok, max_length=4096, preview_rows=2)
+    assert r.format == "alpaca" and r.kind == "conversational language modeling" and r.rows == 4 and r.valid == 4
+    assert [p["row"] for p in r.preview] == [1, 2] and r.preview[0]["record"]["messages"][0]["content"].startswith("한국")
+    assert r.stats["counting"] == "exact" and r.stats["rows"] == 4
+    d = r.to_dict()
+    assert d["trainable"] and d["preview"][0]["views"][0]["segments"]

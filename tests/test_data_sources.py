@@ -1,0 +1,197 @@
+"""Reading data files: every container, encoding and syntax error, with the row numbers a person sees."""
+
+import gzip
+import json
+from pathlib import Path
+
+import pytest
+
+from engine.data import read_source, resolve_data_path
+from engine.data.sources import is_hub_name
+
+FIX = Path(__file__).parent / "fixtures" / "data"
+
+
+def keys(src):
+    return [(f.row, f.line, f.key) for f in src.findings]
+
+
+def test_json_array_rows_know_their_start_lines():
+    src = read_source(str(FIX / "alpaca.json"))
+    assert src.kind == "json" and len(src.rows) == 4 and not src.findings
+    assert src.numbers == [1, 2, 3, 4]
+    text = (FIX / "alpaca.json").read_text(encoding="utf-8").split("\n")
+    for line in src.lines:  # each row's line is where its `{` is
+        assert text[line - 1].strip() == "{"
+    assert src.rows[1]["input"] == "我喜欢猫 🐱"
+
+
+def test_jsonl_with_bom_and_crlf_keeps_unicode_and_line_numbers():
+    src = read_source(str(FIX / "alpaca_bom_crlf.jsonl"))
+    assert src.kind == "jsonl" and not src.findings
+    assert src.numbers == [1, 2, 3, 4]
+    assert src.rows[0]["instruction"] == "한국의 수도는 어디인가요?"
+    assert src.rows[1]["output"] == "I like cats 🐱."
+    assert not any("\r" in v for r in src.rows for v in r.values() if isinstance(v, str))
+
+
+def test_jsonl_bad_lines_are_reported_and_reading_goes_on():
+    src = read_source(str(FIX / "broken.jsonl"))
+    assert keys(src) == [(2, 2, "data.unparseable"), (9, 9, "data.trailing_comma")]
+    assert src.numbers == [1, 4, 5, 6, 7, 8, 10]  # blank line 3 skipped, numbering kept
+
+
+def test_json_array_trailing_comma_before_closing_bracket_names_the_line():
+    src = read_source(str(FIX / "broken_array.json"))
+    assert keys(src) == [(None, 8, "data.trailing_comma")]
+    assert src.numbers == [1, 2, 3, 4] and src.lines == [2, 3, 4, 8]
+
+
+def test_json_array_syntax_error_inside_a_row_resumes_at_the_next_row(tmp_path):
+    p = tmp_path / "bad.json"
+    p.write_text('[\n  {"instruction": "a", "output": "b"},\n  {"instruction": "c" "output": "d"},\n'
+                 '  {"instruction": "e", "output": "f"}\n]\n', encoding="utf-8")
+    src = read_source(str(p))
+    assert [(f.row, f.line, f.key) for f in src.findings] == [(2, 3, "data.unparseable")]
+    assert [r["instruction"] for r in src.rows] == ["a", "e"] and src.numbers == [1, 3] and src.lines == [2, 4]
+
+
+def test_trailing_comma_inside_an_object_is_named(tmp_path):
+    p = tmp_path / "obj.json"
+    p.write_text('[\n {"instruction": "a",\n  "output": "b",\n }\n]\n', encoding="utf-8")
+    assert keys(read_source(str(p))) == [(1, 3, "data.trailing_comma")]
+
+
+def test_dict_of_columns_is_read_as_rows():
+    src = read_source(str(FIX / "preference_columns.json"))
+    assert not src.findings and len(src.rows) == 3
+    assert src.rows[1] == {"prompt": "하늘은 무슨 색인가요?", "chosen": "하늘은 파란색입니다.", "rejected": "모르겠어요."}
+
+
+def test_unequal_columns_and_non_list_objects_are_errors(tmp_path):
+    p = tmp_path / "cols.json"
+    p.write_text(json.dumps({"prompt": ["a", "b"], "chosen": ["c"], "rejected": ["d", "e"]}), encoding="utf-8")
+    src = read_source(str(p))
+    assert keys(src) == [(None, None, "data.columns_unequal")] and "chosen: 1" in src.findings[0].params["lengths"]
+    src = read_source(str(FIX / "not_a_list.json"))
+    assert keys(src) == [(None, None, "data.json_not_list")] and src.findings[0].params["keys"] == "name, version"
+
+
+def test_a_json_file_that_is_really_jsonl_and_a_wrapped_list():
+    src = read_source(str(FIX / "json_that_is_jsonl.json"))
+    assert src.kind == "jsonl" and src.numbers == [1, 2] and not src.findings
+    src = read_source(str(FIX / "wrapped.json"))
+    assert len(src.rows) == 2 and not src.findings
+
+
+def test_a_single_row_object_is_read_with_a_warning(tmp_path):
+    p = tmp_path / "one.json"
+    p.write_text(json.dumps({"conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "hello"}]}))
+    src = read_source(str(p))
+    assert len(src.rows) == 1 and [(f.severity, f.key) for f in src.findings] == [("warning", "data.single_object")]
+
+
+def test_csv_rows_are_numbered_by_their_start_line_with_the_header_as_line_1():
+    src = read_source(str(FIX / "alpaca.csv"))
+    assert not src.findings and src.numbers == [2, 4, 5]  # row 1 spans lines 2-3 (a quoted line break)
+    assert src.rows[0]["output"] == "Line one,\nline two." and src.rows[0]["instruction"] == "Write two lines."
+    assert src.rows[2]["input"] == 'He said "hi"'
+    src = read_source(str(FIX / "broken.csv"))
+    assert keys(src) == [(5, 5, "data.csv_field_count")] and src.numbers == [2, 6, 7]
+
+
+def test_tsv_and_semicolon_csv(tmp_path):
+    assert read_source(str(FIX / "alpaca.tsv")).rows == [{"instruction": "Name a colour.", "input": "", "output": "Blue."}]
+    p = tmp_path / "semi.csv"
+    p.write_text("instruction;output\nA, b;C\n", encoding="utf-8")
+    assert read_source(str(p)).rows == [{"instruction": "A, b", "output": "C"}]
+
+
+def test_text_files_one_sample_per_line_or_per_block():
+    src = read_source(str(FIX / "text_blocks.txt"))
+    assert [r["text"] for r in src.rows] == ["첫 번째 문단입니다.\n두 번째 줄도 같은 문단입니다.", "The second block.", "第三段 🙂"]
+    assert src.numbers == [1, 4, 7]
+    src = read_source(str(FIX / "text_lines.txt"))
+    assert len(src.rows) == 3 and src.rows[2]["text"] == "été à Paris"
+
+
+def test_parquet_and_gzip(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    p = tmp_path / "d.parquet"
+    pq.write_table(pa.table({"instruction": ["질문", "q2"], "output": ["답", "a2"]}), p)
+    src = read_source(str(p))
+    assert src.kind == "parquet" and src.rows[0] == {"instruction": "질문", "output": "답"} and src.numbers == [1, 2]
+    bad = tmp_path / "bad.parquet"
+    bad.write_bytes(b"not parquet at all")
+    assert keys(read_source(str(bad))) == [(None, None, "data.parquet_error")]
+    gz = tmp_path / "d.jsonl.gz"
+    gz.write_bytes(gzip.compress('{"text": "압축"}\n'.encode()))
+    assert read_source(str(gz)).rows == [{"text": "압축"}]
+
+
+def test_encodings_utf16_cp949_and_damaged_utf8(tmp_path):
+    p = tmp_path / "u16.jsonl"
+    p.write_bytes('{"text": "유니코드"}\n'.encode("utf-16"))
+    assert read_source(str(p)).rows == [{"text": "유니코드"}]
+    src = read_source(str(FIX / "cp949.csv"))
+    assert src.rows == [{"instruction": "안녕하세요를 영어로?", "output": "Hello"}]
+    assert [(f.severity, f.key, f.params["encoding"]) for f in src.findings] == [("warning", "data.encoding_guessed", "cp949")]
+    src = read_source(str(FIX / "bad_utf8.jsonl"))
+    assert keys(src) == [(None, 2, "data.not_utf8")] and len(src.rows) == 3
+
+
+def test_empty_missing_and_unknown_files(tmp_path):
+    assert keys(read_source(str(FIX / "empty.jsonl"))) == [(None, None, "data.empty_file")]
+    assert keys(read_source(str(FIX / "blank.json"))) == [(None, None, "data.empty_file")]
+    assert keys(read_source(str(tmp_path / "nope.jsonl"))) == [(None, None, "data.file_not_found")]
+    (tmp_path / "x.xlsx").write_bytes(b"PK")
+    assert keys(read_source(str(tmp_path / "x.xlsx"))) == [(None, None, "data.unsupported_file")]
+    assert keys(read_source(str(tmp_path))) == [(None, None, "data.not_a_file")]
+
+
+def test_demo_names_resolve_to_bundled_files():
+    for name, file in (("demo:sft", "demo_sft.json"), ("demo:dpo", "demo_dpo.json"), ("demo:pt", "demo_pt.txt")):
+        assert resolve_data_path(name).endswith(file) and Path(resolve_data_path(name)).exists()
+    assert len(read_source("demo:sft").rows) > 50
+
+
+def test_hub_names_are_told_from_paths():
+    assert is_hub_name("someuser/somedataset") and is_hub_name("squad")
+    assert not is_hub_name("data/train.jsonl") and not is_hub_name("demo:sft") and not is_hub_name("./x")
+
+
+@pytest.mark.parametrize("name", ["someuser/somedataset"])
+def test_hub_dataset_offline_is_a_clear_finding(name, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # conftest sets it for the session; said again for clarity
+    src = read_source(name)
+    assert src.kind == "hub" and keys(src) == [(None, None, "data.hub_offline")]
+    assert src.findings[0].params["name"] == name and name in src.findings[0].message()
+
+
+def test_lone_surrogates_deep_nesting_and_joined_boms_are_findings_not_crashes(tmp_path):
+    p = tmp_path / "s.jsonl"
+    p.write_text('{"text": "ok \\ud83d\\ude00"}\n{"text": "bad \\ud800"}\n' + "[" * 5000 + "\n\ufeff{\"text\": \"b\"}\n",
+                 encoding="utf-8")
+    src = read_source(str(p))
+    assert src.rows[0] == {"text": "ok 😀"} and src.rows[-1] == {"text": "b"}
+    assert [(f.row, f.key) for f in src.findings] == [(2, "data.unparseable"), (3, "data.unparseable")]
+    a = tmp_path / "s.json"
+    a.write_text('[\n {"text": "ok \\ud83d\\ude00"},\n {"text": "bad \\udc00"},\n {"text": "fine"}\n]\n', encoding="utf-8")
+    src = read_source(str(a))
+    assert [r["text"] for r in src.rows] == ["ok 😀", "fine"]
+    assert [(f.row, f.line, f.key) for f in src.findings] == [(2, 3, "data.unparseable")]
+
+
+def test_excel_sep_hint_line_and_one_conversation_per_line(tmp_path):
+    p = tmp_path / "sep.csv"
+    p.write_text("sep=;\ninstruction;output\nQ;A, b\n", encoding="utf-8")
+    src = read_source(str(p))
+    assert src.rows == [{"instruction": "Q", "output": "A, b"}] and src.numbers == [3]
+    p = tmp_path / "conv.jsonl"
+    p.write_text('[{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]\n', encoding="utf-8")
+    assert read_source(str(p)).rows == [[{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]]
+    p = tmp_path / "compact.jsonl"  # really a one-line JSON array of rows
+    p.write_text('[{"instruction": "a", "output": "b"}, {"instruction": "c", "output": "d"}]', encoding="utf-8")
+    assert len(read_source(str(p)).rows) == 2

@@ -1,0 +1,346 @@
+"""The memory estimate: exact parameter counts, the activation formula against what autograd keeps, advice, CLI."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from engine import estimate as E
+from engine.config import RunConfig
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIGS = ROOT / "bench" / "configs"
+
+
+def mc(name: str) -> dict:
+    return json.loads((CONFIGS / f"{name}.json").read_text())
+
+
+def run_config(**sections) -> RunConfig:
+    data = {"model": {"name_or_path": "x"}}
+    for k, v in sections.items():
+        data.setdefault(k, {}).update(v) if isinstance(v, dict) else data.__setitem__(k, v)
+    return RunConfig.from_dict(data)
+
+
+# ---- exact counts ------------------------------------------------------------------------------
+
+
+def test_llama2_7b_counts_are_exact():
+    c = E.count_params(mc("llama-2-7b"))
+    assert c["total"] == 6_738_415_616
+    assert c["lm_head"] == c["embedding"] == 32000 * 4096
+    assert E.lora_params(mc("llama-2-7b"), 128, ["all-linear"]) == 319_815_680
+    named = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    assert E.lora_params(mc("llama-2-7b"), 128, named) == 319_815_680
+    assert E.lora_params(mc("llama-2-7b"), 64, ["q_proj", "v_proj"]) == 32 * 2 * 64 * (4096 + 4096)
+    # DoRA adds one magnitude per output feature of each adapted module
+    dora = E.lora_params(mc("llama-2-7b"), 128, ["all-linear"], use_dora=True)
+    assert dora - 319_815_680 == 32 * (4 * 4096 + 2 * 11008 + 4096)
+
+
+def test_qwen25_05b_tied_gqa_and_qkv_biases():
+    c = E.count_params(mc("qwen2.5-0.5b"))
+    assert c["total"] == 494_032_768  # the published count
+    assert c["lm_head"] == 0  # tied to the embedding
+
+
+FAMILIES = {
+    "llama-bias": {"model_type": "llama", "attention_bias": True, "mlp_bias": True, "tie_word_embeddings": False},
+    "mistral": {"model_type": "mistral", "tie_word_embeddings": False},
+    "qwen2": {"model_type": "qwen2", "tie_word_embeddings": True},
+    "qwen3": {"model_type": "qwen3", "head_dim": 48, "tie_word_embeddings": True},
+    "gemma": {"model_type": "gemma", "head_dim": 32, "hidden_activation": "gelu_pytorch_tanh"},
+    "gemma2": {"model_type": "gemma2", "head_dim": 32},
+    "gemma3_text": {"model_type": "gemma3_text", "head_dim": 32},
+    "phi3": {"model_type": "phi3", "tie_word_embeddings": False, "pad_token_id": 0, "eos_token_id": 1},
+}
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_counts_match_transformers(family):
+    """The config-only count equals the parameters transformers builds (on the meta device)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    d = {"vocab_size": 1000, "hidden_size": 128, "intermediate_size": 344, "num_hidden_layers": 3,
+         "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 256, **FAMILIES[family]}
+    cfg = AutoConfig.for_model(**d)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(cfg)
+    assert E.count_params(d)["total"] == sum(p.numel() for p in model.parameters())
+    assert E.arch(d).exact
+
+
+def test_lora_counts_match_peft():
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    d = mc("tiny")
+    for targets, dora in ((["all-linear"], False), (["q_proj", "v_proj"], False), (["all-linear"], True)):
+        with torch.device("meta"):
+            model = LlamaForCausalLM(LlamaConfig(**d))
+        model = get_peft_model(model, LoraConfig(r=8, target_modules=targets[0] if targets == ["all-linear"] else targets,
+                                                 use_dora=dora))
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        assert E.lora_params(d, 8, targets, use_dora=dora) == trainable
+
+
+# ---- the activation formula against what autograd saves ---------------------------------------
+
+TINY = {"vocab_size": 512, "hidden_size": 256, "intermediate_size": 704, "num_hidden_layers": 2,
+        "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 512,
+        "tie_word_embeddings": False, "model_type": "llama"}
+
+
+def _saved_bytes_per_layer(tmp_path, mode: str, attn: str, rows: int = 2, seq: int = 64) -> int:
+    """Bytes autograd keeps for one decoder layer (2 layers minus 1), bf16 autocast as on a GPU.
+
+    The model is prepared the way engine/model.py + adapters.py + trl do it: a bf16 base with fp32
+    LoRA; a 4-bit base through prepare_model_for_kbit_training with bf16 LoRA; fp32 masters for full.
+    """
+    import torch
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+    from transformers import BitsAndBytesConfig, LlamaConfig, LlamaForCausalLM
+
+    def saved(layers: int) -> int:
+        torch.manual_seed(0)
+        path = tmp_path / f"{mode}{layers}"
+        LlamaForCausalLM(LlamaConfig(**{**TINY, "num_hidden_layers": layers})).save_pretrained(path)
+        kw = {"attn_implementation": attn}
+        if mode == "qlora":
+            q = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                                   bnb_4bit_compute_dtype=torch.bfloat16)
+            m = LlamaForCausalLM.from_pretrained(path, dtype=torch.bfloat16, quantization_config=q, device_map="cpu", **kw)
+            m = prepare_model_for_kbit_training(m, use_gradient_checkpointing=False)
+            m = get_peft_model(m, LoraConfig(r=8, lora_dropout=0.0, target_modules="all-linear"))
+            for p in m.parameters():
+                if p.requires_grad:
+                    p.data = p.data.to(torch.bfloat16)
+        elif mode == "lora":
+            m = LlamaForCausalLM.from_pretrained(path, dtype=torch.bfloat16, **kw)
+            m = get_peft_model(m, LoraConfig(r=8, lora_dropout=0.0, target_modules="all-linear"))
+        else:
+            m = LlamaForCausalLM.from_pretrained(path, dtype=torch.float32, **kw)
+        m.train()
+        params = {p.untyped_storage().data_ptr() for p in m.parameters()}
+        seen: dict[int, int] = {}
+
+        def pack(t):
+            st = t.untyped_storage()
+            if st.data_ptr() not in params:
+                seen[st.data_ptr()] = st.nbytes()
+            return t
+
+        ids = torch.randint(0, 512, (rows, seq))
+        mask = torch.ones(rows, seq, dtype=torch.long)
+        mask[0, :5] = 0  # a padded row, as a padded batch has
+        core = m.get_base_model().model if hasattr(m, "get_base_model") else m.model
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), torch.autocast("cpu", dtype=torch.bfloat16):
+            core(input_ids=ids, attention_mask=mask)
+        return sum(seen.values())
+
+    return saved(2) - saved(1)
+
+
+@pytest.mark.parametrize("mode,attn", [("lora", "sdpa"), ("lora", "eager"), ("qlora", "sdpa"), ("qlora", "eager"),
+                                       ("full", "sdpa")])
+def test_layer_activations_match_autograd(tmp_path, mode, attn):
+    rows, seq = 2, 64
+    cfg = run_config(model={"attn_implementation": attn, "precision": "bf16"},
+                     adapter={"method": "full" if mode == "full" else "lora", "rank": 8, "dropout": 0.0},
+                     quantization={"bits": 4} if mode == "qlora" else {},
+                     data={"max_length": seq}, training={"per_device_train_batch_size": rows})
+    a, p = E.arch(TINY), E._plan(cfg)
+    lora = E.lora_targets(a, ["all-linear"]) if mode != "full" else []
+    expected = (E._layer_bytes_per_token(a, p, mode == "full", lora, 8, 0.0, False) * rows * seq
+                + E._weight_copies_per_layer(a, p, cfg, lora))
+    assert _saved_bytes_per_layer(tmp_path, mode, attn, rows, seq) == expected
+
+
+# ---- the parts and the advice --------------------------------------------------------------------
+
+
+def test_weights_per_quantization_and_precision():
+    d = mc("llama-2-7b")
+    n = 6_738_415_616
+    linear = 32 * (4 * 4096 * 4096 + 3 * 4096 * 11008)
+    bf16 = E.estimate(d, run_config())
+    assert bf16.weights == 2 * n
+    q4 = E.estimate(d, run_config(quantization={"bits": 4, "double_quant": True}))
+    rest = 4 * (n - linear)  # prepare_model_for_kbit_training keeps embeddings and norms in fp32
+    assert q4.weights == pytest.approx(rest + linear * (0.5 + 0.127 / 8), rel=1e-3)
+    q4_single = E.estimate(d, run_config(quantization={"bits": 4, "double_quant": False}))
+    assert q4_single.weights - q4.weights == pytest.approx(linear * (0.5 - 0.127) / 8, rel=0.01)
+    q8 = E.estimate(d, run_config(quantization={"bits": 8}))
+    assert rest + linear < q8.weights < rest + 1.01 * linear
+    full = E.estimate(d, run_config(adapter={"method": "full"}))
+    assert full.weights == 4 * n and full.gradients == 4 * n and full.optimizer == 8 * n  # fp32 masters + AdamW
+
+
+def test_optimizer_states_per_optimizer():
+    d = mc("llama-2-7b")
+    lora = 319_815_680
+
+    def opt(name, **q):
+        return E.estimate(d, run_config(adapter={"rank": 128}, training={"optim": name}, quantization=q)).optimizer
+
+    assert opt("adamw_torch_fused") == 8 * lora  # fp32 adapters: fp32 m and v
+    assert opt("adamw_torch_fused", bits=4) == 4 * lora  # trl keeps QLoRA adapters in bf16, and so their states
+    assert opt("paged_adamw_32bit", bits=4) == 8 * lora  # bitsandbytes' 32-bit states are fp32 whatever the param
+    assert opt("adamw_8bit") == pytest.approx(2 * lora, rel=0.04)  # one byte per moment + block absmax
+    assert opt("sgd") == 0
+    assert opt("adafactor") < lora
+    est = E.estimate(d, run_config(training={"optim": "paged_adamw_8bit"}))
+    assert {"key": "estimate.note.paged", "params": {}} in est.notes
+
+
+def test_activations_react_to_every_knob():
+    d = mc("qwen2.5-0.5b")
+    base = E.estimate(d, run_config())
+    assert E.estimate(d, run_config(training={"gradient_checkpointing": True})).activations < base.activations / 3
+    assert E.estimate(d, run_config(model={"attn_implementation": "eager"})).activations > base.activations
+    double = E.estimate(d, run_config(data={"max_length": 2048}))
+    assert 1.9 < double.activations / base.activations < 2.3
+    assert E.estimate(d, run_config(training={"per_device_train_batch_size": 4})).activations > 1.9 * base.activations
+    dpo = E.estimate(d, run_config(stage="dpo"))
+    assert dpo.tokens == 2 * base.tokens  # chosen and rejected in one forward
+    plain = E.estimate(d, run_config(), fused_lm_head=False)
+    assert plain.logits == base.tokens * 151936 * 12 > 10 * base.logits
+
+
+def test_parts_add_up_and_fit():
+    est = E.estimate(mc("qwen2.5-0.5b"), run_config(), 24)
+    assert sum(est.parts().values()) == est.total
+    assert est.fits and est.advice is None
+    d = est.to_dict()
+    assert d["parts"]["weights_gb"] == pytest.approx(est.weights / E.GB, abs=1e-4)
+    json.dumps(d)
+
+
+def test_advice_is_the_first_single_change_that_fits():
+    d, gpu = mc("llama-2-7b"), 24
+    cfg = run_config(adapter={"rank": 128}, training={"per_device_train_batch_size": 4}, data={"max_length": 1024})
+    est = E.estimate(d, cfg, gpu)
+    assert not est.fits
+    assert est.advice.key == "estimate.advice.checkpointing"
+    after = E.estimate(d, cfg.with_overrides(est.advice.overrides), gpu)
+    assert after.fits and after.total == est.advice.total
+    # with checkpointing already on, a smaller micro-batch keeps the effective batch
+    small = E.estimate(d, cfg.with_overrides({"training.gradient_checkpointing": True}), 21)
+    assert small.advice.key == "estimate.advice.batch"
+    o = small.advice.overrides
+    assert o["training.per_device_train_batch_size"] * o["training.gradient_accumulation_steps"] == 4 * 4
+    # nothing saves a full fine-tune of 7B on 24 GB but LoRA
+    full = E.estimate(d, cfg.with_overrides({"adapter.method": "full"}), gpu)
+    assert full.advice.key in ("estimate.advice.lora", "estimate.advice.combine")
+    tiny_gpu = E.estimate(d, cfg, 2)
+    assert tiny_gpu.advice.key == "estimate.advice.none"
+
+
+def test_render_names_every_part(capsys):
+    text = E.render(E.estimate(mc("llama-2-7b"), run_config(), 24), "llama-2-7b")
+    assert "6,738,415,616" in text and "GB" in text
+    for part in E.PARTS:
+        assert E.message(f"estimate.part.{part}") in text
+    assert "--set training.gradient_checkpointing=true" in text
+
+
+def test_every_estimate_key_is_translated():
+    import re
+
+    src = (ROOT / "engine" / "estimate.py").read_text()
+    keys = set(re.findall(r'"(estimate\.[a-z_.]+)"', src)) | {f"estimate.part.{p}" for p in E.PARTS + ("total",)}
+    for lang in ("en", "ko", "zh", "ja", "ru"):
+        table = json.loads((ROOT / "locales" / f"{lang}.json").read_text())
+        assert not [k for k in keys if k not in table], lang
+
+
+# ---- reading config.json and the CLI ------------------------------------------------------------
+
+
+def test_module_never_imports_torch():
+    code = "import sys, engine.estimate; sys.exit('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 0
+
+
+def test_load_model_config_sources(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps(mc("tiny")))
+    assert E.load_model_config(str(tmp_path))["hidden_size"] == 256
+    assert E.load_model_config(str(CONFIGS / "qwen2.5-0.5b.json"))["model_type"] == "qwen2"
+    demo = tmp_path / "work" / "models" / "demo"  # the demo's cached folder is read as it is, never rebuilt
+    demo.mkdir(parents=True)
+    (demo / "config.json").write_text(json.dumps({**mc("tiny"), "hidden_size": 96}))
+    assert E.load_model_config("demo", tmp_path / "work")["hidden_size"] == 96
+    with pytest.raises(E.TuneboardError) as err:
+        E.load_model_config(str(tmp_path / "missing"))
+    assert err.value.key == "error.model_not_found"
+    with pytest.raises(E.TuneboardError) as err:
+        E.load_model_config("nobody-here/no-such-model")  # HF_HUB_OFFLINE=1 and an empty cache
+    assert err.value.key == "error.offline_hub"
+
+
+def test_cli_estimate(tmp_path, capsys):
+    from engine.cli import main
+
+    cfg = tmp_path / "run.yaml"
+    run_config(model={"name_or_path": str(CONFIGS / "llama-2-7b.json")}).save(str(cfg))
+    assert main(["estimate", str(cfg), "--gpu-memory", "80", "--set", "adapter.rank=128", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["params_trainable"] == 319_815_680 and out["fits"] is True
+    assert main(["estimate", str(cfg), "--gpu-memory", "12"]) == 0
+    assert "does not fit in 12 GB" in capsys.readouterr().out
+    assert main(["estimate", str(cfg), "--set", "adapter.rnk=4"]) == 2
+
+
+# ---- on a GPU: the estimate against the measured peak ----------------------------------------------
+
+GPU_CASES = {
+    "lora": {},
+    "lora-ckpt": {"training": {"gradient_checkpointing": True}},
+    "qlora": {"quantization": {"bits": 4}},
+    "dora-eager": {"adapter": {"use_dora": True}, "model": {"attn_implementation": "eager"}},
+    "full": {"adapter": {"method": "full"}},
+}
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("case", list(GPU_CASES))
+def test_estimate_within_15_percent_of_measured_peak(tmp_path, case):
+    """A random-init Qwen2.5-0.5B trained by the engine for 3 steps on full-length rows (the worst case)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    import bench_train
+
+    from engine.train import run_training
+
+    d = mc("qwen2.5-0.5b")
+    with torch.device("cuda"):
+        model = AutoModelForCausalLM.from_config(AutoConfig.for_model(**{**d, "pad_token_id": 0, "eos_token_id": 1}),
+                                                 dtype=torch.bfloat16)
+    model.save_pretrained(tmp_path / "model")
+    bench_train.word_tokenizer(d["vocab_size"]).save_pretrained(tmp_path / "model")
+    del model
+    seq, rows = 1024, 4
+    with open(tmp_path / "rows.jsonl", "w") as f:
+        for i in range(rows * 4):  # half at the cutoff, half shorter: padded batches, as the estimate assumes
+            n = seq + 8 if i % 2 else seq - 100
+            f.write(json.dumps({"text": " ".join(f"t{3 + (i * 7 + j) % 5000}" for j in range(n))}) + "\n")
+    data = {"stage": "pt", "model": {"name_or_path": str(tmp_path / "model")},
+            "data": {"datasets": [{"path": str(tmp_path / "rows.jsonl")}], "max_length": seq},
+            "training": {"max_steps": 3, "per_device_train_batch_size": rows, "gradient_accumulation_steps": 1}}
+    for section, values in GPU_CASES[case].items():
+        data.setdefault(section, {}).update(values)
+    cfg = RunConfig.from_dict(data)
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats()
+    run_training(cfg, tmp_path / "run", workdir=tmp_path)
+    measured = torch.cuda.max_memory_allocated()
+    est = E.estimate(d, cfg).allocated
+    print(f"{case}: measured {measured / E.GB:.2f} GB, estimated {est / E.GB:.2f} GB ({est / measured - 1:+.1%})")
+    assert abs(est / measured - 1) <= 0.15

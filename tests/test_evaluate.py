@@ -1,0 +1,124 @@
+"""Evaluation: BLEU / ROUGE on known strings (CJK by characters), perplexity that falls with training,
+eval.json in the run folder, the validation split re-created exactly, the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from engine.config import RunConfig
+from engine.evaluate import (
+    RougeTokenizer,
+    bleu,
+    eval_metrics,
+    eval_rows,
+    evaluate_run,
+    has_cjk,
+    loss_tokens,
+    read_eval,
+    rouge,
+    split_cjk,
+    split_row,
+)
+from engine.messages import TuneboardError
+
+
+def test_bleu_known_values():
+    assert bleu(["the cat sat on the mat"], ["the cat sat on the mat"])["bleu"] == pytest.approx(100)
+    assert bleu(["x y z"], ["a b c"])["bleu"] == pytest.approx(0)
+    # by hand: precisions 3/4, 2/3, 1/2 and (0 -> sacrebleu's exp smoothing) 1/2, no brevity penalty
+    out = bleu(["a b c d"], ["a b c e"])
+    assert out["bleu"] == pytest.approx(100 * (0.75 * 2 / 3 * 0.5 * 0.5) ** 0.25, abs=1e-3)  # 59.46
+    assert out["bleu_tokenize"] == "13a" and "tok:13a" in out["bleu_signature"]
+
+
+def test_bleu_scores_korean_by_characters():
+    # one syllable of eleven tokens differs: 10/11, 8/10, 6/9, 4/8 -> 70.17
+    out = bleu(["오 더하기 삼는 팔입니다."], ["오 더하기 삼는 칠입니다."])
+    assert out["bleu_tokenize"] == "13a+cjk-char"
+    assert out["bleu"] == pytest.approx(100 * (10 / 11 * 8 / 10 * 6 / 9 * 4 / 8) ** 0.25, abs=1e-3)
+    # word-level BLEU would call the same pair a near-total miss
+    from sacrebleu.metrics import BLEU
+
+    assert BLEU().corpus_score(["오 더하기 삼는 팔입니다."], [["오 더하기 삼는 칠입니다."]]).score < 70
+
+
+def test_rouge_known_values():
+    out = rouge(["a b c d"], ["a b e f"])
+    assert out["rouge1"] == pytest.approx(50) and out["rougeL"] == pytest.approx(50)
+    assert out["rouge2"] == pytest.approx(100 / 3, abs=1e-3)
+    assert out["rougeL_rows"] == [50.0] and out["rouge_tokenize"] == "words+cjk-char"
+    assert rouge(["The Cat."], ["the cat"])["rouge1"] == pytest.approx(100)
+
+
+def test_rouge_scores_korean_by_characters():
+    # 10 syllables each, 9 shared: ROUGE-1 = 90; rouge-score's own tokenizer keeps no Hangul at all
+    assert rouge(["오 더하기 삼는 팔입니다."], ["오 더하기 삼는 칠입니다."])["rouge1"] == pytest.approx(90)
+    from rouge_score.rouge_scorer import RougeScorer
+
+    assert RougeScorer(["rouge1"]).score("오 더하기", "오 더하기")["rouge1"].fmeasure == 0
+    assert RougeTokenizer().tokenize("Seoul은 한국") == ["seoul", "은", "한", "국"]
+    assert split_cjk("東京は首都") == "東 京 は 首 都" and has_cjk(["x", "한"]) and not has_cjk(["plain"])
+
+
+def test_validation_split_is_the_one_training_held_out():
+    from engine.data import load_training_data
+
+    cfg = RunConfig.from_dict({"data": {"datasets": [{"path": "demo:sft"}], "val_size": 0.2}})
+    rows, name = eval_rows(cfg)
+    _, held_out = load_training_data(cfg)
+    assert name == "validation" and rows == held_out.to_list() and len(rows) == round(0.2 * 124)
+    assert len(eval_rows(cfg, max_samples=5)[0]) == 5
+    with pytest.raises(TuneboardError) as e:
+        eval_rows(RunConfig())  # val_size 0 and no file
+    assert e.value.key == "eval.error_no_split"
+
+
+def test_only_the_answer_counts_for_perplexity(demo_model):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(demo_model)
+    full, prompt, ref = split_row({"messages": [{"role": "user", "content": "What is 3 plus 3?"},
+                                                {"role": "assistant", "content": "3 plus 3 is 6."}]}, "sft")
+    assert prompt == full[:1] and ref == "3 plus 3 is 6."
+    ids, mask = loss_tokens(tok, full, "sft", 128)
+    assert tok.decode([i for i, m in zip(ids, mask, strict=True) if m]) == "3 plus 3 is 6.<|im_end|>"
+    ids, mask = loss_tokens(tok, [{"role": "user", "content": "Plain text."}], "pt", 128)
+    assert all(mask) and tok.decode(ids) == "Plain text."
+
+
+def test_rows_of_every_stage_split_into_prompt_and_reference():
+    dpo = {"prompt": [{"role": "user", "content": "q"}], "chosen": [{"role": "assistant", "content": "good"}],
+           "rejected": [{"role": "assistant", "content": "bad"}]}
+    full, prompt, ref = split_row(dpo, "dpo")
+    assert prompt == dpo["prompt"] and ref == "good" and full[-1]["content"] == "good"
+    full, prompt, ref = split_row({"text": "plain"}, "pt")
+    assert prompt is None and ref == "" and full[0]["content"] == "plain"  # scored by perplexity alone
+
+
+def test_evaluation_of_the_demo_run(trained_run, workdir):
+    result = evaluate_run(str(trained_run), data="demo:sft", max_samples=24, max_new_tokens=24, workdir=workdir)
+    # training lowered the perplexity of the answers it was trained on, by a lot
+    assert result["perplexity"] < result["perplexity_base"] / 10
+    assert result["rows"] == 24 and result["tokens"] > 100 and result["data"] == "demo:sft"
+    for key in ("bleu", "rouge1", "rouge2", "rougeL"):
+        assert 0 <= result[key] <= 100
+    assert result["bleu_tokenize"] == "13a+cjk-char"  # the demo data is half Korean
+    assert result["generation"]["temperature"] == 0
+    sample = result["samples"][0]
+    assert set(sample) == {"prompt", "reference", "prediction", "rougeL"} and sample["reference"]
+    assert eval_metrics(trained_run)["eval_perplexity"] == result["perplexity"]
+    saved = read_eval(trained_run)
+    assert saved == json.loads((trained_run / "eval.json").read_text(encoding="utf-8")) == result
+
+
+def test_cli_eval_prints_json(trained_run, workdir, capsys):
+    from engine.cli import main
+
+    assert main(["eval", trained_run.name, "--data", "demo:sft", "--max-samples", "6", "--max-new-tokens", "8",
+                 "--json", "--workdir", str(workdir)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["rows"] == 6 and out["perplexity"] > 1 and len(out["samples"]) == 6
+    assert main(["eval", str(trained_run), "--workdir", str(workdir)]) == 2  # no validation split: a clear error
+    assert "validation split" in capsys.readouterr().err

@@ -1,0 +1,161 @@
+"""Export: the merged folder loads in plain transformers with base+adapter's logits; the adapter alone;
+QLoRA merges into 16-bit weights; a hub token never reaches a file or a message."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from engine.config import RunConfig
+from engine.export import INFO_FILE, export_run, merge_dtype
+from engine.messages import TuneboardError
+
+PROMPT = [{"role": "user", "content": "What is the capital of Korea?"}]
+
+
+def _logits(model, tok):
+    import torch
+
+    enc = tok.apply_chat_template(PROMPT, add_generation_prompt=True, return_dict=True, return_tensors="pt")
+    with torch.no_grad():
+        return model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).logits
+
+
+@pytest.fixture(scope="module")
+def merged(trained_run, workdir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("export") / "merged"
+    return out, export_run(str(trained_run), out, merge=True, workdir=workdir)
+
+
+def test_merged_folder_loads_in_plain_transformers_with_the_same_logits(merged, trained_run, demo_model):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    out, result = merged
+    assert result["kind"] == "merged" and result["dtype"] == "fp32"
+    assert (out / "model.safetensors").exists() and not list(out.glob("*.bin"))
+    assert not list(out.glob("adapter_*"))
+    tok = AutoTokenizer.from_pretrained(out)
+    assert "<|im_start|>" in tok.chat_template  # the run's chat template travels with it
+    model = AutoModelForCausalLM.from_pretrained(out)
+    base = AutoModelForCausalLM.from_pretrained(demo_model)
+    tuned = PeftModel.from_pretrained(base, str(trained_run / "adapter"))
+    a, b = _logits(model, tok), _logits(tuned, tok)
+    assert (a - b).abs().max().item() < 1e-4
+    with tuned.disable_adapter():
+        assert (a - _logits(tuned, tok)).abs().max().item() > 1e-2  # the merge really changed the weights
+    info = json.loads((out / INFO_FILE).read_text())
+    assert info["run"] == trained_run.name and info["kind"] == "merged"
+    # plain transformers stops where the template's turn ends
+    assert model.generation_config.eos_token_id in (tok.convert_tokens_to_ids("<|im_end|>"),
+                                                    [tok.convert_tokens_to_ids("<|im_end|>")])
+
+
+def test_adapter_alone(trained_run, workdir, tmp_path):
+    out = tmp_path / "adapter"
+    result = export_run(trained_run.name, out, merge=False, workdir=workdir)
+    assert result["kind"] == "adapter"
+    names = set(result["files"])
+    assert {"adapter_config.json", "adapter_model.safetensors", "tokenizer.json", INFO_FILE} <= names
+    assert "training_args.bin" not in names
+
+
+def test_refuses_a_folder_that_is_not_empty(trained_run, workdir, tmp_path):
+    (tmp_path / "keep.txt").write_text("mine")
+    with pytest.raises(TuneboardError) as e:
+        export_run(str(trained_run), tmp_path, workdir=workdir)
+    assert e.value.key == "export.error_not_empty"
+    assert (tmp_path / "keep.txt").read_text() == "mine"
+
+
+def test_qlora_merges_into_16_bit_weights(trained_run, workdir, tmp_path, monkeypatch):
+    """A 4-bit run's adapter goes into a 16-bit base, never into quantized weights."""
+    from engine import model as model_mod
+
+    run = tmp_path / "runs" / "qlora-run"
+    shutil.copytree(trained_run / "adapter", run / "adapter")
+    cfg = RunConfig.load(str(trained_run / "config.yaml")).with_overrides({"quantization.bits": 4})
+    cfg.save(str(run / "config.yaml"))
+    seen = []
+    real = model_mod.load_model
+
+    def spy(cfg, res, for_training=True, dtype=None):
+        seen.append(dtype)
+        return real(cfg, res, for_training=for_training, dtype=dtype)
+
+    monkeypatch.setattr(model_mod, "load_model", spy)
+    assert merge_dtype(cfg, "fp32") == "bf16" and merge_dtype(cfg, "fp16") == "fp16"
+    assert merge_dtype(RunConfig(), "fp32") == "fp32"
+    result = export_run(str(run), tmp_path / "out", merge=True, workdir=workdir)
+    assert seen == ["bf16"] and result["dtype"] == "bf16"
+    config = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert "quantization_config" not in config and config.get("dtype", config.get("torch_dtype")) == "bfloat16"
+
+
+class FakeApi:
+    calls: list = []
+
+    def __init__(self, token=None):
+        FakeApi.calls.append(("init", token))
+
+    def create_repo(self, repo_id, private, exist_ok):
+        FakeApi.calls.append(("create", repo_id, private))
+        return f"https://huggingface.co/{repo_id}"
+
+    def upload_folder(self, folder_path, repo_id, commit_message):
+        FakeApi.calls.append(("upload", repo_id))
+        if repo_id.endswith("broken"):
+            raise RuntimeError(f"401 for token {FakeApi.calls[0][1]}")
+
+
+def test_upload_keeps_the_token_in_memory(trained_run, workdir, tmp_path, monkeypatch):
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    FakeApi.calls = []
+    secret = "hf_SECRET_do_not_write"
+    result = export_run(str(trained_run), tmp_path / "up", push_to_hub="me/tuned", token=secret, workdir=workdir)
+    assert result["url"] == "https://huggingface.co/me/tuned"
+    assert ("create", "me/tuned", True) in FakeApi.calls and ("upload", "me/tuned") in FakeApi.calls
+    for f in (tmp_path / "up").rglob("*"):
+        if f.is_file():
+            assert secret.encode() not in f.read_bytes(), f
+    assert secret not in json.dumps(result)
+    with pytest.raises(TuneboardError) as e:
+        export_run(str(trained_run), tmp_path / "up2", push_to_hub="me/broken", token=secret, workdir=workdir)
+    assert e.value.key == "export.error_upload" and secret not in str(e.value) and "***" in str(e.value)
+    with pytest.raises(TuneboardError) as e:
+        export_run(str(trained_run), tmp_path / "up3", push_to_hub="me/tuned", token=None, workdir=workdir)
+    assert e.value.key == "export.error_no_token"
+
+
+def test_cli_export(trained_run, workdir, tmp_path, capsys):
+    from engine.cli import main
+
+    assert main(["export", trained_run.name, str(tmp_path / "cli"), "--workdir", str(workdir)]) == 0
+    assert capsys.readouterr().out.strip() == str((tmp_path / "cli").resolve())
+    assert (tmp_path / "cli" / "adapter_model.safetensors").exists()
+
+
+def test_a_full_model_run_chats_and_compares_with_its_base(merged, trained_run, workdir, tmp_path):
+    """A run whose result is a whole model (full / freeze): here the merged folder stands in for model/."""
+    from engine.config import GenerationConfig
+    from engine.generate import ChatSession
+
+    out, _ = merged
+    run = tmp_path / "full-run"
+    shutil.copytree(out, run / "model")
+    RunConfig.load(str(trained_run / "config.yaml")).with_overrides({"adapter.method": "full"}).save(
+        str(run / "config.yaml"))
+    greedy = GenerationConfig(temperature=0, repetition_penalty=1.0, max_new_tokens=16)
+    lora, full = ChatSession(workdir), ChatSession(workdir)
+    lora.load(str(trained_run))
+    info = full.load(str(run))
+    assert not info["adapter"] and info["method"] == "full" and info["source"].endswith("model")
+    assert full.generate(PROMPT, greedy)[0].text == lora.generate(PROMPT, greedy)[0].text
+    # the base of a full run is a second model, loaded when first asked for
+    assert full.generate(PROMPT, greedy, use_adapter=False)[0].text == lora.generate(PROMPT, greedy, use_adapter=False)[0].text
+    full.unload()
+    lora.unload()

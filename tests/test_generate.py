@@ -1,0 +1,196 @@
+"""Chat generation on the demo run: reproducible seeds, beam search, base vs tuned, streaming, the CLI."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+
+from engine.config import ConfigError, GenerationConfig
+from engine.generate import Answer, ChatSession, _safe_prefix, conversation, decoding_mode, resolve_seed, trim_at_stop
+
+ASK = [{"role": "user", "content": "What is 3 plus 3?"}]
+SAMPLE = GenerationConfig(temperature=1.0, top_k=0, top_p=1.0, repetition_penalty=1.0, max_new_tokens=24, seed=1)
+GREEDY = GenerationConfig(temperature=0, repetition_penalty=1.0, max_new_tokens=24)
+
+
+@pytest.fixture(scope="module")
+def session(trained_run, workdir):
+    s = ChatSession(workdir)
+    s.load(str(trained_run))
+    yield s
+    s.unload()
+
+
+def test_same_seed_same_text_and_another_seed_another(session):
+    first = session.generate(ASK, SAMPLE)[0]
+    again = session.generate(ASK, SAMPLE)[0]
+    other = session.generate(ASK, dataclasses.replace(SAMPLE, seed=2))[0]
+    assert first.text and first.text == again.text
+    assert other.text != first.text
+    assert first.seed == 1 and first.settings["seed"] == 1 and first.settings["temperature"] == 1.0
+    # what an answer records is enough to make it again
+    assert session.generate(ASK, first.config())[0].text == first.text
+
+
+def test_a_drawn_seed_is_recorded_and_reproduces(session):
+    drawn = session.generate(ASK, dataclasses.replace(SAMPLE, seed=-1))[0]
+    assert 0 <= drawn.seed < 2**31 and drawn.settings["seed"] == drawn.seed
+    assert session.generate(ASK, drawn.config())[0].text == drawn.text
+
+
+def test_beam_search_is_deterministic_whatever_the_seed(session):
+    beam = GenerationConfig(num_beams=3, num_return_sequences=2, max_new_tokens=16, seed=5)
+    a = session.generate(ASK, beam)
+    b = session.generate(ASK, dataclasses.replace(beam, seed=99))
+    assert [x.text for x in a] == [x.text for x in b]
+    assert [x.index for x in a] == [0, 1]
+    assert decoding_mode(beam) == "beam"
+
+
+def test_several_sampled_answers_per_prompt(session):
+    answers = session.generate(ASK, dataclasses.replace(SAMPLE, num_return_sequences=3))
+    assert len(answers) == 3 and {a.seed for a in answers} == {1}
+    assert len({a.text for a in answers}) > 1
+
+
+def test_greedy_cannot_return_several_answers(session):
+    with pytest.raises(ConfigError):
+        GenerationConfig(temperature=0, num_return_sequences=2)
+    with pytest.raises(ConfigError):
+        session.generate(ASK, GenerationConfig(num_beams=2, num_return_sequences=3))
+
+
+def test_base_and_tuned_answers_differ_after_training(session):
+    both = session.compare(ASK, GREEDY)
+    base, tuned = both["base"][0], both["tuned"][0]
+    assert not base.adapter and tuned.adapter
+    assert base.text != tuned.text
+    # the adapter is back on after the base answered: the tuned answer is what it was
+    assert session.generate(ASK, GREEDY)[0].text == tuned.text
+
+
+def test_tokens_stream_and_add_up_to_the_answer(session):
+    gen = dataclasses.replace(GREEDY, max_new_tokens=40, repetition_penalty=1.1)
+    stream = session.stream(ASK, gen, use_adapter=False)  # the base rambles: many chunks
+    chunks = list(stream)
+    assert len(chunks) > 2
+    assert "".join(chunks) == stream.answers[0].text
+    assert stream.answers[0].finish == "length" and stream.answers[0].new_tokens == 40
+
+
+def test_streamed_and_whole_answers_agree_for_a_seed(session):
+    stream = session.stream(ASK, dataclasses.replace(SAMPLE, seed=21))
+    streamed = "".join(stream)
+    assert streamed == stream.answers[0].text == session.generate(ASK, dataclasses.replace(SAMPLE, seed=21))[0].text
+
+
+def test_stop_strings_end_the_answer(session):
+    full = session.generate(ASK, dataclasses.replace(GREEDY, max_new_tokens=40), use_adapter=False)[0].text
+    stop = full.split()[2]
+    cut = session.generate(ASK, dataclasses.replace(GREEDY, max_new_tokens=40, stop=[stop]), use_adapter=False)[0]
+    assert cut.text == full[: full.index(stop)] and cut.finish == "stop"
+
+
+def test_stop_request_interrupts(session):
+    calls = {"n": 0}
+
+    def should_stop() -> bool:
+        calls["n"] += 1
+        return calls["n"] > 3
+
+    answer = session.generate(ASK, dataclasses.replace(GREEDY, max_new_tokens=60), use_adapter=False,
+                              should_stop=should_stop)[0]
+    assert answer.finish == "interrupted" and answer.new_tokens < 60
+
+
+def test_seed_sweep_gives_each_seed_its_own_reproducible_answer(session):
+    answers = session.seed_sweep(ASK, dataclasses.replace(SAMPLE, seed=10), 3)
+    assert [a.seed for a in answers] == [10, 11, 12]
+    assert len({a.text for a in answers}) > 1
+    pinned = session.generate(ASK, dataclasses.replace(SAMPLE, seed=11))[0]
+    assert pinned.text == answers[1].text
+
+
+def test_system_prompt_goes_first_through_the_runs_template(session):
+    gen = dataclasses.replace(GREEDY, system_prompt="Answer briefly.")
+    ids = session.encode(conversation(ASK, gen.system_prompt))["input_ids"][0].tolist()
+    text = session.tokenizer.decode(ids)
+    assert text.startswith("<|im_start|>system\nAnswer briefly.<|im_end|>")
+    assert text.endswith("<|im_start|>assistant\n")
+    assert session.generate(ASK, gen)[0].settings["system_prompt"] == "Answer briefly."
+
+
+def test_unload_lets_go_of_the_model(trained_run, workdir):
+    s = ChatSession(workdir)
+    info = s.load(trained_run.name)  # a run id works as well as a folder
+    assert info["run"] == trained_run.name and info["adapter"] and info["precision"] == "fp32"
+    s.unload()
+    assert not s.loaded and s.info() == {"loaded": False}
+
+
+@pytest.mark.gpu
+def test_unload_frees_gpu_memory(trained_run, workdir):
+    import torch
+
+    before = torch.cuda.memory_allocated()
+    s = ChatSession(workdir)
+    s.load(str(trained_run))
+    assert torch.cuda.memory_allocated() > before
+    s.unload()
+    assert torch.cuda.memory_allocated() <= before
+
+
+def test_answer_round_trips_through_a_dict():
+    a = Answer(text="hi", seed=3, settings=dataclasses.asdict(GenerationConfig(seed=3)), adapter=False)
+    assert Answer.from_dict(json.loads(json.dumps(a.to_dict()))) == a
+
+
+def test_stop_string_helpers():
+    assert trim_at_stop("one two###three", ["###", "two"]) == ("one ", True)
+    assert trim_at_stop("plain", ["###"]) == ("plain", False)
+    assert _safe_prefix("hello #", ["###"]) == "hello "  # '#' may begin the stop string: held back
+    assert _safe_prefix("hello ##x", ["###"]) == "hello ##x"
+    assert resolve_seed(7) == 7 and 0 <= resolve_seed(-1) < 2**31
+
+
+def test_cli_answers_once_and_records_the_seed(trained_run, workdir, capsys):
+    from engine.cli import main
+
+    args = ["chat", str(trained_run), "--prompt", "What is 3 plus 3?", "--seed", "4", "--temperature", "0",
+            "--max-new-tokens", "24", "--repetition-penalty", "1.0", "--workdir", str(workdir)]
+    assert main(args + ["--json"]) == 0
+    answers = json.loads(capsys.readouterr().out)
+    assert answers[0]["seed"] == 4 and answers[0]["settings"]["temperature"] == 0 and answers[0]["adapter"]
+    assert main(args + ["--base"]) == 0
+    base_text = capsys.readouterr().out.strip()
+    assert base_text and base_text != answers[0]["text"].strip()
+
+
+def test_terminal_chat_keeps_the_conversation(session, monkeypatch, capsys):
+    from engine.generate import _repl
+
+    lines = iter(["What is 3 plus 3?", "", "/reset", "And 2 plus 2?", "/exit"])
+    monkeypatch.setattr("builtins.input", lambda prompt="": next(lines))
+    asked = []
+    real = session.stream
+    monkeypatch.setattr(session, "stream", lambda messages, *a, **k: asked.append(messages) or real(messages, *a, **k))
+    assert _repl(session, GREEDY, True) == 0
+    assert [len(m) for m in asked] == [1, 1]  # /reset started the second question afresh
+    err = capsys.readouterr().err
+    assert err.count("[seed 0") == 2
+
+
+def test_leaving_a_stream_early_stops_the_generation(session):
+    import threading
+
+    gen = dataclasses.replace(GREEDY, max_new_tokens=400, repetition_penalty=1.1)
+    steps = []
+    stream = session.stream(ASK, gen, use_adapter=False, should_stop=lambda: steps.append(1) and False)
+    chunks = iter(stream)
+    next(chunks)
+    chunks.close()  # returns once the generating thread has stopped
+    assert len(steps) < 400  # stopped well before the token limit
+    assert not [t for t in threading.enumerate() if t.name == "tuneboard-generate"]
+    assert session.generate(ASK, GREEDY)[0].text  # the model is free for the next answer
