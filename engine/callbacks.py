@@ -80,7 +80,7 @@ class EventCallback(TrainerCallback):
 
     def on_evaluate(self, args, state, control, metrics=None, **kw):
         clean = {k.removeprefix("eval_"): f for k, v in (metrics or {}).items() if (f := _num(v)) is not None}
-        if "loss" in clean:
+        if "loss" in clean and not any(k.startswith("rewards/") for k in clean):  # DPO loss is no NLL
             clean["perplexity"] = math.exp(min(clean["loss"], 50))
         self.emit(Evaluation(step=state.global_step, metrics=clean))
 

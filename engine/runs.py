@@ -86,8 +86,9 @@ def run_info(path: str | os.PathLike) -> RunInfo:
         pass
     pid, finished = 0, None
     for ev in events:
-        if isinstance(ev, RunStarted):
+        if isinstance(ev, RunStarted):  # a resumed run starts again: what ended before no longer counts
             pid, info.total_steps, info.created = ev.pid, ev.total_steps, ev.time
+            finished, info.error = None, ""
         elif isinstance(ev, LogStep):
             info.step = max(info.step, ev.step)
             if ev.loss is not None:

@@ -17,7 +17,7 @@ os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 os.environ["TOKENIZERS_PARALLELISM"] = "false"
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 
-ROOT = Path(__file__).resolve().parent.parent
+from world import ROOT, tiny_sft_config  # noqa: E402,F401 - shared with the test modules
 
 
 def pytest_collection_modifyitems(config, items):
@@ -58,12 +58,3 @@ def trained_run(workdir, demo_model) -> Path:
     run_dir = create_run(cfg, workdir)
     run_training(cfg, run_dir, workdir=workdir)
     return run_dir
-
-
-def tiny_sft_config(**training) -> dict:
-    """A demo SFT LoRA config that trains in seconds on 2 CPU cores and visibly learns."""
-    t = {"max_steps": 30, "learning_rate": 3e-3, "per_device_train_batch_size": 8,
-         "gradient_accumulation_steps": 1, "warmup_ratio": 0.0, "lr_scheduler_type": "constant", "seed": 7}
-    t.update(training)
-    return {"stage": "sft", "run_name": "test", "adapter": {"method": "lora", "rank": 16, "alpha": 32, "dropout": 0.0},
-            "data": {"datasets": [{"path": "demo:sft"}], "max_length": 128}, "training": t}

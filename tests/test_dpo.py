@@ -5,8 +5,8 @@ import math
 
 import pytest
 import torch
-from conftest import ROOT
 from safetensors.torch import load_file
+from world import ROOT
 
 from engine import dpo
 from engine.config import RunConfig

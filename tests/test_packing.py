@@ -2,7 +2,7 @@
 
 def test_packed_and_padded_training_losses_agree(workdir, demo_model):
     """Same data, same seed: the first step's loss is the same whether samples are packed or padded."""
-    from conftest import tiny_sft_config
+    from world import tiny_sft_config
 
     from engine.config import RunConfig
     from engine.events import LogStep, read_events

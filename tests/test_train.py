@@ -6,8 +6,8 @@ import sys
 
 import pytest
 import torch
-from conftest import ROOT, tiny_sft_config
 from safetensors.torch import load_file
+from world import ROOT, tiny_sft_config
 
 from engine.config import RunConfig
 from engine.events import Finished, LogStep, RunStarted, read_events
