@@ -20,7 +20,7 @@ from typing import Any, Optional
 from engine.config import RunConfig
 from engine.events import Error, Event, Finished, RunStarted, from_json
 from engine.messages import TuneboardError, message
-from engine.runs import RUNNING, create_run, latest_checkpoint, list_runs, run_info
+from engine.runs import RUNNING, create_run, latest_checkpoint, list_runs, pid_alive, run_info
 
 from .safety import run_path
 
@@ -103,22 +103,6 @@ def read_tail(path: Path, max_bytes: int = 16_000) -> str:
     if size > max_bytes and "\n" in text:
         text = text.split("\n", 1)[1]
     return text
-
-
-def pid_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(") ", 1)[-1][:1] != "Z"
-    except OSError:
-        return True
 
 
 def _append_events(path: Path, *events: Event) -> None:

@@ -264,6 +264,17 @@ class RunConfig:
         return type(self).from_dict(data)
 
 
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """`["a.b=v", ...]` from `--set` -> `{"a.b": parsed v}`, refusing an item without `=`."""
+    overrides = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ConfigError(item, "error.config.set_syntax", "expected section.key=value", value=item)
+        k, v = item.split("=", 1)
+        overrides[k.strip()] = parse_value(v)
+    return overrides
+
+
 def parse_value(text: str) -> Any:
     """Parse a `--set` value the way YAML would (numbers, booleans, lists), else keep the string."""
     try:

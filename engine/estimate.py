@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from .config import ConfigError, RunConfig, parse_value
+from .config import RunConfig, parse_overrides
 from .messages import TuneboardError, message
 
 GB = 1024**3  # "GB" here is GiB, the unit nvidia-smi and torch report a card's memory in
@@ -578,12 +578,7 @@ def estimate_text(cfg: RunConfig, workdir=None, gpu_memory_gb: float | None = No
 
 def cmd_estimate(args) -> int:
     cfg = RunConfig.load(args.config)
-    overrides = {}
-    for item in args.set or []:
-        if "=" not in item:
-            raise ConfigError(item, "error.config.set_syntax", "expected section.key=value", value=item)
-        k, v = item.split("=", 1)
-        overrides[k.strip()] = parse_value(v)
+    overrides = parse_overrides(args.set)
     if overrides:
         cfg = cfg.with_overrides(overrides)
     from .paths import default_workdir

@@ -58,7 +58,7 @@ def create_run(cfg: RunConfig, workdir: str | os.PathLike | None = None) -> Path
     raise RuntimeError("could not allocate a run id")
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     if pid <= 0:
         return False
     try:
@@ -104,7 +104,7 @@ def run_info(path: str | os.PathLike) -> RunInfo:
     if finished is not None:
         info.status = finished.status
         info.metrics.update(finished.metrics)
-    elif events and _alive(pid):
+    elif events and pid_alive(pid):
         info.status = RUNNING
     elif not events and time.time() - info.created < 120:
         info.status = RUNNING  # just created; the worker is still importing torch

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Optional
 
-from .config import ConfigError, RunConfig, parse_value
+from .config import ConfigError, RunConfig, parse_overrides
 from .events import Error, Event, Finished, LogStep, Progress, RunStarted, Warning
 from .messages import TuneboardError, message
 from .paths import default_workdir
@@ -234,12 +234,7 @@ def _resume_checkpoint(cfg: RunConfig, run_dir: Path) -> Optional[Path]:
 
 def config_from_args(args) -> RunConfig:
     cfg = RunConfig.load(args.config)
-    overrides = {}
-    for item in args.set or []:
-        if "=" not in item:
-            raise ConfigError(item, "error.config.set_syntax", "expected section.key=value", value=item)
-        k, v = item.split("=", 1)
-        overrides[k.strip()] = parse_value(v)
+    overrides = parse_overrides(args.set)
     if getattr(args, "data", None):
         overrides["data.datasets"] = [{"path": p} for p in args.data]
     if getattr(args, "max_steps", None):
