@@ -101,7 +101,6 @@ def main(argv=None) -> int:
     ap.add_argument("--machine", default=os.environ.get("BENCH_MACHINE", platform.node()), help="name in the record")
     ap.add_argument("--data-speed", action="store_true", help="time tokenising + packing 100k rows instead")
     ap.add_argument("--rows", type=int, default=100_000)
-    ap.add_argument("--num-proc", type=int, default=2)
     ap.add_argument("--table", action="store_true", help="print results.jsonl as the README's markdown table")
     ap.add_argument("--_worker", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--_prepare", action="store_true", help=argparse.SUPPRESS)
@@ -402,62 +401,76 @@ def train_plain(r: str, cfg, args, d: Path, cuda: bool) -> tuple[list[dict], str
 
 
 def data_speed(args) -> int:
-    """Chat-template + tokenise + pack `--rows` alpaca-sized conversations through datasets.
+    """The engine's own data path on `--rows` alpaca rows: read + check + normalise, then trl's preparation.
 
-    What trl does to a conversational dataset before SFT: the template is Python (Jinja) per row, so
-    datasets' worker processes are what makes it parallel. Timed with 1 process and `--num-proc`, with
-    the tokenizer's own threads off so that the processes are the only parallelism.
+    The file is alpaca JSONL (instruction/output drawn from the bundled corpus, log-normal lengths); the
+    tokenizer is the demo's byte-level BPE with its ChatML template. Preparation is what `sft.build` runs
+    before the first step: chat template + tokenise (trl renders rows one at a time, so datasets' worker
+    processes are what makes it parallel), assistant-only labels, bfd packing. Timed with one process and
+    with the engine's choice (`engine.sft.num_proc`).
     """
-    os.environ["TOKENIZERS_PARALLELISM"] = "false"
     import datasets
     import numpy as np
-    from trl import pack_dataset
 
+    from engine import sft
+    from engine.config import RunConfig
+    from engine.data import load_training_data
     from engine.demo import build_tokenizer
     from engine.paths import DATA
+    from engine.train import training_args
 
     datasets.disable_progress_bars()
     corpus = [p for p in (DATA / "demo_pt.txt").read_text(encoding="utf-8").split("\n\n") if p.strip()]
     tok = build_tokenizer(corpus)  # the demo's byte-level BPE with a ChatML template, trained in a second
     words = " ".join(corpus).split()
     rng = np.random.default_rng(args.seed)
-    n_words = np.clip(rng.lognormal(math.log(24), 0.8, size=(args.rows, 2)), 2, 1024).astype(int)  # alpaca-like
+    n_words = np.clip(rng.lognormal(math.log(24), 0.8, size=(args.rows, 2)), 2, 1024).astype(int)
     starts = rng.integers(0, len(words), size=(args.rows, 2))
 
     def say(start: int, k: int) -> str:
         return " ".join(words[(start + j) % len(words)] for j in range(k))
 
-    rows = [[{"role": "user", "content": say(a, x)}, {"role": "assistant", "content": say(b, y)}]
-            for (a, b), (x, y) in zip(starts.tolist(), n_words.tolist(), strict=True)]
-    ds = datasets.Dataset.from_dict({"messages": rows})
-
-    def tokenize(batch):
-        texts = [tok.apply_chat_template(m, tokenize=False) for m in batch["messages"]]
-        return tok(texts, truncation=True, max_length=args.seq)
-
-    report = {"rows": args.rows, "num_proc": args.num_proc, "date": datetime.datetime.now(datetime.timezone.utc)
-              .isoformat(timespec="seconds"), "machine": args.machine, "cpu_count": os.cpu_count(), "seq": args.seq,
-              "load_avg": os.getloadavg()[0]}
-    for n in sorted({1, args.num_proc}):
+    report = {"rows": args.rows, "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+              "machine": args.machine, "cpu_count": os.cpu_count(), "seq": args.seq, "load_avg": os.getloadavg()[0]}
+    with tempfile.TemporaryDirectory(prefix="tb-data-") as tmp:
+        path = Path(tmp) / "alpaca.jsonl"
+        with open(path, "w", encoding="utf-8") as f:
+            for (a, b), (x, y) in zip(starts.tolist(), n_words.tolist(), strict=True):
+                f.write(json.dumps({"instruction": say(a, x), "input": "", "output": say(b, y)}) + "\n")
+        cfg = RunConfig.from_dict({"stage": "sft", "data": {"datasets": [{"path": str(path)}], "max_length": args.seq,
+                                                            "packing": True}, "training": {"max_steps": 1}})
         t = time.perf_counter()
-        tokd = ds.map(tokenize, batched=True, num_proc=n if n > 1 else None, remove_columns=["messages"],
-                      load_from_cache_file=False)
-        report[f"tokenize_s_np{n}"] = time.perf_counter() - t
-        t = time.perf_counter()
-        packed = pack_dataset(tokd.select_columns(["input_ids"]), args.seq, strategy="bfd",
-                              map_kwargs={"num_proc": n if n > 1 else None, "load_from_cache_file": False})
-        report[f"pack_s_np{n}"] = time.perf_counter() - t
-    report["tokens"] = int(sum(len(x) for x in tokd["input_ids"]))
-    report["packed_rows"] = len(packed)
-    k = args.num_proc
-    print(f"data: {args.rows:,} conversations, {report['tokens']:,} tokens -> {len(packed):,} packed rows of "
-          f"{args.seq}; template+tokenise {report['tokenize_s_np1']:.1f}s (1 proc) / "
-          f"{report[f'tokenize_s_np{k}']:.1f}s ({k} procs), pack {report['pack_s_np1']:.1f}s / "
-          f"{report[f'pack_s_np{k}']:.1f}s; {report['tokens'] / report[f'tokenize_s_np{k}']:,.0f} tokens/s")
+        train, _ = load_training_data(cfg)
+        report["load_s"] = time.perf_counter() - t
+        res = type("Res", (), {"device": "cpu", "precision": "fp32", "optim": "adamw_torch", "liger": False,
+                               "padding_free": True, "attn_implementation": "sdpa"})()
+        targs = training_args(cfg, res, Path(tmp), False)
+        auto = sft.num_proc(len(train))
+        for label, n in (("np1", 1), ("auto", auto)):
+            cfg.data.num_proc = n
+            t = time.perf_counter()
+            trainer = sft.build(_TinyModel(), tok, train, None, cfg, res, dict(targs), [])
+            report[f"prepare_s_{label}"] = time.perf_counter() - t
+        report["num_proc_auto"] = auto or 1
+        report["packed_rows"] = len(trainer.train_dataset)
+        report["tokens"] = int(sum(sum(x) for x in trainer.train_dataset["seq_lengths"]))
+    best = report["prepare_s_auto"]
+    print(f"data: {args.rows:,} alpaca rows, {report['tokens']:,} tokens -> {report['packed_rows']:,} packed rows of "
+          f"{args.seq}; read+check+normalise {report['load_s']:.1f}s; template+tokenise+labels+pack "
+          f"{report['prepare_s_np1']:.1f}s (1 proc) / {best:.1f}s ({report['num_proc_auto']} procs); "
+          f"{report['tokens'] / best:,.0f} tokens/s")
     if args.out:
         with open(args.out, "a", encoding="utf-8") as f:
             f.write(json.dumps({"recipe": "data-speed", **report}) + "\n")
     return 0
+
+
+def _TinyModel():
+    """The smallest model SFTTrainer accepts: data preparation is what is timed, not the model."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    return LlamaForCausalLM(LlamaConfig(vocab_size=1024, hidden_size=8, intermediate_size=8, num_hidden_layers=1,
+                                        num_attention_heads=1, num_key_value_heads=1))
 
 
 if __name__ == "__main__":

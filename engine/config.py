@@ -16,7 +16,7 @@ from typing import Any, Literal, Optional, Union
 
 Stage = Literal["sft", "dpo", "pt"]
 Precision = Literal["auto", "bf16", "fp16", "fp32"]
-Attention = Literal["auto", "flash_attention_2", "sdpa", "eager"]
+Attention = Literal["auto", "flash_attention_2", "varlen", "sdpa", "eager"]
 ChatTemplate = Literal["auto", "chatml", "llama2", "llama3", "mistral", "alpaca"]
 DataFormat = Literal[
     "auto", "alpaca", "sharegpt", "messages", "prompt_completion", "preference", "text"
@@ -52,7 +52,7 @@ class ModelConfig:
     name_or_path: str = field(default="demo", metadata={"help": "Hugging Face id, local folder, or `demo` (tiny offline model)."})
     revision: Optional[str] = field(default=None, metadata={"help": "Hub revision (branch, tag or commit)."})
     precision: Precision = field(default="auto", metadata={"help": "auto: bf16 on GPUs with compute capability >= 8.0, fp16 below, fp32 on CPU."})
-    attn_implementation: Attention = field(default="auto", metadata={"help": "auto: flash_attention_2 when flash-attn is installed on a GPU, else sdpa."})
+    attn_implementation: Attention = field(default="auto", metadata={"help": "auto: flash_attention_2 when flash-attn is installed on a GPU; else varlen (PyTorch's variable-length kernel) for packed training on a GPU; else sdpa."})
     chat_template: ChatTemplate = field(default="auto", metadata={"help": "auto: the tokenizer's own template, else ChatML."})
     trust_remote_code: bool = field(default=False, metadata={"help": "Run Python code shipped with the model. Only for models you trust."})
 
@@ -100,12 +100,14 @@ class DataConfig:
     assistant_only_loss: bool = field(default=True, metadata={"help": "SFT: compute the loss on the assistant's answers only."})
     system_prompt: Optional[str] = field(default=None, metadata={"help": "Default system prompt for rows that have none."})
     shuffle_seed: Optional[int] = field(default=None, metadata={"help": "Shuffle merged data with this seed (default: training.seed)."})
+    num_proc: Optional[int] = field(default=None, metadata={"help": "Processes that tokenise the data (default: one per core from 20,000 rows, else 1)."})
 
     def __post_init__(self) -> None:
         if not self.datasets:
             _fail("datasets", "error.config.required", "at least one dataset is required")
         _check_range(self, "max_length", 8)
         _check_range(self, "val_size", 0)
+        _check_range(self, "num_proc", 1)
 
 
 @dataclass
@@ -128,8 +130,8 @@ class TrainingConfig:
     save_total_limit: Optional[int] = field(default=3, metadata={"help": "Keep at most N checkpoints."})
     resume_from: Optional[str] = field(default=None, metadata={"help": "A run folder or checkpoint folder to resume from; `last` resumes this run's last checkpoint."})
     report_to: list[str] = field(default_factory=list, metadata={"help": "Experiment trackers: tensorboard, wandb (off by default)."})
-    padding_free: Literal["auto", "on", "off"] = field(default="auto", metadata={"help": "Padding-free batches (needs packing-capable attention); auto: on for GPU + flash-attn."})
-    use_liger_kernel: Literal["auto", "on", "off"] = field(default="auto", metadata={"help": "Liger fused kernels; auto: on when installed on a GPU."})
+    padding_free: Literal["auto", "on", "off"] = field(default="auto", metadata={"help": "Flatten each batch's rows into one, without pad tokens (positions restart per row, same loss). Packing is always padding-free; auto: on where a varlen kernel runs (flash_attention_2 or varlen on a GPU)."})
+    use_liger_kernel: Literal["auto", "on", "off"] = field(default="auto", metadata={"help": "Liger fused kernels (RMSNorm, SwiGLU, RoPE, linear + cross-entropy; pip install tuneboard[gpu]); auto: on when installed on a GPU."})
     dataloader_num_workers: int = field(default=0, metadata={"help": "Data loader worker processes."})
 
     def __post_init__(self) -> None:

@@ -222,13 +222,15 @@ def _plan(cfg: RunConfig) -> _Plan:
     else:
         trainable = 4  # peft's autocast_adapter_dtype keeps LoRA in fp32
     attn = cfg.model.attn_implementation
-    attn = "sdpa" if attn == "auto" else attn  # flash and sdpa keep the same tensors; sdpa is the safe guess
+    if attn == "auto":  # on a GPU, packed rows go to flash-attn or PyTorch's varlen kernel; padded ones to sdpa
+        attn = "varlen" if cfg.data.packing else "sdpa"
+    varlen = attn in ("flash_attention_2", "varlen")  # boundaries, not a mask: each sample attends to itself
     optim = "adamw_torch_fused" if tr.optim == "auto" else tr.optim
     rows = tr.per_device_train_batch_size * (2 if cfg.stage == "dpo" else 1)
     s = cfg.data.max_length
     packed = cfg.data.packing  # trl's bfd packing is always padding-free: one row of rows*s tokens
-    seq = rows * s if packed and attn != "flash_attention_2" else s
-    mask = attn != "flash_attention_2" and (packed or rows > 1)
+    seq = rows * s if packed and not varlen else s
+    mask = not varlen and (packed or rows > 1)
     return _Plan(e, autocast, residual, mlp, frozen, trainable, attn, optim, rows * s, rows, seq, mask)
 
 

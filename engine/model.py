@@ -25,6 +25,8 @@ class Resolved:
     attn_implementation: str
     chat_template: str  # the template's name: tokenizer | chatml | llama2 | ...
     optim: str
+    padding_free: bool = False  # each batch's rows flattened into one, no pad tokens (SFT / pt)
+    liger: bool = False  # Liger's fused kernels (RMSNorm, SwiGLU, RoPE, linear + cross-entropy)
 
 
 def resolve_path(name: str, workdir=None) -> str:
@@ -52,18 +54,55 @@ def resolve(cfg: RunConfig, workdir=None) -> Resolved:
         raise TuneboardError("error.precision_unsupported", precision="fp16", device="CPU")
     elif precision == "bf16" and cuda and not torch.cuda.is_bf16_supported():
         raise TuneboardError("error.precision_unsupported", precision="bf16", device=torch.cuda.get_device_name())
-    attn = cfg.model.attn_implementation
-    if attn == "auto":
-        attn = "flash_attention_2" if cuda and importlib.util.find_spec("flash_attn") else "sdpa"
-    elif attn == "flash_attention_2" and not (cuda and importlib.util.find_spec("flash_attn")):
-        raise TuneboardError("error.flash_unavailable")
+    attn = attention_choice(cfg, cuda)
     optim = cfg.training.optim
     if optim == "auto":
         optim = "adamw_torch_fused" if cuda else "adamw_torch"
     elif not cuda and optim in ("adamw_8bit", "paged_adamw_8bit", "paged_adamw_32bit", "adamw_torch_fused"):
         optim = "adamw_torch"  # bitsandbytes' optimizers and fused AdamW need CUDA; a warning event says so
     return Resolved(path=resolve_path(cfg.model.name_or_path, workdir), device=device, precision=precision,
-                    attn_implementation=attn, chat_template="", optim=optim)
+                    attn_implementation=attn, chat_template="", optim=optim,
+                    padding_free=padding_free_choice(cfg, attn), liger=liger_choice(cfg, cuda))
+
+
+def padding_free_choice(cfg: RunConfig, attn: str) -> bool:
+    """Packing is always padding-free (trl's bfd); unpacked batches are when a varlen kernel keeps rows apart.
+
+    With sdpa a flattened batch needs a block-diagonal mask over all of its tokens, which costs more
+    than the padding it saves, so auto leaves padded batches padded there (and on CPU)."""
+    if cfg.stage == "dpo":
+        return False  # trl's DPO collator pads; its padding-free mode is disabled upstream
+    if cfg.data.packing:
+        return True
+    mode = cfg.training.padding_free
+    return mode == "on" or (mode == "auto" and attn in ("flash_attention_2", "varlen"))
+
+
+def liger_choice(cfg: RunConfig, cuda: bool) -> bool:
+    mode = cfg.training.use_liger_kernel
+    if mode == "off" or not cuda:
+        return False
+    if mode == "on" and importlib.util.find_spec("liger_kernel") is None:
+        raise TuneboardError("error.liger_unavailable")
+    return importlib.util.find_spec("liger_kernel") is not None
+
+
+def attention_choice(cfg: RunConfig, cuda: bool) -> str:
+    """flash-attn where installed; PyTorch's varlen kernel for packed (padding-free) rows; sdpa otherwise.
+
+    On CPU sdpa also keeps packed samples apart: transformers builds a block-diagonal mask from the
+    restarting position ids (tests/test_packing.py checks the logits)."""
+    from . import attention
+
+    attn = cfg.model.attn_implementation
+    flash = cuda and importlib.util.find_spec("flash_attn") is not None
+    if attn == "auto":
+        if flash:
+            return "flash_attention_2"
+        return "varlen" if cfg.data.packing and cuda and attention.available_on_gpu() else "sdpa"
+    if attn == "flash_attention_2" and not flash:
+        raise TuneboardError("error.flash_unavailable")
+    return attn  # varlen on CPU runs its per-sample sdpa reference path
 
 
 def torch_dtype(precision: str):
@@ -114,7 +153,9 @@ def load_model(cfg: RunConfig, res: Resolved, for_training: bool = True, dtype: 
     # A frozen base is held in the compute dtype; fully trained weights stay fp32 masters under autocast.
     if for_training and cfg.adapter.method in ("full", "freeze") and res.device == "cuda":
         precision = "fp32"
-    kwargs = dict(dtype=torch_dtype(precision), attn_implementation=res.attn_implementation,
+    from .attention import hf_name
+
+    kwargs = dict(dtype=torch_dtype(precision), attn_implementation=hf_name(res.attn_implementation),
                   trust_remote_code=cfg.model.trust_remote_code, revision=cfg.model.revision)
     if q is not None:
         kwargs["quantization_config"] = q

@@ -80,7 +80,7 @@ def training_args(cfg: RunConfig, res, run_dir: Path, has_eval: bool) -> dict:
         save_strategy="steps", save_steps=t.save_steps or 10**9, save_total_limit=t.save_total_limit,
         report_to=t.report_to or "none", disable_tqdm=True,
         include_num_input_tokens_seen="non_padding",
-        use_liger_kernel=_liger(cfg, res), dataloader_num_workers=t.dataloader_num_workers,
+        use_liger_kernel=res.liger, dataloader_num_workers=t.dataloader_num_workers,
         remove_unused_columns=True,
     )
 
@@ -94,15 +94,6 @@ def _checkpointing_args(on: bool) -> dict:
     names = {f.name for f in dataclasses.fields(TrainingArguments)}
     name = "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
     return {name: on, f"{name}_kwargs": {"use_reentrant": False} if on else None}
-
-
-def _liger(cfg: RunConfig, res) -> bool:
-    import importlib.util
-
-    mode = cfg.training.use_liger_kernel
-    if mode == "off" or res.device != "cuda":
-        return False
-    return mode == "on" or importlib.util.find_spec("liger_kernel") is not None
 
 
 def run_training(cfg: RunConfig, run_dir: str | os.PathLike, emit: Optional[Callable[[Event], None]] = None,

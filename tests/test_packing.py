@@ -1,22 +1,159 @@
-"""Packing without cross-contamination: a packed row gives each sample the logits it gets alone."""
+"""Packing and padding-free batches without cross-contamination: each sample sees only itself.
 
-def test_packed_and_padded_training_losses_agree(workdir, demo_model):
-    """Same data, same seed: the first step's loss is the same whether samples are packed or padded."""
-    from world import tiny_sft_config
+A packed row holds several samples whose position ids restart at 0. Every attention path the engine
+can pick (sdpa's block-diagonal mask, the `varlen` kernel's per-sample reference on CPU) must give each
+sample the logits it gets alone, and training must give the loss that padded batches give.
+"""
 
-    from engine.config import RunConfig
-    from engine.events import LogStep, read_events
-    from engine.runs import create_run
-    from engine.train import run_training
+import pytest
+import torch
+from world import tiny_sft_config
 
-    def first_loss(packing):
-        # one batch holding the whole (small) dataset slice, so packing changes layout, not content
-        cfg = tiny_sft_config(max_steps=1, per_device_train_batch_size=64)
-        cfg["data"].update(packing=packing, max_length=4096, datasets=[{"path": "demo:sft", "max_samples": 16}])
-        cfg = RunConfig.from_dict(cfg)
-        run_dir = create_run(cfg, workdir)
-        run_training(cfg, run_dir, workdir=workdir)
-        return next(e.loss for e in read_events(str(run_dir / "events.jsonl")) if isinstance(e, LogStep))
+from engine.attention import cu_seqlens_from_position_ids, hf_name
+from engine.config import RunConfig
+from engine.events import LogStep, RunStarted, read_events
+from engine.runs import create_run
+from engine.train import run_training
 
-    padded, packed = first_loss(False), first_loss(True)
-    assert abs(padded - packed) < 1e-3 * max(1.0, padded), (padded, packed)
+
+def _tiny(attn, heads=4, kv_heads=2, sliding_window=None):
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(0)
+    cfg = Qwen2Config(vocab_size=97, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=heads, num_key_value_heads=kv_heads,
+                      use_sliding_window=sliding_window is not None, sliding_window=sliding_window,
+                      max_window_layers=0)
+    return Qwen2ForCausalLM._from_config(cfg, attn_implementation=hf_name(attn)).eval()
+
+
+SAMPLES = [torch.randint(0, 97, (1, n), generator=torch.Generator().manual_seed(n)) for n in (5, 9, 1, 7)]
+
+
+def _packed():
+    ids = torch.cat(SAMPLES, 1)
+    pos = torch.cat([torch.arange(s.shape[1]) for s in SAMPLES])[None]
+    return ids, pos
+
+
+@pytest.mark.parametrize("attn", ["sdpa", "eager", "varlen"])
+@pytest.mark.parametrize("gqa", [True, False])
+def test_packed_row_gives_each_sample_its_own_logits(attn, gqa):
+    model = _tiny(attn, kv_heads=2 if gqa else 4)
+    ids, pos = _packed()
+    with torch.no_grad():
+        packed = model(ids, position_ids=pos, use_cache=False).logits
+        alone = torch.cat([model(s, use_cache=False).logits for s in SAMPLES], 1)
+    assert (packed - alone).abs().max() < 1e-5
+
+
+def test_without_restarting_positions_samples_do_see_each_other():
+    """The check above can fail: the same row read as one sequence gives other logits."""
+    model = _tiny("varlen")
+    ids, _ = _packed()
+    with torch.no_grad():
+        one = model(ids, use_cache=False).logits
+        alone = torch.cat([model(s, use_cache=False).logits for s in SAMPLES], 1)
+    assert (one - alone)[:, 5:].abs().max() > 1e-3
+
+
+def test_varlen_uses_the_boundaries_trl_passes_and_matches_sdpa_with_a_sliding_window():
+    ids, pos = _packed()
+    cu = cu_seqlens_from_position_ids(pos)
+    assert cu.tolist() == [0, 5, 14, 15, 22]
+    ref, model = _tiny("sdpa", sliding_window=3), _tiny("varlen", sliding_window=3)
+    with torch.no_grad():
+        a = model(ids, position_ids=pos, use_cache=False, cu_seq_lens_q=cu, cu_seq_lens_k=cu,
+                  max_length_q=9, max_length_k=9).logits
+        b = ref(ids, position_ids=pos, use_cache=False).logits
+    assert (a - b).abs().max() < 1e-5
+
+
+def test_varlen_model_pads_and_generates_like_sdpa():
+    ref, model = _tiny("sdpa"), _tiny("varlen")
+    ids = torch.randint(0, 97, (2, 6), generator=torch.Generator().manual_seed(1))
+    mask = torch.ones_like(ids)
+    mask[1, :2] = 0  # left padding: the mask path, not the packed one
+    with torch.no_grad():
+        diff = (model(ids, attention_mask=mask).logits - ref(ids, attention_mask=mask).logits)[mask.bool()]
+    assert diff.abs().max() < 1e-5
+    kw = dict(max_new_tokens=6, do_sample=False, pad_token_id=0)
+    assert torch.equal(model.generate(ids[:1], **kw), ref.generate(ids[:1], **kw))
+
+
+def _first_losses(workdir, steps=3, **data_and_training):
+    cfg = tiny_sft_config(max_steps=steps, per_device_train_batch_size=8)
+    cfg["data"].update(max_length=4096, datasets=[{"path": "demo:sft", "max_samples": 24}])
+    for key, value in data_and_training.items():
+        section, name = key.split("__")
+        cfg.setdefault(section, {})[name] = value
+    cfg = RunConfig.from_dict(cfg)
+    run_dir = create_run(cfg, workdir)
+    run_training(cfg, run_dir, workdir=workdir)
+    events = read_events(str(run_dir / "events.jsonl"))
+    started = next(e for e in events if isinstance(e, RunStarted))
+    return [e.loss for e in events if isinstance(e, LogStep) and e.loss is not None], started, run_dir
+
+
+def test_padding_free_batches_train_exactly_like_padded_ones(workdir, demo_model):
+    """Same rows per step, flattened without pad tokens: the same losses, step after step."""
+    import json
+
+    padded, _, _ = _first_losses(workdir, training__padding_free="off")
+    free, _, run_dir = _first_losses(workdir, training__padding_free="on")
+    assert json.loads((run_dir / "resolved.json").read_text())["padding_free"] is True
+    assert len(padded) == len(free) == 3
+    for a, b in zip(padded, free, strict=True):
+        assert abs(a - b) < 2e-3 * max(1.0, a), (padded, free)
+
+
+@pytest.mark.parametrize("attn", ["sdpa", "varlen"])
+def test_packed_and_padded_first_losses_agree(workdir, demo_model, attn):
+    """One batch holds the whole slice, so packing changes the layout, not the content."""
+    cfg = dict(data__packing=True, model__attn_implementation=attn)
+    padded, _, _ = _first_losses(workdir, steps=1, training__per_device_train_batch_size=64)
+    packed, started, _ = _first_losses(workdir, steps=1, training__per_device_train_batch_size=64, **cfg)
+    assert started.attn_implementation == attn
+    assert abs(padded[0] - packed[0]) < 1e-3 * max(1.0, padded[0]), (padded, packed)
+
+
+def test_padding_free_without_packing_flattens_truncated_rows(workdir, demo_model):
+    """The engine swaps in trl's flattening collator after trl truncated the rows to max_length."""
+    from engine import model as model_mod
+    from engine import sft
+    from engine.data import load_training_data
+    from engine.train import training_args
+
+    cfg = RunConfig.from_dict({**tiny_sft_config(max_steps=1), "model": {"name_or_path": str(demo_model)}})
+    cfg.data.max_length = 24
+    cfg.training.padding_free = "on"
+    res = model_mod.resolve(cfg, workdir)
+    assert res.padding_free and not cfg.data.packing
+    tok = model_mod.load_tokenizer(cfg, res)
+    train, _ = load_training_data(cfg)
+    trainer = sft.build(model_mod.load_model(cfg, res), tok, train, None, cfg, res,
+                        training_args(cfg, res, workdir / "pf", False), [])
+    rows = [trainer.train_dataset[i] for i in range(4)]
+    assert all(len(r["input_ids"]) <= 24 for r in rows)
+    batch = trainer.data_collator(rows)
+    assert "attention_mask" not in batch and batch["input_ids"].shape == (1, sum(len(r["input_ids"]) for r in rows))
+    assert batch["position_ids"][0].tolist() == [i for r in rows for i in range(len(r["input_ids"]))]
+
+
+@pytest.mark.gpu
+def test_pytorch_varlen_kernel_matches_the_per_sample_reference_on_a_gpu():
+    """On CUDA the `varlen` path runs PyTorch's flash kernel; bf16, GQA, forward and backward."""
+    from engine.attention import _flash_varlen, _per_sample, available_on_gpu
+
+    if not available_on_gpu():
+        pytest.skip("this GPU or torch has no varlen flash kernel")
+    g = torch.Generator(device="cuda").manual_seed(0)
+    q = torch.randn(22, 8, 64, device="cuda", dtype=torch.bfloat16, generator=g, requires_grad=True)
+    k = torch.randn(22, 2, 64, device="cuda", dtype=torch.bfloat16, generator=g, requires_grad=True)
+    v = torch.randn(22, 2, 64, device="cuda", dtype=torch.bfloat16, generator=g, requires_grad=True)
+    cu = torch.tensor([0, 5, 14, 15, 22], device="cuda", dtype=torch.int32)
+    fast = _flash_varlen(q, k, v, cu, 9, 64**-0.5, None)
+    ref = _per_sample(q.float(), k.float(), v.float(), cu, 64**-0.5, 0.0, None)
+    assert (fast.float() - ref).abs().max() < 2e-2
+    fast.sum().backward()
+    assert q.grad is not None and torch.isfinite(q.grad).all()

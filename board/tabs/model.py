@@ -47,6 +47,7 @@ PRECISIONS = [("ui.choice.auto", "auto"), (None, "bf16"), (None, "fp16"), (None,
 ATTENTION = [
     ("ui.choice.auto", "auto"),
     ("ui.model.attn_flash", "flash_attention_2"),
+    ("ui.model.attn_varlen", "varlen"),
     ("ui.model.attn_sdpa", "sdpa"),
     ("ui.model.attn_eager", "eager"),
 ]

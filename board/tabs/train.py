@@ -32,6 +32,7 @@ SCHEDULERS = [
     (f"ui.train.sched_{s}", s)
     for s in ("cosine", "linear", "constant", "constant_with_warmup", "cosine_with_restarts", "polynomial")
 ]
+SWITCHES = [("ui.choice.auto", "auto"), ("ui.choice.on", "on"), ("ui.choice.off", "off")]
 OPTIMIZERS = [("ui.choice.auto", "auto")] + [
     (None, o)
     for o in (
@@ -365,6 +366,25 @@ def build(ui: UI) -> None:
                         label="ui.train.grad_ckpt",
                         info="ui.train.grad_ckpt_info",
                         value=tr.gradient_checkpointing,
+                    )
+                with gr.Row():
+                    ui.add(
+                        gr.Dropdown,
+                        "train-padding-free",
+                        field="training.padding_free",
+                        label="ui.train.padding_free",
+                        info="ui.train.padding_free_info",
+                        choice_keys=SWITCHES,
+                        value=tr.padding_free,
+                    )
+                    ui.add(
+                        gr.Dropdown,
+                        "train-liger",
+                        field="training.use_liger_kernel",
+                        label="ui.train.liger",
+                        info="ui.train.liger_info",
+                        choice_keys=SWITCHES,
+                        value=tr.use_liger_kernel,
                     )
                 with gr.Row():
                     ui.add(
