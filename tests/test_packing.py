@@ -157,3 +157,13 @@ def test_pytorch_varlen_kernel_matches_the_per_sample_reference_on_a_gpu():
     assert (fast.float() - ref).abs().max() < 2e-2
     fast.sum().backward()
     assert q.grad is not None and torch.isfinite(q.grad).all()
+
+
+@pytest.mark.gpu
+def test_gpu_fast_path_trains_like_the_plain_path(workdir, demo_model):
+    """On a GPU: the auto path (bf16, padding-free through varlen/flash, fused AdamW) vs padded sdpa."""
+    plain, _, _ = _first_losses(workdir, training__padding_free="off", model__attn_implementation="sdpa")
+    fast, started, _ = _first_losses(workdir)
+    assert started.attn_implementation in ("varlen", "flash_attention_2")
+    for a, b in zip(plain, fast, strict=True):
+        assert abs(a - b) < 2e-2 * max(1.0, a), (plain, fast)
