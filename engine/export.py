@@ -73,14 +73,13 @@ def _copy(source: Path, out: Path) -> None:
 
 def _merge(cfg: RunConfig, run_dir: Path, source: Path, out: Path, workdir) -> str:
     import torch
-    from peft import PeftModel
     from transformers import AutoTokenizer
-    from transformers.utils import logging as hf_logging
 
     from . import model as model_mod
 
-    hf_logging.set_verbosity_error()
-    res = model_mod.resolve(cfg, workdir)
+    res = model_mod.resolve(cfg, workdir)  # first: it quiets the libraries before peft pulls in bitsandbytes
+    from peft import PeftModel
+
     dtype = merge_dtype(cfg, res.precision)
     base = model_mod.load_model(cfg, res, for_training=False, dtype=dtype)  # dtype given: no quantization
     model = PeftModel.from_pretrained(base, str(source)).merge_and_unload()

@@ -131,11 +131,8 @@ class ChatSession:
     def load(self, run: str, checkpoint: Optional[str] = None) -> dict[str, Any]:
         """Load `run` (a folder or id): its adapter on the base in the run's quantization and
         precision, or its trained model. `checkpoint` picks a checkpoint folder instead."""
-        from transformers.utils import logging as hf_logging
-
         from . import model as model_mod
 
-        hf_logging.set_verbosity_error()
         run_dir = resolve_run(run, self.workdir)
         source = result_dir(run_dir, checkpoint)
         self.unload()

@@ -42,8 +42,25 @@ def resolve_path(name: str, workdir=None) -> str:
     return name  # a hub id: loading it raises the offline error if we can't reach the hub
 
 
+def quiet_libraries() -> None:
+    """Our events and progress bar say what happens; the libraries' own bars and hints would say it twice."""
+    import logging
+    import warnings
+
+    import datasets
+    from transformers.utils import logging as hf_logging
+
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)  # "pip install kernels" hints for CPU 4-bit
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"(transformers|peft|trl)\.")
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    datasets.disable_progress_bars()
+
+
 def resolve(cfg: RunConfig, workdir=None) -> Resolved:
     import torch
+
+    quiet_libraries()
 
     cuda = torch.cuda.is_available()
     device = "cuda" if cuda else "cpu"

@@ -131,18 +131,17 @@ def _error_key(e: BaseException) -> tuple[str, dict]:
 
 
 def _train(cfg: RunConfig, run_dir: Path, log: EventLog, should_stop, workdir):
-    import datasets
+    from .model import quiet_libraries
+
+    quiet_libraries()  # before peft pulls in bitsandbytes and its CPU hints
     import torch
     from transformers import PrinterCallback, set_seed
-    from transformers.utils import logging as hf_logging
 
     from . import adapters
     from . import model as model_mod
     from .callbacks import EventCallback
     from .data import load_training_data
 
-    hf_logging.set_verbosity_error()
-    datasets.disable_progress_bars()  # the run's own progress events say it; no bars in the log
     res = model_mod.resolve(cfg, workdir)
     if cfg.training.optim not in ("auto", res.optim):
         log(Warning(key="warning.optim_fallback", params={"optim": cfg.training.optim, "used": res.optim},

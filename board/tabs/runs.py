@@ -11,6 +11,7 @@ from typing import Any
 
 import gradio as gr
 
+from engine.evaluate import eval_metrics
 from engine.events import read_events
 from engine.runs import RUNNING, RunInfo, list_runs, run_info
 
@@ -159,6 +160,7 @@ def detail(jobs: Jobs, run_id: str | None, lang: str) -> tuple:
             "",
         )
     info = run_info(path)
+    info.metrics.update(eval_metrics(path))  # the Evaluate tab's scores, beside the trainer's own
     if jobs.is_live(info.id):
         info.status = RUNNING
     curves = curves_of(path)
