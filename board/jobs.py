@@ -20,22 +20,11 @@ from typing import Any, Optional
 from engine.config import RunConfig
 from engine.events import Error, Event, Finished, RunStarted, from_json
 from engine.messages import TuneboardError, message
-from engine.runs import RUNNING, create_run, latest_checkpoint, list_runs, pid_alive, run_info
+from engine.runs import RUNNING, STOP_FILE, create_run, latest_checkpoint, list_runs, pid_alive, run_info
 
 from .safety import run_path
 
-STOP_FILE = "stop.request"  # a stop request a board that did not spawn the worker can still make
 WORKER_LOG = "worker.log"  # the child's stdout/stderr: library warnings, a crash before the engine logs
-
-
-class _StopSignal:
-    """What the engine polls each step: the board's event, or a stop file for a reattached run."""
-
-    def __init__(self, event, path: Path):
-        self.event, self.path = event, path
-
-    def is_set(self) -> bool:
-        return self.event.is_set() or self.path.exists()
 
 
 def _child(config_dict: dict, run_dir: str, queue, stop_event, workdir: str, env: dict[str, str]) -> None:
@@ -47,7 +36,7 @@ def _child(config_dict: dict, run_dir: str, queue, stop_event, workdir: str, env
     os.dup2(fd, 2)
     from engine.worker import run_job
 
-    run_job(config_dict, run_dir, queue, _StopSignal(stop_event, Path(run_dir) / STOP_FILE), workdir)
+    run_job(config_dict, run_dir, queue, stop_event, workdir)  # the engine also watches the run's STOP_FILE
 
 
 @dataclass

@@ -20,6 +20,7 @@ from .messages import TuneboardError
 from .paths import runs_dir
 
 RUNNING, FINISHED, STOPPED, FAILED = "running", "finished", "stopped", "failed"
+STOP_FILE = "stop.request"  # touched in a run folder, it stops that run after its current step (board, scripts)
 _ID_OK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 

@@ -20,7 +20,7 @@ from .config import ConfigError, RunConfig, parse_overrides
 from .events import Error, Event, Finished, LogStep, Progress, RunStarted, Warning
 from .messages import TuneboardError, message
 from .paths import default_workdir
-from .runs import create_run, latest_checkpoint
+from .runs import STOP_FILE, create_run, latest_checkpoint
 
 
 class EventLog:
@@ -104,9 +104,14 @@ def run_training(cfg: RunConfig, run_dir: str | os.PathLike, emit: Optional[Call
     if not (run_dir / "config.yaml").exists():
         cfg.save(str(run_dir / "config.yaml"))
     log = EventLog(run_dir, emit)
+    stop_file = run_dir / STOP_FILE  # a stop from a board that did not start this run, or from a script
+
+    def stop_requested() -> bool:
+        return stop_file.exists() or (should_stop is not None and should_stop())
+
     step = 0
     try:
-        out, step, status, metrics = _train(cfg, run_dir, log, should_stop, workdir)
+        out, step, status, metrics = _train(cfg, run_dir, log, stop_requested, workdir)
         log(Finished(status=status, step=step, output_dir=str(out), metrics=metrics))
         return out
     except BaseException as e:
@@ -116,6 +121,7 @@ def run_training(cfg: RunConfig, run_dir: str | os.PathLike, emit: Optional[Call
         raise
     finally:
         log.close()
+        stop_file.unlink(missing_ok=True)
 
 
 def _error_key(e: BaseException) -> tuple[str, dict]:
@@ -245,13 +251,43 @@ def cmd_train(args) -> int:
     run_dir = create_run(cfg, workdir)
     print(f"run folder: {run_dir}", file=sys.stderr)
     bar = None if args.quiet else ProgressBar()
+    stop = _GracefulInterrupt()
     try:
-        run_training(cfg, run_dir, emit=bar, workdir=workdir)
+        run_training(cfg, run_dir, emit=bar, should_stop=stop.requested, workdir=workdir)
     finally:
+        stop.restore()
         if bar:
             bar.close()
     print(str(run_dir))
-    return 0
+    return 130 if stop.requested() else 0  # stopped by Ctrl+C: the checkpoint is there, the run is not done
+
+
+class _GracefulInterrupt:
+    """The first Ctrl+C stops after the current step with a checkpoint; a second one aborts at once."""
+
+    def __init__(self):
+        import signal
+
+        self._requested = False
+        try:
+            self._old = signal.signal(signal.SIGINT, self._handle)
+        except ValueError:  # not the main thread: leave Ctrl+C as it is
+            self._old = None
+
+    def _handle(self, signum, frame) -> None:
+        if self._requested:
+            raise KeyboardInterrupt
+        self._requested = True
+        print("\nstopping after this step, keeping a checkpoint (Ctrl+C again to abort)", file=sys.stderr, flush=True)
+
+    def requested(self) -> bool:
+        return self._requested
+
+    def restore(self) -> None:
+        import signal
+
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
 
 
 def _print_estimate(cfg: RunConfig, workdir: Path) -> None:

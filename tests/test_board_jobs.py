@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from board.jobs import STOP_FILE, Jobs, _open_attempt, pid_alive, read_new_events, read_tail
+from board.jobs import Jobs, _open_attempt, pid_alive, read_new_events, read_tail
 from board.watch import FAILED, FINISHED, RUNNING, STOPPED, Watch
 from engine.config import RunConfig
 from engine.events import CheckpointSaved, Finished, LogStep, Progress, RunStarted, read_events
 from engine.messages import TuneboardError
-from engine.runs import run_info
+from engine.runs import STOP_FILE, run_info
 
 
 def fake_job(config_dict, run_dir, queue, stop_event, workdir, env):

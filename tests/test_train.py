@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -202,3 +203,45 @@ def test_gradient_accumulation_matches_a_bigger_batch(workdir, demo_model):
     a, b = _weights(big / "adapter"), _weights(acc / "adapter")
     for k in a:
         assert torch.allclose(a[k], b[k], atol=2e-4, rtol=1e-3), k
+
+
+def test_a_stop_file_stops_the_run_with_a_checkpoint(workdir, demo_model):
+    """What the board's Stop does to a run it did not start (a CLI run, one from before a restart)."""
+    from engine.runs import STOP_FILE, latest_checkpoint
+
+    cfg = RunConfig.from_dict(tiny_sft_config(max_steps=30))
+    run_dir = create_run(cfg, workdir)
+
+    def emit(ev):
+        if isinstance(ev, LogStep) and ev.step == 3:
+            (run_dir / STOP_FILE).touch()
+
+    run_training(cfg, run_dir, emit=emit, workdir=workdir)
+    finished = read_events(str(run_dir / "events.jsonl"))[-1]
+    assert isinstance(finished, Finished) and finished.status == "stopped" and 3 <= finished.step < 30
+    assert latest_checkpoint(run_dir) is not None and run_info(run_dir).status == "stopped"
+    assert not (run_dir / STOP_FILE).exists()  # a resume must not stop at once
+
+
+def test_cli_ctrl_c_stops_after_the_step_keeps_a_checkpoint_and_prints_the_folder(workdir, demo_model, tmp_path):
+    import os
+    import signal
+    import time
+
+    from engine.runs import latest_checkpoint
+
+    cmd = [sys.executable, "-m", "engine.cli", "train", "assets/configs/sft_demo.yaml", "--max-steps", "500",
+           "--workdir", str(workdir), "--set", "data.val_size=0"]
+    err = open(tmp_path / "stderr", "w+")
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=err, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    deadline = time.time() + 120
+    while time.time() < deadline and "training sft on" not in (tmp_path / "stderr").read_text():
+        time.sleep(0.2)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, (tmp_path / "stderr").read_text()[-2000:]
+    run_dir = Path(out.strip().splitlines()[-1])
+    assert run_info(run_dir).status == "stopped" and latest_checkpoint(run_dir) is not None
+    assert "Traceback" not in (tmp_path / "stderr").read_text()
