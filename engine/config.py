@@ -166,6 +166,9 @@ class DPOConfig:
             _fail("label_smoothing", "error.config.range", f"must be in [0, 0.5), got {self.label_smoothing}", value=self.label_smoothing, bound="[0, 0.5)")
 
 
+KTO_LOSSES = {"sigmoid": "kto", "apo_zero": "apo_zero_unpaired"}  # dpo.loss_type -> trl's KTO loss
+
+
 @dataclass
 class GenerationConfig:
     system_prompt: Optional[str] = field(default=None, metadata={"help": "System prompt for chat."})
@@ -212,6 +215,18 @@ class RunConfig:
                   "a quantized base can only be trained through LoRA (QLoRA)")
         if self.adapter.method == "lora" and self.adapter.use_dora and self.quantization.bits == 8:
             _fail("adapter.use_dora", "error.config.dora_8bit", "DoRA does not support 8-bit bases; use 4-bit or none")
+        if self.stage == "dpo" and self.dpo.method == "kto":  # refused here, before any model is loaded
+            d = self.dpo
+            if d.loss_type not in KTO_LOSSES:
+                _fail("dpo.loss_type", "error.dpo.kto_unsupported", f"KTO does not support loss_type {d.loss_type}",
+                      option=f"loss_type: {d.loss_type}")
+            if d.sft_weight > 0:
+                _fail("dpo.sft_weight", "error.dpo.kto_unsupported", "KTO does not support SFT mixing",
+                      option=f"sft_weight: {d.sft_weight}")
+            if KTO_LOSSES[d.loss_type] == "kto" and self.training.per_device_train_batch_size < 2:
+                # KTO estimates its KL term from the other answers in the same micro-batch
+                _fail("training.per_device_train_batch_size", "error.dpo.kto_batch_size",
+                      "KTO needs a batch size of at least 2", size=self.training.per_device_train_batch_size)
 
     # ---- conversion -------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

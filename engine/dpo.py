@@ -16,8 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from .config import RunConfig
-from .messages import TuneboardError
+from .config import KTO_LOSSES, RunConfig
 from .model import Resolved
 
 REF_ADAPTER = "ref"  # the name trl gives the frozen copy of a continued adapter
@@ -53,17 +52,8 @@ def build(model, tokenizer, train_ds, eval_ds, cfg: RunConfig, res: Resolved, ar
 
 
 def _kto_loss(cfg: RunConfig) -> str:
-    """trl's KTO loss for `dpo.loss_type`: sigmoid means KTO itself, apo_zero its unpaired variant."""
-    d = cfg.dpo
-    losses = {"sigmoid": "kto", "apo_zero": "apo_zero_unpaired"}
-    if d.loss_type not in losses:
-        raise TuneboardError("error.dpo.kto_unsupported", option=f"loss_type: {d.loss_type}")
-    if d.sft_weight > 0:
-        raise TuneboardError("error.dpo.kto_unsupported", option=f"sft_weight: {d.sft_weight}")
-    if losses[d.loss_type] == "kto" and cfg.training.per_device_train_batch_size < 2:
-        # KTO estimates its KL term from the other answers in the same micro-batch
-        raise TuneboardError("error.dpo.kto_batch_size", size=cfg.training.per_device_train_batch_size)
-    return losses[d.loss_type]
+    """trl's KTO loss for `dpo.loss_type` (RunConfig refused the ones KTO cannot do)."""
+    return KTO_LOSSES[cfg.dpo.loss_type]
 
 
 def _kto(model, ref_model, tokenizer, train_ds, eval_ds, cfg: RunConfig, loss: str, common: dict, callbacks: list):
