@@ -222,8 +222,8 @@ def _plan(cfg: RunConfig) -> _Plan:
     else:
         trainable = 4  # peft's autocast_adapter_dtype keeps LoRA in fp32
     attn = cfg.model.attn_implementation
-    if attn == "auto":  # on a GPU, packed rows go to flash-attn or PyTorch's varlen kernel; padded ones to sdpa
-        attn = "varlen" if cfg.data.packing else "sdpa"
+    if attn == "auto":  # on an Ampere+ GPU the engine picks flash-attn or PyTorch's varlen kernel
+        attn = "varlen"
     varlen = attn in ("flash_attention_2", "varlen")  # boundaries, not a mask: each sample attends to itself
     optim = "adamw_torch_fused" if tr.optim == "auto" else tr.optim
     rows = tr.per_device_train_batch_size * (2 if cfg.stage == "dpo" else 1)

@@ -105,7 +105,8 @@ def liger_choice(cfg: RunConfig, cuda: bool) -> bool:
 
 
 def attention_choice(cfg: RunConfig, cuda: bool) -> str:
-    """flash-attn where installed; PyTorch's varlen kernel for packed (padding-free) rows; sdpa otherwise.
+    """flash-attn where installed; else PyTorch's varlen kernel on GPUs that run it, so that batches can go
+    padding-free (packed or not); sdpa otherwise.
 
     On CPU sdpa also keeps packed samples apart: transformers builds a block-diagonal mask from the
     restarting position ids (tests/test_packing.py checks the logits)."""
@@ -116,7 +117,7 @@ def attention_choice(cfg: RunConfig, cuda: bool) -> str:
     if attn == "auto":
         if flash:
             return "flash_attention_2"
-        return "varlen" if cfg.data.packing and cuda and attention.available_on_gpu() else "sdpa"
+        return "varlen" if cuda and attention.available_on_gpu() else "sdpa"
     if attn == "flash_attention_2" and not flash:
         raise TuneboardError("error.flash_unavailable")
     return attn  # varlen on CPU runs its per-sample sdpa reference path

@@ -20,12 +20,11 @@ def no_flash(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "flash_attn" else real(name, *a))
 
 
-def test_attention_auto_is_sdpa_on_cpu_and_varlen_for_packed_rows_on_a_gpu(monkeypatch, no_flash):
+def test_attention_auto_is_sdpa_on_cpu_and_varlen_on_a_gpu_without_flash_attn(monkeypatch, no_flash):
     packed = _cfg(data={"packing": True})
-    assert attention_choice(packed, cuda=False) == "sdpa"
+    assert attention_choice(packed, cuda=False) == attention_choice(_cfg(), cuda=False) == "sdpa"
     monkeypatch.setattr(attention, "available_on_gpu", lambda: True)
-    assert attention_choice(packed, cuda=True) == "varlen"
-    assert attention_choice(_cfg(), cuda=True) == "sdpa"  # padded rows: sdpa's flash backend is the fast one
+    assert attention_choice(packed, cuda=True) == attention_choice(_cfg(), cuda=True) == "varlen"
     monkeypatch.setattr(attention, "available_on_gpu", lambda: False)  # pre-Ampere, or an old torch
     assert attention_choice(packed, cuda=True) == "sdpa"
     assert attention_choice(_cfg(model={"attn_implementation": "varlen"}), cuda=False) == "varlen"
