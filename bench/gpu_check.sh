@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # There (the lent GPU machine, via the device tool with carry [".whl"]): the GPU tests, then the bench.
-#   bash bench/gpu_check.sh tests            # pytest -m gpu (estimate vs measured peaks, QLoRA, varlen) ~3 min
+#   bash bench/gpu_check.sh tests            # pytest -m gpu (estimate vs measured peaks, QLoRA, varlen, GPU memory release) ~3 min
 #   bash bench/gpu_check.sh bench SHAPE R    # e.g. `bench qwen2.5-0.5b a,b,c,d` or `bench llama-2-7b c`
 # Results land in $OUT (bench/results.jsonl lines, logs) so they come back to the session.
 set -uo pipefail
@@ -12,7 +12,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | 
 python3 -c "import torch, transformers, trl, peft; print('torch', torch.__version__, 'transformers', transformers.__version__, 'trl', trl.__version__, 'peft', peft.__version__)"
 case "${1:-tests}" in
   tests)
-    python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_packing.py tests/test_train.py tests/test_estimate.py \
+    python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_packing.py tests/test_train.py tests/test_estimate.py tests/test_generate.py \
       2>&1 | tee "$OUT/pytest-gpu.log" ;;
   bench)
     python3 bench/bench_train.py --shape "${2:-qwen2.5-0.5b}" --recipes "${3:-a,b,c,d}" --steps "${STEPS:-20}" \
