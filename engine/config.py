@@ -281,6 +281,20 @@ class RunConfig:
         return type(self).from_dict(data)
 
 
+def padding_free_choice(cfg: RunConfig, attn: str) -> bool:
+    """Whether batches go padding-free under attention `attn`: the engine's rule, which the estimate follows.
+
+    Packing is always padding-free (trl's bfd); unpacked batches are when a varlen kernel keeps rows apart.
+    With sdpa a flattened batch needs a block-diagonal mask over all of its tokens, which costs more
+    than the padding it saves, so auto leaves padded batches padded there (and on CPU)."""
+    if cfg.stage == "dpo":
+        return False  # trl's DPO collator pads; its padding-free mode is disabled upstream
+    if cfg.data.packing:
+        return True
+    mode = cfg.training.padding_free
+    return mode == "on" or (mode == "auto" and attn in ("flash_attention_2", "varlen"))
+
+
 def parse_overrides(items: list[str]) -> dict[str, Any]:
     """`["a.b=v", ...]` from `--set` -> `{"a.b": parsed v}`, refusing an item without `=`."""
     overrides = {}

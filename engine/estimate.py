@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from .config import RunConfig, parse_overrides
+from .config import RunConfig, padding_free_choice, parse_overrides
 from .messages import TuneboardError, message
 
 GB = 1024**3  # "GB" here is GiB, the unit nvidia-smi and torch report a card's memory in
@@ -225,12 +225,12 @@ def _plan(cfg: RunConfig) -> _Plan:
     if attn == "auto":  # on an Ampere+ GPU the engine picks flash-attn or PyTorch's varlen kernel
         attn = "varlen"
     varlen = attn in ("flash_attention_2", "varlen")  # boundaries, not a mask: each sample attends to itself
+    free = padding_free_choice(cfg, attn)  # a batch's rows flattened into one row of rows*s tokens
     optim = "adamw_torch_fused" if tr.optim == "auto" else tr.optim
     rows = tr.per_device_train_batch_size * (2 if cfg.stage == "dpo" else 1)
     s = cfg.data.max_length
-    packed = cfg.data.packing  # trl's bfd packing is always padding-free: one row of rows*s tokens
-    seq = rows * s if packed and not varlen else s
-    mask = not varlen and (packed or rows > 1)
+    seq = rows * s if free and not varlen else s
+    mask = not (free and varlen) and (free or rows > 1)  # padded rows, or a flattened row under sdpa
     return _Plan(e, autocast, residual, mlp, frozen, trainable, attn, optim, rows * s, rows, seq, mask)
 
 

@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import RunConfig
+from .config import RunConfig, padding_free_choice
 from .demo import ensure_demo_model, is_demo
 from .messages import TuneboardError
 from .templates import TEMPLATES
@@ -80,19 +80,6 @@ def resolve(cfg: RunConfig, workdir=None) -> Resolved:
     return Resolved(path=resolve_path(cfg.model.name_or_path, workdir), device=device, precision=precision,
                     attn_implementation=attn, chat_template="", optim=optim,
                     padding_free=padding_free_choice(cfg, attn), liger=liger_choice(cfg, cuda))
-
-
-def padding_free_choice(cfg: RunConfig, attn: str) -> bool:
-    """Packing is always padding-free (trl's bfd); unpacked batches are when a varlen kernel keeps rows apart.
-
-    With sdpa a flattened batch needs a block-diagonal mask over all of its tokens, which costs more
-    than the padding it saves, so auto leaves padded batches padded there (and on CPU)."""
-    if cfg.stage == "dpo":
-        return False  # trl's DPO collator pads; its padding-free mode is disabled upstream
-    if cfg.data.packing:
-        return True
-    mode = cfg.training.padding_free
-    return mode == "on" or (mode == "auto" and attn in ("flash_attention_2", "varlen"))
 
 
 def liger_choice(cfg: RunConfig, cuda: bool) -> bool:

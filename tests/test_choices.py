@@ -3,9 +3,9 @@
 import pytest
 
 from engine import attention, sft
-from engine.config import RunConfig
+from engine.config import RunConfig, padding_free_choice
 from engine.messages import TuneboardError
-from engine.model import attention_choice, liger_choice, padding_free_choice
+from engine.model import attention_choice, liger_choice
 
 
 def _cfg(**sections):

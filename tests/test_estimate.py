@@ -212,6 +212,19 @@ def test_activations_react_to_every_knob():
     assert plain.logits == base.tokens * 151936 * 12 > 10 * base.logits
 
 
+def test_estimate_follows_the_engines_padding_free_rule():
+    """Padded rows under sdpa carry a (rows x s x s) mask; padding-free rows through varlen carry none."""
+    d = mc("qwen2.5-0.5b")
+    batch = {"per_device_train_batch_size": 4}
+    free = E.estimate(d, run_config(training=batch))  # auto: varlen on a GPU, so padding-free
+    padded = E.estimate(d, run_config(training={**batch, "padding_free": "off"}))
+    assert padded.activations > free.activations
+    assert E.estimate(d, run_config(training={**batch, "padding_free": "on"})).activations == free.activations
+    dpo = {"datasets": [{"path": "demo:dpo"}]}  # trl's DPO pads: a mask whatever the switch says
+    assert (E.estimate(d, run_config(stage="dpo", data=dpo, training=batch)).activations
+            == E.estimate(d, run_config(stage="dpo", data=dpo, training={**batch, "padding_free": "off"})).activations)
+
+
 def test_parts_add_up_and_fit():
     est = E.estimate(mc("qwen2.5-0.5b"), run_config(), 24)
     assert sum(est.parts().values()) == est.total
