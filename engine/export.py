@@ -72,14 +72,14 @@ def _copy(source: Path, out: Path) -> None:
 
 
 def _merge(cfg: RunConfig, run_dir: Path, source: Path, out: Path, workdir) -> str:
-    import torch
-    from transformers import AutoTokenizer
-
     from . import model as model_mod
 
-    res = model_mod.resolve(cfg, workdir)  # first: it quiets the libraries before peft pulls in bitsandbytes
+    model_mod.quiet_libraries()
+    import torch
     from peft import PeftModel
+    from transformers import AutoTokenizer
 
+    res = model_mod.resolve(cfg, workdir)
     dtype = merge_dtype(cfg, res.precision)
     base = model_mod.load_model(cfg, res, for_training=False, dtype=dtype)  # dtype given: no quantization
     model = PeftModel.from_pretrained(base, str(source)).merge_and_unload()

@@ -133,6 +133,7 @@ class ChatSession:
         precision, or its trained model. `checkpoint` picks a checkpoint folder instead."""
         from . import model as model_mod
 
+        model_mod.quiet_libraries()
         run_dir = resolve_run(run, self.workdir)
         source = result_dir(run_dir, checkpoint)
         self.unload()

@@ -43,7 +43,9 @@ def resolve_path(name: str, workdir=None) -> str:
 
 
 def quiet_libraries() -> None:
-    """Our events and progress bar say what happens; the libraries' own bars and hints would say it twice."""
+    """Our events and progress bar say what happens; the libraries' own bars and hints would say it twice.
+    Called first by each entry that loads a model (training, chat, export): bitsandbytes logs its CPU
+    hints on import, which transformers' trainer and peft trigger."""
     import logging
     import warnings
 
@@ -59,8 +61,6 @@ def quiet_libraries() -> None:
 
 def resolve(cfg: RunConfig, workdir=None) -> Resolved:
     import torch
-
-    quiet_libraries()
 
     cuda = torch.cuda.is_available()
     device = "cuda" if cuda else "cpu"

@@ -139,7 +139,7 @@ def _error_key(e: BaseException) -> tuple[str, dict]:
 def _train(cfg: RunConfig, run_dir: Path, log: EventLog, should_stop, workdir):
     from .model import quiet_libraries
 
-    quiet_libraries()  # before peft pulls in bitsandbytes and its CPU hints
+    quiet_libraries()  # before transformers' trainer pulls in bitsandbytes and its CPU hints
     import torch
     from transformers import PrinterCallback, set_seed
 
