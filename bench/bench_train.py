@@ -416,6 +416,7 @@ def data_speed(args) -> int:
     from engine.config import RunConfig
     from engine.data import load_training_data
     from engine.demo import build_tokenizer
+    from engine.model import Resolved
     from engine.paths import DATA
     from engine.train import training_args
 
@@ -442,8 +443,8 @@ def data_speed(args) -> int:
         t = time.perf_counter()
         train, _ = load_training_data(cfg)
         report["load_s"] = time.perf_counter() - t
-        res = type("Res", (), {"device": "cpu", "precision": "fp32", "optim": "adamw_torch", "liger": False,
-                               "padding_free": True, "attn_implementation": "sdpa"})()
+        res = Resolved(path="", device="cpu", precision="fp32", attn_implementation="sdpa", chat_template="chatml",
+                       optim="adamw_torch", padding_free=True)  # what preparation reads of the resolved run
         targs = training_args(cfg, res, Path(tmp), False)
         auto = sft.num_proc(len(train))
         for label, n in (("np1", 1), ("auto", auto)):

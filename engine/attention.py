@@ -11,18 +11,24 @@ check; anything that is not a packed row (a padding mask, decoding with a cache)
 
 from __future__ import annotations
 
+import functools
+
 NAME = "tuneboard_varlen"  # the key registered with transformers; configs say "varlen"
+
+
+@functools.cache
+def _has_kernel() -> bool:
+    """This torch ships `torch.nn.attention.varlen` (2.9 and newer); asked per layer, so cached."""
+    import importlib.util
+
+    return importlib.util.find_spec("torch.nn.attention.varlen") is not None
 
 
 def available_on_gpu() -> bool:
     """PyTorch's varlen kernel exists and this GPU can run it (flash kernels need compute capability 8.0+)."""
     import torch
 
-    try:
-        from torch.nn.attention.varlen import varlen_attn  # noqa: F401
-    except ImportError:
-        return False
-    return torch.cuda.is_available() and torch.cuda.get_device_capability()[0] >= 8
+    return _has_kernel() and torch.cuda.is_available() and torch.cuda.get_device_capability()[0] >= 8
 
 
 def register() -> str:
@@ -91,11 +97,7 @@ def _kernel_ok(q, dropout) -> bool:
         return False
     if q.dtype not in (torch.float16, torch.bfloat16) and not torch.is_autocast_enabled("cuda"):
         return False
-    try:
-        from torch.nn.attention.varlen import varlen_attn  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    return _has_kernel()
 
 
 def _flash_varlen(q, k, v, cu, max_len, scaling, window):
