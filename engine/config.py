@@ -36,15 +36,16 @@ def _fail(name: str, key: str, message: str, **params: Any) -> None:
 
 
 def _check_range(obj: Any, name: str, lo: float | None = None, hi: float | None = None,
-                 lo_open: bool = False) -> None:
+                 lo_open: bool = False, hi_open: bool = False) -> None:
     v = getattr(obj, name)
     if v is None:
         return
     if lo is not None and (v < lo or (lo_open and v == lo)):
         op = ">" if lo_open else ">="
         _fail(name, "error.config.range", f"must be {op} {lo}, got {v!r}", value=v, bound=f"{op} {lo}")
-    if hi is not None and v > hi:
-        _fail(name, "error.config.range", f"must be <= {hi}, got {v!r}", value=v, bound=f"<= {hi}")
+    if hi is not None and (v > hi or (hi_open and v == hi)):
+        op = "<" if hi_open else "<="
+        _fail(name, "error.config.range", f"must be {op} {hi}, got {v!r}", value=v, bound=f"{op} {hi}")
 
 
 @dataclass
@@ -139,7 +140,7 @@ class TrainingConfig:
         _check_range(self, "num_train_epochs", 0, lo_open=True)
         _check_range(self, "per_device_train_batch_size", 1)
         _check_range(self, "gradient_accumulation_steps", 1)
-        _check_range(self, "warmup_ratio", 0, 1)
+        _check_range(self, "warmup_ratio", 0, 1, hi_open=True)  # transformers reads a warmup of 1 or more as steps
         _check_range(self, "weight_decay", 0)
         _check_range(self, "max_grad_norm", 0)
         _check_range(self, "logging_steps", 1)

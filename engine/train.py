@@ -239,14 +239,13 @@ def config_from_args(args) -> RunConfig:
 
 
 def cmd_train(args) -> int:
-    from .data.sources import is_hub_name
+    from .data.sources import is_hub_name, resolve_data_path
 
     cfg = config_from_args(args)
     workdir = Path(args.workdir).resolve() if args.workdir else default_workdir()
     for d in cfg.data.datasets:  # fail fast on a missing file, before a run folder exists
-        p = d.path
-        if not p.startswith("demo:") and not is_hub_name(p) and not Path(p).exists():
-            raise FileNotFoundError(2, "No such file", p)
+        if not is_hub_name(d.path) and not os.path.exists(resolve_data_path(d.path)):
+            raise FileNotFoundError(2, "No such file", d.path)
     _print_estimate(cfg, workdir)
     run_dir = create_run(cfg, workdir)
     print(f"run folder: {run_dir}", file=sys.stderr)

@@ -171,6 +171,20 @@ def test_cli_missing_data_file_is_named(tmp_path):
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
 
 
+def test_cli_data_path_with_a_tilde_is_found(workdir, demo_model, tmp_path):
+    """`--data ~/x.jsonl` is what a user types; the early missing-file check expands it as the loader does."""
+    import os
+    import shutil
+
+    shutil.copy(ROOT / "assets" / "data" / "demo_sft.json", tmp_path / "mine.json")
+    r = subprocess.run([sys.executable, "-m", "engine.cli", "train", "assets/configs/sft_demo.yaml", "--data",
+                        "~/mine.json", "--max-steps", "1", "--workdir", str(workdir), "--quiet"],
+                       capture_output=True, text=True, cwd=ROOT, timeout=600, env={**os.environ, "HOME": str(tmp_path)})
+    assert r.returncode == 0, r.stderr
+    run_dir = r.stdout.strip().splitlines()[-1]
+    assert RunConfig.load(f"{run_dir}/config.yaml").data.datasets[0].path == "~/mine.json"
+
+
 def test_cli_unknown_set_field_is_rejected(tmp_path):
     r = _cli("train", "assets/configs/sft_demo.yaml", "--set", "training.lr=1", "--workdir", str(tmp_path))
     assert r.returncode == 2 and "training.lr" in r.stderr
