@@ -17,7 +17,7 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any, Optional
 
-from .messages import TuneboardError
+from .messages import TuneboardError, error_key
 
 ENV = {"TOKENIZERS_PARALLELISM": "false", "TRANSFORMERS_VERBOSITY": "error", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
 
@@ -166,12 +166,8 @@ def serve(requests, replies, stop, workdir: Optional[str], env: dict[str, str]) 
 
 
 def error_reply(e: BaseException, token: Optional[str] = None) -> dict[str, Any]:
-    key, params = getattr(e, "key", None), getattr(e, "params", None)
-    if not key:
-        text = f"{type(e).__name__}: {e}"
-        key, params = ("error.oom", {"device": "GPU"}) if "out of memory" in text.lower() else \
-            ("chat.error_failed", {"error": text})
-    params = {k: (str(v).replace(token, "***") if token else str(v)) for k, v in (params or {}).items()}
+    key, params = error_key(e, "chat.error_failed")
+    params = {k: (str(v).replace(token, "***") if token else str(v)) for k, v in params.items()}
     return {"key": key, "params": params}
 
 

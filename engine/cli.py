@@ -13,7 +13,7 @@ import traceback
 from importlib import import_module
 
 from .config import ConfigError
-from .messages import TuneboardError, message
+from .messages import TuneboardError, error_key, message
 
 # verb -> "module:function"; each function takes the parsed args and returns an exit code
 COMMANDS = {
@@ -131,8 +131,9 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # the last line of defence: one clear line, the traceback on --debug
         if debug or os.environ.get("TUNEBOARD_DEBUG"):
             traceback.print_exc()
-        if type(e).__name__ == "OutOfMemoryError" or "out of memory" in str(e).lower():
-            print(f"error: {message('error.oom', {'device': 'the GPU'})}", file=sys.stderr)
+        key, params = error_key(e, "")
+        if key == "error.oom":
+            print(f"error: {message(key, params)}", file=sys.stderr)
         else:
             print(f"error: {type(e).__name__}: {e} (run with --debug for the traceback)", file=sys.stderr)
         return 1

@@ -43,3 +43,15 @@ class TuneboardError(Exception):
     def __init__(self, key: str, **params: Any):
         self.key, self.params = key, params
         super().__init__(message(key, params))
+
+
+def error_key(e: BaseException, fallback: str) -> tuple[str, dict[str, Any]]:
+    """Any exception as a message key and parameters: ours (TuneboardError, ConfigError) carry their own;
+    running out of memory is named as such; anything else is `fallback` with the exception's text."""
+    if getattr(e, "key", None):
+        return e.key, dict(getattr(e, "params", None) or {})
+    if isinstance(e, KeyboardInterrupt):
+        return "error.interrupted", {}
+    if type(e).__name__ == "OutOfMemoryError" or "out of memory" in str(e).lower():
+        return "error.oom", {"device": "GPU"}
+    return fallback, {"error": f"{type(e).__name__}: {e}"}

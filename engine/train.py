@@ -16,9 +16,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Optional
 
-from .config import ConfigError, RunConfig, parse_overrides
+from .config import RunConfig, parse_overrides
 from .events import Error, Event, Finished, LogStep, Progress, RunStarted, Warning
-from .messages import TuneboardError, message
+from .messages import TuneboardError, error_key, message
 from .paths import default_workdir
 from .runs import STOP_FILE, create_run, latest_checkpoint
 
@@ -115,25 +115,13 @@ def run_training(cfg: RunConfig, run_dir: str | os.PathLike, emit: Optional[Call
         log(Finished(status=status, step=step, output_dir=str(out), metrics=metrics))
         return out
     except BaseException as e:
-        key, params = _error_key(e)
+        key, params = error_key(e, "error.training_failed")
         log(Error(key=key, params=params, message=message(key, params), traceback=traceback.format_exc()))
         log(Finished(status="stopped" if isinstance(e, KeyboardInterrupt) else "failed", step=step))
         raise
     finally:
         log.close()
         stop_file.unlink(missing_ok=True)
-
-
-def _error_key(e: BaseException) -> tuple[str, dict]:
-    if isinstance(e, TuneboardError):
-        return e.key, e.params
-    if isinstance(e, ConfigError):
-        return e.key, e.params
-    if isinstance(e, KeyboardInterrupt):
-        return "error.interrupted", {}
-    if type(e).__name__ == "OutOfMemoryError" or "out of memory" in str(e).lower():
-        return "error.oom", {"device": "GPU"}
-    return "error.training_failed", {"error": f"{type(e).__name__}: {e}"}
 
 
 def _train(cfg: RunConfig, run_dir: Path, log: EventLog, should_stop, workdir):

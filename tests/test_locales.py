@@ -187,3 +187,18 @@ def test_switching_language_relabels_every_registered_component(canary_page):
         for prop in ("label", "info", "placeholder", "value"):
             if spec.get(prop):
                 assert upd[prop] == TABLES["ko"][spec[prop]], (getattr(comp, "elem_id", comp), prop)
+
+
+def test_every_exception_becomes_a_message_key():
+    """One mapping for the trainer's events, the chat worker's replies and the CLI's last line."""
+    from engine.config import ConfigError
+    from engine.messages import TuneboardError, error_key
+
+    class OutOfMemoryError(RuntimeError):  # torch.cuda's, by name: the engine never imports torch for this
+        pass
+
+    assert error_key(TuneboardError("error.no_checkpoint", path="r"), "x") == ("error.no_checkpoint", {"path": "r"})
+    assert error_key(ConfigError("a.b", "error.config.range", "m", value=1), "x")[0] == "error.config.range"
+    assert error_key(OutOfMemoryError(), "x") == ("error.oom", {"device": "GPU"})
+    assert error_key(RuntimeError("CUDA out of memory. Tried"), "x")[0] == "error.oom"
+    assert error_key(ValueError("boom"), "chat.error_failed") == ("chat.error_failed", {"error": "ValueError: boom"})
