@@ -16,21 +16,11 @@ import tempfile
 from pathlib import Path
 
 from .paths import DATA, models_dir
+from .templates import TEMPLATES
 
 DEMO_NAME = "demo"
 VERSION = "1"
 SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|pad|>"]
-# `{% generation %}` marks what the assistant says, so trl can put the loss on it alone.
-CHATML = (
-    "{% for message in messages %}"
-    "{% if message['role'] == 'assistant' %}"
-    "{{ '<|im_start|>assistant\n' }}{% generation %}{{ message['content'] + '<|im_end|>' }}{% endgeneration %}{{ '\n' }}"
-    "{% else %}"
-    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}"
-    "{% endif %}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
-)
 PRETRAIN_STEPS = 300
 
 
@@ -95,7 +85,7 @@ def build_tokenizer(texts: list[str], vocab_size: int = 1024):
     tok.train_from_iterator(texts, trainer=trainer)
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|pad|>",
                                    bos_token=None, unk_token=None, model_max_length=512)
-    fast.chat_template = CHATML
+    fast.chat_template = TEMPLATES["chatml"]  # with `{% generation %}`: trl puts the loss on the answers
     return fast
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from .config import RunConfig
-from .events import CheckpointSaved, Evaluation, Finished, LogStep, Progress, RunStarted, read_events
+from .events import Error, Evaluation, Finished, LogStep, Progress, RunStarted, read_events
 from .messages import TuneboardError
 from .paths import runs_dir
 
@@ -100,8 +100,8 @@ def run_info(path: str | os.PathLike) -> RunInfo:
             info.metrics.update({f"eval_{k}" if not k.startswith("eval") else k: v for k, v in ev.metrics.items()})
         elif isinstance(ev, Finished):
             finished = ev
-        elif type(ev).__name__ == "Error":
-            info.error = getattr(ev, "message", "") or getattr(ev, "key", "")
+        elif isinstance(ev, Error):
+            info.error = ev.message or ev.key
     if finished is not None:
         info.status = finished.status
         info.metrics.update(finished.metrics)
@@ -143,11 +143,3 @@ def latest_checkpoint(path: str | os.PathLike) -> Optional[Path]:
     ckpts = [p for p in (path / "checkpoints").glob("checkpoint-*") if p.name.split("-")[-1].isdigit()]
     return max(ckpts, key=lambda p: int(p.name.split("-")[-1])) if ckpts else None
 
-
-def last_finished(path: str | os.PathLike) -> Optional[Finished]:
-    evs = [e for e in read_events(str(Path(path) / "events.jsonl")) if isinstance(e, Finished)]
-    return evs[-1] if evs else None
-
-
-def checkpoints(path: str | os.PathLike) -> list[CheckpointSaved]:
-    return [e for e in read_events(str(Path(path) / "events.jsonl")) if isinstance(e, CheckpointSaved)]

@@ -7,7 +7,6 @@ process call, so a run started in the browser and one started in a terminal are 
 from __future__ import annotations
 
 import json
-import logging
 import os
 import sys
 import time
@@ -163,7 +162,7 @@ def _train(cfg: RunConfig, run_dir: Path, log: EventLog, should_stop, workdir):
     trainer.remove_callback(PrinterCallback)  # our events and progress bar say it, once
 
     resume = _resume_checkpoint(cfg, run_dir)
-    total_steps = trainer.state.max_steps or _planned_steps(trainer, cfg)
+    total_steps = _planned_steps(trainer, cfg)
     log(RunStarted(run_id=run_dir.name, stage=cfg.stage, total_steps=total_steps, device=_device_name(res),
                    precision=res.precision, attn_implementation=res.attn_implementation,
                    trainable_params=trainable, total_params=total, train_rows=len(train_ds),
@@ -178,8 +177,6 @@ def _train(cfg: RunConfig, run_dir: Path, log: EventLog, should_stop, workdir):
     tokenizer.save_pretrained(str(out))
     metrics = {k: float(v) for k, v in (result.metrics or {}).items() if isinstance(v, (int, float))}
     status = "stopped" if callback.stopped else "finished"
-    if status == "finished" and eval_ds is not None and not cfg.training.eval_steps:
-        pass  # eval_strategy="epoch" already evaluated at the end
     del trainer, model
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
@@ -278,10 +275,8 @@ class _GracefulInterrupt:
 
 
 def _print_estimate(cfg: RunConfig, workdir: Path) -> None:
-    try:
-        from .estimate import estimate_text
-    except ImportError:
-        return
+    from .estimate import estimate_text
+
     try:
         text = estimate_text(cfg, workdir)
     except Exception:  # an estimate is advice; it never blocks training
@@ -331,5 +326,3 @@ class ProgressBar:
     def close(self) -> None:
         pass
 
-
-logging.getLogger("transformers").setLevel(logging.ERROR)
