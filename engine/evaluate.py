@@ -25,6 +25,7 @@ from typing import Any, Optional
 from .config import GenerationConfig, RunConfig
 from .messages import TuneboardError
 from .runs import resolve_run
+from .templates import plain_text
 
 EVAL_FILE = "eval.json"
 CJK = "\u1100-\u11ff\u3040-\u30ff\u3130-\u318f\u31f0-\u31ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff"
@@ -119,7 +120,7 @@ def split_row(row: dict, stage: str) -> tuple[list[dict], Optional[list[dict]], 
 def loss_tokens(tok, messages: list[dict], stage: str, max_length: int) -> tuple[list[int], list[int]]:
     """(ids, mask): the mask marks the tokens whose likelihood counts (the answers; all text for pt)."""
     if stage == "pt" or not tok.chat_template:
-        ids = tok("\n\n".join(m["content"] for m in messages))["input_ids"][:max_length]
+        ids = tok(plain_text(messages))["input_ids"][:max_length]  # as the pt run was trained
         return ids, [1] * len(ids)
     enc = tok.apply_chat_template(messages, return_dict=True, return_assistant_tokens_mask=True)
     ids, mask = list(enc["input_ids"]), list(enc.get("assistant_masks") or [])

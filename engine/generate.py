@@ -22,7 +22,7 @@ from typing import Any, Optional
 from .config import ConfigError, GenerationConfig, RunConfig
 from .messages import TuneboardError
 from .runs import resolve_run
-from .templates import STOP_STRINGS
+from .templates import STOP_STRINGS, plain_text
 
 MAX_SEED = 2**31 - 1
 
@@ -194,15 +194,19 @@ class ChatSession:
 
     # ---- prompts --------------------------------------------------------------------------
     def encode(self, messages: list[dict[str, str]]):
-        """Token ids of the prompt: the run's chat template with the assistant's turn opened
-        (plain text for a pretraining run, which never learned a template)."""
+        """Token ids of one prompt (see `encode_batch`)."""
+        return self.encode_batch([messages])
+
+    def encode_batch(self, conversations: list[list[dict[str, str]]]):
+        """Token ids of the prompts, left-padded into one batch: the run's chat template with the
+        assistant's turn opened (plain text for a pretraining run, which never learned a template)."""
         tok = self.tokenizer
         if self.cfg.stage == "pt" or not tok.chat_template:
-            text = "\n\n".join(m["content"] for m in messages if m["role"] != "system")
-            enc = tok(text, return_tensors="pt")
+            enc = tok([plain_text(c) for c in conversations], return_tensors="pt", padding=True)
         else:
-            enc = tok.apply_chat_template(messages, add_generation_prompt=True, return_dict=True, return_tensors="pt")
-        return {k: v.to(self.model.device) for k, v in enc.items() if k in ("input_ids", "attention_mask")}
+            enc = tok.apply_chat_template(conversations, add_generation_prompt=True, padding=True,
+                                          return_dict=True, return_tensors="pt")
+        return {k: enc[k].to(self.model.device) for k in ("input_ids", "attention_mask")}
 
     def generate_kwargs(self, gen: GenerationConfig, stopping=None) -> dict[str, Any]:
         mode = decoding_mode(gen)
@@ -221,7 +225,7 @@ class ChatSession:
         )
         if mode == "sample":
             kw.update(temperature=gen.temperature, top_k=gen.top_k, top_p=gen.top_p, min_p=gen.min_p)
-        stops = [s for s in [*gen.stop, *self.stops] if s]
+        stops = self._stops(gen)
         if stops:
             kw.update(stop_strings=stops, tokenizer=tok)
         if stopping is not None:
@@ -255,6 +259,7 @@ class ChatSession:
         from transformers import TextIteratorStreamer, set_seed
 
         inputs = self.encode(messages)
+        stops = self._stops(gen)
         interrupted = {"flag": False}
         halt = threading.Event()  # set when the reader walks away mid-stream: the generating thread ends too
         stopping = _stopping(lambda: halt.is_set() or bool(should_stop and should_stop()), interrupted)
@@ -284,7 +289,7 @@ class ChatSession:
             try:
                 for piece in streamer:
                     text += piece
-                    safe = _safe_prefix(text, self._stops(gen))
+                    safe = _safe_prefix(text, stops)
                     if len(safe) > shown:
                         yield safe[shown:]
                         shown = len(safe)
@@ -316,11 +321,12 @@ class ChatSession:
         tok = self.tokenizer
         special = {t for t in (tok.eos_token_id, tok.pad_token_id) if t is not None}
         eos = _eos_ids(self.model, tok)
+        stops = self._stops(gen)
         out = []
         for i, row in enumerate(ids[:, prompt_len:].tolist()):
             while row and row[-1] == tok.pad_token_id and tok.pad_token_id not in eos:
                 row.pop()
-            text, stopped = trim_at_stop(tok.decode(row, skip_special_tokens=True), self._stops(gen))
+            text, stopped = trim_at_stop(tok.decode(row, skip_special_tokens=True), stops)
             n = len([t for t in row if t not in special])
             if interrupted:
                 finish = "interrupted"
@@ -340,14 +346,7 @@ class ChatSession:
 
         self._require()
         gen = with_seed(gen, resolve_seed(gen.seed), num_return_sequences=1)
-        tok = self.tokenizer
-        if self.cfg.stage == "pt" or not tok.chat_template:
-            texts = ["\n\n".join(m["content"] for m in c if m["role"] != "system") for c in conversations]
-            enc = tok(texts, return_tensors="pt", padding=True)
-        else:
-            enc = tok.apply_chat_template(conversations, add_generation_prompt=True, padding=True,
-                                          return_dict=True, return_tensors="pt")
-        inputs = {k: enc[k].to(self.model.device) for k in ("input_ids", "attention_mask")}
+        inputs = self.encode_batch(conversations)
         model, ctx = self._model_for(use_adapter)
         start = time.perf_counter()
         with ctx, torch.inference_mode():

@@ -63,3 +63,8 @@ TEMPLATES: dict[str, str] = {
 STOP_STRINGS: dict[str, list[str]] = {
     "chatml": ["<|im_end|>"], "llama3": ["<|eot_id|>"], "llama2": [], "mistral": [], "alpaca": ["### Instruction:"],
 }
+
+
+def plain_text(messages: list[dict]) -> str:
+    """A conversation as a pretraining run reads it: the contents, blank-line separated, no system prompt."""
+    return "\n\n".join(m["content"] for m in messages if m["role"] != "system")
