@@ -77,16 +77,12 @@ def _merge(cfg: RunConfig, run_dir: Path, source: Path, out: Path, workdir) -> s
     model_mod.quiet_libraries()
     import torch
     from peft import PeftModel
-    from transformers import AutoTokenizer
 
     res = model_mod.resolve(cfg, workdir)
     dtype = merge_dtype(cfg, res.precision)
     base = model_mod.load_model(cfg, res, for_training=False, dtype=dtype)  # dtype given: no quantization
     model = PeftModel.from_pretrained(base, str(source)).merge_and_unload()
-    if (source / "tokenizer_config.json").exists():  # saved with the result: carries the run's chat template
-        tok = AutoTokenizer.from_pretrained(str(source), trust_remote_code=cfg.model.trust_remote_code)
-    else:
-        tok = model_mod.load_tokenizer(cfg, res)
+    tok = model_mod.load_result_tokenizer(cfg, res, source)
     _stop_on_template_end(model, tok, _template_name(run_dir, res))
     model.config.use_cache = True
     model.save_pretrained(str(out))

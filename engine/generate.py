@@ -421,17 +421,10 @@ def result_dir(run_dir: Path, checkpoint: Optional[str] = None) -> Path:
 
 
 def load_run_tokenizer(cfg: RunConfig, res, source: Path):
-    """The tokenizer saved with the run's result (it carries the run's chat template), else the base's."""
-    from transformers import AutoTokenizer
-
+    """The run's tokenizer (`model.load_result_tokenizer`), padding on the left for generation."""
     from . import model as model_mod
 
-    if (source / "tokenizer_config.json").exists():
-        tok = AutoTokenizer.from_pretrained(str(source), trust_remote_code=cfg.model.trust_remote_code)
-        if tok.pad_token is None:
-            tok.pad_token = tok.eos_token or tok.unk_token
-    else:
-        tok = model_mod.load_tokenizer(cfg, res)
+    tok = model_mod.load_result_tokenizer(cfg, res, source)
     tok.padding_side = "left"  # batched generation pads on the left, so every answer starts right after its prompt
     return tok
 

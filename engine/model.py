@@ -134,10 +134,8 @@ def quantization_config(cfg: RunConfig, res: Resolved):
 def load_tokenizer(cfg: RunConfig, res: Resolved):
     from transformers import AutoTokenizer
 
-    tok = _hub_call(cfg.model.name_or_path, AutoTokenizer.from_pretrained, res.path, revision=cfg.model.revision,
-                    trust_remote_code=cfg.model.trust_remote_code)
-    if tok.pad_token is None:  # most base models ship without one; eos is the usual stand-in
-        tok.pad_token = tok.eos_token or tok.unk_token
+    tok = _with_pad(_hub_call(cfg.model.name_or_path, AutoTokenizer.from_pretrained, res.path,
+                              revision=cfg.model.revision, trust_remote_code=cfg.model.trust_remote_code))
     name = cfg.model.chat_template
     if name == "auto":
         res.chat_template = "tokenizer" if tok.chat_template else "chatml"
@@ -146,6 +144,21 @@ def load_tokenizer(cfg: RunConfig, res: Resolved):
     else:
         res.chat_template = name
         tok.chat_template = TEMPLATES[name]
+    return tok
+
+
+def load_result_tokenizer(cfg: RunConfig, res: Resolved, source: Path):
+    """The tokenizer saved with a run's result (it carries the run's chat template), else the base's."""
+    from transformers import AutoTokenizer
+
+    if (source / "tokenizer_config.json").exists():
+        return _with_pad(AutoTokenizer.from_pretrained(str(source), trust_remote_code=cfg.model.trust_remote_code))
+    return load_tokenizer(cfg, res)
+
+
+def _with_pad(tok):
+    if tok.pad_token is None:  # most base models ship without one; eos is the usual stand-in
+        tok.pad_token = tok.eos_token or tok.unk_token
     return tok
 
 
