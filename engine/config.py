@@ -291,6 +291,17 @@ def padding_free_choice(cfg: RunConfig, attn: str) -> bool:
     return mode == "on" or (mode == "auto" and attn in ("flash_attention_2", "varlen"))
 
 
+def config_from_args(args) -> RunConfig:
+    """A CLI verb's config: the YAML file, then --data, --max-steps and --set on top (where the verb has them)."""
+    cfg = RunConfig.load(args.config)
+    overrides = parse_overrides(args.set)
+    if getattr(args, "data", None):
+        overrides["data.datasets"] = [{"path": p} for p in args.data]
+    if getattr(args, "max_steps", None):
+        overrides["training.max_steps"] = args.max_steps
+    return cfg.with_overrides(overrides) if overrides else cfg
+
+
 def parse_overrides(items: list[str]) -> dict[str, Any]:
     """`["a.b=v", ...]` from `--set` -> `{"a.b": parsed v}`, refusing an item without `=`."""
     overrides = {}

@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from .config import RunConfig, padding_free_choice, parse_overrides
+from .config import RunConfig, config_from_args, padding_free_choice
 from .messages import TuneboardError, message
 
 GB = 1024**3  # "GB" here is GiB, the unit nvidia-smi and torch report a card's memory in
@@ -480,16 +480,15 @@ def load_model_config(name_or_path: str, workdir=None, revision: str | None = No
         if not path.exists():
             _build_demo(workdir)
         return json.loads(path.read_text(encoding="utf-8"))
+    from .model import local_model_dir  # the engine's own rules for folder vs hub id
+
     p = Path(name_or_path).expanduser()
-    if p.is_dir():
-        if not (p / "config.json").exists():
-            raise TuneboardError("error.model_not_found", name=name_or_path)
-        return json.loads((p / "config.json").read_text(encoding="utf-8"))
     if p.is_file() and p.suffix == ".json":
         return json.loads(p.read_text(encoding="utf-8"))
-    if name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1:
-        raise TuneboardError("error.model_not_found", name=name_or_path)
-    return _hub_config(name_or_path, revision)
+    local = local_model_dir(name_or_path)
+    if local is None:
+        return _hub_config(name_or_path, revision)
+    return json.loads((local / "config.json").read_text(encoding="utf-8"))
 
 
 def _build_demo(workdir) -> None:
@@ -571,24 +570,26 @@ def local_gpu_memory_gb() -> float | None:
     return torch.cuda.get_device_properties(0).total_memory / GB
 
 
+def estimate_for(cfg: RunConfig, workdir=None, gpu_memory_gb: float | None = None) -> Estimate:
+    """The command line's estimate: against `gpu_memory_gb`, else this machine's GPU, else DEFAULT_GPU_GB.
+    The GPU is asked first: that imports torch, so a demo model still to be built is built in this
+    process rather than in a child (the board, which has no torch, never calls this)."""
+    gpu = gpu_memory_gb or local_gpu_memory_gb() or DEFAULT_GPU_GB
+    model_config = load_model_config(cfg.model.name_or_path, workdir, cfg.model.revision)
+    return estimate(model_config, cfg, gpu)
+
+
 def estimate_text(cfg: RunConfig, workdir=None, gpu_memory_gb: float | None = None) -> str:
     """What `tuneboard train` prints before it starts."""
-    model_config = load_model_config(cfg.model.name_or_path, workdir, cfg.model.revision)
-    gpu = gpu_memory_gb or local_gpu_memory_gb() or DEFAULT_GPU_GB
-    return render(estimate(model_config, cfg, gpu), cfg.model.name_or_path)
+    return render(estimate_for(cfg, workdir, gpu_memory_gb), cfg.model.name_or_path)
 
 
 def cmd_estimate(args) -> int:
-    cfg = RunConfig.load(args.config)
-    overrides = parse_overrides(args.set)
-    if overrides:
-        cfg = cfg.with_overrides(overrides)
     from .paths import default_workdir
 
+    cfg = config_from_args(args)
     workdir = Path(args.workdir).resolve() if args.workdir else default_workdir()
-    model_config = load_model_config(cfg.model.name_or_path, workdir, cfg.model.revision)
-    gpu = args.gpu_memory or local_gpu_memory_gb() or DEFAULT_GPU_GB
-    est = estimate(model_config, cfg, gpu)
+    est = estimate_for(cfg, workdir, args.gpu_memory)
     if args.json:
         print(json.dumps({"model": cfg.model.name_or_path, **est.to_dict()}, indent=1, default=str))
     else:

@@ -32,14 +32,20 @@ class Resolved:
 def resolve_path(name: str, workdir=None) -> str:
     if is_demo(name):
         return str(ensure_demo_model(workdir))
+    local = local_model_dir(name)
+    return str(local) if local else name  # a hub id: loading it raises the offline error if we can't reach the hub
+
+
+def local_model_dir(name: str) -> Path | None:
+    """The local model folder `name` names, or None for a hub id; a path that holds no model is refused."""
     p = Path(name).expanduser()
     if p.is_dir():
         if not (p / "config.json").exists():
             raise TuneboardError("error.model_not_found", name=name)
-        return str(p.resolve())
+        return p.resolve()
     if name.startswith((".", "/", "~")) or name.count("/") > 1:
         raise TuneboardError("error.model_not_found", name=name)
-    return name  # a hub id: loading it raises the offline error if we can't reach the hub
+    return None
 
 
 def quiet_libraries() -> None:

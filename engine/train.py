@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Optional
 
-from .config import RunConfig, parse_overrides
+from .config import RunConfig, config_from_args
 from .events import Error, Event, Finished, LogStep, Progress, RunStarted, Warning
 from .messages import TuneboardError, error_key, message
 from .paths import default_workdir
@@ -211,16 +211,6 @@ def _resume_checkpoint(cfg: RunConfig, run_dir: Path) -> Optional[Path]:
 
 
 # ---- the CLI verb ---------------------------------------------------------------------------
-
-
-def config_from_args(args) -> RunConfig:
-    cfg = RunConfig.load(args.config)
-    overrides = parse_overrides(args.set)
-    if getattr(args, "data", None):
-        overrides["data.datasets"] = [{"path": p} for p in args.data]
-    if getattr(args, "max_steps", None):
-        overrides["training.max_steps"] = args.max_steps
-    return cfg.with_overrides(overrides) if overrides else cfg
 
 
 def cmd_train(args) -> int:
