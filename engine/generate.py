@@ -367,10 +367,6 @@ class ChatSession:
                 return
             yield self.generate(messages, with_seed(gen, s, num_return_sequences=1), use_adapter, should_stop)[0]
 
-    def seed_sweep(self, messages: list[dict[str, str]], gen: GenerationConfig, n: int,
-                   use_adapter: bool = True, seeds: Optional[list[int]] = None) -> list[Answer]:
-        return list(self.sweep(messages, gen, n, use_adapter, seeds))
-
     def compare(self, messages: list[dict[str, str]], gen: GenerationConfig) -> dict[str, list[Answer]]:
         """The base model's and the tuned model's answers to the same prompt with the same seed."""
         gen = with_seed(gen, resolve_seed(gen.seed))

@@ -106,7 +106,7 @@ def test_stop_request_interrupts(session):
 
 
 def test_seed_sweep_gives_each_seed_its_own_reproducible_answer(session):
-    answers = session.seed_sweep(ASK, dataclasses.replace(SAMPLE, seed=10), 3)
+    answers = list(session.sweep(ASK, dataclasses.replace(SAMPLE, seed=10), 3))
     assert [a.seed for a in answers] == [10, 11, 12]
     assert len({a.text for a in answers}) > 1
     pinned = session.generate(ASK, dataclasses.replace(SAMPLE, seed=11))[0]
