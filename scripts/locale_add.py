@@ -10,19 +10,20 @@ import sys
 from pathlib import Path
 
 LOCALES = Path(__file__).resolve().parent.parent / "locales"
-LANGS = ["en", "ko", "zh", "ja", "ru"]
+LANGS = sorted(p.stem for p in LOCALES.glob("*.json"))  # the files are the list, as engine.messages.languages()
 
 
 def main(path: str) -> None:
     new = json.loads(Path(path).read_text(encoding="utf-8"))
+    missing = [f"{key}: no {lang} text" for key, texts in new.items() for lang in LANGS if lang not in texts]
+    if missing:  # refuse before writing anything: a half-applied update leaves the languages out of step
+        sys.exit("\n".join(missing))
     with open(LOCALES / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         for lang in LANGS:
             f = LOCALES / f"{lang}.json"
             data = json.loads(f.read_text(encoding="utf-8")) if f.exists() else {}
             for key, texts in new.items():
-                if lang not in texts:
-                    sys.exit(f"{key}: no {lang} text")
                 data[key] = texts[lang]
             f.write_text(json.dumps(dict(sorted(data.items())), ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
 

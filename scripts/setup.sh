@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Create .venv with the CPU torch first (a bare `torch` would pull a multi-GB CUDA build), then the project.
+# Create .venv with torch 2.13.0 first (on our machines and CI that pin resolves to the CPU build on local disk;
+# a bare `torch` would pull a multi-GB CUDA build), then the project.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}

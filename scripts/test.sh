@@ -11,7 +11,7 @@ if ! command -v chromium >/dev/null 2>&1; then
   fi
 fi
 . .venv/bin/activate
-ruff check engine board tests bench
+ruff check engine board tests bench scripts
 set +e
 python -m pytest -q "$@"
 rc=$?
