@@ -44,6 +44,14 @@ def test_tokenizer_template_preview_is_exact(tok):
     assert view["tokens"] == len(tok(view["text"], add_special_tokens=False)["input_ids"]) and not view["estimated"]
 
 
+@pytest.mark.parametrize("answer", ["a", "m"])  # letters of <|im_start|> / <|im_end|> themselves
+def test_a_short_answer_is_marked_where_it_is_not_inside_the_template(tok, answer):
+    msgs = [{"role": "user", "content": "Pick a letter"}, {"role": "assistant", "content": answer}]
+    [view] = render({"messages": msgs}, tok)
+    assert "".join(s["text"] for s in view["segments"]) == view["text"]
+    assert marked(view).endswith(f"<|im_start|>assistant\n[[{answer}<|im_end|>]]\n")
+
+
 def test_preference_preview_shows_chosen_and_rejected_and_only_answers_train(tok):
     rec = {"prompt": [{"role": "user", "content": "Q"}, {"role": "assistant", "content": "earlier"},
                       {"role": "user", "content": "Q2"}],

@@ -26,6 +26,7 @@ from .formats import (
     suggest_mapping,
     used_fields,
 )
+from .preview import stats
 from .sources import is_turns
 from .tokens import token_lengths
 
@@ -34,6 +35,7 @@ FORMAT_ALIASES = {"auto": "auto", "openai": "messages", "chatml": "messages", "c
                   "pt": "text", "plain": "text", "plaintext": "text", "txt": "text"}
 ANSWER_FIELD = {"alpaca": "output", "sharegpt": "conversations", "messages": "messages",
                 "prompt_completion": "completion", "preference": "chosen", "text": "text"}
+FORMAT_LIST = ", ".join(FORMATS)  # for data.unknown_format
 SHORT_ANSWER = 3  # weighted characters; a CJK character weighs 3 (about one word)
 
 
@@ -55,10 +57,6 @@ class Analysis:
     @property
     def errors(self) -> int:
         return sum(f.severity == "error" for f in self.findings)
-
-    @property
-    def estimated(self) -> bool:
-        return self.counting != "exact"
 
     @property
     def trl_kind(self) -> str | None:
@@ -94,7 +92,7 @@ def analyze(rows: list[Any], fmt: str = "auto", *, columns: dict[str, str] | Non
         return out
     name = canonical_format(fmt)
     if name is None:
-        out.findings.append(error(None, None, "data.unknown_format", format=fmt, formats=", ".join(FORMATS)))
+        out.findings.append(error(None, None, "data.unknown_format", format=fmt, formats=FORMAT_LIST))
         return out
     if columns:
         rows = [map_columns(r, columns) for r in rows]
@@ -119,7 +117,7 @@ def analyze(rows: list[Any], fmt: str = "auto", *, columns: dict[str, str] | Non
         for fld, key, params in probs:
             out.findings.append(error(numbers[i], theirs.get(fld, fld), key, at(i), **params))
     good = [i for i, r in enumerate(out.records) if r is not None]
-    _missing_columns(out, rows, keys, theirs)
+    _missing_columns(out, keys, theirs)
     unused = [k for k in keys if k not in used_fields(name)]
     if unused and good:
         out.findings.append(warning(None, None, "data.ignored_columns", columns=", ".join(unused[:12])))
@@ -138,11 +136,11 @@ def analyze(rows: list[Any], fmt: str = "auto", *, columns: dict[str, str] | Non
     return out
 
 
-def _missing_columns(out: Analysis, rows: list[Any], keys: list[str], theirs: dict[str, str]) -> None:
+def _missing_columns(out: Analysis, keys: list[str], theirs: dict[str, str]) -> None:
     """A required field absent from every row is a column problem: say so once, with a mapping to try."""
     if out.format not in ("alpaca", "prompt_completion", "text"):
         return  # the others have alternative spellings per row
-    absent = tuple(f for f in FORMATS[out.format][0] if not any(isinstance(r, dict) and f in r for r in rows))
+    absent = tuple(f for f in FORMATS[out.format][0] if f not in keys)
     for fld in absent:
         mapping = suggest_mapping(out.format, [k for k in keys if k not in FORMATS[out.format][0]], (fld,))
         out.findings.append(error(None, theirs.get(fld, fld), "data.missing_column", format=out.format,
@@ -197,12 +195,11 @@ def _system_some_rows(out: Analysis, good: list[int], at: Any) -> None:
 
 
 def _too_long(out: Analysis, good: list[int], max_length: int) -> None:
-    lengths = out.lengths
-    over = np.flatnonzero(lengths > max_length)
+    over = np.flatnonzero(out.lengths > max_length)
     if not len(over):
         return
-    p50, p90, p99 = (int(v) for v in np.percentile(lengths, [50, 90, 99]))
+    s = stats(out.lengths, max_length, out.counting)
     rows = ", ".join(str(out.numbers[good[k]]) for k in over[:10]) + (", ..." if len(over) > 10 else "")
-    out.findings.append(warning(None, None, "data.too_long", count=int(len(over)), total=len(good),
-                                max_length=max_length, longest=int(lengths.max()), p50=p50, p90=p90, p99=p99,
+    out.findings.append(warning(None, None, "data.too_long", count=s["over_cutoff"], total=len(good),
+                                max_length=max_length, longest=s["max"], p50=s["p50"], p90=s["p90"], p99=s["p99"],
                                 rows=rows, counting=out.counting))

@@ -12,7 +12,7 @@ import sys
 from typing import Any
 
 from ..messages import TuneboardError, message
-from .check import canonical_format
+from .check import FORMAT_LIST, canonical_format
 from .preview import marked
 from .report import FileReport, check_file
 from .tokens import load_tokenizer
@@ -35,8 +35,7 @@ def parse_columns(pairs: list[str] | None) -> dict[str, str]:
 def cmd_check(args: Any) -> int:
     fmt = getattr(args, "format", "auto") or "auto"
     if canonical_format(fmt) is None:
-        raise TuneboardError("data.unknown_format", format=fmt, formats="auto, alpaca, sharegpt, messages, "
-                             "prompt_completion, preference, text")
+        raise TuneboardError("data.unknown_format", format=fmt, formats="auto, " + FORMAT_LIST)
     columns = parse_columns(getattr(args, "column", None))
     tokenizer = load_tokenizer(getattr(args, "model", None))
     max_length = getattr(args, "max_length", None) or 1024

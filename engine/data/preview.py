@@ -12,35 +12,47 @@ from typing import Any
 
 import numpy as np
 
-from .tokens import count, render_chat
+from .tokens import conversations, count, render_chat
 
 END_MARKERS = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>", "<|endoftext|>", "</s>")
+_STAND_IN = "\ue000"  # a private-use character: rendered in place of a content to see where it goes
 
 
-def _chatml_segments(msgs: list[dict], trained: list[bool]) -> list[tuple[str, bool]]:
-    out = []
-    for m, loss in zip(msgs, trained, strict=False):
-        out += [(f"<|im_start|>{m['role']}\n", False), (m["content"] + "<|im_end|>", loss), ("\n", False)]
-    return out
+def _content_at(tokenizer: Any, msgs: list[dict], i: int, text: str, lo: int, hi: int, ends: tuple[str, ...]) -> int:
+    """Where message i's content starts in its own span text[lo:hi] of the rendered `text`; -1 if not there.
+
+    Where the template puts a stand-in for it, when the content is there. Else (the template's text
+    before it depends on what follows) the last place in the span where it is followed by an end-of-turn
+    marker, else its last place: the role header before it can hold it too ("a" in <|im_start|>), and so
+    can the text after it ("m" in <|im_end|>, "s" in </s>)."""
+    content = msgs[i]["content"]
+    probe = render_chat(tokenizer, [*msgs[:i], {**msgs[i], "content": _STAND_IN}])
+    at = probe.find(_STAND_IN, lo)
+    if at >= 0 and text.startswith(probe[:at] + content):
+        return at
+    for e in ends:
+        at = text.rfind(content + e, lo, hi)
+        if at >= 0:
+            return at
+    return text.rfind(content, lo, hi)
 
 
 def _template_segments(tokenizer: Any, msgs: list[dict], trained: list[bool]) -> list[tuple[str, bool]]:
-    """Render with the tokenizer's template, then find each trained content in the text, in order."""
+    """Render with the tokenizer's template (ChatML without one), then find each trained content in
+    its message's own span: what the render of the messages up to it adds over the one before it."""
     text = render_chat(tokenizer, msgs)
     ends = tuple(t for t in (getattr(tokenizer, "eos_token", None), *END_MARKERS) if t)
-    out, pos = [], 0
-    for m, loss in zip(msgs, trained, strict=False):
-        at = text.find(m["content"], pos)
+    out, pos, lo = [], 0, 0
+    for i, (m, loss) in enumerate(zip(msgs, trained, strict=False)):
+        hi = len(text) if i == len(msgs) - 1 else len(render_chat(tokenizer, msgs[:i + 1]))
+        at = _content_at(tokenizer, msgs, i, text, max(lo, pos), hi, ends) if loss else -1
+        lo = hi
         if at < 0:
             continue
         end = at + len(m["content"])
-        if loss:
-            marker = next((e for e in ends if text.startswith(e, end)), "")
-            out += [(text[pos:at], False), (text[at:end + len(marker)], True)]
-            end += len(marker)
-        else:
-            out.append((text[pos:end], False))
-        pos = end
+        marker = next((e for e in ends if text.startswith(e, end)), "")
+        out += [(text[pos:at], False), (text[at:end + len(marker)], True)]
+        pos = end + len(marker)
     out.append((text[pos:], False))
     return out
 
@@ -57,29 +69,28 @@ def _merge(segments: list[tuple[str, bool]]) -> list[dict[str, Any]]:
     return merged
 
 
+def _segments(tokenizer: Any, msgs: list[dict], start: int, assistant_only: bool) -> list[tuple[str, bool]]:
+    """One sequence's segments; messages from `start` on train (only the assistant's with `assistant_only`)."""
+    trained = [i >= start and (m["role"] == "assistant" or not assistant_only) for i, m in enumerate(msgs)]
+    if getattr(tokenizer, "chat_template", None):
+        try:
+            return _template_segments(tokenizer, msgs, trained)
+        except Exception:  # the template refuses the row; check.py reports it, show ChatML
+            pass
+    return _template_segments(None, msgs, trained)
+
+
 def render(record: dict, tokenizer: Any = None, assistant_only: bool = True) -> list[dict[str, Any]]:
     """One view per trained sequence (two for preference: chosen, rejected):
     {"label", "text", "segments": [{"text", "loss"}], "tokens", "loss_tokens", "estimated"}."""
     if "text" in record:
         views = [(None, [(record["text"], True)])]
     else:
-        if "messages" in record:
-            seqs = [(None, record["messages"], 0)]
-        elif "completion" in record:
-            seqs = [(None, record["prompt"] + record["completion"], len(record["prompt"]))]
-        else:
-            n = len(record["prompt"])
-            seqs = [("chosen", record["prompt"] + record["chosen"], n), ("rejected", record["prompt"] + record["rejected"], n)]
-        views = []
-        for label, msgs, start in seqs:
-            trained = [i >= start and (m["role"] == "assistant" or not assistant_only) for i, m in enumerate(msgs)]
-            try:
-                if tokenizer is not None and getattr(tokenizer, "chat_template", None):
-                    views.append((label, _template_segments(tokenizer, msgs, trained)))
-                    continue
-            except Exception:  # the template refuses the row; check.py reports it, show ChatML
-                pass
-            views.append((label, _chatml_segments(msgs, trained)))
+        seqs = conversations(record)
+        start = 0 if "messages" in record else len(record["prompt"])
+        labels = ("chosen", "rejected") if len(seqs) == 2 else (None,)
+        views = [(label, _segments(tokenizer, msgs, start, assistant_only))
+                 for label, msgs in zip(labels, seqs, strict=False)]
     out = []
     for label, segments in views:
         segs = _merge(segments)

@@ -59,12 +59,12 @@ def check_file(path: str, fmt: str = "auto", *, columns: dict[str, str] | None =
     """Everything `tuneboard check` says about one file (or hub dataset)."""
     src, result = inspect_path(path, fmt, columns, split, tokenizer, max_length)
     kept, counts = summarize(result.findings, limit)
-    good = [(r, n) for r, n in zip(result.records, result.numbers, strict=False) if r is not None]
+    good = result.good
+    numbers = [n for r, n in zip(result.records, result.numbers, strict=False) if r is not None]
     return FileReport(
         path=src.path, source=src.kind, format=result.format, kind=result.trl_kind, rows=len(src.rows),
-        valid=len(good), findings=kept, counts=counts,
-        errors=sum(f.severity == "error" for f in result.findings),
+        valid=len(good), findings=kept, counts=counts, errors=result.errors,
         warnings=sum(f.severity == "warning" for f in result.findings),
         stats=stats(result.lengths, max_length, result.counting),
-        preview=preview([r for r, _ in good], [n for _, n in good], tokenizer, preview_rows, assistant_only),
+        preview=preview(good, numbers, tokenizer, preview_rows, assistant_only),
     )

@@ -65,8 +65,14 @@ def is_hub_name(spec_path: str) -> bool:
 def read_source(spec_path: str, split: str = "train") -> Source:
     """Read a file or hub dataset. Never raises for bad data; see `Source.findings`."""
     path = resolve_data_path(spec_path)
-    if is_hub_name(spec_path):
-        return _read_hub(path, split)
+    src = _read_hub(path, split) if is_hub_name(spec_path) else _read_file(path)
+    if not src.rows and not any(f.severity == "error" for f in src.findings):
+        src.findings.append(error(None, None, "data.empty_file", path=src.path))
+    return src
+
+
+def _read_file(path: str) -> Source:
+    """A local file, read by its extension (a `.gz` unpacked first)."""
     if os.path.isdir(path):
         return _fatal(path, "dir", "data.not_a_file", path=path)
     if not os.path.exists(path):
@@ -94,8 +100,6 @@ def read_source(spec_path: str, split: str = "train") -> Source:
         _read_text(text, src)
     else:
         _read_json_any(text, src)
-    if not src.rows and not any(f.severity == "error" for f in src.findings):
-        src.findings.append(error(None, None, "data.empty_file", path=path))
     return src
 
 
@@ -122,7 +126,7 @@ def _decode(data: bytes, src: Source) -> str | None:
     except UnicodeDecodeError as e:
         bad_line = data.count(b"\n", 0, e.start) + 1
         text = data.decode("utf-8-sig", errors="replace")
-        if text.count("\ufffd") * 20 < sum(1 for ch in text if ord(ch) > 127):  # mostly UTF-8: a damaged spot
+        if text.count("\ufffd") * 20 < len(text) - len(text.encode("ascii", "ignore")):  # mostly UTF-8: a damaged spot
             src.findings.append(error(None, None, "data.not_utf8", line=bad_line, encoding="UTF-8"))
             return text
     for enc in ("cp949", "gb18030", "shift_jis"):  # what Excel writes on Korean / Chinese / Japanese systems
@@ -148,7 +152,8 @@ def _loads(text: str) -> Any:
         obj = json.loads(text)  # also reads NaN / Infinity and integers past 64 bits, which orjson refuses
     except RecursionError:
         raise ValueError("nested too deeply") from None
-    _check_unicode(obj)
+    if _SURROGATE.search(text):
+        _check_unicode(obj)
     return obj
 
 
@@ -180,11 +185,7 @@ def _read_json_any(text: str, src: Source) -> None:
     start = _WS.match(text).end()
     if start == len(text):
         return
-    first_line = text[start:text.find("\n", start)] if "\n" in text[start:] else text[start:]
-    jsonl_like = _parses_alone(first_line) and bool(text[start + len(first_line):].strip())
-    if text[start] == "[" and src.kind == "jsonl" and not jsonl_like and _parses_alone(first_line):
-        jsonl_like = is_turns(_loads(first_line.strip()))  # one conversation per line, or one array of rows
-    if text[start] == "[" and not (src.kind == "jsonl" and jsonl_like):
+    if text[start] == "[" and not (src.kind == "jsonl" and _jsonl_like(text, start, one_conversation=True)):
         src.kind, src.lines = "json", []
         _read_json_array(text, start, src)
         return
@@ -192,7 +193,7 @@ def _read_json_any(text: str, src: Source) -> None:
         try:
             obj = _loads(text)
         except ValueError as e:  # JSONDecodeError is a ValueError
-            if not (jsonl_like or _looks_like_jsonl(text)):
+            if not (_jsonl_like(text, start) or _looks_like_jsonl(text)):
                 src.findings.append(_json_error(text, e) if isinstance(e, json.JSONDecodeError) else
                                     error(None, None, "data.unparseable", line=1, column=1, error=str(e)))
                 return
@@ -203,17 +204,31 @@ def _read_json_any(text: str, src: Source) -> None:
     _read_jsonl(text, src)
 
 
-def _parses_alone(line: str) -> bool:
-    try:
-        return isinstance(_loads(line.strip()), (dict, list))
-    except (json.JSONDecodeError, ValueError):
+def _jsonl_like(text: str, start: int, one_conversation: bool = False) -> bool:
+    """Line 1 (from `start`) is a whole object or array and more lines follow: JSONL. With
+    `one_conversation`, a lone line 1 that is a list of messages counts too (one conversation per line).
+    Line 1 is parsed only when that can decide: on a minified file it is the whole file."""
+    nl = text.find("\n", start)
+    more = nl >= 0 and bool(text[nl:].strip())
+    if not (more or one_conversation):
         return False
+    value = _parsed_alone(text[start:] if nl < 0 else text[start:nl])
+    return value is not None and (more or is_turns(value))
+
+
+def _parsed_alone(line: str) -> dict | list | None:
+    """The line's object or array, parsed on its own; None if it is not one."""
+    try:
+        value = _loads(line.strip())
+    except ValueError:  # JSONDecodeError is a ValueError
+        return None
+    return value if isinstance(value, (dict, list)) else None
 
 
 def _looks_like_jsonl(text: str) -> bool:
     """Several non-empty lines, one of the first few a whole object: JSONL whose first line is broken."""
     lines = [ln for ln in text.split("\n", 50)[:50] if ln.strip()]
-    return len(lines) > 1 and any(ln.lstrip().startswith("{") and _parses_alone(ln) for ln in lines[:6])
+    return len(lines) > 1 and any(ln.lstrip().startswith("{") and _parsed_alone(ln) is not None for ln in lines[:6])
 
 
 def _read_jsonl(text: str, src: Source) -> None:
@@ -228,7 +243,6 @@ def _read_jsonl(text: str, src: Source) -> None:
                 f = _json_error(stripped, e, number - 1, row=number)
             else:
                 f = error(number, None, "data.unparseable", line=number, column=1, error=str(e))
-            f.line = number
             src.findings.append(f)
 
 
@@ -405,8 +419,6 @@ def _read_parquet(path: str, data: bytes) -> Source:
         return src
     src.rows = table.to_pylist()
     src.numbers = list(range(1, len(src.rows) + 1))
-    if not src.rows:
-        src.findings.append(error(None, None, "data.empty_file", path=path))
     return src
 
 
@@ -439,6 +451,4 @@ def _read_hub(name: str, split: str) -> Source:
         return src
     src.rows = ds.to_list()
     src.numbers = list(range(1, len(src.rows) + 1))
-    if not src.rows:
-        src.findings.append(error(None, None, "data.empty_file", path=name))
     return src
