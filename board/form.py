@@ -69,20 +69,43 @@ def form_to_config(values: dict[str, Any], base: dict[str, Any] | None = None) -
         if bits == 4:
             data["quantization"]["quant_type"] = qtype
     if DATASETS in values:
-        paths = values[DATASETS] or []
-        paths = [paths] if isinstance(paths, str) else paths
-        max_samples = values.get(DATA_MAX_SAMPLES)
-        data["data"]["datasets"] = [
-            {
-                "path": str(p).strip(),
-                "format": values.get(DATA_FORMAT) or "auto",
-                "columns": parse_columns(values.get(DATA_COLUMNS)),
-                "max_samples": None if _blank(max_samples) or max_samples == 0 else max_samples,
-            }
-            for p in paths
-            if str(p).strip()
-        ]
+        data["data"]["datasets"] = _datasets(values, data["data"]["datasets"])
     return RunConfig.from_dict(data)
+
+
+def _page_dataset_fields(values: dict[str, Any]) -> dict[str, Any]:
+    """The dataset fields the page has one control each for, as DatasetSpec values."""
+    out: dict[str, Any] = {}
+    if DATA_FORMAT in values:
+        out["format"] = values[DATA_FORMAT] or "auto"
+    if DATA_COLUMNS in values:
+        out["columns"] = parse_columns(values[DATA_COLUMNS])
+    if DATA_MAX_SAMPLES in values:
+        max_samples = values[DATA_MAX_SAMPLES]
+        out["max_samples"] = None if _blank(max_samples) or max_samples == 0 else max_samples
+    return out
+
+
+def _datasets(values: dict[str, Any], base_specs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The page's dataset list, each entry starting from the base entry with the same path so the
+    fields the page has no control for (split) survive. The page shows the first dataset's format,
+    columns and max rows; a field still showing that value was left alone, so every dataset keeps
+    its own, while a field the person changed applies to every dataset."""
+    page = _page_dataset_fields(values)
+    shown = base_specs[0] if base_specs else {}
+    changed = {k: v for k, v in page.items() if v != shown.get(k)}
+    by_path: dict[str, list[dict[str, Any]]] = {}
+    for spec in base_specs:
+        by_path.setdefault(spec["path"], []).append(spec)
+    paths = values[DATASETS] or []
+    out = []
+    for p in [paths] if isinstance(paths, str) else paths:
+        path = str(p).strip()
+        if not path:
+            continue
+        own = by_path.get(path)
+        out.append({**own.pop(0), **changed} if own else {**page, "path": path})
+    return out
 
 
 def config_to_form(cfg: RunConfig, names: list[str]) -> dict[str, Any]:

@@ -25,6 +25,12 @@ def has_key(key: str) -> bool:
     return key in table(DEFAULT_LANG)
 
 
+def t_or(key: str, lang: str, fallback: str, **params: Any) -> str:
+    """`key`'s text, or `fallback` when there is no such key (an engine message newer than our
+    locales, a name we have no translation for)."""
+    return t(key, lang, **params) if has_key(key) else fallback
+
+
 def normalize_lang(code: str | None) -> str | None:
     """`ko-KR` -> ko, `zh-Hans-CN` -> zh, `pt-BR` -> None (not one of ours)."""
     if not code:

@@ -112,6 +112,12 @@ def died_events(path: Path, code: Any) -> tuple[Error, Finished]:
     )
 
 
+def _refuse_if(running: Optional[str]) -> None:
+    """One run at a time: a Start or Resume while `running` holds the GPU is refused."""
+    if running:
+        raise TuneboardError("ui.error.busy", run=running)
+
+
 def _open_attempt(events: list[Event]) -> bool:
     """True when the last attempt in these events started (or was created) and never finished."""
     last_start = max((i for i, e in enumerate(events) if isinstance(e, RunStarted)), default=-1)
@@ -131,7 +137,7 @@ class Jobs:
     def own(self) -> Optional[str]:
         """The run this board's worker is training, if any."""
         with self._lock:
-            return next((run_id for run_id, live in self._live.items() if live.training), None)
+            return self._own_locked()
 
     def busy(self) -> Optional[str]:
         """The run that holds the GPU now: ours, or one found running in the workdir (a CLI run, a
@@ -152,8 +158,9 @@ class Jobs:
 
     # ---- start / stop / resume -------------------------------------------------------------
     def start(self, cfg: RunConfig, token: str | None = None) -> str:
+        _refuse_if(self.busy())  # outside the lock: the workdir scan reads every run, and the page's timer waits on it
         with self._lock:
-            self._refuse_if_busy()
+            _refuse_if(self._own_locked())  # a Start that passed the scan beside this one has spawned by now
             run_dir = create_run(cfg, self.workdir)
             self._spawn(cfg, run_dir, token)
         return run_dir.name
@@ -164,8 +171,9 @@ class Jobs:
         if latest_checkpoint(path) is None:
             raise TuneboardError("error.no_checkpoint", path=path.name)
         cfg = RunConfig.load(str(path / "config.yaml")).with_overrides({"training.resume_from": "last"})
+        _refuse_if(self.busy())  # outside the lock, as in start
         with self._lock:
-            self._refuse_if_busy()
+            _refuse_if(self._own_locked())
             self._spawn(cfg, path, token)
         return path.name
 
@@ -215,12 +223,9 @@ class Jobs:
         return marked
 
     # ---- internals ---------------------------------------------------------------------------
-    def _refuse_if_busy(self) -> None:
-        running = next((run_id for run_id, live in self._live.items() if live.training), None)
-        if running is None:
-            running = next((i.id for i in list_runs(self.workdir) if i.status == RUNNING), None)
-        if running:
-            raise TuneboardError("ui.error.busy", run=running)
+    def _own_locked(self) -> Optional[str]:
+        """own(), for a caller that holds the lock."""
+        return next((run_id for run_id, live in self._live.items() if live.training), None)
 
     def _spawn(self, cfg: RunConfig, run_dir: Path, token: str | None) -> None:
         (run_dir / STOP_FILE).unlink(missing_ok=True)

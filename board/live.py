@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import html
 
+from engine.messages import error_key
 from engine.runs import latest_checkpoint, list_runs
 
 from .charts import METRICS, figure
-from .i18n import SKIP, t, update
+from .i18n import SKIP, t, t_or, update
 from .jobs import Jobs, read_tail
 from .session import Session
 from .watch import FAILED, FINISHED, RUNNING, STARTING, STOPPED, Watch
@@ -60,8 +61,8 @@ def error_text(w: Watch, lang: str) -> str:
     """The run's error in the reader's language: from its key when we have one, else the engine's text."""
     if not w.error:
         return ""
-    text = t(w.error["key"], lang, **(w.error.get("params") or {}))
-    return w.error.get("message") or w.error["key"] if text == w.error["key"] else text
+    key = w.error["key"]
+    return t_or(key, lang, w.error.get("message") or key, **(w.error.get("params") or {}))
 
 
 def alerts_html(w: Watch, lang: str) -> str:
@@ -73,8 +74,7 @@ def alerts_html(w: Watch, lang: str) -> str:
         )
     seen = set()
     for wn in w.warnings:
-        text = t(wn["key"], lang, **(wn.get("params") or {}))
-        text = wn.get("message") or text if text == wn["key"] else text
+        text = t_or(wn["key"], lang, wn.get("message") or wn["key"], **(wn.get("params") or {}))
         if text not in seen:
             seen.add(text)
             parts.append(f'<div class="tb-alert tb-alert-warning">{html.escape(text)}</div>')
@@ -92,6 +92,13 @@ def alerts_html(w: Watch, lang: str) -> str:
 
 def message_html(kind: str, text: str) -> str:
     return f'<div class="tb-msg tb-msg-{kind}">{html.escape(text)}</div>' if text else ""
+
+
+def error_html(e: Exception, lang: str, fallback: str = "ui.error.unexpected") -> str:
+    """An exception as an error message in the reader's language: its own key when it carries one
+    (TuneboardError, ConfigError), else `fallback` with the exception's text."""
+    key, params = error_key(e, fallback)
+    return message_html("error", t(key, lang, **params))
 
 
 def gate(s: Session, lang: str) -> tuple[dict, dict, dict, str]:
@@ -155,14 +162,10 @@ def view(s: Session, jobs: Jobs, force: bool = False) -> tuple:
         if own and own != w.run_id and not w.active:  # a run started from another page
             w = s.watch = Watch.of(own, jobs.workdir / "runs" / own)
             force = True
-        before = (len(w.curves.loss.x), len(w.curves.eval_loss.x), len(w.curves.lr.x), w.active)
+        was_active = w.active
         changed = w.advance(live=jobs.is_live(w.run_id)) or force
-        curves_changed = force or before != (
-            len(w.curves.loss.x),
-            len(w.curves.eval_loss.x),
-            len(w.curves.lr.x),
-            w.active,
-        )
+        # the charts draw "waiting" while the run is active: its end redraws them even with no new point
+        curves_changed = force or w.curves_changed or w.active != was_active
         log_path = w.path / "train.log" if w.path is not None else None
         size = log_path.stat().st_size if log_path is not None and log_path.exists() else 0
         log_changed = force or size != w.log_size

@@ -83,9 +83,14 @@ def check_data_path(text: str, workdir: Path) -> str:
 def check_model_path(text: str, workdir: Path) -> str:
     """A model box: `demo`, a hub id, or a local folder inside an allowed root."""
     text = text.strip()
-    if text == "demo" or not (looks_like_path(text) or (workdir / text).is_dir()):
+    if text == "demo":
         return text
-    return str(check_local_path(text, workdir))
+    if looks_like_path(text) or (workdir / text).is_dir():
+        return str(check_local_path(text, workdir))
+    here = Path(text).expanduser()
+    if here.is_dir():  # the engine would load this folder (relative to where it runs), not a hub id
+        return str(check_local_path(str(here.resolve()), workdir))
+    return text
 
 
 def store_upload(

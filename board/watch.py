@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from engine.events import CheckpointSaved, Error, Finished, LogStep, Progress, RunStarted, Warning
+from engine.events import Error, Finished, LogStep, Progress, RunStarted, Warning
 
 from .charts import Curves
 from .jobs import pid_alive, read_new_events
@@ -34,10 +34,9 @@ class Watch:
     last_loss: Optional[float] = None
     error: Optional[dict[str, Any]] = None
     warnings: list[dict[str, Any]] = field(default_factory=list)
-    checkpoint: str = ""
     final: dict[str, float] = field(default_factory=dict)
     curves: Curves = field(default_factory=Curves)
-    version: int = 0  # bumped whenever something visible changed
+    curves_changed: bool = False  # the last advance added or replaced a chart point
     log_size: int = -1
     shown_status: str = ""  # the status the page last drew
 
@@ -52,18 +51,17 @@ class Watch:
     def advance(self, live: bool = False) -> bool:
         """Read what the run wrote since the last call; `live` says this board's worker is training it.
         True when anything visible changed."""
+        self.curves_changed = False
         if self.path is None:
             return False
         events, self.offset = read_new_events(self.path / "events.jsonl", self.offset)
         for ev in events:
             self._apply(ev)
         changed = bool(events)
-        self.curves.add(events)
+        self.curves_changed = self.curves.add(events)
         if not live and not events and self.status == RUNNING and not pid_alive(self.pid):
             self.status = FAILED  # died with no board to record it (a restarted board marks it for good)
             changed = True
-        if changed:
-            self.version += 1
         return changed
 
     def _apply(self, ev: Any) -> None:
@@ -76,8 +74,6 @@ class Watch:
             self.step = max(self.step, ev.step)
             if ev.loss is not None:
                 self.last_loss = ev.loss
-        elif isinstance(ev, CheckpointSaved):
-            self.checkpoint = ev.path
         elif isinstance(ev, Warning):
             self.warnings.append({"key": ev.key, "params": ev.params, "message": ev.message})
         elif isinstance(ev, Error):

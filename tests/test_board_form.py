@@ -7,7 +7,7 @@ import os
 import pytest
 
 from board.form import build_config, config_to_form, form_to_config, parse_columns
-from board.safety import check_data_path, is_loopback, launch_auth, parse_auth, store_upload
+from board.safety import check_data_path, check_model_path, is_loopback, launch_auth, parse_auth, store_upload
 from engine.config import ConfigError, RunConfig
 from engine.messages import TuneboardError
 
@@ -77,6 +77,25 @@ def test_base_keeps_fields_the_page_has_no_control_for():
     assert cfg.generation.temperature == 0.2 and cfg.training.report_to == ["tensorboard"]
 
 
+def test_datasets_keep_their_own_fields_through_the_form():
+    cfg = RunConfig.from_dict(
+        {
+            "data": {
+                "datasets": [
+                    {"path": "tatsu-lab/alpaca", "split": "validation"},
+                    {"path": "x.jsonl", "format": "sharegpt", "columns": {"messages": "turns"}, "max_samples": 7},
+                ]
+            }
+        }
+    )
+    assert form_to_config(config_to_form(cfg, NAMES), cfg.to_dict()) == cfg
+    # a field the person changed on the page applies to every dataset; the split still survives
+    changed = form_to_config(config_to_form(cfg, NAMES) | {"data.max_samples": 3}, cfg.to_dict())
+    assert [d.max_samples for d in changed.data.datasets] == [3, 3]
+    assert changed.data.datasets[0].split == "validation"
+    assert changed.data.datasets[1].format == "sharegpt"
+
+
 def test_bad_values_name_their_field():
     with pytest.raises(ConfigError) as e:
         form_to_config(config_to_form(RunConfig(), NAMES) | {"training.learning_rate": -1})
@@ -125,6 +144,21 @@ def test_build_config_checks_model_and_data_paths(tmp_path, monkeypatch):
         build_config(values | {"data.datasets": ["/etc/hosts.json"]}, None, tmp_path)
     hub = build_config(values | {"model.name_or_path": "Qwen/Qwen2.5-0.5B"}, None, tmp_path)
     assert hub.model.name_or_path == "Qwen/Qwen2.5-0.5B"
+
+
+def test_a_model_folder_outside_the_workdir_is_refused(tmp_path, monkeypatch):
+    """`outside/model` reads like a hub id, but the engine loads an existing folder of that name."""
+    monkeypatch.delenv("TUNEBOARD_ALLOWED_DIRS", raising=False)
+    work = tmp_path / "work"
+    work.mkdir()
+    (tmp_path / "outside" / "model").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(TuneboardError) as e:
+        check_model_path("outside/model", work)
+    assert e.value.key == "ui.error.outside_workdir"
+    assert check_model_path("Qwen/Qwen2.5-0.5B", work) == "Qwen/Qwen2.5-0.5B"  # no such folder: a hub id
+    monkeypatch.setenv("TUNEBOARD_ALLOWED_DIRS", str(tmp_path))
+    assert check_model_path("outside/model", work) == str(tmp_path / "outside" / "model")
 
 
 def test_uploads_are_bounded_renamed_and_copied(tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shlex
 
 import pytest
@@ -19,7 +20,7 @@ from board.tabs import model as model_tab
 from board.tabs import runs as runs_tab
 from board.tabs import train as train_tab
 from board.watch import Watch
-from engine.config import RunConfig
+from engine.config import ConfigError, RunConfig
 from engine.events import Finished, LogStep, RunStarted
 from engine.messages import TuneboardError
 
@@ -81,6 +82,36 @@ def test_method_switches_the_visible_settings():
     assert model_tab.on_trust(True)["visible"] and not model_tab.on_trust(False)["visible"]
 
 
+def test_the_model_config_is_read_once_per_model(tmp_path, monkeypatch):
+    """Every estimate input asks for the model's config.json; a hub model must not cost a download each time."""
+    import engine.estimate
+
+    calls = []
+
+    def load(name, workdir=None, revision=None):
+        calls.append((name, revision))
+        return {"name": name}
+
+    monkeypatch.setattr(engine.estimate, "load_model_config", load)
+    model_tab._model_config.cache_clear()
+    try:
+        for _ in range(3):
+            assert model_tab.model_config_of("org/model", None, tmp_path) == {"name": "org/model"}
+        model_tab.model_config_of("org/model", "v2", tmp_path)
+        assert calls == [("org/model", None), ("org/model", "v2")]
+        local = tmp_path / "m"
+        local.mkdir()
+        (local / "config.json").write_text("{}")
+        model_tab.model_config_of(str(local), None, tmp_path)
+        model_tab.model_config_of(str(local), None, tmp_path)
+        stamp = (local / "config.json").stat().st_mtime_ns + 10**9
+        os.utime(local / "config.json", ns=(stamp, stamp))  # an edited config.json is read again
+        model_tab.model_config_of(str(local), None, tmp_path)
+        assert calls[2:] == [(str(local), None)] * 2
+    finally:
+        model_tab._model_config.cache_clear()
+
+
 def test_estimate_card_says_why_when_there_is_none(tmp_path):
     html = model_tab.estimate_html(None, None, tmp_path, "ru", "проблема")
     assert "проблема" in html and t("ui.model.estimate_title", "ru") in html
@@ -116,6 +147,23 @@ def test_progress_and_alerts(tmp_path):
     w.error = {"key": "error.unknown.key", "params": {}, "message": "engine's own words", "traceback": ""}
     assert "engine&#x27;s own words" in live.alerts_html(w, "en")
     assert "No run yet" in live.progress_html(Watch(), "en")
+
+
+def test_charts_redraw_when_a_point_is_replaced(tmp_path):
+    """A resume redoes a step: the series keep their lengths, but the chart must show the new value."""
+    path = tmp_path / "runs" / "r1"
+    path.mkdir(parents=True)
+    events = path / "events.jsonl"
+    first = [RunStarted(run_id="r1", stage="sft", total_steps=4, pid=os.getpid()), LogStep(step=1, grad_norm=0.5)]
+    events.write_text("".join(e.to_json() + "\n" for e in first))
+    s, jobs = Session(), Jobs(tmp_path)
+    s.watch = Watch.of("r1", path)
+    grad = 1 + list(live.PLOTS).index("grad_norm")
+    assert list(live.view(s, jobs)[grad].data[0].y) == [0.5]
+    with open(events, "a") as f:
+        f.write(LogStep(step=1, grad_norm=9.0).to_json() + "\n")
+    assert list(live.view(s, jobs)[grad].data[0].y) == [9.0]
+    assert all(x is SKIP for x in live.view(s, jobs))  # nothing new: nothing is redrawn
 
 
 def test_gate_explains_why_start_is_off(tmp_path):
@@ -260,10 +308,17 @@ def test_uploads_are_selected_and_refusals_named(tmp_path):
 
 def test_a_form_problem_blocks_start(tmp_path):
     s = Session()
-    out = data_tab.check_view(s, None, "data.datasets: at least one dataset", tmp_path)
-    assert s.data.errors == 1 and "at least one dataset" in out[0]
-    s.lang = "zh"
-    assert "at least one dataset" in data_tab.render_reports(s)[0]
+    data_tab.check_view(s, RunConfig(), None, tmp_path)  # a good check first: its OK card must not come back
+    assert 'data-ok="true"' in data_tab.render_reports(s)[0]
+    with pytest.raises(ConfigError) as problem:
+        RunConfig.from_dict({"data": {"datasets": []}})
+    out = data_tab.check_view(s, None, problem.value, tmp_path)
+    assert s.data.errors == 1 and "data.datasets: this field is required" in out[0]
+    assert not live.gate(s, "en")[0]["interactive"]
+    s.lang = "zh"  # a language switch redraws the problem in the new language, and only the problem
+    again = data_tab.render_reports(s)[0]
+    assert "data.datasets：此项为必填" in again and "tb-data-file" not in again
+    assert "此项为必填" in live.gate(s, "zh")[3]
 
 
 # ---- runs tab -----------------------------------------------------------------------------------

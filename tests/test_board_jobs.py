@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -126,6 +127,39 @@ def test_second_start_is_refused_while_one_runs(jobs):
         jobs.start(cfg("fast"))
     assert e.value.key == "ui.error.busy" and e.value.params["run"] == first
     assert jobs.busy() == first
+
+
+def test_two_starts_at_once_get_one_run_and_the_scan_leaves_the_lock_free(jobs, monkeypatch):
+    """The workdir scan runs outside the lock the page's timer needs; both Starts pass it together,
+    and the decision under the lock still lets only one of them spawn."""
+    import board.jobs as jobs_mod
+
+    real, held, both_scanning = jobs_mod.list_runs, [], threading.Barrier(2)
+
+    def scan(workdir):
+        held.append(jobs._lock.locked())
+        both_scanning.wait(timeout=10)
+        return real(workdir)
+
+    monkeypatch.setattr(jobs_mod, "list_runs", scan)
+    results = []
+
+    def start():
+        try:
+            results.append(jobs.start(cfg("slow")))
+        except TuneboardError as e:
+            results.append(e)
+
+    threads = [threading.Thread(target=start) for _ in range(2)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(30)
+    assert held == [False, False]
+    started = [r for r in results if isinstance(r, str)]
+    refused = [r for r in results if isinstance(r, TuneboardError)]
+    assert len(started) == 1 and len(refused) == 1
+    assert refused[0].key == "ui.error.busy" and refused[0].params["run"] == started[0]
 
 
 def test_stop_keeps_a_checkpoint_and_resume_continues(jobs, tmp_path):

@@ -24,10 +24,10 @@ from engine.messages import TuneboardError
 from engine.runs import list_runs, resolve_run
 
 from ..i18n import SKIP, t, update
+from ..live import error_html, message_html
 from ..safety import check_data_path
 from ..session import Session
 from ..ui import UI
-from .train import message_html
 
 TAB_LABEL = "chat.tab"
 MODES = [("chat.mode_greedy", "greedy"), ("chat.mode_sample", "sample"), ("chat.mode_beam", "beam")]
@@ -41,11 +41,6 @@ _NAME_OK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 
 # ---- handlers (plain functions) -------------------------------------------------------------
-
-
-def error_text(e: Exception, lang: str) -> str:
-    key = getattr(e, "key", None)
-    return t(key, lang, **getattr(e, "params", {})) if key else t("chat.error_failed", lang, error=str(e))
 
 
 def settings(system: str, mode: str, temperature: float, top_k: int, top_p: float, min_p: float, repetition: float,
@@ -96,8 +91,8 @@ def result_runs(workdir: Path) -> list[str]:
     return [r.id for r in list_runs(workdir) if r.has_adapter or r.has_model]
 
 
-def run_choices(workdir: Path, picked: Optional[str]) -> dict:
-    ids = result_runs(workdir)
+def run_choices(ids: list[str], picked: Optional[str]) -> dict:
+    """A run picker's update: `ids` (result_runs), keeping the picked run while it is there."""
     return update(choices=ids, value=picked if picked in ids else (ids[0] if ids else None))
 
 
@@ -167,7 +162,7 @@ def send(worker: ChatWorker, run_id: Optional[str], history: list[dict] | None, 
         records.append(record)
         yield history, records, meta_html(record, lang), status, SKIP
     except Exception as e:
-        yield history, records, SKIP, message_html("error", error_text(e, lang)), SKIP
+        yield history, records, SKIP, error_html(e, lang, "chat.error_failed"), SKIP
 
 
 def rerun(worker: ChatWorker, records: list[dict] | None, lang: str) -> tuple[str, str]:
@@ -180,7 +175,7 @@ def rerun(worker: ChatWorker, records: list[dict] | None, lang: str) -> tuple[st
         answers = worker.call("chat", messages=record["messages"], settings=record["answer"]["settings"],
                               use_adapter=record["answer"]["adapter"])
     except Exception as e:
-        return SKIP, message_html("error", error_text(e, lang))
+        return SKIP, error_html(e, lang, "chat.error_failed")
     same = answers[0]["text"] == record["answer"]["text"]
     note = message_html("success", t("chat.rerun_same", lang)) if same else message_html(
         "warning", t("chat.rerun_different", lang, text=answers[0]["text"]))
@@ -205,7 +200,7 @@ def compare(worker: ChatWorker, run_id: Optional[str], history: list[dict] | Non
             else:
                 yield data["base"][0]["text"], data["tuned"][0]["text"], status
     except Exception as e:
-        yield SKIP, SKIP, message_html("error", error_text(e, lang))
+        yield SKIP, SKIP, error_html(e, lang, "chat.error_failed")
 
 
 def sweep(worker: ChatWorker, run_id: Optional[str], history: list[dict] | None, text: str, gen: dict, n: int,
@@ -228,7 +223,7 @@ def sweep(worker: ChatWorker, run_id: Optional[str], history: list[dict] | None,
         seeds = [r[0] for r in rows]
         yield rows, update(choices=seeds, value=seeds[0] if seeds else None), status
     except Exception as e:
-        yield SKIP, SKIP, message_html("error", error_text(e, lang))
+        yield SKIP, SKIP, error_html(e, lang, "chat.error_failed")
 
 
 def pin(seed: Any, lang: str) -> tuple[Any, str]:
@@ -243,7 +238,7 @@ def load(worker: ChatWorker, run_id: Optional[str], lang: str) -> str:
     try:
         return status_html(worker.call("load", run=run_id), lang)
     except Exception as e:
-        return message_html("error", error_text(e, lang))
+        return error_html(e, lang, "chat.error_failed")
 
 
 def unload(worker: ChatWorker, lang: str) -> str:
@@ -251,7 +246,7 @@ def unload(worker: ChatWorker, lang: str) -> str:
         try:
             worker.call("unload")
         except Exception as e:
-            return message_html("error", error_text(e, lang))
+            return error_html(e, lang, "chat.error_failed")
     return message_html("success", t("chat.status_unloaded", lang))
 
 
@@ -305,7 +300,7 @@ def evaluate(worker: ChatWorker, workdir: Path, run_id: Optional[str], data: str
         card, table = eval_view(workdir, run_id, lang)
         yield message_html("success", t("eval.done", lang, run=run_id)), metrics_html(result, lang), table
     except Exception as e:
-        yield message_html("error", error_text(e, lang)), SKIP, SKIP
+        yield error_html(e, lang, "chat.error_failed"), SKIP, SKIP
 
 
 # ---- export ---------------------------------------------------------------------------------------
@@ -348,7 +343,7 @@ def export(worker: ChatWorker, workdir: Path, run_id: Optional[str], name: str, 
         result = worker.call("export", run=run_id, out=str(exports_dir(workdir) / name), merge=bool(merge),
                              push_to_hub=(repo or "").strip() or None, token=(token or "").strip() or None)
     except Exception as e:
-        return message_html("error", error_text(e, lang)), SKIP, ""
+        return error_html(e, lang, "chat.error_failed"), SKIP, ""
     text = t("export.done", lang, path=result["path"])
     if result.get("url"):
         text += " · " + t("export.uploaded", lang, url=result["url"])
@@ -462,7 +457,7 @@ def wire(ui: UI) -> None:
         try:
             return settings(*values), ""
         except ConfigError as e:
-            return None, message_html("error", t(e.key, lang, **e.params))
+            return None, error_html(e, lang)
 
     def on_send(s: Session, run_id, history, recs, text, use_base, *values):
         gen, err = gen_or_error(s.lang, list(values))
@@ -530,7 +525,8 @@ def wire(ui: UI) -> None:
     pickers = [c["chat-run"], c["eval-run"], c["export-run"]]
 
     def refresh(s: Session, *picked) -> tuple:
-        return (*[run_choices(workdir, p) for p in picked], export_table(workdir, s.lang))
+        ids = result_runs(workdir)  # one scan of the runs for all three pickers
+        return (*[run_choices(ids, p) for p in picked], export_table(workdir, s.lang))
 
     refresh_in, refresh_out = [ui.session, *pickers], [*pickers, c["export-list"]]
     c["chat-tab"].select(refresh, refresh_in, refresh_out, show_progress="hidden").then(

@@ -13,11 +13,11 @@ from typing import Any
 
 import gradio as gr
 
-from engine.config import RunConfig
+from engine.config import ConfigError, RunConfig
 from engine.messages import TuneboardError
 
 from ..charts import COLORS, _empty, _layout
-from ..i18n import SKIP, t, update
+from ..i18n import SKIP, t, t_or, update
 from ..safety import DATA_SUFFIXES, store_upload
 from ..session import DataReport, Session
 from ..tokenizer import light_tokenizer
@@ -193,9 +193,7 @@ def summary_html(reports: list[Any], lang: str) -> str:
 
 def kind_text(kind: str, lang: str) -> str:
     """trl's name for the normalised form ("conversational preference"), in the reader's language."""
-    key = "ui.data.kind_" + kind.replace(" ", "_").replace("-", "_")
-    text = t(key, lang)
-    return kind if text == key else text
+    return t_or("ui.data.kind_" + kind.replace(" ", "_").replace("-", "_"), lang, kind)
 
 
 def status_icon(ok: bool) -> str:
@@ -299,17 +297,19 @@ def lengths_figure(reports: list[Any], cutoff: int, lang: str):
     return fig
 
 
-def check_view(s: Session, cfg: RunConfig | None, problem: str | None, workdir: Path) -> tuple:
-    """Check the data the form names and say what was found. Outputs: summary, findings, preview, lengths."""
-    lang = s.lang
+def check_view(
+    s: Session, cfg: RunConfig | None, problem: ConfigError | TuneboardError | None, workdir: Path
+) -> tuple:
+    """Check the data the form names and say what was found. Outputs: summary, findings, preview, lengths.
+    `cfg` is None when the form itself is wrong; `problem` then says why."""
     if cfg is None:
+        # kept as key + params so a language switch says it again in the new language; the last
+        # check's reports go, or the switch would redraw their cards as if the data were fine
         s.data = DataReport(
-            checked=True,
-            errors=1,
-            first_error={"key": "ui.data.config_problem", "params": {"problem": problem or ""}, "row": None},
+            checked=True, errors=1, first_error={"key": problem.key, "params": problem.params, "row": None}
         )
-        msg = f'<div class="tb-msg tb-msg-error">{html.escape(problem or "")}</div>'
-        return msg, update(value=[], headers=headers(lang)), "", lengths_figure([], 0, lang)
+        s.data_reports = []
+        return render_reports(s)
     reports = run_check(cfg, workdir)
     s.data = summarize_reports(reports)
     s.data_reports = reports
@@ -474,8 +474,6 @@ def wire(ui: UI) -> None:
     inputs = {ui.session, *ui.field_components()}
 
     def check(data: dict) -> tuple:
-        from engine.config import ConfigError
-
         from ..live import gate
 
         s = data[ui.session]
@@ -484,7 +482,7 @@ def wire(ui: UI) -> None:
                 cfg = build_config(ui.form(data), s.base, workdir)
                 problem = None
             except (ConfigError, TuneboardError) as e:
-                cfg, problem = None, t(e.key, s.lang, **e.params)
+                cfg, problem = None, e
             out = check_view(s, cfg, problem, workdir)
             return (*out, *gate(s, s.lang))
 

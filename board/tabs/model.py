@@ -11,14 +11,15 @@ import shutil
 import subprocess
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
 
 import gradio as gr
 
+from engine import estimate as est_mod
 from engine.config import ConfigError, RunConfig
+from engine.estimate import DEFAULT_GPU_GB, Estimate
 from engine.messages import TuneboardError
 
-from ..i18n import t, update
+from ..i18n import t, t_or, update
 from ..ui import UI
 
 # what people fine-tune most, small to large; any hub id or local folder can be typed instead
@@ -59,7 +60,6 @@ TEMPLATES = [
     (None, "mistral"),
     (None, "alpaca"),
 ]
-DEFAULT_GPU_GB = 24.0
 # the controls whose change can change the memory estimate (model tab and a few of the train tab)
 ESTIMATE_INPUTS = [
     "model.name_or_path",
@@ -98,6 +98,29 @@ def detect_gpu_memory() -> float | None:
         return None
 
 
+def model_config_of(name_or_path: str, revision: str | None, workdir: Path) -> dict:
+    """The model's config.json (engine.estimate.load_model_config), remembered: every estimate input
+    asks again, and for a hub model each ask is a network round trip. A local config.json's mtime is
+    part of the key, so an edited one is read again."""
+    return _model_config(name_or_path, revision, str(workdir), _config_mtime(name_or_path, workdir))
+
+
+@lru_cache(maxsize=32)  # a few models a session; a failed read raises and is not kept
+def _model_config(name_or_path: str, revision: str | None, workdir: str, mtime: int | None) -> dict:
+    return est_mod.load_model_config(name_or_path, Path(workdir), revision=revision)
+
+
+def _config_mtime(name_or_path: str, workdir: Path) -> int | None:
+    """When the local config.json load_model_config would read last changed; None for a hub id."""
+    path = workdir / "models" / "demo" if name_or_path == "demo" else Path(name_or_path).expanduser()
+    if path.is_dir():
+        path = path / "config.json"
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:
+        return None
+
+
 # ---- handlers (plain functions) -------------------------------------------------------------
 
 
@@ -112,8 +135,8 @@ def on_trust(ticked: bool) -> dict:
     return update(visible=bool(ticked))
 
 
-def _fmt_gb(x: float | None) -> str:
-    return "—" if x is None else f"{x:.1f} GB" if x >= 1 else f"{x * 1024:.0f} MB"
+def _fmt_gb(x: float) -> str:
+    return f"{x:.1f} GB" if x >= 1 else f"{x * 1024:.0f} MB"
 
 
 def estimate_html(
@@ -122,51 +145,37 @@ def estimate_html(
     """The memory card: the whole run's estimate against the GPU's memory, or why there is none."""
     title = f'<div class="tb-card-title">{html.escape(t("ui.model.estimate_title", lang))}</div>'
     if cfg is None:
-        return f'<div class="tb-card tb-estimate">{title}<p class="tb-muted">{html.escape(problem or "")}</p></div>'
-    try:
-        from engine import estimate as est_mod
-    except ImportError:
-        return (
-            f'<div class="tb-card tb-estimate">{title}<p class="tb-muted">'
-            f"{html.escape(t('ui.model.estimate_unavailable', lang))}</p></div>"
-        )
+        return _note_card(title, problem or "")
     gpu = gpu_gb or detect_gpu_memory() or DEFAULT_GPU_GB
     if cfg.model.name_or_path == "demo" and not (workdir / "models" / "demo" / "config.json").exists():
         # reading the demo's config.json means building the demo (minutes of CPU); the first Start builds
         # it anyway, and two builds at once would halve the speed of both
-        return (
-            f'<div class="tb-card tb-estimate">{title}<p class="tb-muted">'
-            f"{html.escape(t('ui.model.estimate_demo_later', lang))}</p></div>"
-        )
+        return _note_card(title, t("ui.model.estimate_demo_later", lang))
     try:
-        model_config = est_mod.load_model_config(cfg.model.name_or_path, workdir, revision=cfg.model.revision)
+        model_config = model_config_of(cfg.model.name_or_path, cfg.model.revision, workdir)
         est = est_mod.estimate(model_config, cfg, gpu)
     except (TuneboardError, ConfigError) as e:
-        reason = t(e.key, lang, **e.params)
-        return f'<div class="tb-card tb-estimate">{title}<p class="tb-muted">{html.escape(reason)}</p></div>'
+        return _note_card(title, t(e.key, lang, **e.params))
     except Exception as e:  # advice only: a failed estimate never blocks the page
-        reason = t("ui.model.estimate_failed", lang, error=f"{type(e).__name__}: {e}")
-        return f'<div class="tb-card tb-estimate">{title}<p class="tb-muted">{html.escape(reason)}</p></div>'
+        return _note_card(title, t("ui.model.estimate_failed", lang, error=f"{type(e).__name__}: {e}"))
     return _render_estimate(est, gpu, lang, title)
 
 
-def _render_estimate(est: Any, gpu: float, lang: str, title: str) -> str:
-    data = est.to_dict() if hasattr(est, "to_dict") else dict(vars(est))
-    total = _first(data, "total_gb", "total", "peak_gb")
-    fits = data.get("fits")
-    if fits is None and total is not None:
-        fits = total <= gpu
-    parts = data.get("breakdown") or data.get("parts") or {}
-    pct = min(100.0, 100.0 * (total or 0) / gpu) if gpu else 0
+def _note_card(title: str, text: str) -> str:
+    return f'<div class="tb-card tb-estimate">{title}<p class="tb-muted">{html.escape(text)}</p></div>'
+
+
+def _render_estimate(est: Estimate, gpu: float, lang: str, title: str) -> str:
+    data = est.to_dict()  # the sizes in GB, and the notes with the advice among them
+    total, fits = data["total_gb"], bool(data["fits"])  # estimate_html always passes the GPU's size
+    pct = min(100.0, 100.0 * total / gpu)
     verdict_key = "ui.model.estimate_fits" if fits else "ui.model.estimate_too_big"
     rows = "".join(
-        f"<tr><td>{html.escape(_part_label(k, lang))}</td><td>{_fmt_gb(v)}</td></tr>"
-        for k, v in parts.items()
-        if isinstance(v, (int, float))
+        f"<tr><td>{html.escape(_part_label(k, lang))}</td><td>{_fmt_gb(v)}</td></tr>" for k, v in data["parts"].items()
     )
-    notes = "".join(f"<li>{html.escape(_note(n, lang))}</li>" for n in data.get("notes") or [])
+    notes = "".join(f"<li>{html.escape(t(n['key'], lang, **n['params']))}</li>" for n in data["notes"])
     return (
-        f'<div class="tb-card tb-estimate" data-fits="{str(bool(fits)).lower()}">{title}'
+        f'<div class="tb-card tb-estimate" data-fits="{str(fits).lower()}">{title}'
         f'<div class="tb-estimate-total">{_fmt_gb(total)} <span class="tb-muted">/ {gpu:g} GB</span></div>'
         f'<div class="tb-bar"><div class="tb-bar-fill {"" if fits else "tb-bar-over"}" style="width:{pct:.0f}%"></div></div>'
         f'<p class="tb-verdict {"tb-ok" if fits else "tb-bad"}">{html.escape(t(verdict_key, lang, gpu=f"{gpu:g}"))}</p>'
@@ -176,25 +185,9 @@ def _render_estimate(est: Any, gpu: float, lang: str, title: str) -> str:
     )
 
 
-def _first(data: dict, *names: str) -> float | None:
-    for n in names:
-        if isinstance(data.get(n), (int, float)):
-            return float(data[n])
-    return None
-
-
 def _part_label(name: str, lang: str) -> str:
-    key = f"ui.estimate.{name.removesuffix('_gb')}"
-    text = t(key, lang)
-    return name.removesuffix("_gb").replace("_", " ") if text == key else text
-
-
-def _note(note: Any, lang: str) -> str:
-    if isinstance(note, dict) and "key" in note:
-        return t(note["key"], lang, **(note.get("params") or {}))
-    if isinstance(note, (list, tuple)) and note and isinstance(note[0], str):
-        return t(note[0], lang, **(note[1] if len(note) > 1 and isinstance(note[1], dict) else {}))
-    return str(note)
+    part = name.removesuffix("_gb")  # to_dict's "weights_gb" -> "weights"
+    return t_or(f"ui.estimate.{part}", lang, part.replace("_", " "))
 
 
 # ---- layout ----------------------------------------------------------------------------------

@@ -16,9 +16,9 @@ from engine.events import read_events
 from engine.runs import RUNNING, RunInfo, list_runs, run_info
 
 from ..charts import Curves, compare_figure, figure
-from ..i18n import SKIP, t, update
+from ..i18n import SKIP, t, t_or, update
 from ..jobs import Jobs, read_tail
-from ..live import message_html, status_badge, view
+from ..live import error_html, status_badge, view
 from ..safety import run_path
 from ..session import Session
 from ..ui import UI
@@ -138,8 +138,7 @@ def _run_error(info: RunInfo, lang: str) -> str:
     if not errors:
         return t("ui.runs.failed_no_error", lang)
     e = errors[-1]
-    text = t(e.key, lang, **(e.params or {}))
-    return e.message or e.key if text == e.key else text
+    return t_or(e.key, lang, e.message or e.key, **(e.params or {}))
 
 
 def detail(jobs: Jobs, run_id: str | None, lang: str) -> tuple:
@@ -150,15 +149,7 @@ def detail(jobs: Jobs, run_id: str | None, lang: str) -> tuple:
     try:
         path = run_path(run_id, jobs.workdir)
     except Exception as e:
-        return (
-            message_html(
-                "error", t(getattr(e, "key", "ui.error.unexpected"), lang, **getattr(e, "params", {"error": str(e)}))
-            ),
-            SKIP,
-            SKIP,
-            "",
-            "",
-        )
+        return error_html(e, lang), SKIP, SKIP, "", ""
     info = run_info(path)
     info.metrics.update(eval_metrics(path))  # the Evaluate tab's scores, beside the trainer's own
     if jobs.is_live(info.id):

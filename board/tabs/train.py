@@ -14,14 +14,14 @@ from typing import Any
 
 import gradio as gr
 
-from engine.config import ConfigError, RunConfig
+from engine.config import RunConfig
 from engine.messages import TuneboardError
 
 from ..charts import METRICS, Curves, figure
 from ..form import build_config, config_to_form
 from ..i18n import SKIP, t, update
 from ..jobs import Jobs
-from ..live import PLOTS, attach, gate, message_html, progress_html, view
+from ..live import PLOTS, attach, error_html, gate, message_html, progress_html, view
 from ..safety import run_path
 from ..session import Session
 from ..ui import UI
@@ -53,12 +53,6 @@ MAX_CONFIG_BYTES = 1_000_000
 # ---- actions ----------------------------------------------------------------------------------
 
 
-def _error(e: Exception, lang: str) -> str:
-    if isinstance(e, (ConfigError, TuneboardError)):
-        return message_html("error", t(e.key, lang, **e.params))
-    return message_html("error", t("ui.error.unexpected", lang, error=f"{type(e).__name__}: {e}"))
-
-
 def start(s: Session, values: dict[str, Any], token: str | None, jobs: Jobs) -> str:
     with s.lock:
         lang = s.lang
@@ -68,7 +62,7 @@ def start(s: Session, values: dict[str, Any], token: str | None, jobs: Jobs) -> 
             cfg = build_config(values, s.base, jobs.workdir)
             run_id = jobs.start(cfg, token=(token or "").strip() or None)
         except Exception as e:
-            return _error(e, lang)
+            return error_html(e, lang)
         s.watch = Watch.of(run_id, jobs.workdir / "runs" / run_id)
         return message_html("info", t("ui.train.started", lang, run=run_id))
 
@@ -81,7 +75,7 @@ def stop(s: Session, jobs: Jobs) -> str:
         try:
             jobs.stop(w.run_id)
         except Exception as e:
-            return _error(e, lang)
+            return error_html(e, lang)
         return message_html("info", t("ui.train.stopping", lang, run=w.run_id))
 
 
@@ -93,9 +87,8 @@ def resume(s: Session, token: str | None, jobs: Jobs) -> str:
         try:
             jobs.resume(w.run_id, token=(token or "").strip() or None)
         except Exception as e:
-            return _error(e, lang)
+            return error_html(e, lang)
         w.status = w.shown_status = STARTING
-        w.version += 1
         return message_html("info", t("ui.train.resumed", lang, run=w.run_id))
 
 
@@ -121,7 +114,7 @@ def show_command(s: Session, values: dict[str, Any], workdir: Path) -> tuple[dic
     try:
         cfg = build_config(values, s.base, workdir)
     except Exception as e:
-        return update(visible=False), _error(e, s.lang)
+        return update(visible=False), error_html(e, s.lang)
     return update(value=command_for(cfg, workdir), visible=True), ""
 
 
@@ -129,7 +122,7 @@ def save_config(s: Session, values: dict[str, Any], workdir: Path) -> tuple[dict
     try:
         cfg = build_config(values, s.base, workdir)
     except Exception as e:
-        return update(visible=False), _error(e, s.lang)
+        return update(visible=False), error_html(e, s.lang)
     path = write_config(cfg, workdir)
     return update(value=str(path), visible=True), message_html("success", t("ui.train.saved", s.lang, path=str(path)))
 
@@ -143,7 +136,7 @@ def load_config(s: Session, file: str | None, names: list[str]) -> tuple[list, s
             raise TuneboardError("ui.error.upload_size", name=Path(file).name, size="> 1", limit="1")
         cfg = RunConfig.load(file)
     except Exception as e:
-        return [SKIP] * len(names), _error(e, s.lang)
+        return [SKIP] * len(names), error_html(e, s.lang)
     s.base = cfg.to_dict()
     values = config_to_form(cfg, names)
     return [update(value=values[n]) for n in names], message_html(
@@ -159,7 +152,7 @@ def use_run_config(s: Session, run_id: str | None, workdir: Path, names: list[st
         path = run_path(run_id, workdir)
         cfg = RunConfig.load(str(path / "config.yaml")).with_overrides({"training.resume_from": None})
     except Exception as e:
-        return [SKIP] * len(names), _error(e, s.lang)
+        return [SKIP] * len(names), error_html(e, s.lang)
     s.base = cfg.to_dict()
     values = config_to_form(cfg, names)
     return [update(value=values[n]) for n in names], message_html("success", t("ui.train.loaded", s.lang, name=run_id))
