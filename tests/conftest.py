@@ -17,7 +17,7 @@ os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 os.environ["TOKENIZERS_PARALLELISM"] = "false"
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 
-from world import ROOT, tiny_sft_config  # noqa: E402,F401 - shared with the test modules
+from world import ROOT, tiny_sft_config, train_run  # noqa: E402,F401 - shared with the test modules
 
 
 def pytest_collection_modifyitems(config, items):
@@ -50,11 +50,4 @@ def demo_model(workdir) -> Path:
 @pytest.fixture(scope="session")
 def trained_run(workdir, demo_model) -> Path:
     """One short demo SFT LoRA run, shared by the tests that need a finished run."""
-    from engine.config import RunConfig
-    from engine.runs import create_run
-    from engine.train import run_training
-
-    cfg = RunConfig.from_dict(tiny_sft_config())
-    run_dir = create_run(cfg, workdir)
-    run_training(cfg, run_dir, workdir=workdir)
-    return run_dir
+    return train_run(workdir, tiny_sft_config())

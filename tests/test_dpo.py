@@ -5,8 +5,7 @@ import math
 
 import pytest
 import torch
-from safetensors.torch import load_file
-from world import ROOT
+from world import ROOT, safetensors_weights, train_run
 
 from engine import dpo
 from engine.config import RunConfig
@@ -28,19 +27,8 @@ def tiny_dpo_config(data="demo:dpo", dpo_cfg=None, adapter=None, **training) -> 
             "data": {"datasets": [{"path": str(data)}], "max_length": 64}, "dpo": dpo_cfg or {}, "training": t}
 
 
-def _run(workdir, cfg_dict):
-    cfg = RunConfig.from_dict(cfg_dict)
-    run_dir = create_run(cfg, workdir)
-    run_training(cfg, run_dir, workdir=workdir)
-    return run_dir
-
-
 def _steps(run_dir):
     return [e for e in read_events(str(run_dir / "events.jsonl")) if isinstance(e, LogStep)]
-
-
-def _weights(folder):
-    return load_file(str(next(folder.glob("*.safetensors"))))
 
 
 def _pairs(tok, ds):
@@ -100,10 +88,7 @@ def _base(demo_model):
 @pytest.fixture(scope="module")
 def preset_run(workdir, demo_model):
     """assets/configs/dpo_demo.yaml exactly as shipped."""
-    cfg = RunConfig.load(str(ROOT / "assets" / "configs" / "dpo_demo.yaml"))
-    run_dir = create_run(cfg, workdir)
-    run_training(cfg, run_dir, workdir=workdir)
-    return run_dir
+    return train_run(workdir, RunConfig.load(str(ROOT / "assets" / "configs" / "dpo_demo.yaml")))
 
 
 def test_preset_raises_margin_and_accuracy_and_logs_what_dpo_watches(preset_run):
@@ -144,7 +129,7 @@ def test_adapter_reloads_in_plain_peft_and_prefers_chosen_on_its_training_pairs(
     cfg = RunConfig.load(str(preset_run / "config.yaml"))
     train_ds, _ = load_training_data(cfg)
     tok = AutoTokenizer.from_pretrained(preset_run / "adapter")
-    base_on_disk = _weights(demo_model)
+    base_on_disk = safetensors_weights(demo_model)
     plain_base = _base(demo_model)
     tuned = PeftModel.from_pretrained(_base(demo_model), preset_run / "adapter").eval()
     beta, margins, wins = cfg.dpo.beta, [], 0
@@ -160,7 +145,7 @@ def test_adapter_reloads_in_plain_peft_and_prefers_chosen_on_its_training_pairs(
     # before training policy == reference: margin 0, accuracy 0 (ties don't count)
     assert wins / len(margins) >= 0.95, margins
     assert sum(margins) / len(margins) > 1.0, margins
-    for k, v in _weights(demo_model).items():
+    for k, v in safetensors_weights(demo_model).items():
         assert torch.equal(v, base_on_disk[k]), f"training wrote into the base weights: {k}"
 
 
@@ -193,22 +178,22 @@ def test_dpo_continues_an_sft_adapter_against_the_sft_model(workdir, demo_model,
         "the reference stays frozen while the adapter trains"
 
     # the same through a whole run: step 1's rewards are 0 because policy and reference are both the SFT model
-    run_dir = _run(workdir, cfg)
+    run_dir = train_run(workdir, cfg)
     first = _steps(run_dir)[0].metrics
     assert first["rewards/chosen"] == pytest.approx(0, abs=1e-5) and first["rewards/rejected"] == pytest.approx(0, abs=1e-5)
     assert not (run_dir / "adapter" / "ref").exists()
-    sft, tuned = _weights(trained_run / "adapter"), _weights(run_dir / "adapter")
+    sft, tuned = safetensors_weights(trained_run / "adapter"), safetensors_weights(run_dir / "adapter")
     assert set(sft) == set(tuned) and any(not torch.equal(sft[k], tuned[k]) for k in sft)
 
 
 def test_resuming_a_continued_adapter_rebuilds_the_same_reference(workdir, demo_model, trained_run):
     """Checkpoints hold the trained adapter only; on resume the frozen reference comes again from init_from."""
     cfg = tiny_dpo_config(adapter={"init_from": str(trained_run)}, max_steps=4, save_steps=2)
-    first = _run(workdir, cfg)
+    first = train_run(workdir, cfg)
     ckpt = first / "checkpoints" / "checkpoint-2"
     assert (ckpt / "adapter_model.safetensors").exists() and not (ckpt / "ref").exists()
     cfg["training"]["resume_from"] = str(ckpt)
-    second = _run(workdir, cfg)
+    second = train_run(workdir, cfg)
     resumed, straight = _steps(second), _steps(first)[2:]
     assert [s.step for s in resumed] == [3, 4]
     for a, b in zip(resumed, straight, strict=True):
@@ -225,7 +210,7 @@ def test_full_finetune_uses_a_separate_frozen_reference(workdir, demo_model, tmp
     ref_before = torch.cat(trainer.compute_ref_log_probs(ref, batch))
     assert ref_before == pytest.approx(_batch_logps(_base(demo_model), batch), abs=1e-3)
     trainer.train()
-    base = _weights(demo_model)
+    base = safetensors_weights(demo_model)
     assert all(torch.equal(p, base[n]) for n, p in ref.state_dict().items() if n in base), "the reference never moves"
     assert any(not torch.equal(p, base[n]) for n, p in trainer.model.state_dict().items() if n in base)
 
@@ -272,7 +257,7 @@ def test_prompt_and_completion_limits_reach_the_batches(workdir, demo_model, tmp
 
 @pytest.mark.parametrize("name", ["string_pairs.jsonl", "message_pairs.jsonl", "columns.json", "alpaca_two_outputs.json"])
 def test_every_preference_file_shape_trains(workdir, demo_model, name):
-    run_dir = _run(workdir, tiny_dpo_config(FIXTURES / name, max_steps=1))
+    run_dir = train_run(workdir, tiny_dpo_config(FIXTURES / name, max_steps=1))
     evs = read_events(str(run_dir / "events.jsonl"))
     assert evs[0].train_rows == 8
     assert evs[-1].status == "finished"
@@ -312,7 +297,7 @@ def test_fit_truncates_prompt_left_answers_right_within_max_length():
 
 
 def test_kto_learns_from_unpaired_answers(workdir, demo_model):
-    run_dir = _run(workdir, tiny_dpo_config(dpo_cfg={"method": "kto"}, max_steps=8, per_device_train_batch_size=8))
+    run_dir = train_run(workdir, tiny_dpo_config(dpo_cfg={"method": "kto"}, max_steps=8, per_device_train_batch_size=8))
     evs = read_events(str(run_dir / "events.jsonl"))
     pairs = len(json.loads((ROOT / "assets" / "data" / "demo_dpo.json").read_text(encoding="utf-8")))
     assert evs[0].train_rows == pairs and evs[-1].status == "finished"
@@ -343,7 +328,7 @@ def test_qlora_4bit_dpo_trains_on_cpu(workdir, demo_model):
     pytest.importorskip("bitsandbytes")
     cfg = tiny_dpo_config()
     cfg["quantization"] = {"bits": 4}
-    run_dir = _run(workdir, cfg)
+    run_dir = train_run(workdir, cfg)
     steps = _steps(run_dir)
     assert len(steps) == 2 and all(math.isfinite(s.loss) for s in steps)
     assert steps[0].metrics["rewards/margins"] == pytest.approx(0, abs=1e-4)

@@ -7,13 +7,11 @@ sample the logits it gets alone, and training must give the loss that padded bat
 
 import pytest
 import torch
-from world import tiny_sft_config
+from world import logged_losses, tiny_sft_config, train_run
 
 from engine.attention import cu_seqlens_from_position_ids, hf_name
 from engine.config import RunConfig
-from engine.events import LogStep, RunStarted, read_events
-from engine.runs import create_run
-from engine.train import run_training
+from engine.events import RunStarted, read_events
 
 
 def _tiny(attn, heads=4, kv_heads=2, sliding_window=None):
@@ -87,12 +85,9 @@ def _first_losses(workdir, steps=3, **data_and_training):
     for key, value in data_and_training.items():
         section, name = key.split("__")
         cfg.setdefault(section, {})[name] = value
-    cfg = RunConfig.from_dict(cfg)
-    run_dir = create_run(cfg, workdir)
-    run_training(cfg, run_dir, workdir=workdir)
-    events = read_events(str(run_dir / "events.jsonl"))
-    started = next(e for e in events if isinstance(e, RunStarted))
-    return [e.loss for e in events if isinstance(e, LogStep) and e.loss is not None], started, run_dir
+    run_dir = train_run(workdir, cfg)
+    started = next(e for e in read_events(str(run_dir / "events.jsonl")) if isinstance(e, RunStarted))
+    return logged_losses(run_dir), started, run_dir
 
 
 def test_padding_free_batches_train_exactly_like_padded_ones(workdir, demo_model):
@@ -107,11 +102,16 @@ def test_padding_free_batches_train_exactly_like_padded_ones(workdir, demo_model
         assert abs(a - b) < 2e-3 * max(1.0, a), (padded, free)
 
 
+@pytest.fixture(scope="module")
+def padded_first_loss(workdir, demo_model):
+    return _first_losses(workdir, steps=1, training__per_device_train_batch_size=64)[0]
+
+
 @pytest.mark.parametrize("attn", ["sdpa", "varlen"])
-def test_packed_and_padded_first_losses_agree(workdir, demo_model, attn):
+def test_packed_and_padded_first_losses_agree(workdir, padded_first_loss, attn):
     """One batch holds the whole slice, so packing changes the layout, not the content."""
     cfg = dict(data__packing=True, model__attn_implementation=attn)
-    padded, _, _ = _first_losses(workdir, steps=1, training__per_device_train_batch_size=64)
+    padded = padded_first_loss
     packed, started, _ = _first_losses(workdir, steps=1, training__per_device_train_batch_size=64, **cfg)
     assert started.attn_implementation == attn
     assert abs(padded[0] - packed[0]) < 1e-3 * max(1.0, padded[0]), (padded, packed)

@@ -1,14 +1,14 @@
 """Training on the offline demo: loss falls, adapters reload in plain peft, the right weights move."""
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
-from world import ROOT, tiny_sft_config
+from world import ROOT, logged_losses, safetensors_weights, tiny_sft_config, train_run
 
 from engine.config import RunConfig
 from engine.events import Finished, LogStep, RunStarted, read_events
@@ -16,23 +16,8 @@ from engine.runs import create_run, run_info
 from engine.train import run_training
 
 
-def _run(workdir, cfg_dict):
-    cfg = RunConfig.from_dict(cfg_dict)
-    run_dir = create_run(cfg, workdir)
-    run_training(cfg, run_dir, workdir=workdir)
-    return run_dir
-
-
-def _losses(run_dir):
-    return [e.loss for e in read_events(str(run_dir / "events.jsonl")) if isinstance(e, LogStep) and e.loss is not None]
-
-
-def _weights(folder):
-    return load_file(str(next(folder.glob("*.safetensors"))))
-
-
 def test_sft_lora_loss_falls_and_run_folder_is_complete(trained_run):
-    losses = _losses(trained_run)
+    losses = logged_losses(trained_run)
     assert len(losses) == 30
     assert all(torch.isfinite(torch.tensor(losses)))
     first, last = sum(losses[:5]) / 5, sum(losses[-5:]) / 5
@@ -52,9 +37,9 @@ def test_adapter_reloads_in_plain_peft_changes_output_and_leaves_base_alone(trai
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    saved = _weights(trained_run / "adapter")
+    saved = safetensors_weights(trained_run / "adapter")
     assert saved and all("lora_" in k for k in saved), "the adapter holds LoRA weights only"
-    base_on_disk = _weights(demo_model)
+    base_on_disk = safetensors_weights(demo_model)
     base = AutoModelForCausalLM.from_pretrained(demo_model)
     ids = torch.tensor([[5, 17, 42, 99, 7]])
     with torch.no_grad():
@@ -65,23 +50,23 @@ def test_adapter_reloads_in_plain_peft_changes_output_and_leaves_base_alone(trai
             disabled = tuned(ids).logits
     assert not torch.allclose(before, after, atol=1e-4), "the adapter changes the output"
     assert torch.allclose(before, disabled, atol=1e-6), "disabling it gives the base back"
-    for k, v in _weights(demo_model).items():
+    for k, v in safetensors_weights(demo_model).items():
         assert torch.equal(v, base_on_disk[k]), f"training wrote into the base weights: {k}"
 
 
 def test_same_seed_gives_same_losses(workdir, demo_model):
-    a = _losses(_run(workdir, tiny_sft_config(max_steps=4)))
-    b = _losses(_run(workdir, tiny_sft_config(max_steps=4)))
+    a = logged_losses(train_run(workdir, tiny_sft_config(max_steps=4)))
+    b = logged_losses(train_run(workdir, tiny_sft_config(max_steps=4)))
     assert a == b
-    c = _losses(_run(workdir, tiny_sft_config(max_steps=4, seed=8)))
+    c = logged_losses(train_run(workdir, tiny_sft_config(max_steps=4, seed=8)))
     assert c != a
 
 
 def test_full_finetune_changes_every_weight(workdir, demo_model):
     cfg = tiny_sft_config(max_steps=3, learning_rate=1e-3)
     cfg["adapter"] = {"method": "full"}
-    run_dir = _run(workdir, cfg)
-    base, tuned = _weights(demo_model), _weights(run_dir / "model")
+    run_dir = train_run(workdir, cfg)
+    base, tuned = safetensors_weights(demo_model), safetensors_weights(run_dir / "model")
     changed = {k for k in base if not torch.equal(base[k], tuned[k])}
     assert changed == set(base), set(base) - changed
 
@@ -89,8 +74,8 @@ def test_full_finetune_changes_every_weight(workdir, demo_model):
 def test_freeze_changes_only_the_last_layers(workdir, demo_model):
     cfg = tiny_sft_config(max_steps=3, learning_rate=1e-3)
     cfg["adapter"] = {"method": "freeze", "freeze_trainable_layers": 2}
-    run_dir = _run(workdir, cfg)
-    base, tuned = _weights(demo_model), _weights(run_dir / "model")
+    run_dir = train_run(workdir, cfg)
+    base, tuned = safetensors_weights(demo_model), safetensors_weights(run_dir / "model")
     changed = {k for k in base if not torch.equal(base[k], tuned[k])}
     assert changed, "freeze trained nothing"
     assert all(k.startswith(("model.layers.2.", "model.layers.3.")) for k in changed), changed
@@ -99,15 +84,15 @@ def test_freeze_changes_only_the_last_layers(workdir, demo_model):
 
 
 def test_resume_continues_the_step_count(workdir, demo_model):
-    first = _run(workdir, tiny_sft_config(max_steps=6, save_steps=3))
+    first = train_run(workdir, tiny_sft_config(max_steps=6, save_steps=3))
     assert (first / "checkpoints" / "checkpoint-3").is_dir()
     cfg = tiny_sft_config(max_steps=6)
     cfg["training"]["resume_from"] = str(first / "checkpoints" / "checkpoint-3")
-    second = _run(workdir, cfg)
+    second = train_run(workdir, cfg)
     steps = [e.step for e in read_events(str(second / "events.jsonl")) if isinstance(e, LogStep)]
     assert steps and steps[0] == 4 and steps[-1] == 6
     # the resumed steps reproduce the uninterrupted run's losses
-    assert _losses(second) == pytest.approx(_losses(first)[3:], rel=1e-4)
+    assert logged_losses(second) == pytest.approx(logged_losses(first)[3:], rel=1e-4)
 
 
 @pytest.mark.parametrize("adapter", [{"use_dora": True}, {"use_rslora": True}, {"target_modules": ["q_proj", "v_proj"]}],
@@ -115,7 +100,7 @@ def test_resume_continues_the_step_count(workdir, demo_model):
 def test_lora_variants_train_and_record_their_kind(workdir, demo_model, adapter):
     cfg = tiny_sft_config(max_steps=2)
     cfg["adapter"].update(adapter)
-    run_dir = _run(workdir, cfg)
+    run_dir = train_run(workdir, cfg)
     saved = json.loads((run_dir / "adapter" / "adapter_config.json").read_text())
     assert saved["use_dora"] == adapter.get("use_dora", False)
     assert saved["use_rslora"] == adapter.get("use_rslora", False)
@@ -128,17 +113,18 @@ def test_qlora_4bit_trains_on_cpu(workdir, demo_model):
     pytest.importorskip("bitsandbytes")
     cfg = tiny_sft_config(max_steps=3)
     cfg["quantization"] = {"bits": 4, "quant_type": "nf4", "double_quant": True}
-    run_dir = _run(workdir, cfg)
+    run_dir = train_run(workdir, cfg)
     assert (run_dir / "adapter" / "adapter_model.safetensors").exists()
-    assert all(x is not None and x == x for x in _losses(run_dir))
+    losses = logged_losses(run_dir)
+    assert len(losses) == 3 and all(math.isfinite(x) for x in losses)
 
 
 def test_plain_text_pretraining_with_packing(workdir, demo_model):
-    run_dir = _run(workdir, {"stage": "pt", "adapter": {"method": "lora", "rank": 8, "alpha": 16},
+    run_dir = train_run(workdir, {"stage": "pt", "adapter": {"method": "lora", "rank": 8, "alpha": 16},
                              "data": {"datasets": [{"path": "demo:pt"}], "max_length": 64, "packing": True},
                              "training": {"max_steps": 3, "learning_rate": 1e-3, "per_device_train_batch_size": 2,
                                           "gradient_accumulation_steps": 1}})
-    assert len(_losses(run_dir)) == 3
+    assert len(logged_losses(run_dir)) == 3
 
 
 def _cli(*args, cwd=ROOT):
@@ -204,7 +190,7 @@ def test_hub_model_offline_gives_a_clear_error(workdir):
 def test_qlora_bf16_on_gpu(workdir, demo_model):
     cfg = tiny_sft_config(max_steps=5)
     cfg["quantization"] = {"bits": 4}
-    run_dir = _run(workdir, cfg)
+    run_dir = train_run(workdir, cfg)
     evs = read_events(str(run_dir / "events.jsonl"))
     started = next(e for e in evs if isinstance(e, RunStarted))
     assert started.device != "cpu" and started.precision in ("bf16", "fp16")
@@ -212,9 +198,9 @@ def test_qlora_bf16_on_gpu(workdir, demo_model):
 
 def test_gradient_accumulation_matches_a_bigger_batch(workdir, demo_model):
     """1 x 4 with 4 accumulation steps trains the same weights as 4 x 1 (loss normalised over all tokens)."""
-    big = _run(workdir, tiny_sft_config(max_steps=2, per_device_train_batch_size=4, gradient_accumulation_steps=1))
-    acc = _run(workdir, tiny_sft_config(max_steps=2, per_device_train_batch_size=1, gradient_accumulation_steps=4))
-    a, b = _weights(big / "adapter"), _weights(acc / "adapter")
+    big = train_run(workdir, tiny_sft_config(max_steps=2, per_device_train_batch_size=4, gradient_accumulation_steps=1))
+    acc = train_run(workdir, tiny_sft_config(max_steps=2, per_device_train_batch_size=1, gradient_accumulation_steps=4))
+    a, b = safetensors_weights(big / "adapter"), safetensors_weights(acc / "adapter")
     for k in a:
         assert torch.allclose(a[k], b[k], atol=2e-4, rtol=1e-3), k
 

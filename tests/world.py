@@ -12,3 +12,30 @@ def tiny_sft_config(**training) -> dict:
     t.update(training)
     return {"stage": "sft", "run_name": "test", "adapter": {"method": "lora", "rank": 16, "alpha": 32, "dropout": 0.0},
             "data": {"datasets": [{"path": "demo:sft"}], "max_length": 128}, "training": t}
+
+
+def train_run(workdir, cfg) -> Path:
+    """Train `cfg` (a dict or a RunConfig) into a new run folder of `workdir`, as the CLI and the board do."""
+    from engine.config import RunConfig
+    from engine.runs import create_run
+    from engine.train import run_training
+
+    cfg = cfg if isinstance(cfg, RunConfig) else RunConfig.from_dict(cfg)
+    run_dir = create_run(cfg, workdir)
+    run_training(cfg, run_dir, workdir=workdir)
+    return run_dir
+
+
+def logged_losses(run_dir) -> list[float]:
+    """The training losses a run logged, step by step."""
+    from engine.events import LogStep, read_events
+
+    return [e.loss for e in read_events(str(Path(run_dir) / "events.jsonl"))
+            if isinstance(e, LogStep) and e.loss is not None]
+
+
+def safetensors_weights(folder) -> dict:
+    """The tensors of the (first) safetensors file in `folder`."""
+    from safetensors.torch import load_file
+
+    return load_file(str(next(Path(folder).glob("*.safetensors"))))
