@@ -14,6 +14,7 @@ from typing import Any
 import gradio as gr
 
 from engine.config import ConfigError, RunConfig
+from engine.data.load import stage_refusal
 from engine.messages import TuneboardError
 
 from ..charts import COLORS, _empty, _layout
@@ -79,13 +80,8 @@ def stage_findings(report: Any, stage: str) -> list[dict[str, Any]]:
     """What the engine would refuse for this stage (it raises the same keys when training starts)."""
     if not report.rows or report.format is None:
         return []
-    if stage == "sft" and report.format == "text":
-        return [{"key": "data.text_for_sft", "params": {"path": Path(report.path).name}}]
-    if stage == "dpo" and report.format != "preference":
-        return [
-            {"key": "data.dpo_needs_preference", "params": {"path": Path(report.path).name, "format": report.format}}
-        ]
-    return []
+    refusal = stage_refusal(report.format, stage, Path(report.path).name)
+    return [{"key": refusal[0], "params": refusal[1]}] if refusal else []
 
 
 def run_check(cfg: RunConfig, workdir: Path) -> list[Any]:

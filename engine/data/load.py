@@ -15,6 +15,7 @@ import random
 from typing import TYPE_CHECKING, Any
 
 from ..messages import TuneboardError
+from ..templates import plain_text
 from .check import Analysis
 from .findings import Finding
 from .report import inspect_path
@@ -53,10 +54,19 @@ def _to_stage(record: dict, stage: str, system_prompt: str | None) -> dict:
     if system_prompt and prompt and prompt[0]["role"] != "system":
         prompt = [{"role": "system", "content": system_prompt}, *prompt]
     if stage == "pt":
-        return {"text": "\n\n".join(m["content"] for m in prompt + answer if m["role"] != "system")}
+        return {"text": plain_text(prompt + answer)}
     if stage == "dpo":
         return {"prompt": prompt, "chosen": answer, "rejected": rejected}
     return {"messages": prompt + answer}
+
+
+def stage_refusal(fmt: str, stage: str, path: str) -> tuple[str, dict[str, Any]] | None:
+    """Why a stage cannot train on data of this format (key, params), or None; the board says it before Start."""
+    if stage == "sft" and fmt == "text":
+        return "data.text_for_sft", {"path": path}
+    if stage == "dpo" and fmt != "preference":
+        return "data.dpo_needs_preference", {"path": path, "format": fmt}
+    return None
 
 
 def load_training_data(cfg: RunConfig) -> tuple[datasets.Dataset, datasets.Dataset | None]:
@@ -74,10 +84,9 @@ def load_training_data(cfg: RunConfig) -> tuple[datasets.Dataset, datasets.Datas
         if problems:
             raise TuneboardError("error.data_invalid", count=len(problems), first=describe(src.path, problems[0]),
                                  path=src.path)
-        if stage == "sft" and result.format == "text":
-            raise TuneboardError("data.text_for_sft", path=src.path)
-        if stage == "dpo" and result.format != "preference":
-            raise TuneboardError("data.dpo_needs_preference", path=src.path, format=result.format)
+        refusal = stage_refusal(result.format, stage, src.path)
+        if refusal:
+            raise TuneboardError(refusal[0], **refusal[1])
         records = result.good
         if spec.max_samples is not None and spec.max_samples < len(records):
             keep = sorted(random.Random(seed).sample(range(len(records)), spec.max_samples))
