@@ -11,7 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from world import ROOT
+
 HEAVY = ("torch", "transformers", "peft", "trl", "accelerate", "bitsandbytes")
 
 PROBE = r"""

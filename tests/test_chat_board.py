@@ -10,13 +10,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from world import ROOT
 
 from board.i18n import SKIP
 from board.tabs import chat
 from engine.config import ConfigError
 from engine.messages import TuneboardError, table
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def answer(text: str, seed: int = 3, **settings) -> dict:

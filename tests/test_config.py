@@ -2,13 +2,11 @@
 
 import ast
 import sys
-from pathlib import Path
 
 import pytest
+from world import ROOT
 
 from engine.config import ConfigError, RunConfig, field_help
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_default_round_trips_through_yaml():

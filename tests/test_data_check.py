@@ -1,13 +1,11 @@
 """The row-by-row check: every error and warning kind, at its exact row, line and field."""
 
-from pathlib import Path
 
 import pytest
+from world import FIX
 
 from engine.data import check, check_file, inspect_path, summarize
 from engine.messages import languages, message, table
-
-FIX = Path(__file__).parent / "fixtures" / "data"
 
 
 def found(name, severity="error", **kw):

@@ -4,14 +4,11 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
+from world import FIX, ROOT
 
 from engine.cli import main
-
-FIX = Path(__file__).parent / "fixtures" / "data"
-ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")

@@ -1,13 +1,11 @@
 """Format detection and normalisation to trl's conversational form."""
 
-from pathlib import Path
 
 import pytest
+from world import FIX
 
 from engine.data import analyze, detect_format, normalize_row, read_source
 from engine.data.formats import nearest_format
-
-FIX = Path(__file__).parent / "fixtures" / "data"
 
 
 def records(name, fmt="auto", columns=None):

@@ -1,16 +1,14 @@
 """load_training_data: RunConfig.data -> checked, normalised, merged, shuffled, split datasets that train."""
 
-import json
 import math
 from pathlib import Path
 
 import pytest
+from world import FIX, logged_losses, train_run
 
 from engine.config import RunConfig
 from engine.data import load_training_data
 from engine.messages import TuneboardError
-
-FIX = Path(__file__).parent / "fixtures" / "data"
 
 
 def cfg(stage="sft", *paths, **data):
@@ -120,11 +118,6 @@ def test_column_mapping_and_forced_format_from_the_spec():
     assert len(load_training_data(cfg("pt", spec))[0]) == 2
 
 
-def _losses(run_dir):
-    events = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
-    return [e["loss"] for e in events if e["type"] == "log" and e.get("loss") is not None]
-
-
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
     """An untrained tiny Llama and a tokenizer fitted to the fixtures: enough to take a training step."""
@@ -151,16 +144,11 @@ def tiny_model(tmp_path_factory):
     ("dpo", ["preference_columns.json", "preference_messages.jsonl", "preference_alpaca.json"]),
 ])
 def test_the_normalised_data_trains_one_step(stage, files, tiny_model, tmp_path):
-    from engine.runs import create_run
-    from engine.train import run_training
-
     c = RunConfig.from_dict({
         "stage": stage, "run_name": f"data-{stage}", "model": {"name_or_path": str(tiny_model)},
         "adapter": {"method": "lora", "rank": 4, "alpha": 8},
         "data": {"datasets": [{"path": str(FIX / f)} for f in files], "max_length": 128},
         "training": {"max_steps": 1, "per_device_train_batch_size": 4, "gradient_accumulation_steps": 1,
                      "learning_rate": 1e-3, "warmup_ratio": 0.0}})
-    run_dir = create_run(c, tmp_path)
-    run_training(c, run_dir, workdir=tmp_path)
-    losses = _losses(run_dir)
+    losses = logged_losses(train_run(tmp_path, c))
     assert losses and all(math.isfinite(v) for v in losses)

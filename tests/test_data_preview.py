@@ -1,14 +1,13 @@
 """The preview: chat-template text with the trained part marked, token counts, statistics."""
 
-from pathlib import Path
 
 import numpy as np
 import pytest
+from world import FIX
 
 from engine.data import check_file, marked, render, stats
 from engine.data.tokens import count, token_lengths
 
-FIX = Path(__file__).parent / "fixtures" / "data"
 CONV = {"messages": [{"role": "system", "content": "Be kind."}, {"role": "user", "content": "안녕?"},
                      {"role": "assistant", "content": "안녕하세요! 🙂"}, {"role": "user", "content": "Bye"},
                      {"role": "assistant", "content": "Bye!"}]}

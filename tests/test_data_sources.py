@@ -5,11 +5,10 @@ import json
 from pathlib import Path
 
 import pytest
+from world import FIX
 
 from engine.data import read_source, resolve_data_path
 from engine.data.sources import is_hub_name
-
-FIX = Path(__file__).parent / "fixtures" / "data"
 
 
 def keys(src):

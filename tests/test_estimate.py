@@ -3,14 +3,13 @@
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
+from world import ROOT
 
 from engine import estimate as E
 from engine.config import RunConfig
 
-ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = ROOT / "bench" / "configs"
 
 

@@ -6,13 +6,12 @@ from __future__ import annotations
 import json
 import re
 import string
-from pathlib import Path
 
 import pytest
+from world import ROOT
 
 from engine.paths import LOCALES
 
-ROOT = Path(__file__).resolve().parent.parent
 LANGS = ["en", "ko", "zh", "ja", "ru"]
 TABLES = {lang: json.loads((LOCALES / f"{lang}.json").read_text(encoding="utf-8")) for lang in LANGS}
 

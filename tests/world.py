@@ -3,6 +3,7 @@
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+FIX = ROOT / "tests" / "fixtures" / "data"  # the broken and well-formed data files the data tests read
 
 
 def tiny_sft_config(**training) -> dict:
