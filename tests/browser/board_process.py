@@ -85,3 +85,12 @@ def make_home(tmp_path_factory, demo_model: Path, name: str) -> Path:
     home = tmp_path_factory.mktemp(name)
     shutil.copytree(demo_model, home / "models" / "demo")
     return home
+
+
+GRID = """id => [...document.querySelectorAll('#' + id + ' [role=row]')]
+  .map(r => [...r.querySelectorAll('[role=gridcell]')].map(c => c.textContent.trim())).filter(c => c.length)"""
+
+
+def grid(page, elem_id: str) -> list[list[str]]:
+    """A Gradio Dataframe's rows as text (it draws them as ARIA grid rows, not a plain <table>)."""
+    return page.evaluate(GRID, elem_id)

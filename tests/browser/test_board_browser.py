@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from board_process import OUT, make_home, start_board, stop_board
+from board_process import OUT, grid, make_home, start_board, stop_board
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -24,13 +24,6 @@ LOSS_POINTS = (
 )
 
 
-GRID = """id => [...document.querySelectorAll('#' + id + ' [role=row]')]
-  .map(r => [...r.querySelectorAll('[role=gridcell]')].map(c => c.textContent.trim())).filter(c => c.length)"""
-
-
-def grid(page, elem_id: str) -> list[list[str]]:
-    """A Gradio Dataframe's rows as text (it draws them as ARIA grid rows, not a plain <table>)."""
-    return page.evaluate(GRID, elem_id)
 
 
 def open_board(page, url: str) -> None:

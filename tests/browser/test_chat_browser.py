@@ -6,7 +6,7 @@ from __future__ import annotations
 import shutil
 
 import pytest
-from board_process import make_home, start_board, stop_board
+from board_process import grid, make_home, start_board, stop_board
 
 pytestmark = pytest.mark.browser
 
@@ -71,9 +71,7 @@ def test_three_seed_sweep_and_pin(chat_page):
     page.locator("#chat-sweep").click()
     expect(page.locator("#chat-sweep-table [role=grid]")).to_have_attribute("aria-rowcount", "4", timeout=120_000)
     expect(page.locator("#chat-sweep-pick input")).to_have_value("0", timeout=30_000)
-    table = page.locator("#chat-sweep-table").inner_text()
-    for seed in ("0", "1", "2"):
-        assert seed in table
+    assert [row[0] for row in grid(page, "chat-sweep-table")] == ["0", "1", "2"]
     page.locator("#chat-sweep-pick input").click()
     page.get_by_role("option", name="2", exact=True).click()
     page.locator("#chat-pin").click()
