@@ -36,7 +36,9 @@ class RunInfo:
     total_steps: int = 0
     last_loss: Optional[float] = None
     metrics: dict[str, Any] = field(default_factory=dict)
-    error: str = ""
+    error: str = ""  # the last attempt's error, in English
+    error_key: str = ""  # ... and as a message key with its parameters, for other languages
+    error_params: dict[str, Any] = field(default_factory=dict)
     has_adapter: bool = False
     has_model: bool = False
 
@@ -76,9 +78,10 @@ def pid_alive(pid: int) -> bool:
         return True
 
 
-def run_info(path: str | os.PathLike) -> RunInfo:
+def run_info(path: str | os.PathLike, events: Optional[list] = None) -> RunInfo:
+    """What a run folder says of itself; `events` when the caller has read events.jsonl already."""
     path = Path(path)
-    events = read_events(str(path / "events.jsonl"))
+    events = read_events(str(path / "events.jsonl")) if events is None else events
     info = RunInfo(id=path.name, path=path, status=FAILED, created=path.stat().st_mtime if path.exists() else 0.0)
     try:
         cfg = RunConfig.load(str(path / "config.yaml"))
@@ -89,7 +92,7 @@ def run_info(path: str | os.PathLike) -> RunInfo:
     for ev in events:
         if isinstance(ev, RunStarted):  # a resumed run starts again: what ended before no longer counts
             pid, info.total_steps, info.created = ev.pid, ev.total_steps, ev.time
-            finished, info.error = None, ""
+            finished, info.error, info.error_key, info.error_params = None, "", "", {}
         elif isinstance(ev, LogStep):
             info.step = max(info.step, ev.step)
             if ev.loss is not None:
@@ -101,7 +104,7 @@ def run_info(path: str | os.PathLike) -> RunInfo:
         elif isinstance(ev, Finished):
             finished = ev
         elif isinstance(ev, Error):
-            info.error = ev.message or ev.key
+            info.error, info.error_key, info.error_params = ev.message or ev.key, ev.key, ev.params
     if finished is not None:
         info.status = finished.status
         info.metrics.update(finished.metrics)

@@ -134,11 +134,9 @@ def detail_html(info: RunInfo, lang: str) -> str:
 
 def _run_error(info: RunInfo, lang: str) -> str:
     """The run's last error, in the reader's language when it carries a key."""
-    errors = [e for e in read_events(str(info.path / "events.jsonl")) if type(e).__name__ == "Error"]
-    if not errors:
+    if not info.error_key:
         return t("ui.runs.failed_no_error", lang)
-    e = errors[-1]
-    return t_or(e.key, lang, e.message or e.key, **(e.params or {}))
+    return t_or(info.error_key, lang, info.error or info.error_key, **info.error_params)
 
 
 def detail(jobs: Jobs, run_id: str | None, lang: str) -> tuple:
@@ -150,11 +148,13 @@ def detail(jobs: Jobs, run_id: str | None, lang: str) -> tuple:
         path = run_path(run_id, jobs.workdir)
     except Exception as e:
         return error_html(e, lang), SKIP, SKIP, "", ""
-    info = run_info(path)
+    events = read_events(str(path / "events.jsonl"))  # once, for the card and the charts
+    info = run_info(path, events)
     info.metrics.update(eval_metrics(path))  # the Evaluate tab's scores, beside the trainer's own
     if jobs.is_live(info.id):
         info.status = RUNNING
-    curves = curves_of(path)
+    curves = Curves()
+    curves.add(events)
     config = (path / "config.yaml").read_text(encoding="utf-8") if (path / "config.yaml").exists() else ""
     log = read_tail(path / "train.log")
     if info.status == "failed":
