@@ -137,11 +137,7 @@ def load_config(s: Session, file: str | None, names: list[str]) -> tuple[list, s
         cfg = RunConfig.load(file)
     except Exception as e:
         return [SKIP] * len(names), error_html(e, s.lang)
-    s.base = cfg.to_dict()
-    values = config_to_form(cfg, names)
-    return [update(value=values[n]) for n in names], message_html(
-        "success", t("ui.train.loaded", s.lang, name=Path(file).name)
-    )
+    return _fill_form(s, cfg, names, Path(file).name)
 
 
 def use_run_config(s: Session, run_id: str | None, workdir: Path, names: list[str]) -> tuple[list, str]:
@@ -153,9 +149,14 @@ def use_run_config(s: Session, run_id: str | None, workdir: Path, names: list[st
         cfg = RunConfig.load(str(path / "config.yaml")).with_overrides({"training.resume_from": None})
     except Exception as e:
         return [SKIP] * len(names), error_html(e, s.lang)
+    return _fill_form(s, cfg, names, run_id)
+
+
+def _fill_form(s: Session, cfg: RunConfig, names: list[str], name: str) -> tuple[list, str]:
+    """`cfg` in the form; the fields the page has no control for are kept in the session's base."""
     s.base = cfg.to_dict()
     values = config_to_form(cfg, names)
-    return [update(value=values[n]) for n in names], message_html("success", t("ui.train.loaded", s.lang, name=run_id))
+    return [update(value=values[n]) for n in names], message_html("success", t("ui.train.loaded", s.lang, name=name))
 
 
 def on_stage(stage: str, datasets: list[str] | str | None) -> tuple[dict, dict, dict]:
