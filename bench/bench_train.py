@@ -449,11 +449,12 @@ def data_speed(args) -> int:
                        optim="adamw_torch", padding_free=True)  # what preparation reads of the resolved run
         targs = training_args(cfg, res, Path(tmp), False)
         auto = sft.num_proc(len(train))
-        for label, n in (("np1", 1), ("auto", auto)):
+        for label, n in (("np1", 1), ("auto", auto)) if auto else (("np1", 1),):  # too few rows: one process
             cfg.data.num_proc = n
             t = time.perf_counter()
             trainer = sft.build(_TinyModel(), tok, train, None, cfg, res, dict(targs), [])
             report[f"prepare_s_{label}"] = time.perf_counter() - t
+        report.setdefault("prepare_s_auto", report["prepare_s_np1"])
         report["num_proc_auto"] = auto or 1
         report["packed_rows"] = len(trainer.train_dataset)
         report["tokens"] = int(sum(sum(x) for x in trainer.train_dataset["seq_lengths"]))
