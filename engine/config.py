@@ -95,7 +95,7 @@ class DatasetSpec:
 @dataclass
 class DataConfig:
     datasets: list[DatasetSpec] = field(default_factory=lambda: [DatasetSpec(path="demo:sft")], metadata={"help": "One or more datasets, merged."})
-    max_length: int = field(default=1024, metadata={"help": "Cutoff in tokens; longer samples are truncated."})
+    max_length: int = field(default=1024, metadata={"help": "Cutoff in tokens: a longer conversation is cut (left out if no answer is left), a longer text split into pieces."})
     val_size: float = field(default=0.0, metadata={"help": "Validation split: a fraction (<1) or a row count (>=1)."})
     packing: bool = field(default=False, metadata={"help": "Pack samples into full rows (position ids restart per sample)."})
     assistant_only_loss: bool = field(default=True, metadata={"help": "SFT: compute the loss on the assistant's answers only."})

@@ -6,30 +6,36 @@ import os
 
 from .config import RunConfig
 from .model import Resolved
+from .prepare import Prepared, prepare
 
 PARALLEL_ROWS = 20_000  # below this, worker processes cost more to start than they save
 
 
+def prepare_data(tokenizer, train_ds, eval_ds, cfg: RunConfig) -> tuple[Prepared, Prepared | None]:
+    """Token ids and labels, cut to the cutoff and packed if asked (`engine.prepare`), ready for `build`."""
+    kw = dict(answers_only=cfg.data.assistant_only_loss and cfg.stage == "sft", max_length=cfg.data.max_length,
+              packing=cfg.data.packing)
+    train = prepare(train_ds, tokenizer, num_proc=num_proc(len(train_ds), cfg.data.num_proc), **kw)
+    return train, (prepare(eval_ds, tokenizer, **kw) if eval_ds is not None else None)
+
+
 def build(model, tokenizer, train_ds, eval_ds, cfg: RunConfig, res: Resolved, args: dict, callbacks: list):
+    """The trainer for datasets that `prepare_data` made."""
     from trl import SFTConfig, SFTTrainer
     from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
-    conversational = "messages" in train_ds.column_names
     sft_args = SFTConfig(
         **args,
         max_length=cfg.data.max_length,
-        packing=cfg.data.packing,
-        packing_strategy="bfd",  # best-fit decreasing; position ids restart per sample, so no cross-talk
+        packing=cfg.data.packing,  # packed rows carry seq_lengths: position ids restart per sample, no cross-talk
         padding_free=cfg.data.packing,
-        assistant_only_loss=cfg.data.assistant_only_loss and conversational and cfg.stage == "sft",
-        dataset_text_field="text",
-        dataset_num_proc=num_proc(len(train_ds), cfg.data.num_proc),
+        dataset_kwargs={"skip_prepare_dataset": True},
     )
     trainer = SFTTrainer(model=model, args=sft_args, train_dataset=train_ds, eval_dataset=eval_ds,
                          processing_class=tokenizer, callbacks=callbacks)
     if res.padding_free and not cfg.data.packing:
         # trl only goes padding-free with packing, because only then does it know rows fit max_length; here
-        # the rows were truncated when the dataset was prepared above, so flattening each batch is safe.
+        # `prepare_data` cut the rows to it, so flattening each batch is safe.
         trainer.data_collator = DataCollatorForLanguageModeling(pad_token_id=tokenizer.pad_token_id, padding_free=True)
     return trainer
 

@@ -146,6 +146,13 @@ def _train(cfg: RunConfig, run_dir: Path, log: EventLog, should_stop, workdir):
     train_ds, eval_ds = load_training_data(cfg)
     if len(train_ds) == 0:
         raise TuneboardError("error.empty_dataset")
+    train_rows, eval_rows = len(train_ds), len(eval_ds) if eval_ds is not None else 0
+    if cfg.stage == "dpo":
+        from . import dpo as stage
+    else:  # tokenised before the model loads, so a data problem is told without waiting for the weights
+        from . import sft as stage
+
+        train_ds, eval_ds, train_rows = _prepared(stage.prepare_data(tokenizer, train_ds, eval_ds, cfg), cfg, log)
 
     model = model_mod.load_model(cfg, res, for_training=True)
     set_seed(cfg.training.seed)  # adapter init draws random numbers: seed right before it
@@ -154,10 +161,6 @@ def _train(cfg: RunConfig, run_dir: Path, log: EventLog, should_stop, workdir):
 
     callback = EventCallback(log, should_stop)
     args = training_args(cfg, res, run_dir, eval_ds is not None)
-    if cfg.stage == "dpo":
-        from . import dpo as stage
-    else:
-        from . import sft as stage
     trainer = stage.build(model, tokenizer, train_ds, eval_ds, cfg, res, args, [callback])
     trainer.remove_callback(PrinterCallback)  # our events and progress bar say it, once
 
@@ -165,8 +168,8 @@ def _train(cfg: RunConfig, run_dir: Path, log: EventLog, should_stop, workdir):
     total_steps = _planned_steps(trainer, cfg)
     log(RunStarted(run_id=run_dir.name, stage=cfg.stage, total_steps=total_steps, device=_device_name(res),
                    precision=res.precision, attn_implementation=res.attn_implementation,
-                   trainable_params=trainable, total_params=total, train_rows=len(train_ds),
-                   eval_rows=len(eval_ds) if eval_ds is not None else 0, chat_template=res.chat_template,
+                   trainable_params=trainable, total_params=total, train_rows=train_rows,
+                   eval_rows=eval_rows if eval_ds is not None else 0, chat_template=res.chat_template,
                    pid=os.getpid()))
     (run_dir / "resolved.json").write_text(json.dumps(res.__dict__, indent=1))
     result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
@@ -181,6 +184,22 @@ def _train(cfg: RunConfig, run_dir: Path, log: EventLog, should_stop, workdir):
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
     return out, step, status, metrics
+
+
+def _prepared(prepared, cfg: RunConfig, log: EventLog):
+    """(train dataset, eval dataset, training rows kept), after saying what the cutoff did to the rows."""
+    train, ev = prepared
+    n = cfg.data.max_length
+    if train.cut:
+        key = "warning.rows_split" if cfg.stage == "pt" else "warning.rows_cut"
+        params = {"count": train.cut, "rows": train.rows, "max_length": n}
+        log(Warning(key=key, params=params, message=message(key, params)))
+    if train.dropped == train.rows:
+        raise TuneboardError("error.no_answer_within_cutoff", rows=train.rows, max_length=n)
+    if train.dropped:
+        params = {"count": train.dropped, "rows": train.rows, "max_length": n}
+        log(Warning(key="warning.rows_dropped", params=params, message=message("warning.rows_dropped", params)))
+    return train.dataset, (ev.dataset if ev is not None and len(ev.dataset) else None), train.rows - train.dropped
 
 
 def _planned_steps(trainer, cfg: RunConfig) -> int:

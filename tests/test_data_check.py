@@ -207,3 +207,11 @@ def test_checking_without_a_tokenizer_imports_no_ml_library():
             "print(sorted(m for m in ('torch', 'transformers', 'datasets', 'trl') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=FIX.parents[2], timeout=60)
     assert out.returncode == 0 and out.stdout.strip() == "[]", out.stderr
+
+
+def test_long_texts_are_announced_as_split_not_cut(tmp_path):
+    p = tmp_path / "notes.jsonl"
+    p.write_text('{"text": "short note"}\n' + '{"text": "%s"}\n' % ("a long line of text " * 60), encoding="utf-8")
+    _, result = inspect_path(str(p), max_length=64)
+    keys = {f.key: f.params for f in result.findings}
+    assert "data.too_long" not in keys and keys["data.too_long_split"]["count"] == 1

@@ -118,7 +118,7 @@ def test_packed_and_padded_first_losses_agree(workdir, padded_first_loss, attn):
 
 
 def test_padding_free_without_packing_flattens_truncated_rows(workdir, demo_model):
-    """The engine swaps in trl's flattening collator after trl truncated the rows to max_length."""
+    """The engine swaps in trl's flattening collator for rows that `prepare_data` cut to max_length."""
     from engine import model as model_mod
     from engine import sft
     from engine.data import load_training_data
@@ -130,8 +130,9 @@ def test_padding_free_without_packing_flattens_truncated_rows(workdir, demo_mode
     res = model_mod.resolve(cfg, workdir)
     assert res.padding_free and not cfg.data.packing
     tok = model_mod.load_tokenizer(cfg, res)
-    train, _ = load_training_data(cfg)
-    trainer = sft.build(model_mod.load_model(cfg, res), tok, train, None, cfg, res,
+    train, _ = sft.prepare_data(tok, *load_training_data(cfg), cfg)
+    assert train.cut > 0  # the cutoff bites, so the test sees cut rows
+    trainer = sft.build(model_mod.load_model(cfg, res), tok, train.dataset, None, cfg, res,
                         training_args(cfg, res, workdir / "pf", False), [])
     rows = [trainer.train_dataset[i] for i in range(4)]
     assert all(len(r["input_ids"]) <= 24 for r in rows)

@@ -200,6 +200,7 @@ def _too_long(out: Analysis, good: list[int], max_length: int) -> None:
         return
     s = stats(out.lengths, max_length, out.counting)
     rows = ", ".join(str(out.numbers[good[k]]) for k in over[:10]) + (", ..." if len(over) > 10 else "")
-    out.findings.append(warning(None, None, "data.too_long", count=s["over_cutoff"], total=len(good),
+    key = "data.too_long_split" if out.format == "text" else "data.too_long"  # pretraining splits texts
+    out.findings.append(warning(None, None, key, count=s["over_cutoff"], total=len(good),
                                 max_length=max_length, longest=s["max"], p50=s["p50"], p90=s["p90"], p99=s["p99"],
                                 rows=rows, counting=out.counting))
