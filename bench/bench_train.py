@@ -403,24 +403,25 @@ def train_plain(r: str, cfg, args, d: Path, cuda: bool) -> tuple[list[dict], str
 
 
 def data_speed(args) -> int:
-    """The engine's own data path on `--rows` alpaca rows: read + check + normalise, then trl's preparation.
+    """The engine's own data path on `--rows` alpaca rows: read + check + normalise, then the preparation.
 
     The file is alpaca JSONL (instruction/output drawn from the bundled corpus, log-normal lengths); the
-    tokenizer is the demo's byte-level BPE with its ChatML template. Preparation is what `sft.build` runs
-    before the first step: chat template + tokenise (trl renders rows one at a time, so datasets' worker
-    processes are what makes it parallel), assistant-only labels, bfd packing. Timed with one process and
-    with the engine's choice (`engine.sft.num_proc`).
+    tokenizer is the demo's byte-level BPE with its ChatML template. Preparation is what the engine runs
+    before the model loads (`sft.prepare_data`): chat template + batched tokenisation, answer-only labels,
+    cut to the cutoff, then trl's bfd packing. Timed with the engine's choice of processes
+    (`engine.sft.num_proc`), then with one: in that order, so that the worker processes start before
+    this process has used the tokenizer's own threads (it turns them off in children forked after that).
     """
     import datasets
     import numpy as np
+    import trl.chat_template_utils  # noqa: F401 - imported here, so that its import is not timed as preparation
+    import trl.data_utils  # noqa: F401
 
     from engine import sft
     from engine.config import RunConfig
     from engine.data import load_training_data
     from engine.demo import build_tokenizer
-    from engine.model import Resolved
     from engine.paths import DATA
-    from engine.train import training_args
 
     datasets.disable_progress_bars()
     corpus = [p for p in (DATA / "demo_pt.txt").read_text(encoding="utf-8").split("\n\n") if p.strip()]
@@ -445,19 +446,16 @@ def data_speed(args) -> int:
         t = time.perf_counter()
         train, _ = load_training_data(cfg)
         report["load_s"] = time.perf_counter() - t
-        res = Resolved(path="", device="cpu", precision="fp32", attn_implementation="sdpa", chat_template="chatml",
-                       optim="adamw_torch", padding_free=True)  # what preparation reads of the resolved run
-        targs = training_args(cfg, res, Path(tmp), False)
         auto = sft.num_proc(len(train))
-        for label, n in (("np1", 1), ("auto", auto)) if auto else (("np1", 1),):  # too few rows: one process
+        for label, n in (("auto", auto), ("np1", 1)) if auto else (("np1", 1),):  # too few rows: one process
             cfg.data.num_proc = n
             t = time.perf_counter()
-            trainer = sft.build(_TinyModel(), tok, train, None, cfg, res, dict(targs), [])
+            prepared, _ = sft.prepare_data(tok, train, None, cfg)
             report[f"prepare_s_{label}"] = time.perf_counter() - t
         report.setdefault("prepare_s_auto", report["prepare_s_np1"])
         report["num_proc_auto"] = auto or 1
-        report["packed_rows"] = len(trainer.train_dataset)
-        report["tokens"] = int(sum(sum(x) for x in trainer.train_dataset["seq_lengths"]))
+        report["packed_rows"] = len(prepared.dataset)
+        report["tokens"] = int(sum(sum(x) for x in prepared.dataset["seq_lengths"]))
     best = report["prepare_s_auto"]
     print(f"data: {args.rows:,} alpaca rows, {report['tokens']:,} tokens -> {report['packed_rows']:,} packed rows of "
           f"{args.seq}; read+check+normalise {report['load_s']:.1f}s; template+tokenise+labels+pack "
@@ -467,14 +465,6 @@ def data_speed(args) -> int:
         with open(args.out, "a", encoding="utf-8") as f:
             f.write(json.dumps({"recipe": "data-speed", **report}) + "\n")
     return 0
-
-
-def _TinyModel():
-    """The smallest model SFTTrainer accepts: data preparation is what is timed, not the model."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    return LlamaForCausalLM(LlamaConfig(vocab_size=1024, hidden_size=8, intermediate_size=8, num_hidden_layers=1,
-                                        num_attention_heads=1, num_key_value_heads=1))
 
 
 if __name__ == "__main__":
