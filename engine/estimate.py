@@ -205,7 +205,7 @@ class _Plan:
     mask: bool  # a 4-D attention mask exists (padding or packing without flash-attn)
 
 
-def _plan(cfg: RunConfig) -> _Plan:
+def _plan(cfg: RunConfig, capability: tuple[int, int] | None = None) -> _Plan:
     q, ad, tr = cfg.quantization, cfg.adapter, cfg.training
     precision = "bf16" if cfg.model.precision == "auto" else cfg.model.precision  # auto: bf16 on a modern GPU
     e = 4 if precision == "fp32" else 2
@@ -222,8 +222,8 @@ def _plan(cfg: RunConfig) -> _Plan:
     else:
         trainable = 4  # peft's autocast_adapter_dtype keeps LoRA in fp32
     attn = cfg.model.attn_implementation
-    if attn == "auto":  # on an Ampere+ GPU the engine picks flash-attn or PyTorch's varlen kernel
-        attn = "varlen"
+    if attn == "auto":  # flash-attn or PyTorch's varlen kernel on an Ampere+ GPU (or one not named), else sdpa
+        attn = "varlen" if capability is None or tuple(capability) >= (8, 0) else "sdpa"
     varlen = attn in ("flash_attention_2", "varlen")  # boundaries, not a mask: each sample attends to itself
     free = padding_free_choice(cfg, attn)  # a batch's rows flattened into one row of rows*s tokens
     optim = "adamw_torch_fused" if tr.optim == "auto" else tr.optim
@@ -266,13 +266,14 @@ def _layer_bytes_per_token(a: Arch, p: _Plan, trainable: bool, lora: list[tuple[
 
 
 def estimate(model_config: dict, cfg: RunConfig, gpu_memory_gb: float | None = None, *,
-             fused_lm_head: bool = True, _advise: bool = True) -> Estimate:
+             fused_lm_head: bool = True, gpu_capability: tuple[int, int] | None = None,
+             _advise: bool = True) -> Estimate:
     """The peak GPU memory of training `cfg` on the model `model_config` describes.
 
     Parts are as the peak holds them; `total` adds the CUDA context and allocator slack.
     `fused_lm_head=False` models a plain transformers Trainer (whole fp32 logits), for the bench.
     """
-    a, p = arch(model_config), _plan(cfg)
+    a, p = arch(model_config), _plan(cfg, gpu_capability)
     ad, q, tr = cfg.adapter, cfg.quantization, cfg.training
     counts = count_params(model_config)
     n_total = counts["total"]
@@ -369,7 +370,8 @@ def estimate(model_config: dict, cfg: RunConfig, gpu_memory_gb: float | None = N
         tokens=T, precision="bf16" if cfg.model.precision == "auto" else cfg.model.precision,
         attention=p.attn, optim=p.optim, storage=_storage(cfg, p), exact_shapes=a.exact, notes=notes)
     if est.fits is False and _advise:
-        est.advice = advise(model_config, cfg, gpu_memory_gb, fused_lm_head=fused_lm_head)
+        est.advice = advise(model_config, cfg, gpu_memory_gb, fused_lm_head=fused_lm_head,
+                            gpu_capability=gpu_capability)
     return est
 
 
@@ -407,14 +409,15 @@ def _optimizer_bytes(optim: str, tensors: list[tuple[int, int, int]], trainable:
     return 0, 0  # sgd without momentum
 
 
-def advise(model_config: dict, cfg: RunConfig, gpu_memory_gb: float, *, fused_lm_head: bool = True) -> Advice:
+def advise(model_config: dict, cfg: RunConfig, gpu_memory_gb: float, *, fused_lm_head: bool = True,
+           gpu_capability: tuple[int, int] | None = None) -> Advice:
     """The single change that makes the run fit, tried in order of least harm, with its total."""
     gpu = gpu_memory_gb * GB
     tr = cfg.training
 
     def total(overrides: dict[str, Any]) -> int:
-        return estimate(model_config, cfg.with_overrides(overrides), gpu_memory_gb,
-                        fused_lm_head=fused_lm_head, _advise=False).total
+        return estimate(model_config, cfg.with_overrides(overrides), gpu_memory_gb, fused_lm_head=fused_lm_head,
+                        gpu_capability=gpu_capability, _advise=False).total
 
     def gb(x: int) -> str:
         return f"{x / GB:.1f}"
@@ -557,8 +560,8 @@ def render(est: Estimate, name: str = "", lang: str = "en") -> str:
     return "\n".join(lines)
 
 
-def local_gpu_memory_gb() -> float | None:
-    """The first CUDA device's memory, only if torch is installed; None without a GPU."""
+def local_gpu() -> tuple[float, tuple[int, int]] | None:
+    """The first CUDA device's memory (GB) and compute capability, only if torch is installed; None without one."""
     import importlib.util
 
     if importlib.util.find_spec("torch") is None:
@@ -567,16 +570,18 @@ def local_gpu_memory_gb() -> float | None:
 
     if not torch.cuda.is_available():
         return None
-    return torch.cuda.get_device_properties(0).total_memory / GB
+    props = torch.cuda.get_device_properties(0)
+    return props.total_memory / GB, (props.major, props.minor)
 
 
 def estimate_for(cfg: RunConfig, workdir=None, gpu_memory_gb: float | None = None) -> Estimate:
     """The command line's estimate: against `gpu_memory_gb`, else this machine's GPU, else DEFAULT_GPU_GB.
     The GPU is asked first: that imports torch, so a demo model still to be built is built in this
     process rather than in a child (the board, which has no torch, never calls this)."""
-    gpu = gpu_memory_gb or local_gpu_memory_gb() or DEFAULT_GPU_GB
+    local = local_gpu()
+    gpu = gpu_memory_gb or (local and local[0]) or DEFAULT_GPU_GB
     model_config = load_model_config(cfg.model.name_or_path, workdir, cfg.model.revision)
-    return estimate(model_config, cfg, gpu)
+    return estimate(model_config, cfg, gpu, gpu_capability=local and local[1])
 
 
 def estimate_text(cfg: RunConfig, workdir=None, gpu_memory_gb: float | None = None) -> str:

@@ -132,6 +132,20 @@ def test_estimate_card_renders_an_estimate():
     assert t("ui.estimate.weights", "en") in html and "Less memory" in html
 
 
+def test_the_gpu_is_read_from_nvidia_smi(tmp_path, monkeypatch):
+    """Memory and compute capability come from nvidia-smi, so the board needs no torch; no GPU gives None."""
+    smi = tmp_path / "nvidia-smi"
+    smi.write_text('#!/bin/sh\ncase "$1" in *compute_cap*) echo 7.5;; *memory.total*) echo 15360;; esac\n')
+    smi.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    model_tab._nvidia_smi.cache_clear()
+    assert (model_tab.detect_gpu_memory(), model_tab.detect_gpu_capability()) == (15.0, (7, 5))
+    monkeypatch.setenv("PATH", str(tmp_path / "none"))
+    model_tab._nvidia_smi.cache_clear()
+    assert (model_tab.detect_gpu_memory(), model_tab.detect_gpu_capability()) == (None, None)
+    model_tab._nvidia_smi.cache_clear()
+
+
 # ---- train tab --------------------------------------------------------------------------------
 
 

@@ -224,6 +224,20 @@ def test_estimate_follows_the_engines_padding_free_rule():
             == E.estimate(d, run_config(stage="dpo", data=dpo, training={**batch, "padding_free": "off"})).activations)
 
 
+def test_a_pre_ampere_gpu_is_estimated_with_the_attention_the_engine_picks_there():
+    """auto attention is varlen on compute capability 8.0+ (padding-free, no mask), sdpa with padded rows below."""
+    d = mc("qwen2.5-0.5b")
+    cfg = run_config(training={"per_device_train_batch_size": 4})
+    t4 = E.estimate(d, cfg, 16, gpu_capability=(7, 5))
+    sdpa = E.estimate(d, run_config(model={"attn_implementation": "sdpa"}, training={"per_device_train_batch_size": 4}))
+    assert t4.activations == sdpa.activations > E.estimate(d, cfg, gpu_capability=(8, 0)).activations
+    assert E.estimate(d, cfg, gpu_capability=(9, 0)).activations == E.estimate(d, cfg).activations
+    tight = E.estimate(d, cfg, t4.total / E.GB * 0.9, gpu_capability=(7, 5))  # the advice plans on sdpa as well
+    changed = cfg.with_overrides(tight.advice.overrides)
+    assert tight.advice.total == E.estimate(d, changed, 16, gpu_capability=(7, 5)).total
+    assert tight.advice.total != E.estimate(d, changed, 16).total
+
+
 def test_parts_add_up_and_fit():
     est = E.estimate(mc("qwen2.5-0.5b"), run_config(), 24)
     assert sum(est.parts().values()) == est.total

@@ -79,22 +79,35 @@ ESTIMATE_INPUTS = [
 ]
 
 
-@lru_cache(maxsize=1)
 def detect_gpu_memory() -> float | None:
     """The first GPU's memory in GB from nvidia-smi (no torch in this process), or None."""
+    found = _nvidia_smi("memory.total")
+    try:
+        return round(float(found) / 1024, 1) if found else None
+    except ValueError:
+        return None
+
+
+def detect_gpu_capability() -> tuple[int, int] | None:
+    """The first GPU's compute capability from nvidia-smi (7.5 for a T4, 9.0 for an H100), or None."""
+    found = _nvidia_smi("compute_cap")
+    try:
+        major, minor = (found or "").split(".")
+        return int(major), int(minor)
+    except ValueError:
+        return None
+
+
+@lru_cache(maxsize=4)
+def _nvidia_smi(field: str) -> str | None:
     exe = shutil.which("nvidia-smi")
     if not exe:
         return None
     try:
-        out = subprocess.run(
-            [exe, "--query-gpu=memory.total", "--format=csv,noheader,nounits"],
-            capture_output=True,
-            text=True,
-            timeout=3,
-            check=True,
-        ).stdout
-        return round(float(out.strip().splitlines()[0]) / 1024, 1)
-    except (OSError, ValueError, IndexError, subprocess.SubprocessError):
+        out = subprocess.run([exe, f"--query-gpu={field}", "--format=csv,noheader,nounits"],
+                             capture_output=True, text=True, timeout=3, check=True).stdout
+        return out.strip().splitlines()[0].strip()
+    except (OSError, IndexError, subprocess.SubprocessError):
         return None
 
 
@@ -153,7 +166,7 @@ def estimate_html(
         return _note_card(title, t("ui.model.estimate_demo_later", lang))
     try:
         model_config = model_config_of(cfg.model.name_or_path, cfg.model.revision, workdir)
-        est = est_mod.estimate(model_config, cfg, gpu)
+        est = est_mod.estimate(model_config, cfg, gpu, gpu_capability=detect_gpu_capability())
     except (TuneboardError, ConfigError) as e:
         return _note_card(title, t(e.key, lang, **e.params))
     except Exception as e:  # advice only: a failed estimate never blocks the page
