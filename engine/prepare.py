@@ -11,6 +11,7 @@ best-fit-decreasing packer packs the rows when packing is on. trl's own preparat
 Answer-only labels come from the template's `{% generation %}` marks. A template without them uses
 trl's training version of it where trl knows the model (Qwen, Llama-3, Gemma, Phi, ...); any other
 template has each answer found by rendering the conversation up to it, with and without the answer.
+An answer with OpenAI's `"weight": 0` stays in the conversation as context and is not trained on.
 """
 
 from __future__ import annotations
@@ -21,9 +22,12 @@ import os
 import re
 from typing import Any, NamedTuple
 
+import numpy as np
+
 from .messages import TuneboardError
 
 BATCH = 1000
+UNTRAINED, CUT_AWAY = -1, -2  # why a row was left out, in its placeholder's `length`
 _MARKS = re.compile(r"\{%-?\s*generation\s*-?%\}")
 
 
@@ -32,6 +36,7 @@ class Prepared(NamedTuple):
     rows: int  # rows before preparation
     cut: int  # rows kept that were longer than max_length: conversations cut to it, texts split into pieces
     dropped: int  # rows left with no answer token after the cut, left out (not counted in `cut`)
+    untrained: int  # rows with no answer to train on at all (every answer has weight 0), left out
 
 
 def prepare(ds, tok, *, answers_only: bool, max_length: int, packing: bool, num_proc: int | None = None) -> Prepared:
@@ -51,26 +56,33 @@ def prepare(ds, tok, *, answers_only: bool, max_length: int, packing: bool, num_
     out = ds.with_format("arrow").map(
         _cut, fn_kwargs={"encode": encode, "max_length": max_length, "split": split}, batched=True,
         batch_size=BATCH, num_proc=num_proc, remove_columns=ds.column_names, desc="Tokenizing").with_format(None)
-    lengths = out.data.column("length").to_numpy()  # each source row's length on its first piece, else 0
-    kept = int((lengths > 0).sum())
+    lengths = out.data.column("length").to_numpy()
+    if (lengths < 0).any():  # the placeholders of rows left out
+        out = out.select(np.flatnonzero(lengths >= 0))
     out = out.select_columns(["input_ids", "labels"])
     if packing and len(out):
         out = pack_dataset(out, max_length, "bfd", {"num_proc": num_proc, "desc": "Packing"})
-    return Prepared(out, len(ds), int((lengths > max_length).sum()), len(ds) - kept)
+    return Prepared(out, len(ds), cut=int((lengths > max_length).sum()), dropped=int((lengths == CUT_AWAY).sum()),
+                    untrained=int((lengths == UNTRAINED).sum()))
 
 
 def _cut(batch, encode, max_length: int, split: bool):
-    """Encode an arrow batch; cut each row to `max_length` (keeping its start) or split it into pieces of it;
-    drop rows with no label left. An arrow table of input_ids, labels, and each source row's length."""
-    import numpy as np
+    """Encode an arrow batch; cut each row to `max_length` (keeping its start) or split it into pieces of it.
+    An arrow table of input_ids, labels and `length`: a row's whole length on its first piece, 0 on the
+    others; a row with no label left is an empty placeholder whose length says why (UNTRAINED, CUT_AWAY)."""
     import pyarrow as pa
 
     enc = encode(batch.column("text" if split else "messages").to_pylist())
     ids_out, labels_out, lengths = [], [], []
     for ids, labels in zip(enc["input_ids"], enc["labels"], strict=True):
+        if labels.count(-100) == len(labels):  # empty, or no answer to train on
+            ids_out.append([]), labels_out.append([]), lengths.append(UNTRAINED)
+            continue
         for start in range(0, len(ids) if split else 1, max_length):
             piece = labels[start : start + max_length]
-            if piece.count(-100) == len(piece):  # empty, or nothing of the answer within max_length
+            if piece.count(-100) == len(piece):  # the answers lie past max_length
+                if not start:
+                    ids_out.append([]), labels_out.append([]), lengths.append(CUT_AWAY)
                 continue
             ids_out.append(ids[start : start + max_length])
             labels_out.append(piece)
@@ -117,31 +129,54 @@ def _excerpt(conv: list[dict]) -> str:
 
 
 def _chat_batch(convs: list, tok, template: str, answers_only: bool, marked: bool, sparse: bool) -> dict[str, list]:
+    context: list[set[int]] = [set() for _ in convs]  # answers with weight 0: context, not trained on
     if sparse:  # keys an arrow struct fills with None for messages that lack them, dropped as apply_chat_template does
         convs = [[{k: v for k, v in m.items() if v is not None} for m in conv] for conv in convs]
+        context = [{j for j, m in enumerate(conv) if m.pop("weight", 1) == 0} for conv in convs]
     texts, spans = _render(tok, template, convs, return_assistant_tokens_mask=answers_only and marked)
     enc = tok(texts, add_special_tokens=False, return_attention_mask=False, return_token_type_ids=False)
     ids = enc["input_ids"]
     if not answers_only:
         return {"input_ids": ids, "labels": ids}
-    if not marked:
-        spans = _answer_spans(tok, template, convs, texts)
+    if marked:
+        spans = [_trained_spans(s, conv, skip) for s, conv, skip in zip(spans, convs, context, strict=True)]
+    else:
+        spans = [None] * len(convs)
+    unknown = [i for i, s in enumerate(spans) if s is None]
+    if unknown:
+        found = _answer_spans(tok, template, [convs[i] for i in unknown], [texts[i] for i in unknown],
+                              [context[i] for i in unknown])
+        for i, s in zip(unknown, found, strict=True):
+            spans[i] = s
     labels = [_labels(row, enc.encodings[i], spans[i]) for i, row in enumerate(ids)]
     return {"input_ids": ids, "labels": labels}
 
 
-def _answer_spans(tok, template: str, convs: list[list[dict]], texts: list[str]) -> list[list[tuple[int, int]]]:
-    """Where each answer sits in a rendering without `{% generation %}` marks: after the prompt rendered up to
-    it, up to the end of the rendering that includes it. A template that rewrites earlier turns (so a prefix
-    is not a prefix) falls back to everything after the last prompt."""
-    turns = [(i, j) for i, conv in enumerate(convs) for j, m in enumerate(conv) if m.get("role") == "assistant" and j]
+def _trained_spans(spans: list, conv: list[dict], context: set[int]) -> list | None:
+    """The `{% generation %}` spans of the answers to train on; None when they cannot be told apart (a
+    context-only answer, and not one span per answer)."""
+    if not context:
+        return spans
+    answers = [j for j, m in enumerate(conv) if m.get("role") == "assistant"]
+    if len(spans) != len(answers):
+        return None
+    return [span for span, j in zip(spans, answers, strict=True) if j not in context]
+
+
+def _answer_spans(tok, template: str, convs: list[list[dict]], texts: list[str],
+                  context: list[set[int]]) -> list[list[tuple[int, int]]]:
+    """Where each answer to train on sits in a rendering: after the prompt rendered up to it, up to the end of
+    the rendering that includes it. A template that rewrites earlier turns (so a prefix is not a prefix)
+    falls back to everything after the last prompt, if the last answer is to be trained on."""
+    turns = [(i, j) for i, conv in enumerate(convs) for j, m in enumerate(conv)
+             if m.get("role") == "assistant" and j and j not in context[i]]
     before, _ = _render(tok, template, [convs[i][:j] for i, j in turns], add_generation_prompt=True)
     through, _ = _render(tok, template, [convs[i][: j + 1] for i, j in turns])
     spans: list[list[tuple[int, int]]] = [[] for _ in convs]
     for (i, _), p, q in zip(turns, before, through, strict=True):
         if q.startswith(p) and texts[i].startswith(q) and len(q) > len(p):
             spans[i].append((len(p), len(q)))
-    lost = [i for i, s in enumerate(spans) if not s and len(convs[i]) > 1]
+    lost = [i for i, s in enumerate(spans) if not s and len(convs[i]) > 1 and len(convs[i]) - 1 not in context[i]]
     if lost:
         prompts, _ = _render(tok, template, [convs[i][:-1] for i in lost], add_generation_prompt=True)
         for i, p in zip(lost, prompts, strict=True):

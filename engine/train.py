@@ -187,19 +187,19 @@ def _train(cfg: RunConfig, run_dir: Path, log: EventLog, should_stop, workdir):
 
 
 def _prepared(prepared, cfg: RunConfig, log: EventLog):
-    """(train dataset, eval dataset, training rows kept), after saying what the cutoff did to the rows."""
+    """(train dataset, eval dataset, training rows kept), after saying what the cutoff and weights did to the rows."""
     train, ev = prepared
-    n = cfg.data.max_length
-    if train.cut:
-        key = "warning.rows_split" if cfg.stage == "pt" else "warning.rows_cut"
-        params = {"count": train.cut, "rows": train.rows, "max_length": n}
-        log(Warning(key=key, params=params, message=message(key, params)))
-    if train.dropped == train.rows:
-        raise TuneboardError("error.no_answer_within_cutoff", rows=train.rows, max_length=n)
-    if train.dropped:
-        params = {"count": train.dropped, "rows": train.rows, "max_length": n}
-        log(Warning(key="warning.rows_dropped", params=params, message=message("warning.rows_dropped", params)))
-    return train.dataset, (ev.dataset if ev is not None and len(ev.dataset) else None), train.rows - train.dropped
+    said = {"rows": train.rows, "max_length": cfg.data.max_length}
+    if train.untrained == train.rows:
+        raise TuneboardError("error.no_trained_answer", rows=train.rows)
+    if train.dropped + train.untrained == train.rows:
+        raise TuneboardError("error.no_answer_within_cutoff", **said)
+    for count, key in ((train.cut, "warning.rows_split" if cfg.stage == "pt" else "warning.rows_cut"),
+                       (train.dropped, "warning.rows_dropped"), (train.untrained, "warning.rows_untrained")):
+        if count:
+            log(Warning(key=key, params={"count": count, **said}, message=message(key, {"count": count, **said})))
+    kept = train.rows - train.dropped - train.untrained
+    return train.dataset, (ev.dataset if ev is not None and len(ev.dataset) else None), kept
 
 
 def _planned_steps(trainer, cfg: RunConfig) -> int:

@@ -108,3 +108,12 @@ def test_check_file_report_has_preview_and_stats(tok):
     assert r.stats["counting"] == "exact" and r.stats["rows"] == 4
     d = r.to_dict()
     assert d["trainable"] and d["preview"][0]["views"][0]["segments"]
+
+
+def test_an_answer_with_weight_zero_is_shown_as_context(tok):
+    conv = {"messages": [{"role": "user", "content": "Capital of France?"},
+                         {"role": "assistant", "content": "Paris", "weight": 0},
+                         {"role": "user", "content": "More sarcastic?"}, {"role": "assistant", "content": "Paris, obviously."}]}
+    for t in (None, tok):
+        [view] = render(conv, t)
+        assert [s["text"] for s in view["segments"] if s["loss"]] == ["Paris, obviously.<|im_end|>"]

@@ -6,7 +6,7 @@ import shutil
 
 import datasets
 import pytest
-from world import logged_losses, tiny_sft_config, train_run
+from world import FIX, logged_losses, tiny_sft_config, train_run
 
 from engine.config import RunConfig
 from engine.events import Error, Warning, read_events
@@ -53,7 +53,7 @@ def test_ids_and_labels_match_transformers_assistant_mask(tok):
 
     train, _ = load_training_data(RunConfig.from_dict({"stage": "sft", "data": {"datasets": [{"path": "demo:sft"}]}}))
     out = prepare(train, tok, answers_only=True, max_length=10_000, packing=False)
-    assert out.rows == len(train) and out.cut == out.dropped == 0
+    assert out.rows == len(train) and out.cut == out.dropped == out.untrained == 0
     for row, got in zip(train, out.dataset, strict=True):
         enc = tok.apply_chat_template(row["messages"], return_dict=True, return_assistant_tokens_mask=True)
         assert got["input_ids"] == list(enc["input_ids"])
@@ -88,7 +88,7 @@ def test_the_cutoff_cuts_conversations_and_drops_those_left_without_an_answer(to
     long_prompt = [{"role": "user", "content": "word " * 80}, {"role": "assistant", "content": "Yes."}]
     long_answer = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "word " * 80}]
     out = prepare(_rows([TALK[1:3], long_prompt, long_answer]), tok, answers_only=True, max_length=32, packing=False)
-    assert (out.rows, out.cut, out.dropped) == (3, 1, 1)
+    assert (out.rows, out.cut, out.dropped, out.untrained) == (3, 1, 1, 0)
     assert len(out.dataset) == 2 and all(len(r["input_ids"]) <= 32 for r in out.dataset)
     assert [len(r["input_ids"]) for r in out.dataset][1] == 32  # the long answer, cut at its start
 
@@ -153,3 +153,35 @@ def test_rows_dropped_by_the_cutoff_are_said_and_a_cutoff_that_leaves_nothing_is
         run_training(RunConfig.from_dict(cfg), run, workdir=workdir)
     errors = [e for e in read_events(str(run / "events.jsonl")) if isinstance(e, Error)]
     assert [e.key for e in errors] == ["error.no_answer_within_cutoff"]
+
+
+@pytest.mark.parametrize("marks", [True, False])
+def test_answers_with_weight_zero_stay_as_context_only(tok, marks):
+    """OpenAI's `weight: 0` answers are rendered and tokenised but carry no label; a row of only those is left out."""
+    tok = tok.__class__.from_pretrained(tok.name_or_path)
+    if not marks:
+        tok.chat_template = PLAIN_CHATML
+    weighted = [dict(m, weight=0) if m["content"] == "Blue." else m for m in TALK]
+    none_trained = [TALK[1], dict(TALK[2], weight=0)]
+    out = prepare(_rows([weighted, TALK, none_trained]), tok, answers_only=True, max_length=10_000, packing=False)
+    assert (out.rows, out.dropped, out.untrained) == (3, 0, 1)
+    first, plain = out.dataset[0], out.dataset[1]
+    assert first["input_ids"] == plain["input_ids"]  # the weight changes the labels, not the text
+    end = "<|im_end|>" + ("" if marks else "\n")
+    assert _answers(tok, first) == f"Green, like grass.{end}"
+    assert _answers(tok, plain) == f"Blue.{end}|Green, like grass.{end}"
+
+
+def test_a_run_says_which_rows_had_nothing_to_train_and_refuses_data_with_nothing(workdir, tmp_path):
+    rows = [json.loads(line) for line in (FIX / "openai_weights.jsonl").read_text(encoding="utf-8").splitlines()[:2]]
+    data = tmp_path / "weights.jsonl"
+    data.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows), encoding="utf-8")
+    cfg = tiny_sft_config(max_steps=1)
+    cfg["data"] = {"datasets": [{"path": str(data)}], "max_length": 128, "val_size": 0}
+    events = read_events(str(train_run(workdir, cfg) / "events.jsonl"))
+    assert {e.key: e.params["count"] for e in events if isinstance(e, Warning)} == {"warning.rows_untrained": 1}
+
+    data.write_text(json.dumps(rows[1], ensure_ascii=False), encoding="utf-8")  # its one answer has weight 0
+    with pytest.raises(TuneboardError) as e:
+        train_run(workdir, cfg)
+    assert e.value.key == "error.no_trained_answer"

@@ -124,6 +124,7 @@ def analyze(rows: list[Any], fmt: str = "auto", *, columns: dict[str, str] | Non
     _duplicates(out, good, at)
     _short_answers(out, good, at, theirs.get(ANSWER_FIELD[name], ANSWER_FIELD[name]))
     _system_some_rows(out, good, at)
+    _context_only_rows(out, good, at, theirs.get(ANSWER_FIELD[name], ANSWER_FIELD[name]))
     if measure and good:
         refused: list[tuple[int, str]] = []
         out.lengths, out.counting = token_lengths([out.records[i] for i in good], tokenizer, max_length,
@@ -184,6 +185,14 @@ def _short_answers(out: Analysis, good: list[int], at: Any, fld: str) -> None:
         answer = final_answer(out.records[i])
         if answer is not None and _weighted_length(answer) < SHORT_ANSWER:
             out.findings.append(warning(out.numbers[i], fld, "data.short_answer", at(i), answer=answer.strip()))
+
+
+def _context_only_rows(out: Analysis, good: list[int], at: Any, fld: str) -> None:
+    """Conversations whose every answer has weight 0: they train nothing and are left out of training."""
+    for i in good:
+        answers = [m for m in out.records[i].get("messages") or [] if m["role"] == "assistant"]
+        if answers and all(m.get("weight", 1) == 0 for m in answers):
+            out.findings.append(warning(out.numbers[i], fld, "data.all_weight_zero", at(i)))
 
 
 def _system_some_rows(out: Analysis, good: list[int], at: Any) -> None:

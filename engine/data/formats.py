@@ -199,8 +199,11 @@ def _content(item: dict, field: str, index: int, probs: Problems) -> str | None:
     return value if _encodable(value, field, probs) else None
 
 
-def turns(value: Any, field: str, probs: Problems) -> list[dict[str, str]] | None:
-    """A list of {role|from, content|value} -> [{role, content}] with our three roles, or None."""
+def turns(value: Any, field: str, probs: Problems, weights: bool = False) -> list[dict[str, Any]] | None:
+    """A list of {role|from, content|value} -> [{role, content}] with our three roles, or None.
+
+    With `weights` (a conversation to train on), an assistant message's OpenAI-style `weight` is read:
+    1 trains on it, 0 keeps it as context only (the message then carries "weight": 0)."""
     if isinstance(value, str) and value.lstrip().startswith("["):
         value = _parse_json(value)  # CSV and Parquet files often hold conversations as JSON text
     if not isinstance(value, list):
@@ -225,11 +228,16 @@ def turns(value: Any, field: str, probs: Problems) -> list[dict[str, str]] | Non
         if content is None:
             ok = False
             continue
+        weight = item.get("weight") if weights else None
+        if weight is not None and (role != "assistant" or weight not in (0, 1)):
+            probs.add(field, "data.bad_weight", index=i, role=role, value=json.dumps(weight, default=str))
+            ok = False
+            continue
         if raw.lower() in _TOOL_CALL or (role == "assistant" and item.get("tool_calls") and not item.get("content")):
             content = f"<tool_call>\n{content}\n</tool_call>"
         elif raw.lower() in _TOOL_RESULT:
             content = f"<tool_response>\n{content}\n</tool_response>"
-        out.append({"role": role, "content": content})
+        out.append({"role": role, "content": content, **({"weight": 0} if weight == 0 else {})})
     return out if ok else None
 
 
@@ -416,7 +424,7 @@ def normalize_row(row: Any, fmt: str) -> tuple[dict | None, Problems]:
         if name not in row:
             probs.add(name, "data.missing_field")
             return None, probs
-        msgs = turns(row[name], name, probs)
+        msgs = turns(row[name], name, probs, weights=True)
         if msgs is not None:
             msgs = _with_system(msgs, row, probs)
             record = {"messages": msgs} if check_turns(msgs, name, probs) else None
