@@ -218,14 +218,14 @@ def test_long_texts_are_announced_as_split_not_cut(tmp_path):
 
 
 def test_openai_weights_are_read_and_wrong_ones_refused_at_their_row():
-    """OpenAI's per-answer `weight`: 0 keeps an answer as context only; anything but 0 or 1 on an answer is an error."""
-    assert found("openai_weights.jsonl") == [(3, None, "messages", "data.bad_weight"),
-                                             (4, None, "messages", "data.bad_weight"),
+    """OpenAI's per-answer `weight`: 0 keeps an answer as context only; anything but 0 or 1 on an answer is an error;
+    on other messages it is left aside, as OpenAI does."""
+    assert found("openai_weights.jsonl") == [(4, None, "messages", "data.bad_weight"),
                                              (5, None, "messages", "data.bad_weight")]
     assert (2, None, "messages", "data.all_weight_zero") in found("openai_weights.jsonl", "warning")
     _, result = inspect_path(str(FIX / "openai_weights.jsonl"))
     bad = {f.row: f.params for f in result.findings if f.key == "data.bad_weight"}
-    assert bad[3] == {"index": 1, "role": "user", "value": "1"} and bad[4]["value"] == "0.5"
-    assert bad[5]["value"] == '"yes"'
+    assert bad[4] == {"index": 2, "value": "0.5"} and bad[5]["value"] == '"yes"'
+    assert "weight" not in result.records[2]["messages"][0]  # on a question it means nothing: left aside
     first = result.records[0]["messages"]
     assert first[2] == {"role": "assistant", "content": "Paris", "weight": 0} and "weight" not in first[4]

@@ -228,9 +228,9 @@ def turns(value: Any, field: str, probs: Problems, weights: bool = False) -> lis
         if content is None:
             ok = False
             continue
-        weight = item.get("weight") if weights else None
-        if weight is not None and (role != "assistant" or weight not in (0, 1)):
-            probs.add(field, "data.bad_weight", index=i, role=role, value=json.dumps(weight, default=str))
+        weight = item.get("weight") if weights and role == "assistant" else None  # OpenAI reads it on answers only
+        if weight is not None and weight not in (0, 1):
+            probs.add(field, "data.bad_weight", index=i, value=json.dumps(weight, default=str))
             ok = False
             continue
         if raw.lower() in _TOOL_CALL or (role == "assistant" and item.get("tool_calls") and not item.get("content")):
