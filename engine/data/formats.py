@@ -75,8 +75,7 @@ def map_columns(row: Any, columns: dict[str, str] | None) -> Any:
 
 
 def _turn_style(value: Any) -> str | None:
-    if isinstance(value, str) and value.lstrip().startswith("["):
-        value = _parse_json(value)
+    value = _json_cell(value)
     if isinstance(value, list) and value and isinstance(value[0], dict):
         return "sharegpt" if "from" in value[0] or "value" in value[0] else "messages"
     return None
@@ -143,11 +142,15 @@ class Problems(list):
         self.append((field, key, params))
 
 
-def _parse_json(value: str) -> Any:
-    try:
-        return json.loads(value)
-    except ValueError:
-        return value
+def _json_cell(value: Any, opens: str = "[") -> Any:
+    """A cell that holds JSON text (CSV and Parquet files often hold lists as JSON), parsed if it opens with one
+    of `opens` and parses; anything else as it is."""
+    if isinstance(value, str) and value.lstrip()[:1] and value.lstrip()[0] in opens:
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value
 
 
 def _type_name(value: Any) -> str:
@@ -204,8 +207,7 @@ def turns(value: Any, field: str, probs: Problems, weights: bool = False) -> lis
 
     With `weights` (a conversation to train on), an assistant message's OpenAI-style `weight` is read:
     1 trains on it, 0 keeps it as context only (the message then carries "weight": 0)."""
-    if isinstance(value, str) and value.lstrip().startswith("["):
-        value = _parse_json(value)  # CSV and Parquet files often hold conversations as JSON text
+    value = _json_cell(value)  # CSV and Parquet files often hold conversations as JSON text
     if not isinstance(value, list):
         probs.add(field, "data.wrong_type", expected="list of messages", got=_type_name(value))
         return None
@@ -279,8 +281,7 @@ def _alpaca_prompt(row: dict, probs: Problems) -> list[dict] | None:
     extra = text_field(row, "input", probs, required=False)
     msgs: list[dict] = []
     history = row.get("history")
-    if isinstance(history, str) and history.lstrip().startswith("["):
-        history = _parse_json(history)
+    history = _json_cell(history)
     if history:
         if not isinstance(history, list) or not all(
             isinstance(p, (list, tuple)) and len(p) == 2 and all(isinstance(x, str) for x in p) for p in history
@@ -302,9 +303,8 @@ def _answer(value: Any, field: str, probs: Problems, prompt: list[dict] | None =
 
     A list that repeats the prompt before the answer (some exports do) is cut after the prompt.
     """
-    if isinstance(value, str) and value.lstrip()[:1] in ("[", "{"):
-        parsed = _parse_json(value)
-        value = parsed if isinstance(parsed, (list, dict)) else value
+    parsed = _json_cell(value, "[{")
+    value = parsed if isinstance(parsed, (list, dict)) else value
     if isinstance(value, dict):
         value = [value]
     if isinstance(value, list):
@@ -333,9 +333,7 @@ def _answer(value: Any, field: str, probs: Problems, prompt: list[dict] | None =
 def _prompt(row: dict, probs: Problems) -> list[dict] | None:
     """The prompt of a prompt-completion or preference row, as messages ending with the user."""
     if "prompt" in row:
-        value = row["prompt"]
-        if isinstance(value, str) and value.lstrip().startswith("["):
-            value = _parse_json(value)
+        value = _json_cell(row["prompt"])
         if isinstance(value, list):
             msgs = turns(value, "prompt", probs)
         else:
