@@ -4,7 +4,6 @@ chat process (spawned, torch only in the child) answering the board's requests."
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +14,7 @@ from world import ROOT
 from board.i18n import SKIP
 from board.tabs import chat
 from engine.config import ConfigError
-from engine.messages import TuneboardError, table
+from engine.messages import TuneboardError
 
 
 def answer(text: str, seed: int = 3, **settings) -> dict:
@@ -186,20 +185,6 @@ def test_export_into_the_workdir_and_list_it(tmp_path):
         assert "tb-msg-error" in chat.export(worker, tmp_path, "r", bad, False, "", "", "en")[0]
     status, *_ = chat.export(worker, tmp_path, None, "", False, "", "", "en")
     assert "Pick a run" in status
-
-
-def test_every_key_the_tab_uses_exists_in_every_language():
-    source = (ROOT / "board" / "tabs" / "chat.py").read_text() + (ROOT / "engine" / "generate.py").read_text() + \
-        (ROOT / "engine" / "export.py").read_text() + (ROOT / "engine" / "evaluate.py").read_text() + \
-        (ROOT / "engine" / "chat_worker.py").read_text()
-    keys = set(re.findall(r'"((?:chat|eval|export)\.[a-z_A-Z0-9]+)"', source)) - {"eval.json"}
-    keys |= {f"chat.finish_{x}" for x in ("stop", "length", "interrupted")}
-    keys |= {f"eval.phase_{x}" for x in ("perplexity", "perplexity_base", "generate")}
-    keys |= {f"export.kind_{x}" for x in ("merged", "adapter", "model")}
-    keys |= {f"eval.{m}" for m in ("perplexity", "perplexity_base", "bleu", "rouge1", "rouge2", "rougeL")}
-    for lang in ("en", "ko", "zh", "ja", "ru"):
-        missing = sorted(k for k in keys if k not in table(lang))
-        assert not missing, f"{lang}: {missing}"
 
 
 def test_the_tab_module_loads_no_torch():

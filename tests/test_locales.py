@@ -55,16 +55,32 @@ def test_ui_texts_are_translated():
     assert not untranslated, untranslated[:20]
 
 
-def test_every_key_the_board_names_exists():
+def test_every_key_the_code_names_exists():
+    """Every quoted "section.name" in engine/ and board/ whose section is one of the locales' (ui, data, error,
+    ...) is a key, besides config fields (data.max_length; the board's data.format for the first dataset's
+    spec) and run files (eval.json); keys built at run time are listed here."""
+    import dataclasses
+
+    from engine.config import DatasetSpec, field_help
+    from engine.data.formats import TRL_KIND
+    from engine.estimate import PARTS
+
+    sections = "|".join(sorted({k.split(".")[0] for k in TABLES["en"]}))
+    quoted = re.compile(rf'"((?:{sections})\.[a-zA-Z0-9_.]*[a-zA-Z0-9])"')
     used = set()
-    for path in (ROOT / "board").rglob("*.py"):
-        used |= set(re.findall(r'"(ui\.[a-z0-9_.]*[a-z0-9])"', path.read_text(encoding="utf-8")))
-    # keys built at run time
+    for path in [*(ROOT / "engine").rglob("*.py"), *(ROOT / "board").rglob("*.py")]:
+        used |= set(quoted.findall(path.read_text(encoding="utf-8")))
+    used -= {name for name, _, _ in field_help()} | {"data.datasets", "eval.json"}
+    used -= {f"data.{f.name}" for f in dataclasses.fields(DatasetSpec)}
     used |= {f"ui.status.{s}" for s in ("starting", "running", "finished", "stopped", "failed")}
     used |= {f"ui.data.sev_{s}" for s in ("error", "warning")} | {"ui.data.view_chosen", "ui.data.view_rejected"}
-    from engine.data.formats import TRL_KIND
-
     used |= {"ui.data.kind_" + k.replace(" ", "_").replace("-", "_") for k in TRL_KIND.values()}
+    used |= {f"chat.finish_{x}" for x in ("stop", "length", "interrupted")}
+    used |= {f"eval.phase_{x}" for x in ("perplexity", "perplexity_base", "generate")}
+    used |= {f"export.kind_{x}" for x in ("merged", "adapter", "model")}
+    used |= {f"eval.{m}" for m in ("perplexity", "perplexity_base", "bleu", "rouge1", "rouge2", "rougeL")}
+    used |= {f"estimate.part.{p}" for p in (*PARTS, "total")}
+    assert len(used) > 400  # the scan found the code's keys
     missing = sorted(k for k in used if k not in TABLES["en"])
     assert not missing, missing
 
