@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -136,6 +137,21 @@ def resolve_run(run: str | os.PathLike, workdir: str | os.PathLike | None = None
         if cand.is_dir():
             return cand.resolve()
     raise TuneboardError("error.run_not_found", run=name)
+
+
+def delete_run(path: str | os.PathLike, live: bool = False) -> int:
+    """Remove a run folder and everything in it (config, logs, checkpoints, adapter, exports inside it); the
+    bytes freed. A running run is refused: stop it first. `live`: the caller knows it is running."""
+    info = run_info(path)
+    if live or info.status == RUNNING:
+        raise TuneboardError("error.run_running_delete", run=info.id)
+    size = folder_size(info.path)
+    shutil.rmtree(info.path)
+    return size
+
+
+def folder_size(path: str | os.PathLike) -> int:
+    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file() and not f.is_symlink())
 
 
 def latest_checkpoint(path: str | os.PathLike) -> Optional[Path]:

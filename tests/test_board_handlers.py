@@ -378,6 +378,29 @@ def test_runs_listing_detail_and_compare(tmp_path):
         runs_tab.open_in_train(Session(), str(elsewhere), jobs)
 
 
+def test_deleting_a_run_asks_first_removes_its_folder_and_refuses_a_running_one(tmp_path):
+    done = _fake_run(tmp_path, "20250101-000000-sft", "finished", [1.0])
+    (done / "checkpoints" / "checkpoint-1").mkdir(parents=True)
+    (done / "checkpoints" / "checkpoint-1" / "adapter_model.safetensors").write_bytes(b"\0" * 2_500_000)
+    jobs = Jobs(tmp_path)
+    buttons, note = runs_tab.ask_delete(jobs, done.name, "ko")
+    assert buttons["visible"] and "2.5 MB" in note and done.name in note and "영구" in note
+    assert done.exists()  # asking deletes nothing
+    note = runs_tab.do_delete(jobs, done.name, "en")
+    assert "tb-msg-success" in note and "2.5 MB freed" in note and not done.exists()
+    assert "tb-msg-error" in runs_tab.do_delete(jobs, done.name, "en")  # already gone: said, not raised
+
+    live = tmp_path / "runs" / "20250102-000000-sft"  # a worker that is alive: this very process
+    live.mkdir(parents=True)
+    RunConfig().save(str(live / "config.yaml"))
+    (live / "events.jsonl").write_text(RunStarted(run_id=live.name, stage="sft", total_steps=9, pid=os.getpid()).to_json())
+    buttons, note = runs_tab.ask_delete(jobs, live.name, "en")
+    assert not buttons["visible"] and "still running" in note
+    assert "still running" in runs_tab.do_delete(jobs, live.name, "en") and live.exists()
+    assert runs_tab.ask_delete(jobs, "../../etc", "en")[1].count("tb-msg-error") == 1
+    assert runs_tab.ask_delete(jobs, None, "en") == ({"visible": False, "__type__": "update"}, "")
+
+
 def test_use_run_config_fills_the_form(tmp_path):
     path = _fake_run(tmp_path, "20250101-000000-sft", "finished", [1.0])
     RunConfig.from_dict({"training": {"learning_rate": 3e-5, "resume_from": "last"}}).save(str(path / "config.yaml"))

@@ -13,12 +13,13 @@ import gradio as gr
 
 from engine.evaluate import eval_metrics
 from engine.events import read_events
-from engine.runs import RUNNING, RunInfo, list_runs, run_info
+from engine.messages import TuneboardError
+from engine.runs import RUNNING, RunInfo, delete_run, folder_size, list_runs, run_info
 
 from ..charts import Curves, compare_figure, figure
 from ..i18n import SKIP, t, t_or, update
 from ..jobs import Jobs, read_tail
-from ..live import error_html, status_badge, view
+from ..live import error_html, message_html, status_badge, view
 from ..safety import run_path
 from ..session import Session
 from ..ui import UI
@@ -181,6 +182,34 @@ def compare(jobs: Jobs, run_ids: list[str] | None, lang: str):
     return compare_figure(picked, lang)
 
 
+def _size(n: int) -> str:
+    return f"{n / 1e9:.1f} GB" if n >= 1e9 else f"{n / 1e6:.1f} MB" if n >= 1e6 else f"{n / 1e3:.0f} KB"
+
+
+def ask_delete(jobs: Jobs, run_id: str | None, lang: str) -> tuple[dict, str]:
+    """(the confirm buttons' update, the note): what deleting the run removes, or why it cannot be deleted."""
+    if not run_id:
+        return update(visible=False), ""
+    try:
+        path = run_path(run_id, jobs.workdir)
+        if jobs.is_live(path.name) or run_info(path).status == RUNNING:
+            raise TuneboardError("error.run_running_delete", run=path.name)
+    except Exception as e:
+        return update(visible=False), error_html(e, lang)
+    note = t("ui.runs.delete_confirm", lang, run=path.name, size=_size(folder_size(path)))
+    return update(visible=True), message_html("warning", note)
+
+
+def do_delete(jobs: Jobs, run_id: str | None, lang: str) -> str:
+    """Delete the run (never a live one) and say so."""
+    try:
+        path = run_path(run_id or "", jobs.workdir)
+        freed = delete_run(path, live=jobs.is_live(path.name))
+    except Exception as e:
+        return error_html(e, lang)
+    return message_html("success", t("ui.runs.deleted", lang, run=path.name, size=_size(freed)))
+
+
 def open_in_train(s: Session, run_id: str | None, jobs: Jobs) -> None:
     """Watch a past run in the Train tab (to see it large, or resume it)."""
     if not run_id:
@@ -215,6 +244,12 @@ def build(ui: UI) -> None:
             with gr.Row():
                 ui.add(gr.Button, "runs-open", text="ui.runs.open", size="sm", variant="secondary")
                 ui.add(gr.Button, "runs-use-config", text="ui.runs.use_config", size="sm", variant="secondary")
+                ui.add(gr.Button, "runs-delete", text="ui.runs.delete", size="sm", variant="secondary")
+            ui.add(gr.HTML, "runs-delete-note", value="", container=False, padding=False)
+            with gr.Row(visible=False) as confirm:
+                ui.add(gr.Button, "runs-delete-yes", text="ui.runs.delete_yes", size="sm", variant="stop")
+                ui.add(gr.Button, "runs-delete-no", text="ui.runs.delete_no", size="sm", variant="secondary")
+            ui.states["runs_confirm"] = confirm
         with gr.Column(scale=3):
             ui.add(
                 gr.Plot,
@@ -266,6 +301,24 @@ def wire(ui: UI) -> None:
             show, [ui.session, c["runs-pick"]], detail_out, show_progress="hidden"
         )
     c["runs-pick"].input(show, [ui.session, c["runs-pick"]], detail_out, show_progress="hidden")
+    confirm = ui.states["runs_confirm"]
+
+    def hide_confirm() -> tuple:
+        return update(visible=False), ""
+
+    c["runs-pick"].input(hide_confirm, None, [confirm, c["runs-delete-note"]], show_progress="hidden")
+    c["runs-delete"].click(lambda s, run_id: ask_delete(jobs, run_id, s.lang), [ui.session, c["runs-pick"]],
+                           [confirm, c["runs-delete-note"]], show_progress="hidden")
+    c["runs-delete-no"].click(hide_confirm, None, [confirm, c["runs-delete-note"]], show_progress="hidden")
+
+    def delete(s: Session, run_id: str | None, compared: list[str] | None) -> tuple:
+        note = do_delete(jobs, run_id, s.lang)
+        return (update(visible=False), note, *listing(jobs, s.lang, None, [r for r in compared or [] if r != run_id]))
+
+    c["runs-delete-yes"].click(
+        delete, [ui.session, c["runs-pick"], c["runs-compare"]], [confirm, c["runs-delete-note"], *list_out],
+        show_progress="hidden",
+    ).then(show, [ui.session, c["runs-pick"]], detail_out, show_progress="hidden")
     c["runs-compare"].change(
         show_compare, [ui.session, c["runs-compare"]], c["runs-compare-plot"], show_progress="hidden"
     )
@@ -279,7 +332,7 @@ def wire(ui: UI) -> None:
 
     c["runs-table"].select(picked_row, c["runs-table"], c["runs-pick"], show_progress="hidden").then(
         show, [ui.session, c["runs-pick"]], detail_out, show_progress="hidden"
-    )
+    ).then(hide_confirm, None, [confirm, c["runs-delete-note"]], show_progress="hidden")
 
     def to_train(s: Session, run_id: str | None) -> tuple:
         open_in_train(s, run_id, jobs)
