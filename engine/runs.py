@@ -7,6 +7,7 @@ whether the worker's pid is still alive, so a board restart sees what really hap
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import shutil
@@ -118,12 +119,40 @@ def run_info(path: str | os.PathLike, events: Optional[list] = None) -> RunInfo:
     return info
 
 
-def list_runs(workdir: str | os.PathLike | None = None) -> list[RunInfo]:
+def list_runs(workdir: str | os.PathLike | None = None, cache: Optional[dict] = None) -> list[RunInfo]:
+    """The workdir's runs, newest first. With `cache` (a dict the caller keeps between calls), a run whose files
+    have not changed is not read again; a running one always is (its worker may have died meanwhile)."""
     base = runs_dir(workdir)
     if not base.is_dir():
         return []
-    out = [run_info(p) for p in base.iterdir() if p.is_dir() and (p / "config.yaml").exists()]
+    out = []
+    for p in base.iterdir():
+        if not (p.is_dir() and (p / "config.yaml").exists()):
+            continue
+        if cache is None:
+            out.append(run_info(p))
+            continue
+        stamp = _stamp(p)
+        hit = cache.get(p)
+        info = hit[1] if hit and hit[0] == stamp and hit[1].status != RUNNING else run_info(p)
+        cache[p] = (stamp, info)
+        out.append(dataclasses.replace(info, metrics=dict(info.metrics)))  # callers may change their copy
+    if cache is not None:
+        for gone in set(cache) - {r.path for r in out}:
+            cache.pop(gone, None)
     return sorted(out, key=lambda r: r.id, reverse=True)
+
+
+def _stamp(path: Path) -> tuple:
+    """What `run_info` reads, as sizes and times: the folder (an adapter or model saved), the config, the events."""
+    out = []
+    for f in (path, path / "config.yaml", path / "events.jsonl", path / "adapter", path / "model"):
+        try:
+            st = f.stat()
+            out.append((st.st_mtime_ns, st.st_size))
+        except OSError:
+            out.append(None)
+    return tuple(out)
 
 
 def resolve_run(run: str | os.PathLike, workdir: str | os.PathLike | None = None) -> Path:

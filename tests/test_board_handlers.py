@@ -401,6 +401,44 @@ def test_deleting_a_run_asks_first_removes_its_folder_and_refuses_a_running_one(
     assert runs_tab.ask_delete(jobs, None, "en") == ({"visible": False, "__type__": "update"}, "")
 
 
+def test_the_open_runs_tab_follows_runs_reading_only_what_changed(tmp_path, monkeypatch):
+    import engine.runs as runs_mod
+
+    done = _fake_run(tmp_path, "20250101-000000-sft", "finished", [3.0, 2.0])
+    live = tmp_path / "runs" / "20250102-000000-sft"  # its worker is this very process: running
+    live.mkdir(parents=True)
+    RunConfig().save(str(live / "config.yaml"))
+    (live / "events.jsonl").write_text(RunStarted(run_id=live.name, stage="sft", total_steps=9, pid=os.getpid()).to_json()
+                                       + "\n")
+    read = []
+    real = runs_mod.run_info
+    monkeypatch.setattr(runs_mod, "run_info", lambda p, ev=None: read.append(os.path.basename(p)) or real(p, ev))
+    runs_tab._READ.clear()
+    jobs = Jobs(tmp_path)
+    table, pick, compare, shown = runs_tab.live_listing(jobs, "en", None, [], None)
+    assert [r[0] for r in table["value"]] == [live.name, done.name] and "value" not in pick  # the refresh picks
+    assert sorted(read) == sorted([live.name, done.name])
+
+    read.clear()  # nothing new: nothing sent, and the finished run is not read again
+    assert runs_tab.live_listing(jobs, "en", live.name, [], shown)[:3] == (SKIP, SKIP, SKIP)
+    assert read == [live.name]
+
+    with open(live / "events.jsonl", "a") as f:  # the running run logs a step: its row changes, the pickers do not
+        f.write(LogStep(step=3, loss=1.5, learning_rate=1e-4).to_json() + "\n")
+    table, pick, compare, shown = runs_tab.live_listing(jobs, "en", live.name, [], shown)
+    assert table["value"][0][4] == "3/9" and table["value"][0][5] == "1.5000" and (pick, compare) == (SKIP, SKIP)
+
+    _fake_run(tmp_path, "20250103-000000-sft", "finished", [1.0])  # a new run: the pickers learn it
+    table, pick, compare, shown = runs_tab.live_listing(jobs, "en", live.name, [], shown)
+    assert pick["choices"][0] == "20250103-000000-sft" and "value" not in pick  # the reader's pick stands
+    assert runs_tab.live_listing(jobs, "en", "gone", ["gone", live.name], {})[1:3] == (
+        {"__type__": "update", "choices": pick["choices"], "value": pick["choices"][0]},
+        {"__type__": "update", "choices": pick["choices"], "value": [live.name]})  # a pick that is gone is replaced
+    runs_tab.do_delete(jobs, done.name, "en")  # a deleted run leaves the listing and the cache
+    table, *_ = runs_tab.live_listing(jobs, "en", live.name, [], shown)
+    assert done.name not in [r[0] for r in table["value"]] and done not in runs_tab._READ
+
+
 def test_use_run_config_fills_the_form(tmp_path):
     path = _fake_run(tmp_path, "20250101-000000-sft", "finished", [1.0])
     RunConfig.from_dict({"training": {"learning_rate": 3e-5, "resume_from": "last"}}).save(str(path / "config.yaml"))

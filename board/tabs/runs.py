@@ -41,9 +41,13 @@ COLUMNS = [
 # ---- handlers (plain functions) -------------------------------------------------------------
 
 
+LIVE_EVERY_S = 3.0  # how often the open Runs tab re-reads the workdir (only changed runs are read again)
+_READ: dict = {}  # list_runs' cache: a run whose files did not change is not read again
+
+
 def runs(jobs: Jobs) -> list[RunInfo]:
     """The workdir's runs, newest first; a run this board is training counts as running whatever its file says."""
-    out = list_runs(jobs.workdir)
+    out = list_runs(jobs.workdir, cache=_READ)
     for info in out:
         if jobs.is_live(info.id):
             info.status = RUNNING
@@ -78,9 +82,10 @@ def headers(lang: str) -> list[str]:
     return [t(k, lang) for k in COLUMNS]
 
 
-def listing(jobs: Jobs, lang: str, picked: str | None, compared: list[str] | None) -> tuple[dict, dict, dict]:
+def listing(jobs: Jobs, lang: str, picked: str | None, compared: list[str] | None,
+            infos: list[RunInfo] | None = None) -> tuple[dict, dict, dict]:
     """Table, the run picker and the compare picker, keeping what was picked where it still exists."""
-    infos = runs(jobs)
+    infos = runs(jobs) if infos is None else infos
     ids = [r.id for r in infos]
     pick = picked if picked in ids else (ids[0] if ids else None)
     keep = [x for x in (compared or []) if x in ids]
@@ -89,6 +94,27 @@ def listing(jobs: Jobs, lang: str, picked: str | None, compared: list[str] | Non
         update(choices=ids, value=pick),
         update(choices=ids, value=keep),
     )
+
+
+def live_listing(jobs: Jobs, lang: str, picked: str | None, compared: list[str] | None,
+                 shown: dict | None) -> tuple:
+    """The open tab's timer: (table, run picker, compare picker, what is shown now), each update sent only when
+    it changed (a running run's steps and loss, a run added or gone), so an open dropdown is left alone."""
+    infos = runs(jobs)
+    now = {"rows": table_rows(infos, lang), "ids": [r.id for r in infos]}
+    shown = shown or {}
+    if now == shown:
+        return SKIP, SKIP, SKIP, shown
+    table = update(value=now["rows"], headers=headers(lang)) if now["rows"] != shown.get("rows") else SKIP
+    if now["ids"] == shown.get("ids"):
+        return table, SKIP, SKIP, now
+    # the choices only: what the reader picks meanwhile stands, unless it is gone (a tick can start before a pick)
+    ids = now["ids"]
+    gone = picked is not None and picked not in ids
+    pick = update(choices=ids, value=ids[0] if ids else None) if gone else update(choices=ids)
+    kept = [x for x in (compared or []) if x in ids]
+    compare = update(choices=ids) if kept == list(compared or []) else update(choices=ids, value=kept)
+    return table, pick, compare, now
 
 
 def curves_of(path: Path) -> Curves:
@@ -279,6 +305,8 @@ def build(ui: UI) -> None:
         multiselect=True,
     )
     ui.add(gr.Plot, "runs-compare-plot", label="ui.chart.compare", show_label=False, value=compare_figure({}, ui.lang))
+    ui.states["runs_timer"] = gr.Timer(LIVE_EVERY_S, active=False)  # ticks only while this tab is open
+    ui.states["runs_shown"] = gr.State(None)
 
 
 def wire(ui: UI) -> None:
@@ -300,6 +328,15 @@ def wire(ui: UI) -> None:
         trigger(refresh, list_in, list_out, show_progress="hidden").then(
             show, [ui.session, c["runs-pick"]], detail_out, show_progress="hidden"
         )
+    timer, shown = ui.states["runs_timer"], ui.states["runs_shown"]
+
+    def live(s: Session, picked: str | None, compared: list[str] | None, was: dict | None) -> tuple:
+        return live_listing(jobs, s.lang, picked, compared, was)
+
+    timer.tick(live, [*list_in, shown], [*list_out, shown], show_progress="hidden")
+    c["runs-tab"].select(lambda: gr.Timer(active=True), None, timer, show_progress="hidden")
+    for other in (x for x in c.values() if isinstance(x, gr.Tab) and x is not c["runs-tab"]):
+        other.select(lambda: gr.Timer(active=False), None, timer, show_progress="hidden")
     c["runs-pick"].input(show, [ui.session, c["runs-pick"]], detail_out, show_progress="hidden")
     confirm = ui.states["runs_confirm"]
 

@@ -312,6 +312,34 @@ def test_a_run_is_deleted_after_a_confirmation(page, board):
     assert page.is_hidden("#runs-delete-yes") and not page.errors
 
 
+def test_the_open_runs_tab_follows_a_running_run(page, board):
+    """No Refresh needed: while the tab is open, a running run's steps and loss show up within seconds."""
+    import os
+
+    from engine.config import RunConfig
+    from engine.events import Finished, LogStep, RunStarted
+
+    run = board.home / "runs" / "20200102-000000-elsewhere"  # a run whose worker is this test process
+    run.mkdir(parents=True)
+    RunConfig().save(str(run / "config.yaml"))
+    (run / "events.jsonl").write_text(RunStarted(run_id=run.name, stage="sft", total_steps=8, pid=os.getpid()).to_json()
+                                      + "\n")
+    open_board(page, board.url)
+    tab(page, "runs")
+    row = "id => (document.querySelector('#runs-table')?.textContent || '')"
+    page.wait_for_function(f"id => ({row})(id).includes(id)", arg=run.name, timeout=30_000)
+    with open(run / "events.jsonl", "a") as f:
+        f.write(LogStep(step=5, loss=0.4321, learning_rate=1e-4).to_json() + "\n")
+    page.wait_for_function(f"id => ({row})(id).includes('5/8') && ({row})(id).includes('0.4321')", arg=run.name,
+                           timeout=30_000)
+    with open(run / "events.jsonl", "a") as f:
+        f.write(Finished(status="finished", step=8).to_json() + "\n")
+    page.wait_for_function("() => [...document.querySelectorAll('#runs-table [role=row]')].some("
+                           "r => r.textContent.includes('20200102-000000-elsewhere') && r.textContent.includes('finished'))",
+                           timeout=30_000)
+    assert not page.errors
+
+
 def test_show_command_and_save_config(page, board):
     open_board(page, board.url)
     tab(page, "train")
