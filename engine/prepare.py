@@ -104,8 +104,8 @@ def training_template(tok) -> str:
 
     try:
         return get_training_chat_template(tok) or tok.chat_template
-    except ValueError:  # a template trl does not know: the answers are found by prefixes instead
-        return tok.chat_template
+    except Exception:  # noqa: BLE001 - trl does not know it (ValueError), or its probes trip on it (a template's
+        return tok.chat_template  # own raise_exception): either way the answers are found by prefixes instead
 
 
 def _render(tok, template: str, convs: list, **kw) -> tuple[list[str], list]:
