@@ -18,6 +18,7 @@ from typing import Any, Optional
 
 from .config import KTO_LOSSES, RunConfig
 from .model import Resolved
+from .sft import num_proc
 
 REF_ADAPTER = "ref"  # the name trl gives the frozen copy of a continued adapter
 _COMPLETIONS = ("chosen_ids", "rejected_ids", "completion_ids", "KL_completion_ids")
@@ -30,7 +31,8 @@ def build(model, tokenizer, train_ds, eval_ds, cfg: RunConfig, res: Resolved, ar
     ref_model = None if peft else reference_model(cfg, res)
     # trl truncates to max_length itself but then drops every row whose prompt alone fills it; our
     # collator truncates instead (see `fit`), so no row is lost without a word.
-    common = dict(**args, beta=d.beta, max_length=None)
+    common = dict(**args, beta=d.beta, max_length=None,
+                  dataset_num_proc=num_proc(len(train_ds), cfg.data.num_proc))  # trl tokenises the pairs row by row
     if d.method == "kto":
         trainer = _kto(model, ref_model, tokenizer, train_ds, eval_ds, cfg, kto_loss, common, callbacks)
     else:

@@ -160,6 +160,17 @@ def test_new_adapter_reference_is_the_base_with_the_adapter_disabled(workdir, de
     assert torch.cat([ref_c, ref_r]) == pytest.approx(_batch_logps(_base(demo_model), batch), abs=1e-3)
 
 
+def test_pairs_tokenised_by_worker_processes_match_one_process(workdir, tmp_path):
+    """Large preference sets are tokenised by one process per core (data.num_proc): the same batches either way."""
+    one, batch_one = _build(workdir, tmp_path / "one", tiny_dpo_config())
+    cfg = tiny_dpo_config()
+    cfg["data"]["num_proc"] = 2
+    two, batch_two = _build(workdir, tmp_path / "two", cfg)
+    assert (one.args.dataset_num_proc, two.args.dataset_num_proc) == (None, 2)
+    assert one.train_dataset[:] == two.train_dataset[:]
+    assert all(torch.equal(batch_one[k], batch_two[k]) for k in batch_one if torch.is_tensor(batch_one[k]))
+
+
 def test_dpo_continues_an_sft_adapter_against_the_sft_model(workdir, demo_model, trained_run, tmp_path):
     """With adapter.init_from the reference is base + the SFT adapter, frozen; not the bare base."""
     from peft import PeftModel
