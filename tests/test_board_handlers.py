@@ -180,6 +180,25 @@ def test_charts_redraw_when_a_point_is_replaced(tmp_path):
     assert all(x is SKIP for x in live.view(s, jobs))  # nothing new: nothing is redrawn
 
 
+def test_charts_built_without_plotly_checks_are_what_the_checking_constructor_makes():
+    """charts._figure skips plotly's validation for speed: rebuilding each figure through it must change nothing
+    (and would raise on a property plotly does not know)."""
+    import plotly.graph_objects as go
+
+    from board import charts
+    from engine.events import Evaluation
+
+    empty, trained = charts.Curves(), charts.Curves()
+    trained.add([LogStep(step=i, loss=3 - i / 10, learning_rate=i * 1e-5, grad_norm=1.0) for i in range(1, 50)])
+    trained.add([Evaluation(step=49, metrics={"eval_loss": 1.2})])
+    figures = [charts.figure(c, m, lang) for c in (empty, trained) for m in charts.METRICS for lang in ("en", "ko")]
+    figures += [charts.compare_figure({"a": trained, "b": empty}, "en"), charts.compare_figure({}, "zh")]
+    for fig in figures:
+        checked = go.Figure(fig.to_dict())
+        assert checked.to_dict() == fig.to_dict()
+        assert checked.layout.template.layout.plot_bgcolor == "white"  # plotly_white, in full
+
+
 def test_gate_explains_why_start_is_off(tmp_path):
     s = Session()
     start, stop, resume, reason = live.gate(s, "en")
