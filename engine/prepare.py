@@ -46,7 +46,7 @@ def prepare(ds, tok, *, answers_only: bool, max_length: int, packing: bool, num_
 
     split = "messages" not in ds.column_names
     if not split:
-        template = training_template(tok) if answers_only else tok.chat_template
+        template = training_template(tok) if answers_only else tok.get_chat_template()
         fields = set(ds.features["messages"].feature)  # keys an arrow struct gives every message, None if absent
         encode = functools.partial(_chat_batch, tok=tok, template=template, answers_only=answers_only,
                                    marked=bool(_MARKS.search(template)), sparse=bool(fields - {"role", "content"}))
@@ -99,13 +99,14 @@ def _cut(batch, encode, max_length: int, split: bool):
 
 
 def training_template(tok) -> str:
-    """The tokenizer's template, or trl's version of it with `{% generation %}` marks when trl has one."""
+    """The tokenizer's (default) template, or trl's version of it with `{% generation %}` marks when trl has one."""
     from trl.chat_template_utils import get_training_chat_template
 
+    template = tok.get_chat_template()  # the default of a tokenizer that ships named templates (a dict)
     try:
-        return get_training_chat_template(tok) or tok.chat_template
+        return get_training_chat_template(tok) or template
     except Exception:  # noqa: BLE001 - trl does not know it (ValueError), or its probes trip on it (a template's
-        return tok.chat_template  # own raise_exception): either way the answers are found by prefixes instead
+        return template  # own raise_exception): either way the answers are found by prefixes instead
 
 
 def _render(tok, template: str, convs: list, **kw) -> tuple[list[str], list]:
@@ -165,17 +166,31 @@ def _trained_spans(spans: list, conv: list[dict], context: set[int]) -> list | N
 
 def _answer_spans(tok, template: str, convs: list[list[dict]], texts: list[str],
                   context: list[set[int]]) -> list[list[tuple[int, int]]]:
-    """Where each answer to train on sits in a rendering: after the prompt rendered up to it, up to the end of
-    the rendering that includes it. A template that rewrites earlier turns (so a prefix is not a prefix)
-    falls back to everything after the last prompt, if the last answer is to be trained on."""
+    """Where each answer to train on sits in a rendering without `{% generation %}` marks: after the prompt
+    rendered up to it, up to the end of the rendering that includes it. Where a template renders a turn
+    differently once it is not the last (a reasoning block, say), the answer's own text is looked for after
+    that prompt, with the end-of-turn marker that follows it. A row where neither finds anything falls back
+    to everything after the last prompt, if the last answer is to be trained on."""
+    from .data.preview import END_MARKERS
+
+    ends = tuple(m for m in (tok.eos_token, *END_MARKERS) if m)
     turns = [(i, j) for i, conv in enumerate(convs) for j, m in enumerate(conv)
              if m.get("role") == "assistant" and j and j not in context[i]]
     before, _ = _render(tok, template, [convs[i][:j] for i, j in turns], add_generation_prompt=True)
     through, _ = _render(tok, template, [convs[i][: j + 1] for i, j in turns])
     spans: list[list[tuple[int, int]]] = [[] for _ in convs]
-    for (i, _), p, q in zip(turns, before, through, strict=True):
-        if q.startswith(p) and texts[i].startswith(q) and len(q) > len(p):
+    for (i, j), p, q in zip(turns, before, through, strict=True):
+        text = texts[i]
+        if q.startswith(p) and text.startswith(q) and len(q) > len(p):
             spans[i].append((len(p), len(q)))
+            continue
+        content = convs[i][j].get("content") or ""
+        after = max(spans[i][-1][1] if spans[i] else 0, len(os.path.commonprefix([p, text])))
+        at = text.find(content, after) if content else -1
+        if at >= 0:
+            end = at + len(content)
+            end += next((len(m) for m in ends if text.startswith(m, end)), 0)
+            spans[i].append((at, end))
     lost = [i for i, s in enumerate(spans) if not s and len(convs[i]) > 1 and len(convs[i]) - 1 not in context[i]]
     if lost:
         prompts, _ = _render(tok, template, [convs[i][:-1] for i in lost], add_generation_prompt=True)
@@ -192,6 +207,8 @@ def _labels(ids: list[int], encoding: Any, spans: list) -> list[int]:
         if first is None:
             continue
         last = next(t for c in range(end - 1, start - 1, -1) if (t := encoding.char_to_token(c)) is not None)
+        while last + 1 < len(ids) and (encoding.token_to_chars(last + 1) or (end,))[0] < end:
+            last += 1  # the rest of a character that byte-level BPE split over several tokens
         labels[first : last + 1] = ids[first : last + 1]
     return labels
 

@@ -152,7 +152,8 @@ def _train(cfg: RunConfig, run_dir: Path, log: EventLog, should_stop, workdir):
     else:  # tokenised before the model loads, so a data problem is told without waiting for the weights
         from . import sft as stage
 
-        train_ds, eval_ds, train_rows = _prepared(stage.prepare_data(tokenizer, train_ds, eval_ds, cfg), cfg, log)
+        train_ds, eval_ds, train_rows, eval_rows = _prepared(stage.prepare_data(tokenizer, train_ds, eval_ds, cfg),
+                                                             cfg, log)
 
     model = model_mod.load_model(cfg, res, for_training=True)
     set_seed(cfg.training.seed)  # adapter init draws random numbers: seed right before it
@@ -187,7 +188,8 @@ def _train(cfg: RunConfig, run_dir: Path, log: EventLog, should_stop, workdir):
 
 
 def _prepared(prepared, cfg: RunConfig, log: EventLog):
-    """(train dataset, eval dataset, training rows kept), after saying what the cutoff and weights did to the rows."""
+    """(train dataset, eval dataset, training rows kept, eval rows kept), after saying what the cutoff and weights
+    did to the training rows. Eval rows left with nothing to score are left out (no eval if none is left)."""
     train, ev = prepared
     said = {"rows": train.rows, "max_length": cfg.data.max_length}
     if train.untrained == train.rows:
@@ -199,7 +201,8 @@ def _prepared(prepared, cfg: RunConfig, log: EventLog):
         if count:
             log(Warning(key=key, params={"count": count, **said}, message=message(key, {"count": count, **said})))
     kept = train.rows - train.dropped - train.untrained
-    return train.dataset, (ev.dataset if ev is not None and len(ev.dataset) else None), kept
+    eval_kept = ev.rows - ev.dropped - ev.untrained if ev is not None else 0
+    return train.dataset, (ev.dataset if eval_kept else None), kept, eval_kept
 
 
 def _planned_steps(trainer, cfg: RunConfig) -> int:

@@ -134,3 +134,10 @@ def test_nearest_format_suggests_a_mapping():
     assert nearest_format(["prompt", "good", "bad"])[0] == "preference"
     assert nearest_format(["Text"])[0] == "text"
     assert nearest_format(["dialog"]) == ("sharegpt", {"conversations": "dialog"})
+
+
+def test_an_empty_weight_cell_is_no_weight():
+    """Parquet or pandas give a message without a weight NaN where others have one: that is no weight, not a bad one."""
+    row = {"messages": [user("q"), {**bot("a"), "weight": float("nan")}, user("q2"), {**bot("b"), "weight": 0.0}]}
+    record, problems = normalize_row(row, "messages")
+    assert not problems and record["messages"][1] == bot("a") and record["messages"][3] == {**bot("b"), "weight": 0}

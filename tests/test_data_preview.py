@@ -117,3 +117,9 @@ def test_an_answer_with_weight_zero_is_shown_as_context(tok):
     for t in (None, tok):
         [view] = render(conv, t)
         assert [s["text"] for s in view["segments"] if s["loss"]] == ["Paris, obviously.<|im_end|>"]
+
+
+def test_without_answer_only_loss_a_weight_zero_answer_trains_like_the_rest():
+    conv = {"messages": [{"role": "user", "content": "Q?"}, {"role": "assistant", "content": "A", "weight": 0}]}
+    [view] = render(conv, assistant_only=False)
+    assert [s["text"] for s in view["segments"] if s["loss"]] == ["Q?<|im_end|>", "A<|im_end|>"]

@@ -79,6 +79,39 @@ def test_a_template_that_rewrites_earlier_turns_still_labels_the_last_answer(tok
     assert _answers(tok, row) == "Green, like grass.<|im_end|>\n"
 
 
+def test_a_template_that_renders_the_last_turn_differently_still_labels_every_answer(tok):
+    """Like Qwen3's empty reasoning block on the last answer only: no prefix holds for the earlier answer, so its
+    own text is found after its prompt."""
+    tok = tok.__class__.from_pretrained(tok.name_or_path)
+    tok.chat_template = PLAIN_CHATML.replace(
+        "message['content'] + '<|im_end|>\n'",
+        "('<think></think>' if loop.last and message['role'] == 'assistant' else '') + message['content'] + "
+        "'<|im_end|>\n'")
+    row = prepare(_rows([TALK]), tok, answers_only=True, max_length=10_000, packing=False).dataset[0]
+    # the earlier answer up to its end-of-turn marker; the last one as the template writes it, block included
+    assert _answers(tok, row) == "Blue.<|im_end|>|<think></think>Green, like grass.<|im_end|>\n"
+
+
+def test_a_tokenizer_with_named_templates_uses_its_default(tok):
+    tok = tok.__class__.from_pretrained(tok.name_or_path)
+    tok.chat_template = {"default": PLAIN_CHATML, "tool_use": "{{ raise_exception('not this one') }}"}
+    row = prepare(_rows([TALK]), tok, answers_only=True, max_length=10_000, packing=False).dataset[0]
+    assert _answers(tok, row) == "Blue.<|im_end|>\n|Green, like grass.<|im_end|>\n"
+
+
+def test_an_answer_ending_in_a_character_split_over_tokens_keeps_all_of_it(tok):
+    """Byte-level BPE can split one Korean character over several tokens; each of them belongs to the answer."""
+    tok = tok.__class__.from_pretrained(tok.name_or_path)
+    tok.chat_template = tok.chat_template.replace(
+        "{% generation %}{{ message['content'] + '<|im_end|>' }}{% endgeneration %}",
+        "{% generation %}{{ message['content'] }}{% endgeneration %}{{ '<|im_end|>' }}")
+    talk = [{"role": "user", "content": "인사해 주세요"}, {"role": "assistant", "content": "안녕하세요, 세계"}]
+    row = prepare(_rows([talk]), tok, answers_only=True, max_length=10_000, packing=False).dataset[0]
+    enc = tok.apply_chat_template(talk, return_dict=True, return_assistant_tokens_mask=True)
+    assert row["labels"] == [t if m else -100 for t, m in zip(enc["input_ids"], enc["assistant_masks"], strict=True)]
+    assert tok.decode([t for t in row["labels"] if t != -100]) == "안녕하세요, 세계"
+
+
 def test_without_answers_only_every_token_is_labelled(tok):
     row = prepare(_rows([TALK]), tok, answers_only=False, max_length=10_000, packing=False).dataset[0]
     assert row["labels"] == row["input_ids"]

@@ -166,7 +166,8 @@ def estimate_html(
         return _note_card(title, t("ui.model.estimate_demo_later", lang))
     try:
         model_config = model_config_of(cfg.model.name_or_path, cfg.model.revision, workdir)
-        est = est_mod.estimate(model_config, cfg, gpu, gpu_capability=detect_gpu_capability())
+        here = not gpu_gb or gpu_gb == detect_gpu_memory()  # planning for this machine's GPU, not another
+        est = est_mod.estimate(model_config, cfg, gpu, gpu_capability=detect_gpu_capability() if here else None)
     except (TuneboardError, ConfigError) as e:
         return _note_card(title, t(e.key, lang, **e.params))
     except Exception as e:  # advice only: a failed estimate never blocks the page

@@ -276,6 +276,7 @@ def build(ui: UI) -> None:
                 ui.add(gr.Button, "runs-delete-yes", text="ui.runs.delete_yes", size="sm", variant="stop")
                 ui.add(gr.Button, "runs-delete-no", text="ui.runs.delete_no", size="sm", variant="secondary")
             ui.states["runs_confirm"] = confirm
+            ui.states["runs_asked"] = gr.State(None)  # the run the confirmation names: Yes deletes that one
         with gr.Column(scale=3):
             ui.add(
                 gr.Plot,
@@ -338,23 +339,31 @@ def wire(ui: UI) -> None:
     for other in (x for x in c.values() if isinstance(x, gr.Tab) and x is not c["runs-tab"]):
         other.select(lambda: gr.Timer(active=False), None, timer, show_progress="hidden")
     c["runs-pick"].input(show, [ui.session, c["runs-pick"]], detail_out, show_progress="hidden")
-    confirm = ui.states["runs_confirm"]
+    confirm, asked = ui.states["runs_confirm"], ui.states["runs_asked"]
 
     def hide_confirm() -> tuple:
-        return update(visible=False), ""
+        return update(visible=False), "", None
 
-    c["runs-pick"].input(hide_confirm, None, [confirm, c["runs-delete-note"]], show_progress="hidden")
-    c["runs-delete"].click(lambda s, run_id: ask_delete(jobs, run_id, s.lang), [ui.session, c["runs-pick"]],
-                           [confirm, c["runs-delete-note"]], show_progress="hidden")
-    c["runs-delete-no"].click(hide_confirm, None, [confirm, c["runs-delete-note"]], show_progress="hidden")
+    def ask(s: Session, run_id: str | None) -> tuple:
+        buttons, note = ask_delete(jobs, run_id, s.lang)
+        return buttons, note, run_id if buttons.get("visible") else None  # Yes deletes this run, and only it
+
+    def pick_moved(run_id: str | None, was_asked: str | None) -> tuple:
+        """Any change of the pick (the reader's, a refresh's, the timer's) withdraws a question about another run."""
+        return hide_confirm() if was_asked is not None and run_id != was_asked else (SKIP, SKIP, SKIP)
+
+    confirm_out = [confirm, c["runs-delete-note"], asked]
+    c["runs-pick"].change(pick_moved, [c["runs-pick"], asked], confirm_out, show_progress="hidden")
+    c["runs-delete"].click(ask, [ui.session, c["runs-pick"]], confirm_out, show_progress="hidden")
+    c["runs-delete-no"].click(hide_confirm, None, confirm_out, show_progress="hidden")
 
     def delete(s: Session, run_id: str | None, compared: list[str] | None) -> tuple:
         note = do_delete(jobs, run_id, s.lang)
-        return (update(visible=False), note, *listing(jobs, s.lang, None, [r for r in compared or [] if r != run_id]))
+        compared = [r for r in compared or [] if r != run_id]
+        return (update(visible=False), note, None, *listing(jobs, s.lang, None, compared))
 
     c["runs-delete-yes"].click(
-        delete, [ui.session, c["runs-pick"], c["runs-compare"]], [confirm, c["runs-delete-note"], *list_out],
-        show_progress="hidden",
+        delete, [ui.session, asked, c["runs-compare"]], [*confirm_out, *list_out], show_progress="hidden",
     ).then(show, [ui.session, c["runs-pick"]], detail_out, show_progress="hidden")
     c["runs-compare"].change(
         show_compare, [ui.session, c["runs-compare"]], c["runs-compare-plot"], show_progress="hidden"
@@ -369,7 +378,7 @@ def wire(ui: UI) -> None:
 
     c["runs-table"].select(picked_row, c["runs-table"], c["runs-pick"], show_progress="hidden").then(
         show, [ui.session, c["runs-pick"]], detail_out, show_progress="hidden"
-    ).then(hide_confirm, None, [confirm, c["runs-delete-note"]], show_progress="hidden")
+    )
 
     def to_train(s: Session, run_id: str | None) -> tuple:
         open_in_train(s, run_id, jobs)

@@ -231,6 +231,7 @@ def turns(value: Any, field: str, probs: Problems, weights: bool = False) -> lis
             ok = False
             continue
         weight = item.get("weight") if weights and role == "assistant" else None  # OpenAI reads it on answers only
+        weight = None if isinstance(weight, float) and weight != weight else weight  # NaN: a table's empty cell
         if weight is not None and weight not in (0, 1):
             probs.add(field, "data.bad_weight", index=i, value=json.dumps(weight, default=str))
             ok = False

@@ -70,10 +70,10 @@ def _merge(segments: list[tuple[str, bool]]) -> list[dict[str, Any]]:
 
 
 def _segments(tokenizer: Any, msgs: list[dict], start: int, assistant_only: bool) -> list[tuple[str, bool]]:
-    """One sequence's segments; messages from `start` on train (only the assistant's with `assistant_only`,
-    and not those with weight 0)."""
-    trained = [i >= start and (m["role"] == "assistant" or not assistant_only) and m.get("weight", 1) != 0
-               for i, m in enumerate(msgs)]  # an answer with weight 0 is context only
+    """One sequence's segments; messages from `start` on train (with `assistant_only`, only the assistant's
+    without weight 0, as engine/prepare.py labels them)."""
+    trained = [i >= start and (not assistant_only or (m["role"] == "assistant" and m.get("weight", 1) != 0))
+               for i, m in enumerate(msgs)]  # an answer with weight 0 is context only; without answer-only loss all trains
     if getattr(tokenizer, "chat_template", None):
         try:
             return _template_segments(tokenizer, msgs, trained)

@@ -285,11 +285,12 @@ def test_a_run_is_deleted_after_a_confirmation(page, board):
     from engine.config import RunConfig
     from engine.events import Finished, RunStarted
 
-    run = board.home / "runs" / "20200101-000000-old-experiment"  # the oldest: never the one picked by default
-    run.mkdir(parents=True)
-    RunConfig().save(str(run / "config.yaml"))
-    events = [RunStarted(run_id=run.name, stage="sft", total_steps=1, pid=1), Finished(status="finished", step=1)]
-    (run / "events.jsonl").write_text("".join(e.to_json() + "\n" for e in events))
+    run, other = (board.home / "runs" / f"2020010{i}-000000-old-experiment" for i in (1, 3))  # old: never picked first
+    for r in (run, other):
+        r.mkdir(parents=True)
+        RunConfig().save(str(r / "config.yaml"))
+        events = [RunStarted(run_id=r.name, stage="sft", total_steps=1, pid=1), Finished(status="finished", step=1)]
+        (r / "events.jsonl").write_text("".join(e.to_json() + "\n" for e in events))
     open_board(page, board.url)
     tab(page, "runs")
     page.wait_for_function("id => document.querySelector('#runs-table')?.textContent.includes(id)", arg=run.name,
@@ -303,13 +304,18 @@ def test_a_run_is_deleted_after_a_confirmation(page, board):
     page.wait_for_selector("#runs-delete-yes", state="hidden", timeout=30_000)
     assert run.exists()
     page.click("#runs-delete")
+    page.wait_for_selector("#runs-delete-yes", state="visible", timeout=30_000)
+    choose(page, "runs-pick", other.name)  # another run picked: the question about the first one is withdrawn
+    page.wait_for_selector("#runs-delete-yes", state="hidden", timeout=30_000)
+    choose(page, "runs-pick", run.name)
+    page.click("#runs-delete")
     page.click("#runs-delete-yes")
     page.wait_for_function("() => document.querySelector('#runs-delete-note')?.textContent.includes('deleted')",
                            timeout=30_000)
     assert not run.exists()
     page.wait_for_function("id => !document.querySelector('#runs-table')?.textContent.includes(id)", arg=run.name,
                            timeout=30_000)
-    assert page.is_hidden("#runs-delete-yes") and not page.errors
+    assert page.is_hidden("#runs-delete-yes") and other.exists() and not page.errors
 
 
 def test_the_open_runs_tab_follows_a_running_run(page, board):
