@@ -171,9 +171,9 @@ def _answer_spans(tok, template: str, convs: list[list[dict]], texts: list[str],
     differently once it is not the last (a reasoning block, say), the answer's own text is looked for after
     that prompt, with the end-of-turn marker that follows it. A row where neither finds anything falls back
     to everything after the last prompt, if the last answer is to be trained on."""
-    from .data.preview import END_MARKERS
+    from .data.preview import end_markers
 
-    ends = tuple(m for m in (tok.eos_token, *END_MARKERS) if m)
+    ends = end_markers(tok)
     turns = [(i, j) for i, conv in enumerate(convs) for j, m in enumerate(conv)
              if m.get("role") == "assistant" and j and j not in context[i]]
     before, _ = _render(tok, template, [convs[i][:j] for i, j in turns], add_generation_prompt=True)

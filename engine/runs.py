@@ -168,12 +168,18 @@ def resolve_run(run: str | os.PathLike, workdir: str | os.PathLike | None = None
     raise TuneboardError("error.run_not_found", run=name)
 
 
-def delete_run(path: str | os.PathLike, live: bool = False) -> int:
-    """Remove a run folder and everything in it (config, logs, checkpoints, adapter, exports inside it); the
-    bytes freed. A running run is refused: stop it first. `live`: the caller knows it is running."""
+def deletable(path: str | os.PathLike, live: bool = False) -> RunInfo:
+    """The run, if it may be deleted; a running one is refused: stop it first. `live`: the caller knows it runs."""
     info = run_info(path)
     if live or info.status == RUNNING:
         raise TuneboardError("error.run_running_delete", run=info.id)
+    return info
+
+
+def delete_run(path: str | os.PathLike, live: bool = False) -> int:
+    """Remove a run folder and everything in it (config, logs, checkpoints, adapter, exports inside it); the
+    bytes freed. A running run is refused (`deletable`)."""
+    info = deletable(path, live)
     size = folder_size(info.path)
     shutil.rmtree(info.path)
     return size

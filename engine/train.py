@@ -170,7 +170,7 @@ def _train(cfg: RunConfig, run_dir: Path, log: EventLog, should_stop, workdir):
     log(RunStarted(run_id=run_dir.name, stage=cfg.stage, total_steps=total_steps, device=_device_name(res),
                    precision=res.precision, attn_implementation=res.attn_implementation,
                    trainable_params=trainable, total_params=total, train_rows=train_rows,
-                   eval_rows=eval_rows if eval_ds is not None else 0, chat_template=res.chat_template,
+                   eval_rows=eval_rows, chat_template=res.chat_template,
                    pid=os.getpid()))
     (run_dir / "resolved.json").write_text(json.dumps(res.__dict__, indent=1))
     result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)

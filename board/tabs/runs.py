@@ -13,8 +13,7 @@ import gradio as gr
 
 from engine.evaluate import eval_metrics
 from engine.events import read_events
-from engine.messages import TuneboardError
-from engine.runs import RUNNING, RunInfo, delete_run, folder_size, list_runs, run_info
+from engine.runs import RUNNING, RunInfo, deletable, delete_run, folder_size, list_runs, run_info
 
 from ..charts import Curves, compare_figure, figure
 from ..i18n import SKIP, t, t_or, update
@@ -218,8 +217,7 @@ def ask_delete(jobs: Jobs, run_id: str | None, lang: str) -> tuple[dict, str]:
         return update(visible=False), ""
     try:
         path = run_path(run_id, jobs.workdir)
-        if jobs.is_live(path.name) or run_info(path).status == RUNNING:
-            raise TuneboardError("error.run_running_delete", run=path.name)
+        deletable(path, live=jobs.is_live(path.name))
     except Exception as e:
         return update(visible=False), error_html(e, lang)
     note = t("ui.runs.delete_confirm", lang, run=path.name, size=_size(folder_size(path)))
@@ -359,8 +357,7 @@ def wire(ui: UI) -> None:
 
     def delete(s: Session, run_id: str | None, compared: list[str] | None) -> tuple:
         note = do_delete(jobs, run_id, s.lang)
-        compared = [r for r in compared or [] if r != run_id]
-        return (update(visible=False), note, None, *listing(jobs, s.lang, None, compared))
+        return (update(visible=False), note, None, *listing(jobs, s.lang, None, compared))  # keeps what still exists
 
     c["runs-delete-yes"].click(
         delete, [ui.session, asked, c["runs-compare"]], [*confirm_out, *list_out], show_progress="hidden",

@@ -15,6 +15,13 @@ import numpy as np
 from .tokens import conversations, count, render_chat
 
 END_MARKERS = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>", "<|endoftext|>", "</s>")
+
+
+def end_markers(tokenizer: Any) -> tuple[str, ...]:
+    """What can close a turn in a rendering: the tokenizer's eos token, then the common end-of-turn markers."""
+    return tuple(t for t in (getattr(tokenizer, "eos_token", None), *END_MARKERS) if t)
+
+
 _STAND_IN = "\ue000"  # a private-use character: rendered in place of a content to see where it goes
 
 
@@ -41,7 +48,7 @@ def _template_segments(tokenizer: Any, msgs: list[dict], trained: list[bool]) ->
     """Render with the tokenizer's template (ChatML without one), then find each trained content in
     its message's own span: what the render of the messages up to it adds over the one before it."""
     text = render_chat(tokenizer, msgs)
-    ends = tuple(t for t in (getattr(tokenizer, "eos_token", None), *END_MARKERS) if t)
+    ends = end_markers(tokenizer)
     out, pos, lo = [], 0, 0
     for i, (m, loss) in enumerate(zip(msgs, trained, strict=False)):
         hi = len(text) if i == len(msgs) - 1 else len(render_chat(tokenizer, msgs[:i + 1]))
