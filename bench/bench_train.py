@@ -96,6 +96,9 @@ def main(argv=None) -> int:
     ap.add_argument("--batch", type=int, default=None, help="micro-batch (default per shape)")
     ap.add_argument("--seq", type=int, default=None, help="cutoff in tokens (default per shape)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--set", action="append", default=[], metavar="a.b=v",
+                    help="a config override for the engine's recipes (c, d), as `tuneboard train --set`")
+    ap.add_argument("--recipe-timeout", type=float, default=None, help="seconds a recipe may take before it is killed")
     ap.add_argument("--peak-tflops", type=float, default=None, help="the device's peak, if not in the table")
     ap.add_argument("--out", default=str(HERE / "results.jsonl"), help="JSONL to append to ('' to skip)")
     ap.add_argument("--machine", default=os.environ.get("BENCH_MACHINE", platform.node()), help="name in the record")
@@ -124,6 +127,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="tb-bench-") as tmp:
         base = [sys.executable, str(Path(__file__).resolve()), "--shape", args.shape, "--steps", str(args.steps),
                 "--batch", str(args.batch), "--seq", str(args.seq), "--seed", str(args.seed), "--_dir", tmp]
+        base += [f"--set={item}" for item in args.set]
         t = time.perf_counter()
         failed = 0
         subprocess.run(base + ["--_prepare"], check=True)
@@ -131,7 +135,13 @@ def main(argv=None) -> int:
               f" micro-batch {args.batch}, cutoff {args.seq}, {args.steps} steps", flush=True)
         for r in recipes:
             extra = ["--peak-tflops", str(args.peak_tflops)] if args.peak_tflops else []
-            proc = subprocess.run(base + ["--_worker", r] + extra, capture_output=True, text=True)
+            try:
+                proc = subprocess.run(base + ["--_worker", r] + extra, capture_output=True, text=True,
+                                      timeout=args.recipe_timeout)
+            except subprocess.TimeoutExpired:
+                print(f"{r} {RECIPES[r]:<19} TIMEOUT after {args.recipe_timeout:.0f}s", flush=True)
+                failed += 1
+                continue
             out = Path(tmp) / f"result-{r}.json"
             if proc.returncode or not out.exists():
                 tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
@@ -152,8 +162,13 @@ def line(r: dict) -> str:
     est = f" (est {r['est_gb']:.2f})" if r.get("device") == "cuda" and r.get("est_gb") else ""
     kind = "GB" if r.get("peak_kind") == "cuda_allocated" else "GB rss"
     fb = f"  [cpu-fallback: {r['fallback']}]" if r.get("fallback") else ""
+    fb += "".join(f"  [--set {o}]" for o in r.get("overrides") or [])
     return (f"{r['recipe']} {r['name']:<19} tokens/s {r['tokens_per_s']:>9,.0f}  MFU {mfu:>6}  "
             f"peak {r['peak_gb']:.2f} {kind}{est}  loss@{r['steps']} {r['loss']:.4f}{fb}")
+
+
+def notes(r: dict) -> str:
+    return "; ".join((["cpu-fallback"] if r.get("fallback") else []) + [f"--set {o}" for o in r.get("overrides") or []])
 
 
 def table(path: Path) -> int:
@@ -169,7 +184,7 @@ def table(path: Path) -> int:
         dev = r.get("gpu") or f"CPU x{r.get('cpu_threads')}"
         print(f"| {r['date'][:10]} | {r['machine']} | {dev} | {r['shape']} | {r['recipe']} {r['name']} | "
               f"{r['batch']}x{r['seq']} | {r['steps']} | {r['tokens_per_s']:,.0f} | {mfu} | {peak} | {est} | "
-              f"{r['loss']:.3f} | {r.get('load_avg', 0):.1f} | {'cpu-fallback' if r.get('fallback') else ''} |")
+              f"{r['loss']:.3f} | {r.get('load_avg', 0):.1f} | {notes(r)} |")
     return 0
 
 
@@ -230,7 +245,12 @@ def run_config(recipe: str, args, d: Path):
         base["training"].update(optim="adamw_8bit", gradient_checkpointing=True, learning_rate=1e-4)
     elif recipe == "d":
         base["quantization"] = {"bits": 4}
-    return RunConfig.from_dict(base)
+    cfg = RunConfig.from_dict(base)
+    if recipe in ("c", "d") and args.set:
+        from engine.config import parse_overrides
+
+        cfg = cfg.with_overrides(parse_overrides(args.set))
+    return cfg
 
 
 def worker(args) -> int:
@@ -270,6 +290,7 @@ def worker(args) -> int:
         "peak_kind": "cuda_allocated" if cuda else "cpu_rss", "est_gb": est.allocated / GB, "est_total_gb": est.total / GB,
         "loss": steps[-1]["loss"], "first_loss": steps[0]["loss"], "fallback": fallback, "wall_s": wall,
         "params": count_params(mc)["total"], "trainable": est.params_trainable,
+        "overrides": args.set if r in ("c", "d") else [],
     }
     (d / f"result-{r}.json").write_text(json.dumps(rec))
     return 0

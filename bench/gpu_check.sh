@@ -1,23 +1,60 @@
 #!/usr/bin/env bash
 # There (the lent GPU machine, via the device tool with carry [".whl"]): the GPU tests, then the bench.
+#   bash bench/gpu_check.sh all              # one call on a fresh machine: the issue's targets first, within $BUDGET s
 #   bash bench/gpu_check.sh tests            # pytest -m gpu (estimate vs measured peaks, QLoRA, varlen, GPU memory release) ~3 min
 #   bash bench/gpu_check.sh bench SHAPE R    # e.g. `bench qwen2.5-0.5b a,b,c,d` or `bench llama-2-7b c`
 # Results land in $OUT (bench/results.jsonl lines, logs) so they come back to the session.
+# Here, `REHEARSE=1 bash bench/gpu_check.sh all` runs the same steps on the CPU (tiny shape) in a Python 3.12
+# venv made like the device image, to find what the wheels lack before device time is spent (bench/README.md).
 set -uo pipefail
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
   || exit 1
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
-OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
-python3 -c "import torch, transformers, trl, peft; print('torch', torch.__version__, 'transformers', transformers.__version__, 'trl', trl.__version__, 'peft', peft.__version__)"
-# without CUDA every gpu test would skip and pytest would exit 0: say so instead
-python3 -c "import sys, torch; sys.exit(not torch.cuda.is_available())" || { echo "no CUDA device visible" >&2; exit 1; }
+export OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
+BUDGET=${BUDGET:-540}  # seconds `all` may take, inside the device call's limit
+if [ -n "${REHEARSE:-}" ]; then
+  echo "rehearsal on the CPU" | tee "$OUT/gpu.txt"
+else
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
+  # without CUDA every gpu test would skip and pytest would exit 0: say so instead
+  python3 -c "import sys, torch; sys.exit(not torch.cuda.is_available())" || { echo "no CUDA device visible" >&2; exit 1; }
+fi
+python3 -c "
+import importlib.metadata as m
+print(*(f'{p} {m.version(p)}' for p in ('torch', 'transformers', 'trl', 'peft', 'datasets', 'accelerate', 'bitsandbytes',
+                                        'pyarrow', 'tokenizers', 'liger-kernel')), sep=', ')
+import importlib.util as u; print('flash-attn', 'installed' if u.find_spec('flash_attn') else 'not installed')
+" | tee "$OUT/versions.txt"
+
+tests() {
+  python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_packing.py tests/test_train.py tests/test_estimate.py \
+    tests/test_generate.py 2>&1 | tee -a "$OUT/pytest-gpu.log"
+}
+bench() {  # SHAPE RECIPES [seconds a recipe may take [bench_train options...]]
+  local shape=$1 recipes=$2 limit=${3:-}; shift $(( $# < 3 ? $# : 3 ))
+  python3 bench/bench_train.py --shape "$shape" --recipes "$recipes" --steps "${STEPS:-20}" \
+    ${limit:+--recipe-timeout "$limit"} --machine "lent $(head -1 "$OUT/gpu.txt" | cut -d, -f1)" \
+    --out "$OUT/results.jsonl" "$@" 2>&1 | tee -a "$OUT/bench.log"
+}
+export -f tests bench
+left() { echo $((BUDGET - SECONDS)); }
+
 case "${1:-tests}" in
-  tests)
-    python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_packing.py tests/test_train.py tests/test_estimate.py tests/test_generate.py \
-      2>&1 | tee "$OUT/pytest-gpu.log" ;;
-  bench)
-    python3 bench/bench_train.py --shape "${2:-qwen2.5-0.5b}" --recipes "${3:-a,b,c,d}" --steps "${STEPS:-20}" \
-      --machine "lent $(head -1 "$OUT/gpu.txt" | cut -d, -f1)" --out "$OUT/results.jsonl" 2>&1 | tee "$OUT/bench.log" ;;
-  *) echo "usage: gpu_check.sh tests | bench SHAPE RECIPES" >&2; exit 2 ;;
+  tests) tests ;;
+  bench) bench "${2:-qwen2.5-0.5b}" "${3:-a,b,c,d}" ;;
+  all)
+    big=llama-2-7b small=qwen2.5-0.5b
+    [ -n "${REHEARSE:-}" ] && big=tiny small=tiny
+    # 1. the issue's comparison on the 7B shape: b (LLaMA-Factory's paper setting), c (default), d (default + 4-bit)
+    timeout -k 10 $(( $(left) * 6 / 10 )) bash -c "bench $big b,c,d 150"
+    # the engine's recipes again without Liger's kernels if they crashed (Liger patches transformers' modules)
+    again=$(grep -E '^[cd] .*(FAILED|TIMEOUT)' "$OUT/bench.log" | cut -c1 | sort -u | paste -sd, -)
+    [ -n "$again" ] && [ "$(left)" -gt 150 ] && timeout -k 10 $(( $(left) / 2 )) \
+      bash -c "bench $big $again 150 --set training.use_liger_kernel=off"
+    # 2. the gpu tests: estimate vs measured peaks, QLoRA, varlen kernel, fast path vs plain path
+    timeout -k 10 $(( $(left) * 7 / 10 )) bash -c tests
+    # 3. every recipe on the small shape, with what is left
+    [ "$(left)" -gt 60 ] && timeout -k 5 $(( $(left) - 10 )) bash -c "bench $small a,b,c,d 90"
+    echo "all: done in ${SECONDS}s" | tee -a "$OUT/bench.log" ;;
+  *) echo "usage: gpu_check.sh all | tests | bench SHAPE RECIPES" >&2; exit 2 ;;
 esac

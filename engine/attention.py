@@ -83,21 +83,52 @@ def varlen_attention_forward(module, query, key, value, attention_mask, scaling=
                                       **kwargs)
     q, k, v = (t[0].transpose(0, 1) for t in (query, key, value))  # (T, heads, D)
     window = getattr(module, "sliding_window", None)
-    if _kernel_ok(q, dropout):
+    if _kernel_ok(q, k, dropout, scaling, window):
         out = _flash_varlen(q, k, v, cu, kwargs.get("max_length_q"), scaling, window)
     else:
         out = _per_sample(q, k, v, cu, scaling, dropout if module.training else 0.0, window)
     return out.unsqueeze(0), None
 
 
-def _kernel_ok(q, dropout) -> bool:
+def _kernel_ok(q, k, dropout, scaling, window) -> bool:
     import torch
 
-    if not q.is_cuda or dropout:
+    if not q.is_cuda or dropout or not _has_kernel():
         return False
     if q.dtype not in (torch.float16, torch.bfloat16) and not torch.is_autocast_enabled("cuda"):
         return False
-    return _has_kernel()
+    return kernel_kwargs(_kernel_params(), scaling, window, q.shape[-1], q.shape[1] != k.shape[1]) is not None
+
+
+@functools.cache
+def _kernel_params() -> frozenset[str]:
+    import inspect
+
+    from torch.nn.attention.varlen import varlen_attn
+
+    return frozenset(inspect.signature(varlen_attn).parameters)
+
+
+def kernel_kwargs(params: frozenset[str], scaling: float | None, window: int | None, head_dim: int,
+                  gqa: bool) -> dict | None:
+    """The keywords for this torch's `varlen_attn` (its signature has changed from release to release), or
+    None where it cannot do the job. 2.9 and 2.10 take `is_causal`, with no scale and no window; 2.11 takes
+    `scale` and `window_size` ((-1, 0) is causal); later releases also `enable_gqa`, which only guards their
+    cuDNN path: the flash kernel takes fewer key/value heads than query heads in every release."""
+    kw: dict = {}
+    if "window_size" in params:
+        kw["window_size"] = (window - 1 if window else -1, 0)
+    elif "is_causal" in params and not window:
+        kw["is_causal"] = True
+    else:
+        return None
+    if "scale" in params:
+        kw["scale"] = scaling
+    elif scaling is not None and abs(scaling - head_dim**-0.5) > 1e-6 * head_dim**-0.5:
+        return None
+    if "enable_gqa" in params:
+        kw["enable_gqa"] = gqa
+    return kw
 
 
 def _flash_varlen(q, k, v, cu, max_len, scaling, window):
@@ -111,8 +142,8 @@ def _flash_varlen(q, k, v, cu, max_len, scaling, window):
     cu = cu.to(device=q.device, dtype=torch.int32)
     if max_len is None:
         max_len = int((cu[1:] - cu[:-1]).max())
-    out = varlen_attn(q, k, v, cu, cu, int(max_len), int(max_len), scale=scaling,
-                      window_size=(window - 1 if window else -1, 0), enable_gqa=q.shape[1] != k.shape[1])
+    kw = kernel_kwargs(_kernel_params(), scaling, window, q.shape[-1], q.shape[1] != k.shape[1])
+    out = varlen_attn(q, k, v, cu, cu, int(max_len), int(max_len), **kw)
     return out.to(dtype)
 
 

@@ -141,6 +141,28 @@ def test_padding_free_without_packing_flattens_truncated_rows(workdir, demo_mode
     assert batch["position_ids"][0].tolist() == [i for r in rows for i in range(len(r["input_ids"]))]
 
 
+def test_varlen_kernel_keywords_follow_the_installed_torch():
+    """`varlen_attn`'s signature changed between releases; the GPU image runs 2.11, which has no `enable_gqa`
+    (passing it raised TypeError there). Signatures as 2.9/2.10, 2.11 and 2.13 define them."""
+    from engine.attention import _kernel_params, kernel_kwargs
+
+    v2_10 = frozenset({"query", "key", "value", "cu_seq_q", "cu_seq_k", "max_q", "max_k", "is_causal", "return_aux"})
+    v2_11 = v2_10 - {"is_causal"} | {"scale", "window_size"}
+    v2_13 = v2_11 | {"enable_gqa", "seqused_k", "block_table", "num_splits"}
+    d = 64**-0.5
+    assert kernel_kwargs(v2_13, d, None, 64, True) == {"window_size": (-1, 0), "scale": d, "enable_gqa": True}
+    assert kernel_kwargs(v2_11, d, None, 64, True) == {"window_size": (-1, 0), "scale": d}
+    assert kernel_kwargs(v2_11, 0.1, 4096, 64, False) == {"window_size": (4095, 0), "scale": 0.1}
+    assert kernel_kwargs(v2_10, d, None, 64, True) == {"is_causal": True}
+    assert kernel_kwargs(v2_10, None, None, 64, False) == {"is_causal": True}
+    assert kernel_kwargs(v2_10, 0.1, None, 64, False) is None  # no scale: another scaling cannot run there
+    assert kernel_kwargs(v2_10, d, 4096, 64, False) is None  # nor a sliding window
+    assert kernel_kwargs(frozenset({"query"}), d, None, 64, False) is None
+    installed = _kernel_params()  # this torch's own: a causal call it accepts
+    kw = kernel_kwargs(installed, d, None, 64, True)
+    assert kw is not None and set(kw) <= installed and (kw.get("window_size") == (-1, 0) or kw.get("is_causal"))
+
+
 @pytest.mark.gpu
 def test_pytorch_varlen_kernel_matches_the_per_sample_reference_on_a_gpu():
     """On CUDA the `varlen` path runs PyTorch's flash kernel; bf16, GQA, forward and backward."""
