@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import math
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal, Optional, Union
@@ -270,8 +271,7 @@ class RunConfig:
             node, parts = data, dotted.split(".")
             for i, part in enumerate(parts[:-1]):
                 if not isinstance(node.get(part), dict):
-                    raise ConfigError(dotted, "error.config.unknown_field", f"unknown field {'.'.join(parts[: i + 1])!r}",
-                                      suggestion="")
+                    raise _unknown(".".join(parts[: i + 1]), part, [k for k in node if k != part])
                 node = node[part]
             node[parts[-1]] = value  # an unknown leaf is refused by from_dict, with the nearest name
         return type(self).from_dict(data)
@@ -333,10 +333,7 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
     known = {f.name: f for f in dataclasses.fields(cls)}
     for key in data:
         if key not in known:
-            near = difflib.get_close_matches(str(key), list(known), n=1)
-            hint = f"; did you mean {near[0]!r}?" if near else ""
-            raise ConfigError(prefix + str(key), "error.config.unknown_field", f"unknown field{hint}",
-                              suggestion=near[0] if near else "")
+            raise _unknown(prefix + str(key), str(key), list(known))
     kwargs = {}
     for name in known:
         if name in data:
@@ -399,19 +396,29 @@ def _coerce(tp: Any, value: Any, name: str) -> Any:
     if tp is float:
         if isinstance(value, bool):
             _type_error(name, value, "number")
-        if isinstance(value, (int, float)):
-            return float(value)
+        number = value if isinstance(value, (int, float)) else None
         if isinstance(value, str):
             try:
-                return float(value)  # YAML 1.1 reads `2e-4` as a string; accept it
+                number = float(value)  # YAML 1.1 reads `2e-4` as a string; accept it
             except ValueError:
                 pass
+        if number is not None and math.isfinite(number):  # NaN would pass every range check unnoticed
+            return float(number)
         _type_error(name, value, "number")
     if tp is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)
         _type_error(name, value, "text")
     return value
+
+
+def _unknown(dotted: str, key: str, known: list[str]) -> ConfigError:
+    near = difflib.get_close_matches(key, known, n=1)
+    if near:
+        return ConfigError(dotted, "error.config.unknown_field_near", f"unknown field; did you mean {near[0]!r}?",
+                           suggestion=near[0])
+    return ConfigError(dotted, "error.config.unknown_field", f"unknown field; the fields here are {', '.join(known)}",
+                       known=", ".join(known))
 
 
 def _type_error(name: str, value: Any, expected: str) -> None:

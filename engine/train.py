@@ -96,8 +96,9 @@ def _checkpointing_args(on: bool) -> dict:
 
 
 def run_training(cfg: RunConfig, run_dir: str | os.PathLike, emit: Optional[Callable[[Event], None]] = None,
-                 should_stop: Optional[Callable[[], bool]] = None, workdir=None) -> Path:
-    """Train `cfg` into `run_dir` (already holding config.yaml). Returns the folder of the saved result."""
+                 should_stop: Optional[Callable[[], bool]] = None, workdir=None, data=None) -> Path:
+    """Train `cfg` into `run_dir` (already holding config.yaml). Returns the folder of the saved result.
+    `data`: (train, eval, notes) as `load_training_data` made them, when the caller checked the data first."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     if not (run_dir / "config.yaml").exists():
@@ -110,7 +111,7 @@ def run_training(cfg: RunConfig, run_dir: str | os.PathLike, emit: Optional[Call
 
     step = 0
     try:
-        out, step, status, metrics = _train(cfg, run_dir, log, stop_requested, workdir)
+        out, step, status, metrics = _train(cfg, run_dir, log, stop_requested, workdir, data)
         log(Finished(status=status, step=step, output_dir=str(out), metrics=metrics))
         return out
     except BaseException as e:
@@ -123,7 +124,7 @@ def run_training(cfg: RunConfig, run_dir: str | os.PathLike, emit: Optional[Call
         stop_file.unlink(missing_ok=True)
 
 
-def _train(cfg: RunConfig, run_dir: Path, log: EventLog, should_stop, workdir):
+def _train(cfg: RunConfig, run_dir: Path, log: EventLog, should_stop, workdir, data=None):
     from .model import quiet_libraries
 
     quiet_libraries()  # before transformers' trainer pulls in bitsandbytes and its CPU hints
@@ -143,7 +144,13 @@ def _train(cfg: RunConfig, run_dir: Path, log: EventLog, should_stop, workdir):
         log(Warning(key="warning.trust_remote_code", message=message("warning.trust_remote_code")))
     set_seed(cfg.training.seed)
     tokenizer = model_mod.load_tokenizer(cfg, res)
-    train_ds, eval_ds = load_training_data(cfg)
+    if data is None:
+        notes: list[tuple[str, dict]] = []
+        train_ds, eval_ds = load_training_data(cfg, notes)
+    else:
+        train_ds, eval_ds, notes = data
+    for key, params in notes:
+        log(Warning(key=key, params=params, message=message(key, params)))
     if len(train_ds) == 0:
         raise TuneboardError("error.empty_dataset")
     train_rows, eval_rows = len(train_ds), len(eval_ds) if eval_ds is not None else 0
@@ -236,6 +243,7 @@ def _resume_checkpoint(cfg: RunConfig, run_dir: Path) -> Optional[Path]:
 
 
 def cmd_train(args) -> int:
+    from .data import load_training_data
     from .data.sources import is_hub_name, resolve_data_path
 
     cfg = config_from_args(args)
@@ -243,13 +251,16 @@ def cmd_train(args) -> int:
     for d in cfg.data.datasets:  # fail fast on a missing file, before a run folder exists
         if not is_hub_name(d.path) and not os.path.exists(resolve_data_path(d.path)):
             raise FileNotFoundError(2, "No such file", d.path)
+    notes: list[tuple[str, dict]] = []
+    train_ds, eval_ds = load_training_data(cfg, notes)  # bad data is refused here, before a run folder exists
     _print_estimate(cfg, workdir)
     run_dir = create_run(cfg, workdir)
     print(f"run folder: {run_dir}", file=sys.stderr)
-    bar = None if args.quiet else ProgressBar()
+    bar = ProgressBar(quiet=args.quiet)
     stop = _GracefulInterrupt()
     try:
-        run_training(cfg, run_dir, emit=bar, should_stop=stop.requested, workdir=workdir)
+        run_training(cfg, run_dir, emit=bar, should_stop=stop.requested, workdir=workdir,
+                     data=(train_ds, eval_ds, notes))
     finally:
         stop.restore()
         if bar:
@@ -300,12 +311,15 @@ def _print_estimate(cfg: RunConfig, workdir: Path) -> None:
 class ProgressBar:
     """One terminal line: step, loss, tokens/s, ETA (to stderr, so stdout stays the run folder)."""
 
-    def __init__(self):
+    def __init__(self, quiet: bool = False):
+        self.quiet = quiet  # warnings and the end only
         self.loss = self.tps = None
         self.tty = sys.stderr.isatty()
         self.last = ""
 
     def __call__(self, ev: Event) -> None:
+        if self.quiet and not isinstance(ev, (Warning, Finished)):
+            return
         if isinstance(ev, LogStep):
             self.loss = ev.loss if ev.loss is not None else self.loss
             self.tps = ev.tokens_per_second or self.tps
@@ -326,10 +340,10 @@ class ProgressBar:
             elif ev.step == ev.total_steps or ev.step % 10 == 0:
                 print(line, file=sys.stderr)
             self.last = line
-        elif isinstance(ev, (Warning, Error)):
+        elif isinstance(ev, Warning):  # an Error is said once, by the command's last line
             if self.tty:
                 print(file=sys.stderr)
-            print(f"{'warning' if isinstance(ev, Warning) else 'error'}: {ev.message or ev.key}", file=sys.stderr)
+            print(f"warning: {ev.message or ev.key}", file=sys.stderr)
         elif isinstance(ev, Finished):
             if self.tty:
                 print(file=sys.stderr)

@@ -32,7 +32,7 @@ def test_non_default_round_trips_exactly(tmp_path):
 
 @pytest.mark.parametrize("yaml_text, field, key", [
     ("training: {learning_rate: -1}", "training.learning_rate", "error.config.range"),
-    ("training: {learning_rat: 0.1}", "training.learning_rat", "error.config.unknown_field"),
+    ("training: {learning_rat: 0.1}", "training.learning_rat", "error.config.unknown_field_near"),
     ("adapter: {method: lorra}", "adapter.method", "error.config.choice"),
     ("quantization: {bits: 3}", "quantization.bits", "error.config.choice"),
     ("training: {per_device_train_batch_size: two}", "training.per_device_train_batch_size", "error.config.type"),
@@ -54,9 +54,28 @@ def test_bad_values_are_rejected_with_the_field_name(yaml_text, field, key):
     assert field in str(e.value)
 
 
-def test_unknown_field_suggests_the_nearest():
+def test_unknown_field_suggests_the_nearest_or_lists_the_known_ones():
+    from engine.messages import message
+
     with pytest.raises(ConfigError, match="did you mean 'learning_rate'"):
         RunConfig.from_yaml("training: {learning_rte: 0.1}")
+    with pytest.raises(ConfigError) as e:
+        RunConfig().with_overrides({"zzz.key": 1})
+    assert message(e.value.key, e.value.params) == (
+        "zzz: unknown field; the fields here are stage, run_name, model, quantization, adapter, data, training, "
+        "dpo, generation")
+    with pytest.raises(ConfigError) as e:
+        RunConfig().with_overrides({"training.learnig_rate": 1})
+    assert message(e.value.key, e.value.params) == "training.learnig_rate: unknown field; did you mean 'learning_rate'?"
+
+
+@pytest.mark.parametrize("field", ["training.learning_rate", "training.warmup_ratio", "adapter.dropout",
+                                   "dpo.beta", "data.val_size", "training.num_train_epochs"])
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), "nan", "-inf"])
+def test_not_a_number_is_refused_where_range_checks_would_let_it_pass(field, value):
+    with pytest.raises(ConfigError) as e:
+        RunConfig().with_overrides({field: value})
+    assert e.value.field == field and e.value.key == "error.config.type"
 
 
 def test_overrides_by_dotted_path_are_typed_and_checked():

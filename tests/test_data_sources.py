@@ -141,6 +141,35 @@ def test_encodings_utf16_cp949_and_damaged_utf8(tmp_path):
     assert keys(src) == [(None, 2, "data.not_utf8")] and len(src.rows) == 3
 
 
+@pytest.mark.parametrize("text, enc, read_as", [
+    ("中国的首都是哪里？中国的首都是北京。", "gbk", "gb18030"),  # cp949 also decodes these bytes, into hanja
+    ("日本の首都はどこですか？東京です。", "shift_jis", "shift_jis"),  # gb18030 also decodes these, into rare hanzi
+    ("대한민국의 수도는 서울입니다.", "euc_kr", "cp949"),
+    ("La tour Eiffel est très célèbre. C’est à côté du musée.", "cp1252", "cp1252"),  # Excel on Western Windows
+])
+def test_legacy_encodings_are_read_only_as_what_they_plausibly_are(tmp_path, text, enc, read_as):
+    p = tmp_path / "legacy.jsonl"
+    p.write_bytes(json.dumps({"instruction": text, "output": "ok"}, ensure_ascii=False).encode(enc) + b"\n")
+    src = read_source(str(p))
+    assert src.rows == [{"instruction": text, "output": "ok"}]
+    assert [(f.key, f.params["encoding"]) for f in src.findings] == [("data.encoding_guessed", read_as)]
+
+
+def test_bytes_no_encoding_reads_plausibly_are_refused_not_turned_into_mojibake(tmp_path):
+    p = tmp_path / "noise.jsonl"  # Korean in cp949 with Chinese in gbk in one file: no single reading fits
+    p.write_bytes(b'{"text": "' + "가나다라마바사 ".encode("cp949") * 3 + "鑣閘鑒餐鞠".encode("gbk") * 5 + b'"}\n')
+    assert keys(read_source(str(p))) == [(None, 1, "data.not_utf8")]
+
+
+def test_utf16_without_a_bom_is_recognised(tmp_path):
+    for enc in ("utf-16-le", "utf-16-be"):
+        p = tmp_path / f"{enc}.jsonl"
+        p.write_bytes('{"text": "hello 유니코드"}\n{"text": "two"}\n'.encode(enc))
+        src = read_source(str(p))
+        assert src.rows == [{"text": "hello 유니코드"}, {"text": "two"}]
+        assert [f.params["encoding"] for f in src.findings] == [enc.upper()]
+
+
 def test_empty_missing_and_unknown_files(tmp_path):
     assert keys(read_source(str(FIX / "empty.jsonl"))) == [(None, None, "data.empty_file")]
     assert keys(read_source(str(FIX / "blank.json"))) == [(None, None, "data.empty_file")]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from world import DEMO_ROWS
 
 from engine.config import RunConfig
 from engine.evaluate import (
@@ -68,7 +69,7 @@ def test_validation_split_is_the_one_training_held_out():
     cfg = RunConfig.from_dict({"data": {"datasets": [{"path": "demo:sft"}], "val_size": 0.2}})
     rows, name = eval_rows(cfg)
     _, held_out = load_training_data(cfg)
-    assert name == "validation" and rows == held_out.to_list() and len(rows) == round(0.2 * 124)
+    assert name == "validation" and rows == held_out.to_list() and len(rows) == round(0.2 * DEMO_ROWS)
     assert len(eval_rows(cfg, max_samples=5)[0]) == 5
     with pytest.raises(TuneboardError) as e:
         eval_rows(RunConfig())  # val_size 0 and no file

@@ -6,7 +6,7 @@ import shutil
 
 import datasets
 import pytest
-from world import FIX, logged_losses, tiny_sft_config, train_run
+from world import DEMO_ROWS, FIX, logged_losses, tiny_sft_config, train_run
 
 from engine.config import RunConfig
 from engine.events import Error, Warning, read_events
@@ -178,11 +178,11 @@ def test_rows_dropped_by_the_cutoff_are_said_and_a_cutoff_that_leaves_nothing_is
     events = read_events(str(train_run(workdir, cfg) / "events.jsonl"))
     said = {e.key: e.params for e in events if isinstance(e, Warning)}
     assert said["warning.rows_dropped"]["count"] > 0 and said["warning.rows_cut"]["count"] > 0
-    assert said["warning.rows_dropped"]["rows"] == 124
+    assert said["warning.rows_dropped"]["rows"] == DEMO_ROWS
 
     cfg["data"]["max_length"] = 12  # shorter than every prompt
     run = create_run(RunConfig.from_dict(cfg), workdir)
-    with pytest.raises(TuneboardError, match="None of the 124 rows"):
+    with pytest.raises(TuneboardError, match=f"None of the {DEMO_ROWS} rows"):
         run_training(RunConfig.from_dict(cfg), run, workdir=workdir)
     errors = [e for e in read_events(str(run / "events.jsonl")) if isinstance(e, Error)]
     assert [e.key for e in errors] == ["error.no_answer_within_cutoff"]
@@ -212,7 +212,9 @@ def test_a_run_says_which_rows_had_nothing_to_train_and_refuses_data_with_nothin
     cfg = tiny_sft_config(max_steps=1)
     cfg["data"] = {"datasets": [{"path": str(data)}], "max_length": 128, "val_size": 0}
     events = read_events(str(train_run(workdir, cfg) / "events.jsonl"))
-    assert {e.key: e.params["count"] for e in events if isinstance(e, Warning)} == {"warning.rows_untrained": 1}
+    said = {e.key: e.params for e in events if isinstance(e, Warning)}
+    assert said.keys() == {"warning.rows_untrained", "warning.data_warnings"} and said["warning.rows_untrained"]["count"] == 1
+    assert "row 2" in said["warning.data_warnings"]["first"]  # the check's own warning about it, by row
 
     data.write_text(json.dumps(rows[1], ensure_ascii=False), encoding="utf-8")  # its one answer has weight 0
     with pytest.raises(TuneboardError) as e:

@@ -157,6 +157,26 @@ def test_cli_missing_data_file_is_named(tmp_path):
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
 
 
+def test_cli_bad_data_is_refused_in_one_line_before_a_run_folder_exists(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"instruction": "a", "output": "b"}\n{"instruction": "c", "output": "d"}\n{"instruction": oops}\n')
+    r = _cli("train", "assets/configs/sft_demo.yaml", "--data", str(bad), "--workdir", str(tmp_path))
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "bad.jsonl row 3" in lines[0], lines
+    assert not (tmp_path / "runs").exists()
+
+
+def test_cli_train_says_the_data_warnings(workdir, demo_model, tmp_path):
+    data = tmp_path / "latin.csv"
+    data.write_bytes("instruction,output\nCafé?,Très bien.\nOù?,Là.\nQui?,Moi.\n".encode("cp1252"))
+    r = _cli("train", "assets/configs/sft_demo.yaml", "--data", str(data), "--max-steps", "1", "--workdir",
+             str(workdir), "--set", "data.val_size=0", "--quiet")
+    assert r.returncode == 0, r.stderr
+    warned = [line for line in r.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warned) == 1 and "read as cp1252" in warned[0] and "latin.csv" in warned[0]
+
+
 def test_cli_data_path_with_a_tilde_is_found(workdir, demo_model, tmp_path):
     """`--data ~/x.jsonl` is what a user types; the early missing-file check expands it as the loader does."""
     import os

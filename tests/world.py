@@ -1,8 +1,10 @@
 """Shared test helpers (a unique module name: tests/browser has a conftest of its own)."""
 
+import json
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+DEMO_ROWS = len(json.loads((ROOT / "assets" / "data" / "demo_sft.json").read_text(encoding="utf-8")))  # demo:sft
 FIX = ROOT / "tests" / "fixtures" / "data"  # the broken and well-formed data files the data tests read
 
 

@@ -69,8 +69,10 @@ def stage_refusal(fmt: str, stage: str, path: str) -> tuple[str, dict[str, Any]]
     return None
 
 
-def load_training_data(cfg: RunConfig) -> tuple[datasets.Dataset, datasets.Dataset | None]:
-    """Read, check, normalise, sample, merge, shuffle and split `cfg.data` for `cfg.stage`."""
+def load_training_data(cfg: RunConfig, notes: list[tuple[str, dict]] | None = None,
+                       ) -> tuple[datasets.Dataset, datasets.Dataset | None]:
+    """Read, check, normalise, sample, merge, shuffle and split `cfg.data` for `cfg.stage`. A file with
+    warnings (read in a guessed encoding, duplicate rows, ...) adds one (key, params) to `notes`."""
     import datasets
 
     stage, data = cfg.stage, cfg.data
@@ -87,6 +89,10 @@ def load_training_data(cfg: RunConfig) -> tuple[datasets.Dataset, datasets.Datas
         refusal = stage_refusal(result.format, stage, src.path)
         if refusal:
             raise TuneboardError(refusal[0], **refusal[1])
+        warnings = sorted((f for f in result.findings if f.severity == "warning"), key=lambda f: f.row is not None)
+        if warnings and notes is not None:  # the file's own (its encoding) first, then the first row's
+            notes.append(("warning.data_warnings", {"count": len(warnings), "path": src.path,
+                                                    "first": describe(src.path, warnings[0])}))
         records = result.good
         if spec.max_samples is not None and spec.max_samples < len(records):
             keep = sorted(random.Random(seed).sample(range(len(records)), spec.max_samples))

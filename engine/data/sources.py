@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import itertools
 import json
 import os
 import re
@@ -121,6 +122,17 @@ def _decode(data: bytes, src: Source) -> str | None:
             return data.decode("utf-16")
         except UnicodeDecodeError:
             pass
+    elif b"\x00" in data[:4096]:  # UTF-16 without a BOM: every other byte of Latin text is 0
+        head = data[:4096]
+        half, odd, even = len(head) / 2, head[1::2].count(0), head[0::2].count(0)
+        enc = "utf-16-le" if odd > 0.3 * half > even else ("utf-16-be" if even > 0.3 * half > odd else None)
+        if enc:
+            try:
+                text = data.decode(enc)
+                src.findings.append(warning(None, None, "data.encoding_guessed", encoding=enc.upper()))
+                return text
+            except UnicodeDecodeError:
+                pass
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
@@ -129,15 +141,49 @@ def _decode(data: bytes, src: Source) -> str | None:
         if text.count("\ufffd") * 20 < len(text) - len(text.encode("ascii", "ignore")):  # mostly UTF-8: a damaged spot
             src.findings.append(error(None, None, "data.not_utf8", line=bad_line, encoding="UTF-8"))
             return text
-    for enc in ("cp949", "gb18030", "shift_jis"):  # what Excel writes on Korean / Chinese / Japanese systems
+    for enc in _LEGACY:  # what Excel writes on Korean / Chinese / Japanese systems
         try:
             text = data.decode(enc)
         except UnicodeDecodeError:
+            continue
+        if not _plausible(text, enc):  # gb18030 decodes almost any bytes: Latin-1 text would become nonsense
             continue
         src.findings.append(warning(None, None, "data.encoding_guessed", encoding=enc))
         return text
     src.findings.append(error(None, None, "data.not_utf8", line=bad_line, encoding="UTF-8"))
     return None
+
+
+# each legacy CJK encoding's base character set, and the lead bytes of its everyday characters there: symbols,
+# kana or jamo, and the common Hangul syllables / level-1 hanzi / level-1 kanji (rare ones lie further up);
+# last, Windows' Western encoding
+_LEGACY = {"cp949": ("euc_kr", ((0xA1, 0xAC), (0xB0, 0xC8))),
+           "gb18030": ("gb2312", ((0xA1, 0xA9), (0xB0, 0xD7))),
+           "shift_jis": ("shift_jis", ((0x81, 0x84), (0x88, 0x98))),
+           "cp1252": None}
+
+
+_CP1252_PUNCT = set("€‚„…†‡•–—‘’“”™«»°±²³µ·¹º¼½¾¿×÷ ¡¢£¥§©®¬¶")
+
+
+def _plausible(text: str, enc: str) -> bool:
+    """Most of the non-ASCII characters are everyday ones in the language of `enc`. Text in another encoding
+    that happens to decode comes out as rare characters: French in cp1252 read as gb18030 gives level-2 hanzi
+    ("très" -> "tr鑣"), Chinese read as cp949 gives hanja, Japanese read as gb18030 gives rare hanzi."""
+    if enc == "cp1252":  # Western Excel: mostly ASCII, with accented letters and typographic punctuation
+        odd = [c for c in itertools.islice((c for c in text if c > "\x7f"), 20_000)]
+        return (len(odd) * 5 < len(text) and
+                sum(c.isalpha() or c in _CP1252_PUNCT for c in odd) >= 0.95 * len(odd))
+    base, leads = _LEGACY[enc]
+    seen = common = 0
+    for c in itertools.islice((c for c in text if c > "\x7f"), 20_000):
+        seen += 1
+        try:
+            b = c.encode(base)
+        except UnicodeEncodeError:
+            continue
+        common += len(b) == 2 and any(lo <= b[0] <= hi for lo, hi in leads)
+    return common >= 0.8 * seen
 
 
 # ---- JSON and JSONL --------------------------------------------------------------------------
