@@ -1,6 +1,8 @@
 """The row-by-row check: every error and warning kind, at its exact row, line and field."""
 
 
+import json
+
 import pytest
 from world import FIX
 
@@ -229,3 +231,45 @@ def test_openai_weights_are_read_and_wrong_ones_refused_at_their_row():
     assert "weight" not in result.records[2]["messages"][0]  # on a question it means nothing: left aside
     first = result.records[0]["messages"]
     assert first[2] == {"role": "assistant", "content": "Paris", "weight": 0} and "weight" not in first[4]
+
+
+def _found_in(path, severity="error"):
+    _, result = inspect_path(str(path))
+    return [(f.row, f.field, f.key) for f in result.findings if f.severity == severity]
+
+
+def test_answers_that_are_json_text_stay_text(tmp_path):
+    """A model taught to answer in JSON: completions, prompts and preference answers holding JSON are text."""
+    p = tmp_path / "json_answers.jsonl"
+    rows = [{"prompt": "이름과 나이를 JSON으로", "completion": '{"name": "김철수", "age": 30}'},
+            {"prompt": "[1, 3, 2] sorted?", "completion": "[1, 2, 3]"},
+            {"prompt": '[{"role": "user", "content": "hi"}]', "completion": "hello"}]  # real messages: parsed
+    p.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows), encoding="utf-8")
+    _, result = inspect_path(str(p))
+    assert [f for f in result.findings if f.severity == "error"] == []
+    assert [r["completion"][0]["content"] for r in result.good] == ['{"name": "김철수", "age": 30}', "[1, 2, 3]", "hello"]
+    assert [r["prompt"] for r in result.good][1:] == [[{"role": "user", "content": "[1, 3, 2] sorted?"}],
+                                                    [{"role": "user", "content": "hi"}]]
+    q = tmp_path / "pref_json.jsonl"
+    q.write_text(json.dumps({"prompt": "JSON please", "chosen": '{"ok": true}', "rejected": "[1]"}), encoding="utf-8")
+    assert _found_in(q) == []
+
+
+def test_identical_chosen_and_rejected_are_flagged_and_all_of_them_refused(tmp_path):
+    p = tmp_path / "pref.jsonl"
+    rows = [{"prompt": "같은 답?", "chosen": "동일합니다.", "rejected": "동일합니다. "},
+            {"prompt": "Capital of France?", "chosen": "Paris.", "rejected": "Rome."}]
+    p.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows), encoding="utf-8")
+    assert _found_in(p, "warning") == [(1, "rejected", "data.same_answers")] and _found_in(p) == []
+    p.write_text(json.dumps(rows[0], ensure_ascii=False), encoding="utf-8")
+    assert _found_in(p) == [(None, "rejected", "data.all_same_answers")]
+
+
+def test_alpaca_input_alone_is_a_prompt(tmp_path):
+    """As LLaMA-Factory builds it: instruction + input, either of them may be empty or absent."""
+    p = tmp_path / "a.jsonl"
+    p.write_text('{"instruction": "", "input": "본문", "output": "요약"}\n{"input": "글", "output": "요약2"}\n'
+                 '{"instruction": "", "input": "", "output": "x"}\n', encoding="utf-8")
+    _, result = inspect_path(str(p))
+    assert _found_in(p) == [(3, "instruction", "data.empty_field")]
+    assert [r["messages"][0]["content"] for r in result.good] == ["본문", "글"]

@@ -125,6 +125,7 @@ def analyze(rows: list[Any], fmt: str = "auto", *, columns: dict[str, str] | Non
     _short_answers(out, good, at, theirs.get(ANSWER_FIELD[name], ANSWER_FIELD[name]))
     _system_some_rows(out, good, at)
     _context_only_rows(out, good, at, theirs.get(ANSWER_FIELD[name], ANSWER_FIELD[name]))
+    _same_answers(out, good, at, theirs.get("rejected", "rejected"))
     if measure and good:
         refused: list[tuple[int, str]] = []
         out.lengths, out.counting = token_lengths([out.records[i] for i in good], tokenizer, max_length,
@@ -141,7 +142,8 @@ def _missing_columns(out: Analysis, keys: list[str], theirs: dict[str, str]) -> 
     """A required field absent from every row is a column problem: say so once, with a mapping to try."""
     if out.format not in ("alpaca", "prompt_completion", "text"):
         return  # the others have alternative spellings per row
-    absent = tuple(f for f in FORMATS[out.format][0] if f not in keys)
+    absent = tuple(f for f in FORMATS[out.format][0] if f not in keys
+                   and not (f == "instruction" and "input" in keys))  # input alone is a prompt too
     for fld in absent:
         mapping = suggest_mapping(out.format, [k for k in keys if k not in FORMATS[out.format][0]], (fld,))
         out.findings.append(error(None, theirs.get(fld, fld), "data.missing_column", format=out.format,
@@ -193,6 +195,18 @@ def _context_only_rows(out: Analysis, good: list[int], at: Any, fld: str) -> Non
         answers = [m for m in out.records[i].get("messages") or [] if m["role"] == "assistant"]
         if answers and all(m.get("weight", 1) == 0 for m in answers):
             out.findings.append(warning(out.numbers[i], fld, "data.all_weight_zero", at(i)))
+
+
+def _same_answers(out: Analysis, good: list[int], at: Any, fld: str) -> None:
+    """Preference pairs whose chosen and rejected answers say the same: DPO learns nothing from them (both
+    sides' log-probabilities cancel), so the loss cannot show it. All of them is an error."""
+    same = [i for i in good if "rejected" in out.records[i] and
+            [m["content"].strip() for m in out.records[i]["chosen"]] ==
+            [m["content"].strip() for m in out.records[i]["rejected"]]]
+    for i in same:
+        out.findings.append(warning(out.numbers[i], fld, "data.same_answers", at(i)))
+    if same and len(same) == len(good):
+        out.findings.append(error(None, fld, "data.all_same_answers", rows=len(same)))
 
 
 def _system_some_rows(out: Analysis, good: list[int], at: Any) -> None:

@@ -153,6 +153,16 @@ def _json_cell(value: Any, opens: str = "[") -> Any:
     return value
 
 
+def _messages_cell(value: Any) -> Any:
+    """A prompt or answer cell parsed as JSON only if it holds messages (objects with a role): an answer may
+    well be JSON text itself (`{"name": "Kim"}`, `[1, 2, 3]`) that the model is meant to learn to write."""
+    parsed = _json_cell(value, "[{")
+    items = parsed if isinstance(parsed, list) else [parsed]
+    if parsed is value or not items or not all(isinstance(m, dict) and ("role" in m or "from" in m) for m in items):
+        return value
+    return parsed
+
+
 def _type_name(value: Any) -> str:
     return {bool: "true/false", int: "number", float: "number", str: "text", list: "list", dict: "object",
             type(None): "null"}.get(type(value), type(value).__name__)
@@ -278,8 +288,12 @@ def _with_system(msgs: list[dict], row: dict, probs: Problems) -> list[dict]:
 
 
 def _alpaca_prompt(row: dict, probs: Problems) -> list[dict] | None:
-    instruction = text_field(row, "instruction", probs)
+    before = len(probs)
     extra = text_field(row, "input", probs, required=False)
+    # as LLaMA-Factory: the prompt is instruction + input, so either one alone is a prompt
+    instruction = text_field(row, "instruction", probs, required=extra is None)
+    if len(probs) > before:
+        return None
     msgs: list[dict] = []
     history = row.get("history")
     history = _json_cell(history)
@@ -293,9 +307,9 @@ def _alpaca_prompt(row: dict, probs: Problems) -> list[dict] | None:
             return None
         for q, a in history:
             msgs += [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
-    if instruction is None:
+    if instruction is None and extra is None:
         return None
-    msgs.append({"role": "user", "content": f"{instruction}\n\n{extra}" if extra else instruction})
+    msgs.append({"role": "user", "content": "\n\n".join(t for t in (instruction, extra) if t is not None)})
     return _with_system(msgs, row, probs)
 
 
@@ -304,8 +318,7 @@ def _answer(value: Any, field: str, probs: Problems, prompt: list[dict] | None =
 
     A list that repeats the prompt before the answer (some exports do) is cut after the prompt.
     """
-    parsed = _json_cell(value, "[{")
-    value = parsed if isinstance(parsed, (list, dict)) else value
+    value = _messages_cell(value)
     if isinstance(value, dict):
         value = [value]
     if isinstance(value, list):
@@ -334,7 +347,9 @@ def _answer(value: Any, field: str, probs: Problems, prompt: list[dict] | None =
 def _prompt(row: dict, probs: Problems) -> list[dict] | None:
     """The prompt of a prompt-completion or preference row, as messages ending with the user."""
     if "prompt" in row:
-        value = _json_cell(row["prompt"])
+        value = _messages_cell(row["prompt"])
+        if isinstance(value, dict):
+            value = [value]
         if isinstance(value, list):
             msgs = turns(value, "prompt", probs)
         else:
