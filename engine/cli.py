@@ -7,13 +7,14 @@ code it runs, imported only when that verb is used, so `tuneboard --help` stays 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 import traceback
 from importlib import import_module
 
 from .config import ConfigError
-from .messages import TuneboardError, error_key, message
+from .messages import TuneboardError, error_key, message, set_language
 
 # verb -> "module:function"; each function takes the parsed args and returns an exit code
 COMMANDS = {
@@ -39,6 +40,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--share", action="store_true", help="open a public Gradio link (needs --auth)")
     p.add_argument("--debug", action="store_true", help="print full tracebacks")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    common = argparse.ArgumentParser(add_help=False)  # every verb: its messages' language
+    common.add_argument("--lang", dest="verb_lang", default=None,
+                        help="language of messages: en, ko, zh, ja, ru (default: $TUNEBOARD_LANG, else en)")
+    sub.add_parser = functools.partial(sub.add_parser, parents=[common])
 
     t = sub.add_parser("train", help="train from a YAML config, in the foreground")
     t.add_argument("config", help="a RunConfig YAML (see assets/configs/)")
@@ -106,6 +111,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command is None:  # the board speaks each browser's language instead
+        return _main(args)
+    set_language(args.verb_lang or args.lang or os.environ.get("TUNEBOARD_LANG"))
+    try:
+        return _main(args)
+    finally:
+        set_language(None)
+
+
+def _main(args) -> int:
     debug = getattr(args, "debug", False)
     try:
         if args.command is None:
@@ -121,12 +136,12 @@ def main(argv: list[str] | None = None) -> int:
         if debug:
             traceback.print_exc()
         text = message(e.key, e.params) if isinstance(e, ConfigError) else str(e)
-        print(f"error: {text}", file=sys.stderr)
+        print(f"{message('severity.error')}: {text}", file=sys.stderr)
         return 2
     except FileNotFoundError as e:
         if debug:
             traceback.print_exc()
-        print(f"error: {message('error.file_not_found', {'path': e.filename or e})}", file=sys.stderr)
+        print(f"{message('severity.error')}: {message('error.file_not_found', {'path': e.filename or e})}", file=sys.stderr)
         return 2
     except Exception as e:  # the last line of defence: one clear line, the traceback on --debug
         if debug or os.environ.get("TUNEBOARD_DEBUG"):

@@ -109,6 +109,9 @@ class DataConfig:
             _fail("datasets", "error.config.required", "at least one dataset is required")
         _check_range(self, "max_length", 8)
         _check_range(self, "val_size", 0)
+        if self.val_size >= 1 and not float(self.val_size).is_integer():
+            _fail("val_size", "error.config.range", f"must be a fraction below 1 or a whole row count, got {self.val_size}",
+                  value=self.val_size, bound="< 1 or a whole number")
         _check_range(self, "num_proc", 1)
 
 
@@ -328,7 +331,7 @@ def parse_value(text: str) -> Any:
 
 def _build(cls: type, data: Any, prefix: str) -> Any:
     if not isinstance(data, dict):
-        raise ConfigError(prefix.rstrip(".") or "<root>", "error.config.type", "must be a mapping", expected="mapping")
+        raise ConfigError(prefix.rstrip(".") or "<root>", "error.config.type", "must be a mapping", expected="type.mapping")
     hints = typing.get_type_hints(cls)
     known = {f.name: f for f in dataclasses.fields(cls)}
     for key in data:
@@ -421,9 +424,13 @@ def _unknown(dotted: str, key: str, known: list[str]) -> ConfigError:
                        known=", ".join(known))
 
 
+_TERMS = {"number": "type.number", "integer": "type.integer", "true/false": "type.bool", "text": "type.text",
+          "list": "type.list", "mapping": "type.mapping"}  # said in the reader's language (messages._term)
+
+
 def _type_error(name: str, value: Any, expected: str) -> None:
     raise ConfigError(name, "error.config.type", f"expected {expected}, got {json.dumps(value, default=str)}",
-                      value=value, expected=expected)
+                      value=value, expected=_TERMS.get(expected, expected))
 
 
 def field_help(cls: type = RunConfig, prefix: str = "") -> list[tuple[str, str, Any]]:

@@ -532,7 +532,7 @@ def _hub_config(repo_id: str, revision: str | None) -> dict:
 # ---- text and the CLI verb -----------------------------------------------------------------
 
 
-def render(est: Estimate, name: str = "", lang: str = "en") -> str:
+def render(est: Estimate, name: str = "", lang: str | None = None) -> str:
     """A few aligned lines for a terminal: each part, the total against the GPU, the advice."""
     def gb(x: int) -> str:
         return f"{x / GB:6.2f} GB" if x >= GB / 10 else f"{x / 2**20:6.1f} MB"

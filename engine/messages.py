@@ -13,6 +13,13 @@ from typing import Any
 from .paths import LOCALES
 
 DEFAULT_LANG = "en"
+_language = DEFAULT_LANG  # what a `message` without a language says: the CLI's --lang / $TUNEBOARD_LANG
+
+
+def set_language(lang: str | None) -> None:
+    """The language of the command line's messages (a known one; else English)."""
+    global _language
+    _language = lang if lang in languages() else DEFAULT_LANG
 
 
 @cache
@@ -28,13 +35,23 @@ def languages() -> list[str]:
     return sorted(p.stem for p in LOCALES.glob("*.json"))
 
 
-def message(key: str, params: dict[str, Any] | None = None, lang: str = DEFAULT_LANG) -> str:
-    """The text for `key` in `lang` (falling back to English, then to the key itself)."""
+def message(key: str, params: dict[str, Any] | None = None, lang: str | None = None) -> str:
+    """The text for `key` in `lang` (default: `set_language`'s, else English; falling back to English, then
+    to the key itself)."""
+    lang = lang or _language
     text = table(lang).get(key) or table(DEFAULT_LANG).get(key) or key
+    params = {k: _term(v, lang) for k, v in (params or {}).items()}
     try:
-        return text.format(**(params or {}))
+        return text.format(**params)
     except (KeyError, IndexError, ValueError):
         return text
+
+
+def _term(value: Any, lang: str) -> Any:
+    """A parameter that names a kind of value (`type.text`) is said in the message's language."""
+    if isinstance(value, str) and value.startswith("type."):
+        return table(lang).get(value) or table(DEFAULT_LANG).get(value) or value
+    return value
 
 
 class TuneboardError(Exception):

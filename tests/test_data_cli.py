@@ -97,3 +97,29 @@ def test_hub_name_offline_in_a_fresh_process_is_a_clear_finding(tok_dir):
     assert r.returncode == 1 and "Traceback" not in r.stderr
     [f] = json.loads(r.stdout)["files"][0]["findings"]
     assert f["key"] == "data.hub_offline" and "someuser/somedataset" in f["message"]
+
+
+def test_lang_speaks_korean_including_places_and_kinds_of_values(capsys, tmp_path):
+    p = tmp_path / "bad.jsonl"
+    p.write_text('{"instruction": "질문", "output": 3}\n{"instruction": "q", "output": "a"}\n', encoding="utf-8")
+    rc, out, _ = run(capsys, p, "--lang", "ko")
+    assert rc == 1
+    assert "오류      1행, 필드 output: output 필드는 '텍스트' 형식이어야 하는데 '숫자' 형식입니다" in out
+    assert "type." not in out and "row" not in out
+    rc, out, _ = run(capsys, p)  # the next command is English again
+    assert "row 1, field output: The field output should be text, but it is a number" in out
+    rc = main(["estimate", str(ROOT / "assets/configs/sft_demo.yaml"), "--set", "training.learning_rate=x"])
+    assert rc == 2 and "training.learning_rate: expected a number, got x" in capsys.readouterr().err
+    os.environ["TUNEBOARD_LANG"] = "ja"
+    try:
+        rc = main(["estimate", str(ROOT / "assets/configs/sft_demo.yaml"), "--set", "training.learning_rate=x"])
+    finally:
+        del os.environ["TUNEBOARD_LANG"]
+    assert rc == 2 and capsys.readouterr().err.startswith("エラー: training.learning_rate: 数値")
+
+
+def test_control_characters_in_rows_are_shown_escaped(capsys, tmp_path):
+    p = tmp_path / "esc.jsonl"
+    p.write_text(json.dumps({"instruction": "red \x1b[31mtext", "output": "ok\x00"}) + "\n", encoding="utf-8")
+    rc, out, _ = run(capsys, p)
+    assert "\x1b" not in out and "\x00" not in out and "\\x1b[31mtext" in out

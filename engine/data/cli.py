@@ -8,9 +8,11 @@ Exit code 0 when every file is trainable (warnings allowed), 1 otherwise.
 from __future__ import annotations
 
 import json
+import re
 import sys
 from typing import Any
 
+from ..config import ConfigError
 from ..messages import TuneboardError, message
 from .check import FORMAT_LIST, canonical_format
 from .preview import marked
@@ -35,10 +37,13 @@ def parse_columns(pairs: list[str] | None) -> dict[str, str]:
 def cmd_check(args: Any) -> int:
     fmt = getattr(args, "format", "auto") or "auto"
     if canonical_format(fmt) is None:
-        raise TuneboardError("data.unknown_format", format=fmt, formats="auto, " + FORMAT_LIST)
+        raise TuneboardError("data.unknown_format", format=fmt, formats=FORMAT_LIST)
     columns = parse_columns(getattr(args, "column", None))
     tokenizer = load_tokenizer(getattr(args, "model", None))
     max_length = getattr(args, "max_length", None) or 1024
+    if max_length < 8:  # as data.max_length in a config
+        raise ConfigError("--max-length", "error.config.range", f"must be >= 8, got {max_length}", value=max_length,
+                          bound=">= 8")
     reports = [check_file(path, fmt, columns=columns, tokenizer=tokenizer, max_length=max_length, limit=LIMIT,
                           preview_rows=3 if args.json else 1) for path in args.files]
     ok = all(r.trainable for r in reports)
@@ -51,6 +56,14 @@ def cmd_check(args: Any) -> int:
     return 0 if ok else 1
 
 
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\x9b]")  # not newline or tab
+
+
+def _visible(text: str) -> str:
+    """Control characters from the data shown as escapes: an ESC sequence in a row must not drive the terminal."""
+    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
+
+
 def _print_report(r: FileReport) -> None:
     print(message("data.cli.file", {"path": r.path, "format": r.format or "?", "kind": r.kind or "?", "rows": r.rows}))
     shown: dict[str, int] = {}
@@ -59,7 +72,7 @@ def _print_report(r: FileReport) -> None:
         if shown[f.key] > SHOWN_PER_KIND:
             continue
         where = f.where()
-        print(f"  {f.severity:<8}{where + ': ' if where else ''}{f.message()}")
+        print(f"  {message('severity.' + f.severity):<8}{where + ': ' if where else ''}{_visible(f.message())}")
         if shown[f.key] == SHOWN_PER_KIND and r.counts[f.key] > SHOWN_PER_KIND:
             print("          " + message("data.cli.more", {"count": r.counts[f.key] - SHOWN_PER_KIND}))
     s = r.stats
@@ -74,7 +87,7 @@ def _print_report(r: FileReport) -> None:
             label = f" [{view['label']}]" if view["label"] else ""
             print("  " + message("data.cli.preview", {"row": item["row"], "tokens": view["tokens"],
                                                       "loss": view["loss_tokens"]}) + label)
-            text = marked(view)
+            text = _visible(marked(view))
             text = text if len(text) <= 1200 else text[:1200] + " ..."
             print("    " + text.replace("\n", "\n    "))
     verdict = message("data.cli.trainable" if r.trainable else "data.cli.not_trainable")

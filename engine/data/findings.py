@@ -33,21 +33,22 @@ class Finding:
     params: dict[str, Any] = field(default_factory=dict)
     line: int | None = None
 
-    def message(self, lang: str = "en") -> str:
+    def message(self, lang: str | None = None) -> str:
         return message(self.key, {"row": self.row, "line": self.line, "field": self.field, **self.params}, lang)
 
-    def where(self) -> str:
-        """`row 3 (line 17), field output` — the place, in English, for one-line summaries."""
+    def where(self, lang: str | None = None) -> str:
+        """`row 3 (line 17), field output` — the place, for one-line summaries."""
         parts = []
         if self.row is not None:
-            parts.append(f"row {self.row}" + (f" (line {self.line})" if self.line not in (None, self.row) else ""))
+            same = self.line in (None, self.row)
+            parts.append(message("where.row" if same else "where.row_line", {"row": self.row, "line": self.line}, lang))
         elif self.line is not None:
-            parts.append(f"line {self.line}")
+            parts.append(message("where.line", {"line": self.line}, lang))
         if self.field:
-            parts.append(f"field {self.field}")
+            parts.append(message("where.field", {"field": self.field}, lang))
         return ", ".join(parts)
 
-    def to_dict(self, lang: str = "en") -> dict[str, Any]:
+    def to_dict(self, lang: str | None = None) -> dict[str, Any]:
         return {"row": self.row, "line": self.line, "field": self.field, "severity": self.severity,
                 "key": self.key, "params": self.params, "message": self.message(lang)}
 

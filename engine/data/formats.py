@@ -164,8 +164,9 @@ def _messages_cell(value: Any) -> Any:
 
 
 def _type_name(value: Any) -> str:
-    return {bool: "true/false", int: "number", float: "number", str: "text", list: "list", dict: "object",
-            type(None): "null"}.get(type(value), type(value).__name__)
+    """A value's kind as a message key (`type.text`), which messages render in the reader's language."""
+    return {bool: "type.bool", int: "type.number", float: "type.number", str: "type.text", list: "type.list",
+            dict: "type.object", type(None): "type.null"}.get(type(value), type(value).__name__)
 
 
 def text_field(row: dict, name: str, probs: Problems, required: bool = True) -> str | None:
@@ -179,7 +180,7 @@ def text_field(row: dict, name: str, probs: Problems, required: bool = True) -> 
             probs.add(name, "data.empty_field")
         return None
     if not isinstance(value, str):
-        probs.add(name, "data.wrong_type", expected="text", got=_type_name(value))
+        probs.add(name, "data.wrong_type", expected="type.text", got=_type_name(value))
         return None
     return value if _encodable(value, name, probs) else None
 
@@ -207,7 +208,7 @@ def _content(item: dict, field: str, index: int, probs: Problems) -> str | None:
         probs.add(field, "data.empty_message", index=index)
         return None
     if not isinstance(value, str):
-        probs.add(field, "data.wrong_type", expected="text", got=f"{_type_name(value)} (message {index})")
+        probs.add(field, "data.wrong_type_in_message", index=index, expected="type.text", got=_type_name(value))
         return None
     return value if _encodable(value, field, probs) else None
 
@@ -219,7 +220,7 @@ def turns(value: Any, field: str, probs: Problems, weights: bool = False) -> lis
     1 trains on it, 0 keeps it as context only (the message then carries "weight": 0)."""
     value = _json_cell(value)  # CSV and Parquet files often hold conversations as JSON text
     if not isinstance(value, list):
-        probs.add(field, "data.wrong_type", expected="list of messages", got=_type_name(value))
+        probs.add(field, "data.wrong_type", expected="type.messages", got=_type_name(value))
         return None
     if not value:
         probs.add(field, "data.empty_field")
@@ -227,11 +228,15 @@ def turns(value: Any, field: str, probs: Problems, weights: bool = False) -> lis
     out, ok = [], True
     for i, item in enumerate(value, 1):
         if not isinstance(item, dict):
-            probs.add(field, "data.wrong_type", expected="message object", got=f"{_type_name(item)} (message {i})")
+            probs.add(field, "data.wrong_type_in_message", index=i, expected="type.message", got=_type_name(item))
             ok = False
             continue
         raw = item.get("role", item.get("from"))
         role = ROLES.get(raw.lower()) if isinstance(raw, str) else None
+        if raw is None:
+            probs.add(field, "data.no_role", index=i, roles=", ".join(sorted(ROLES)))
+            ok = False
+            continue
         if role is None:
             probs.add(field, "data.unknown_role", index=i, role=str(raw), roles=", ".join(sorted(ROLES)))
             ok = False
@@ -301,7 +306,7 @@ def _alpaca_prompt(row: dict, probs: Problems) -> list[dict] | None:
         if not isinstance(history, list) or not all(
             isinstance(p, (list, tuple)) and len(p) == 2 and all(isinstance(x, str) for x in p) for p in history
         ):
-            probs.add("history", "data.wrong_type", expected="list of [question, answer] pairs", got=_type_name(history))
+            probs.add("history", "data.wrong_type", expected="type.history", got=_type_name(history))
             return None
         if not all(_encodable(x, "history", probs) for pair in history for x in pair):
             return None
@@ -339,7 +344,7 @@ def _answer(value: Any, field: str, probs: Problems, prompt: list[dict] | None =
         probs.add(field, "data.empty_field")
         return None
     if not isinstance(value, str):
-        probs.add(field, "data.wrong_type", expected="text", got=_type_name(value))
+        probs.add(field, "data.wrong_type", expected="type.text", got=_type_name(value))
         return None
     return [{"role": "assistant", "content": value}]
 
@@ -426,7 +431,7 @@ def normalize_row(row: Any, fmt: str) -> tuple[dict | None, Problems]:
     record: dict | None = None
     if fmt == "alpaca":
         if isinstance(row.get("output"), list):
-            probs.add("output", "data.wrong_type", expected="text", got="list")
+            probs.add("output", "data.wrong_type", expected="type.text", got="type.list")
             return None, probs
         prompt = _alpaca_prompt(row, probs)
         output = text_field(row, "output", probs)

@@ -46,7 +46,7 @@ class FileReport:
     def trainable(self) -> bool:
         return self.errors == 0 and self.valid > 0
 
-    def to_dict(self, lang: str = "en") -> dict[str, Any]:
+    def to_dict(self, lang: str | None = None) -> dict[str, Any]:
         return {"path": self.path, "source": self.source, "format": self.format, "kind": self.kind,
                 "rows": self.rows, "valid": self.valid, "trainable": self.trainable, "errors": self.errors,
                 "warnings": self.warnings, "counts": self.counts,
