@@ -273,3 +273,20 @@ def test_alpaca_input_alone_is_a_prompt(tmp_path):
     _, result = inspect_path(str(p))
     assert _found_in(p) == [(3, "instruction", "data.empty_field")]
     assert [r["messages"][0]["content"] for r in result.good] == ["본문", "글"]
+
+
+def test_rows_whose_prompt_fills_the_cutoff_are_said_to_be_left_out_as_training_does(tmp_path):
+    p = tmp_path / "long.jsonl"
+    long_prompt = " ".join(["word"] * 400)
+    p.write_text(json.dumps({"instruction": "short", "output": "fine"}) + "\n"
+                 + json.dumps({"instruction": long_prompt, "output": "lost"}) + "\n"
+                 + json.dumps({"instruction": "short again", "output": " ".join(["long"] * 400)}) + "\n",
+                 encoding="utf-8")
+    _, result = inspect_path(str(p), max_length=64)
+    said = [(f.row, f.key) for f in result.findings]
+    assert (2, "data.prompt_past_cutoff") in said and (3, "data.prompt_past_cutoff") not in said
+    assert next(f for f in result.findings if f.key == "data.too_long").params["count"] == 1  # row 3: cut
+    p.write_text(json.dumps({"instruction": long_prompt, "output": "lost"}) + "\n", encoding="utf-8")
+    _, result = inspect_path(str(p), max_length=64)
+    assert [(f.severity, f.key) for f in result.findings if f.severity == "error"] == [
+        ("error", "error.no_answer_within_cutoff")]

@@ -28,7 +28,7 @@ from .formats import (
 )
 from .preview import stats
 from .sources import is_turns
-from .tokens import token_lengths
+from .tokens import count, render_chat, token_lengths
 
 FORMAT_ALIASES = {"auto": "auto", "openai": "messages", "chatml": "messages", "conversation": "sharegpt",
                   "prompt-completion": "prompt_completion", "dpo": "preference", "pairwise": "preference",
@@ -134,7 +134,7 @@ def analyze(rows: list[Any], fmt: str = "auto", *, columns: dict[str, str] | Non
             i = good[k]
             out.findings.append(error(out.numbers[i], None, "data.template_error", at(i), error=reason))
         if max_length:
-            _too_long(out, good, max_length)
+            _too_long(out, good, max_length, tokenizer, at)
     return out
 
 
@@ -217,13 +217,44 @@ def _system_some_rows(out: Analysis, good: list[int], at: Any) -> None:
                                     count=len(with_system), total=len(good)))
 
 
-def _too_long(out: Analysis, good: list[int], max_length: int) -> None:
+def _too_long(out: Analysis, good: list[int], max_length: int, tokenizer: Any = None, at: Any = None) -> None:
     over = np.flatnonzero(out.lengths > max_length)
     if not len(over):
         return
+    if out.format not in ("text", "preference"):  # training cuts a conversation at its end: one whose first
+        dropped = set(_prompt_past_cutoff([out.records[good[k]] for k in over[:2000]], tokenizer, max_length))
+        for j in sorted(dropped):  # answer starts past the cutoff keeps no answer token and is left out
+            i = good[over[j]]
+            out.findings.append(warning(out.numbers[i], None, "data.prompt_past_cutoff", at(i) if at else None,
+                                        max_length=max_length))
+        if dropped and len(dropped) == len(good):
+            out.findings.append(error(None, None, "error.no_answer_within_cutoff", rows=len(good), max_length=max_length))
+        over = np.array([k for j, k in enumerate(over) if j not in dropped], dtype=np.int64)
+        if not len(over):
+            return
     s = stats(out.lengths, max_length, out.counting)
     rows = ", ".join(str(out.numbers[good[k]]) for k in over[:10]) + (", ..." if len(over) > 10 else "")
     key = "data.too_long_split" if out.format == "text" else "data.too_long"  # pretraining splits texts
-    out.findings.append(warning(None, None, key, count=s["over_cutoff"], total=len(good),
+    out.findings.append(warning(None, None, key, count=len(over), total=len(good),
                                 max_length=max_length, longest=s["max"], p50=s["p50"], p90=s["p90"], p99=s["p99"],
                                 rows=rows, counting=out.counting))
+
+
+def _prompt_past_cutoff(records: list[dict], tokenizer: Any, max_length: int) -> list[int]:
+    """Indexes of the conversations whose first answer to train on starts at or past `max_length` tokens."""
+    firsts = []
+    for k, r in enumerate(records):
+        msgs = r.get("messages") or (r.get("prompt", []) + r.get("completion", []))
+        j = next((j for j, m in enumerate(msgs) if m["role"] == "assistant" and m.get("weight", 1) != 0), None)
+        if j:
+            firsts.append((k, msgs[:j]))
+    if not firsts:
+        return []
+    texts = []
+    for _, prompt in firsts:
+        try:
+            texts.append(render_chat(tokenizer, prompt, add_generation_prompt=True))
+        except Exception:  # noqa: BLE001 - a template that refuses the row is reported by the length check
+            texts.append(render_chat(None, prompt, add_generation_prompt=True))
+    lengths = count(tokenizer, texts)
+    return [k for (k, _), n in zip(firsts, lengths, strict=True) if n >= max_length]
