@@ -354,6 +354,32 @@ def test_a_form_problem_blocks_start(tmp_path):
     assert "此项为必填" in live.gate(s, "zh")[3]
 
 
+def test_a_bad_value_outside_the_data_does_not_stop_the_data_check(tmp_path):
+    """A negative learning rate used to make Gradio refuse every event, so the panel kept the last file."""
+    from board.form import build_config
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"instruction": "a", "output": "b"}\n{"instruction": oops}\n')
+    form = {**values(), "training.learning_rate": -1, "data.datasets": [str(bad)]}
+    cfg, problem = data_tab.data_config(form, lambda v: build_config(v, None, tmp_path))
+    assert problem is None and cfg.data.datasets[0].path == str(bad)
+    s = Session()
+    data_tab.check_view(s, cfg, problem, tmp_path)
+    assert s.data.errors == 1 and s.data.first_error["row"] == 2
+    cfg, problem = data_tab.data_config({**form, "data.max_length": 2}, lambda v: build_config(v, None, tmp_path))
+    assert cfg is None and problem.field == "data.max_length"
+
+
+def test_no_number_box_refuses_events_by_its_own_range(tmp_path):
+    import gradio as gr
+
+    from board.app import build_app
+
+    demo, _ = build_app(tmp_path)
+    numbers = [b for b in demo.blocks.values() if isinstance(b, gr.Number)]
+    assert numbers and all(n.minimum is None and n.maximum is None for n in numbers)
+
+
 # ---- runs tab -----------------------------------------------------------------------------------
 
 

@@ -293,6 +293,23 @@ def lengths_figure(reports: list[Any], cutoff: int, lang: str):
     return fig
 
 
+DATA_FIELDS = ("data.", "model.", "stage")  # what the data check depends on
+
+
+def data_config(values: dict, build) -> tuple[RunConfig | None, ConfigError | TuneboardError | None]:
+    """The config the data check reads, or the problem with a field it depends on. A bad value in another
+    field (a negative learning rate) is left to Start to name: the data is still checked, with its default."""
+    for _ in range(len(values) + 1):
+        try:
+            return build(values), None
+        except (ConfigError, TuneboardError) as e:
+            name = getattr(e, "field", None)
+            if not isinstance(e, ConfigError) or name not in values or name.startswith(DATA_FIELDS):
+                return None, e
+            values = {k: v for k, v in values.items() if k != name}
+    return None, None
+
+
 def check_view(
     s: Session, cfg: RunConfig | None, problem: ConfigError | TuneboardError | None, workdir: Path
 ) -> tuple:
@@ -474,11 +491,7 @@ def wire(ui: UI) -> None:
 
         s = data[ui.session]
         with s.lock:
-            try:
-                cfg = build_config(ui.form(data), s.base, workdir)
-                problem = None
-            except (ConfigError, TuneboardError) as e:
-                cfg, problem = None, e
+            cfg, problem = data_config(ui.form(data), lambda values: build_config(values, s.base, workdir))
             out = check_view(s, cfg, problem, workdir)
             return (*out, *gate(s, s.lang))
 
