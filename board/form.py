@@ -7,6 +7,8 @@ list of modules, one list of dataset paths) and are translated here, in both dir
 
 from __future__ import annotations
 
+import copy
+import functools
 from typing import Any
 
 from engine.config import RunConfig
@@ -44,6 +46,21 @@ def format_columns(columns: dict[str, str]) -> str:
 
 def _blank(value: Any) -> bool:
     return value is None or (isinstance(value, str) and not value.strip())
+
+
+@functools.cache
+def _start() -> RunConfig:
+    from engine.paths import CONFIGS
+
+    try:
+        return RunConfig.load(str(CONFIGS / "sft_demo.yaml"))
+    except (OSError, ValueError):  # an install without the presets: the plain defaults
+        return RunConfig()
+
+
+def start_config() -> RunConfig:
+    """What a new page shows: the sft_demo preset, which trains visibly on a CPU in about a minute."""
+    return copy.deepcopy(_start())
 
 
 def form_to_config(values: dict[str, Any], base: dict[str, Any] | None = None) -> RunConfig:

@@ -174,7 +174,7 @@ def view(s: Session, jobs: Jobs, force: bool = False) -> tuple:
             return (SKIP,) * N_OUTPUTS
         waiting = w.path is None or w.active
         plots = tuple(figure(w.curves, name, lang, waiting) if curves_changed else SKIP for name in PLOTS)
-        log = (read_tail(log_path) if log_path is not None else "") if log_changed else SKIP
+        log = (_last_lines(read_tail(log_path)) if log_path is not None else "") if log_changed else SKIP
         if not changed:
             return (SKIP, *plots, log) + (SKIP,) * 9
         tb = (w.error or {}).get("traceback") or ""
@@ -195,3 +195,10 @@ def view(s: Session, jobs: Jobs, force: bool = False) -> tuple:
             top_status_html(w, lang),
             message,
         )
+
+
+LOG_LINES = 16  # the log box's height: the newest lines always in view, with no scrolling (the Runs tab has it all)
+
+
+def _last_lines(text: str) -> str:
+    return "\n".join(text.rstrip("\n").split("\n")[-LOG_LINES:])

@@ -24,6 +24,12 @@ class DataReport:
     signature: str = ""  # what was checked (paths, format, columns, cutoff, stage)
 
 
+def _start_fields() -> dict[str, Any]:
+    from .form import start_config
+
+    return start_config().to_dict()
+
+
 class Session:
     """Not a dataclass on purpose: Gradio would try to serialise a dataclass default into the page."""
 
@@ -33,7 +39,8 @@ class Session:
         self.data = DataReport()
         self.data_reports: list[Any] = []  # engine.data FileReports of the last check
         self.data_cutoff = 1024
-        self.base: dict[str, Any] = {}  # a loaded config's fields the page has no control for
+        # a loaded config's fields the page has no control for; a new page starts from the sft_demo preset
+        self.base: dict[str, Any] = _start_fields()
         self.lock = threading.RLock()
 
     def __deepcopy__(self, memo: dict) -> Session:

@@ -33,6 +33,7 @@ class ChatWorker:
         self._proc = None
         self._requests = self._replies = self._stop = None
         self._next = 0
+        self.last_info: dict | None = None
 
     @property
     def alive(self) -> bool:
@@ -105,6 +106,8 @@ class ChatWorker:
         for kind, data in self.request(op, **params):
             if kind == "done":
                 result = data
+        if op in ("info", "load", "unload") and isinstance(result, dict):
+            self.last_info = result  # what is loaded, for a page that asks without waiting on a generation
         return result
 
     def interrupt(self) -> None:

@@ -43,6 +43,15 @@ def _fingerprint() -> str:
     return h.hexdigest()[:12]
 
 
+def demo_built(workdir: str | os.PathLike | None = None) -> bool:
+    """The demo model is cached and current (ensure_demo_model returns at once)."""
+    stamp = models_dir(workdir) / DEMO_NAME / "tuneboard_demo.json"
+    try:
+        return json.loads(stamp.read_text()).get("fingerprint") == _fingerprint()
+    except (OSError, ValueError):
+        return False
+
+
 def ensure_demo_model(workdir: str | os.PathLike | None = None) -> Path:
     """The cached demo model folder, built on first use (about ten seconds on two CPU cores)."""
     target = models_dir(workdir) / DEMO_NAME

@@ -23,7 +23,7 @@ from .paths import runs_dir
 
 RUNNING, FINISHED, STOPPED, FAILED = "running", "finished", "stopped", "failed"
 STOP_FILE = "stop.request"  # touched in a run folder, it stops that run after its current step (board, scripts)
-_ID_OK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_ID_OK = re.compile(r"^\w[\w.-]{0,127}$")  # letters of any script: a run may be called 한국어-실행
 
 
 @dataclass
@@ -49,7 +49,7 @@ def create_run(cfg: RunConfig, workdir: str | os.PathLike | None = None) -> Path
     """Make `<workdir>/runs/<id>/` with the config written; ids sort by time and never collide."""
     base = runs_dir(workdir)
     base.mkdir(parents=True, exist_ok=True)
-    prefix = re.sub(r"[^A-Za-z0-9._-]+", "-", cfg.run_name or cfg.stage).strip("-") or cfg.stage
+    prefix = re.sub(r"[^\w.-]+", "-", cfg.run_name or cfg.stage).strip("-.") or cfg.stage
     stamp = time.strftime("%Y%m%d-%H%M%S")
     for n in range(1000):
         run_id = f"{stamp}-{prefix}" + (f"-{n}" if n else "")

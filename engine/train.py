@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Optional
 
 from .config import RunConfig, config_from_args
-from .events import Error, Event, Finished, LogStep, Progress, RunStarted, Warning
+from .events import CheckpointSaved, Error, Evaluation, Event, Finished, LogStep, Progress, RunStarted, Warning
 from .messages import TuneboardError, error_key, message
 from .paths import default_workdir
 from .runs import STOP_FILE, create_run, latest_checkpoint
@@ -52,9 +52,20 @@ def _log_line(ev: Event) -> str:
         parts = [f"step {ev.step}"] + [f"{k} {v:.4g}" for k, v in (("loss", ev.loss), ("lr", ev.learning_rate),
                                                                    ("grad_norm", ev.grad_norm)) if v is not None]
         return "  ".join(parts + [f"{k} {v:.4g}" for k, v in ev.metrics.items()])
+    if isinstance(ev, Evaluation):
+        return f"eval at step {ev.step}  " + "  ".join(f"{k} {v:.4g}" for k, v in ev.metrics.items())
+    if isinstance(ev, (Warning, Error)):
+        return f"{'warning' if isinstance(ev, Warning) else 'error'}: {ev.message or ev.key}"
+    if isinstance(ev, CheckpointSaved):
+        return f"checkpoint at step {ev.step}: {ev.path}"
+    if isinstance(ev, RunStarted):
+        return (f"started {ev.stage} on {ev.device} ({ev.precision}, {ev.attn_implementation}): "
+                f"{ev.trainable_params:,} of {ev.total_params:,} parameters trainable, {ev.train_rows} training rows, "
+                f"{ev.eval_rows} validation rows, {ev.total_steps} steps")
+    if isinstance(ev, Finished):
+        return f"{ev.status} at step {ev.step}" + (f": {ev.output_dir}" if ev.output_dir else "")
     d = ev.to_dict()
     d.pop("time", None)
-    d.pop("traceback", None)
     return json.dumps(d, ensure_ascii=False, default=str)
 
 
@@ -135,7 +146,10 @@ def _train(cfg: RunConfig, run_dir: Path, log: EventLog, should_stop, workdir, d
     from . import model as model_mod
     from .callbacks import EventCallback
     from .data import load_training_data
+    from .demo import demo_built, is_demo
 
+    if is_demo(cfg.model.name_or_path) and not demo_built(workdir):  # else the first Start looks stuck
+        log(Warning(key="warning.building_demo", message=message("warning.building_demo")))
     res = model_mod.resolve(cfg, workdir)
     if cfg.training.optim not in ("auto", res.optim):
         log(Warning(key="warning.optim_fallback", params={"optim": cfg.training.optim, "used": res.optim},

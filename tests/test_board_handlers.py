@@ -291,6 +291,13 @@ def test_start_refuses_bad_data(tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
+def test_start_refuses_a_model_folder_that_is_not_there(tmp_path):
+    s = Session()
+    out = train_tab.start(s, values(model__name_or_path=str(tmp_path / "not-a-model")), None, Jobs(tmp_path))
+    assert "tb-msg-error" in out and "not-a-model" in out
+    assert not (tmp_path / "runs").exists()
+
+
 # ---- data tab ----------------------------------------------------------------------------------
 
 

@@ -233,6 +233,18 @@ def test_run_ids_cannot_leave_the_workdir(jobs):
             jobs.resume(bad)
 
 
+def test_run_names_in_any_script_are_kept_and_nothing_else_gets_through(tmp_path):
+    from engine.runs import create_run, resolve_run
+
+    made = {n: create_run(RunConfig.from_dict({"run_name": n}), tmp_path).name
+            for n in ("한국어-실행", "long run/äö", "日本語 テスト", "../..", "a/../../b")}
+    assert made["한국어-실행"].endswith("-한국어-실행") and made["long run/äö"].endswith("-long-run-äö")
+    assert made["日本語 テスト"].endswith("-日本語-テスト")
+    assert made["../.."].endswith("-sft") and made["a/../../b"].endswith("-a-..-..-b")
+    assert all((tmp_path / "runs" / m).is_dir() for m in made.values())
+    assert resolve_run(made["한국어-실행"], tmp_path) == (tmp_path / "runs" / made["한국어-실행"]).resolve()
+
+
 def test_open_attempt():
     s, f = RunStarted(run_id="r", stage="sft"), Finished(status="stopped")
     assert _open_attempt([]) and _open_attempt([s]) and not _open_attempt([s, f])

@@ -37,7 +37,7 @@ SETTINGS = ["chat-system", "chat-mode", "chat-temperature", "chat-top-k", "chat-
 SWEEP_COLUMNS = ["chat.col_seed", "chat.col_answer"]
 SAMPLE_COLUMNS = ["eval.col_prompt", "eval.col_reference", "eval.col_prediction", "eval.col_rouge"]
 EXPORT_COLUMNS = ["export.col_folder", "export.col_kind", "export.col_run", "export.col_size", "export.col_time"]
-_NAME_OK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+_NAME_OK = re.compile(r"^\w[\w.-]{0,99}$")  # letters and digits of any script
 
 
 # ---- handlers (plain functions) -------------------------------------------------------------
@@ -535,8 +535,10 @@ def wire(ui: UI) -> None:
 
     def relabel(s: Session, run_id, recs) -> tuple:
         metrics, samples = eval_view(workdir, run_id, s.lang)
+        info = getattr(worker, "last_info", None) if worker.alive else None  # never waits on a generation
         return (metrics, samples, export_table(workdir, s.lang), update(headers=[t(k, s.lang) for k in SWEEP_COLUMNS]),
-                meta_html(recs[-1] if recs else None, s.lang))
+                meta_html(recs[-1] if recs else None, s.lang), status_html(info, s.lang))
 
     ui.on_lang.append((relabel, [ui.session, c["eval-run"], records],
-                       [c["eval-metrics"], c["eval-samples"], c["export-list"], c["chat-sweep-table"], c["chat-meta"]]))
+                       [c["eval-metrics"], c["eval-samples"], c["export-list"], c["chat-sweep-table"], c["chat-meta"],
+                        c["chat-status"]]))

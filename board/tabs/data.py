@@ -358,7 +358,9 @@ def headers(lang: str) -> list[str]:
 
 
 def build(ui: UI) -> None:
-    d = RunConfig().data
+    from ..form import start_config
+
+    d = start_config().data
     with gr.Row(equal_height=False):
         with gr.Column(scale=2, min_width=340, elem_classes=["tb-settings"]):
             ui.add(

@@ -208,7 +208,9 @@ def _part_label(name: str, lang: str) -> str:
 
 
 def build(ui: UI) -> None:
-    d = RunConfig()
+    from ..form import start_config
+
+    d = start_config()
     with gr.Row(equal_height=False):
         with gr.Column(scale=3):
             ui.add(gr.Markdown, "model-base-title", text="ui.model.base_title", elem_classes=["tb-section"])

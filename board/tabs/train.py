@@ -15,13 +15,14 @@ from typing import Any
 import gradio as gr
 
 from engine.config import RunConfig
+from engine.demo import is_demo
 from engine.messages import TuneboardError
 
 from ..charts import METRICS, Curves, figure
 from ..form import build_config, config_to_form
 from ..i18n import SKIP, t, update
 from ..jobs import Jobs
-from ..live import PLOTS, attach, error_html, gate, message_html, progress_html, view
+from ..live import LOG_LINES, PLOTS, attach, error_html, gate, message_html, progress_html, view
 from ..safety import run_path
 from ..session import Session
 from ..ui import UI
@@ -59,7 +60,11 @@ def start(s: Session, values: dict[str, Any], token: str | None, jobs: Jobs) -> 
         if s.data.errors:
             return gate(s, lang)[3].replace("tb-msg-warning", "tb-msg-error")
         try:
+            from engine.model import local_model_dir
+
             cfg = build_config(values, s.base, jobs.workdir)
+            if not is_demo(cfg.model.name_or_path):
+                local_model_dir(cfg.model.name_or_path)  # a folder that holds no model: said now, not after a start
             run_id = jobs.start(cfg, token=(token or "").strip() or None)
         except Exception as e:
             return error_html(e, lang)
@@ -172,7 +177,9 @@ def on_stage(stage: str, datasets: list[str] | str | None) -> tuple[dict, dict, 
 
 
 def build(ui: UI) -> None:
-    d = RunConfig()
+    from ..form import start_config
+
+    d = start_config()
     tr = d.training
     with gr.Row(equal_height=False):
         with gr.Column(scale=2, min_width=340, elem_classes=["tb-settings"]):
@@ -496,7 +503,7 @@ def build(ui: UI) -> None:
                 label="ui.train.log",
                 value="",
                 lines=8,
-                max_lines=16,
+                max_lines=LOG_LINES,
                 autoscroll=True,
                 interactive=False,
                 buttons=["copy"],
