@@ -246,15 +246,17 @@ def test_demo_run_streams_reattaches_stops_and_resumes(page, chromium, board):
 
 
 def test_a_failed_run_reads_as_a_sentence_with_details_on_demand(page, board):
-    (board.home / "not-a-model").mkdir(exist_ok=True)  # a folder in the workdir without config.json
+    broken = board.home / "broken-model"  # a model folder whose config.json names no architecture: Start takes
+    broken.mkdir(exist_ok=True)  # it (a folder without config.json is refused at Start), loading it fails
+    (broken / "config.json").write_text('{"model_type": "no-such-architecture"}')
     open_board(page, board.url)
-    page.fill("#model-name input", "./not-a-model")
+    page.fill("#model-name input", "./broken-model")
     page.press("#model-name input", "Enter")
     tab(page, "train")
     start(page)
     assert wait_status(page, {"failed", "finished", "stopped"}, FIRST_POINTS_S) == "failed"
     alert = page.inner_text("#train-alerts")
-    assert "Model not found" in alert and "Traceback" not in alert, alert
+    assert "no-such-architecture" in alert and "Traceback" not in alert, alert
     page.click("#train-details")  # the traceback is one click away
     page.wait_for_function(
         "() => document.querySelector('#train-traceback')?.textContent.includes('Traceback')", timeout=30_000
