@@ -560,6 +560,24 @@ def render(est: Estimate, name: str = "", lang: str | None = None) -> str:
     return "\n".join(lines)
 
 
+def describe_changes(overrides: dict[str, Any], lang: str | None = None) -> str:
+    """An advice's config changes in words: "gradient checkpointing · micro-batch 1 × 8 · 4-bit · cutoff 512"."""
+    words = []
+    for k, v in overrides.items():
+        if k == "training.gradient_checkpointing" and v:
+            words.append(message("estimate.change.checkpointing", None, lang))
+        elif k == "training.per_device_train_batch_size":
+            accum = overrides.get("training.gradient_accumulation_steps", 1)
+            words.append(message("estimate.change.batch", {"batch": v, "accum": accum}, lang))
+        elif k == "quantization.bits" and v == 4:
+            words.append(message("estimate.change.quantize", None, lang))
+        elif k == "data.max_length":
+            words.append(message("estimate.change.cutoff", {"length": v}, lang))
+        elif k == "adapter.method" and v == "lora":
+            words.append(message("estimate.change.lora", None, lang))
+    return " · ".join(words)
+
+
 def local_gpu() -> tuple[float, tuple[int, int]] | None:
     """The first CUDA device's memory (GB) and compute capability, only if torch is installed; None without one."""
     import importlib.util

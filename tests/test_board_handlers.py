@@ -411,10 +411,10 @@ def test_runs_listing_detail_and_compare(tmp_path):
     assert table["value"][0][1] == "stopped" and table["value"][1][4] == "3/3"
     assert pick["value"] == "20250102-000000-sft" and compare["value"] == []
     card, loss, lr, config, log = runs_tab.detail(jobs, "20250101-000000-sft", "en")
-    assert 'data-status="finished"' in card and "train_loss" in card and "eval_perplexity" not in card
+    assert 'data-status="finished"' in card and "training loss (mean)" in card and "perplexity" not in card
     (tmp_path / "runs" / "20250101-000000-sft" / "eval.json").write_text('{"perplexity": 13.75, "bleu": 4.5}')
     card, *_ = runs_tab.detail(jobs, "20250101-000000-sft", "en")
-    assert "eval_perplexity</td><td>13.75" in card and "eval_bleu</td><td>4.5" in card
+    assert "perplexity</td><td>13.75" in card and "BLEU</td><td>4.5" in card
     assert list(loss.data[0].y) == [3.0, 2.0, 1.0] and "stage: sft" in config and log == "step 1\n"
     fig = runs_tab.compare(jobs, ["20250101-000000-sft", "20250102-000000-sft", "../x"], "en")
     assert [tr.name for tr in fig.data] == ["20250101-000000-sft", "20250102-000000-sft"]

@@ -16,7 +16,7 @@ import gradio as gr
 
 from engine import estimate as est_mod
 from engine.config import ConfigError, RunConfig
-from engine.estimate import DEFAULT_GPU_GB, Estimate
+from engine.estimate import DEFAULT_GPU_GB, Estimate, describe_changes
 from engine.messages import TuneboardError
 
 from ..i18n import t, t_or, update
@@ -188,6 +188,9 @@ def _render_estimate(est: Estimate, gpu: float, lang: str, title: str) -> str:
         f"<tr><td>{html.escape(_part_label(k, lang))}</td><td>{_fmt_gb(v)}</td></tr>" for k, v in data["parts"].items()
     )
     notes = "".join(f"<li>{html.escape(t(n['key'], lang, **n['params']))}</li>" for n in data["notes"])
+    advice = getattr(est, "advice", None)
+    if advice and advice.key in ("estimate.advice.combine", "estimate.advice.none"):  # which changes, in words
+        notes += f"<li>{html.escape(describe_changes(advice.overrides, lang))}</li>"
     return (
         f'<div class="tb-card tb-estimate" data-fits="{str(fits).lower()}">{title}'
         f'<div class="tb-estimate-total">{_fmt_gb(total)} <span class="tb-muted">/ {gpu:g} GB</span></div>'
