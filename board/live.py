@@ -114,7 +114,7 @@ def gate(s: Session, lang: str) -> tuple[dict, dict, dict, str]:
             "ui.train.reason_data",
             lang,
             count=s.data.errors,
-            first=(where + " " + t(first["key"], lang, **first.get("params", {}))).strip(),
+            first=(where + " " + t(first["key"], lang, **first.get("params", {}))).strip().rstrip(".。"),
         )
     can_resume = (
         not w.active and w.status in (STOPPED, FAILED) and w.path is not None and latest_checkpoint(w.path) is not None

@@ -69,6 +69,11 @@ def test_settings_follow_the_decoding_mode():
     assert e.value.field == "generation.top_p"
 
 
+def test_controls_a_decoding_mode_ignores_are_greyed_out():
+    states = {m: [u["interactive"] for u in chat.mode_controls(m)] for m in ("greedy", "sample", "beam")}
+    assert states == {"greedy": [False] * 5, "sample": [True] * 4 + [False], "beam": [False] * 4 + [True]}
+
+
 def test_history_becomes_the_prompt():
     history = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": [{"type": "text", "text": "hello"}]}]
     assert chat.messages_of(history) == [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]

@@ -104,6 +104,15 @@ def status_html(info: dict | None, lang: str) -> str:
                                 device=info["device"], precision=info["precision"] + quant))
 
 
+MODE_CONTROLS = ["chat-temperature", "chat-top-k", "chat-top-p", "chat-min-p", "chat-num-beams"]
+
+
+def mode_controls(mode: str) -> tuple:
+    """Greyed out where a decoding mode ignores them: sampling's knobs for greedy and beams, beams for the others."""
+    sampling = mode == "sample"
+    return (*(update(interactive=sampling) for _ in MODE_CONTROLS[:4]), update(interactive=mode == "beam"))
+
+
 def ensure_loaded(worker: ChatWorker, run_id: Optional[str]) -> dict:
     """The worker's model, loading `run_id` first when another (or none) is loaded."""
     if not run_id:
@@ -406,7 +415,8 @@ def build(ui: UI) -> None:
                 ui.add(gr.Slider, "chat-max-new-tokens", label="chat.max_new_tokens", minimum=1, maximum=4096, step=1,
                        value=d.max_new_tokens)
                 with gr.Row():
-                    ui.add(gr.Number, "chat-num-beams", label="chat.num_beams", value=4, precision=0, minimum=2)
+                    ui.add(gr.Number, "chat-num-beams", label="chat.num_beams", value=4, precision=0, minimum=2,
+                           interactive=False)  # the default mode samples
                     ui.add(gr.Number, "chat-num-return", label="chat.num_return", value=1, precision=0, minimum=1)
                 ui.add(gr.Textbox, "chat-stop-strings", label="chat.stop_strings", info="chat.stop_strings_info",
                        lines=2, value="")
@@ -475,6 +485,7 @@ def wire(ui: UI) -> None:
                           show_progress="hidden")
     c["chat-rerun"].click(lambda s, recs: rerun(worker, recs, s.lang), [ui.session, records],
                           [c["chat-meta"], c["chat-status"]], show_progress="hidden")
+    c["chat-mode"].change(mode_controls, c["chat-mode"], [c[k] for k in MODE_CONTROLS], show_progress="hidden")
     c["chat-load"].click(lambda s, run_id: load(worker, run_id, s.lang), [ui.session, c["chat-run"]], c["chat-status"],
                          show_progress="hidden")
     c["chat-unload"].click(lambda s: unload(worker, s.lang), ui.session, c["chat-status"], show_progress="hidden")
