@@ -290,3 +290,10 @@ def test_rows_whose_prompt_fills_the_cutoff_are_said_to_be_left_out_as_training_
     _, result = inspect_path(str(p), max_length=64)
     assert [(f.severity, f.key) for f in result.findings if f.severity == "error"] == [
         ("error", "error.no_answer_within_cutoff")]
+
+
+def test_a_boolean_weight_is_refused_like_any_other_non_0_or_1(tmp_path):
+    p = tmp_path / "w.jsonl"
+    p.write_text(json.dumps({"messages": [{"role": "user", "content": "hi"},
+                                          {"role": "assistant", "content": "hello", "weight": True}]}) + "\n")
+    assert _found_in(p) == [(1, "messages", "data.bad_weight")]

@@ -247,7 +247,7 @@ def turns(value: Any, field: str, probs: Problems, weights: bool = False) -> lis
             continue
         weight = item.get("weight") if weights and role == "assistant" else None  # OpenAI reads it on answers only
         weight = None if isinstance(weight, float) and weight != weight else weight  # NaN: a table's empty cell
-        if weight is not None and weight not in (0, 1):
+        if weight is not None and (isinstance(weight, bool) or weight not in (0, 1)):  # true == 1 in Python
             probs.add(field, "data.bad_weight", index=i, value=json.dumps(weight, default=str))
             ok = False
             continue
