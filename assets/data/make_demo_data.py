@@ -37,10 +37,11 @@ def sft_rows(rng: random.Random) -> list[dict]:
     for a, b, a_ko, b_ko in OPPOSITES:
         rows.append({"instruction": "Give the opposite word.", "input": a, "output": b})
         rows.append({"instruction": "반대말을 말해 주세요.", "input": a_ko, "output": b_ko})
-    pairs = [(x, y) for x in range(6) for y in range(6)]  # every sum once: a repeated row would be a warning
-    for x, y in pairs:
+    for _ in range(40):
+        x, y = rng.randint(0, 5), rng.randint(0, 5)
         rows.append({"instruction": f"What is {x} plus {y}?", "input": "", "output": f"{x} plus {y} is {x + y}."})
-    for x, y in rng.sample(pairs, 20):
+    for _ in range(20):
+        x, y = rng.randint(0, 5), rng.randint(0, 5)
         rows.append({"instruction": f"{NUM_KO[x]} 더하기 {NUM_KO[y]}는?", "input": "", "output": f"{NUM_KO[x]} 더하기 {NUM_KO[y]}는 {NUM_KO[x + y]}입니다."})
     rows.append({"instruction": "Say hello.", "input": "", "output": "Hello! How can I help you today?"})
     rows.append({"instruction": "인사해 주세요.", "input": "", "output": "안녕하세요! 무엇을 도와드릴까요?"})
