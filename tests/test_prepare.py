@@ -212,9 +212,7 @@ def test_a_run_says_which_rows_had_nothing_to_train_and_refuses_data_with_nothin
     cfg = tiny_sft_config(max_steps=1)
     cfg["data"] = {"datasets": [{"path": str(data)}], "max_length": 128, "val_size": 0}
     events = read_events(str(train_run(workdir, cfg) / "events.jsonl"))
-    said = {e.key: e.params for e in events if isinstance(e, Warning)}
-    assert said.keys() == {"warning.rows_untrained", "warning.data_warnings"} and said["warning.rows_untrained"]["count"] == 1
-    assert "row 2" in said["warning.data_warnings"]["first"]  # the check's own warning about it, by row
+    assert {e.key: e.params["count"] for e in events if isinstance(e, Warning)} == {"warning.rows_untrained": 1}
 
     data.write_text(json.dumps(rows[1], ensure_ascii=False), encoding="utf-8")  # its one answer has weight 0
     with pytest.raises(TuneboardError) as e:

@@ -72,7 +72,7 @@ def stage_refusal(fmt: str, stage: str, path: str) -> tuple[str, dict[str, Any]]
 def load_training_data(cfg: RunConfig, notes: list[tuple[str, dict]] | None = None,
                        ) -> tuple[datasets.Dataset, datasets.Dataset | None]:
     """Read, check, normalise, sample, merge, shuffle and split `cfg.data` for `cfg.stage`. A file with
-    warnings (read in a guessed encoding, duplicate rows, ...) adds one (key, params) to `notes`."""
+    warnings of its own (read in a guessed encoding, ...) adds one (key, params) to `notes`."""
     import datasets
 
     stage, data = cfg.stage, cfg.data
@@ -89,8 +89,11 @@ def load_training_data(cfg: RunConfig, notes: list[tuple[str, dict]] | None = No
         refusal = stage_refusal(result.format, stage, src.path)
         if refusal:
             raise TuneboardError(refusal[0], **refusal[1])
-        warnings = sorted((f for f in result.findings if f.severity == "warning"), key=lambda f: f.row is not None)
-        if warnings and notes is not None:  # the file's own (its encoding) first, then the first row's
+        # the file's own warnings (a guessed encoding, columns left unused), which a run has no other way to say;
+        # row warnings are the Data tab's and `tuneboard check`'s, and the cutoff is said by the run itself
+        warnings = [f for f in result.findings if f.severity == "warning" and f.row is None
+                    and f.key not in ("data.too_long", "data.too_long_split")]
+        if warnings and notes is not None:
             notes.append(("warning.data_warnings", {"count": len(warnings), "path": src.path,
                                                     "first": describe(src.path, warnings[0])}))
         records = result.good
