@@ -17,8 +17,15 @@ LANG_NAMES = {"en": "English", "ko": "한국어", "zh": "简体中文", "ja": "�
 TEXT_PROPS = ("label", "info", "placeholder", "value")
 
 
+FIELD_LABELS: dict[str, str] = {}  # a config field -> the label key of its control on the page (UI.add fills it)
+
+
 def t(key: str, lang: str = DEFAULT_LANG, **params: Any) -> str:
-    return message(key, params, lang if lang in LANGS else DEFAULT_LANG)
+    lang = lang if lang in LANGS else DEFAULT_LANG
+    field = params.get("field")
+    if key.startswith("error.config.") and field in FIELD_LABELS:  # the control's name, as the person sees it
+        params = {**params, "field": f"{message(FIELD_LABELS[field], None, lang)} ({field})"}
+    return message(key, params, lang)
 
 
 def has_key(key: str) -> bool:

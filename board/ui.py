@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .i18n import Texts
+from .i18n import FIELD_LABELS, Texts
 from .jobs import Jobs
 
 
@@ -56,6 +56,8 @@ class UI:
         self.texts.add(comp, spec)
         if field:
             self.fields[field] = comp
+            if label:
+                FIELD_LABELS[field] = label
         self.c[elem_id] = comp
         return comp
 

@@ -291,6 +291,15 @@ def test_start_refuses_bad_data(tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
+def test_a_bad_field_is_named_by_its_control_as_well(tmp_path):
+    from board.app import build_app
+
+    build_app(tmp_path)  # registers each control's label for its config field
+    for lang, label in (("en", "Learning rate (training.learning_rate)"), ("ko", "학습률 (training.learning_rate)")):
+        out = train_tab.start(Session(lang=lang), values(training__learning_rate=-1), None, Jobs(tmp_path))
+        assert label in out and "tb-msg-error" in out
+
+
 def test_start_refuses_a_model_folder_that_is_not_there(tmp_path):
     s = Session()
     out = train_tab.start(s, values(model__name_or_path=str(tmp_path / "not-a-model")), None, Jobs(tmp_path))
@@ -353,11 +362,11 @@ def test_a_form_problem_blocks_start(tmp_path):
     with pytest.raises(ConfigError) as problem:
         RunConfig.from_dict({"data": {"datasets": []}})
     out = data_tab.check_view(s, None, problem.value, tmp_path)
-    assert s.data.errors == 1 and "data.datasets: this field is required" in out[0]
+    assert s.data.errors == 1 and "data.datasets" in out[0] and "this field is required" in out[0]
     assert not live.gate(s, "en")[0]["interactive"]
     s.lang = "zh"  # a language switch redraws the problem in the new language, and only the problem
     again = data_tab.render_reports(s)[0]
-    assert "data.datasets：此项为必填" in again and "tb-data-file" not in again
+    assert "data.datasets" in again and "此项为必填" in again and "tb-data-file" not in again
     assert "此项为必填" in live.gate(s, "zh")[3]
 
 
