@@ -438,7 +438,8 @@ def build(ui: UI) -> None:
             with gr.Column(scale=3):
                 ui.add(gr.HTML, "eval-metrics", value=metrics_html(None, ui.lang))
         ui.add(gr.Dataframe, "eval-samples", label="eval.samples", headers=[t(k, ui.lang) for k in SAMPLE_COLUMNS],
-               value=[], interactive=False, wrap=True, max_height=420)
+               value=[], interactive=False, wrap=True, max_height=420,
+               column_widths=["30%", "28%", "30%", "12%"])  # the score stays on screen
     with ui.block(gr.Tab, "export.tab", "export-tab"):
         with gr.Row(equal_height=False):
             with gr.Column(scale=2, min_width=300, elem_classes=["tb-settings"]):

@@ -264,6 +264,9 @@ def lengths_figure(reports: list[Any], cutoff: int, lang: str):
         showlegend=len(traces) > 1,
         bargap=0.02,
     )
+    if len(traces) > 1:  # under the chart: the cutoff's note has the top right
+        fig.update_layout(legend=dict(orientation="h", yanchor="top", y=-0.28, xanchor="left", x=0),
+                          margin=dict(b=90))
     if traces and cutoff <= longest * 1.5:  # the cutoff cuts into the data: draw it where it cuts
         fig.add_vline(x=cutoff, line=dict(color="#dc2626", dash="dash", width=2))
         fig.add_annotation(
