@@ -83,21 +83,23 @@ def varlen_attention_forward(module, query, key, value, attention_mask, scaling=
                                       **kwargs)
     q, k, v = (t[0].transpose(0, 1) for t in (query, key, value))  # (T, heads, D)
     window = getattr(module, "sliding_window", None)
-    if _kernel_ok(q, k, dropout, scaling, window):
-        out = _flash_varlen(q, k, v, cu, kwargs.get("max_length_q"), scaling, window)
+    kw = _kernel_call(q, k, dropout, scaling, window)
+    if kw is not None:
+        out = _flash_varlen(q, k, v, cu, kwargs.get("max_length_q"), scaling, window, kw)
     else:
         out = _per_sample(q, k, v, cu, scaling, dropout if module.training else 0.0, window)
     return out.unsqueeze(0), None
 
 
-def _kernel_ok(q, k, dropout, scaling, window) -> bool:
+def _kernel_call(q, k, dropout, scaling, window) -> dict | None:
+    """`varlen_attn`'s keywords for this call, or None where the kernel cannot run it."""
     import torch
 
     if not q.is_cuda or dropout or not _has_kernel():
-        return False
+        return None
     if q.dtype not in (torch.float16, torch.bfloat16) and not torch.is_autocast_enabled("cuda"):
-        return False
-    return kernel_kwargs(_kernel_params(), scaling, window, q.shape[-1], q.shape[1] != k.shape[1]) is not None
+        return None
+    return kernel_kwargs(_kernel_params(), scaling, window, q.shape[-1], q.shape[1] != k.shape[1])
 
 
 @functools.cache
@@ -131,7 +133,7 @@ def kernel_kwargs(params: frozenset[str], scaling: float | None, window: int | N
     return kw
 
 
-def _flash_varlen(q, k, v, cu, max_len, scaling, window):
+def _flash_varlen(q, k, v, cu, max_len, scaling, window, kw: dict | None = None):
     import torch
     from torch.nn.attention.varlen import varlen_attn
 
@@ -142,7 +144,8 @@ def _flash_varlen(q, k, v, cu, max_len, scaling, window):
     cu = cu.to(device=q.device, dtype=torch.int32)
     if max_len is None:
         max_len = int((cu[1:] - cu[:-1]).max())
-    kw = kernel_kwargs(_kernel_params(), scaling, window, q.shape[-1], q.shape[1] != k.shape[1])
+    if kw is None:
+        kw = kernel_kwargs(_kernel_params(), scaling, window, q.shape[-1], q.shape[1] != k.shape[1])
     out = varlen_attn(q, k, v, cu, cu, int(max_len), int(max_len), **kw)
     return out.to(dtype)
 

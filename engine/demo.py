@@ -56,9 +56,9 @@ def ensure_demo_model(workdir: str | os.PathLike | None = None) -> Path:
     """The cached demo model folder, built on first use (about ten seconds on two CPU cores)."""
     target = models_dir(workdir) / DEMO_NAME
     stamp = target / "tuneboard_demo.json"
-    fp = _fingerprint()
-    if stamp.exists() and json.loads(stamp.read_text()).get("fingerprint") == fp:
+    if demo_built(workdir):
         return target
+    fp = _fingerprint()
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".demo-", dir=target.parent))
     try:

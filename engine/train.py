@@ -258,13 +258,9 @@ def _resume_checkpoint(cfg: RunConfig, run_dir: Path) -> Optional[Path]:
 
 def cmd_train(args) -> int:
     from .data import load_training_data
-    from .data.sources import is_hub_name, resolve_data_path
 
     cfg = config_from_args(args)
     workdir = Path(args.workdir).resolve() if args.workdir else default_workdir()
-    for d in cfg.data.datasets:  # fail fast on a missing file, before a run folder exists
-        if not is_hub_name(d.path) and not os.path.exists(resolve_data_path(d.path)):
-            raise FileNotFoundError(2, "No such file", d.path)
     notes: list[tuple[str, dict]] = []
     train_ds, eval_ds = load_training_data(cfg, notes)  # bad data is refused here, before a run folder exists
     _print_estimate(cfg, workdir)
@@ -277,8 +273,7 @@ def cmd_train(args) -> int:
                      data=(train_ds, eval_ds, notes))
     finally:
         stop.restore()
-        if bar:
-            bar.close()
+        bar.close()
     print(str(run_dir))
     return 130 if stop.requested() else 0  # stopped by Ctrl+C: the checkpoint is there, the run is not done
 

@@ -145,7 +145,7 @@ class Problems(list):
 def _json_cell(value: Any, opens: str = "[") -> Any:
     """A cell that holds JSON text (CSV and Parquet files often hold lists as JSON), parsed if it opens with one
     of `opens` and parses; anything else as it is."""
-    if isinstance(value, str) and value.lstrip()[:1] and value.lstrip()[0] in opens:
+    if isinstance(value, str) and (text := value.lstrip()) and text[0] in opens:
         try:
             return json.loads(value)
         except ValueError:

@@ -122,8 +122,7 @@ def _decode(data: bytes, src: Source) -> str | None:
             return data.decode("utf-16")
         except UnicodeDecodeError:
             pass
-    elif b"\x00" in data[:4096]:  # UTF-16 without a BOM: every other byte of Latin text is 0
-        head = data[:4096]
+    elif b"\x00" in (head := data[:4096]):  # UTF-16 without a BOM: every other byte of Latin text is 0
         half, odd, even = len(head) / 2, head[1::2].count(0), head[0::2].count(0)
         enc = "utf-16-le" if odd > 0.3 * half > even else ("utf-16-be" if even > 0.3 * half > odd else None)
         if enc:
@@ -170,20 +169,18 @@ def _plausible(text: str, enc: str) -> bool:
     """Most of the non-ASCII characters are everyday ones in the language of `enc`. Text in another encoding
     that happens to decode comes out as rare characters: French in cp1252 read as gb18030 gives level-2 hanzi
     ("très" -> "tr鑣"), Chinese read as cp949 gives hanja, Japanese read as gb18030 gives rare hanzi."""
+    odd = list(itertools.islice((c for c in text if c > "\x7f"), 20_000))
     if enc == "cp1252":  # Western Excel: mostly ASCII, with accented letters and typographic punctuation
-        odd = [c for c in itertools.islice((c for c in text if c > "\x7f"), 20_000)]
-        return (len(odd) * 5 < len(text) and
-                sum(c.isalpha() or c in _CP1252_PUNCT for c in odd) >= 0.95 * len(odd))
+        return len(odd) * 5 < len(text) and sum(c.isalpha() or c in _CP1252_PUNCT for c in odd) >= 0.95 * len(odd)
     base, leads = _LEGACY[enc]
-    seen = common = 0
-    for c in itertools.islice((c for c in text if c > "\x7f"), 20_000):
-        seen += 1
+    common = 0
+    for c in odd:
         try:
             b = c.encode(base)
         except UnicodeEncodeError:
             continue
         common += len(b) == 2 and any(lo <= b[0] <= hi for lo, hi in leads)
-    return common >= 0.8 * seen
+    return common >= 0.8 * len(odd)
 
 
 # ---- JSON and JSONL --------------------------------------------------------------------------
