@@ -47,9 +47,6 @@ class UI:
     ) -> Any:
         """A component labelled by keys: `label`, `info`, `placeholder`, `text` (a button's or a note's
         words) and `choice_keys` as [(key, value)] (key None: the value is shown as it is)."""
-        if cls.__name__ == "Number":  # Gradio refuses every event that reads a number out of its range, with an
-            kwargs.pop("minimum", None)  # English toast that names no field; RunConfig / GenerationConfig say
-            kwargs.pop("maximum", None)  # which field and why, in the page's language
         spec = {"label": label, "info": info, "placeholder": placeholder, "value": text, "choices": choice_keys}
         kwargs.update(self.texts.render(spec, self.lang))
         comp = cls(elem_id=elem_id, **kwargs)

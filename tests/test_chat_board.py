@@ -138,6 +138,9 @@ def test_seed_sweep_fills_the_table_and_the_picker():
     assert worker.requests[-1][1]["n"] == 3
     seed, note = chat.pin(8, "en")
     assert seed == 8 and "8" in note
+    for asked, sent in ((1000, chat.SWEEP_MAX), (-3, 1)):  # the box has no range of its own
+        list(chat.sweep(worker, "r", [], "q", {"seed": 7}, asked, True, "en"))
+        assert worker.requests[-1][1]["n"] == sent
 
 
 def test_evaluate_shows_progress_then_results(tmp_path):

@@ -37,6 +37,9 @@ SETTINGS = ["chat-system", "chat-mode", "chat-temperature", "chat-top-k", "chat-
 SWEEP_COLUMNS = ["chat.col_seed", "chat.col_answer"]
 SAMPLE_COLUMNS = ["eval.col_prompt", "eval.col_reference", "eval.col_prediction", "eval.col_rouge"]
 EXPORT_COLUMNS = ["export.col_folder", "export.col_kind", "export.col_run", "export.col_size", "export.col_time"]
+# Number boxes carry no Gradio range (Gradio refuses every event that reads a number out of its range, with an
+# English toast naming no field): GenerationConfig checks the chat's knobs; these bounds are kept here
+SWEEP_MAX = 32
 _NAME_OK = re.compile(r"^\w[\w.-]{0,99}$")  # letters and digits of any script
 
 
@@ -224,8 +227,8 @@ def sweep(worker: ChatWorker, run_id: Optional[str], history: list[dict] | None,
         yield update(value=[], headers=[t(k, lang) for k in SWEEP_COLUMNS]), SKIP, message_html(
             "info", t("chat.status_loading", lang, run=run_id or ""))
         status = status_html(ensure_loaded(worker, run_id), lang)
-        for kind, data in worker.request("sweep", messages=prompt, settings=gen, n=max(1, int(n or 1)),
-                                         use_adapter=use_adapter):
+        n = min(SWEEP_MAX, max(1, int(n or 1)))
+        for kind, data in worker.request("sweep", messages=prompt, settings=gen, n=n, use_adapter=use_adapter):
             if kind == "chunk":
                 rows.append([data["seed"], data["text"]])
                 yield rows, SKIP, status
@@ -299,7 +302,7 @@ def evaluate(worker: ChatWorker, workdir: Path, run_id: Optional[str], data: str
     try:
         path = check_data_path(data, workdir) if (data or "").strip() else None
         result = None
-        for kind, msg in worker.request("eval", run=run_id, data=path, max_samples=int(max_samples or 50),
+        for kind, msg in worker.request("eval", run=run_id, data=path, max_samples=max(1, int(max_samples or 50)),
                                         max_new_tokens=int(max_new_tokens or 64)):
             if kind == "chunk":
                 yield message_html("info", t("eval.progress", lang, phase=t(f"eval.phase_{msg['phase']}", lang),
@@ -389,8 +392,7 @@ def build(ui: UI) -> None:
                     ui.add(gr.Textbox, "chat-tuned-output", label="chat.tuned_output", lines=4, interactive=False)
                 ui.add(gr.Markdown, "chat-sweep-title", text="chat.sweep_title", elem_classes=["tb-section"])
                 with gr.Row(equal_height=True):
-                    ui.add(gr.Number, "chat-sweep-n", label="chat.sweep_n", value=3, precision=0, minimum=1,
-                           maximum=32, scale=1)
+                    ui.add(gr.Number, "chat-sweep-n", label="chat.sweep_n", value=3, precision=0, scale=1)
                     ui.add(gr.Button, "chat-sweep", text="chat.sweep", variant="secondary", scale=1)
                 ui.add(gr.Dataframe, "chat-sweep-table", label="chat.sweep_table",
                        headers=[t(k, ui.lang) for k in SWEEP_COLUMNS], value=[], interactive=False, wrap=True)
@@ -405,7 +407,7 @@ def build(ui: UI) -> None:
                        value=d.temperature)
                 with gr.Row():
                     ui.add(gr.Number, "chat-top-k", label="chat.top_k", info="chat.top_k_info", value=d.top_k,
-                           precision=0, minimum=0)
+                           precision=0)
                     ui.add(gr.Slider, "chat-top-p", label="chat.top_p", minimum=0.01, maximum=1, step=0.01,
                            value=d.top_p)
                 with gr.Row():
@@ -415,13 +417,12 @@ def build(ui: UI) -> None:
                 ui.add(gr.Slider, "chat-max-new-tokens", label="chat.max_new_tokens", minimum=1, maximum=4096, step=1,
                        value=d.max_new_tokens)
                 with gr.Row():
-                    ui.add(gr.Number, "chat-num-beams", label="chat.num_beams", value=4, precision=0, minimum=2,
+                    ui.add(gr.Number, "chat-num-beams", label="chat.num_beams", value=4, precision=0,
                            interactive=False)  # the default mode samples
-                    ui.add(gr.Number, "chat-num-return", label="chat.num_return", value=1, precision=0, minimum=1)
+                    ui.add(gr.Number, "chat-num-return", label="chat.num_return", value=1, precision=0)
                 ui.add(gr.Textbox, "chat-stop-strings", label="chat.stop_strings", info="chat.stop_strings_info",
                        lines=2, value="")
-                ui.add(gr.Number, "chat-seed", label="chat.seed", info="chat.seed_info", value=d.seed, precision=0,
-                       minimum=-1)
+                ui.add(gr.Number, "chat-seed", label="chat.seed", info="chat.seed_info", value=d.seed, precision=0)
     ui.states["chat-records"] = gr.State([])
     with ui.block(gr.Tab, "eval.tab", "eval-tab"):
         with gr.Row(equal_height=False):
@@ -430,9 +431,8 @@ def build(ui: UI) -> None:
                 ui.add(gr.Textbox, "eval-data", label="eval.data", info="eval.data_info",
                        placeholder="eval.data_placeholder", value="")
                 with gr.Row():
-                    ui.add(gr.Number, "eval-max-samples", label="eval.max_samples", value=50, precision=0, minimum=1)
-                    ui.add(gr.Number, "eval-max-new-tokens", label="eval.max_new_tokens", value=64, precision=0,
-                           minimum=1)
+                    ui.add(gr.Number, "eval-max-samples", label="eval.max_samples", value=50, precision=0)
+                    ui.add(gr.Number, "eval-max-new-tokens", label="eval.max_new_tokens", value=64, precision=0)
                 ui.add(gr.Button, "eval-start", text="eval.start", variant="primary")
                 ui.add(gr.HTML, "eval-status", value="")
             with gr.Column(scale=3):

@@ -302,7 +302,7 @@ DATA_FIELDS = ("data.", "model.", "stage")  # what the data check depends on
 def data_config(values: dict, build) -> tuple[RunConfig | None, ConfigError | TuneboardError | None]:
     """The config the data check reads, or the problem with a field it depends on. A bad value in another
     field (a negative learning rate) is left to Start to name: the data is still checked, with its default."""
-    for _ in range(len(values) + 1):
+    while True:  # ends: each retry drops the field that failed
         try:
             return build(values), None
         except (ConfigError, TuneboardError) as e:
@@ -310,7 +310,6 @@ def data_config(values: dict, build) -> tuple[RunConfig | None, ConfigError | Tu
             if not isinstance(e, ConfigError) or name not in values or name.startswith(DATA_FIELDS):
                 return None, e
             values = {k: v for k, v in values.items() if k != name}
-    return None, None
 
 
 def check_view(
@@ -410,7 +409,6 @@ def build(ui: UI) -> None:
                     info="ui.data.max_length_info",
                     value=d.max_length,
                     precision=0,
-                    minimum=8,
                 )
                 ui.add(
                     gr.Number,
@@ -419,7 +417,6 @@ def build(ui: UI) -> None:
                     label="ui.data.val_size",
                     info="ui.data.val_size_info",
                     value=d.val_size,
-                    minimum=0,
                     step=0.05,
                 )
                 ui.add(
@@ -430,7 +427,6 @@ def build(ui: UI) -> None:
                     info="ui.data.max_samples_info",
                     value=0,
                     precision=0,
-                    minimum=0,
                 )
             with gr.Row():
                 ui.add(

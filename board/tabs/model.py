@@ -159,7 +159,7 @@ def estimate_html(
     title = f'<div class="tb-card-title">{html.escape(t("ui.model.estimate_title", lang))}</div>'
     if cfg is None:
         return _note_card(title, problem or "")
-    gpu = gpu_gb or detect_gpu_memory() or DEFAULT_GPU_GB
+    gpu = min(max(gpu_gb, 1.0), 2048.0) if gpu_gb else detect_gpu_memory() or DEFAULT_GPU_GB  # the box has no range
     if cfg.model.name_or_path == "demo" and not (workdir / "models" / "demo" / "config.json").exists():
         # reading the demo's config.json means building the demo (minutes of CPU); the first Start builds
         # it anyway, and two builds at once would halve the speed of both
@@ -396,8 +396,6 @@ def build(ui: UI) -> None:
                 label="ui.model.gpu",
                 info="ui.model.gpu_info",
                 value=detect_gpu_memory() or DEFAULT_GPU_GB,
-                minimum=1,
-                maximum=2048,
                 precision=1,
             )
     ui.states["lora_group"] = lora_group

@@ -209,7 +209,6 @@ def build(ui: UI) -> None:
                     label="ui.train.epochs",
                     info="ui.train.epochs_info",
                     value=tr.num_train_epochs,
-                    minimum=0.01,
                     step=1,
                 )
                 ui.add(
@@ -220,7 +219,6 @@ def build(ui: UI) -> None:
                     info="ui.train.max_steps_info",
                     value=tr.max_steps,
                     precision=0,
-                    minimum=-1,
                     step=1,
                 )
             with gr.Row():
@@ -231,7 +229,6 @@ def build(ui: UI) -> None:
                     label="ui.train.lr",
                     info="ui.train.lr_info",
                     value=tr.learning_rate,
-                    minimum=0,
                     step=1e-5,
                 )
                 ui.add(
@@ -252,7 +249,6 @@ def build(ui: UI) -> None:
                     info="ui.train.batch_info",
                     value=tr.per_device_train_batch_size,
                     precision=0,
-                    minimum=1,
                 )
                 ui.add(
                     gr.Number,
@@ -262,7 +258,6 @@ def build(ui: UI) -> None:
                     info="ui.train.accum_info",
                     value=tr.gradient_accumulation_steps,
                     precision=0,
-                    minimum=1,
                 )
             with gr.Group(visible=d.stage == "dpo", elem_id="train-dpo-group") as dpo_group:
                 with gr.Row():
@@ -273,7 +268,6 @@ def build(ui: UI) -> None:
                         label="ui.train.dpo_beta",
                         info="ui.train.dpo_beta_info",
                         value=d.dpo.beta,
-                        minimum=0,
                         step=0.05,
                     )
                     ui.add(
@@ -293,8 +287,6 @@ def build(ui: UI) -> None:
                         label="ui.train.dpo_smoothing",
                         info="ui.train.dpo_smoothing_info",
                         value=d.dpo.label_smoothing,
-                        minimum=0,
-                        maximum=0.49,
                         step=0.05,
                     )
                     ui.add(
@@ -304,7 +296,6 @@ def build(ui: UI) -> None:
                         label="ui.train.dpo_sft_weight",
                         info="ui.train.dpo_sft_weight_info",
                         value=d.dpo.sft_weight,
-                        minimum=0,
                         step=0.1,
                     )
             with ui.block(gr.Accordion, "ui.train.more", "train-more", open=False):
@@ -327,7 +318,6 @@ def build(ui: UI) -> None:
                         label="ui.train.weight_decay",
                         info="ui.train.weight_decay_info",
                         value=tr.weight_decay,
-                        minimum=0,
                         step=0.01,
                     )
                 with gr.Row():
@@ -338,7 +328,6 @@ def build(ui: UI) -> None:
                         label="ui.train.grad_clip",
                         info="ui.train.grad_clip_info",
                         value=tr.max_grad_norm,
-                        minimum=0,
                         step=0.1,
                     )
                     ui.add(
@@ -396,7 +385,6 @@ def build(ui: UI) -> None:
                         info="ui.train.logging_steps_info",
                         value=tr.logging_steps,
                         precision=0,
-                        minimum=1,
                     )
                     ui.add(
                         gr.Number,
@@ -406,7 +394,6 @@ def build(ui: UI) -> None:
                         info="ui.train.eval_steps_info",
                         value=tr.eval_steps,
                         precision=0,
-                        minimum=0,
                     )
                 with gr.Row():
                     ui.add(
@@ -417,7 +404,6 @@ def build(ui: UI) -> None:
                         info="ui.train.save_steps_info",
                         value=tr.save_steps,
                         precision=0,
-                        minimum=0,
                     )
                     ui.add(
                         gr.Number,
@@ -427,7 +413,6 @@ def build(ui: UI) -> None:
                         info="ui.train.save_limit_info",
                         value=tr.save_total_limit,
                         precision=0,
-                        minimum=1,
                     )
             with gr.Row(elem_classes=["tb-actions"]):
                 ui.add(gr.Button, "train-start", text="ui.train.start", variant="primary", scale=2, min_width=120)
