@@ -132,6 +132,9 @@ def _main(args) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `tuneboard chat ... | head`: the reader has gone, which is not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nor is the exit's flush of stdout
+        return 141  # what a shell reports for a process ended by SIGPIPE
     except (TuneboardError, ConfigError) as e:
         if debug:
             traceback.print_exc()
@@ -148,9 +151,10 @@ def _main(args) -> int:
             traceback.print_exc()
         key, params = error_key(e, "")
         if key == "error.oom":
-            print(f"error: {message(key, params)}", file=sys.stderr)
+            print(f"{message('severity.error')}: {message(key, params)}", file=sys.stderr)
         else:
-            print(f"error: {type(e).__name__}: {e} (run with --debug for the traceback)", file=sys.stderr)
+            print(f"{message('severity.error')}: {type(e).__name__}: {e} (run with --debug for the traceback)",
+                  file=sys.stderr)
         return 1
 
 

@@ -123,3 +123,15 @@ def test_control_characters_in_rows_are_shown_escaped(capsys, tmp_path):
     p.write_text(json.dumps({"instruction": "red \x1b[31mtext", "output": "ok\x00"}) + "\n", encoding="utf-8")
     rc, out, _ = run(capsys, p)
     assert "\x1b" not in out and "\x00" not in out and "\\x1b[31mtext" in out
+
+
+def test_a_reader_that_stops_early_ends_it_quietly(tok_dir):
+    """`tuneboard check *.json | head`: no BrokenPipeError traceback, the shell's SIGPIPE status."""
+    files = [str(FIX / "alpaca.json")] * 300  # ~180 KB of report, line by line: more than a pipe holds
+    proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "check", *files, "--model", tok_dir],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT,
+                            env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert proc.stdout.read(100).startswith(str(FIX).encode())
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141 and "BrokenPipe" not in err and "Traceback" not in err, err
