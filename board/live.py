@@ -85,7 +85,7 @@ def alerts_html(w: Watch, lang: str) -> str:
         if isinstance(w.final.get("train_loss"), (int, float)):
             text += " " + t("ui.train.mean_loss", lang, loss=f"{w.final['train_loss']:.4f}")
         if isinstance(w.final.get("train_runtime"), (int, float)):
-            text += " · " + t("ui.train.elapsed", lang, time=_clock(w.final["train_runtime"]))
+            text += " · " + t("ui.train.elapsed", lang, time=_clock(w.earlier + w.final["train_runtime"]))
         parts.append(f'<div class="tb-alert tb-alert-success">{html.escape(text)}</div>')
     return "".join(parts)
 

@@ -27,7 +27,8 @@ class Watch:
     status: str = ""
     step: int = 0
     total: int = 0
-    elapsed: float = 0.0
+    elapsed: float = 0.0  # training time of all attempts: a resume continues the clock
+    earlier: float = 0.0  # of it, the attempts before the current one
     eta: Optional[float] = None
     pid: int = 0
     device: str = ""
@@ -67,9 +68,11 @@ class Watch:
     def _apply(self, ev: Any) -> None:
         if isinstance(ev, RunStarted):  # also a resume: a new attempt on the same run
             self.status, self.total, self.pid, self.device = RUNNING, ev.total_steps, ev.pid, ev.device
+            self.earlier = self.elapsed
             self.error, self.final = None, {}
         elif isinstance(ev, Progress):
-            self.step, self.total, self.elapsed, self.eta = ev.step, ev.total_steps, ev.elapsed_seconds, ev.eta_seconds
+            self.step, self.total, self.eta = ev.step, ev.total_steps, ev.eta_seconds
+            self.elapsed = self.earlier + ev.elapsed_seconds
         elif isinstance(ev, LogStep):
             self.step = max(self.step, ev.step)
             if ev.loss is not None:

@@ -258,17 +258,23 @@ def test_watch_applies_a_resume_and_a_dead_pid(tmp_path):
         RunStarted(run_id="r", stage="sft", total_steps=4, pid=os.getpid()),
         LogStep(step=1, loss=3.0),
         LogStep(step=2, loss=2.0),
+        Progress(step=2, total_steps=4, elapsed_seconds=60.0),
         Finished(status="stopped", step=2),
     ]
     (path / "events.jsonl").write_text("".join(e.to_json() + "\n" for e in lines))
     w = Watch.of("r", path)
-    assert w.advance() and w.status == STOPPED and w.step == 2
+    assert w.advance() and w.status == STOPPED and w.step == 2 and w.elapsed == 60.0
     assert not w.advance()  # nothing new: nothing changed
-    more = [RunStarted(run_id="r", stage="sft", total_steps=4, pid=2**22 + 7), LogStep(step=3, loss=1.0)]
+    more = [RunStarted(run_id="r", stage="sft", total_steps=4, pid=2**22 + 7), LogStep(step=3, loss=1.0),
+            Progress(step=3, total_steps=4, elapsed_seconds=25.0)]
     with open(path / "events.jsonl", "a") as f:
         f.write("".join(e.to_json() + "\n" for e in more))
     w.advance(live=True)
     assert w.status == RUNNING and w.curves.loss.y == [3.0, 2.0, 1.0]
+    assert w.elapsed == 85.0  # the clock goes on from the stopped attempt's minute
+    again = Watch.of("r", path)  # a reload reads the file from the start and shows the same
+    again.advance(live=True)
+    assert again.elapsed == 85.0
     w.advance(live=False)  # the pid in RunStarted is gone and no board holds it
     assert w.status == FAILED
 
