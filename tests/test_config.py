@@ -118,3 +118,16 @@ def test_contract_modules_import_only_the_standard_library(module):
         elif isinstance(node, ast.ImportFrom) and node.level == 0:
             top.add(node.module.split(".")[0])
     assert top <= set(sys.stdlib_module_names) | {"__future__"}, top
+
+
+def test_importing_the_engine_makes_idle_openmp_threads_sleep_unless_the_user_chose():
+    """Spinning OpenMP waits made CPU torch 30x slower beside another busy process; the engine sets
+    OMP_WAIT_POLICY before torch loads, and leaves a user's own choice alone."""
+    import os
+    import subprocess
+
+    code = "import engine, os; print(os.environ['OMP_WAIT_POLICY'])"
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    out = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=e,
+                          check=True).stdout.strip() for e in (env, {**env, "OMP_WAIT_POLICY": "ACTIVE"})]
+    assert out == ["PASSIVE", "ACTIVE"]
