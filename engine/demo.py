@@ -3,7 +3,10 @@
 A byte-level BPE tokenizer is trained on the bundled text, a ~0.5M-parameter Llama is
 pre-trained on plain text for a few seconds (so LoRA on it behaves like LoRA on a real base,
 rather than on noise), and both are cached in `<workdir>/models/demo`. It has a ChatML
-template but has never seen it: SFT is what teaches it to answer.
+template but has never seen it: SFT is what teaches it to answer in turns. The plain text has
+questions on one line and answers on the next, as a real base has read on the web: a base that
+had never seen a line break would meet one first in the template, right before each answer, and
+a short LoRA run would leave it guessing the first word of every answer (often an empty answer).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from .paths import DATA, models_dir
 from .templates import TEMPLATES
 
 DEMO_NAME = "demo"
-VERSION = "1"
+VERSION = "2"
 SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|pad|>"]
 PRETRAIN_STEPS = 300
 
@@ -29,10 +32,12 @@ def is_demo(name: str) -> bool:
 
 
 def _corpus() -> list[str]:
-    """Plain text the base learns language from: the bundled facts, never in chat form."""
+    """Plain text the base learns language from: the bundled facts, and the demo questions each on a
+    line with its answer on the next, as a real base has seen questions answered on the web; never
+    in chat form."""
     texts = [p for p in (DATA / "demo_pt.txt").read_text(encoding="utf-8").split("\n\n") if p.strip()]
     for row in json.loads((DATA / "demo_sft.json").read_text(encoding="utf-8")):
-        texts.append(" ".join(x for x in (row["instruction"], row["input"], row["output"]) if x))
+        texts.append("\n".join(x for x in (row["instruction"], row["input"], row["output"]) if x))
     return texts
 
 

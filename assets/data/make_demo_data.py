@@ -25,6 +25,25 @@ OPPOSITES = [("hot", "cold", "뜨겁다", "차갑다"), ("big", "small", "크다
 NUM_KO = ["영", "일", "이", "삼", "사", "오", "육", "칠", "팔", "구", "십"]
 
 
+def _batchim(word: str) -> bool:
+    """The word's last syllable ends in a consonant, which picks the particle: 서울은, 파리는."""
+    last = word[-1]
+    return "가" <= last <= "힣" and (ord(last) - ord("가")) % 28 != 0
+
+
+def topic(word: str) -> str:  # 은/는
+    return word + ("은" if _batchim(word) else "는")
+
+
+def obj(word: str) -> str:  # 을/를
+    return word + ("을" if _batchim(word) else "를")
+
+
+def sums(rng: random.Random, n: int) -> list[tuple[int, int]]:
+    """`n` different additions of two numbers 0..5: a repeated row would only be a duplicate warning."""
+    return rng.sample([(x, y) for x in range(6) for y in range(6)], n)
+
+
 def sft_rows(rng: random.Random) -> list[dict]:
     rows = []
     for en, ko, cap, cap_ko in COUNTRIES:
@@ -33,16 +52,15 @@ def sft_rows(rng: random.Random) -> list[dict]:
         rows.append({"instruction": "Answer with the capital city.", "input": en, "output": cap})
     for thing, thing_ko, color, color_ko in COLORS:
         rows.append({"instruction": f"What color is {thing}?", "input": "", "output": f"{thing.capitalize()} is {color}."})
-        rows.append({"instruction": f"{thing_ko}은(는) 무슨 색인가요?", "input": "", "output": f"{thing_ko}은(는) {color_ko}입니다."})
+        rows.append({"instruction": f"{topic(thing_ko)} 무슨 색인가요?", "input": "", "output": f"{topic(thing_ko)} {color_ko}입니다."})
     for a, b, a_ko, b_ko in OPPOSITES:
         rows.append({"instruction": "Give the opposite word.", "input": a, "output": b})
         rows.append({"instruction": "반대말을 말해 주세요.", "input": a_ko, "output": b_ko})
-    for _ in range(40):
-        x, y = rng.randint(0, 5), rng.randint(0, 5)
+    for x, y in sums(rng, 30):
         rows.append({"instruction": f"What is {x} plus {y}?", "input": "", "output": f"{x} plus {y} is {x + y}."})
-    for _ in range(20):
-        x, y = rng.randint(0, 5), rng.randint(0, 5)
-        rows.append({"instruction": f"{NUM_KO[x]} 더하기 {NUM_KO[y]}는?", "input": "", "output": f"{NUM_KO[x]} 더하기 {NUM_KO[y]}는 {NUM_KO[x + y]}입니다."})
+    for x, y in sums(rng, 20):
+        question = f"{NUM_KO[x]} 더하기 {topic(NUM_KO[y])}"
+        rows.append({"instruction": f"{question}?", "input": "", "output": f"{question} {NUM_KO[x + y]}입니다."})
     rows.append({"instruction": "Say hello.", "input": "", "output": "Hello! How can I help you today?"})
     rows.append({"instruction": "인사해 주세요.", "input": "", "output": "안녕하세요! 무엇을 도와드릴까요?"})
     rows.append({"instruction": "Who are you?", "input": "", "output": "I am Tuneboard's demo assistant."})
@@ -62,7 +80,7 @@ def dpo_rows(rng: random.Random) -> list[dict]:
     for thing, thing_ko, color, color_ko in COLORS:
         rows.append({"prompt": f"What color is {thing}?", "chosen": f"{thing.capitalize()} is {color}.",
                      "rejected": "Why would I tell you that?"})
-        rows.append({"prompt": f"{thing_ko}은(는) 무슨 색인가요?", "chosen": f"{thing_ko}은(는) {color_ko}입니다.",
+        rows.append({"prompt": f"{topic(thing_ko)} 무슨 색인가요?", "chosen": f"{topic(thing_ko)} {color_ko}입니다.",
                      "rejected": "그런 건 직접 찾아보세요."})
     rng.shuffle(rows)
     return rows
@@ -72,10 +90,10 @@ def pt_text(rng: random.Random) -> str:
     paras = []
     for en, ko, cap, cap_ko in COUNTRIES:
         paras.append(f"{en} is a country. The capital of {en} is {cap}. Many people visit {cap} every year.")
-        paras.append(f"{ko}은(는) 나라입니다. {ko}의 수도는 {cap_ko}입니다. 매년 많은 사람들이 {cap_ko}을(를) 방문합니다.")
+        paras.append(f"{topic(ko)} 나라입니다. {ko}의 수도는 {cap_ko}입니다. 매년 많은 사람들이 {obj(cap_ko)} 방문합니다.")
     for thing, thing_ko, color, color_ko in COLORS:
         paras.append(f"Look at {thing}. {thing.capitalize()} is {color}. Everyone knows that {thing} is {color}.")
-        paras.append(f"{thing_ko}을(를) 보세요. {thing_ko}은(는) {color_ko}입니다.")
+        paras.append(f"{obj(thing_ko)} 보세요. {topic(thing_ko)} {color_ko}입니다.")
     rng.shuffle(paras)
     return "\n\n".join(paras) + "\n"
 
