@@ -71,6 +71,15 @@ def test_base_and_tuned_answers_differ_after_training(session):
     assert session.generate(ASK, GREEDY)[0].text == tuned.text
 
 
+def test_the_tuned_demo_answers_every_question_in_turn(session):
+    """A short LoRA run teaches the demo the chat form: each answer starts with a word, not an
+    immediate end of turn (its base once met a line break first in the template and guessed)."""
+    questions = ["What is 3 plus 3?", "What is the capital of Japan?", "What color is a banana?",
+                 "Who are you?", "프랑스의 수도는 어디인가요?", "이 더하기 삼은?", "인사해 주세요."]
+    answers = [session.generate([{"role": "user", "content": q}], GREEDY)[0] for q in questions]
+    assert all(a.text.strip() and a.new_tokens > 1 for a in answers), [a.text for a in answers]
+
+
 def test_tokens_stream_and_add_up_to_the_answer(session):
     gen = dataclasses.replace(GREEDY, max_new_tokens=40, repetition_penalty=1.1)
     stream = session.stream(ASK, gen, use_adapter=False)  # the base rambles: many chunks
