@@ -27,6 +27,19 @@ COMMANDS = {
 }
 
 
+def _positive(kind: type):
+    """An argparse type for a number above 0 (`--gpu-memory 0` is no GPU to fit, not the default)."""
+
+    def parse(text: str):
+        value = kind(text)
+        if not value > 0:  # also NaN
+            raise argparse.ArgumentTypeError(f"must be more than 0, got {text}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its message
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="tuneboard",
@@ -66,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("estimate", help="estimate the whole run's GPU memory from config.json alone")
     e.add_argument("config")
     e.add_argument("--set", action="append", default=[], metavar="a.b=v")
-    e.add_argument("--gpu-memory", type=float, default=None, metavar="GB", help="GPU memory to compare against (default: the local GPU, else 24)")
+    e.add_argument("--gpu-memory", type=_positive(float), default=None, metavar="GB", help="GPU memory to compare against (default: the local GPU, else 24)")
     e.add_argument("--json", action="store_true")
     e.add_argument("--workdir", default=None)
     e.add_argument("--debug", action="store_true")
@@ -93,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("eval", help="perplexity and BLEU/ROUGE of a run")
     ev.add_argument("run")
     ev.add_argument("--data", default=None, metavar="FILE", help="evaluate on this file (default: the run's validation split)")
-    ev.add_argument("--max-samples", type=int, default=50)
+    ev.add_argument("--max-samples", type=_positive(int), default=50, help="evaluate at most N rows (default 50)")
     ev.add_argument("--max-new-tokens", type=int, default=64)
     ev.add_argument("--json", action="store_true")
     ev.add_argument("--workdir", default=None)

@@ -78,6 +78,14 @@ class AdapterConfig:
     freeze_trainable_layers: int = field(default=2, metadata={"help": "freeze: train only the last N decoder layers."})
     init_from: Optional[str] = field(default=None, metadata={"help": "Continue training this adapter (a run folder or adapter folder)."})
 
+    def __post_init__(self) -> None:
+        _check_range(self, "rank", 1)
+        _check_range(self, "alpha", 0, lo_open=True)
+        _check_range(self, "dropout", 0, 1, hi_open=True)
+        _check_range(self, "freeze_trainable_layers", 1)
+        if not self.target_modules:
+            _fail("target_modules", "error.config.required", "name at least one module, or all-linear")
+
 
 @dataclass
 class DatasetSpec:
@@ -300,7 +308,7 @@ def config_from_args(args) -> RunConfig:
     overrides = parse_overrides(args.set)
     if getattr(args, "data", None):
         overrides["data.datasets"] = [{"path": p} for p in args.data]
-    if getattr(args, "max_steps", None):
+    if getattr(args, "max_steps", None) is not None:  # 0 is refused by the range check, not ignored
         overrides["training.max_steps"] = args.max_steps
     return cfg.with_overrides(overrides) if overrides else cfg
 

@@ -41,7 +41,8 @@ def _corpus() -> list[str]:
     return texts
 
 
-def _fingerprint() -> str:
+def demo_fingerprint() -> str:
+    """What the current demo build is made from; a run records it, as an adapter only fits the base it trained on."""
     h = hashlib.sha256(VERSION.encode())
     for name in ("demo_pt.txt", "demo_sft.json"):
         h.update((DATA / name).read_bytes())
@@ -52,7 +53,7 @@ def demo_built(workdir: str | os.PathLike | None = None) -> bool:
     """The demo model is cached and current (ensure_demo_model returns at once)."""
     stamp = models_dir(workdir) / DEMO_NAME / "tuneboard_demo.json"
     try:
-        return json.loads(stamp.read_text()).get("fingerprint") == _fingerprint()
+        return json.loads(stamp.read_text()).get("fingerprint") == demo_fingerprint()
     except (OSError, ValueError):
         return False
 
@@ -63,7 +64,7 @@ def ensure_demo_model(workdir: str | os.PathLike | None = None) -> Path:
     stamp = target / "tuneboard_demo.json"
     if demo_built(workdir):
         return target
-    fp = _fingerprint()
+    fp = demo_fingerprint()
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".demo-", dir=target.parent))
     try:
@@ -82,9 +83,13 @@ def ensure_demo_model(workdir: str | os.PathLike | None = None) -> Path:
 
 
 def demo_tokenizer(workdir: str | os.PathLike | None = None):
+    """The demo's tokenizer: the cached model's, else trained on the spot (a second; token counts need no
+    model, and `tuneboard check` should not leave a model folder wherever it runs)."""
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(ensure_demo_model(workdir))
+    if demo_built(workdir):
+        return AutoTokenizer.from_pretrained(models_dir(workdir) / DEMO_NAME)
+    return build_tokenizer(_corpus())
 
 
 def build_tokenizer(texts: list[str], vocab_size: int = 1024):

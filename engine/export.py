@@ -78,7 +78,7 @@ def _merge(cfg: RunConfig, run_dir: Path, source: Path, out: Path, workdir) -> s
     import torch
     from peft import PeftModel
 
-    res = model_mod.resolve(cfg, workdir)
+    res = model_mod.resolve_for_run(cfg, run_dir, workdir)
     dtype = merge_dtype(cfg, res.precision)
     base = model_mod.load_model(cfg, res, for_training=False, dtype=dtype)  # dtype given: no quantization
     model = PeftModel.from_pretrained(base, str(source)).merge_and_unload()

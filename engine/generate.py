@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any, Optional
 
 from .config import ConfigError, GenerationConfig, RunConfig
-from .messages import TuneboardError
-from .runs import resolve_run
+from .messages import TuneboardError, message
+from .runs import latest_checkpoint, resolve_run
 from .templates import STOP_STRINGS, plain_text
 
 MAX_SEED = 2**31 - 1
@@ -138,7 +138,7 @@ class ChatSession:
         source = result_dir(run_dir, checkpoint)
         self.unload()
         cfg = RunConfig.load(str(run_dir / "config.yaml"))
-        res = model_mod.resolve(cfg, self.workdir)
+        res = model_mod.resolve_for_run(cfg, run_dir, self.workdir)
         if (source / "adapter_config.json").exists():
             from peft import PeftModel
 
@@ -413,6 +413,11 @@ def result_dir(run_dir: Path, checkpoint: Optional[str] = None) -> Path:
         p = run_dir / name
         if (p / "adapter_config.json").exists() or (p / "config.json").exists():
             return p
+    last = latest_checkpoint(run_dir)  # a run killed before its end (kill -9, a lost machine) left only these
+    if last is not None and any((last / f).exists() for f in ("adapter_config.json", "config.json")):
+        note = message("warning.using_checkpoint", {"run": run_dir.name, "checkpoint": last.name})
+        print(f"{message('severity.warning')}: {note}", file=sys.stderr)
+        return last
     raise TuneboardError("chat.error_no_result", run=run_dir.name)
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .config import RunConfig, padding_free_choice
-from .demo import ensure_demo_model, is_demo
+from .demo import demo_fingerprint, ensure_demo_model, is_demo
 from .messages import TuneboardError
 from .templates import TEMPLATES
 
@@ -86,6 +86,25 @@ def resolve(cfg: RunConfig, workdir=None) -> Resolved:
     return Resolved(path=resolve_path(cfg.model.name_or_path, workdir), device=device, precision=precision,
                     attn_implementation=attn, chat_template="", optim=optim,
                     padding_free=padding_free_choice(cfg, attn), liger=liger_choice(cfg, cuda))
+
+
+def resolve_for_run(cfg: RunConfig, run_dir: str | os.PathLike, workdir=None) -> Resolved:
+    """`resolve` for a trained run's base: the demo is looked up in the run's own workdir (not wherever the
+    command runs, which would build another), and must be the build the run trained on: an adapter on
+    another build of the demo answers plausibly and wrongly."""
+    import json
+
+    run_dir = Path(run_dir)
+    if run_dir.parent.name == "runs":
+        workdir = run_dir.parent.parent
+    if is_demo(cfg.model.name_or_path):
+        try:
+            trained = json.loads((run_dir / "resolved.json").read_text()).get("demo_fingerprint")
+        except (OSError, ValueError):
+            trained = None  # older runs did not record it
+        if trained and trained != demo_fingerprint():
+            raise TuneboardError("error.demo_rebuilt", run=run_dir.name)
+    return resolve(cfg, workdir)
 
 
 def liger_choice(cfg: RunConfig, cuda: bool) -> bool:

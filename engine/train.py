@@ -29,8 +29,11 @@ class EventLog:
         self.events = open(run_dir / "events.jsonl", "a", encoding="utf-8")
         self.log = open(run_dir / "train.log", "a", encoding="utf-8")
         self.emit = emit
+        self.step = 0  # the last step an event told of: where a run that is aborted got to
 
     def __call__(self, ev: Event) -> None:
+        if isinstance(ev, (Progress, LogStep)):
+            self.step = max(self.step, ev.step)
         self.events.write(ev.to_json() + "\n")
         self.events.flush()
         line = _log_line(ev)
@@ -120,7 +123,6 @@ def run_training(cfg: RunConfig, run_dir: str | os.PathLike, emit: Optional[Call
     def stop_requested() -> bool:
         return stop_file.exists() or (should_stop is not None and should_stop())
 
-    step = 0
     try:
         out, step, status, metrics = _train(cfg, run_dir, log, stop_requested, workdir, data)
         log(Finished(status=status, step=step, output_dir=str(out), metrics=metrics))
@@ -128,7 +130,7 @@ def run_training(cfg: RunConfig, run_dir: str | os.PathLike, emit: Optional[Call
     except BaseException as e:
         key, params = error_key(e, "error.training_failed")
         log(Error(key=key, params=params, message=message(key, params), traceback=traceback.format_exc()))
-        log(Finished(status="stopped" if isinstance(e, KeyboardInterrupt) else "failed", step=step))
+        log(Finished(status="stopped" if isinstance(e, KeyboardInterrupt) else "failed", step=log.step))
         raise
     finally:
         log.close()
@@ -146,7 +148,7 @@ def _train(cfg: RunConfig, run_dir: Path, log: EventLog, should_stop, workdir, d
     from . import model as model_mod
     from .callbacks import EventCallback
     from .data import load_training_data
-    from .demo import demo_built, is_demo
+    from .demo import demo_built, demo_fingerprint, is_demo
 
     if is_demo(cfg.model.name_or_path) and not demo_built(workdir):  # else the first Start looks stuck
         log(Warning(key="warning.building_demo", message=message("warning.building_demo")))
@@ -193,7 +195,8 @@ def _train(cfg: RunConfig, run_dir: Path, log: EventLog, should_stop, workdir, d
                    trainable_params=trainable, total_params=total, train_rows=train_rows,
                    eval_rows=eval_rows, chat_template=res.chat_template,
                    pid=os.getpid()))
-    (run_dir / "resolved.json").write_text(json.dumps(res.__dict__, indent=1))
+    resolved = dict(res.__dict__, **({"demo_fingerprint": demo_fingerprint()} if is_demo(cfg.model.name_or_path) else {}))
+    (run_dir / "resolved.json").write_text(json.dumps(resolved, indent=1))
     result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     step = trainer.state.global_step
 
@@ -243,14 +246,42 @@ def _device_name(res) -> str:
     return "cpu"
 
 
-def _resume_checkpoint(cfg: RunConfig, run_dir: Path) -> Optional[Path]:
+RESUME_MUST_MATCH = ("stage", "model.name_or_path", "adapter.method", "adapter.rank", "adapter.target_modules",
+                     "adapter.use_dora")  # what shapes the saved weights and optimizer state
+
+
+def _resume_checkpoint(cfg: RunConfig, run_dir: Optional[Path]) -> Optional[Path]:
+    """The checkpoint `training.resume_from` names (`last`: this run's own), refused when it cannot go on
+    under `cfg`: another stage, base or adapter shape (its weights would not load, or would load into the
+    wrong thing), or a step limit it has already reached. `run_dir` None: checked before a new run exists."""
     src = cfg.training.resume_from
     if not src:
         return None
-    ckpt = latest_checkpoint(run_dir if src == "last" else src)
+    if src == "last" and run_dir is None:
+        raise TuneboardError("error.resume_last_new_run")
+    ckpt = latest_checkpoint(run_dir if src == "last" else Path(src).expanduser())
     if ckpt is None:
         raise TuneboardError("error.no_checkpoint", path=src)
+    saved = ckpt.parent.parent / "config.yaml"  # the run the checkpoint belongs to
+    if saved.exists():
+        old, new = RunConfig.load(str(saved)).to_dict(), cfg.to_dict()
+        for name in RESUME_MUST_MATCH:
+            was, now = _dotted(old, name), _dotted(new, name)
+            if was != now:
+                raise TuneboardError("error.resume_mismatch", field=name, old=was, new=now, path=str(ckpt))
+    try:
+        step = json.loads((ckpt / "trainer_state.json").read_text()).get("global_step") or 0
+    except (OSError, ValueError):
+        step = 0
+    if step and 0 < cfg.training.max_steps <= step:
+        raise TuneboardError("error.resume_past_end", step=step, max_steps=cfg.training.max_steps, path=str(ckpt))
     return ckpt
+
+
+def _dotted(d: dict, name: str):
+    for part in name.split("."):
+        d = d.get(part) if isinstance(d, dict) else None
+    return d
 
 
 # ---- the CLI verb ---------------------------------------------------------------------------
@@ -263,6 +294,7 @@ def cmd_train(args) -> int:
     workdir = Path(args.workdir).resolve() if args.workdir else default_workdir()
     notes: list[tuple[str, dict]] = []
     train_ds, eval_ds = load_training_data(cfg, notes)  # bad data is refused here, before a run folder exists
+    _resume_checkpoint(cfg, None)  # so is a checkpoint that cannot go on under this config
     _print_estimate(cfg, workdir)
     run_dir = create_run(cfg, workdir)
     print(f"run folder: {run_dir}", file=sys.stderr)
@@ -274,36 +306,40 @@ def cmd_train(args) -> int:
     finally:
         stop.restore()
         bar.close()
-    print(str(run_dir))
-    return 130 if stop.requested() else 0  # stopped by Ctrl+C: the checkpoint is there, the run is not done
+        print(str(run_dir))  # the last line, also when the run failed: its log and events are there
+    # stopped by Ctrl+C or a SIGTERM: the checkpoint is there, the run is not done; the shell's status for it
+    return 128 + stop.signal if stop.requested() else 0
 
 
 class _GracefulInterrupt:
-    """The first Ctrl+C stops after the current step with a checkpoint; a second one aborts at once."""
+    """The first Ctrl+C (or SIGTERM: `kill`, `timeout`, docker stop, a scheduler's time limit) stops after the
+    current step with a checkpoint; a second one aborts at once."""
 
     def __init__(self):
         import signal
 
-        self._requested = False
-        try:
-            self._old = signal.signal(signal.SIGINT, self._handle)
-        except ValueError:  # not the main thread: leave Ctrl+C as it is
-            self._old = None
+        self.signal = 0  # the signal that asked to stop
+        self._old = {}
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._old[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread: leave the signals as they are
+                pass
 
     def _handle(self, signum, frame) -> None:
-        if self._requested:
+        if self.signal:
             raise KeyboardInterrupt
-        self._requested = True
+        self.signal = signum
         print("\nstopping after this step, keeping a checkpoint (Ctrl+C again to abort)", file=sys.stderr, flush=True)
 
     def requested(self) -> bool:
-        return self._requested
+        return bool(self.signal)
 
     def restore(self) -> None:
         import signal
 
-        if self._old is not None:
-            signal.signal(signal.SIGINT, self._old)
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
 
 
 def _print_estimate(cfg: RunConfig, workdir: Path) -> None:

@@ -131,3 +131,10 @@ def test_importing_the_engine_makes_idle_openmp_threads_sleep_unless_the_user_ch
     out = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=e,
                           check=True).stdout.strip() for e in (env, {**env, "OMP_WAIT_POLICY": "ACTIVE"})]
     assert out == ["PASSIVE", "ACTIVE"]
+
+
+@pytest.mark.parametrize("field, value", [("rank", 0), ("alpha", 0), ("dropout", 1.0), ("freeze_trainable_layers", 0),
+                                          ("target_modules", [])])
+def test_adapter_values_that_train_nothing_are_refused_by_name(field, value):
+    with pytest.raises(ConfigError, match=f"adapter.{field}"):
+        RunConfig.from_dict({"adapter": {field: value}})

@@ -135,3 +135,10 @@ def test_a_reader_that_stops_early_ends_it_quietly(tok_dir):
     proc.stdout.close()
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=120) == 141 and "BrokenPipe" not in err and "Traceback" not in err, err
+
+
+def test_check_counts_demo_tokens_without_building_a_model_where_it_runs(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("TUNEBOARD_HOME", str(tmp_path / "home"))
+    rc, out, _ = run(capsys, FIX / "alpaca.json")
+    assert rc == 0 and "Tokens per row" in out
+    assert not (tmp_path / "home").exists()

@@ -310,6 +310,10 @@ def test_cli_estimate(tmp_path, capsys):
     assert main(["estimate", str(cfg), "--gpu-memory", "12"]) == 0
     assert "does not fit in 12 GB" in capsys.readouterr().out
     assert main(["estimate", str(cfg), "--set", "adapter.rnk=4"]) == 2
+    for bad in ("0", "-4", "nan"):  # no GPU to fit, not "the default GPU"
+        with pytest.raises(SystemExit) as e:
+            main(["estimate", str(cfg), "--gpu-memory", bad])
+        assert e.value.code == 2 and "must be more than 0" in capsys.readouterr().err
 
 
 # ---- on a GPU: the estimate against the measured peak ----------------------------------------------

@@ -203,3 +203,39 @@ def test_leaving_a_stream_early_stops_the_generation(session):
     assert len(steps) < 400  # stopped well before the token limit
     assert not [t for t in threading.enumerate() if t.name == "tuneboard-generate"]
     assert session.generate(ASK, GREEDY)[0].text  # the model is free for the next answer
+
+
+def test_a_run_without_its_final_adapter_is_read_from_its_latest_checkpoint(tmp_path, capsys):
+    from engine.generate import result_dir
+    from engine.messages import TuneboardError
+
+    run = tmp_path / "runs" / "killed"
+    for step in (5, 10):
+        (run / "checkpoints" / f"checkpoint-{step}").mkdir(parents=True)
+        (run / "checkpoints" / f"checkpoint-{step}" / "adapter_config.json").write_text("{}")
+    assert result_dir(run).name == "checkpoint-10"
+    assert "latest checkpoint, checkpoint-10" in capsys.readouterr().err
+    (run / "adapter").mkdir()
+    (run / "adapter" / "adapter_config.json").write_text("{}")
+    assert result_dir(run).name == "adapter"  # the finished result first
+    with pytest.raises(TuneboardError, match="no saved adapter"):
+        result_dir(tmp_path / "runs" / "empty")
+
+
+def test_a_demo_run_is_read_with_its_own_workdir_and_its_own_demo_build(tmp_path, monkeypatch):
+    from engine import model as model_mod
+    from engine.config import RunConfig
+    from engine.messages import TuneboardError
+
+    run = tmp_path / "elsewhere" / "runs" / "r"
+    run.mkdir(parents=True)
+    cfg = RunConfig()  # the demo
+    seen = []
+    monkeypatch.setattr(model_mod, "resolve", lambda cfg, workdir=None: seen.append(workdir))
+    (run / "resolved.json").write_text(json.dumps({"demo_fingerprint": model_mod.demo_fingerprint()}))
+    model_mod.resolve_for_run(cfg, run, workdir=tmp_path / "cwd-workdir")
+    assert seen == [tmp_path / "elsewhere"]  # not a second demo build where the command runs
+    (run / "resolved.json").write_text(json.dumps({"demo_fingerprint": "an-older-one"}))
+    with pytest.raises(TuneboardError) as e:
+        model_mod.resolve_for_run(cfg, run)
+    assert e.value.key == "error.demo_rebuilt"

@@ -243,7 +243,13 @@ def test_a_stop_file_stops_the_run_with_a_checkpoint(workdir, demo_model):
     assert not (run_dir / STOP_FILE).exists()  # a resume must not stop at once
 
 
-def test_cli_ctrl_c_stops_after_the_step_keeps_a_checkpoint_and_prints_the_folder(workdir, demo_model, tmp_path):
+@pytest.mark.parametrize("sig, times, code", [("SIGINT", 1, 130), ("SIGTERM", 1, 143), ("SIGINT", 2, 130)],
+                         ids=["ctrl-c", "sigterm", "ctrl-c-twice"])
+def test_cli_ctrl_c_stops_after_the_step_keeps_a_checkpoint_and_prints_the_folder(workdir, demo_model, tmp_path,
+                                                                                  sig, times, code):
+    """Ctrl+C, or the SIGTERM of `kill`, `timeout`, docker stop or a scheduler, stops after the step with a
+    checkpoint; a second one aborts at once. Either way the run says where it got to, and stdout's last line
+    is its folder."""
     import os
     import signal
     import time
@@ -251,17 +257,61 @@ def test_cli_ctrl_c_stops_after_the_step_keeps_a_checkpoint_and_prints_the_folde
     from engine.runs import latest_checkpoint
 
     cmd = [sys.executable, "-m", "engine.cli", "train", "assets/configs/sft_demo.yaml", "--max-steps", "500",
-           "--workdir", str(workdir), "--set", "data.val_size=0"]
+           "--workdir", str(workdir), "--set", "data.val_size=0", "--set", "training.save_steps=5"]
     err = open(tmp_path / "stderr", "w+")
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=err, text=True,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
     deadline = time.time() + 120
     while time.time() < deadline and "training sft on" not in (tmp_path / "stderr").read_text():
         time.sleep(0.2)
-    time.sleep(1.0)
-    proc.send_signal(signal.SIGINT)
+    time.sleep(1.5)
+    for _ in range(times):
+        proc.send_signal(getattr(signal, sig))
+        time.sleep(0.05)
     out, _ = proc.communicate(timeout=120)
-    assert proc.returncode == 130, (tmp_path / "stderr").read_text()[-2000:]
+    assert proc.returncode == code, (tmp_path / "stderr").read_text()[-2000:]
     run_dir = Path(out.strip().splitlines()[-1])
     assert run_info(run_dir).status == "stopped" and latest_checkpoint(run_dir) is not None
+    [finished] = [e for e in read_events(str(run_dir / "events.jsonl")) if isinstance(e, Finished)]
+    assert finished.step >= 5  # where it got to, not step 0
     assert "Traceback" not in (tmp_path / "stderr").read_text()
+
+
+def test_cli_max_steps_0_is_refused_not_ignored(tmp_path):
+    r = _cli("train", "assets/configs/sft_demo.yaml", "--max-steps", "0", "--workdir", str(tmp_path))
+    assert r.returncode == 2 and "training.max_steps" in r.stderr and not (tmp_path / "runs").exists()
+
+
+def test_cli_a_run_that_fails_still_ends_with_its_folder(tmp_path):
+    """`tail -1` finds the failed run's folder (its log says why), as it finds a finished one."""
+    r = _cli("train", "assets/configs/sft_demo.yaml", "--max-steps", "1", "--workdir", str(tmp_path),
+             "--set", "model.name_or_path=nobody/no-such-model")
+    assert r.returncode != 0 and "Traceback" not in r.stderr
+    run_dir = Path(r.stdout.strip().splitlines()[-1])
+    assert run_dir.parent == tmp_path / "runs" and run_info(run_dir).status == "failed"
+
+
+def _run_with_checkpoint(root: Path, step: int, **cfg) -> Path:
+    run = root / "runs" / "old"
+    ckpt = run / "checkpoints" / f"checkpoint-{step}"
+    ckpt.mkdir(parents=True)
+    (ckpt / "trainer_state.json").write_text(json.dumps({"global_step": step}))
+    RunConfig.from_dict(cfg or tiny_sft_config()).save(str(run / "config.yaml"))
+    return run
+
+
+def test_a_checkpoint_that_cannot_go_on_is_refused_before_a_run_exists(tmp_path):
+    from engine.messages import TuneboardError
+    from engine.train import _resume_checkpoint
+
+    old = _run_with_checkpoint(tmp_path, 12)
+    base = RunConfig.from_dict(tiny_sft_config())
+    assert _resume_checkpoint(base.with_overrides({"training.resume_from": str(old)}), None).name == "checkpoint-12"
+    for overrides, key in (({"adapter.rank": 4}, "error.resume_mismatch"), ({"stage": "dpo"}, "error.resume_mismatch"),
+                           ({"training.max_steps": 10}, "error.resume_past_end"),
+                           ({"training.resume_from": "last"}, "error.resume_last_new_run"),
+                           ({"training.resume_from": str(tmp_path / "nope")}, "error.no_checkpoint")):
+        cfg = base.with_overrides({"training.resume_from": str(old), **overrides})
+        with pytest.raises(TuneboardError) as e:
+            _resume_checkpoint(cfg, None)
+        assert e.value.key == key, overrides
