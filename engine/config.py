@@ -205,7 +205,10 @@ class GenerationConfig:
         _check_range(self, "repetition_penalty", 0, lo_open=True)
         _check_range(self, "num_beams", 1)
         _check_range(self, "num_return_sequences", 1)
-        if self.num_return_sequences > max(self.num_beams, 1) and self.temperature == 0:
+        if self.num_beams > 1 and self.num_return_sequences > self.num_beams:
+            _fail("num_return_sequences", "error.config.return_sequences_beams",
+                  "beam search returns at most one answer per beam; raise num_beams", beams=self.num_beams)
+        if self.num_beams == 1 and self.num_return_sequences > 1 and self.temperature == 0:
             _fail("num_return_sequences", "error.config.return_sequences",
                   "greedy decoding returns one answer; raise num_beams or temperature")
 

@@ -83,6 +83,13 @@ def trim_at_stop(text: str, stops: list[str]) -> tuple[str, bool]:
     return (text[:cut], True) if cut >= 0 else (text, False)
 
 
+def _decoded(tok, ids: list[int], stops: list[str]) -> tuple[str, bool]:
+    """An answer's text, cut at a stop string (and whether it was), without the half character a token
+    limit leaves when it falls inside a character that byte-level BPE spread over tokens (Korean, emoji)."""
+    text, stopped = trim_at_stop(tok.decode(ids, skip_special_tokens=True), stops)
+    return text.rstrip("\ufffd"), stopped
+
+
 def _safe_prefix(text: str, stops: list[str]) -> str:
     """What can be shown while streaming: never a piece that may turn out to start a stop string."""
     text, found = trim_at_stop(text, stops)
@@ -326,7 +333,7 @@ class ChatSession:
         for i, row in enumerate(ids[:, prompt_len:].tolist()):
             while row and row[-1] == tok.pad_token_id and tok.pad_token_id not in eos:
                 row.pop()
-            text, stopped = trim_at_stop(tok.decode(row, skip_special_tokens=True), stops)
+            text, stopped = _decoded(tok, row, stops)
             n = len([t for t in row if t not in special])
             if interrupted:
                 finish = "interrupted"
@@ -465,8 +472,9 @@ def cmd_chat(args) -> int:
 
 
 def _repl(session: ChatSession, gen: GenerationConfig, use_adapter: bool) -> int:
-    print(f"chatting with {session.run_dir.name}{' (base model)' if not use_adapter else ''}; "
-          "/reset clears the conversation, /exit or Ctrl-D quits", file=sys.stderr)
+    commands = "/reset clears the conversation, /exit or Ctrl-D quits, /help says this again"
+    print(f"chatting with {session.run_dir.name}{' (base model)' if not use_adapter else ''}; {commands}",
+          file=sys.stderr)
     history: list[dict[str, str]] = []
     while True:
         try:
@@ -478,6 +486,9 @@ def _repl(session: ChatSession, gen: GenerationConfig, use_adapter: bool) -> int
             return 0
         if line.strip() == "/reset":
             history = []
+            continue
+        if line.strip() in ("/help", "/?"):
+            print(commands, file=sys.stderr)
             continue
         if not line.strip():
             continue

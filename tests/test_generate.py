@@ -60,6 +60,8 @@ def test_greedy_cannot_return_several_answers(session):
         GenerationConfig(temperature=0, num_return_sequences=2)
     with pytest.raises(ConfigError):
         session.generate(ASK, GenerationConfig(num_beams=2, num_return_sequences=3))
+    with pytest.raises(ConfigError, match="one answer per beam"):  # not "greedy decoding"
+        GenerationConfig(temperature=0, num_beams=2, num_return_sequences=3)
 
 
 def test_base_and_tuned_answers_differ_after_training(session):
@@ -239,3 +241,13 @@ def test_a_demo_run_is_read_with_its_own_workdir_and_its_own_demo_build(tmp_path
     with pytest.raises(TuneboardError) as e:
         model_mod.resolve_for_run(cfg, run)
     assert e.value.key == "error.demo_rebuilt"
+
+
+def test_an_answer_cut_by_the_token_limit_never_ends_in_half_a_character(session):
+    """Byte-level BPE spreads a rare syllable over byte tokens: the limit can fall inside one."""
+    from engine.generate import _decoded
+
+    ids = session.tokenizer("안녕 뷁", add_special_tokens=False)["input_ids"]
+    assert session.tokenizer.decode(ids[:-1]).endswith("\ufffd")  # cut inside 뷁's three bytes
+    assert _decoded(session.tokenizer, ids[:-1], []) == ("안녕 ", False)
+    assert _decoded(session.tokenizer, ids, ["녕"]) == ("안", True)
