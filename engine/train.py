@@ -354,12 +354,16 @@ def _print_estimate(cfg: RunConfig, workdir: Path) -> None:
 
 
 class ProgressBar:
-    """One terminal line: step, loss, tokens/s, ETA (to stderr, so stdout stays the run folder)."""
+    """One terminal line: step, loss, tokens/s, ETA (to stderr, so stdout stays the run folder). A step's
+    loss is logged just after its progress, so the line is drawn again with it (redrawn on a terminal;
+    in a log file each 10th step's line is held until then)."""
 
     def __init__(self, quiet: bool = False):
         self.quiet = quiet  # warnings and the end only
         self.loss = self.tps = None
         self.tty = sys.stderr.isatty()
+        self.progress: Optional[Progress] = None
+        self.held = ""  # not a terminal: the line waiting for its step's loss
         self.last = ""
 
     def __call__(self, ev: Event) -> None:
@@ -368,23 +372,17 @@ class ProgressBar:
         if isinstance(ev, LogStep):
             self.loss = ev.loss if ev.loss is not None else self.loss
             self.tps = ev.tokens_per_second or self.tps
-        elif isinstance(ev, RunStarted):
+            if self.progress is not None and self.progress.step == ev.step:
+                self._draw()
+            return
+        self._flush()
+        if isinstance(ev, RunStarted):
             print(f"training {ev.stage} on {ev.device} ({ev.precision}, {ev.attn_implementation}): "
                   f"{ev.trainable_params:,} of {ev.total_params:,} parameters trainable, {ev.train_rows} rows",
                   file=sys.stderr)
         elif isinstance(ev, Progress):
-            width = 24
-            filled = int(width * ev.step / max(ev.total_steps, 1))
-            eta = f"{ev.eta_seconds:.0f}s" if ev.eta_seconds is not None else "?"
-            loss = f"{self.loss:.4f}" if self.loss is not None else "-"
-            tps = f"{self.tps:,.0f}" if self.tps else "-"
-            line = (f"[{'#' * filled}{'.' * (width - filled)}] {ev.step}/{ev.total_steps}  loss {loss}  "
-                    f"tok/s {tps}  eta {eta}")
-            if self.tty:
-                print("\r" + line, end="", file=sys.stderr, flush=True)
-            elif ev.step == ev.total_steps or ev.step % 10 == 0:
-                print(line, file=sys.stderr)
-            self.last = line
+            self.progress = ev
+            self._draw()
         elif isinstance(ev, Warning):  # an Error is said once, by the command's last line
             if self.tty:
                 print(file=sys.stderr)
@@ -394,6 +392,24 @@ class ProgressBar:
                 print(file=sys.stderr)
             print(f"{ev.status} at step {ev.step}", file=sys.stderr)
 
+    def _draw(self) -> None:
+        ev, width = self.progress, 24
+        filled = int(width * ev.step / max(ev.total_steps, 1))
+        eta = f"{ev.eta_seconds:.0f}s" if ev.eta_seconds is not None else "?"
+        loss = f"{self.loss:.4f}" if self.loss is not None else "-"
+        tps = f"{self.tps:,.0f}" if self.tps else "-"
+        line = f"[{'#' * filled}{'.' * (width - filled)}] {ev.step}/{ev.total_steps}  loss {loss}  tok/s {tps}  eta {eta}"
+        if self.tty:
+            print("\r" + line, end="", file=sys.stderr, flush=True)
+        elif ev.step == ev.total_steps or ev.step % 10 == 0:
+            self.held = line
+        self.last = line
+
+    def _flush(self) -> None:
+        if self.held:
+            print(self.held, file=sys.stderr)
+            self.held = ""
+
     def close(self) -> None:
-        pass
+        self._flush()
 

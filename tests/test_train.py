@@ -11,7 +11,7 @@ import torch
 from world import ROOT, logged_losses, safetensors_weights, tiny_sft_config, train_run
 
 from engine.config import RunConfig
-from engine.events import Finished, LogStep, RunStarted, read_events
+from engine.events import Finished, LogStep, Progress, RunStarted, read_events
 from engine.runs import create_run, run_info
 from engine.train import run_training
 
@@ -315,3 +315,17 @@ def test_a_checkpoint_that_cannot_go_on_is_refused_before_a_run_exists(tmp_path)
         with pytest.raises(TuneboardError) as e:
             _resume_checkpoint(cfg, None)
         assert e.value.key == key, overrides
+
+
+def test_the_progress_line_shows_each_steps_own_loss(capsys):
+    """trl logs a step's loss just after the step's progress: the line waits for it (it showed the step before's)."""
+    from engine.train import ProgressBar
+
+    bar = ProgressBar()
+    for step, loss in ((9, 3.0), (10, 2.5)):
+        bar(Progress(step=step, total_steps=10))
+        bar(LogStep(step=step, loss=loss))
+    bar(Finished(status="finished", step=10))
+    bar.close()
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == ["[" + "#" * 24 + "] 10/10  loss 2.5000  tok/s -  eta ?", "finished at step 10"]
