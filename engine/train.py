@@ -343,9 +343,12 @@ class _GracefulInterrupt:
 
 
 def _print_estimate(cfg: RunConfig, workdir: Path) -> None:
-    from .estimate import estimate_text
+    """The GPU memory estimate, on a machine with a GPU (on a CPU it would describe a GPU's run, not this one)."""
+    from .estimate import estimate_text, local_gpu
 
     try:
+        if local_gpu() is None:
+            return
         text = estimate_text(cfg, workdir)
     except Exception:  # an estimate is advice; it never blocks training
         return
