@@ -265,8 +265,11 @@ class RunConfig:
             data = yaml.safe_load(text)
         except yaml.YAMLError as e:
             raise ConfigError("<yaml>", "error.config.yaml", f"not valid YAML: {e}", error=str(e)) from None
-        if data is not None and not isinstance(data, dict):
-            raise ConfigError("<yaml>", "error.config.yaml", "the top level must be a mapping", error="not a mapping")
+        if data is None:  # an empty file is a slip (a save that failed, the wrong file), not "all defaults"
+            raise ConfigError("<yaml>", "error.config.empty", "the config is empty")
+        if not isinstance(data, dict):
+            raise ConfigError("<yaml>", "error.config.not_mapping", "the config must be sections of settings",
+                              kind=type(data).__name__)
         return cls.from_dict(data)
 
     @classmethod

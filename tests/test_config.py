@@ -44,7 +44,10 @@ def test_non_default_round_trips_exactly(tmp_path):
     ("training: {warmup_ratio: 1.0}", "training.warmup_ratio", "error.config.range"),
     ("stage: rlhf", "stage", "error.config.choice"),
     ("model: {trust_remote_code: maybe}", "model.trust_remote_code", "error.config.type"),
-    ("- a\n- b", "<yaml>", "error.config.yaml"),
+    ("- a\n- b", "<yaml>", "error.config.not_mapping"),
+    ("", "<yaml>", "error.config.empty"),
+    ("# only a comment\n", "<yaml>", "error.config.empty"),
+    ("training: {learning_rate: [oops", "<yaml>", "error.config.yaml"),
 ])
 def test_bad_values_are_rejected_with_the_field_name(yaml_text, field, key):
     with pytest.raises(ConfigError) as e:
