@@ -23,8 +23,12 @@ def roles(msgs):
 def test_sft_merges_every_chat_format_into_messages():
     names = ["alpaca.json", "sharegpt.json", "messages.jsonl", "prompt_completion.jsonl", "preference_columns.json",
              "alpaca.csv"]
-    train, val = load_training_data(cfg("sft", *names))
+    notes = []
+    train, val = load_training_data(cfg("sft", *names), notes)
     assert val is None and train.column_names == ["messages"] and len(train) == 4 + 2 + 2 + 2 + 3 + 3
+    # the one file whose kind SFT reads only in part is told (its rejected answers go unused)
+    assert [(k, p["path"].rsplit("/", 1)[-1]) for k, p in notes if k.startswith("warning.sft")] == \
+        [("warning.sft_on_preference", "preference_columns.json")]
     for row in train:
         r = roles(row["messages"])
         assert r[-1] == "assistant" and set(r) <= {"system", "user", "assistant"}
@@ -152,3 +156,9 @@ def test_the_normalised_data_trains_one_step(stage, files, tiny_model, tmp_path)
                      "learning_rate": 1e-3, "warmup_ratio": 0.0}})
     losses = logged_losses(train_run(tmp_path, c))
     assert losses and all(math.isfinite(v) for v in losses)
+
+
+def test_pretraining_on_conversations_says_how_it_reads_them():
+    notes = []
+    load_training_data(cfg("pt", "alpaca.json", "text_lines.txt"), notes)
+    assert [(k, p["path"].rsplit("/", 1)[-1]) for k, p in notes] == [("warning.pt_on_chat", "alpaca.json")]

@@ -89,6 +89,10 @@ def load_training_data(cfg: RunConfig, notes: list[tuple[str, dict]] | None = No
         refusal = stage_refusal(result.format, stage, src.path)
         if refusal:
             raise TuneboardError(refusal[0], **refusal[1])
+        if notes is not None and stage == "sft" and result.format == "preference":
+            notes.append(("warning.sft_on_preference", {"path": src.path}))
+        elif notes is not None and stage == "pt" and result.format != "text":
+            notes.append(("warning.pt_on_chat", {"path": src.path}))
         # the file's own warnings (a guessed encoding, columns left unused), which a run has no other way to say;
         # row warnings are the Data tab's and `tuneboard check`'s, and the cutoff is said by the run itself
         warnings = [f for f in result.findings if f.severity == "warning" and f.row is None
