@@ -42,7 +42,9 @@ def export_run(run: str, out: str | os.PathLike, merge: bool = False, push_to_hu
     cfg = RunConfig.load(str(run_dir / "config.yaml"))
     source = result_dir(run_dir, checkpoint)
     out = Path(out).expanduser().resolve()
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+    if out.exists() and not out.is_dir():
+        raise TuneboardError("export.error_is_file", path=str(out))
+    if out.exists() and any(out.iterdir()):
         raise TuneboardError("export.error_not_empty", path=str(out))
     is_adapter = (source / "adapter_config.json").exists()
     out.mkdir(parents=True, exist_ok=True)

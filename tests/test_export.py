@@ -68,6 +68,9 @@ def test_refuses_a_folder_that_is_not_empty(trained_run, workdir, tmp_path):
         export_run(str(trained_run), tmp_path, workdir=workdir)
     assert e.value.key == "export.error_not_empty"
     assert (tmp_path / "keep.txt").read_text() == "mine"
+    with pytest.raises(TuneboardError) as e:
+        export_run(str(trained_run), tmp_path / "keep.txt", workdir=workdir)
+    assert e.value.key == "export.error_is_file" and (tmp_path / "keep.txt").read_text() == "mine"
 
 
 def test_qlora_merges_into_16_bit_weights(trained_run, workdir, tmp_path, monkeypatch):
