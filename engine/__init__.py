@@ -2,11 +2,13 @@
 
 import os
 
-# OpenMP threads that wait for work sleep instead of spinning. A spinning wait assumes every thread has
-# a core to itself; beside another busy process (a chat worker next to a CPU training run, a second
-# command, the tests' board) each step then waits out whole scheduler slices: a two-thread CPU run of
-# the demo's pre-training went from 2 s to 75 s beside one other busy process. Set before torch loads
-# (here, as anything of the engine is imported first); the user's own setting wins.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# OpenMP threads waiting for work spin for a shorter while before they sleep (libgomp spins 300,000 times by
+# default). Beside other busy processes (a chat worker next to a CPU training run, a second command, the
+# tests' board) the long spin starves the thread being waited for: 30 steps of the demo's two-thread CPU
+# pre-training took 128 s beside two busy processes instead of 4 s, and 1.6 s alone either way (sleeping
+# at once, OMP_WAIT_POLICY=PASSIVE, costs 1.75x alone). Set before torch loads, as anything of the engine
+# is imported first; a user's own OpenMP waiting settings win.
+if "OMP_WAIT_POLICY" not in os.environ:
+    os.environ.setdefault("GOMP_SPINCOUNT", "30000")
 
 __version__ = "0.1.0"
