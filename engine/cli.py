@@ -141,11 +141,16 @@ def _main(args) -> int:
 
             return serve(args) or 0
         module, func = COMMANDS[args.command].split(":")
-        return getattr(import_module(module), func)(args) or 0
+        rc = getattr(import_module(module), func)(args) or 0
+        sys.stdout.flush()  # here, where a reader that left is caught, not at the interpreter's exit
+        return rc
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:  # `tuneboard chat ... | head`: the reader has gone, which is not an error of ours
+    except BrokenPipeError as e:
+        if not _stdout_gone():  # another pipe (a data loader's worker, ...): an error like any other
+            return _unexpected(e, debug)
+        # `tuneboard chat ... | head`: the reader has gone, which is not an error of ours
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nor is the exit's flush of stdout
         return 141  # what a shell reports for a process ended by SIGPIPE
     except (TuneboardError, ConfigError) as e:
@@ -160,15 +165,31 @@ def _main(args) -> int:
         print(f"{message('severity.error')}: {message('error.file_not_found', {'path': e.filename or e})}", file=sys.stderr)
         return 2
     except Exception as e:  # the last line of defence: one clear line, the traceback on --debug
-        if debug or os.environ.get("TUNEBOARD_DEBUG"):
-            traceback.print_exc()
-        key, params = error_key(e, "")
-        if key == "error.oom":
-            print(f"{message('severity.error')}: {message(key, params)}", file=sys.stderr)
-        else:
-            print(f"{message('severity.error')}: {type(e).__name__}: {e} (run with --debug for the traceback)",
-                  file=sys.stderr)
-        return 1
+        return _unexpected(e, debug)
+
+
+def _unexpected(e: Exception, debug: bool) -> int:
+    if debug or os.environ.get("TUNEBOARD_DEBUG"):
+        traceback.print_exception(e)
+    key, params = error_key(e, "")
+    if key == "error.oom":
+        print(f"{message('severity.error')}: {message(key, params)}", file=sys.stderr)
+    else:
+        print(f"{message('severity.error')}: {type(e).__name__}: {e} (run with --debug for the traceback)",
+              file=sys.stderr)
+    return 1
+
+
+def _stdout_gone() -> bool:
+    """stdout is a pipe whose reader has closed it (poll reports an error on its end)."""
+    import select
+
+    try:
+        poll = select.poll()
+        poll.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(event & select.POLLERR for _, event in poll.poll(0))
+    except (AttributeError, OSError, ValueError):  # no poll here, or stdout is not a file
+        return False
 
 
 if __name__ == "__main__":

@@ -268,8 +268,7 @@ class RunConfig:
         if data is None:  # an empty file is a slip (a save that failed, the wrong file), not "all defaults"
             raise ConfigError("<yaml>", "error.config.empty", "the config is empty")
         if not isinstance(data, dict):
-            raise ConfigError("<yaml>", "error.config.not_mapping", "the config must be sections of settings",
-                              kind=type(data).__name__)
+            raise ConfigError("<yaml>", "error.config.not_mapping", "the config must be sections of settings")
         return cls.from_dict(data)
 
     @classmethod

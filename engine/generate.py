@@ -91,8 +91,10 @@ def _decoded(tok, ids: list[int], stops: list[str]) -> tuple[str, bool]:
 
 
 def _safe_prefix(text: str, stops: list[str]) -> str:
-    """What can be shown while streaming: never a piece that may turn out to start a stop string."""
+    """What can be shown while streaming: never a piece that may turn out to start a stop string, nor half a
+    character (its other bytes are still to come, or never will: the token limit fell inside it)."""
     text, found = trim_at_stop(text, stops)
+    text = text.rstrip("\ufffd")
     if found:
         return text
     hold = 0
@@ -145,8 +147,9 @@ class ChatSession:
         source = result_dir(run_dir, checkpoint)
         self.unload()
         cfg = RunConfig.load(str(run_dir / "config.yaml"))
-        res = model_mod.resolve_for_run(cfg, run_dir, self.workdir)
-        if (source / "adapter_config.json").exists():
+        is_peft = (source / "adapter_config.json").exists()
+        res = model_mod.resolve_for_run(cfg, run_dir, self.workdir, adapter=is_peft)
+        if is_peft:
             from peft import PeftModel
 
             base = model_mod.load_model(cfg, res, for_training=False)
@@ -157,7 +160,7 @@ class ChatSession:
         model.eval()
         self.tokenizer = load_run_tokenizer(cfg, res, source)
         self.model, self.run_dir, self.cfg, self.res = model, run_dir, cfg, res
-        self.is_peft = (source / "adapter_config.json").exists()
+        self.is_peft = is_peft
         self.stops = STOP_STRINGS.get(_template_name(run_dir, res), [])
         self.source = str(source)
         return self.info()

@@ -88,23 +88,30 @@ def resolve(cfg: RunConfig, workdir=None) -> Resolved:
                     padding_free=padding_free_choice(cfg, attn), liger=liger_choice(cfg, cuda))
 
 
-def resolve_for_run(cfg: RunConfig, run_dir: str | os.PathLike, workdir=None) -> Resolved:
-    """`resolve` for a trained run's base: the demo is looked up in the run's own workdir (not wherever the
-    command runs, which would build another), and must be the build the run trained on: an adapter on
-    another build of the demo answers plausibly and wrongly."""
-    import json
-
+def resolve_for_run(cfg: RunConfig, run_dir: str | os.PathLike, workdir=None, adapter: bool = True) -> Resolved:
+    """`resolve` for a trained run's base: looked up in the run's own workdir (a demo base wherever the
+    command runs would be another build); an `adapter` about to go on it must fit it (`check_demo_build`)."""
     run_dir = Path(run_dir)
     if run_dir.parent.name == "runs":
         workdir = run_dir.parent.parent
-    if is_demo(cfg.model.name_or_path):
-        try:
-            trained = json.loads((run_dir / "resolved.json").read_text()).get("demo_fingerprint")
-        except (OSError, ValueError):
-            trained = None  # older runs did not record it
-        if trained and trained != demo_fingerprint():
-            raise TuneboardError("error.demo_rebuilt", run=run_dir.name)
+    if adapter:
+        check_demo_build(cfg, run_dir)
     return resolve(cfg, workdir)
+
+
+def check_demo_build(cfg: RunConfig, run_dir: Path) -> None:
+    """Refuse a demo run trained on another build of the demo than this version builds: its adapter on this
+    one answers plausibly and wrongly. Runs from before builds were recorded were trained on the first."""
+    import json
+
+    if not is_demo(cfg.model.name_or_path):
+        return
+    try:
+        trained = json.loads((run_dir / "resolved.json").read_text()).get("demo_fingerprint", "first build")
+    except (OSError, ValueError):
+        return  # never started training: nothing was fitted to any build
+    if trained != demo_fingerprint():
+        raise TuneboardError("error.demo_rebuilt", run=run_dir.name)
 
 
 def liger_choice(cfg: RunConfig, cuda: bool) -> bool:

@@ -246,14 +246,21 @@ def _device_name(res) -> str:
     return "cpu"
 
 
-RESUME_MUST_MATCH = ("stage", "model.name_or_path", "adapter.method", "adapter.rank", "adapter.target_modules",
-                     "adapter.use_dora")  # what shapes the saved weights and optimizer state
+RESUME_MUST_MATCH = {  # what shapes the saved weights and optimizer state, per method
+    "lora": ("stage", "model.name_or_path", "adapter.method", "adapter.rank", "adapter.target_modules",
+             "adapter.use_dora"),
+    "freeze": ("stage", "model.name_or_path", "adapter.method", "adapter.freeze_trainable_layers"),
+    "full": ("stage", "model.name_or_path", "adapter.method"),
+}
 
 
 def _resume_checkpoint(cfg: RunConfig, run_dir: Optional[Path]) -> Optional[Path]:
     """The checkpoint `training.resume_from` names (`last`: this run's own), refused when it cannot go on
     under `cfg`: another stage, base or adapter shape (its weights would not load, or would load into the
-    wrong thing), or a step limit it has already reached. `run_dir` None: checked before a new run exists."""
+    wrong thing), or, for a new run (`run_dir` None: checked before it exists), a step limit it has reached
+    already (a run resuming its own last checkpoint may only have its final save left to do)."""
+    from .model import check_demo_build
+
     src = cfg.training.resume_from
     if not src:
         return None
@@ -262,18 +269,21 @@ def _resume_checkpoint(cfg: RunConfig, run_dir: Optional[Path]) -> Optional[Path
     ckpt = latest_checkpoint(run_dir if src == "last" else Path(src).expanduser())
     if ckpt is None:
         raise TuneboardError("error.no_checkpoint", path=src)
-    saved = ckpt.parent.parent / "config.yaml"  # the run the checkpoint belongs to
-    if saved.exists():
-        old, new = RunConfig.load(str(saved)).to_dict(), cfg.to_dict()
-        for name in RESUME_MUST_MATCH:
+    owner = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else None  # the run it belongs to
+    if owner is not None and (owner / "config.yaml").exists():
+        saved = RunConfig.load(str(owner / "config.yaml"))
+        old, new = saved.to_dict(), cfg.to_dict()
+        for name in RESUME_MUST_MATCH[cfg.adapter.method]:
             was, now = _dotted(old, name), _dotted(new, name)
             if was != now:
                 raise TuneboardError("error.resume_mismatch", field=name, old=was, new=now, path=str(ckpt))
+        if cfg.adapter.method == "lora":
+            check_demo_build(saved, owner)  # an adapter fitted to another demo build
     try:
         step = json.loads((ckpt / "trainer_state.json").read_text()).get("global_step") or 0
     except (OSError, ValueError):
         step = 0
-    if step and 0 < cfg.training.max_steps <= step:
+    if run_dir is None and step and 0 < cfg.training.max_steps <= step:
         raise TuneboardError("error.resume_past_end", step=step, max_steps=cfg.training.max_steps, path=str(ckpt))
     return ckpt
 
@@ -300,15 +310,19 @@ def cmd_train(args) -> int:
     print(f"run folder: {run_dir}", file=sys.stderr)
     bar = ProgressBar(quiet=args.quiet)
     stop = _GracefulInterrupt()
+    aborted = False
     try:
         run_training(cfg, run_dir, emit=bar, should_stop=stop.requested, workdir=workdir,
                      data=(train_ds, eval_ds, notes))
+    except KeyboardInterrupt:  # a second signal: aborted; the run's events say where it got to
+        print("\ninterrupted", file=sys.stderr)
+        aborted = True
     finally:
         stop.restore()
         bar.close()
         print(str(run_dir))  # the last line, also when the run failed: its log and events are there
-    # stopped by Ctrl+C or a SIGTERM: the checkpoint is there, the run is not done; the shell's status for it
-    return 128 + stop.signal if stop.requested() else 0
+    # stopped or aborted by Ctrl+C or SIGTERM: the run is not done; the shell's status for that signal
+    return 128 + (stop.signal or 2) if aborted or stop.requested() else 0
 
 
 class _GracefulInterrupt:
@@ -327,10 +341,13 @@ class _GracefulInterrupt:
                 pass
 
     def _handle(self, signum, frame) -> None:
+        import signal
+
         if self.signal:
             raise KeyboardInterrupt
         self.signal = signum
-        print("\nstopping after this step, keeping a checkpoint (Ctrl+C again to abort)", file=sys.stderr, flush=True)
+        again = "Ctrl+C again" if signum == signal.SIGINT else "another SIGTERM"
+        print(f"\nstopping after this step, keeping a checkpoint ({again} to abort)", file=sys.stderr, flush=True)
 
     def requested(self) -> bool:
         return bool(self.signal)
@@ -367,7 +384,6 @@ class ProgressBar:
         self.tty = sys.stderr.isatty()
         self.progress: Optional[Progress] = None
         self.held = ""  # not a terminal: the line waiting for its step's loss
-        self.last = ""
 
     def __call__(self, ev: Event) -> None:
         if self.quiet and not isinstance(ev, (Warning, Finished)):
@@ -406,7 +422,6 @@ class ProgressBar:
             print("\r" + line, end="", file=sys.stderr, flush=True)
         elif ev.step == ev.total_steps or ev.step % 10 == 0:
             self.held = line
-        self.last = line
 
     def _flush(self) -> None:
         if self.held:

@@ -139,6 +139,19 @@ def test_a_reader_that_stops_early_ends_it_quietly(tok_dir):
 
 def test_check_counts_demo_tokens_without_building_a_model_where_it_runs(capsys, tmp_path, monkeypatch):
     monkeypatch.setenv("TUNEBOARD_HOME", str(tmp_path / "home"))
-    rc, out, _ = run(capsys, FIX / "alpaca.json")
-    assert rc == 0 and "Tokens per row" in out
+    rc, out, _ = run(capsys, FIX / "alpaca.json", "--json")
+    assert rc == 0 and json.loads(out)["files"][0]["stats"]["counting"] == "exact"  # the demo's own tokenizer
     assert not (tmp_path / "home").exists()
+
+
+def test_a_broken_pipe_that_is_not_stdout_is_an_error(monkeypatch, capsys):
+    import types
+
+    import engine.cli as cli
+
+    def fails(args):
+        raise BrokenPipeError(32, "Broken pipe (a loader's worker)")
+
+    monkeypatch.setitem(sys.modules, "fake_verb", types.SimpleNamespace(run=fails))
+    monkeypatch.setitem(cli.COMMANDS, "check", "fake_verb:run")
+    assert main(["check", "x"]) == 1 and "a loader's worker" in capsys.readouterr().err

@@ -163,6 +163,7 @@ def test_stop_string_helpers():
     assert trim_at_stop("plain", ["###"]) == ("plain", False)
     assert _safe_prefix("hello #", ["###"]) == "hello "  # '#' may begin the stop string: held back
     assert _safe_prefix("hello ##x", ["###"]) == "hello ##x"
+    assert _safe_prefix("안녕 \ufffd", []) == "안녕 "  # the stream never shows half a character
     assert resolve_seed(7) == 7 and 0 <= resolve_seed(-1) < 2**31
 
 
@@ -237,10 +238,12 @@ def test_a_demo_run_is_read_with_its_own_workdir_and_its_own_demo_build(tmp_path
     (run / "resolved.json").write_text(json.dumps({"demo_fingerprint": model_mod.demo_fingerprint()}))
     model_mod.resolve_for_run(cfg, run, workdir=tmp_path / "cwd-workdir")
     assert seen == [tmp_path / "elsewhere"]  # not a second demo build where the command runs
-    (run / "resolved.json").write_text(json.dumps({"demo_fingerprint": "an-older-one"}))
-    with pytest.raises(TuneboardError) as e:
-        model_mod.resolve_for_run(cfg, run)
-    assert e.value.key == "error.demo_rebuilt"
+    for recorded in ({"demo_fingerprint": "an-older-one"}, {}):  # {}: from before builds were recorded
+        (run / "resolved.json").write_text(json.dumps(recorded))
+        with pytest.raises(TuneboardError) as e:
+            model_mod.resolve_for_run(cfg, run)
+        assert e.value.key == "error.demo_rebuilt"
+        model_mod.resolve_for_run(cfg, run, adapter=False)  # a full or freeze run's model folder stands alone
 
 
 def test_an_answer_cut_by_the_token_limit_never_ends_in_half_a_character(session):
