@@ -230,3 +230,24 @@ def test_the_chat_process_answers_the_board(trained_run, workdir):
     finally:
         worker.close()
     assert not worker.alive
+
+
+def test_loading_a_run_sets_the_controls_to_its_generation_settings(tmp_path):
+    """The demo presets sample at 0.2 (the tiny model rambles past its answer at 0.4+): Load shows that."""
+    from engine.config import RunConfig
+
+    run = tmp_path / "runs" / "demo-run"
+    run.mkdir(parents=True)
+    RunConfig.load(str(ROOT / "assets" / "configs" / "sft_demo.yaml")).save(str(run / "config.yaml"))
+
+    class Worker:
+        def call(self, verb, **kw):
+            return {"loaded": True, "run": kw["run"], "method": "lora", "base": "demo", "device": "cpu",
+                    "precision": "fp32"}
+
+    status, *values = chat.load(Worker(), tmp_path, "demo-run", "en")
+    controls = dict(zip(chat.SETTINGS, values, strict=True))
+    assert "demo-run" in status
+    assert (controls["chat-mode"], controls["chat-temperature"], controls["chat-max-new-tokens"]) == ("sample", 0.2, 64)
+    status, *values = chat.load(Worker(), tmp_path, "not-a-run", "en")  # loaded elsewhere, no config here
+    assert values == [SKIP] * len(chat.SETTINGS)

@@ -244,13 +244,21 @@ def pin(seed: Any, lang: str) -> tuple[Any, str]:
     return int(seed), message_html("success", t("chat.pinned", lang, seed=int(seed)))
 
 
-def load(worker: ChatWorker, run_id: Optional[str], lang: str) -> str:
+def load(worker: ChatWorker, workdir: Path, run_id: Optional[str], lang: str) -> list:
+    """Load the run in the chat process: its status, then the controls set to the run's own generation
+    settings (the demo presets sample cooler than a real model's default: its end of turn is less sure)."""
+    keep = [SKIP] * len(SETTINGS)
     if not run_id:
-        return message_html("error", t("chat.error_no_run", lang))
+        return [message_html("error", t("chat.error_no_run", lang)), *keep]
     try:
-        return status_html(worker.call("load", run=run_id), lang)
+        status = status_html(worker.call("load", run=run_id), lang)
     except Exception as e:
-        return error_html(e, lang, "chat.error_failed")
+        return [error_html(e, lang, "chat.error_failed"), *keep]
+    try:
+        gen = RunConfig.load(str(resolve_run(run_id, workdir) / "config.yaml")).generation
+    except Exception:  # noqa: BLE001 - the model loaded; the controls simply stay as they are
+        return [status, *keep]
+    return [status, *controls(gen.__dict__)]
 
 
 def unload(worker: ChatWorker, lang: str) -> str:
@@ -487,8 +495,8 @@ def wire(ui: UI) -> None:
     c["chat-rerun"].click(lambda s, recs: rerun(worker, recs, s.lang), [ui.session, records],
                           [c["chat-meta"], c["chat-status"]], show_progress="hidden")
     c["chat-mode"].change(mode_controls, c["chat-mode"], [c[k] for k in MODE_CONTROLS], show_progress="hidden")
-    c["chat-load"].click(lambda s, run_id: load(worker, run_id, s.lang), [ui.session, c["chat-run"]], c["chat-status"],
-                         show_progress="hidden")
+    c["chat-load"].click(lambda s, run_id: load(worker, workdir, run_id, s.lang), [ui.session, c["chat-run"]],
+                         [c["chat-status"], *knobs], show_progress="hidden")
     c["chat-unload"].click(lambda s: unload(worker, s.lang), ui.session, c["chat-status"], show_progress="hidden")
 
     def on_compare(s: Session, run_id, history, text, *values):
