@@ -90,10 +90,12 @@ def run_info(path: str | os.PathLike, events: Optional[list] = None) -> RunInfo:
         info.stage, info.model = cfg.stage, cfg.model.name_or_path
     except Exception:
         pass
-    pid, finished = 0, None
+    pid, finished, attempts = 0, None, 0
     for ev in events:
         if isinstance(ev, RunStarted):  # a resumed run starts again: what ended before no longer counts
-            pid, info.total_steps, info.created = ev.pid, ev.total_steps, ev.time
+            pid, info.total_steps = ev.pid, ev.total_steps
+            info.created = info.created if attempts else ev.time  # but it began when it first started
+            attempts += 1
             finished, info.error, info.error_key, info.error_params = None, "", "", {}
         elif isinstance(ev, LogStep):
             info.step = max(info.step, ev.step)

@@ -169,13 +169,14 @@ def test_stop_keeps_a_checkpoint_and_resume_continues(jobs, tmp_path):
     wait_for(lambda: (w.advance(live=True), w.step)[1] >= 3)
     assert jobs.stop(run_id)
     wait_for(lambda: (w.advance(live=jobs.is_live(run_id)), w.status)[1] == STOPPED)
-    stopped_at = w.step
+    stopped_at, began = w.step, run_info(path).created
     wait_for(lambda: jobs.own() is None)
     assert (path / "checkpoints").is_dir()
     wait_for(lambda: not (path / STOP_FILE).exists())  # the request is cleared once the worker is gone
     jobs.resume(run_id)
     wait_for(lambda: (w.advance(live=True), w.status)[1] == RUNNING and w.step > stopped_at + 2)
     assert w.curves.loss.x == list(range(1, w.curves.loss.x[-1] + 1))  # one continuous curve, no repeats
+    assert run_info(path).created == began  # the Runs tab's "started" is when it first started
     jobs.stop(run_id)
     wait_for(lambda: (w.advance(live=jobs.is_live(run_id)), w.status)[1] == STOPPED)
 
