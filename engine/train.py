@@ -12,6 +12,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
+from operator import attrgetter
 from pathlib import Path
 from typing import Optional
 
@@ -272,9 +273,8 @@ def _resume_checkpoint(cfg: RunConfig, run_dir: Optional[Path]) -> Optional[Path
     owner = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else None  # the run it belongs to
     if owner is not None and (owner / "config.yaml").exists():
         saved = RunConfig.load(str(owner / "config.yaml"))
-        old, new = saved.to_dict(), cfg.to_dict()
         for name in RESUME_MUST_MATCH[cfg.adapter.method]:
-            was, now = _dotted(old, name), _dotted(new, name)
+            was, now = attrgetter(name)(saved), attrgetter(name)(cfg)
             if was != now:
                 raise TuneboardError("error.resume_mismatch", field=name, old=was, new=now, path=str(ckpt))
         if cfg.adapter.method == "lora":
@@ -286,12 +286,6 @@ def _resume_checkpoint(cfg: RunConfig, run_dir: Optional[Path]) -> Optional[Path
     if run_dir is None and step and 0 < cfg.training.max_steps <= step:
         raise TuneboardError("error.resume_past_end", step=step, max_steps=cfg.training.max_steps, path=str(ckpt))
     return ckpt
-
-
-def _dotted(d: dict, name: str):
-    for part in name.split("."):
-        d = d.get(part) if isinstance(d, dict) else None
-    return d
 
 
 # ---- the CLI verb ---------------------------------------------------------------------------
