@@ -133,7 +133,7 @@ def kernel_kwargs(params: frozenset[str], scaling: float | None, window: int | N
     return kw
 
 
-def _flash_varlen(q, k, v, cu, max_len, scaling, window, kw: dict | None = None):
+def _flash_varlen(q, k, v, cu, max_len, scaling, window, kw: dict):
     import torch
     from torch.nn.attention.varlen import varlen_attn
 
@@ -144,8 +144,6 @@ def _flash_varlen(q, k, v, cu, max_len, scaling, window, kw: dict | None = None)
     cu = cu.to(device=q.device, dtype=torch.int32)
     if max_len is None:
         max_len = int((cu[1:] - cu[:-1]).max())
-    if kw is None:
-        kw = kernel_kwargs(_kernel_params(), scaling, window, q.shape[-1], q.shape[1] != k.shape[1])
     out = varlen_attn(q, k, v, cu, cu, int(max_len), int(max_len), **kw)
     return out.to(dtype)
 

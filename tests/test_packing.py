@@ -166,7 +166,7 @@ def test_varlen_kernel_keywords_follow_the_installed_torch():
 @pytest.mark.gpu
 def test_pytorch_varlen_kernel_matches_the_per_sample_reference_on_a_gpu():
     """On CUDA the `varlen` path runs PyTorch's flash kernel; bf16, GQA, forward and backward."""
-    from engine.attention import _flash_varlen, _per_sample, available_on_gpu
+    from engine.attention import _flash_varlen, _kernel_call, _per_sample, available_on_gpu
 
     if not available_on_gpu():
         pytest.skip("this GPU or torch has no varlen flash kernel")
@@ -175,7 +175,9 @@ def test_pytorch_varlen_kernel_matches_the_per_sample_reference_on_a_gpu():
     k = torch.randn(22, 2, 64, device="cuda", dtype=torch.bfloat16, generator=g, requires_grad=True)
     v = torch.randn(22, 2, 64, device="cuda", dtype=torch.bfloat16, generator=g, requires_grad=True)
     cu = torch.tensor([0, 5, 14, 15, 22], device="cuda", dtype=torch.int32)
-    fast = _flash_varlen(q, k, v, cu, 9, 64**-0.5, None)
+    kw = _kernel_call(q, k, 0.0, 64**-0.5, None)  # the keywords this torch's kernel takes
+    assert kw is not None
+    fast = _flash_varlen(q, k, v, cu, 9, 64**-0.5, None, kw)
     ref = _per_sample(q.float(), k.float(), v.float(), cu, 64**-0.5, 0.0, None)
     assert (fast.float() - ref).abs().max() < 2e-2
     fast.sum().backward()
