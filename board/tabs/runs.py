@@ -16,7 +16,7 @@ from engine.events import read_events
 from engine.runs import RUNNING, RunInfo, deletable, delete_run, folder_size, list_runs, run_info
 
 from ..charts import Curves, compare_figure, figure
-from ..i18n import SKIP, has_key, t, t_or, update
+from ..i18n import SKIP, t, t_or, update
 from ..jobs import Jobs, read_tail
 from ..live import error_html, message_html, status_badge, view
 from ..safety import run_path
@@ -133,7 +133,7 @@ def detail_html(info: RunInfo, lang: str) -> str:
     if output:
         rows.append((t("ui.runs.output", lang), output))
     metrics = "".join(
-        f"<tr><td>{html.escape(_metric_name(k, lang))}</td><td>{html.escape(_fmt(v, '.5g'))}</td></tr>"
+        f"<tr><td>{html.escape(t_or(f'metric.{k}', lang, k))}</td><td>{html.escape(_fmt(v, '.5g'))}</td></tr>"
         for k, v in sorted(info.metrics.items())
         if isinstance(v, (int, float))
     )
@@ -156,12 +156,6 @@ def detail_html(info: RunInfo, lang: str) -> str:
         )
         + "</div>"
     )
-
-
-def _metric_name(name: str, lang: str) -> str:
-    """The trainer's and the evaluation's metric names in words where the locale has them, the name otherwise."""
-    key = f"metric.{name}"
-    return t(key, lang) if has_key(key) else name
 
 
 def _run_error(info: RunInfo, lang: str) -> str:
