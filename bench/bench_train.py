@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import json
 import math
 import os
@@ -59,28 +60,67 @@ def lengths(n: int, max_length: int, seed: int) -> list[int]:
     return [int(x) for x in np.clip(raw, 16, max_length - 1)]
 
 
+LETTERS = "abcdefghijklmnopqrstuvwxyz"
+FIRST_WORD = 3 + 1 + len(LETTERS)  # ids 0-2 are pad, eos, unk; then the space and the bare letters; then words
+# Qwen2's split: a run of letters with the space before it is one piece, as GPT-2's byte-level BPE does
+SPLIT = r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
+
+
+def words(vocab: int) -> list[str]:
+    """The vocabulary's words: a, b, ..., z, aa, ab, ... (shortest first), one per id from FIRST_WORD on."""
+    out, frontier = [], [""]
+    while len(out) < vocab - FIRST_WORD:
+        frontier = [w + c for w in frontier for c in LETTERS]
+        out += frontier[: vocab - FIRST_WORD - len(out)]
+    return out
+
+
 def token_rows(n: int, vocab: int, max_length: int, seed: int) -> list[list[int]]:
-    """Zipf-distributed ids (like real text's frequencies), so the loss has something to learn."""
+    """Zipf-distributed word ids (like real text's frequencies), so the loss has something to learn."""
     import numpy as np
 
     rng = np.random.default_rng(seed + 1)
-    ranks = np.arange(1, vocab - 3 + 1)
+    ranks = np.arange(1, vocab - FIRST_WORD + 1)
     p = ranks ** -1.1
     p /= p.sum()
     out = []
     for k in lengths(n, max_length, seed):
-        out.append((rng.choice(vocab - 3, size=k, p=p) + 3).tolist())  # 0-2 are pad, eos, unk
+        out.append((rng.choice(vocab - FIRST_WORD, size=k, p=p) + FIRST_WORD).tolist())
     return out
 
 
+def text_of(ids: list[int], vocab: int) -> str:
+    """The text whose tokens are `ids` (word ids): each word with its space before it."""
+    w = _words(vocab)
+    return "".join(" " + w[i - FIRST_WORD] for i in ids)
+
+
+@functools.cache
+def _words(vocab: int) -> list[str]:
+    return words(vocab)
+
+
 def word_tokenizer(vocab: int):
-    """A word-level tokenizer whose words are the ids themselves: `t17` <-> 17."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
+    """A byte-level BPE in which every word of `words` (with its space) is one token, id for id.
+
+    Its vocabulary is closed under prefixes and each merge adds one letter to a word, so a class that rebuilds
+    byte-level BPE from the saved vocab and merges reads the text the same: transformers 5 loads a qwen2
+    folder's tokenizer with Qwen2's own class, which keeps the vocabulary but not the pipeline (a word-level
+    tokenizer read that way turned every row into nothing, and the Qwen2.5 shape trained on empty batches)."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    words = {"<pad>": 0, "<eos>": 1, "<unk>": 2, **{f"t{i}": i for i in range(3, vocab)}}
-    tok = Tokenizer(models.WordLevel(words, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    space = "\u0120"  # byte-level BPE's name for the space byte
+    vocab_map = {"<pad>": 0, "<eos>": 1, "<unk>": 2, space: 3, **{c: 4 + i for i, c in enumerate(LETTERS)}}
+    merges = []
+    for i, w in enumerate(_words(vocab)):
+        vocab_map[space + w] = FIRST_WORD + i
+        merges.append((space + w[:-1], w[-1]))
+    tok = Tokenizer(models.BPE(vocab_map, merges))
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(SPLIT), behavior="isolated"),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    tok.decoder = decoders.ByteLevel()
     return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>", unk_token="<unk>",
                                    model_max_length=10**6)
 
@@ -216,7 +256,7 @@ def prepare(args) -> int:
     rows = token_rows(args.steps * args.batch * 2, vocab, args.seq, args.seed)
     with open(d / "stream.jsonl", "w", encoding="utf-8") as f:
         for ids in rows:
-            f.write(json.dumps({"text": " ".join(f"t{i}" for i in ids)}) + "\n")
+            f.write(json.dumps({"text": text_of(ids, vocab)}) + "\n")
     return 0
 
 

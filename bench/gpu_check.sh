@@ -2,13 +2,13 @@
 # There (the lent GPU machine, via the device tool with carry [".whl"]): the GPU tests, then the bench.
 #   bash bench/gpu_check.sh all              # one call on a fresh machine: the issue's targets first, within $BUDGET s
 #   bash bench/gpu_check.sh tests            # pytest -m gpu (estimate vs measured peaks, QLoRA, varlen, GPU memory release) ~3 min
-#   bash bench/gpu_check.sh bench SHAPE R    # e.g. `bench qwen2.5-0.5b a,b,c,d` or `bench llama-2-7b c`
+#   bash bench/gpu_check.sh bench SHAPE R [LIMIT [OPTIONS]]  # e.g. `bench llama-2-7b c,d 150 --set data.packing=true`
 # Results land in $OUT (bench/results.jsonl lines, logs) so they come back to the session.
 # Here, `REHEARSE=1 bash bench/gpu_check.sh all` runs the same steps on the CPU (tiny shape) in a Python 3.12
 # venv made like the device image, to find what the wheels lack before device time is spent (bench/README.md).
 set -uo pipefail
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-  || exit 1
+[ -f /tmp/site/.installed ] || { python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
+  --upgrade --target /tmp/site .whl/*.whl && touch /tmp/site/.installed; } || exit 1
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 export OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 BUDGET=${BUDGET:-540}  # seconds `all` may take, inside the device call's limit
@@ -28,10 +28,10 @@ import importlib.util as u; print('flash-attn', 'installed' if u.find_spec('flas
 
 tests() {
   python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_packing.py tests/test_train.py tests/test_estimate.py \
-    tests/test_generate.py 2>&1 | tee -a "$OUT/pytest-gpu.log"
+    tests/test_generate.py "$@" 2>&1 | tee -a "$OUT/pytest-gpu.log"
 }
 bench() {  # SHAPE RECIPES [seconds a recipe may take [bench_train options...]]
-  local shape=$1 recipes=$2 limit=${3:-}; shift $(( $# < 3 ? $# : 3 ))
+  local shape=$1 recipes=${2:-a,b,c,d} limit=${3:-}; shift $(( $# < 3 ? $# : 3 ))
   python3 bench/bench_train.py --shape "$shape" --recipes "$recipes" --steps "${STEPS:-20}" \
     ${limit:+--recipe-timeout "$limit"} --machine "lent $(head -1 "$OUT/gpu.txt" | cut -d, -f1)" \
     --out "$OUT/results.jsonl" "$@" 2>&1 | tee -a "$OUT/bench.log"
@@ -40,8 +40,8 @@ export -f tests bench
 left() { echo $((BUDGET - SECONDS)); }
 
 case "${1:-tests}" in
-  tests) tests ;;
-  bench) bench "${2:-qwen2.5-0.5b}" "${3:-a,b,c,d}" ;;
+  tests) shift; tests "$@" ;;                # e.g. `tests -k estimate`
+  bench) shift; bench "${@:-qwen2.5-0.5b}" ;;  # SHAPE [RECIPES [LIMIT [bench_train options]]]
   all)
     big=llama-2-7b small=qwen2.5-0.5b
     [ -n "${REHEARSE:-}" ] && big=tiny small=tiny

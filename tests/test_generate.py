@@ -143,8 +143,11 @@ def test_unload_lets_go_of_the_model(trained_run, workdir):
 
 @pytest.mark.gpu
 def test_unload_frees_gpu_memory(trained_run, workdir):
+    import gc
+
     import torch
 
+    gc.collect()  # an earlier test's model, unreferenced but not yet collected, would be freed inside load()
     before = torch.cuda.memory_allocated()
     s = ChatSession(workdir)
     s.load(str(trained_run))
