@@ -5,7 +5,7 @@
 
 The model is built from a published config (bench/configs/) with random weights: the shapes set the
 cost, not the weights. The data is a stream of Zipf-distributed token ids with log-normal lengths,
-written as words of a word-level tokenizer ("t17 t4 ..."), so every recipe reads the same tokens
+written as letter-words of a byte-level BPE (" a", " ab", ...: one token each), so every recipe reads the same tokens
 through the ordinary text path. Recipes:
   a  the classic QLoRA tutorial: fp16, NF4 + double quant, LoRA r64/alpha16 on q,v, paged AdamW 32-bit,
      eager attention, padded batches, checkpointing (prepare_model_for_kbit_training's default)

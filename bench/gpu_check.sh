@@ -51,6 +51,8 @@ case "${1:-tests}" in
     again=$(grep -E '^[cd] .*(FAILED|TIMEOUT)' "$OUT/bench.log" | cut -c1 | sort -u | paste -sd, -)
     [ -n "$again" ] && [ "$(left)" -gt 150 ] && timeout -k 10 $(( $(left) / 2 )) \
       bash -c "bench $big $again 150 --set training.use_liger_kernel=off"
+    # 1b. QLoRA with checkpointing: the memory target (d at most 0.6x b's peak)
+    [ "$(left)" -gt 240 ] && timeout -k 10 120 bash -c "bench $big d 90 --set training.gradient_checkpointing=true"
     # 2. the gpu tests: estimate vs measured peaks, QLoRA, varlen kernel, fast path vs plain path
     timeout -k 10 $(( $(left) * 7 / 10 )) bash -c tests
     # 3. every recipe on the small shape, with what is left

@@ -15,6 +15,8 @@ from typing import Any
 from .i18n import FIELD_LABELS, Texts
 from .jobs import Jobs
 
+SWITCHES = [("ui.choice.auto", "auto"), ("ui.choice.on", "on"), ("ui.choice.off", "off")]  # auto / on / off fields
+
 
 @dataclass
 class UI:

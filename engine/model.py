@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import RunConfig, padding_free_choice
+from .config import RunConfig, packing_choice, padding_free_choice
 from .demo import demo_fingerprint, ensure_demo_model, is_demo
 from .messages import TuneboardError
 from .templates import TEMPLATES
@@ -26,6 +26,7 @@ class Resolved:
     chat_template: str  # the template's name: tokenizer | chatml | llama2 | ...
     optim: str
     padding_free: bool = False  # each batch's rows flattened into one, no pad tokens (SFT / pt)
+    packing: bool = False  # samples packed into full rows of the cutoff (SFT / pt)
     liger: bool = False  # Liger's fused kernels (RMSNorm, SwiGLU, RoPE, linear + cross-entropy)
 
 
@@ -85,7 +86,8 @@ def resolve(cfg: RunConfig, workdir=None) -> Resolved:
         optim = "adamw_torch"  # bitsandbytes' optimizers and fused AdamW need CUDA; a warning event says so
     return Resolved(path=resolve_path(cfg.model.name_or_path, workdir), device=device, precision=precision,
                     attn_implementation=attn, chat_template="", optim=optim,
-                    padding_free=padding_free_choice(cfg, attn), liger=liger_choice(cfg, cuda))
+                    padding_free=padding_free_choice(cfg, attn), packing=packing_choice(cfg, attn),
+                    liger=liger_choice(cfg, cuda))
 
 
 def resolve_for_run(cfg: RunConfig, run_dir: str | os.PathLike, workdir=None, adapter: bool = True) -> Resolved:

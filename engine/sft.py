@@ -11,10 +11,12 @@ from .prepare import Prepared, prepare
 PARALLEL_ROWS = 20_000  # below this, worker processes cost more to start than they save
 
 
-def prepare_data(tokenizer, train_ds, eval_ds, cfg: RunConfig) -> tuple[Prepared, Prepared | None]:
-    """Token ids and labels, cut to the cutoff and packed if asked (`engine.prepare`), ready for `build`."""
+def prepare_data(tokenizer, train_ds, eval_ds, cfg: RunConfig, packing: bool | None = None,
+                 ) -> tuple[Prepared, Prepared | None]:
+    """Token ids and labels, cut to the cutoff and packed (`engine.prepare`), ready for `build`. `packing`: the
+    resolved choice (`Resolved.packing`); None packs when the config says on."""
     kw = dict(answers_only=cfg.data.assistant_only_loss and cfg.stage == "sft", max_length=cfg.data.max_length,
-              packing=cfg.data.packing)
+              packing=cfg.data.packing == "on" if packing is None else packing)
     train = prepare(train_ds, tokenizer, num_proc=num_proc(len(train_ds), cfg.data.num_proc), **kw)
     return train, (prepare(eval_ds, tokenizer, **kw) if eval_ds is not None else None)
 
@@ -27,13 +29,13 @@ def build(model, tokenizer, train_ds, eval_ds, cfg: RunConfig, res: Resolved, ar
     sft_args = SFTConfig(
         **args,
         max_length=cfg.data.max_length,
-        packing=cfg.data.packing,  # packed rows carry seq_lengths: position ids restart per sample, no cross-talk
-        padding_free=cfg.data.packing,
+        packing=res.packing,  # packed rows carry seq_lengths: position ids restart per sample, no cross-talk
+        padding_free=res.packing,
         dataset_kwargs={"skip_prepare_dataset": True},
     )
     trainer = SFTTrainer(model=model, args=sft_args, train_dataset=train_ds, eval_dataset=eval_ds,
                          processing_class=tokenizer, callbacks=callbacks)
-    if res.padding_free and not cfg.data.packing:
+    if res.padding_free and not res.packing:
         # trl only goes padding-free with packing, because only then does it know rows fit max_length; here
         # `prepare_data` cut the rows to it, so flattening each batch is safe.
         trainer.data_collator = DataCollatorForLanguageModeling(pad_token_id=tokenizer.pad_token_id, padding_free=True)

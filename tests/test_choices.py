@@ -3,7 +3,7 @@
 import pytest
 
 from engine import attention, sft
-from engine.config import RunConfig, padding_free_choice
+from engine.config import RunConfig, packing_choice, padding_free_choice
 from engine.messages import TuneboardError
 from engine.model import attention_choice, liger_choice
 
@@ -43,6 +43,35 @@ def test_padding_free_follows_packing_and_the_kernel():
     assert padding_free_choice(_cfg(stage="dpo", data={"datasets": [{"path": "demo:dpo"}]}), "varlen") is False
 
 
+def test_packing_is_on_by_default_where_a_varlen_kernel_keeps_samples_apart():
+    assert _cfg().data.packing == "auto"
+    assert packing_choice(_cfg(), "varlen") is packing_choice(_cfg(), "flash_attention_2") is True
+    assert packing_choice(_cfg(), "sdpa") is packing_choice(_cfg(), "eager") is False  # CPU, old GPUs
+    assert packing_choice(_cfg(training={"padding_free": "off"}), "varlen") is False  # packing is padding-free
+    assert packing_choice(_cfg(data={"packing": "off"}), "varlen") is False
+    assert packing_choice(_cfg(data={"packing": "on"}), "sdpa") is True
+    dpo = _cfg(stage="dpo", data={"datasets": [{"path": "demo:dpo"}], "packing": "on"})
+    assert packing_choice(dpo, "varlen") is False
+    assert packing_choice(_cfg(stage="pt"), "varlen") is True
+
+
+def test_on_off_switches_read_yaml_booleans(tmp_path):
+    """Older configs say `packing: true`; YAML 1.1 reads a bare `on` / `off` as a boolean too."""
+    (tmp_path / "c.yaml").write_text("data:\n  packing: true\ntraining:\n  padding_free: off\n  use_liger_kernel: on\n")
+    cfg = RunConfig.load(str(tmp_path / "c.yaml"))
+    assert (cfg.data.packing, cfg.training.padding_free, cfg.training.use_liger_kernel) == ("on", "off", "on")
+    assert _cfg(data={"packing": False}).data.packing == "off"
+    assert RunConfig.from_yaml(cfg.to_yaml()).data.packing == "on"
+
+
+def test_the_run_records_what_auto_packing_resolved_to(monkeypatch):
+    from engine import model
+
+    monkeypatch.setattr(model, "resolve_path", lambda name, workdir=None: name)  # no demo build for this
+    assert model.resolve(_cfg(data={"packing": "on"})).packing is True
+    assert model.resolve(_cfg()).packing is False  # auto on this CPU
+
+
 def test_liger_is_off_on_cpu_and_refused_when_asked_for_but_missing(monkeypatch):
     import importlib.util
 
@@ -60,3 +89,22 @@ def test_tokenising_goes_parallel_only_where_it_pays(monkeypatch):
     assert sft.num_proc(100_000) == 2
     assert sft.num_proc(100_000, asked=1) is None
     assert sft.num_proc(50, asked=4) == 4
+
+
+def test_the_trainer_counts_flops_as_transformers_does_without_walking_the_model_each_step():
+    import types
+
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM, Trainer
+
+    from engine.train import _count_parameters_once
+
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                                         num_attention_heads=2, num_key_value_heads=1))
+    trainer = types.SimpleNamespace(model=model)
+    inputs = {"input_ids": torch.zeros(3, 7, dtype=torch.long)}
+    expected = Trainer.floating_point_ops(trainer, inputs)
+    _count_parameters_once(trainer)
+    model.num_parameters = lambda **kw: pytest.fail("counted the parameters again")
+    assert trainer.floating_point_ops(inputs) == expected > 0
+    assert trainer.floating_point_ops({"inputs_embeds": None}) == 0

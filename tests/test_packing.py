@@ -128,9 +128,9 @@ def test_padding_free_without_packing_flattens_truncated_rows(workdir, demo_mode
     cfg.data.max_length = 24
     cfg.training.padding_free = "on"
     res = model_mod.resolve(cfg, workdir)
-    assert res.padding_free and not cfg.data.packing
+    assert res.padding_free and not res.packing
     tok = model_mod.load_tokenizer(cfg, res)
-    train, _ = sft.prepare_data(tok, *load_training_data(cfg), cfg)
+    train, _ = sft.prepare_data(tok, *load_training_data(cfg), cfg, res.packing)
     assert train.cut > 0  # the cutoff bites, so the test sees cut rows
     trainer = sft.build(model_mod.load_model(cfg, res), tok, train.dataset, None, cfg, res,
                         training_args(cfg, res, workdir / "pf", False), [])
@@ -186,9 +186,18 @@ def test_pytorch_varlen_kernel_matches_the_per_sample_reference_on_a_gpu():
 
 @pytest.mark.gpu
 def test_gpu_fast_path_trains_like_the_plain_path(workdir, demo_model):
-    """On a GPU: the auto path (bf16, padding-free through varlen/flash, fused AdamW) vs padded sdpa."""
-    plain, _, _ = _first_losses(workdir, training__padding_free="off", model__attn_implementation="sdpa")
-    fast, started, _ = _first_losses(workdir)
+    """On a GPU: the auto path (bf16, padding-free through varlen/flash, fused AdamW) vs padded sdpa, with the same
+    rows in each step; then packed (auto's choice on a GPU) with every row in one step, as the CPU test does."""
+    import json
+
+    plain_kw = dict(training__padding_free="off", model__attn_implementation="sdpa", data__packing="off")
+    plain, _, _ = _first_losses(workdir, **plain_kw)
+    fast, started, _ = _first_losses(workdir, data__packing="off")
     assert started.attn_implementation in ("varlen", "flash_attention_2")
     for a, b in zip(plain, fast, strict=True):
         assert abs(a - b) < 2e-2 * max(1.0, a), (plain, fast)
+    one_step = dict(steps=1, training__per_device_train_batch_size=64)
+    plain_all = _first_losses(workdir, **one_step, **plain_kw)[0]
+    packed_all, _, run_dir = _first_losses(workdir, **one_step)
+    assert json.loads((run_dir / "resolved.json").read_text())["packing"] is True
+    assert abs(plain_all[0] - packed_all[0]) < 2e-2 * max(1.0, plain_all[0]), (plain_all, packed_all)

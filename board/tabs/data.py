@@ -22,7 +22,7 @@ from ..i18n import SKIP, t, t_or, update
 from ..safety import DATA_SUFFIXES, store_upload
 from ..session import DataReport, Session
 from ..tokenizer import light_tokenizer
-from ..ui import UI
+from ..ui import SWITCHES, UI
 
 DEMOS = [("ui.data.demo_sft", "demo:sft"), ("ui.data.demo_dpo", "demo:dpo"), ("ui.data.demo_pt", "demo:pt")]
 FORMATS = [
@@ -430,11 +430,12 @@ def build(ui: UI) -> None:
                 )
             with gr.Row():
                 ui.add(
-                    gr.Checkbox,
+                    gr.Dropdown,
                     "data-packing",
                     field="data.packing",
                     label="ui.data.packing",
                     info="ui.data.packing_info",
+                    choice_keys=SWITCHES,
                     value=d.packing,
                 )
                 ui.add(

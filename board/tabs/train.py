@@ -25,7 +25,7 @@ from ..jobs import Jobs
 from ..live import LOG_LINES, PLOTS, attach, error_html, gate, message_html, progress_html, view
 from ..safety import run_path
 from ..session import Session
-from ..ui import UI
+from ..ui import SWITCHES, UI
 from ..watch import STARTING, Watch
 
 STAGES = [("ui.train.stage_sft", "sft"), ("ui.train.stage_dpo", "dpo"), ("ui.train.stage_pt", "pt")]
@@ -33,7 +33,6 @@ SCHEDULERS = [
     (f"ui.train.sched_{s}", s)
     for s in ("cosine", "linear", "constant", "constant_with_warmup", "cosine_with_restarts", "polynomial")
 ]
-SWITCHES = [("ui.choice.auto", "auto"), ("ui.choice.on", "on"), ("ui.choice.off", "off")]
 OPTIMIZERS = [("ui.choice.auto", "auto")] + [
     (None, o)
     for o in (
