@@ -108,3 +108,12 @@ def test_the_trainer_counts_flops_as_transformers_does_without_walking_the_model
     model.num_parameters = lambda **kw: pytest.fail("counted the parameters again")
     assert trainer.floating_point_ops(inputs) == expected > 0
     assert trainer.floating_point_ops({"inputs_embeds": None}) == 0
+
+
+def test_the_demo_presets_train_the_same_steps_on_a_gpu_as_on_a_cpu():
+    """Packed, the demo's ~100 short rows make a quarter of the steps, and the tiny model answers garbage."""
+    from world import ROOT
+
+    for name in ("sft_demo", "freeze_demo"):
+        cfg = RunConfig.load(str(ROOT / "assets" / "configs" / f"{name}.yaml"))
+        assert packing_choice(cfg, "varlen") is packing_choice(cfg, "sdpa") is False, name
