@@ -53,6 +53,8 @@ case "${1:-tests}" in
       bash -c "bench $big $again 150 --set training.use_liger_kernel=off"
     # 1b. QLoRA with checkpointing: the memory target (d at most 0.6x b's peak)
     [ "$(left)" -gt 240 ] && timeout -k 10 120 bash -c "bench $big d 90 --set training.gradient_checkpointing=true"
+    # 1c. the default with twice the tokens a step: how much of the gap to 45 % MFU is the step's fixed cost
+    [ "$(left)" -gt 240 ] && timeout -k 10 120 bash -c "bench $big c 90 --batch 8"
     # 2. the gpu tests: estimate vs measured peaks, QLoRA, varlen kernel, fast path vs plain path
     timeout -k 10 $(( $(left) * 7 / 10 )) bash -c tests
     # 3. every recipe on the small shape, with what is left
