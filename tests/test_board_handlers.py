@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html as html_mod
 import json
 import os
 import shlex
@@ -130,6 +131,22 @@ def test_estimate_card_renders_an_estimate():
     html = model_tab._render_estimate(Est(), 24.0, "en", "")
     assert "30.0 GB" in html and 'data-fits="false"' in html and "Does not fit in 24 GB" in html
     assert t("ui.estimate.weights", "en") in html and "Less memory" in html
+
+
+def test_estimate_card_says_when_this_machine_has_no_gpu(tmp_path, monkeypatch):
+    """On a CPU-only machine the card is judged against the GPU box's number: it says so, first."""
+    local = tmp_path / "m"
+    local.mkdir()
+    (local / "config.json").write_text(json.dumps({"model_type": "llama", "vocab_size": 1000, "hidden_size": 64,
+                                                   "intermediate_size": 128, "num_hidden_layers": 2,
+                                                   "num_attention_heads": 4}))
+    cfg = RunConfig.from_dict({"model": {"name_or_path": str(local)}})
+    monkeypatch.setattr(model_tab, "detect_gpu_memory", lambda: None)
+    card = model_tab.estimate_html(cfg, 24.0, tmp_path, "ko", None)
+    said = t("ui.model.estimate_no_gpu", "ko", gpu="24")
+    assert html_mod.escape(said) in card and card.index(html_mod.escape(said)) < card.index("</ul>")
+    monkeypatch.setattr(model_tab, "detect_gpu_memory", lambda: 80.0)
+    assert html_mod.escape(said) not in model_tab.estimate_html(cfg, 24.0, tmp_path, "ko", None)
 
 
 def test_the_gpu_is_read_from_nvidia_smi(tmp_path, monkeypatch):

@@ -172,14 +172,16 @@ def estimate_html(
         return _note_card(title, t(e.key, lang, **e.params))
     except Exception as e:  # advice only: a failed estimate never blocks the page
         return _note_card(title, t("ui.model.estimate_failed", lang, error=f"{type(e).__name__}: {e}"))
-    return _render_estimate(est, gpu, lang, title)
+    extra = [] if detect_gpu_memory() else [t("ui.model.estimate_no_gpu", lang, gpu=f"{gpu:g}")]
+    return _render_estimate(est, gpu, lang, title, extra)
 
 
 def _note_card(title: str, text: str) -> str:
     return f'<div class="tb-card tb-estimate">{title}<p class="tb-muted">{html.escape(text)}</p></div>'
 
 
-def _render_estimate(est: Estimate, gpu: float, lang: str, title: str) -> str:
+def _render_estimate(est: Estimate, gpu: float, lang: str, title: str, extra: list[str] | None = None) -> str:
+    """The card; `extra`: lines said before the estimate's own notes (that there is no GPU here)."""
     data = est.to_dict()  # the sizes in GB, and the notes with the advice among them
     total, fits = data["total_gb"], bool(data["fits"])  # estimate_html always passes the GPU's size
     pct = min(100.0, 100.0 * total / gpu)
@@ -187,7 +189,8 @@ def _render_estimate(est: Estimate, gpu: float, lang: str, title: str) -> str:
     rows = "".join(
         f"<tr><td>{html.escape(_part_label(k, lang))}</td><td>{_fmt_gb(v)}</td></tr>" for k, v in data["parts"].items()
     )
-    notes = "".join(f"<li>{html.escape(t(n['key'], lang, **n['params']))}</li>" for n in data["notes"])
+    notes = "".join(f"<li>{html.escape(x)}</li>" for x in extra or [])
+    notes += "".join(f"<li>{html.escape(t(n['key'], lang, **n['params']))}</li>" for n in data["notes"])
     advice = getattr(est, "advice", None)
     if advice and advice.key in ("estimate.advice.combine", "estimate.advice.none"):  # which changes, in words
         notes += f"<li>{html.escape(describe_changes(advice.overrides, lang))}</li>"
