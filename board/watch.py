@@ -17,6 +17,7 @@ from .charts import Curves
 from .jobs import pid_alive, read_new_events
 
 STARTING, RUNNING, FINISHED, STOPPED, FAILED = "starting", "running", "finished", "stopped", "failed"
+UNTIL_STARTED = {"warning.building_demo"}  # notices about the wait before training, gone once it starts
 
 
 @dataclass
@@ -68,6 +69,7 @@ class Watch:
     def _apply(self, ev: Any) -> None:
         if isinstance(ev, RunStarted):  # also a resume: a new attempt on the same run
             self.status, self.total, self.pid, self.device = RUNNING, ev.total_steps, ev.pid, ev.device
+            self.warnings = [w for w in self.warnings if w["key"] not in UNTIL_STARTED]
             self.earlier = self.elapsed
             self.error, self.final = None, {}
         elif isinstance(ev, Progress):

@@ -280,6 +280,23 @@ def test_watch_applies_a_resume_and_a_dead_pid(tmp_path):
     assert w.status == FAILED
 
 
+def test_the_building_demo_notice_goes_once_training_starts(tmp_path):
+    from engine.events import Warning as RunWarning
+
+    path = tmp_path / "r"
+    path.mkdir()
+    lines = [RunWarning(key="warning.building_demo"), RunWarning(key="warning.optim_fallback"),
+             RunStarted(run_id="r", stage="sft", total_steps=4), Finished(status="finished", step=4)]
+    (path / "events.jsonl").write_text("".join(e.to_json() + "\n" for e in lines[:2]))
+    w = Watch.of("r", path)
+    w.advance()
+    assert [x["key"] for x in w.warnings] == ["warning.building_demo", "warning.optim_fallback"]
+    with open(path / "events.jsonl", "a") as f:
+        f.write("".join(e.to_json() + "\n" for e in lines[2:]))
+    w.advance()
+    assert [x["key"] for x in w.warnings] == ["warning.optim_fallback"]  # the other notice still stands
+
+
 def test_events_written_are_what_the_engine_reads(tmp_path):
     """The board's own failure record parses with the engine's reader (one file format)."""
     from board.jobs import died_events
