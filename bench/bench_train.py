@@ -511,7 +511,7 @@ def data_speed(args) -> int:
         for label, n in (("auto", auto), ("np1", 1)) if auto else (("np1", 1),):  # too few rows: one process
             cfg.data.num_proc = n
             t = time.perf_counter()
-            prepared, _ = sft.prepare_data(tok, train, None, cfg)
+            prepared, _ = sft.prepare_data(tok, train, None, cfg, packing=True)
             report[f"prepare_s_{label}"] = time.perf_counter() - t
         report.setdefault("prepare_s_auto", report["prepare_s_np1"])
         report["num_proc_auto"] = auto or 1

@@ -60,5 +60,5 @@ case "${1:-tests}" in
     # 3. every recipe on the small shape, with what is left
     [ "$(left)" -gt 60 ] && timeout -k 5 $(( $(left) - 10 )) bash -c "bench $small a,b,c,d 90"
     echo "all: done in ${SECONDS}s" | tee -a "$OUT/bench.log" ;;
-  *) echo "usage: gpu_check.sh all | tests | bench SHAPE RECIPES" >&2; exit 2 ;;
+  *) echo "usage: gpu_check.sh all | tests [PYTEST ARGS] | bench SHAPE [RECIPES [LIMIT [OPTIONS]]]" >&2; exit 2 ;;
 esac

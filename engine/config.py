@@ -106,7 +106,7 @@ class DataConfig:
     datasets: list[DatasetSpec] = field(default_factory=lambda: [DatasetSpec(path="demo:sft")], metadata={"help": "One or more datasets, merged."})
     max_length: int = field(default=1024, metadata={"help": "Cutoff in tokens: a longer conversation is cut (left out if no answer is left), a longer text split into pieces."})
     val_size: float = field(default=0.0, metadata={"help": "Validation split: a fraction (<1) or a row count (>=1)."})
-    packing: Literal["auto", "on", "off"] = field(default="auto", metadata={"help": "Pack samples into full rows of the cutoff; position ids restart per sample, so packed samples never see each other. auto: on where a variable-length kernel keeps them apart at no cost (flash-attn or PyTorch's varlen on a GPU), off on CPU and for DPO."})
+    packing: Literal["auto", "on", "off"] = field(default="auto", metadata={"help": "Pack samples into full rows of the cutoff; position ids restart per sample, so packed samples never see each other. auto: on where a variable-length kernel keeps them apart at no cost (flash-attn or PyTorch's varlen on a GPU, padding-free not off); off on CPU, under sdpa or eager, and for the demo model. DPO never packs."})
     assistant_only_loss: bool = field(default=True, metadata={"help": "SFT: compute the loss on the assistant's answers only."})
     system_prompt: Optional[str] = field(default=None, metadata={"help": "Default system prompt for rows that have none."})
     shuffle_seed: Optional[int] = field(default=None, metadata={"help": "Shuffle merged data with this seed (default: training.seed)."})
@@ -299,11 +299,16 @@ def packing_choice(cfg: RunConfig, attn: str) -> bool:
     auto packs where a varlen kernel keeps packed samples apart at no cost (flash-attn, or PyTorch's varlen on a
     GPU): a step then holds micro-batch x cutoff real tokens instead of micro-batch samples, and Llama-2-7B LoRA
     trained 2.8x the tokens/s packed than unpacked on an H200 (bench/README.md). Elsewhere (CPU, sdpa) a packed
-    row needs a block-diagonal mask over all of it, so auto leaves samples apart; DPO pairs are never packed."""
+    row needs a block-diagonal mask over all of it, so auto leaves samples apart; DPO pairs are never packed.
+    Nor does auto pack the demo model: its presets are tuned in unpacked steps, and its ~100 short rows packed
+    make a quarter of them, too few for the tiny model to learn its answers (measured on a CPU)."""
+    from .demo import is_demo
+
     if cfg.stage == "dpo":
         return False
     if cfg.data.packing == "auto":
-        return cfg.training.padding_free != "off" and attn in ("flash_attention_2", "varlen")
+        return (cfg.training.padding_free != "off" and attn in ("flash_attention_2", "varlen")
+                and not is_demo(cfg.model.name_or_path))
     return cfg.data.packing == "on"
 
 

@@ -11,12 +11,11 @@ from .prepare import Prepared, prepare
 PARALLEL_ROWS = 20_000  # below this, worker processes cost more to start than they save
 
 
-def prepare_data(tokenizer, train_ds, eval_ds, cfg: RunConfig, packing: bool | None = None,
-                 ) -> tuple[Prepared, Prepared | None]:
-    """Token ids and labels, cut to the cutoff and packed (`engine.prepare`), ready for `build`. `packing`: the
-    resolved choice (`Resolved.packing`); None packs when the config says on."""
+def prepare_data(tokenizer, train_ds, eval_ds, cfg: RunConfig, packing: bool) -> tuple[Prepared, Prepared | None]:
+    """Token ids and labels, cut to the cutoff and packed if `packing` (the resolved choice, `Resolved.packing`,
+    which `build` follows too), ready for `build`."""
     kw = dict(answers_only=cfg.data.assistant_only_loss and cfg.stage == "sft", max_length=cfg.data.max_length,
-              packing=cfg.data.packing == "on" if packing is None else packing)
+              packing=packing)
     train = prepare(train_ds, tokenizer, num_proc=num_proc(len(train_ds), cfg.data.num_proc), **kw)
     return train, (prepare(eval_ds, tokenizer, **kw) if eval_ds is not None else None)
 

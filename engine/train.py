@@ -16,7 +16,7 @@ from operator import attrgetter
 from pathlib import Path
 from typing import Optional
 
-from .config import RunConfig, config_from_args
+from .config import ConfigError, RunConfig, config_from_args
 from .events import CheckpointSaved, Error, Evaluation, Event, Finished, LogStep, Progress, RunStarted, Warning
 from .messages import TuneboardError, error_key, message
 from .paths import default_workdir
@@ -165,6 +165,7 @@ def _train(cfg: RunConfig, run_dir: Path, log: EventLog, should_stop, workdir, d
     if is_demo(cfg.model.name_or_path) and not demo_built(workdir):  # else the first Start looks stuck
         log(Warning(key="warning.building_demo", message=message("warning.building_demo")))
     res = model_mod.resolve(cfg, workdir)
+    _check_resume_layout(cfg, run_dir, res.packing)
     if cfg.training.optim not in ("auto", res.optim):
         log(Warning(key="warning.optim_fallback", params={"optim": cfg.training.optim, "used": res.optim},
                     message=message("warning.optim_fallback", {"optim": cfg.training.optim, "used": res.optim})))
@@ -298,6 +299,28 @@ def _resume_checkpoint(cfg: RunConfig, run_dir: Optional[Path]) -> Optional[Path
     if run_dir is None and step and 0 < cfg.training.max_steps <= step:
         raise TuneboardError("error.resume_past_end", step=step, max_steps=cfg.training.max_steps, path=str(ckpt))
     return ckpt
+
+
+def _check_resume_layout(cfg: RunConfig, run_dir: Path, packing: bool) -> None:
+    """A resumed run lays its data out as its checkpoint's run did: the trainer skips the steps already done
+    by their place in the data, so packed rows after unpacked ones (or the reverse) would skip the wrong
+    samples. `auto` decides by machine, so the same config may pack on one and not on another."""
+    ckpt = _resume_checkpoint(cfg, run_dir)
+    if ckpt is None or ckpt.parent.name != "checkpoints":
+        return
+    owner = ckpt.parent.parent
+    try:
+        resolved = owner / "resolved.json"
+        was = json.loads(resolved.read_text()).get("packing") if resolved.exists() else None
+        if was is None:  # a run from before the choice was recorded: its config said it
+            saved = RunConfig.load(str(owner / "config.yaml"))
+            was = saved.data.packing == "on" and saved.stage != "dpo"
+    except (OSError, ValueError, ConfigError):
+        return  # nothing recorded to compare with
+    if bool(was) != packing:
+        here = f"{cfg.data.packing} ({'on' if packing else 'off'} here)"
+        raise TuneboardError("error.resume_mismatch", field="data.packing", old="on" if was else "off", new=here,
+                             path=str(ckpt))
 
 
 # ---- the CLI verb ---------------------------------------------------------------------------

@@ -44,15 +44,18 @@ def test_padding_free_follows_packing_and_the_kernel():
 
 
 def test_packing_is_on_by_default_where_a_varlen_kernel_keeps_samples_apart():
+    real = {"name_or_path": "Qwen/Qwen2.5-7B"}
     assert _cfg().data.packing == "auto"
-    assert packing_choice(_cfg(), "varlen") is packing_choice(_cfg(), "flash_attention_2") is True
-    assert packing_choice(_cfg(), "sdpa") is packing_choice(_cfg(), "eager") is False  # CPU, old GPUs
-    assert packing_choice(_cfg(training={"padding_free": "off"}), "varlen") is False  # packing is padding-free
-    assert packing_choice(_cfg(data={"packing": "off"}), "varlen") is False
+    assert packing_choice(_cfg(model=real), "varlen") is packing_choice(_cfg(model=real), "flash_attention_2") is True
+    assert packing_choice(_cfg(model=real), "sdpa") is packing_choice(_cfg(model=real), "eager") is False  # CPU
+    assert packing_choice(_cfg(model=real, training={"padding_free": "off"}), "varlen") is False  # packing is padding-free
+    assert packing_choice(_cfg(model=real, data={"packing": "off"}), "varlen") is False
     assert packing_choice(_cfg(data={"packing": "on"}), "sdpa") is True
-    dpo = _cfg(stage="dpo", data={"datasets": [{"path": "demo:dpo"}], "packing": "on"})
+    dpo = _cfg(stage="dpo", model=real, data={"datasets": [{"path": "demo:dpo"}], "packing": "on"})
     assert packing_choice(dpo, "varlen") is False
-    assert packing_choice(_cfg(stage="pt"), "varlen") is True
+    assert packing_choice(_cfg(stage="pt", model=real), "varlen") is True
+    assert packing_choice(_cfg(), "varlen") is False  # auto never packs the demo model (its presets' steps)
+    assert packing_choice(_cfg(data={"packing": "on"}), "varlen") is True  # unless asked
 
 
 def test_on_off_switches_read_yaml_booleans(tmp_path):
@@ -68,8 +71,11 @@ def test_the_run_records_what_auto_packing_resolved_to(monkeypatch):
     from engine import model
 
     monkeypatch.setattr(model, "resolve_path", lambda name, workdir=None: name)  # no demo build for this
-    assert model.resolve(_cfg(data={"packing": "on"})).packing is True
-    assert model.resolve(_cfg()).packing is False  # auto on this CPU
+    real = _cfg(model={"name_or_path": "Qwen/Qwen2.5-7B"})
+    for attn, packed in (("sdpa", False), ("varlen", True)):  # what this machine runs decides, whichever it is
+        monkeypatch.setattr(model, "attention_choice", lambda cfg, cuda, attn=attn: attn)
+        assert model.resolve(real).packing is packed
+        assert model.resolve(_cfg(data={"packing": "on"})).packing is True
 
 
 def test_liger_is_off_on_cpu_and_refused_when_asked_for_but_missing(monkeypatch):
@@ -111,9 +117,12 @@ def test_the_trainer_counts_flops_as_transformers_does_without_walking_the_model
 
 
 def test_the_demo_presets_train_the_same_steps_on_a_gpu_as_on_a_cpu():
-    """Packed, the demo's ~100 short rows make a quarter of the steps, and the tiny model answers garbage."""
+    """Packed, the demo's ~100 short rows make a quarter of the steps, and the tiny model answers garbage;
+    a real model chosen on the board (which starts from sft_demo) gets auto's packing."""
     from world import ROOT
 
     for name in ("sft_demo", "freeze_demo"):
         cfg = RunConfig.load(str(ROOT / "assets" / "configs" / f"{name}.yaml"))
         assert packing_choice(cfg, "varlen") is packing_choice(cfg, "sdpa") is False, name
+    real = cfg.with_overrides({"model.name_or_path": "Qwen/Qwen2.5-7B"})
+    assert packing_choice(real, "varlen") is True

@@ -102,7 +102,7 @@ def test_presets_cover_the_documented_recipes():
     q = RunConfig.load(str(ROOT / "assets/configs/qlora_llama2_ko.yaml"))
     assert (q.quantization.bits, q.quantization.quant_type, q.quantization.double_quant) == (4, "nf4", True)
     assert (q.adapter.rank, q.adapter.alpha, q.adapter.target_modules) == (64, 16, ["q_proj", "v_proj"])
-    assert q.training.optim == "paged_adamw_32bit" and q.training.lr_scheduler_type == "cosine" and q.data.packing == "on"
+    assert q.training.optim == "paged_adamw_32bit" and q.training.lr_scheduler_type == "cosine" and q.data.packing == "auto"
 
 
 def test_every_field_has_help():

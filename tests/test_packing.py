@@ -127,6 +127,7 @@ def test_padding_free_without_packing_flattens_truncated_rows(workdir, demo_mode
     cfg = RunConfig.from_dict({**tiny_sft_config(max_steps=1), "model": {"name_or_path": str(demo_model)}})
     cfg.data.max_length = 24
     cfg.training.padding_free = "on"
+    cfg.data.packing = "off"  # a folder is no demo to auto: on a GPU it would pack
     res = model_mod.resolve(cfg, workdir)
     assert res.padding_free and not res.packing
     tok = model_mod.load_tokenizer(cfg, res)
@@ -198,6 +199,6 @@ def test_gpu_fast_path_trains_like_the_plain_path(workdir, demo_model):
         assert abs(a - b) < 2e-2 * max(1.0, a), (plain, fast)
     one_step = dict(steps=1, training__per_device_train_batch_size=64)
     plain_all = _first_losses(workdir, **one_step, **plain_kw)[0]
-    packed_all, _, run_dir = _first_losses(workdir, **one_step)
+    packed_all, _, run_dir = _first_losses(workdir, **one_step, data__packing="on")  # auto never packs the demo
     assert json.loads((run_dir / "resolved.json").read_text())["packing"] is True
     assert abs(plain_all[0] - packed_all[0]) < 2e-2 * max(1.0, plain_all[0]), (plain_all, packed_all)

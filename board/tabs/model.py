@@ -75,6 +75,10 @@ ESTIMATE_INPUTS = [
     "training.per_device_train_batch_size",
     "training.gradient_checkpointing",
     "training.optim",
+    "training.use_liger_kernel",
+    "training.padding_free",
+    "adapter.dropout",
+    "data.packing",
     "stage",
 ]
 
