@@ -218,11 +218,23 @@ def _train(cfg: RunConfig, run_dir: Path, log: EventLog, should_stop, workdir, d
     trainer.save_model(str(out))
     tokenizer.save_pretrained(str(out))
     metrics = {k: float(v) for k, v in (result.metrics or {}).items() if isinstance(v, (int, float))}
+    if resume is not None and (mean := _mean_logged_loss(trainer.state.log_history)) is not None:
+        metrics["train_loss"] = mean  # transformers divides this attempt's losses by all the run's steps
     status = "stopped" if callback.stopped else "finished"
     del trainer, model
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
     return out, step, status, metrics
+
+
+def _mean_logged_loss(history: list[dict]) -> Optional[float]:
+    """The mean training loss per step over the whole trajectory in a trainer's log history (a resumed
+    trainer's holds the checkpoint's logs too): each logged loss is the mean since the log before it."""
+    logged = sorted((h["step"], h["loss"]) for h in history if isinstance(h.get("loss"), (int, float)))
+    total, prev = 0.0, 0
+    for step, loss in logged:
+        total, prev = total + loss * (step - prev), step
+    return total / prev if prev else None
 
 
 def _prepared(prepared, cfg: RunConfig, log: EventLog):

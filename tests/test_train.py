@@ -93,6 +93,11 @@ def test_resume_continues_the_step_count(workdir, demo_model):
     assert steps and steps[0] == 4 and steps[-1] == 6
     # the resumed steps reproduce the uninterrupted run's losses
     assert logged_losses(second) == pytest.approx(logged_losses(first)[3:], rel=1e-4)
+    # and its mean loss is the whole trajectory's, as the uninterrupted run's (transformers divided the resumed
+    # steps' losses by all six steps)
+    final = [e for e in read_events(str(second / "events.jsonl")) if isinstance(e, Finished)][-1]
+    first_final = [e for e in read_events(str(first / "events.jsonl")) if isinstance(e, Finished)][-1]
+    assert final.metrics["train_loss"] == pytest.approx(first_final.metrics["train_loss"], rel=1e-3)
 
 
 @pytest.mark.parametrize("adapter", [{"use_dora": True}, {"use_rslora": True}, {"target_modules": ["q_proj", "v_proj"]}],
@@ -351,3 +356,11 @@ def test_the_progress_line_shows_each_steps_own_loss(capsys):
     bar.close()
     lines = capsys.readouterr().err.splitlines()
     assert lines == ["[" + "#" * 24 + "] 10/10  loss 2.5000  tok/s -  eta ?", "finished at step 10"]
+
+
+def test_the_mean_loss_weighs_each_log_by_the_steps_it_covers():
+    from engine.train import _mean_logged_loss
+
+    history = [{"step": 10, "loss": 2.0}, {"step": 1, "loss": 4.0}, {"step": 10, "eval_loss": 9.0}, {"step": 12}]
+    assert _mean_logged_loss(history) == pytest.approx((4.0 + 9 * 2.0) / 10)
+    assert _mean_logged_loss([{"step": 3, "eval_loss": 1.0}]) is None
