@@ -364,3 +364,18 @@ def test_the_mean_loss_weighs_each_log_by_the_steps_it_covers():
     history = [{"step": 10, "loss": 2.0}, {"step": 1, "loss": 4.0}, {"step": 10, "eval_loss": 9.0}, {"step": 12}]
     assert _mean_logged_loss(history) == pytest.approx((4.0 + 9 * 2.0) / 10)
     assert _mean_logged_loss([{"step": 3, "eval_loss": 1.0}]) is None
+
+
+def test_every_metric_a_run_records_has_words_in_every_language(workdir, demo_model):
+    """The Runs tab names each metric in the reader's language: a new one from transformers or trl shows here."""
+    from engine.evaluate import METRICS
+    from engine.messages import languages
+    from engine.runs import run_info
+
+    cfg = tiny_sft_config(max_steps=2)
+    cfg["data"]["val_size"] = 0.2
+    names = set(run_info(train_run(workdir, cfg)).metrics) | {f"eval_{k}" for k in METRICS}
+    assert {"train_loss", "eval_loss", "eval_runtime"} <= names
+    for lang in languages():
+        texts = json.loads((ROOT / "locales" / f"{lang}.json").read_text(encoding="utf-8"))
+        assert not [n for n in sorted(names) if f"metric.{n}" not in texts], lang
