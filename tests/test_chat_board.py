@@ -251,3 +251,16 @@ def test_loading_a_run_sets_the_controls_to_its_generation_settings(tmp_path):
     assert (controls["chat-mode"], controls["chat-temperature"], controls["chat-max-new-tokens"]) == ("sample", 0.2, 64)
     status, *values = chat.load(Worker(), tmp_path, "not-a-run", "en")  # loaded elsewhere, no config here
     assert values == [SKIP] * len(chat.SETTINGS)
+
+
+def test_the_answers_settings_are_named_as_their_controls_in_the_readers_language():
+    import dataclasses
+
+    from board.i18n import t
+    from engine.generate import GenerationConfig
+
+    assert {f.name for f in dataclasses.fields(GenerationConfig)} <= set(chat.SETTING_LABELS)  # a new one is named
+    card = chat.meta_html({"answer": answer("hi", stop=["###"]), "others": []}, "ko")
+    for key in ("chat.temperature", "chat.repetition_penalty", "chat.max_new_tokens", "chat.stop_strings"):
+        assert t(key, "ko") in card
+    assert "repetition_penalty" not in card and "max_new_tokens" not in card

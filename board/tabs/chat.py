@@ -23,7 +23,7 @@ from engine.export import INFO_FILE
 from engine.messages import TuneboardError
 from engine.runs import list_runs, resolve_run
 
-from ..i18n import SKIP, t, update
+from ..i18n import SKIP, t, t_or, update
 from ..live import error_html, message_html
 from ..safety import check_data_path
 from ..session import Session
@@ -126,6 +126,13 @@ def ensure_loaded(worker: ChatWorker, run_id: Optional[str]) -> dict:
     return info
 
 
+# the answer's recorded settings, named as the controls that set them
+SETTING_LABELS = {"system_prompt": "chat.system", "max_new_tokens": "chat.max_new_tokens", "temperature": "chat.temperature",
+                  "top_k": "chat.top_k", "top_p": "chat.top_p", "min_p": "chat.min_p",
+                  "repetition_penalty": "chat.repetition_penalty", "num_beams": "chat.num_beams",
+                  "num_return_sequences": "chat.num_return", "stop": "chat.stop_strings", "seed": "chat.seed"}
+
+
 def meta_html(record: Optional[dict], lang: str, note: str = "") -> str:
     """The last answer's seed and settings (what re-runs it), and the other returned answers."""
     if not record:
@@ -136,8 +143,8 @@ def meta_html(record: Optional[dict], lang: str, note: str = "") -> str:
     head = t("chat.meta_line", lang, seed=a["seed"], mode=mode, tokens=a["new_tokens"],
              finish=t(f"chat.finish_{a['finish']}", lang), seconds=f"{a['seconds']:.2f}")
     shown = {k: v for k, v in s.items() if v not in (None, [], "")}
-    rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(json.dumps(v, ensure_ascii=False))}</td></tr>"
-                   for k, v in shown.items())
+    rows = "".join(f"<tr><td>{html.escape(t_or(SETTING_LABELS.get(k, ''), lang, k))}</td>"
+                   f"<td>{html.escape(json.dumps(v, ensure_ascii=False))}</td></tr>" for k, v in shown.items())
     others = "".join(f'<div class="tb-chat-other"><b>#{o["index"] + 1}</b> {html.escape(o["text"])}</div>'
                      for o in record.get("others", []))
     return (f'<div class="tb-card tb-chat-meta" data-seed="{a["seed"]}"><div class="tb-card-title">'
