@@ -138,6 +138,10 @@ def test_switch_to_korean_and_it_stays(page, board):
         "() => document.querySelector('#data-summary')?.textContent.includes('감지된 형식')", timeout=30_000
     )
     shot(page, "ko-data")
+    tab(page, "chat")  # a table's column names too, before it has any rows
+    page.wait_for_function(
+        "() => document.querySelector('#chat-sweep-table')?.textContent.includes('시드')", timeout=30_000
+    )
     page.reload()  # the reader's choice is remembered in this browser
     page.wait_for_function(
         "() => document.querySelector('#model-tab-button')?.textContent.includes('모델')", timeout=60_000
@@ -152,6 +156,10 @@ def test_browser_language_is_the_default(chromium, board):
         open_board(pg, board.url)
         pg.wait_for_function(
             "() => document.querySelector('#train-tab-button')?.textContent.includes('学習')", timeout=30_000
+        )
+        tab(pg, "chat")  # the empty tables' column names too
+        pg.wait_for_function(
+            "() => document.querySelector('#chat-sweep-table')?.textContent.includes('シード')", timeout=30_000
         )
     finally:
         context.close()
