@@ -251,6 +251,9 @@ def test_loading_a_run_sets_the_controls_to_its_generation_settings(tmp_path):
     assert (controls["chat-mode"], controls["chat-temperature"], controls["chat-max-new-tokens"]) == ("sample", 0.2, 64)
     status, *values = chat.load(Worker(), tmp_path, "not-a-run", "en")  # loaded elsewhere, no config here
     assert values == [SKIP] * len(chat.SETTINGS)
+    picked = dict(zip(chat.SETTINGS, chat.run_settings(tmp_path, "demo-run"), strict=True))  # picked, not loaded
+    assert picked["chat-temperature"] == 0.2
+    assert chat.run_settings(tmp_path, None) == [SKIP] * len(chat.SETTINGS)
 
 
 def test_the_answers_settings_are_named_as_their_controls_in_the_readers_language():

@@ -261,11 +261,17 @@ def load(worker: ChatWorker, workdir: Path, run_id: Optional[str], lang: str) ->
         status = status_html(worker.call("load", run=run_id), lang)
     except Exception as e:
         return [error_html(e, lang, "chat.error_failed"), *keep]
+    return [status, *run_settings(workdir, run_id)]
+
+
+def run_settings(workdir: Path, run_id: Optional[str]) -> list:
+    """The controls set to the run's own generation settings, when a run is picked or loaded (a message sent
+    without Load would otherwise sample at the generic defaults); unchanged where the run has none to read."""
     try:
         gen = RunConfig.load(str(resolve_run(run_id, workdir) / "config.yaml")).generation
-    except Exception:  # noqa: BLE001 - the model loaded; the controls simply stay as they are
-        return [status, *keep]
-    return [status, *controls(gen.__dict__)]
+    except Exception:  # noqa: BLE001 - no run, or one without a readable config: the controls stay as they are
+        return [SKIP] * len(SETTINGS)
+    return controls(gen.__dict__)
 
 
 def unload(worker: ChatWorker, lang: str) -> str:
@@ -505,6 +511,7 @@ def wire(ui: UI) -> None:
     c["chat-load"].click(lambda s, run_id: load(worker, workdir, run_id, s.lang), [ui.session, c["chat-run"]],
                          [c["chat-status"], *knobs], show_progress="hidden")
     c["chat-unload"].click(lambda s: unload(worker, s.lang), ui.session, c["chat-status"], show_progress="hidden")
+    c["chat-run"].input(lambda run_id: run_settings(workdir, run_id), c["chat-run"], knobs, show_progress="hidden")
 
     def on_compare(s: Session, run_id, history, text, *values):
         gen, err = gen_or_error(s.lang, list(values))
