@@ -346,6 +346,7 @@ def cmd_train(args) -> int:
     notes: list[tuple[str, dict]] = []
     train_ds, eval_ds = load_training_data(cfg, notes)  # bad data is refused here, before a run folder exists
     _resume_checkpoint(cfg, None)  # so is a checkpoint that cannot go on under this config
+    check_model_reachable(cfg, workdir)  # and a hub id this machine cannot download
     _print_estimate(cfg, workdir)
     run_dir = create_run(cfg, workdir)
     print(f"run folder: {run_dir}", file=sys.stderr)
@@ -364,6 +365,18 @@ def cmd_train(args) -> int:
         print(str(run_dir))  # the last line, also when the run failed: its log and events are there
     # stopped or aborted by Ctrl+C or SIGTERM: the run is not done; the shell's status for that signal
     return 128 + (stop.signal or 2) if aborted or stop.requested() else 0
+
+
+def check_model_reachable(cfg: RunConfig, workdir=None) -> None:
+    """A hub model this machine cannot reach (offline, or no such id) is refused before a run folder exists, by
+    fetching its config.json (kilobytes, then in the cache for the run); it failed after, leaving a failed run.
+    No torch: the board asks this too. The demo builds offline; a local folder is checked when it loads."""
+    from .demo import is_demo
+    from .estimate import load_model_config
+
+    name = cfg.model.name_or_path
+    if not is_demo(name) and not Path(name).expanduser().exists():
+        load_model_config(name, workdir, revision=cfg.model.revision)
 
 
 class _GracefulInterrupt:

@@ -324,6 +324,14 @@ def test_start_refuses_a_model_folder_that_is_not_there(tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
+def test_start_refuses_a_hub_model_this_machine_cannot_download(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    out = train_tab.start(Session(lang="ko"), values(model__name_or_path="some-org/no-such-model"), None, Jobs(tmp_path))
+    assert "tb-msg-error" in out and "some-org/no-such-model" in out
+    assert t("error.offline_hub", "ko", name="some-org/no-such-model") in out.replace("&#x27;", "'")
+    assert not (tmp_path / "runs").exists()
+
+
 # ---- data tab ----------------------------------------------------------------------------------
 
 

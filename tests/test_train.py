@@ -2,6 +2,7 @@
 
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -144,6 +145,15 @@ def test_cli_train_prints_the_run_folder_last(workdir, demo_model):
     run_dir = r.stdout.strip().splitlines()[-1]
     cfg = RunConfig.load(f"{run_dir}/config.yaml")
     assert cfg.training.max_steps == 2 and cfg.training.learning_rate == 1e-3 and cfg.data.val_size == 0
+
+
+def test_cli_refuses_an_unreachable_hub_model_before_making_a_run(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "engine.cli", "train", "assets/configs/sft_demo.yaml", "--workdir",
+                        str(tmp_path), "--set", "model.name_or_path=some-org/no-such-model"], capture_output=True,
+                       text=True, cwd=ROOT, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert r.returncode != 0
+    assert "some-org/no-such-model" in r.stderr and "offline" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
 
 
 def test_cli_bad_config_is_one_clear_line(tmp_path):

@@ -60,10 +60,12 @@ def start(s: Session, values: dict[str, Any], token: str | None, jobs: Jobs) -> 
             return gate(s, lang)[3].replace("tb-msg-warning", "tb-msg-error")
         try:
             from engine.model import local_model_dir
+            from engine.train import check_model_reachable
 
             cfg = build_config(values, s.base, jobs.workdir)
             if not is_demo(cfg.model.name_or_path):
                 local_model_dir(cfg.model.name_or_path)  # a folder that holds no model: said now, not after a start
+                check_model_reachable(cfg, jobs.workdir)  # and a hub id this machine cannot download
             run_id = jobs.start(cfg, token=(token or "").strip() or None)
         except Exception as e:
             return error_html(e, lang)
