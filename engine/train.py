@@ -166,6 +166,7 @@ def _train(cfg: RunConfig, run_dir: Path, log: EventLog, should_stop, workdir, d
         log(Warning(key="warning.building_demo", message=message("warning.building_demo")))
     res = model_mod.resolve(cfg, workdir)
     _check_resume_layout(cfg, run_dir, res.packing)
+    check_init_from(cfg)
     if cfg.training.optim not in ("auto", res.optim):
         log(Warning(key="warning.optim_fallback", params={"optim": cfg.training.optim, "used": res.optim},
                     message=message("warning.optim_fallback", {"optim": cfg.training.optim, "used": res.optim})))
@@ -347,6 +348,7 @@ def cmd_train(args) -> int:
     train_ds, eval_ds = load_training_data(cfg, notes)  # bad data is refused here, before a run folder exists
     _resume_checkpoint(cfg, None)  # so is a checkpoint that cannot go on under this config
     check_model_reachable(cfg, workdir)  # and a hub id this machine cannot download
+    check_init_from(cfg)  # and an adapter to continue that was fitted to another demo build
     _print_estimate(cfg, workdir)
     run_dir = create_run(cfg, workdir)
     print(f"run folder: {run_dir}", file=sys.stderr)
@@ -365,6 +367,25 @@ def cmd_train(args) -> int:
         print(str(run_dir))  # the last line, also when the run failed: its log and events are there
     # stopped or aborted by Ctrl+C or SIGTERM: the run is not done; the shell's status for that signal
     return 128 + (stop.signal or 2) if aborted or stop.requested() else 0
+
+
+def check_init_from(cfg: RunConfig) -> None:
+    """`adapter.init_from` names an adapter that fits this base: one trained on another build of the demo
+    (before an upgrade) would load without complaint and continue from weights fitted to another model."""
+    from .adapters import adapter_dir
+    from .model import check_demo_build
+
+    if not cfg.adapter.init_from or cfg.adapter.method != "lora":
+        return
+    found = adapter_dir(cfg.adapter.init_from)  # run/adapter, or run/checkpoints/checkpoint-N, or a bare folder
+    for owner in (found.parent, found.parent.parent.parent):
+        if (owner / "config.yaml").exists() and (owner / "events.jsonl").exists():
+            try:
+                saved = RunConfig.load(str(owner / "config.yaml"))
+            except ConfigError:
+                return
+            check_demo_build(saved, owner)
+            return
 
 
 def check_model_reachable(cfg: RunConfig, workdir=None) -> None:

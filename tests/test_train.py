@@ -389,3 +389,23 @@ def test_every_metric_a_run_records_has_words_in_every_language(workdir, demo_mo
     for lang in languages():
         texts = json.loads((ROOT / "locales" / f"{lang}.json").read_text(encoding="utf-8"))
         assert not [n for n in sorted(names) if f"metric.{n}" not in texts], lang
+
+
+def test_continuing_an_adapter_of_another_demo_build_is_refused(tmp_path):
+    from engine.demo import demo_fingerprint
+    from engine.messages import TuneboardError
+    from engine.train import check_init_from
+
+    run = tmp_path / "runs" / "sft-old"
+    (run / "adapter").mkdir(parents=True)
+    (run / "adapter" / "adapter_config.json").write_text("{}")
+    (run / "events.jsonl").write_text("")
+    RunConfig.from_dict(tiny_sft_config()).save(str(run / "config.yaml"))
+    (run / "resolved.json").write_text(json.dumps({"demo_fingerprint": "an-older-one"}))
+    cfg = RunConfig.from_dict(tiny_sft_config()).with_overrides({"adapter.init_from": str(run)})
+    with pytest.raises(TuneboardError) as e:
+        check_init_from(cfg)
+    assert e.value.key == "error.demo_rebuilt" and e.value.params["run"] == "sft-old"
+    (run / "resolved.json").write_text(json.dumps({"demo_fingerprint": demo_fingerprint()}))
+    check_init_from(cfg)  # the same build: fine
+    check_init_from(cfg.with_overrides({"adapter.init_from": str(run / "adapter")}))  # the adapter folder itself
