@@ -21,6 +21,7 @@ from engine.config import RunConfig
 from engine.events import Error, Event, Finished, RunStarted, from_json
 from engine.messages import TuneboardError, message
 from engine.runs import RUNNING, STOP_FILE, create_run, latest_checkpoint, list_runs, pid_alive, run_info
+from engine.train import resume_checkpoint
 
 from .safety import run_path
 
@@ -171,6 +172,7 @@ class Jobs:
         if latest_checkpoint(path) is None:
             raise TuneboardError("error.no_checkpoint", path=path.name)
         cfg = RunConfig.load(str(path / "config.yaml")).with_overrides({"training.resume_from": "last"})
+        resume_checkpoint(cfg, path)  # one that cannot go on is said here, not by a run that then fails
         _refuse_if(self.busy())  # outside the lock, as in start
         with self._lock:
             _refuse_if(self._own_locked())

@@ -203,7 +203,7 @@ def _train(cfg: RunConfig, run_dir: Path, log: EventLog, should_stop, workdir, d
     trainer.remove_callback(PrinterCallback)  # our events and progress bar say it, once
     _count_parameters_once(trainer)
 
-    resume = _resume_checkpoint(cfg, run_dir)
+    resume = resume_checkpoint(cfg, run_dir)
     total_steps = _planned_steps(trainer, cfg)
     log(RunStarted(run_id=run_dir.name, stage=cfg.stage, total_steps=total_steps, device=_device_name(res),
                    precision=res.precision, attn_implementation=res.attn_implementation,
@@ -281,7 +281,7 @@ RESUME_MUST_MATCH = {  # what shapes the saved weights and optimizer state, per 
 }
 
 
-def _resume_checkpoint(cfg: RunConfig, run_dir: Optional[Path]) -> Optional[Path]:
+def resume_checkpoint(cfg: RunConfig, run_dir: Optional[Path]) -> Optional[Path]:
     """The checkpoint `training.resume_from` names (`last`: this run's own), refused when it cannot go on
     under `cfg`: another stage, base or adapter shape (its weights would not load, or would load into the
     wrong thing), or, for a new run (`run_dir` None: checked before it exists), a step limit it has reached
@@ -318,7 +318,7 @@ def _check_resume_layout(cfg: RunConfig, run_dir: Path, packing: bool) -> None:
     """A resumed run lays its data out as its checkpoint's run did: the trainer skips the steps already done
     by their place in the data, so packed rows after unpacked ones (or the reverse) would skip the wrong
     samples. `auto` decides by machine, so the same config may pack on one and not on another."""
-    ckpt = _resume_checkpoint(cfg, run_dir)
+    ckpt = resume_checkpoint(cfg, run_dir)
     if ckpt is None or ckpt.parent.name != "checkpoints":
         return
     owner = ckpt.parent.parent
@@ -346,7 +346,7 @@ def cmd_train(args) -> int:
     workdir = Path(args.workdir).resolve() if args.workdir else default_workdir()
     notes: list[tuple[str, dict]] = []
     train_ds, eval_ds = load_training_data(cfg, notes)  # bad data is refused here, before a run folder exists
-    _resume_checkpoint(cfg, None)  # so is a checkpoint that cannot go on under this config
+    resume_checkpoint(cfg, None)  # so is a checkpoint that cannot go on under this config
     check_model_reachable(cfg, workdir)  # and a hub id this machine cannot download
     check_init_from(cfg)  # and an adapter to continue that was fitted to another demo build
     _print_estimate(cfg, workdir)

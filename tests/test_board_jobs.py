@@ -181,6 +181,19 @@ def test_stop_keeps_a_checkpoint_and_resume_continues(jobs, tmp_path):
     wait_for(lambda: (w.advance(live=jobs.is_live(run_id)), w.status)[1] == STOPPED)
 
 
+def test_resume_refuses_a_checkpoint_that_cannot_go_on_before_starting_anything(jobs, tmp_path):
+    """A demo run from before the demo was rebuilt: said on Resume, not by a run that then fails."""
+    path = tmp_path / "runs" / "old-demo"
+    (path / "checkpoints" / "checkpoint-2").mkdir(parents=True)
+    (path / "checkpoints" / "checkpoint-2" / "trainer_state.json").write_text(json.dumps({"global_step": 2}))
+    cfg("old").save(str(path / "config.yaml"))
+    (path / "resolved.json").write_text(json.dumps({"demo_fingerprint": "an-older-build"}))
+    with pytest.raises(TuneboardError) as e:
+        jobs.resume("old-demo")
+    assert e.value.key == "error.demo_rebuilt"
+    assert jobs.own() is None and not (path / "events.jsonl").exists()
+
+
 def test_a_worker_that_dies_is_recorded_as_failed(jobs, tmp_path):
     run_id = jobs.start(cfg("crash"))
     path = tmp_path / "runs" / run_id

@@ -316,20 +316,20 @@ def _run_with_checkpoint(root: Path, step: int, **cfg) -> Path:
 
 def test_a_checkpoint_that_cannot_go_on_is_refused_before_a_run_exists(tmp_path):
     from engine.messages import TuneboardError
-    from engine.train import _resume_checkpoint
+    from engine.train import resume_checkpoint
 
     old = _run_with_checkpoint(tmp_path, 12)
     base = RunConfig.from_dict(tiny_sft_config())
-    assert _resume_checkpoint(base.with_overrides({"training.resume_from": str(old)}), None).name == "checkpoint-12"
+    assert resume_checkpoint(base.with_overrides({"training.resume_from": str(old)}), None).name == "checkpoint-12"
     own = base.with_overrides({"training.resume_from": "last", "training.max_steps": 12})
-    assert _resume_checkpoint(own, old).name == "checkpoint-12"  # its own run at its limit: the final save is left
+    assert resume_checkpoint(own, old).name == "checkpoint-12"  # its own run at its limit: the final save is left
     for overrides, key in (({"adapter.rank": 4}, "error.resume_mismatch"), ({"stage": "dpo"}, "error.resume_mismatch"),
                            ({"training.max_steps": 10}, "error.resume_past_end"),
                            ({"training.resume_from": "last"}, "error.resume_last_new_run"),
                            ({"training.resume_from": str(tmp_path / "nope")}, "error.no_checkpoint")):
         cfg = base.with_overrides({"training.resume_from": str(old), **overrides})
         with pytest.raises(TuneboardError) as e:
-            _resume_checkpoint(cfg, None)
+            resume_checkpoint(cfg, None)
         assert e.value.key == key, overrides
 
 
