@@ -116,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("run")
     ex.add_argument("out", help="output folder")
     ex.add_argument("--merge", action="store_true", help="merge the adapter into a 16-bit base and save safetensors")
+    ex.add_argument("--overwrite", action="store_true", help="replace an earlier export in OUT (only once the new one is done)")
     ex.add_argument("--push-to-hub", default=None, metavar="REPO", help="also upload (token from $HF_TOKEN, never saved)")
     ex.add_argument("--workdir", default=None)
     ex.add_argument("--debug", action="store_true")

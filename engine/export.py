@@ -34,8 +34,11 @@ def merge_dtype(cfg: RunConfig, precision: str) -> str:
 
 
 def export_run(run: str, out: str | os.PathLike, merge: bool = False, push_to_hub: Optional[str] = None,
-               token: Optional[str] = None, workdir=None, checkpoint: Optional[str] = None) -> dict[str, Any]:
-    """Write the run's adapter (or, with `merge`, the merged model) to `out`; upload it if asked."""
+               token: Optional[str] = None, workdir=None, checkpoint: Optional[str] = None,
+               overwrite: bool = False) -> dict[str, Any]:
+    """Write the run's adapter (or, with `merge`, the merged model) to `out`; upload it if asked. `overwrite`
+    replaces an earlier export there (a folder this wrote, with its INFO_FILE), and only once the new one is
+    complete; any other folder with files in it is refused."""
     if push_to_hub and not token:
         raise TuneboardError("export.error_no_token")
     run_dir = resolve_run(run, workdir)
@@ -44,8 +47,14 @@ def export_run(run: str, out: str | os.PathLike, merge: bool = False, push_to_hu
     out = Path(out).expanduser().resolve()
     if out.exists() and not out.is_dir():
         raise TuneboardError("export.error_is_file", path=str(out))
-    if out.exists() and any(out.iterdir()):
+    final, replace = out, out.exists() and any(out.iterdir())
+    if replace and not overwrite:
         raise TuneboardError("export.error_not_empty", path=str(out))
+    if replace and not (out / INFO_FILE).exists():
+        raise TuneboardError("export.error_not_export", path=str(out), file=INFO_FILE)
+    if replace:  # written beside it, swapped in when complete: a failed export leaves the earlier one whole
+        out = final.with_name(f".{final.name}.tuneboard-new")
+        shutil.rmtree(out, ignore_errors=True)
     is_adapter = (source / "adapter_config.json").exists()
     out.mkdir(parents=True, exist_ok=True)
     try:
@@ -61,6 +70,13 @@ def export_run(run: str, out: str | os.PathLike, merge: bool = False, push_to_hu
     info = {"run": run_dir.name, "kind": kind, "base": cfg.model.name_or_path, "source": str(source),
             "dtype": dtype, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
     (out / INFO_FILE).write_text(json.dumps(info, indent=1), encoding="utf-8")
+    if replace:
+        old = final.with_name(f".{final.name}.tuneboard-old")
+        shutil.rmtree(old, ignore_errors=True)
+        final.rename(old)
+        out.rename(final)
+        shutil.rmtree(old, ignore_errors=True)
+        out = final
     result = {**info, "path": str(out), "files": sorted(p.name for p in out.iterdir())}
     if push_to_hub:
         result["url"] = upload(out, push_to_hub, token)
@@ -142,7 +158,7 @@ def scrub(text: str, token: Optional[str]) -> str:
 def cmd_export(args) -> int:
     token = os.environ.get("HF_TOKEN") if args.push_to_hub else None
     result = export_run(args.run, args.out, merge=args.merge, push_to_hub=args.push_to_hub, token=token,
-                        workdir=args.workdir)
+                        workdir=args.workdir, overwrite=args.overwrite)
     print(f"{result['kind']}: {', '.join(result['files'])}", file=sys.stderr)
     if result.get("url"):
         print(f"uploaded: {result['url']}", file=sys.stderr)

@@ -162,3 +162,21 @@ def test_a_full_model_run_chats_and_compares_with_its_base(merged, trained_run, 
     assert full.generate(PROMPT, greedy, use_adapter=False)[0].text == lora.generate(PROMPT, greedy, use_adapter=False)[0].text
     full.unload()
     lora.unload()
+
+
+def test_overwrite_replaces_an_earlier_export_and_nothing_else(trained_run, workdir, tmp_path):
+    out = tmp_path / "again"
+    export_run(str(trained_run), out, workdir=workdir)
+    (out / "stale.txt").write_text("from before")
+    with pytest.raises(TuneboardError) as e:
+        export_run(str(trained_run), out, workdir=workdir)
+    assert e.value.key == "export.error_not_empty"
+    result = export_run(str(trained_run), out, workdir=workdir, overwrite=True)
+    assert result["path"] == str(out.resolve()) and (out / "adapter_model.safetensors").exists()
+    assert not (out / "stale.txt").exists() and sorted(p.name for p in tmp_path.iterdir()) == ["again"]
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    with pytest.raises(TuneboardError) as e:
+        export_run(str(trained_run), mine, workdir=workdir, overwrite=True)
+    assert e.value.key == "export.error_not_export" and (mine / "notes.txt").read_text() == "keep me"
