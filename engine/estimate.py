@@ -381,8 +381,16 @@ def estimate(model_config: dict, cfg: RunConfig, gpu_memory_gb: float | None = N
         notes.append({"key": "estimate.note.reference", "params": {}})
 
     busy = acts + logits
-    if step_workspace > busy:  # the optimizer step's temporaries outgrow the freed activations
-        optimizer += step_workspace - busy
+    all_gradients = gradients
+    if tr.gradient_accumulation_steps > 1:  # a micro-batch's gradients wait through the next one's forward
+        if step_workspace > busy:  # the optimizer step's temporaries outgrow the freed activations
+            optimizer += step_workspace - busy
+    else:  # the trainer drops the gradients after each step (None, not zeros): backward makes them as it
+        # frees the activations, so the peak is the larger of the forward's end and the optimizer step
+        gradients = max(0, gradients + step_workspace - busy)
+        if all_gradients - gradients >= GB / 10:
+            notes.append({"key": "estimate.note.gradients_freed",
+                          "params": {"all": f"{all_gradients / GB:.1f}", "added": f"{gradients / GB:.1f}"}})
     allocated = int(weights + adapter + gradients + optimizer + busy)
     overhead = CUDA_CONTEXT + int(ALLOCATOR_SLACK * allocated)
     total = allocated + overhead
@@ -531,6 +539,27 @@ def _build_demo(workdir) -> None:
     subprocess.run([sys.executable, "-c", code, str(workdir or "")], check=True, env=env, capture_output=True)
 
 
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face Hub's host answers a TCP connection (a failed name lookup answers at once).
+    Without it, huggingface_hub retries a download five times with back-off, about 20 s, before failing."""
+    import socket
+    from urllib.parse import urlparse
+
+    if os.environ.get("HF_HUB_OFFLINE") == "1":
+        return False
+    try:
+        from huggingface_hub import constants
+
+        url = urlparse(constants.ENDPOINT)
+    except ImportError:
+        return False
+    try:
+        socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout).close()
+        return True
+    except OSError:
+        return False
+
+
 def _hub_config(repo_id: str, revision: str | None) -> dict:
     try:
         from huggingface_hub import hf_hub_download
@@ -542,8 +571,8 @@ def _hub_config(repo_id: str, revision: str | None) -> dict:
         )
     except ImportError:
         raise TuneboardError("error.model_not_found", name=repo_id) from None
-    try:
-        path = hf_hub_download(repo_id, "config.json", revision=revision)  # the cache answers first when offline
+    try:  # the cache answers first when offline; unreachable, only the cache is asked (no 20 s of retries)
+        path = hf_hub_download(repo_id, "config.json", revision=revision, local_files_only=not hub_reachable())
     except LocalEntryNotFoundError as e:  # offline, and not in the cache
         raise TuneboardError("error.offline_hub", name=repo_id) from e
     except (RepositoryNotFoundError, RevisionNotFoundError, EntryNotFoundError) as e:

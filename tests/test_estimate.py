@@ -329,6 +329,7 @@ MEASURED_PEAKS = [
     ("qwen2.5-0.5b", {"data": {"packing": True}}, 1, 2982, 5.18),
     ("qwen2.5-0.5b", {"data": {"packing": True}, "training": {"gradient_checkpointing": True}}, 1, 2982, 1.48),
     ("qwen2.5-0.5b", {"data": {"packing": True}, "quantization": {"bits": 4}}, 1, 2982, 6.52),
+    ("qwen2.5-0.5b", {"data": {"packing": True}, "adapter": {"method": "full"}}, 1, 2982, 10.44),
 ]
 
 
@@ -342,6 +343,20 @@ def test_estimate_within_15_percent_of_peaks_measured_on_a_gpu(shape, overrides,
     est = E.estimate(mc(shape), RunConfig.from_dict(data), liger=True)  # Liger ran there
     # the issue asks for 15 %; these are within 6.1 %, and without Liger's terms the 7B rows are off by 13-16 %
     assert abs(est.allocated / E.GB / measured - 1) <= 0.08
+
+
+def test_gradients_add_to_the_peak_only_when_they_outlive_a_step():
+    """Full tuning, one micro-batch a step: the trainer drops the gradients after each step and backward makes
+    them as it frees the activations; with accumulation they are held through the next micro-batch's forward."""
+    base = {"model": {"name_or_path": "x"}, "adapter": {"method": "full"},
+            "data": {"datasets": [{"path": "x.jsonl"}], "max_length": 1024}}
+    one = E.estimate(mc("qwen2.5-0.5b"), RunConfig.from_dict({**base, "training": {"gradient_accumulation_steps": 1}}))
+    two = E.estimate(mc("qwen2.5-0.5b"), RunConfig.from_dict({**base, "training": {"gradient_accumulation_steps": 2}}))
+    assert two.gradients == 4 * two.params_trainable  # fp32 masters' gradients, all of them
+    assert one.gradients == max(0, two.gradients - one.activations - one.logits)
+    assert one.allocated == two.allocated - (two.gradients - one.gradients)
+    assert "estimate.note.gradients_freed" in [n["key"] for n in one.notes]
+    assert "estimate.note.gradients_freed" not in [n["key"] for n in two.notes]
 
 
 def test_liger_keeps_less_per_layer():
@@ -406,3 +421,35 @@ def test_estimate_within_15_percent_of_measured_peak(tmp_path, case):
     est = E.estimate(d, cfg).allocated
     print(f"{case}: measured {measured / E.GB:.2f} GB, estimated {est / E.GB:.2f} GB ({est / measured - 1:+.1%})")
     assert abs(est / measured - 1) <= 0.15
+
+
+def test_an_unreachable_hub_is_told_at_once_from_the_cache(monkeypatch):
+    """huggingface_hub retries an unreachable host for ~20 s: the estimate asks only the cache then."""
+    import socket
+
+    import huggingface_hub
+
+    from engine.messages import TuneboardError
+
+    asked = {}
+
+    def download(repo, name, revision=None, local_files_only=False):
+        asked["local_files_only"] = local_files_only
+        raise huggingface_hub.errors.LocalEntryNotFoundError("not in the cache")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", download)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(socket, "create_connection", lambda *a, **k: (_ for _ in ()).throw(OSError("unreachable")))
+    assert E.hub_reachable() is False
+    with pytest.raises(TuneboardError) as e:
+        E.load_model_config("some-org/some-model")
+    assert e.value.key == "error.offline_hub" and asked["local_files_only"] is True
+
+    class Socket:
+        def close(self):
+            pass
+
+    monkeypatch.setattr(socket, "create_connection", lambda *a, **k: Socket())
+    assert E.hub_reachable() is True
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert E.hub_reachable() is False
