@@ -140,6 +140,8 @@ def main(argv=None) -> int:
                     help="a config override for the engine's recipes (c, d), as `tuneboard train --set`")
     ap.add_argument("--recipe-timeout", type=float, default=None, help="seconds a recipe may take before it is killed")
     ap.add_argument("--peak-tflops", type=float, default=None, help="the device's peak, if not in the table")
+    ap.add_argument("--profile", default=None, metavar="FILE",
+                    help="append a torch-profiler table of two late steps of each recipe to FILE (not timed)")
     ap.add_argument("--out", default=str(HERE / "results.jsonl"), help="JSONL to append to ('' to skip)")
     ap.add_argument("--machine", default=os.environ.get("BENCH_MACHINE", platform.node()), help="name in the record")
     ap.add_argument("--data-speed", action="store_true", help="time tokenising + packing 100k rows instead")
@@ -168,6 +170,7 @@ def main(argv=None) -> int:
         base = [sys.executable, str(Path(__file__).resolve()), "--shape", args.shape, "--steps", str(args.steps),
                 "--batch", str(args.batch), "--seq", str(args.seq), "--seed", str(args.seed), "--_dir", tmp]
         base += [f"--set={item}" for item in args.set]
+        base += ["--profile", str(Path(args.profile).resolve())] if args.profile else []
         t = time.perf_counter()
         failed = 0
         subprocess.run(base + ["--_prepare"], check=True)
@@ -301,14 +304,20 @@ def worker(args) -> int:
     d, r = Path(args._dir), args._worker
     cuda = torch.cuda.is_available()
     cfg = run_config(r, args, d)
+    profiled = args.profile and args.steps >= 8
+    finish = profile_steps(args.steps - 3, Path(args.profile), f"{r} {RECIPES[r]} {args.shape}", cuda) if profiled else None
     t0 = time.perf_counter()
     if r in ("a", "b"):
         steps, fallback = train_plain(r, cfg, args, d, cuda)
     else:
         steps, fallback = train_engine(cfg, d, cuda)
     wall = time.perf_counter() - t0
+    if finish:
+        finish()
     mc = shape_config(args.shape)
     timed = steps[2:] if len(steps) > 3 else steps[1:]
+    if profiled:
+        timed = steps[2:-4]  # the profiled steps (and the one after, whose start stops the profiler) are slower
     tokens, seconds = sum(s["tokens"] for s in timed), sum(s["seconds"] for s in timed)
     tps = tokens / seconds if seconds else 0.0
     peak = torch.cuda.max_memory_allocated() if cuda else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
@@ -334,6 +343,52 @@ def worker(args) -> int:
     }
     (d / f"result-{r}.json").write_text(json.dumps(rec))
     return 0
+
+
+def profile_steps(first: int, out: Path, title: str, cuda: bool):
+    """Profile training steps `first` and `first + 1` (every trainer: the patch is on transformers' Trainer)
+    and append the top kernels and ops to `out`, with how busy the GPU was across the two steps. Returns a
+    function that finishes the table if training ended before the profiler stopped."""
+    import torch
+    from transformers import Trainer
+
+    original = Trainer.training_step
+    state: dict = {"calls": 0, "prof": None, "t": 0.0}
+
+    def stop() -> None:
+        prof = state.pop("prof", None)
+        if prof is None:
+            return
+        if cuda:
+            torch.cuda.synchronize()
+        wall_us = (time.perf_counter() - state["t"]) * 1e6
+        prof.__exit__(None, None, None)
+        with open(out, "a", encoding="utf-8") as f:
+            f.write(f"\n## {title}: steps {first}-{first + 1}, {wall_us / 1e3:.0f} ms wall")
+            try:  # a profile is a diagnosis: it never costs the recipe its measurement
+                table = prof.key_averages()
+                busy = sum(getattr(e, "self_device_time_total", 0) or 0 for e in table) if cuda else 0
+                f.write(f", kernels busy {100 * busy / wall_us:.0f} % of it\n" if cuda else "\n")
+                sort = "self_device_time_total" if cuda else "self_cpu_time_total"
+                f.write(table.table(sort_by=sort, row_limit=30, max_name_column_width=70) + "\n")
+            except Exception as e:  # noqa: BLE001
+                f.write(f"\nno table: {type(e).__name__}: {e}\n")
+
+    def step(self, *args, **kwargs):
+        state["calls"] += 1
+        if state["calls"] == first:
+            acts = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA] if cuda else [])
+            state["prof"] = torch.profiler.profile(activities=acts)
+            if cuda:
+                torch.cuda.synchronize()
+            state["t"] = time.perf_counter()
+            state["prof"].__enter__()
+        elif state["calls"] == first + 2:
+            stop()
+        return original(self, *args, **kwargs)
+
+    Trainer.training_step = step
+    return stop
 
 
 def _peak_tflops(name: str | None) -> float | None:

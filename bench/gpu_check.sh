@@ -3,7 +3,8 @@
 #   bash bench/gpu_check.sh all              # one call on a fresh machine: the targets first, within $BUDGET s
 #   bash bench/gpu_check.sh tests            # pytest -m gpu (estimate vs measured peaks, QLoRA, varlen, GPU memory release) ~3 min
 #   bash bench/gpu_check.sh bench SHAPE R [LIMIT [OPTIONS]]  # e.g. `bench llama-2-7b c,d 150 --set data.packing=true`
-# Results land in $OUT (bench/results.jsonl lines, logs) so they come back to the session.
+# Results land in $OUT (bench/results.jsonl lines, logs, a profile of two packed 7B steps, nvidia-smi dmon) so
+# they come back to the session.
 # Here, `REHEARSE=1 bash bench/gpu_check.sh all` runs the same steps on the CPU (tiny shape) in a Python 3.12
 # venv made like the device image, to find what the wheels lack before device time is spent (bench/README.md).
 set -uo pipefail
@@ -44,6 +45,7 @@ case "${1:-tests}" in
   bench) shift; bench "${@:-qwen2.5-0.5b}" ;;  # SHAPE [RECIPES [LIMIT [bench_train options]]]
   all)
     big=llama-2-7b small=qwen2.5-0.5b
+    [ -z "${REHEARSE:-}" ] && { nvidia-smi dmon -s u -o T -d 1 > "$OUT/dmon.log" 2>&1 & }  # GPU busy, each second
     [ -n "${REHEARSE:-}" ] && big=tiny small=tiny
     # 1. the comparison on the 7B shape: b (LLaMA-Factory's paper setting), c (default), d (default + 4-bit)
     timeout -k 10 $(( $(left) * 6 / 10 )) bash -c "bench $big b,c,d 150"
@@ -54,7 +56,7 @@ case "${1:-tests}" in
     # 1b. QLoRA with checkpointing: the memory target (d at most 0.6x b's peak)
     [ "$(left)" -gt 240 ] && timeout -k 10 120 bash -c "bench $big d 90 --set training.gradient_checkpointing=true"
     # 1c. the default with twice the tokens a step: how much of the gap to 45 % MFU is the step's fixed cost
-    [ "$(left)" -gt 240 ] && timeout -k 10 120 bash -c "bench $big c 90 --batch 8"
+    [ "$(left)" -gt 240 ] && timeout -k 10 120 bash -c "bench $big c 90 --batch 8 --profile $OUT/profile.txt"
     # 2. the gpu tests: estimate vs measured peaks, QLoRA, varlen kernel, fast path vs plain path
     timeout -k 10 $(( $(left) * 7 / 10 )) bash -c tests
     # 3. every recipe on the small shape, with what is left
