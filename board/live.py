@@ -84,8 +84,8 @@ def alerts_html(w: Watch, lang: str) -> str:
         text = t("ui.train.finished_hint", lang)
         if isinstance(w.final.get("train_loss"), (int, float)):
             text += " " + t("ui.train.mean_loss", lang, loss=f"{w.final['train_loss']:.4f}")
-        if isinstance(w.final.get("train_runtime"), (int, float)):
-            text += " · " + t("ui.train.elapsed", lang, time=_clock(w.earlier + w.final["train_runtime"]))
+        if isinstance(w.final.get("train_runtime"), (int, float)):  # all attempts' (older runs: the last one's)
+            text += " · " + t("ui.train.elapsed", lang, time=_clock(max(w.elapsed, w.final["train_runtime"])))
         parts.append(f'<div class="tb-alert tb-alert-success">{html.escape(text)}</div>')
     return "".join(parts)
 

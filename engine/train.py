@@ -204,6 +204,7 @@ def _train(cfg: RunConfig, run_dir: Path, log: EventLog, should_stop, workdir, d
     _count_parameters_once(trainer)
 
     resume = resume_checkpoint(cfg, run_dir)
+    earlier = _earlier_training_time(run_dir)  # a Resume goes on in the same folder: its clock goes on too
     total_steps = _planned_steps(trainer, cfg)
     log(RunStarted(run_id=run_dir.name, stage=cfg.stage, total_steps=total_steps, device=_device_name(res),
                    precision=res.precision, attn_implementation=res.attn_implementation,
@@ -221,11 +222,26 @@ def _train(cfg: RunConfig, run_dir: Path, log: EventLog, should_stop, workdir, d
     metrics = {k: float(v) for k, v in (result.metrics or {}).items() if isinstance(v, (int, float))}
     if resume is not None and (mean := _mean_logged_loss(trainer.state.log_history)) is not None:
         metrics["train_loss"] = mean  # transformers divides this attempt's losses by all the run's steps
+    if earlier and "train_runtime" in metrics:
+        metrics["train_runtime"] += earlier  # transformers counts this attempt's time only
     status = "stopped" if callback.stopped else "finished"
     del trainer, model
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
     return out, step, status, metrics
+
+
+def _earlier_training_time(run_dir: Path) -> float:
+    """Seconds this run's earlier attempts trained, from its events (each attempt's clock starts at 0)."""
+    from .events import read_events
+
+    earlier = elapsed = 0.0
+    for ev in read_events(str(run_dir / "events.jsonl")):
+        if isinstance(ev, RunStarted):
+            earlier = elapsed
+        elif isinstance(ev, Progress):
+            elapsed = earlier + ev.elapsed_seconds
+    return elapsed
 
 
 def _mean_logged_loss(history: list[dict]) -> Optional[float]:

@@ -293,6 +293,18 @@ def test_watch_applies_a_resume_and_a_dead_pid(tmp_path):
     assert w.status == FAILED
 
 
+def test_the_finished_banner_gives_the_whole_runs_time(tmp_path):
+    """The engine's train_runtime counts every attempt now; a run finished before that counted the last only."""
+    from board import live
+
+    w = Watch.of("r", tmp_path)
+    w.status, w.elapsed, w.earlier = FINISHED, 125.0, 100.0
+    w.final = {"train_runtime": 126.0}  # this engine: all attempts
+    assert "2:06" in live.alerts_html(w, "en")
+    w.final = {"train_runtime": 25.0}  # an older engine: the last attempt only
+    assert "2:05" in live.alerts_html(w, "en")
+
+
 def test_the_building_demo_notice_goes_once_training_starts(tmp_path):
     from engine.events import Warning as RunWarning
 

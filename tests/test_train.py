@@ -412,3 +412,15 @@ def test_continuing_an_adapter_of_another_demo_build_is_refused(tmp_path):
     (run / "resolved.json").write_text(json.dumps({"demo_fingerprint": demo_fingerprint()}))
     check_init_from(cfg)  # the same build: fine
     check_init_from(cfg.with_overrides({"adapter.init_from": str(run / "adapter")}))  # the adapter folder itself
+
+
+def test_a_resumed_runs_training_time_counts_its_earlier_attempts(tmp_path):
+    from engine.train import _earlier_training_time
+
+    assert _earlier_training_time(tmp_path) == 0.0  # no events yet
+    attempts = [RunStarted(run_id="r", stage="sft"), Progress(step=1, total_steps=9, elapsed_seconds=10.0),
+                Progress(step=2, total_steps=9, elapsed_seconds=20.0), Finished(status="stopped", step=2),
+                RunStarted(run_id="r", stage="sft"), Progress(step=3, total_steps=9, elapsed_seconds=5.0),
+                Finished(status="failed", step=3)]
+    (tmp_path / "events.jsonl").write_text("".join(e.to_json() + "\n" for e in attempts))
+    assert _earlier_training_time(tmp_path) == 25.0
