@@ -13,6 +13,7 @@ from pathlib import Path
 
 from .config import RunConfig, packing_choice, padding_free_choice
 from .demo import demo_fingerprint, ensure_demo_model, is_demo
+from .estimate import liger_installed
 from .messages import TuneboardError
 from .templates import TEMPLATES
 
@@ -120,9 +121,10 @@ def liger_choice(cfg: RunConfig, cuda: bool) -> bool:
     mode = cfg.training.use_liger_kernel
     if mode == "off" or not cuda:
         return False
-    if mode == "on" and importlib.util.find_spec("liger_kernel") is None:
+    installed = liger_installed()
+    if mode == "on" and not installed:
         raise TuneboardError("error.liger_unavailable")
-    return importlib.util.find_spec("liger_kernel") is not None
+    return installed
 
 
 def attention_choice(cfg: RunConfig, cuda: bool) -> str:

@@ -165,7 +165,8 @@ def _train(cfg: RunConfig, run_dir: Path, log: EventLog, should_stop, workdir, d
     if is_demo(cfg.model.name_or_path) and not demo_built(workdir):  # else the first Start looks stuck
         log(Warning(key="warning.building_demo", message=message("warning.building_demo")))
     res = model_mod.resolve(cfg, workdir)
-    _check_resume_layout(cfg, run_dir, res.packing)
+    resume = resume_checkpoint(cfg, run_dir)
+    _check_resume_layout(cfg, resume, res.packing)
     check_init_from(cfg)
     if cfg.training.optim not in ("auto", res.optim):
         log(Warning(key="warning.optim_fallback", params={"optim": cfg.training.optim, "used": res.optim},
@@ -203,7 +204,6 @@ def _train(cfg: RunConfig, run_dir: Path, log: EventLog, should_stop, workdir, d
     trainer.remove_callback(PrinterCallback)  # our events and progress bar say it, once
     _count_parameters_once(trainer)
 
-    resume = resume_checkpoint(cfg, run_dir)
     earlier = _earlier_training_time(run_dir)  # a Resume goes on in the same folder: its clock goes on too
     total_steps = _planned_steps(trainer, cfg)
     log(RunStarted(run_id=run_dir.name, stage=cfg.stage, total_steps=total_steps, device=_device_name(res),
@@ -312,7 +312,7 @@ def resume_checkpoint(cfg: RunConfig, run_dir: Optional[Path]) -> Optional[Path]
     ckpt = latest_checkpoint(run_dir if src == "last" else Path(src).expanduser())
     if ckpt is None:
         raise TuneboardError("error.no_checkpoint", path=src)
-    owner = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else None  # the run it belongs to
+    owner = _owner_run(ckpt)
     if owner is not None and (owner / "config.yaml").exists():
         saved = RunConfig.load(str(owner / "config.yaml"))
         for name in RESUME_MUST_MATCH[cfg.adapter.method]:
@@ -330,14 +330,18 @@ def resume_checkpoint(cfg: RunConfig, run_dir: Optional[Path]) -> Optional[Path]
     return ckpt
 
 
-def _check_resume_layout(cfg: RunConfig, run_dir: Path, packing: bool) -> None:
-    """A resumed run lays its data out as its checkpoint's run did: the trainer skips the steps already done
-    by their place in the data, so packed rows after unpacked ones (or the reverse) would skip the wrong
+def _owner_run(ckpt: Path) -> Optional[Path]:
+    """The run folder a checkpoint belongs to (run/checkpoints/checkpoint-N), or None for a loose one."""
+    return ckpt.parent.parent if ckpt.parent.name == "checkpoints" else None
+
+
+def _check_resume_layout(cfg: RunConfig, ckpt: Optional[Path], packing: bool) -> None:
+    """A run resuming `ckpt` lays its data out as the checkpoint's run did: the trainer skips the steps already
+    done by their place in the data, so packed rows after unpacked ones (or the reverse) would skip the wrong
     samples. `auto` decides by machine, so the same config may pack on one and not on another."""
-    ckpt = resume_checkpoint(cfg, run_dir)
-    if ckpt is None or ckpt.parent.name != "checkpoints":
+    owner = _owner_run(ckpt) if ckpt is not None else None
+    if owner is None:
         return
-    owner = ckpt.parent.parent
     try:
         resolved = owner / "resolved.json"
         was = json.loads(resolved.read_text()).get("packing") if resolved.exists() else None

@@ -339,22 +339,23 @@ def test_a_checkpoint_that_cannot_go_on_is_refused_before_a_run_exists(tmp_path)
 def test_a_resumed_run_packs_as_its_checkpoint_did(tmp_path):
     """The trainer skips the steps done by their place in the data: another layout would skip the wrong rows."""
     from engine.messages import TuneboardError
-    from engine.train import _check_resume_layout
+    from engine.train import _check_resume_layout, resume_checkpoint
 
     old = _run_with_checkpoint(tmp_path, 3)
     cfg = RunConfig.from_dict(tiny_sft_config()).with_overrides({"training.resume_from": str(old)})
-    _check_resume_layout(cfg, tmp_path / "runs" / "new", packing=False)  # a run from before: its config said off
+    ckpt = resume_checkpoint(cfg, tmp_path / "runs" / "new")
+    _check_resume_layout(cfg, ckpt, packing=False)  # a run from before: its config said off
     with pytest.raises(TuneboardError) as e:
-        _check_resume_layout(cfg, tmp_path / "runs" / "new", packing=True)
+        _check_resume_layout(cfg, ckpt, packing=True)
     assert e.value.key == "error.resume_mismatch" and e.value.params["field"] == "data.packing"
     from engine.demo import demo_fingerprint
 
     (old / "resolved.json").write_text(json.dumps({"packing": True, "demo_fingerprint": demo_fingerprint()}))
-    _check_resume_layout(cfg, tmp_path / "runs" / "new", packing=True)
+    _check_resume_layout(cfg, ckpt, packing=True)
     with pytest.raises(TuneboardError) as e:
-        _check_resume_layout(cfg, tmp_path / "runs" / "new", packing=False)  # the same config on a CPU
+        _check_resume_layout(cfg, ckpt, packing=False)  # the same config on a CPU
     assert "auto (off here)" in str(e.value.params["new"])
-    _check_resume_layout(RunConfig.from_dict(tiny_sft_config()), tmp_path / "runs" / "new", packing=True)  # no resume
+    _check_resume_layout(RunConfig.from_dict(tiny_sft_config()), None, packing=True)  # no resume
 
 
 def test_the_progress_line_shows_each_steps_own_loss(capsys):

@@ -163,20 +163,21 @@ def estimate_html(
     title = f'<div class="tb-card-title">{html.escape(t("ui.model.estimate_title", lang))}</div>'
     if cfg is None:
         return _note_card(title, problem or "")
-    gpu = min(max(gpu_gb, 1.0), 2048.0) if gpu_gb else detect_gpu_memory() or DEFAULT_GPU_GB  # the box has no range
+    found = detect_gpu_memory()
+    gpu = min(max(gpu_gb, 1.0), 2048.0) if gpu_gb else found or DEFAULT_GPU_GB  # the box has no range
     if cfg.model.name_or_path == "demo" and not (workdir / "models" / "demo" / "config.json").exists():
         # reading the demo's config.json means building the demo (minutes of CPU); the first Start builds
         # it anyway, and two builds at once would halve the speed of both
         return _note_card(title, t("ui.model.estimate_demo_later", lang))
     try:
         model_config = model_config_of(cfg.model.name_or_path, cfg.model.revision, workdir)
-        here = not gpu_gb or gpu_gb == detect_gpu_memory()  # planning for this machine's GPU, not another
+        here = not gpu_gb or gpu_gb == found  # planning for this machine's GPU, not another
         est = est_mod.estimate(model_config, cfg, gpu, gpu_capability=detect_gpu_capability() if here else None)
     except (TuneboardError, ConfigError) as e:
         return _note_card(title, t(e.key, lang, **e.params))
     except Exception as e:  # advice only: a failed estimate never blocks the page
         return _note_card(title, t("ui.model.estimate_failed", lang, error=f"{type(e).__name__}: {e}"))
-    extra = [] if detect_gpu_memory() else [t("ui.model.estimate_no_gpu", lang, gpu=f"{gpu:g}")]
+    extra = [] if found else [t("ui.model.estimate_no_gpu", lang, gpu=f"{gpu:g}")]
     return _render_estimate(est, gpu, lang, title, extra)
 
 
