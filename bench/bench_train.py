@@ -280,12 +280,12 @@ def run_config(recipe: str, args, d: Path):
         base["model"].update(precision="fp16", attn_implementation="eager")
         base["quantization"] = {"bits": 4, "quant_type": "nf4", "double_quant": True}
         base["adapter"] = {"rank": 64, "alpha": 16, "dropout": 0.1, "target_modules": ["q_proj", "v_proj"]}
-        base["training"].update(optim="paged_adamw_32bit", gradient_checkpointing=True, learning_rate=2e-4,
+        base["training"].update(optim="paged_adamw_32bit", gradient_checkpointing="on", learning_rate=2e-4,
                                 max_grad_norm=0.3, lr_scheduler_type="constant", warmup_ratio=0.0)
     elif recipe == "b":
         base["model"].update(precision="bf16", attn_implementation="sdpa")
         base["adapter"] = {"rank": 128, "alpha": 256, "dropout": 0.0, "target_modules": ["all-linear"]}
-        base["training"].update(optim="adamw_8bit", gradient_checkpointing=True, learning_rate=1e-4)
+        base["training"].update(optim="adamw_8bit", gradient_checkpointing="on", learning_rate=1e-4)
     elif recipe == "d":
         base["quantization"] = {"bits": 4}
     cfg = RunConfig.from_dict(base)

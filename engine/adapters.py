@@ -29,8 +29,9 @@ def lora_config(cfg: RunConfig):
     )
 
 
-def prepare(model, cfg: RunConfig):
-    """Return the model to hand to the trainer, with exactly the intended parameters trainable."""
+def prepare(model, cfg: RunConfig, checkpointing: bool = False):
+    """Return the model to hand to the trainer, with exactly the intended parameters trainable.
+    `checkpointing`: the engine's choice (`Resolved.gradient_checkpointing`), for the k-bit preparation."""
     a = cfg.adapter
     if a.method == "lora":
         from peft import PeftModel, get_peft_model, prepare_model_for_kbit_training
@@ -38,7 +39,7 @@ def prepare(model, cfg: RunConfig):
         if cfg.quantization.bits:
             # casts norms to fp32 and enables input grads, the k-bit recipe from the QLoRA paper
             model = prepare_model_for_kbit_training(
-                model, use_gradient_checkpointing=cfg.training.gradient_checkpointing,
+                model, use_gradient_checkpointing=checkpointing,
                 gradient_checkpointing_kwargs={"use_reentrant": False})
         if a.init_from:
             return PeftModel.from_pretrained(model, str(adapter_dir(a.init_from)), is_trainable=True)

@@ -135,7 +135,7 @@ class TrainingConfig:
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
     max_grad_norm: float = field(default=1.0, metadata={"help": "Clip gradients to this norm (0: off)."})
     optim: Literal["auto", "adamw_torch", "adamw_torch_fused", "adamw_8bit", "paged_adamw_8bit", "paged_adamw_32bit", "sgd", "adafactor"] = field(default="auto", metadata={"help": "auto: fused AdamW on GPU, AdamW on CPU."})
-    gradient_checkpointing: bool = field(default=False, metadata={"help": "Recompute activations in backward: less memory, ~30% slower."})
+    gradient_checkpointing: Literal["auto", "on", "off"] = field(default="auto", metadata={"help": "Recompute each layer's activations in backward (non-reentrant): a fraction of the memory, ~30% more compute. auto: on with 8- or 4-bit quantization (QLoRA: memory is why one quantizes) and whenever the memory estimate says the run would not fit the GPU without it; off otherwise."})
     seed: int = field(default=42, metadata={"help": "Seed for data order, init and dropout."})
     logging_steps: int = field(default=1, metadata={"help": "Log every N optimizer steps."})
     eval_steps: int = field(default=0, metadata={"help": "Evaluate every N steps (0: at the end only, if there is a validation split)."})
@@ -310,6 +310,15 @@ def packing_choice(cfg: RunConfig, attn: str) -> bool:
         return (cfg.training.padding_free != "off" and attn in ("flash_attention_2", "varlen")
                 and not is_demo(cfg.model.name_or_path))
     return cfg.data.packing == "on"
+
+
+def checkpointing_choice(cfg: RunConfig) -> bool:
+    """Whether activations are recomputed in backward, by the config alone: on, or auto with a quantized LoRA (one
+    quantizes to save memory, and a packed 7B QLoRA step keeps ~27 GB of activations without checkpointing, <4 GB
+    with it). auto also turns it on where the estimate says the run would not fit without it: that needs the
+    model's shape and the GPU, so `engine.estimate.estimate` decides it and the engine follows the estimate."""
+    mode = cfg.training.gradient_checkpointing
+    return mode == "on" or (mode == "auto" and bool(cfg.quantization.bits) and cfg.adapter.method == "lora")
 
 
 def padding_free_choice(cfg: RunConfig, attn: str) -> bool:

@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from .config import RunConfig, config_from_args, padding_free_choice
+from .config import RunConfig, checkpointing_choice, config_from_args, padding_free_choice
 from .messages import TuneboardError, message
 
 GB = 1024**3  # "GB" here is GiB, the unit nvidia-smi and torch report a card's memory in
@@ -172,6 +172,7 @@ class Estimate:
     optim: str
     storage: str = ""  # how the weights are held: bf16, fp32 masters, nf4 + fp32, ...
     exact_shapes: bool = True
+    checkpointing: bool = False  # activations recomputed in backward (auto's choice included)
     advice: Optional[Advice] = None
     notes: list[dict[str, Any]] = field(default_factory=list)
 
@@ -291,7 +292,26 @@ def estimate(model_config: dict, cfg: RunConfig, gpu_memory_gb: float | None = N
     `fused_lm_head=False` models a plain transformers Trainer (whole fp32 logits), for the bench.
     `liger`: whether Liger's kernels will run; None follows `training.use_liger_kernel` as the engine does
     on a GPU (auto: when liger-kernel is installed here).
+    `training.gradient_checkpointing: auto` is decided here, and the engine trains as this says
+    (`Estimate.checkpointing`): on where `checkpointing_choice` says so, or where the run would not fit
+    `gpu_memory_gb` without it.
     """
+    kw = dict(fused_lm_head=fused_lm_head, gpu_capability=gpu_capability, liger=liger)
+    if cfg.training.gradient_checkpointing == "auto":
+        if checkpointing_choice(cfg) or not gpu_memory_gb:
+            chosen = "on" if checkpointing_choice(cfg) else "off"
+            return estimate(model_config, cfg.with_overrides({"training.gradient_checkpointing": chosen}),
+                            gpu_memory_gb, **kw, _advise=_advise)
+        without = estimate(model_config, cfg.with_overrides({"training.gradient_checkpointing": "off"}),
+                           gpu_memory_gb, **kw, _advise=False)
+        if without.fits:
+            return without
+        est = estimate(model_config, cfg.with_overrides({"training.gradient_checkpointing": "on"}),
+                       gpu_memory_gb, **kw, _advise=_advise)
+        est.notes.insert(0, {"key": "estimate.note.checkpointing_auto",
+                             "params": {"without": f"{without.total / GB:.1f}", "gpu": f"{gpu_memory_gb:g}"}})
+        return est
+    checkpointing = cfg.training.gradient_checkpointing == "on"
     a = arch(model_config)
     if liger is None:
         mode = cfg.training.use_liger_kernel
@@ -350,7 +370,7 @@ def estimate(model_config: dict, cfg: RunConfig, gpu_memory_gb: float | None = N
     # activations: what the layers keep, or with checkpointing their inputs + one layer recomputed
     T = p.tokens
     one_layer = _layer_bytes_per_token(a, p, trained_layers > 0, lora, ad.rank, ad.dropout, ad.use_dora) * T
-    if tr.gradient_checkpointing:
+    if checkpointing:
         acts = grad_layers * p.residual * a.hidden * T + one_layer
     else:
         acts = grad_layers * one_layer
@@ -359,7 +379,7 @@ def estimate(model_config: dict, cfg: RunConfig, gpu_memory_gb: float | None = N
     acts += T * (3 * p.mlp * a.inter + 8 * a.hidden)  # one layer's gradients in flight during backward
     if p.mask:
         acts += (p.rows if p.seq == cfg.data.max_length else 1) * p.seq**2 * (1 if p.attn == "sdpa" else p.e)
-    acts += _weight_copies_per_layer(a, p, cfg, lora) * (1 if tr.gradient_checkpointing else grad_layers)
+    acts += _weight_copies_per_layer(a, p, cfg, lora) * (1 if checkpointing else grad_layers)
     transient = 0
     if q.bits and ad.method == "lora":
         transient = max(i * o for _, i, o in a.linears) * 2  # a dequantized weight in backward
@@ -400,7 +420,8 @@ def estimate(model_config: dict, cfg: RunConfig, gpu_memory_gb: float | None = N
         activations=int(acts), logits=int(logits), overhead=overhead, total=total, gpu_memory=gpu,
         fits=None if gpu is None else total <= gpu, params_total=n_total, params_trainable=n_trainable,
         tokens=T, precision="bf16" if cfg.model.precision == "auto" else cfg.model.precision,
-        attention=p.attn, optim=p.optim, storage=_storage(cfg, p), exact_shapes=a.exact, notes=notes)
+        attention=p.attn, optim=p.optim, storage=_storage(cfg, p), exact_shapes=a.exact, checkpointing=checkpointing,
+        notes=notes)
     if est.fits is False and _advise:
         est.advice = advise(model_config, cfg, gpu_memory_gb, fused_lm_head=fused_lm_head,
                             gpu_capability=gpu_capability, liger=liger)
@@ -455,8 +476,8 @@ def advise(model_config: dict, cfg: RunConfig, gpu_memory_gb: float, *, fused_lm
         return f"{x / GB:.1f}"
 
     tried: dict[str, Any] = {}
-    if not tr.gradient_checkpointing:
-        o = {"training.gradient_checkpointing": True}
+    if tr.gradient_checkpointing == "off":  # auto turns it on by itself where that makes the run fit
+        o = {"training.gradient_checkpointing": "on"}
         tried.update(o)
         t = total(o)
         if t <= gpu:
@@ -606,7 +627,7 @@ def render(est: Estimate, name: str = "", lang: str | None = None) -> str:
     for note in est.notes + ([{"key": est.advice.key, "params": est.advice.params}] if est.advice else []):
         lines.append("  " + message(note["key"], note["params"], lang))
     if est.advice and est.advice.overrides:  # the same change, ready to paste
-        sets = " ".join(f"--set {k}={json.dumps(v)}" for k, v in est.advice.overrides.items())
+        sets = " ".join(f"--set {k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in est.advice.overrides.items())
         lines.append(f"    {sets}")
     if not est.exact_shapes:
         lines.append("  " + message("estimate.note.approximate", None, lang))
@@ -617,7 +638,7 @@ def describe_changes(overrides: dict[str, Any], lang: str | None = None) -> str:
     """An advice's config changes in words: "gradient checkpointing · micro-batch 1 × 8 · 4-bit · cutoff 512"."""
     words = []
     for k, v in overrides.items():
-        if k == "training.gradient_checkpointing" and v:
+        if k == "training.gradient_checkpointing" and v == "on":
             words.append(message("estimate.change.checkpointing", None, lang))
         elif k == "training.per_device_train_batch_size":
             accum = overrides.get("training.gradient_accumulation_steps", 1)

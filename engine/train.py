@@ -86,7 +86,7 @@ def training_args(cfg: RunConfig, res, run_dir: Path, has_eval: bool) -> dict:
         gradient_accumulation_steps=t.gradient_accumulation_steps, lr_scheduler_type=t.lr_scheduler_type,
         warmup_steps=t.warmup_ratio, weight_decay=t.weight_decay, max_grad_norm=t.max_grad_norm or 0.0,
         optim=res.optim, seed=t.seed, data_seed=t.seed,
-        **_checkpointing_args(t.gradient_checkpointing),
+        **_checkpointing_args(res.gradient_checkpointing),
         bf16=on_gpu and res.precision == "bf16", fp16=on_gpu and res.precision == "fp16", use_cpu=not on_gpu,
         logging_steps=t.logging_steps, logging_first_step=True,
         eval_strategy="steps" if eval_every else ("epoch" if has_eval else "no"),
@@ -165,6 +165,7 @@ def _train(cfg: RunConfig, run_dir: Path, log: EventLog, should_stop, workdir, d
     if is_demo(cfg.model.name_or_path) and not demo_built(workdir):  # else the first Start looks stuck
         log(Warning(key="warning.building_demo", message=message("warning.building_demo")))
     res = model_mod.resolve(cfg, workdir)
+    _fit_checkpointing(cfg, res, workdir, log)
     resume = resume_checkpoint(cfg, run_dir)
     _check_resume_layout(cfg, resume, res.packing)
     check_init_from(cfg)
@@ -195,7 +196,7 @@ def _train(cfg: RunConfig, run_dir: Path, log: EventLog, should_stop, workdir, d
 
     model = model_mod.load_model(cfg, res, for_training=True)
     set_seed(cfg.training.seed)  # adapter init draws random numbers: seed right before it
-    model = adapters.prepare(model, cfg)
+    model = adapters.prepare(model, cfg, res.gradient_checkpointing)
     trainable, total = model_mod.count_params(model)
 
     callback = EventCallback(log, should_stop)
@@ -229,6 +230,26 @@ def _train(cfg: RunConfig, run_dir: Path, log: EventLog, should_stop, workdir, d
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
     return out, step, status, metrics
+
+
+def _fit_checkpointing(cfg: RunConfig, res, workdir, log: EventLog) -> None:
+    """`gradient_checkpointing: auto` on a GPU: on where the memory estimate says the run would not fit this
+    GPU without it (the Model card and `tuneboard estimate` said so before Start), with a warning that says why."""
+    if cfg.training.gradient_checkpointing != "auto" or res.gradient_checkpointing or res.device != "cuda":
+        return
+    from .estimate import GB, estimate, load_model_config, local_gpu
+
+    try:
+        gpu, capability = local_gpu()
+        est = estimate(load_model_config(res.path, workdir), cfg, gpu, gpu_capability=capability, liger=res.liger)
+    except Exception:  # an estimate is advice: without one, auto stays off
+        return
+    if est.checkpointing:
+        without = next((n["params"]["without"] for n in est.notes if n["key"] == "estimate.note.checkpointing_auto"),
+                       f"{est.total / GB:.1f}")
+        params = {"without": without, "gpu": f"{gpu:.0f}"}
+        res.gradient_checkpointing = True
+        log(Warning(key="warning.checkpointing_auto", params=params, message=message("warning.checkpointing_auto", params)))
 
 
 def _earlier_training_time(run_dir: Path) -> float:

@@ -130,7 +130,7 @@ def test_estimate_card_renders_an_estimate():
 
     html = model_tab._render_estimate(Est(), 24.0, "en", "")
     assert "30.0 GB" in html and 'data-fits="false"' in html and "Does not fit in 24 GB" in html
-    assert t("ui.estimate.weights", "en") in html and "Less memory" in html
+    assert t("ui.estimate.weights", "en") in html and t("ui.train.grad_ckpt_info", "en") in html
 
 
 def test_estimate_card_says_when_this_machine_has_no_gpu(tmp_path, monkeypatch):

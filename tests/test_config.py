@@ -90,6 +90,19 @@ def test_overrides_by_dotted_path_are_typed_and_checked():
     assert e.value.field == "training.nope"
 
 
+def test_checkpointing_auto_is_on_for_quantized_lora_and_old_yes_no_configs_still_load():
+    from engine.config import checkpointing_choice
+
+    def choice(**over):
+        return checkpointing_choice(RunConfig().with_overrides(over))
+
+    assert not choice() and choice(**{"quantization.bits": 4}) and choice(**{"quantization.bits": 8})
+    assert not choice(**{"quantization.bits": 4, "training.gradient_checkpointing": "off"})
+    assert choice(**{"training.gradient_checkpointing": "on"})
+    for text, mode in (("true", "on"), ("false", "off"), ("yes", "on"), ("auto", "auto")):  # runs saved before auto
+        assert RunConfig.from_yaml(f"training:\n  gradient_checkpointing: {text}\n").training.gradient_checkpointing == mode
+
+
 @pytest.mark.parametrize("preset", sorted((ROOT / "assets" / "configs").glob("*.yaml")), ids=lambda p: p.name)
 def test_every_preset_validates_and_round_trips(preset):
     cfg = RunConfig.load(str(preset))

@@ -123,6 +123,48 @@ def test_qlora_4bit_trains_on_cpu(workdir, demo_model):
     assert (run_dir / "adapter" / "adapter_model.safetensors").exists()
     losses = logged_losses(run_dir)
     assert len(losses) == 3 and all(math.isfinite(x) for x in losses)
+    assert json.loads((run_dir / "resolved.json").read_text())["gradient_checkpointing"]  # auto: on with 4-bit
+
+
+def test_checkpointing_recomputes_the_same_training(workdir, demo_model):
+    """Checkpointing trades memory for compute, not results: the same losses and weights with it and without."""
+    runs = {mode: train_run(workdir, {**tiny_sft_config(max_steps=3), "training": {
+        **tiny_sft_config(max_steps=3)["training"], "gradient_checkpointing": mode}}) for mode in ("on", "off")}
+    assert [json.loads((r / "resolved.json").read_text())["gradient_checkpointing"] for r in runs.values()] == [True, False]
+    assert logged_losses(runs["on"]) == pytest.approx(logged_losses(runs["off"]), rel=1e-4)
+    on, off = safetensors_weights(runs["on"] / "adapter"), safetensors_weights(runs["off"] / "adapter")
+    for k in on:
+        assert torch.allclose(on[k], off[k], atol=1e-5), k
+
+
+def test_auto_checkpointing_follows_the_estimate_on_a_gpu(tmp_path, monkeypatch):
+    """On a GPU, auto turns checkpointing on where the estimate says the run would not fit without it, and
+    says so; where it fits, or on a CPU, or when the switch is set, it leaves the choice alone."""
+    from engine import estimate as E
+    from engine.model import Resolved
+    from engine.train import _fit_checkpointing
+
+    shape = json.loads((ROOT / "bench" / "configs" / "llama-2-7b.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps(shape))
+    cfg = RunConfig.from_dict({"model": {"name_or_path": str(tmp_path)}, "data": {"max_length": 1024},
+                               "training": {"per_device_train_batch_size": 4}})
+    off = E.estimate(shape, cfg.with_overrides({"training.gradient_checkpointing": "off"}), 80)
+    on = E.estimate(shape, cfg.with_overrides({"training.gradient_checkpointing": "on"}), 80)
+    said = []
+
+    def fit(gpu_gb, config=cfg, device="cuda"):
+        monkeypatch.setattr(E, "local_gpu", lambda: (gpu_gb, (9, 0)))
+        res = Resolved(path=str(tmp_path), device=device, precision="bf16", attn_implementation="varlen",
+                       chat_template="", optim="adamw_torch_fused", liger=False)
+        _fit_checkpointing(config, res, tmp_path, said.append)
+        return res.gradient_checkpointing
+
+    assert not fit(80) and not said
+    assert fit((on.total + off.total) / 2 / E.GB)
+    assert said[-1].key == "warning.checkpointing_auto" and said[-1].params["without"] == f"{off.total / E.GB:.1f}"
+    assert not fit(10, device="cpu")
+    assert not fit(10, cfg.with_overrides({"training.gradient_checkpointing": "off"}))
+    assert len(said) == 1
 
 
 def test_plain_text_pretraining_with_packing(workdir, demo_model):

@@ -351,11 +351,12 @@ def build(ui: UI) -> None:
                         precision=0,
                     )
                     ui.add(
-                        gr.Checkbox,
+                        gr.Dropdown,
                         "train-grad-ckpt",
                         field="training.gradient_checkpointing",
                         label="ui.train.grad_ckpt",
                         info="ui.train.grad_ckpt_info",
+                        choice_keys=SWITCHES,
                         value=tr.gradient_checkpointing,
                     )
                 with gr.Row():
