@@ -223,3 +223,25 @@ def test_excel_sep_hint_line_and_one_conversation_per_line(tmp_path):
     p = tmp_path / "compact.jsonl"  # really a one-line JSON array of rows
     p.write_text('[{"instruction": "a", "output": "b"}, {"instruction": "c", "output": "d"}]', encoding="utf-8")
     assert len(read_source(str(p)).rows) == 2
+
+
+def test_a_key_given_twice_in_one_object_is_refused_at_its_row_and_line(tmp_path):
+    """JSON readers keep the last of a repeated key and drop the other without a word (a CSV header naming a
+    column twice is refused too): each row that has one is an error with its line, top-level field and key."""
+    f = tmp_path / "d.jsonl"
+    f.write_text('{"instruction": "hi", "output": "a"}\n\n'
+                 '{"instruction": "수도는?", "instruction": "서울?", "output": "b"}\n'
+                 '{"instruction": "say \\"x\\": y", "output": "c"}\n'  # a quoted colon inside a value is no key
+                 '{"messages": [{"role": "user", "content": "q", "role": "assistant"}]}\n', encoding="utf-8")
+    src = read_source(str(f))
+    found = [(x.row, x.line, x.field, x.key, x.params) for x in src.findings]
+    assert found == [(3, None, "instruction", "data.repeated_key", {"name": "instruction"}),
+                     (5, None, "messages", "data.repeated_key", {"name": "role"})]
+    assert src.rows[1]["instruction"] == "서울?" and len(src.rows) == 4  # the rows are still read as JSON reads them
+    pretty = tmp_path / "p.json"
+    pretty.write_text('[\n  {\n    "instruction": "a",\n    "output": "b"\n  },\n  {\n    "instruction": "c",\n'
+                      '    "output": "d",\n    "output": "e"\n  }\n]\n', encoding="utf-8")
+    assert [(x.row, x.line, x.field) for x in read_source(str(pretty)).findings] == [(2, 9, "output")]
+    spaced = tmp_path / "s.json"  # keys written as `"key" :` are counted differently: read again, nothing found
+    spaced.write_text('[{"instruction" : "a", "output" : "b"}]', encoding="utf-8")
+    assert not read_source(str(spaced)).findings
