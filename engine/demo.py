@@ -68,6 +68,9 @@ def ensure_demo_model(workdir: str | os.PathLike | None = None) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".demo-", dir=target.parent))
     try:
+        from .model import quiet_libraries
+
+        quiet_libraries()  # transformers' "Writing model shards" bar is not ours to show
         build_demo_model(tmp)
         (tmp / "tuneboard_demo.json").write_text(json.dumps({"fingerprint": fp, "version": VERSION}))
         if target.exists():

@@ -476,17 +476,20 @@ class _GracefulInterrupt:
 
 
 def _print_estimate(cfg: RunConfig, workdir: Path) -> None:
-    """The GPU memory estimate, on a machine with a GPU (on a CPU it would describe a GPU's run, not this one)."""
-    from .estimate import estimate_text, local_gpu
+    """The whole run's GPU memory estimate, against this machine's GPU; without one, against the default GPU
+    size, saying that this run trains on the CPU (as the board's Model card does)."""
+    from .demo import demo_built, is_demo
+    from .estimate import DEFAULT_GPU_GB, estimate_text, local_gpu
 
+    if is_demo(cfg.model.name_or_path) and not demo_built(workdir):  # the estimate reads the built demo's shape
+        print(message("warning.building_demo"), file=sys.stderr, flush=True)
     try:
-        if local_gpu() is None:
-            return
         text = estimate_text(cfg, workdir)
+        if local_gpu() is None:
+            text += "\n  " + message("estimate.note.no_gpu", {"gpu": f"{DEFAULT_GPU_GB:g}"})
     except Exception:  # an estimate is advice; it never blocks training
         return
-    if text:
-        print(text, file=sys.stderr)
+    print(text, file=sys.stderr)
 
 
 class ProgressBar:

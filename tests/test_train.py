@@ -187,6 +187,13 @@ def test_cli_train_prints_the_run_folder_last(workdir, demo_model):
     run_dir = r.stdout.strip().splitlines()[-1]
     cfg = RunConfig.load(f"{run_dir}/config.yaml")
     assert cfg.training.max_steps == 2 and cfg.training.learning_rate == 1e-3 and cfg.data.val_size == 0
+    # the whole run's memory estimate comes first; on a machine without a GPU it says whose it is
+    from engine.messages import message
+
+    assert r.stderr.index("Memory estimate for demo") < r.stderr.index("run folder:")
+    if not torch.cuda.is_available():
+        assert message("estimate.note.no_gpu", {"gpu": "24"}) in r.stderr
+    assert "Writing model shards" not in r.stderr
 
 
 def test_cli_refuses_an_unreachable_hub_model_before_making_a_run(tmp_path):
