@@ -248,6 +248,12 @@ def _plan(cfg: RunConfig, capability: tuple[int, int] | None = None, liger: bool
     return _Plan(e, autocast, residual, mlp, frozen, trainable, attn, optim, rows * s, rows, seq, mask, liger)
 
 
+LORA_INPUTS = {  # the tensor each projection reads: adapters on the same one keep it once
+    "q_proj": "attn_in", "k_proj": "attn_in", "v_proj": "attn_in", "qkv_proj": "attn_in", "o_proj": "attn_out",
+    "gate_proj": "mlp_in", "up_proj": "mlp_in", "gate_up_proj": "mlp_in", "down_proj": "mlp_act",
+}
+
+
 def _layer_bytes_per_token(a: Arch, p: _Plan, trainable: bool, lora: list[tuple[str, int, int]],
                            rank: int, dropout: float, dora: bool) -> int:
     """Bytes one decoder layer keeps for backward, per token of the micro-batch."""
@@ -271,12 +277,20 @@ def _layer_bytes_per_token(a: Arch, p: _Plan, trainable: bool, lora: list[tuple[
     if trainable:  # inputs of trained projections, in the compute dtype
         n += (5 if p.residual != e else 2) * e * h  # autocast copies for q, k, v, gate, up (or one shared)
         n += e * a.inter + (e * a.q_dim if p.attn == "eager" else 0)  # down's input; eager's o input
+    kept: set[str] = set()  # the inputs lora_A keeps as they are, each once however many adapters read it
     for name, i, o in lora:
-        shared = name == "o_proj" and p.attn != "eager" and p.trainable == e and not dropout
+        source = LORA_INPUTS.get(name, name)
+        as_is = {"attn_in": p.residual == e, "mlp_in": p.residual == e, "mlp_act": p.mlp == e}.get(source, True)
         if dropout:
-            n += i * (1 + e)  # bool dropout mask + the dropped input
-        elif not shared:
-            n += i * e  # the input cast to the adapter's dtype (autocast copy)
+            n += i * (1 + e)  # bool dropout mask + the dropped input, per adapter
+        elif dora:  # peft casts DoRA's input to its fp32 weights; autocast casts that back: a copy per adapter,
+            if not (source == "attn_out" and p.attn != "eager" and p.trainable == e):  # unless nothing was cast
+                n += i * e
+        elif not as_is:
+            n += i * e  # an fp32 input (a k-bit model's norms) cast for the matmul by autocast, per adapter
+        elif source not in kept and not (source == "attn_out" and p.attn != "eager"):  # attention keeps its output
+            kept.add(source)
+            n += i * e  # the input itself (adapters.cast_inputs_only_without_autocast: no fp32 round trip)
         n += 2 * rank  # lora_A's output, kept by lora_B
         if dora:
             n += (e + 4) * o  # base and LoRA outputs, for the magnitude's gradient

@@ -99,11 +99,13 @@ def _saved_bytes_per_layer(tmp_path, mode: str, attn: str, rows: int = 2, seq: i
     """Bytes autograd keeps for one decoder layer (2 layers minus 1), bf16 autocast as on a GPU.
 
     The model is prepared the way engine/model.py + adapters.py + trl do it: a bf16 base with fp32
-    LoRA; a 4-bit base through prepare_model_for_kbit_training with bf16 LoRA; fp32 masters for full.
+    LoRA whose inputs are not cast to fp32 under autocast; a 4-bit base through prepare_model_for_kbit_training with bf16 LoRA; fp32 masters for full.
     """
     import torch
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
     from transformers import BitsAndBytesConfig, LlamaConfig, LlamaForCausalLM
+
+    from engine.adapters import cast_inputs_only_without_autocast
 
     def saved(layers: int) -> int:
         torch.manual_seed(0)
@@ -115,13 +117,15 @@ def _saved_bytes_per_layer(tmp_path, mode: str, attn: str, rows: int = 2, seq: i
                                    bnb_4bit_compute_dtype=torch.bfloat16)
             m = LlamaForCausalLM.from_pretrained(path, dtype=torch.bfloat16, quantization_config=q, device_map="cpu", **kw)
             m = prepare_model_for_kbit_training(m, use_gradient_checkpointing=False)
-            m = get_peft_model(m, LoraConfig(r=8, lora_dropout=0.0, target_modules="all-linear"))
+            m = cast_inputs_only_without_autocast(get_peft_model(m, LoraConfig(r=8, lora_dropout=0.0,
+                                                                                target_modules="all-linear")))
             for p in m.parameters():
                 if p.requires_grad:
                     p.data = p.data.to(torch.bfloat16)
-        elif mode == "lora":
+        elif mode in ("lora", "lora-dropout"):
             m = LlamaForCausalLM.from_pretrained(path, dtype=torch.bfloat16, **kw)
-            m = get_peft_model(m, LoraConfig(r=8, lora_dropout=0.0, target_modules="all-linear"))
+            lora = LoraConfig(r=8, lora_dropout=0.1 if mode == "lora-dropout" else 0.0, target_modules="all-linear")
+            m = cast_inputs_only_without_autocast(get_peft_model(m, lora))
         else:
             m = LlamaForCausalLM.from_pretrained(path, dtype=torch.float32, **kw)
         m.train()
@@ -146,17 +150,20 @@ def _saved_bytes_per_layer(tmp_path, mode: str, attn: str, rows: int = 2, seq: i
 
 
 @pytest.mark.parametrize("mode,attn", [("lora", "sdpa"), ("lora", "eager"), ("qlora", "sdpa"), ("qlora", "eager"),
-                                       ("full", "sdpa")])
+                                       ("full", "sdpa"), ("lora-dropout", "sdpa")])
 def test_layer_activations_match_autograd(tmp_path, mode, attn):
     rows, seq = 2, 64
+    dropout = 0.1 if mode == "lora-dropout" else 0.0
     cfg = run_config(model={"attn_implementation": attn, "precision": "bf16"},
-                     adapter={"method": "full" if mode == "full" else "lora", "rank": 8, "dropout": 0.0},
+                     adapter={"method": "full" if mode == "full" else "lora", "rank": 8, "dropout": dropout},
                      quantization={"bits": 4} if mode == "qlora" else {},
                      data={"max_length": seq}, training={"per_device_train_batch_size": rows})
     a, p = E.arch(TINY), E._plan(cfg)
     lora = E.lora_targets(a, ["all-linear"]) if mode != "full" else []
-    expected = (E._layer_bytes_per_token(a, p, mode == "full", lora, 8, 0.0, False) * rows * seq
+    expected = (E._layer_bytes_per_token(a, p, mode == "full", lora, 8, dropout, False) * rows * seq
                 + E._weight_copies_per_layer(a, p, cfg, lora))
+    if dropout:  # a CPU's dropout keeps its mask in the input's dtype (bf16) where CUDA's fused one keeps a bool
+        expected += sum(i for _, i, _ in lora) * (2 - 1) * rows * seq
     assert _saved_bytes_per_layer(tmp_path, mode, attn, rows, seq) == expected
 
 

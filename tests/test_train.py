@@ -474,3 +474,56 @@ def test_a_resumed_runs_training_time_counts_its_earlier_attempts(tmp_path):
                 Finished(status="failed", step=3)]
     (tmp_path / "events.jsonl").write_text("".join(e.to_json() + "\n" for e in attempts))
     assert _earlier_training_time(tmp_path) == 25.0
+
+
+def test_lora_inputs_are_not_copied_to_fp32_under_autocast():
+    """peft casts a LoRA layer's bf16 input to its fp32 weights' dtype, and autocast casts it straight back for
+    the matmul: the engine skips that copy under autocast (a GPU's bf16 training), with the same loss and gradients
+    to the bit; without autocast peft still casts, so a bf16 input never meets fp32 weights."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from engine import adapters
+
+    class Fp32Copies(TorchDispatchMode):
+        n = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            if func is torch.ops.aten._to_copy.default and (kwargs or {}).get("dtype") == torch.float32 \
+                    and out.numel() >= ids.numel() * 64:
+                Fp32Copies.n += 1
+            return out
+
+    torch.manual_seed(0)
+    base = LlamaForCausalLM(LlamaConfig(vocab_size=500, hidden_size=64, intermediate_size=172, num_hidden_layers=2,
+                                        num_attention_heads=4, num_key_value_heads=2)).to(torch.bfloat16)
+    cfg = RunConfig.from_dict({"adapter": {"method": "lora", "rank": 8, "target_modules": ["all-linear"]}})
+    model = adapters.prepare(base, cfg)
+    for name, p in model.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(p, std=0.05)  # so the adapters change the output and get gradients through A
+    assert {p.dtype for p in model.parameters() if p.requires_grad} == {torch.float32}
+    ids = torch.randint(0, 500, (2, 32))
+
+    def step(peft_casts: bool):
+        if peft_casts:
+            for m in model.modules():
+                if isinstance(m, BaseTunerLayer):
+                    m.cast_input_dtype_enabled = True  # peft's own behaviour
+        model.zero_grad()
+        Fp32Copies.n = 0
+        with Fp32Copies(), torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = model(input_ids=ids, labels=ids).loss
+        loss.backward()
+        return loss.item(), Fp32Copies.n, {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+
+    ours, theirs = step(False), step(True)
+    adapted = sum(isinstance(m, BaseTunerLayer) for m in model.modules())
+    assert theirs[1] - ours[1] == adapted == 14  # peft copied each adapted layer's input (the rest: norms, logits)
+    assert ours[0] == theirs[0]
+    for name, grad in ours[2].items():
+        assert torch.equal(grad, theirs[2][name]), name
+    adapters.cast_inputs_only_without_autocast(model)
+    assert model(input_ids=ids).logits.dtype == torch.bfloat16  # no autocast: peft casts, nothing breaks
