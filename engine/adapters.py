@@ -29,15 +29,16 @@ def lora_config(cfg: RunConfig):
     )
 
 
-def prepare(model, cfg: RunConfig, checkpointing: bool = False):
+def prepare(model, cfg: RunConfig, checkpointing: bool = False, upcast_norms: bool = True):
     """Return the model to hand to the trainer, with exactly the intended parameters trainable.
-    `checkpointing`: the engine's choice (`Resolved.gradient_checkpointing`), for the k-bit preparation."""
+    `checkpointing`, `upcast_norms`: the engine's choices (`Resolved`), for a quantized model's k-bit preparation."""
     a = cfg.adapter
     if a.method == "lora":
         from peft import PeftModel, get_peft_model, prepare_model_for_kbit_training
 
-        if cfg.quantization.bits:
-            # casts norms to fp32 and enables input grads, the k-bit recipe from the QLoRA paper
+        if cfg.quantization.bits and upcast_norms:
+            # casts norms, embeddings and LM head to fp32 (the QLoRA tutorial's recipe, for fp16); without it the
+            # model stays in its compute dtype, peft freezes the base and the trainer turns on checkpointing
             model = prepare_model_for_kbit_training(
                 model, use_gradient_checkpointing=checkpointing,
                 gradient_checkpointing_kwargs={"use_reentrant": False})

@@ -64,6 +64,7 @@ class QuantizationConfig:
     bits: Literal[0, 4, 8] = field(default=0, metadata={"help": "0: none; 8: LLM.int8; 4: NF4 (QLoRA)."})
     quant_type: Literal["nf4", "fp4"] = field(default="nf4", metadata={"help": "4-bit data type."})
     double_quant: bool = field(default=True, metadata={"help": "Quantize the quantization constants too (saves ~0.4 bit/param)."})
+    upcast_norms: Literal["auto", "on", "off"] = field(default="auto", metadata={"help": "Hold a quantized model's norms, embeddings and LM head in fp32 (peft's prepare_model_for_kbit_training): its hidden states then run in fp32, about twice the activations and their memory traffic. auto: on with fp16 compute (fp16's narrow range), off with bf16, as LLaMA-Factory and Unsloth train QLoRA."})
 
 
 @dataclass
@@ -314,11 +315,20 @@ def packing_choice(cfg: RunConfig, attn: str) -> bool:
 
 def checkpointing_choice(cfg: RunConfig) -> bool:
     """Whether activations are recomputed in backward, by the config alone: on, or auto with a quantized LoRA (one
-    quantizes to save memory, and a packed 7B QLoRA step keeps ~27 GB of activations without checkpointing, <4 GB
+    quantizes to save memory, and a packed 7B QLoRA step keeps ~17 GB of activations without checkpointing, ~2 GB
     with it). auto also turns it on where the estimate says the run would not fit without it: that needs the
     model's shape and the GPU, so `engine.estimate.estimate` decides it and the engine follows the estimate."""
     mode = cfg.training.gradient_checkpointing
     return mode == "on" or (mode == "auto" and bool(cfg.quantization.bits) and cfg.adapter.method == "lora")
+
+
+def upcast_choice(cfg: RunConfig, precision: str) -> bool:
+    """Whether a quantized LoRA model's unquantized weights go to fp32 (peft's k-bit preparation) under compute
+    `precision`: the engine's rule, which the estimate follows. In fp32 it changes nothing either way."""
+    mode = cfg.quantization.upcast_norms
+    if not cfg.quantization.bits or cfg.adapter.method != "lora" or precision == "fp32":
+        return False
+    return mode == "on" or (mode == "auto" and precision == "fp16")
 
 
 def padding_free_choice(cfg: RunConfig, attn: str) -> bool:

@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from .config import RunConfig, checkpointing_choice, config_from_args, padding_free_choice
+from .config import RunConfig, checkpointing_choice, config_from_args, padding_free_choice, upcast_choice
 from .messages import TuneboardError, message
 
 GB = 1024**3  # "GB" here is GiB, the unit nvidia-smi and torch report a card's memory in
@@ -210,6 +210,7 @@ class _Plan:
     seq: int  # length attention runs over (packed rows: the whole micro-batch)
     mask: bool  # a 4-D attention mask exists (padding or packing without flash-attn)
     liger: bool  # Liger's RMSNorm and SwiGLU kernels replace the model's own
+    precision: str = "bf16"  # the compute precision: bf16 | fp16 | fp32
 
 
 def liger_installed() -> bool:
@@ -221,14 +222,15 @@ def liger_installed() -> bool:
 
 def _plan(cfg: RunConfig, capability: tuple[int, int] | None = None, liger: bool = False) -> _Plan:
     q, ad, tr = cfg.quantization, cfg.adapter, cfg.training
-    precision = "bf16" if cfg.model.precision == "auto" else cfg.model.precision  # auto: bf16 on a modern GPU
+    precision = _precision(cfg, capability)
     e = 4 if precision == "fp32" else 2
     autocast = e == 2
     masters = ad.method in ("full", "freeze")  # engine/model.py: fp32 masters under autocast
-    kbit = bool(q.bits) and ad.method == "lora"  # prepare_model_for_kbit_training upcasts norms/embeddings
-    residual = 4 if (masters or kbit or e == 4) else 2
-    mlp = 4 if (kbit or e == 4) else e  # bnb's Linear4bit/8bitLt return the input's (fp32) dtype
-    frozen = 4 if (masters or kbit or e == 4) else 2
+    kbit = bool(q.bits) and ad.method == "lora"
+    upcast = upcast_choice(cfg, precision)  # prepare_model_for_kbit_training: norms / embeddings / head in fp32
+    residual = 4 if (masters or upcast or e == 4) else 2
+    mlp = 4 if (upcast or e == 4) else e  # bnb's Linear4bit/8bitLt return the input's dtype (fp32 once upcast)
+    frozen = 4 if (masters or upcast or e == 4) else 2
     if masters:
         trainable = 4
     elif kbit:
@@ -245,13 +247,20 @@ def _plan(cfg: RunConfig, capability: tuple[int, int] | None = None, liger: bool
     s = cfg.data.max_length
     seq = rows * s if free and not varlen else s
     mask = not (free and varlen) and (free or rows > 1)  # padded rows, or a flattened row under sdpa
-    return _Plan(e, autocast, residual, mlp, frozen, trainable, attn, optim, rows * s, rows, seq, mask, liger)
+    return _Plan(e, autocast, residual, mlp, frozen, trainable, attn, optim, rows * s, rows, seq, mask, liger, precision)
 
 
 LORA_INPUTS = {  # the tensor each projection reads: adapters on the same one keep it once
     "q_proj": "attn_in", "k_proj": "attn_in", "v_proj": "attn_in", "qkv_proj": "attn_in", "o_proj": "attn_out",
     "gate_proj": "mlp_in", "up_proj": "mlp_in", "gate_up_proj": "mlp_in", "down_proj": "mlp_act",
 }
+
+
+def _precision(cfg: RunConfig, capability: tuple[int, int] | None) -> str:
+    """The compute precision the engine picks: auto is bf16 on an Ampere or newer GPU (or one not named), else fp16."""
+    if cfg.model.precision != "auto":
+        return cfg.model.precision
+    return "bf16" if capability is None or tuple(capability) >= (8, 0) else "fp16"
 
 
 def _layer_bytes_per_token(a: Arch, p: _Plan, trainable: bool, lora: list[tuple[str, int, int]],
@@ -433,7 +442,7 @@ def estimate(model_config: dict, cfg: RunConfig, gpu_memory_gb: float | None = N
         weights=int(weights), adapter=int(adapter), gradients=int(gradients), optimizer=int(optimizer),
         activations=int(acts), logits=int(logits), overhead=overhead, total=total, gpu_memory=gpu,
         fits=None if gpu is None else total <= gpu, params_total=n_total, params_trainable=n_trainable,
-        tokens=T, precision="bf16" if cfg.model.precision == "auto" else cfg.model.precision,
+        tokens=T, precision=p.precision,
         attention=p.attn, optim=p.optim, storage=_storage(cfg, p), exact_shapes=a.exact, checkpointing=checkpointing,
         notes=notes)
     if est.fits is False and _advise:
@@ -452,7 +461,7 @@ def _weight_copies_per_layer(a: Arch, p: _Plan, cfg: RunConfig, lora: list[tuple
 
 
 def _storage(cfg: RunConfig, p: _Plan) -> str:
-    rest = {4: "fp32", 2: "bf16" if cfg.model.precision in ("auto", "bf16") else "fp16"}[p.frozen]
+    rest = {4: "fp32", 2: p.precision}[p.frozen]
     if cfg.quantization.bits and cfg.adapter.method == "lora":
         kind = cfg.quantization.quant_type if cfg.quantization.bits == 4 else "int8"
         return f"{kind} + {rest}"

@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import RunConfig, checkpointing_choice, packing_choice, padding_free_choice
+from .config import RunConfig, checkpointing_choice, packing_choice, padding_free_choice, upcast_choice
 from .demo import demo_fingerprint, ensure_demo_model, is_demo
 from .estimate import liger_installed
 from .messages import TuneboardError
@@ -30,6 +30,7 @@ class Resolved:
     packing: bool = False  # samples packed into full rows of the cutoff (SFT / pt)
     liger: bool = False  # Liger's fused kernels (RMSNorm, SwiGLU, RoPE, linear + cross-entropy)
     gradient_checkpointing: bool = False  # activations recomputed in backward (auto may turn it on to fit the GPU)
+    upcast_norms: bool = False  # a quantized model's norms, embeddings and LM head held in fp32 (k-bit preparation)
 
 
 def resolve_path(name: str, workdir=None) -> str:
@@ -89,7 +90,8 @@ def resolve(cfg: RunConfig, workdir=None) -> Resolved:
     return Resolved(path=resolve_path(cfg.model.name_or_path, workdir), device=device, precision=precision,
                     attn_implementation=attn, chat_template="", optim=optim,
                     padding_free=padding_free_choice(cfg, attn), packing=packing_choice(cfg, attn),
-                    liger=liger_choice(cfg, cuda), gradient_checkpointing=checkpointing_choice(cfg))
+                    liger=liger_choice(cfg, cuda), gradient_checkpointing=checkpointing_choice(cfg),
+                    upcast_norms=upcast_choice(cfg, precision))
 
 
 def resolve_for_run(cfg: RunConfig, run_dir: str | os.PathLike, workdir=None, adapter: bool = True) -> Resolved:

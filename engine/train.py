@@ -196,7 +196,7 @@ def _train(cfg: RunConfig, run_dir: Path, log: EventLog, should_stop, workdir, d
 
     model = model_mod.load_model(cfg, res, for_training=True)
     set_seed(cfg.training.seed)  # adapter init draws random numbers: seed right before it
-    model = adapters.prepare(model, cfg, res.gradient_checkpointing)
+    model = adapters.prepare(model, cfg, res.gradient_checkpointing, res.upcast_norms)
     trainable, total = model_mod.count_params(model)
 
     callback = EventCallback(log, should_stop)

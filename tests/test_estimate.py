@@ -98,8 +98,9 @@ TINY = {"vocab_size": 512, "hidden_size": 256, "intermediate_size": 704, "num_hi
 def _saved_bytes_per_layer(tmp_path, mode: str, attn: str, rows: int = 2, seq: int = 64) -> int:
     """Bytes autograd keeps for one decoder layer (2 layers minus 1), bf16 autocast as on a GPU.
 
-    The model is prepared the way engine/model.py + adapters.py + trl do it: a bf16 base with fp32
-    LoRA whose inputs are not cast to fp32 under autocast; a 4-bit base through prepare_model_for_kbit_training with bf16 LoRA; fp32 masters for full.
+    The model is prepared the way engine/model.py + adapters.py + trl do it: a bf16 base with fp32 LoRA whose
+    inputs are not cast to fp32 under autocast; a 4-bit base with bf16 LoRA, through prepare_model_for_kbit_training
+    (qlora: fp32 norms, embeddings and head) or as loaded (qlora-bf16, bf16's default); fp32 masters for full.
     """
     import torch
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
@@ -112,11 +113,12 @@ def _saved_bytes_per_layer(tmp_path, mode: str, attn: str, rows: int = 2, seq: i
         path = tmp_path / f"{mode}{layers}"
         LlamaForCausalLM(LlamaConfig(**{**TINY, "num_hidden_layers": layers})).save_pretrained(path)
         kw = {"attn_implementation": attn}
-        if mode == "qlora":
+        if mode in ("qlora", "qlora-bf16"):
             q = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
                                    bnb_4bit_compute_dtype=torch.bfloat16)
             m = LlamaForCausalLM.from_pretrained(path, dtype=torch.bfloat16, quantization_config=q, device_map="cpu", **kw)
-            m = prepare_model_for_kbit_training(m, use_gradient_checkpointing=False)
+            if mode == "qlora":  # peft's k-bit recipe: norms, embeddings and head in fp32
+                m = prepare_model_for_kbit_training(m, use_gradient_checkpointing=False)
             m = cast_inputs_only_without_autocast(get_peft_model(m, LoraConfig(r=8, lora_dropout=0.0,
                                                                                 target_modules="all-linear")))
             for p in m.parameters():
@@ -150,13 +152,15 @@ def _saved_bytes_per_layer(tmp_path, mode: str, attn: str, rows: int = 2, seq: i
 
 
 @pytest.mark.parametrize("mode,attn", [("lora", "sdpa"), ("lora", "eager"), ("qlora", "sdpa"), ("qlora", "eager"),
-                                       ("full", "sdpa"), ("lora-dropout", "sdpa")])
+                                       ("qlora-bf16", "sdpa"), ("qlora-bf16", "eager"), ("full", "sdpa"),
+                                       ("lora-dropout", "sdpa")])
 def test_layer_activations_match_autograd(tmp_path, mode, attn):
     rows, seq = 2, 64
     dropout = 0.1 if mode == "lora-dropout" else 0.0
     cfg = run_config(model={"attn_implementation": attn, "precision": "bf16"},
                      adapter={"method": "full" if mode == "full" else "lora", "rank": 8, "dropout": dropout},
-                     quantization={"bits": 4} if mode == "qlora" else {},
+                     quantization={"bits": 4, "upcast_norms": "on" if mode == "qlora" else "off"}
+                     if mode.startswith("qlora") else {},
                      data={"max_length": seq}, training={"per_device_train_batch_size": rows})
     a, p = E.arch(TINY), E._plan(cfg)
     lora = E.lora_targets(a, ["all-linear"]) if mode != "full" else []
@@ -177,8 +181,12 @@ def test_weights_per_quantization_and_precision():
     bf16 = E.estimate(d, run_config())
     assert bf16.weights == 2 * n
     q4 = E.estimate(d, run_config(quantization={"bits": 4, "double_quant": True}))
-    rest = 4 * (n - linear)  # prepare_model_for_kbit_training keeps embeddings and norms in fp32
-    assert q4.weights == pytest.approx(rest + linear * (0.5 + 0.127 / 8), rel=1e-3)
+    rest = 2 * (n - linear)  # embeddings, norms and LM head as loaded, in bf16
+    assert q4.weights == pytest.approx(rest + linear * (0.5 + 0.127 / 8), rel=1e-3) and q4.storage == "nf4 + bf16"
+    upcast = E.estimate(d, run_config(quantization={"bits": 4, "upcast_norms": "on"}))  # prepare_model_for_kbit_training
+    assert upcast.weights - q4.weights == 2 * (n - linear) and upcast.storage == "nf4 + fp32"
+    t4 = E.estimate(d, run_config(quantization={"bits": 4}), 16, gpu_capability=(7, 5))  # fp16 there: auto upcasts
+    assert t4.precision == "fp16" and t4.weights == upcast.weights
     q4_single = E.estimate(d, run_config(quantization={"bits": 4, "double_quant": False}))
     assert q4_single.weights - q4.weights == pytest.approx(linear * (0.5 - 0.127) / 8, rel=0.01)
     q8 = E.estimate(d, run_config(quantization={"bits": 8}))
@@ -374,9 +382,11 @@ def test_estimate_within_15_percent_of_peaks_measured_on_a_gpu(shape, overrides,
     data = {"stage": "pt", "model": {"name_or_path": "x"},
             "data": {"datasets": [{"path": "x.jsonl"}], "max_length": cutoff},
             "training": {"per_device_train_batch_size": batch, "gradient_accumulation_steps": 1}}
-    day = {"adapter": {"dropout": 0.05}, "training": {"gradient_checkpointing": "off"}}  # the defaults of the day
-    for section, values in {**day, **overrides}.items():
-        data.setdefault(section, {}).update(values)
+    day = {"adapter": {"dropout": 0.05}, "training": {"gradient_checkpointing": "off"},  # the defaults of the day
+           "quantization": {"upcast_norms": "on"}}
+    for given in (day, overrides):
+        for section, values in given.items():
+            data.setdefault(section, {}).update(values)
     est = E.estimate(mc(shape), RunConfig.from_dict(data), liger=True)  # Liger ran there
     # the issue asks for 15 %; these are within 6.1 %, and without Liger's terms the 7B rows are off by 13-16 %
     assert abs(est.allocated / E.GB / measured - 1) <= 0.08

@@ -527,3 +527,31 @@ def test_lora_inputs_are_not_copied_to_fp32_under_autocast():
         assert torch.equal(grad, theirs[2][name]), name
     adapters.cast_inputs_only_without_autocast(model)
     assert model(input_ids=ids).logits.dtype == torch.bfloat16  # no autocast: peft casts, nothing breaks
+
+
+def test_a_bf16_qlora_model_keeps_its_norms_in_bf16_unless_upcast(tmp_path):
+    """peft's k-bit preparation holds norms, embeddings and head in fp32, so the hidden states run in fp32 (about
+    twice the activations): the engine does it only for fp16 compute or when asked (`quantization.upcast_norms`)."""
+    pytest.importorskip("bitsandbytes")
+    from transformers import BitsAndBytesConfig, LlamaConfig, LlamaForCausalLM
+
+    from engine import adapters
+    from engine.config import upcast_choice
+
+    LlamaForCausalLM(LlamaConfig(vocab_size=500, hidden_size=64, intermediate_size=172, num_hidden_layers=1,
+                                 num_attention_heads=4, num_key_value_heads=2)).save_pretrained(tmp_path)
+    q = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16)
+    cfg = RunConfig.from_dict({"quantization": {"bits": 4}, "adapter": {"rank": 8}})
+    assert not upcast_choice(cfg, "bf16") and upcast_choice(cfg, "fp16") and not upcast_choice(cfg, "fp32")
+    assert upcast_choice(cfg.with_overrides({"quantization.upcast_norms": "on"}), "bf16")
+    assert not upcast_choice(cfg.with_overrides({"quantization.bits": 0}), "fp16")
+    dtypes = {}
+    for upcast in (False, True):
+        base = LlamaForCausalLM.from_pretrained(tmp_path, dtype=torch.bfloat16, quantization_config=q, device_map="cpu")
+        model = adapters.prepare(base, cfg, upcast_norms=upcast)
+        dtypes[upcast] = {p.dtype for n, p in model.named_parameters() if "norm" in n or "embed" in n}
+        ids = torch.randint(0, 500, (1, 16))
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            model(input_ids=ids, labels=ids).loss.backward()  # trains either way
+        assert any(p.grad is not None for p in model.parameters() if p.requires_grad)
+    assert dtypes == {False: {torch.bfloat16}, True: {torch.float32}}
