@@ -310,7 +310,7 @@ def test_auto_checkpointing_is_on_for_quantized_lora_and_where_the_run_would_not
 
 
 def test_render_names_every_part(capsys):
-    text = E.render(E.estimate(mc("llama-2-7b"), run_config(training={"gradient_checkpointing": "off"}), 24), "llama-2-7b")
+    text = E.render(E.estimate(mc("llama-2-7b"), run_config(training={"gradient_checkpointing": "off"}), 20), "llama-2-7b")
     assert "6,738,415,616" in text and "GB" in text
     for part in E.PARTS:
         assert E.message(f"estimate.part.{part}") in text
