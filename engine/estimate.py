@@ -431,7 +431,7 @@ def estimate(model_config: dict, cfg: RunConfig, gpu_memory_gb: float | None = N
     else:  # the trainer drops the gradients after each step (None, not zeros): backward makes them as it
         # frees the activations, so the peak is the larger of the forward's end and the optimizer step
         gradients = max(0, gradients + step_workspace - busy)
-        if all_gradients - gradients >= GB / 10:
+        if all_gradients - gradients >= GB / 2:  # worth a word: full tuning, not a LoRA adapter
             notes.append({"key": "estimate.note.gradients_freed",
                           "params": {"all": f"{all_gradients / GB:.1f}", "added": f"{gradients / GB:.1f}"}})
     allocated = int(weights + adapter + gradients + optimizer + busy)
