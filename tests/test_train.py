@@ -545,13 +545,17 @@ def test_a_bf16_qlora_model_keeps_its_norms_in_bf16_unless_upcast(tmp_path):
     assert not upcast_choice(cfg, "bf16") and upcast_choice(cfg, "fp16") and not upcast_choice(cfg, "fp32")
     assert upcast_choice(cfg.with_overrides({"quantization.upcast_norms": "on"}), "bf16")
     assert not upcast_choice(cfg.with_overrides({"quantization.bits": 0}), "fp16")
-    dtypes = {}
+    dtypes, losses = {}, {}
+    ids = torch.randint(0, 500, (2, 32))
     for upcast in (False, True):
         base = LlamaForCausalLM.from_pretrained(tmp_path, dtype=torch.bfloat16, quantization_config=q, device_map="cpu")
+        torch.manual_seed(0)
         model = adapters.prepare(base, cfg, upcast_norms=upcast)
         dtypes[upcast] = {p.dtype for n, p in model.named_parameters() if "norm" in n or "embed" in n}
-        ids = torch.randint(0, 500, (1, 16))
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            model(input_ids=ids, labels=ids).loss.backward()  # trains either way
+            loss = model(input_ids=ids, labels=ids).loss
+        loss.backward()  # trains either way
+        losses[upcast] = loss.item()
         assert any(p.grad is not None for p in model.parameters() if p.requires_grad)
     assert dtypes == {False: {torch.bfloat16}, True: {torch.float32}}
+    assert losses[False] == pytest.approx(losses[True], rel=5e-3)  # the same model, its residual stream in bf16
