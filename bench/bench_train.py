@@ -206,12 +206,21 @@ def line(r: dict) -> str:
     kind = "GB" if r.get("peak_kind") == "cuda_allocated" else "GB rss"
     fb = f"  [cpu-fallback: {r['fallback']}]" if r.get("fallback") else ""
     fb += "".join(f"  [--set {o}]" for o in r.get("overrides") or [])
+    fb += f"  [{', '.join(chosen(r))}]" if chosen(r) else ""
     return (f"{r['recipe']} {r['name']:<19} tokens/s {r['tokens_per_s']:>9,.0f}  MFU {mfu:>6}  "
             f"peak {r['peak_gb']:.2f} {kind}{est}  loss@{r['steps']} {r['loss']:.4f}{fb}")
 
 
+def chosen(r: dict) -> list[str]:
+    """The engine's speed and memory choices a line measured (from resolved.json; lines before 2026-11-26 have none)."""
+    res = r.get("resolved") or {}
+    names = {"packing": "packed", "liger": "liger", "gradient_checkpointing": "checkpointing", "upcast_norms": "fp32 norms"}
+    return [name for key, name in names.items() if res.get(key)]
+
+
 def notes(r: dict) -> str:
-    return "; ".join((["cpu-fallback"] if r.get("fallback") else []) + [f"--set {o}" for o in r.get("overrides") or []])
+    return "; ".join((["cpu-fallback"] if r.get("fallback") else []) + [f"--set {o}" for o in r.get("overrides") or []]
+                     + chosen(r))
 
 
 def table(path: Path) -> int:
@@ -340,6 +349,7 @@ def worker(args) -> int:
         "loss": steps[-1]["loss"], "first_loss": steps[0]["loss"], "fallback": fallback, "wall_s": wall,
         "params": count_params(mc)["total"], "trainable": est.params_trainable,
         "overrides": args.set if r in ("c", "d") else [],
+        "resolved": _resolved(d / f"work-{cfg.run_name}" / "run") if r in ("c", "d") else None,
     }
     (d / f"result-{r}.json").write_text(json.dumps(rec))
     return 0
@@ -409,6 +419,17 @@ def flops_per_token(mc: dict, cfg, trainable: int, d: Path) -> float:
     lens = [min(x, cfg.data.max_length) for x in lens]
     token_weighted_len = sum(x * x for x in lens) / sum(lens)  # a token attends over its row's length
     return dense + 12 * a.layers * a.q_dim * token_weighted_len
+
+
+def _resolved(run_dir: Path) -> dict | None:
+    """What the engine decided for an engine recipe (its run's resolved.json), so a line says what it measured."""
+    keys = ("precision", "attn_implementation", "optim", "packing", "padding_free", "liger", "gradient_checkpointing",
+            "upcast_norms")
+    try:
+        data = json.loads((run_dir / "resolved.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return {k: data[k] for k in keys if k in data}
 
 
 def train_engine(cfg, d: Path, cuda: bool) -> tuple[list[dict], str]:
