@@ -42,6 +42,7 @@ class RunStarted(Event):
     eval_rows: int = 0
     chat_template: str = ""
     pid: int = 0
+    choices: list[str] = field(default_factory=list)  # what the engine chose for speed and memory (resolved.json)
 
 
 @dataclass

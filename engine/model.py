@@ -225,8 +225,22 @@ def load_model(cfg: RunConfig, res: Resolved, for_training: bool = True, dtype: 
         raise
     if q is None and res.device == "cuda":
         model.to("cuda")
+    if q is not None and res.device == "cpu":
+        keep_cpu_4bit_layout(model)
     model.config.use_cache = not for_training
     return model
+
+
+def keep_cpu_4bit_layout(model) -> None:
+    """bitsandbytes repacks a 4-bit layer for its bf16 CPU kernel the first time the layer runs without gradients
+    (validation, chat) on an AVX512-BF16 CPU, and the repacking assumes the layer's input width is a multiple of
+    the quantization block (64): the demo's 96-wide layers failed with "shape '[96, 1]' is invalid" at the first
+    validation or chat of a 4-bit run. Such layers keep bitsandbytes' plain 4-bit path."""
+    for module in model.modules():
+        state = getattr(getattr(module, "weight", None), "quant_state", None)
+        if getattr(module, "support_avx512bf16_for_cpu", False) and state is not None \
+                and module.in_features % state.blocksize:
+            module.support_avx512bf16_for_cpu = False
 
 
 def _hub_call(name: str, fn, *args, **kwargs):

@@ -63,7 +63,8 @@ def _log_line(ev: Event) -> str:
     if isinstance(ev, CheckpointSaved):
         return f"checkpoint at step {ev.step}: {ev.path}"
     if isinstance(ev, RunStarted):
-        return (f"started {ev.stage} on {ev.device} ({ev.precision}, {ev.attn_implementation}): "
+        how = ", ".join([ev.precision, ev.attn_implementation] + ev.choices)
+        return (f"started {ev.stage} on {ev.device} ({how}): "
                 f"{ev.trainable_params:,} of {ev.total_params:,} parameters trainable, {ev.train_rows} training rows, "
                 f"{ev.eval_rows} validation rows, {ev.total_steps} steps")
     if isinstance(ev, Finished):
@@ -97,6 +98,14 @@ def training_args(cfg: RunConfig, res, run_dir: Path, has_eval: bool) -> dict:
         use_liger_kernel=res.liger, dataloader_num_workers=t.dataloader_num_workers,
         remove_unused_columns=True,
     )
+
+
+def run_choices(res) -> list[str]:
+    """The engine's speed and memory choices, in the words the run's log says them."""
+    said = [res.optim]
+    said += ["packed"] if res.packing else ["padding-free"] if res.padding_free else []
+    said += ["Liger kernels"] * res.liger + ["gradient checkpointing"] * res.gradient_checkpointing
+    return said + ["fp32 norms"] * res.upcast_norms
 
 
 def _count_parameters_once(trainer) -> None:
@@ -211,7 +220,7 @@ def _train(cfg: RunConfig, run_dir: Path, log: EventLog, should_stop, workdir, d
                    precision=res.precision, attn_implementation=res.attn_implementation,
                    trainable_params=trainable, total_params=total, train_rows=train_rows,
                    eval_rows=eval_rows, chat_template=res.chat_template,
-                   pid=os.getpid()))
+                   pid=os.getpid(), choices=run_choices(res)))
     resolved = dict(res.__dict__, **({"demo_fingerprint": demo_fingerprint()} if is_demo(cfg.model.name_or_path) else {}))
     (run_dir / "resolved.json").write_text(json.dumps(resolved, indent=1))
     result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)

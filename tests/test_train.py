@@ -115,15 +115,30 @@ def test_lora_variants_train_and_record_their_kind(workdir, demo_model, adapter)
 
 
 def test_qlora_4bit_trains_on_cpu(workdir, demo_model):
-    """bitsandbytes quantizes NF4 on the CPU, so the real QLoRA path runs here."""
+    """bitsandbytes quantizes NF4 on the CPU, so the real QLoRA path runs here, validation and chat included
+    (bitsandbytes' bf16 CPU repacking of a layer run without gradients broke on the demo's 96-wide layers)."""
     pytest.importorskip("bitsandbytes")
+    from engine.config import GenerationConfig
+    from engine.events import Evaluation, read_events
+    from engine.generate import ChatSession
+
     cfg = tiny_sft_config(max_steps=3)
     cfg["quantization"] = {"bits": 4, "quant_type": "nf4", "double_quant": True}
+    cfg["data"]["val_size"] = 8
     run_dir = train_run(workdir, cfg)
     assert (run_dir / "adapter" / "adapter_model.safetensors").exists()
     losses = logged_losses(run_dir)
     assert len(losses) == 3 and all(math.isfinite(x) for x in losses)
     assert json.loads((run_dir / "resolved.json").read_text())["gradient_checkpointing"]  # auto: on with 4-bit
+    assert "started sft on cpu (fp32, sdpa, adamw_torch, gradient checkpointing)" in (run_dir / "train.log").read_text()
+    assert any(isinstance(e, Evaluation) for e in read_events(str(run_dir / "events.jsonl")))
+    chat = ChatSession(workdir)
+    chat.load(str(run_dir))
+    try:
+        answer = chat.generate([{"role": "user", "content": "Hello"}], GenerationConfig(max_new_tokens=4, seed=1))[0]
+    finally:
+        chat.unload()
+    assert answer.text
 
 
 def test_checkpointing_recomputes_the_same_training(workdir, demo_model):
