@@ -242,6 +242,10 @@ def test_a_key_given_twice_in_one_object_is_refused_at_its_row_and_line(tmp_path
     pretty.write_text('[\n  {\n    "instruction": "a",\n    "output": "b"\n  },\n  {\n    "instruction": "c",\n'
                       '    "output": "d",\n    "output": "e"\n  }\n]\n', encoding="utf-8")
     assert [(x.row, x.line, x.field) for x in read_source(str(pretty)).findings] == [(2, 9, "output")]
+    columns = tmp_path / "c.json"  # a dict of columns that names a column twice
+    columns.write_text('{"instruction": ["a", "b"],\n "output": ["c", "d"],\n "instruction": ["e", "f"]}', encoding="utf-8")
+    assert [(x.row, x.line, x.field, x.key) for x in read_source(str(columns)).findings] == [
+        (None, 3, "instruction", "data.repeated_key")]
     spaced = tmp_path / "s.json"  # keys written as `"key" :` are counted differently: read again, nothing found
     spaced.write_text('[{"instruction" : "a", "output" : "b"}]', encoding="utf-8")
     assert not read_source(str(spaced)).findings

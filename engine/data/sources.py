@@ -391,6 +391,9 @@ def _report_repeated_keys(text: str, src: Source) -> None:
     """Read the file again keeping repeated keys, and refuse each row that has one, at its line and field."""
     again = Source(src.path, src.kind)
     _read_json_any(text, again, pairs=True)
+    for f in again.findings:  # the file's one object (a dict of columns) repeats a column: told while reading it
+        if f.key == "data.repeated_key":
+            src.findings.append(error(None, f.field, f.key, line=_second_mention(text, 0, 1, f.field), name=f.field))
     starts: list[int] = []
     for i, row in enumerate(again.rows):
         for field_name, key in _repeated_in(row):
@@ -435,6 +438,8 @@ def _read_json_object(obj: Any, src: Source) -> None:
     if not isinstance(obj, dict):
         src.findings.append(error(None, None, "data.json_not_list", keys=type(obj).__name__))
         return
+    for key in getattr(obj, "repeated", ()):  # read keeping repeated keys: a column given twice
+        src.findings.append(error(None, key, "data.repeated_key", name=key))
     values = list(obj.values())
     lists = [v for v in values if isinstance(v, list)]
     if len(obj) == 1 and lists and lists[0] and all(isinstance(r, dict) for r in lists[0]) and not is_turns(lists[0]):
