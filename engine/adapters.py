@@ -29,7 +29,7 @@ def lora_config(cfg: RunConfig):
     )
 
 
-def prepare(model, cfg: RunConfig, checkpointing: bool = False, upcast_norms: bool = True):
+def prepare(model, cfg: RunConfig, checkpointing: bool = False, upcast_norms: bool = False):
     """Return the model to hand to the trainer, with exactly the intended parameters trainable.
     `checkpointing`, `upcast_norms`: the engine's choices (`Resolved`), for a quantized model's k-bit preparation."""
     a = cfg.adapter

@@ -313,6 +313,14 @@ def packing_choice(cfg: RunConfig, attn: str) -> bool:
     return cfg.data.packing == "on"
 
 
+def precision_choice(cfg: RunConfig, capability: tuple[int, int] | None) -> str:
+    """The compute precision on a GPU of compute `capability` (None: one not named, planned as a modern one): the
+    engine's rule, which the estimate follows. auto is bf16 on Ampere (8.0) or newer, else fp16."""
+    if cfg.model.precision != "auto":
+        return cfg.model.precision
+    return "bf16" if capability is None or tuple(capability) >= (8, 0) else "fp16"
+
+
 def checkpointing_choice(cfg: RunConfig) -> bool:
     """Whether activations are recomputed in backward, by the config alone: on, or auto with a quantized LoRA (one
     quantizes to save memory, and a packed 7B QLoRA step keeps ~17 GB of activations without checkpointing, ~2 GB

@@ -27,7 +27,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from .config import RunConfig, checkpointing_choice, config_from_args, padding_free_choice, upcast_choice
+from .config import (
+    RunConfig,
+    checkpointing_choice,
+    config_from_args,
+    padding_free_choice,
+    precision_choice,
+    upcast_choice,
+)
 from .messages import TuneboardError, message
 
 GB = 1024**3  # "GB" here is GiB, the unit nvidia-smi and torch report a card's memory in
@@ -222,7 +229,7 @@ def liger_installed() -> bool:
 
 def _plan(cfg: RunConfig, capability: tuple[int, int] | None = None, liger: bool = False) -> _Plan:
     q, ad, tr = cfg.quantization, cfg.adapter, cfg.training
-    precision = _precision(cfg, capability)
+    precision = precision_choice(cfg, capability)
     e = 4 if precision == "fp32" else 2
     autocast = e == 2
     masters = ad.method in ("full", "freeze")  # engine/model.py: fp32 masters under autocast
@@ -254,13 +261,6 @@ LORA_INPUTS = {  # the tensor each projection reads: adapters on the same one ke
     "q_proj": "attn_in", "k_proj": "attn_in", "v_proj": "attn_in", "qkv_proj": "attn_in", "o_proj": "attn_out",
     "gate_proj": "mlp_in", "up_proj": "mlp_in", "gate_up_proj": "mlp_in", "down_proj": "mlp_act",
 }
-
-
-def _precision(cfg: RunConfig, capability: tuple[int, int] | None) -> str:
-    """The compute precision the engine picks: auto is bf16 on an Ampere or newer GPU (or one not named), else fp16."""
-    if cfg.model.precision != "auto":
-        return cfg.model.precision
-    return "bf16" if capability is None or tuple(capability) >= (8, 0) else "fp16"
 
 
 def _layer_bytes_per_token(a: Arch, p: _Plan, trainable: bool, lora: list[tuple[str, int, int]],
@@ -321,8 +321,9 @@ def estimate(model_config: dict, cfg: RunConfig, gpu_memory_gb: float | None = N
     """
     kw = dict(fused_lm_head=fused_lm_head, gpu_capability=gpu_capability, liger=liger)
     if cfg.training.gradient_checkpointing == "auto":
-        if checkpointing_choice(cfg) or not gpu_memory_gb:
-            chosen = "on" if checkpointing_choice(cfg) else "off"
+        by_config = checkpointing_choice(cfg)
+        if by_config or not gpu_memory_gb:
+            chosen = "on" if by_config else "off"
             return estimate(model_config, cfg.with_overrides({"training.gradient_checkpointing": chosen}),
                             gpu_memory_gb, **kw, _advise=_advise)
         without = estimate(model_config, cfg.with_overrides({"training.gradient_checkpointing": "off"}),

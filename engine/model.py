@@ -11,7 +11,14 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import RunConfig, checkpointing_choice, packing_choice, padding_free_choice, upcast_choice
+from .config import (
+    RunConfig,
+    checkpointing_choice,
+    packing_choice,
+    padding_free_choice,
+    precision_choice,
+    upcast_choice,
+)
 from .demo import demo_fingerprint, ensure_demo_model, is_demo
 from .estimate import liger_installed
 from .messages import TuneboardError
@@ -76,7 +83,7 @@ def resolve(cfg: RunConfig, workdir=None) -> Resolved:
     device = "cuda" if cuda else "cpu"
     precision = cfg.model.precision
     if precision == "auto":
-        precision = ("bf16" if torch.cuda.get_device_capability()[0] >= 8 else "fp16") if cuda else "fp32"
+        precision = precision_choice(cfg, torch.cuda.get_device_capability()) if cuda else "fp32"
     elif precision == "fp16" and not cuda:
         raise TuneboardError("error.precision_unsupported", precision="fp16", device="CPU")
     elif precision == "bf16" and cuda and not torch.cuda.is_bf16_supported():

@@ -246,17 +246,16 @@ def _fit_checkpointing(cfg: RunConfig, res, workdir, log: EventLog) -> None:
     GPU without it (the Model card and `tuneboard estimate` said so before Start), with a warning that says why."""
     if cfg.training.gradient_checkpointing != "auto" or res.gradient_checkpointing or res.device != "cuda":
         return
-    from .estimate import GB, estimate, load_model_config, local_gpu
+    from .estimate import estimate, load_model_config, local_gpu
 
     try:
         gpu, capability = local_gpu()
         est = estimate(load_model_config(res.path, workdir), cfg, gpu, gpu_capability=capability, liger=res.liger)
     except Exception:  # an estimate is advice: without one, auto stays off
         return
-    if est.checkpointing:
-        without = next((n["params"]["without"] for n in est.notes if n["key"] == "estimate.note.checkpointing_auto"),
-                       f"{est.total / GB:.1f}")
-        params = {"without": without, "gpu": f"{gpu:.0f}"}
+    note = next((n for n in est.notes if n["key"] == "estimate.note.checkpointing_auto"), None)
+    if note is not None:  # the estimate turned it on to fit (the config's own rule returned above)
+        params = {"without": note["params"]["without"], "gpu": f"{gpu:.0f}"}
         res.gradient_checkpointing = True
         log(Warning(key="warning.checkpointing_auto", params=params, message=message("warning.checkpointing_auto", params)))
 
