@@ -214,7 +214,8 @@ def line(r: dict) -> str:
 def chosen(r: dict) -> list[str]:
     """The engine's speed and memory choices a line measured (from resolved.json; lines before 2026-11-26 have none)."""
     res = r.get("resolved") or {}
-    names = {"packing": "packed", "liger": "liger", "gradient_checkpointing": "checkpointing", "upcast_norms": "fp32 norms"}
+    names = {"packing": "packed", "liger": "liger", "gradient_checkpointing": "checkpointing", "upcast_norms": "fp32 norms",
+             "fused_lora": "fused LoRA"}
     return [name for key, name in names.items() if res.get(key)]
 
 
@@ -424,7 +425,7 @@ def flops_per_token(mc: dict, cfg, trainable: int, d: Path) -> float:
 def _resolved(run_dir: Path) -> dict | None:
     """What the engine decided for an engine recipe (its run's resolved.json), so a line says what it measured."""
     keys = ("precision", "attn_implementation", "optim", "packing", "padding_free", "liger", "gradient_checkpointing",
-            "upcast_norms")
+            "upcast_norms", "fused_lora")
     try:
         data = json.loads((run_dir / "resolved.json").read_text())
     except (OSError, ValueError):

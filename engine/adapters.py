@@ -29,9 +29,10 @@ def lora_config(cfg: RunConfig):
     )
 
 
-def prepare(model, cfg: RunConfig, checkpointing: bool = False, upcast_norms: bool = False):
+def prepare(model, cfg: RunConfig, checkpointing: bool = False, upcast_norms: bool = False, fused: bool = False):
     """Return the model to hand to the trainer, with exactly the intended parameters trainable.
-    `checkpointing`, `upcast_norms`: the engine's choices (`Resolved`), for a quantized model's k-bit preparation."""
+    `checkpointing`, `upcast_norms`: the engine's choices (`Resolved`), for a quantized model's k-bit preparation;
+    `fused`: LoRA layers train through `engine.lora_fused`."""
     a = cfg.adapter
     if a.method == "lora":
         from peft import PeftModel, get_peft_model, prepare_model_for_kbit_training
@@ -43,12 +44,17 @@ def prepare(model, cfg: RunConfig, checkpointing: bool = False, upcast_norms: bo
                 model, use_gradient_checkpointing=checkpointing,
                 gradient_checkpointing_kwargs={"use_reentrant": False})
         if a.init_from:
-            return cast_inputs_only_without_autocast(
-                PeftModel.from_pretrained(model, str(adapter_dir(a.init_from)), is_trainable=True))
-        try:
-            return cast_inputs_only_without_autocast(get_peft_model(model, lora_config(cfg)))
-        except ValueError as e:
-            raise TuneboardError("error.lora_targets", targets=", ".join(a.target_modules), error=str(e)) from e
+            model = PeftModel.from_pretrained(model, str(adapter_dir(a.init_from)), is_trainable=True)
+        else:
+            try:
+                model = get_peft_model(model, lora_config(cfg))
+            except ValueError as e:
+                raise TuneboardError("error.lora_targets", targets=", ".join(a.target_modules), error=str(e)) from e
+        if fused:
+            from .lora_fused import fuse_lora_layers
+
+            fuse_lora_layers(model)
+        return cast_inputs_only_without_autocast(model)
     if a.method == "freeze":
         layers = decoder_layers(model)
         n = min(a.freeze_trainable_layers, len(layers))

@@ -31,6 +31,7 @@ from .config import (
     RunConfig,
     checkpointing_choice,
     config_from_args,
+    fused_lora_choice,
     padding_free_choice,
     precision_choice,
     upcast_choice,
@@ -453,10 +454,13 @@ def estimate(model_config: dict, cfg: RunConfig, gpu_memory_gb: float | None = N
 
 
 def _weight_copies_per_layer(a: Arch, p: _Plan, cfg: RunConfig, lora: list[tuple[str, int, int]]) -> int:
-    """16-bit copies autocast makes of one layer's fp32 trainable weights, kept for backward."""
+    """16-bit copies autocast makes of one layer's fp32 trainable weights, kept for backward (the fused LoRA
+    branch keeps the fp32 adapters themselves and casts them again in backward)."""
     if not p.autocast:
         return 0
     if cfg.adapter.method == "lora":
+        if fused_lora_choice(cfg, p.precision):
+            return 0
         return 2 * sum(cfg.adapter.rank * (i + o) for _, i, o in lora) if p.trainable == 4 else 0
     return 2 * sum(i * o for _, i, o in a.linears)
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from .config import (
     RunConfig,
     checkpointing_choice,
+    fused_lora_choice,
     packing_choice,
     padding_free_choice,
     precision_choice,
@@ -38,6 +39,7 @@ class Resolved:
     liger: bool = False  # Liger's fused kernels (RMSNorm, SwiGLU, RoPE, linear + cross-entropy)
     gradient_checkpointing: bool = False  # activations recomputed in backward (auto may turn it on to fit the GPU)
     upcast_norms: bool = False  # a quantized model's norms, embeddings and LM head held in fp32 (k-bit preparation)
+    fused_lora: bool = False  # LoRA's branch as one autograd function (engine/lora_fused.py)
 
 
 def resolve_path(name: str, workdir=None) -> str:
@@ -98,7 +100,7 @@ def resolve(cfg: RunConfig, workdir=None) -> Resolved:
                     attn_implementation=attn, chat_template="", optim=optim,
                     padding_free=padding_free_choice(cfg, attn), packing=packing_choice(cfg, attn),
                     liger=liger_choice(cfg, cuda), gradient_checkpointing=checkpointing_choice(cfg),
-                    upcast_norms=upcast_choice(cfg, precision))
+                    upcast_norms=upcast_choice(cfg, precision), fused_lora=fused_lora_choice(cfg, precision))
 
 
 def resolve_for_run(cfg: RunConfig, run_dir: str | os.PathLike, workdir=None, adapter: bool = True) -> Resolved:

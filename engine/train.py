@@ -105,7 +105,7 @@ def run_choices(res) -> list[str]:
     said = [res.optim]
     said += ["packed"] if res.packing else ["padding-free"] if res.padding_free else []
     said += ["Liger kernels"] * res.liger + ["gradient checkpointing"] * res.gradient_checkpointing
-    return said + ["fp32 norms"] * res.upcast_norms
+    return said + ["fp32 norms"] * res.upcast_norms + ["fused LoRA"] * res.fused_lora
 
 
 def _count_parameters_once(trainer) -> None:
@@ -205,7 +205,7 @@ def _train(cfg: RunConfig, run_dir: Path, log: EventLog, should_stop, workdir, d
 
     model = model_mod.load_model(cfg, res, for_training=True)
     set_seed(cfg.training.seed)  # adapter init draws random numbers: seed right before it
-    model = adapters.prepare(model, cfg, res.gradient_checkpointing, res.upcast_norms)
+    model = adapters.prepare(model, cfg, res.gradient_checkpointing, res.upcast_norms, res.fused_lora)
     trainable, total = model_mod.count_params(model)
 
     callback = EventCallback(log, should_stop)

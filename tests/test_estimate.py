@@ -8,7 +8,7 @@ import pytest
 from world import ROOT
 
 from engine import estimate as E
-from engine.config import RunConfig, parse_overrides
+from engine.config import RunConfig, fused_lora_choice, parse_overrides
 
 CONFIGS = ROOT / "bench" / "configs"
 
@@ -95,11 +95,11 @@ TINY = {"vocab_size": 512, "hidden_size": 256, "intermediate_size": 704, "num_hi
         "tie_word_embeddings": False, "model_type": "llama"}
 
 
-def _saved_bytes_per_layer(tmp_path, mode: str, attn: str, rows: int = 2, seq: int = 64) -> int:
+def _saved_bytes_per_layer(tmp_path, mode: str, attn: str, rows: int = 2, seq: int = 64, fused: bool = True) -> int:
     """Bytes autograd keeps for one decoder layer (2 layers minus 1), bf16 autocast as on a GPU.
 
     The model is prepared the way engine/model.py + adapters.py + trl do it: a bf16 base with fp32 LoRA whose
-    inputs are not cast to fp32 under autocast; a 4-bit base with bf16 LoRA, through prepare_model_for_kbit_training
+    inputs are not cast to fp32 under autocast, trained through the fused branch (engine/lora_fused.py); a 4-bit base with bf16 LoRA, through prepare_model_for_kbit_training
     (qlora: fp32 norms, embeddings and head) or as loaded (qlora-bf16, bf16's default); fp32 masters for full.
     """
     import torch
@@ -107,6 +107,7 @@ def _saved_bytes_per_layer(tmp_path, mode: str, attn: str, rows: int = 2, seq: i
     from transformers import BitsAndBytesConfig, LlamaConfig, LlamaForCausalLM
 
     from engine.adapters import cast_inputs_only_without_autocast
+    from engine.lora_fused import fuse_lora_layers
 
     def saved(layers: int) -> int:
         torch.manual_seed(0)
@@ -124,12 +125,14 @@ def _saved_bytes_per_layer(tmp_path, mode: str, attn: str, rows: int = 2, seq: i
             for p in m.parameters():
                 if p.requires_grad:
                     p.data = p.data.to(torch.bfloat16)
-        elif mode in ("lora", "lora-dropout"):
+        elif mode in ("lora", "lora-dropout", "lora-peft"):
             m = LlamaForCausalLM.from_pretrained(path, dtype=torch.bfloat16, **kw)
             lora = LoraConfig(r=8, lora_dropout=0.1 if mode == "lora-dropout" else 0.0, target_modules="all-linear")
             m = cast_inputs_only_without_autocast(get_peft_model(m, lora))
         else:
             m = LlamaForCausalLM.from_pretrained(path, dtype=torch.float32, **kw)
+        if fused:
+            fuse_lora_layers(m)
         m.train()
         params = {p.untyped_storage().data_ptr() for p in m.parameters()}
         seen: dict[int, int] = {}
@@ -153,22 +156,26 @@ def _saved_bytes_per_layer(tmp_path, mode: str, attn: str, rows: int = 2, seq: i
 
 @pytest.mark.parametrize("mode,attn", [("lora", "sdpa"), ("lora", "eager"), ("qlora", "sdpa"), ("qlora", "eager"),
                                        ("qlora-bf16", "sdpa"), ("qlora-bf16", "eager"), ("full", "sdpa"),
-                                       ("lora-dropout", "sdpa")])
+                                       ("lora-dropout", "sdpa"), ("lora-peft", "sdpa")])
 def test_layer_activations_match_autograd(tmp_path, mode, attn):
     rows, seq = 2, 64
     dropout = 0.1 if mode == "lora-dropout" else 0.0
     cfg = run_config(model={"attn_implementation": attn, "precision": "bf16"},
                      adapter={"method": "full" if mode == "full" else "lora", "rank": 8, "dropout": dropout},
+                     training={"per_device_train_batch_size": rows,
+                               "fused_lora": "off" if mode == "lora-peft" else "auto"},
                      quantization={"bits": 4, "upcast_norms": "on" if mode == "qlora" else "off"}
                      if mode.startswith("qlora") else {},
-                     data={"max_length": seq}, training={"per_device_train_batch_size": rows})
+                     data={"max_length": seq})
     a, p = E.arch(TINY), E._plan(cfg)
     lora = E.lora_targets(a, ["all-linear"]) if mode != "full" else []
     expected = (E._layer_bytes_per_token(a, p, mode == "full", lora, 8, dropout, False) * rows * seq
                 + E._weight_copies_per_layer(a, p, cfg, lora))
     if dropout:  # a CPU's dropout keeps its mask in the input's dtype (bf16) where CUDA's fused one keeps a bool
         expected += sum(i for _, i, _ in lora) * (2 - 1) * rows * seq
-    assert _saved_bytes_per_layer(tmp_path, mode, attn, rows, seq) == expected
+    fused = fused_lora_choice(cfg, "bf16")  # as the engine decides (not for qlora's fp32 norms, nor asked off)
+    assert fused == (mode in ("lora", "lora-dropout", "qlora-bf16"))
+    assert _saved_bytes_per_layer(tmp_path, mode, attn, rows, seq, fused) == expected
 
 
 # ---- the parts and the advice --------------------------------------------------------------------

@@ -112,6 +112,8 @@ def test_lora_variants_train_and_record_their_kind(workdir, demo_model, adapter)
     assert saved["use_rslora"] == adapter.get("use_rslora", False)
     if "target_modules" in adapter:
         assert set(saved["target_modules"]) == {"q_proj", "v_proj"}
+    # DoRA adds terms of its own to each layer and keeps peft's forward; the others train through the fused branch
+    assert json.loads((run_dir / "resolved.json").read_text())["fused_lora"] == (not adapter.get("use_dora"))
 
 
 def test_qlora_4bit_trains_on_cpu(workdir, demo_model):
@@ -130,7 +132,7 @@ def test_qlora_4bit_trains_on_cpu(workdir, demo_model):
     losses = logged_losses(run_dir)
     assert len(losses) == 3 and all(math.isfinite(x) for x in losses)
     assert json.loads((run_dir / "resolved.json").read_text())["gradient_checkpointing"]  # auto: on with 4-bit
-    assert "started sft on cpu (fp32, sdpa, adamw_torch, gradient checkpointing)" in (run_dir / "train.log").read_text()
+    assert "started sft on cpu (fp32, sdpa, adamw_torch, gradient checkpointing, fused LoRA)" in (run_dir / "train.log").read_text()
     assert any(isinstance(e, Evaluation) for e in read_events(str(run_dir / "events.jsonl")))
     chat = ChatSession(workdir)
     chat.load(str(run_dir))

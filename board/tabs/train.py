@@ -378,6 +378,15 @@ def build(ui: UI) -> None:
                         choice_keys=SWITCHES,
                         value=tr.use_liger_kernel,
                     )
+                    ui.add(
+                        gr.Dropdown,
+                        "train-fused-lora",
+                        field="training.fused_lora",
+                        label="ui.train.fused_lora",
+                        info="ui.train.fused_lora_info",
+                        choice_keys=SWITCHES,
+                        value=tr.fused_lora,
+                    )
                 with gr.Row():
                     ui.add(
                         gr.Number,

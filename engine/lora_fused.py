@@ -1,0 +1,99 @@
+"""LoRA's adapter branch as one autograd function, for training: peft's numbers with 40 % less memory traffic.
+Knows torch and peft's LoRA layers; nothing of configs or trainers.
+
+peft adds an adapter as `result = result + lora_B(lora_A(x)) * scaling`: two small matmuls, then a product and a
+sum that each read and write a tensor of the layer's full output (tokens x out), and in backward the product's
+gradient again: 10 passes over the output's size and 6 over the input's per adapted layer and step. Here the
+product and the sum happen in the second matmul's epilogue, in place on the base layer's output
+(`addmm_(h, B^T, alpha=scaling)`), and backward scales the rank-sized tensors instead of the full ones: 4 passes
+over the output's size. For Llama-2-7B on all linear layers at 4,096 bf16 tokens a step that is 100 GB moved
+instead of 167 GB (67 GB less: ~20 ms of an H100's 3.35 TB/s).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+
+
+class _AddLora(torch.autograd.Function):
+    """y += scaling * (x A^T) B^T, in place on y (the frozen base layer's output, which no backward keeps)."""
+
+    @staticmethod
+    def forward(ctx, y, x, a, b, scaling):
+        with torch.autocast(y.device.type, enabled=False):  # every dtype here is explicit: the output's
+            return _AddLora._forward(ctx, y, x, a, b, scaling)
+
+    @staticmethod
+    def _forward(ctx, y, x, a, b, scaling):
+        dtype = y.dtype
+        x2 = x.reshape(-1, x.shape[-1])
+        if x2.dtype != dtype:
+            x2 = x2.to(dtype)  # as autocast would cast it for lora_A, and keep the copy for backward
+        h = x2 @ a.to(dtype).t()  # tokens x rank
+        y.view(-1, y.shape[-1]).addmm_(h, b.to(dtype).t(), alpha=scaling)
+        ctx.mark_dirty(y)
+        ctx.save_for_backward(x2, h, a, b)
+        ctx.scaling, ctx.x_shape, ctx.x_dtype = scaling, x.shape, x.dtype
+        return y
+
+    @staticmethod
+    def backward(ctx, gy):
+        with torch.autocast(gy.device.type, enabled=False):
+            return _AddLora._backward(ctx, gy)
+
+    @staticmethod
+    def _backward(ctx, gy):
+        x2, h, a, b = ctx.saved_tensors
+        g2 = gy.reshape(-1, gy.shape[-1])
+        gh = (g2 @ b.to(g2.dtype)).mul_(ctx.scaling)  # tokens x rank: scaled here, not at full size
+        gx = ga = gb = None
+        if ctx.needs_input_grad[1]:
+            gx = (gh @ a.to(gh.dtype)).view(ctx.x_shape).to(ctx.x_dtype)
+        if ctx.needs_input_grad[2]:
+            ga = (gh.t() @ x2.to(gh.dtype)).to(a.dtype)
+        if ctx.needs_input_grad[3]:
+            gb = (g2.t() @ (h * ctx.scaling).to(g2.dtype)).to(b.dtype)
+        return gy, gx, ga, gb, None
+
+
+def _lora_classes() -> tuple[type, ...]:
+    from peft.tuners.lora import layer
+
+    classes = [layer.Linear]
+    try:
+        from peft.tuners.lora import bnb
+    except ImportError:  # bitsandbytes missing
+        return tuple(classes)
+    classes += [getattr(bnb, n) for n in ("Linear8bitLt", "Linear4bit") if hasattr(bnb, n)]
+    return tuple(classes)
+
+
+def _forward(module, peft_forward, x, *args, **kwargs):
+    """One plain LoRA adapter in training: the fused branch; anything else (inference, several or disabled
+    adapters, merged weights, DoRA, a LoRA bias, peft's per-call arguments): peft's own forward."""
+    if args or kwargs or not (module.training and torch.is_grad_enabled()) or module.disable_adapters \
+            or module.merged or len(module.active_adapters) != 1:
+        return peft_forward(x, *args, **kwargs)
+    name = module.active_adapters[0]
+    if name not in module.lora_A or name in getattr(module, "lora_variant", {}) \
+            or getattr(module, "lora_bias", {}).get(name):
+        return peft_forward(x)
+    y = module.base_layer(x)
+    if y._is_view():  # a view made inside a custom function can't be written in place (why peft clones 4-bit's)
+        y = y.clone()
+    return _AddLora.apply(y, module.lora_dropout[name](x), module.lora_A[name].weight, module.lora_B[name].weight,
+                          module.scaling[name])
+
+
+def fuse_lora_layers(model) -> int:
+    """Route every LoRA linear layer of `model` through the fused branch while it trains; returns how many.
+    The adapter's modules, weights and files stay peft's: saving, merging and reloading are unchanged."""
+    classes = _lora_classes()
+    n = 0
+    for module in model.modules():
+        if isinstance(module, classes) and "forward" not in vars(module):
+            module.forward = functools.partial(_forward, module, module.forward)
+            n += 1
+    return n

@@ -1,0 +1,146 @@
+"""engine/lora_fused.py: LoRA's branch as one autograd function gives peft's numbers with less memory traffic."""
+
+import copy
+
+import pytest
+import torch
+from peft import LoraConfig, get_peft_model
+from torch.utils._python_dispatch import TorchDispatchMode
+from transformers import LlamaConfig, LlamaForCausalLM
+from world import logged_losses, tiny_sft_config, train_run
+
+from engine.adapters import cast_inputs_only_without_autocast
+from engine.lora_fused import fuse_lora_layers
+
+SHAPE = {"vocab_size": 300, "hidden_size": 64, "intermediate_size": 176, "num_hidden_layers": 2,
+         "num_attention_heads": 4, "num_key_value_heads": 4}
+
+
+@pytest.fixture(scope="module")
+def base_dir(tmp_path_factory):
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("fused-base")
+    LlamaForCausalLM(LlamaConfig(**SHAPE)).save_pretrained(path)
+    return path
+
+
+def _lora(base_dir, fused: bool, bits: int = 0, checkpointing: bool = False, **lora):
+    kw = {}
+    if bits:
+        from transformers import BitsAndBytesConfig
+
+        kw["quantization_config"] = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                                                       bnb_4bit_compute_dtype=torch.float32)
+    model = LlamaForCausalLM.from_pretrained(base_dir, **kw)
+    if checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()
+    torch.manual_seed(1)
+    model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules="all-linear", **lora))
+    for name, p in model.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(p, std=0.05)  # so the adapters change the output and A gets gradients
+    if fused:
+        assert fuse_lora_layers(model) == 14  # 7 projections x 2 layers
+    return cast_inputs_only_without_autocast(model).train()
+
+
+def _step(model, autocast: bool = False):
+    ids = torch.randint(0, SHAPE["vocab_size"], (2, 24), generator=torch.Generator().manual_seed(3))
+    torch.manual_seed(5)  # the same dropout masks
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        loss = model(input_ids=ids, labels=ids).loss
+    loss.backward()
+    return loss.item(), {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+@pytest.mark.parametrize("kind", ["lora", "rslora", "dropout", "checkpointing", "4bit"])
+def test_fused_branch_gives_peft_numbers_in_fp32(base_dir, kind):
+    """To the bit where the scaling is a power of two (alpha / rank, the usual choice); rsLoRA's alpha / sqrt(rank)
+    is scaled on the rank-sized gradient instead of the full one, so its last bits round differently."""
+    if kind == "4bit":
+        pytest.importorskip("bitsandbytes")
+    kw = {"bits": 4 if kind == "4bit" else 0, "checkpointing": kind in ("checkpointing", "4bit"),
+          "lora_dropout": 0.1 if kind == "dropout" else 0.0, "use_rslora": kind == "rslora"}
+    theirs, ours = _step(_lora(base_dir, False, **kw)), _step(_lora(base_dir, True, **kw))
+    assert ours[0] == theirs[0]
+    assert ours[1].keys() == theirs[1].keys() and len(ours[1]) == 28
+    for name, grad in theirs[1].items():
+        assert grad.abs().sum() > 0, name
+        if kind == "rslora":
+            torch.testing.assert_close(ours[1][name], grad, rtol=1e-4, atol=1e-5 * grad.abs().max().item())
+        else:
+            assert torch.equal(ours[1][name], grad), name
+
+
+def test_fused_branch_under_bf16_autocast_rounds_like_peft(base_dir):
+    """In bf16 the fused branch rounds once where peft rounds three times: both stay as close to fp32."""
+    exact = _step(_lora(base_dir, False))
+    model = _lora(base_dir, False)
+    model.to(torch.bfloat16)
+    for p in model.parameters():
+        if p.requires_grad:
+            p.data = p.data.float()  # fp32 adapters on a bf16 base, as the engine trains on a GPU
+    fused = copy.deepcopy(model)
+    fuse_lora_layers(fused)
+    theirs, ours = _step(model, autocast=True), _step(fused, autocast=True)
+
+    def off(run):
+        return max(((run[1][n] - g).norm() / g.norm()).item() for n, g in exact[1].items())
+
+    assert abs(ours[0] - exact[0]) < 0.01 and abs(theirs[0] - exact[0]) < 0.01
+    assert off(ours) < max(0.05, 2 * off(theirs))
+
+
+def test_fused_branch_writes_three_fewer_full_size_tensors_per_layer(base_dir):
+    """peft writes B's product, its scaled copy and the sum (then the scaled gradient in backward); the fused
+    branch writes the sum alone, in place. Counted as bytes that operators write, forward and backward."""
+    tokens = 2 * 24
+
+    class Written(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.full = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            inputs = {a.untyped_storage().data_ptr() for a in args if isinstance(a, torch.Tensor)}
+            for o in out if isinstance(out, (tuple, list)) else [out]:
+                written = isinstance(o, torch.Tensor) and (  # a new tensor, or one written in place
+                    func._schema.is_mutable or o.untyped_storage().data_ptr() not in inputs)
+                if written and o.numel() >= tokens * 64 and o.shape[-1] >= 64:  # a tokens x features tensor
+                    self.full += o.numel() * o.element_size()
+            return out
+
+    def written(fused: bool) -> int:
+        model = _lora(base_dir, fused)
+        with Written() as w:
+            _step(model)
+        return w.full
+
+    h, i = SHAPE["hidden_size"], SHAPE["intermediate_size"]
+    out = 4 * (4 * h + 2 * i + h)  # fp32 bytes per token of q, k, v, o, gate, up and down's outputs
+    assert written(False) - written(True) == 3 * out * tokens * SHAPE["num_hidden_layers"]
+
+
+def test_inference_disabled_adapters_and_dora_keep_peft_forward(base_dir):
+    ids = torch.randint(0, SHAPE["vocab_size"], (1, 12), generator=torch.Generator().manual_seed(4))
+    plain, fused = _lora(base_dir, False), _lora(base_dir, True)
+    with torch.no_grad():
+        assert torch.equal(plain(input_ids=ids).logits, fused(input_ids=ids).logits)
+        with fused.disable_adapter():
+            no_adapter = fused(input_ids=ids).logits
+        assert not torch.equal(no_adapter, plain(input_ids=ids).logits)
+        base = LlamaForCausalLM.from_pretrained(base_dir)
+        assert torch.allclose(no_adapter, base(input_ids=ids).logits, atol=1e-6)
+    dora = [_step(_lora(base_dir, f, use_dora=True)) for f in (False, True)]
+    assert dora[0][0] == dora[1][0]
+    for name, grad in dora[0][1].items():
+        assert torch.equal(dora[1][1][name], grad), name
+
+
+def test_the_engine_trains_the_same_with_and_without_it(workdir, demo_model):
+    on = train_run(workdir, tiny_sft_config(max_steps=3))
+    off = train_run(workdir, {**tiny_sft_config(max_steps=3, fused_lora="off")})
+    assert logged_losses(on) == logged_losses(off)
+    assert "fused LoRA" in (on / "train.log").read_text() and "fused LoRA" not in (off / "train.log").read_text()
