@@ -29,7 +29,7 @@ import importlib.util as u; print('flash-attn', 'installed' if u.find_spec('flas
 
 tests() {
   python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_packing.py tests/test_train.py tests/test_estimate.py \
-    tests/test_generate.py "$@" 2>&1 | tee -a "$OUT/pytest-gpu.log"
+    tests/test_generate.py tests/test_lora_fused.py "$@" 2>&1 | tee -a "$OUT/pytest-gpu.log"
 }
 bench() {  # SHAPE RECIPES [seconds a recipe may take [bench_train options...]]
   local shape=$1 recipes=${2:-a,b,c,d} limit=${3:-}; shift $(( $# < 3 ? $# : 3 ))
@@ -60,6 +60,8 @@ case "${1:-tests}" in
     [ "$(left)" -gt 240 ] && timeout -k 10 120 bash -c "bench $big c 90 --batch 8 --profile $OUT/profile.txt"
     # 2. the gpu tests: estimate vs measured peaks, QLoRA, varlen kernel, fast path vs plain path
     timeout -k 10 $(( $(left) * 7 / 10 )) bash -c tests
+    # 2b. the default with peft's own LoRA branch: what the fused branch (training.fused_lora) gains
+    [ "$(left)" -gt 200 ] && timeout -k 10 120 bash -c "bench $big c 90 --set training.fused_lora=off"
     # 3. every recipe on the small shape, with what is left
     [ "$(left)" -gt 60 ] && timeout -k 5 $(( $(left) - 10 )) bash -c "bench $small a,b,c,d 90"
     echo "all: done in ${SECONDS}s" | tee -a "$OUT/bench.log" ;;
