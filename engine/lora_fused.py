@@ -81,8 +81,8 @@ def _forward(module, peft_forward, x, *args, **kwargs):
             or getattr(module, "lora_bias", {}).get(name):
         return peft_forward(x)
     y = module.base_layer(x)
-    if y._is_view():  # a view made inside a custom function can't be written in place (why peft clones 4-bit's)
-        y = y.clone()
+    if y._is_view() or not y.is_contiguous():  # a view made inside a custom function can't be written in place
+        y = y.clone(memory_format=torch.contiguous_format)  # (why peft clones 4-bit's output every time)
     return _AddLora.apply(y, module.lora_dropout[name](x), module.lora_A[name].weight, module.lora_B[name].weight,
                           module.scaling[name])
 

@@ -29,8 +29,8 @@ def _lora(base_dir, fused: bool, bits: int = 0, checkpointing: bool = False, **l
     if bits:
         from transformers import BitsAndBytesConfig
 
-        kw["quantization_config"] = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
-                                                       bnb_4bit_compute_dtype=torch.float32)
+        kw["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True) if bits == 8 else BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.float32)
     model = LlamaForCausalLM.from_pretrained(base_dir, **kw)
     if checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -54,13 +54,13 @@ def _step(model, autocast: bool = False):
     return loss.item(), {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
 
 
-@pytest.mark.parametrize("kind", ["lora", "rslora", "dropout", "checkpointing", "4bit"])
+@pytest.mark.parametrize("kind", ["lora", "rslora", "dropout", "checkpointing", "4bit", "8bit"])
 def test_fused_branch_gives_peft_numbers_in_fp32(base_dir, kind):
     """To the bit where the scaling is a power of two (alpha / rank, the usual choice); rsLoRA's alpha / sqrt(rank)
     is scaled on the rank-sized gradient instead of the full one, so its last bits round differently."""
-    if kind == "4bit":
+    if kind.endswith("bit"):
         pytest.importorskip("bitsandbytes")
-    kw = {"bits": 4 if kind == "4bit" else 0, "checkpointing": kind in ("checkpointing", "4bit"),
+    kw = {"bits": {"4bit": 4, "8bit": 8}.get(kind, 0), "checkpointing": kind in ("checkpointing", "4bit"),
           "lora_dropout": 0.1 if kind == "dropout" else 0.0, "use_rslora": kind == "rslora"}
     theirs, ours = _step(_lora(base_dir, False, **kw)), _step(_lora(base_dir, True, **kw))
     assert ours[0] == theirs[0]
