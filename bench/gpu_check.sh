@@ -57,6 +57,10 @@ case "${1:-tests}" in
     echo "$failed" | grep -qE 'lora_fused|_AddLora|addmm' && off=training.fused_lora=off
     [ -n "$again" ] && [ "$(left)" -gt 150 ] && timeout -k 10 $(( $(left) / 2 )) \
       bash -c "bench $big $again 150 --set $off"
+    # 1a. LoRA's branch alone, peft's against the fused one, on two 7B layers at 4,096 tokens (seconds)
+    [ "$(left)" -gt 240 ] && timeout -k 5 90 python3 bench/bench_lora_branch.py --shape $big --layers 2 \
+      --tokens $([ -n "${REHEARSE:-}" ] && echo 512 || echo 4096) --machine "lent $(head -1 "$OUT/gpu.txt" | cut -d, -f1)" \
+      --out "$OUT/results.jsonl" 2>&1 | grep -v Warning | tee -a "$OUT/bench.log"
     # 1b. QLoRA without checkpointing (d's default checkpoints since 2026-11-26: the issue's memory target,
     # d at most 0.6x b's peak): what checkpointing costs d in tokens/s
     [ "$(left)" -gt 240 ] && timeout -k 10 120 bash -c "bench $big d 90 --set training.gradient_checkpointing=off"

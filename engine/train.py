@@ -477,10 +477,12 @@ class _GracefulInterrupt:
         return bool(self.signal)
 
     def restore(self) -> None:
+        """The handlers as they were; once a signal has stopped the run, further ones are ignored instead: the
+        process is on its way out as asked, and a Ctrl+C landing in the interpreter's exit would print a traceback."""
         import signal
 
         for sig, old in self._old.items():
-            signal.signal(sig, old)
+            signal.signal(sig, signal.SIG_IGN if self.signal else old)
 
 
 def _print_estimate(cfg: RunConfig, workdir: Path) -> None:

@@ -576,3 +576,26 @@ def test_a_bf16_qlora_model_keeps_its_norms_in_bf16_unless_upcast(tmp_path):
         assert any(p.grad is not None for p in model.parameters() if p.requires_grad)
     assert dtypes == {False: {torch.bfloat16}, True: {torch.float32}}
     assert losses[False] == pytest.approx(losses[True], rel=5e-3)  # the same model, its residual stream in bf16
+
+
+def test_after_a_stop_a_late_ctrl_c_is_ignored_while_the_process_exits():
+    """Ctrl+C twice, where the first stop ended the run before the second came: the second landed in the
+    interpreter's exit as a KeyboardInterrupt traceback. Once a signal has stopped the run, later ones are ignored;
+    a run that no signal stopped gives the handlers back as they were."""
+    import signal
+
+    from engine.train import _GracefulInterrupt
+
+    before, before_term = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    try:
+        quiet = _GracefulInterrupt()
+        quiet.restore()
+        assert signal.getsignal(signal.SIGINT) is before
+        stopped = _GracefulInterrupt()
+        stopped._handle(signal.SIGINT, None)
+        stopped.restore()
+        assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+        assert signal.getsignal(signal.SIGTERM) == signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, before)
+        signal.signal(signal.SIGTERM, before_term)

@@ -1,0 +1,106 @@
+"""LoRA's branch, peft's against the engine's fused one (engine/lora_fused.py), on a few decoder layers of a
+published shape: milliseconds per forward + backward at a packed step's token count, same inputs, same weights.
+
+    python bench/bench_lora_branch.py --shape llama-2-7b --layers 2 --tokens 4096   # GPU: seconds
+    python bench/bench_lora_branch.py --shape tiny --tokens 1024                    # CPU
+
+On a GPU the layers run as the engine trains them: bf16 weights, fp32 adapters (r 8 on every linear layer),
+bf16 autocast; on a CPU in fp32. Prints one line per branch and appends them to `--out` (a JSONL file).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import datetime
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--shape", default="tiny", help="bench/configs/<shape>.json")
+    ap.add_argument("--layers", type=int, default=2, help="decoder layers to run (the shape's own width)")
+    ap.add_argument("--tokens", type=int, default=4096, help="tokens a step (one packed row)")
+    ap.add_argument("--rank", type=int, default=8)
+    ap.add_argument("--repeat", type=int, default=20, help="timed steps after 3 warm-up steps")
+    ap.add_argument("--machine", default=os.environ.get("TB_MACHINE", "dev"))
+    ap.add_argument("--out", type=Path, help="append each line to this JSONL file")
+    args = ap.parse_args()
+
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from engine.adapters import cast_inputs_only_without_autocast
+    from engine.lora_fused import fuse_lora_layers
+
+    cuda = torch.cuda.is_available()
+    device = "cuda" if cuda else "cpu"
+    dtype = torch.bfloat16 if cuda else torch.float32
+    config = AutoConfig.from_pretrained(ROOT / "bench" / "configs" / f"{args.shape}.json")
+    config.num_hidden_layers = args.layers
+    torch.manual_seed(0)
+    with torch.device(device):
+        base = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    lora = LoraConfig(r=args.rank, lora_alpha=2 * args.rank, lora_dropout=0.0, target_modules="all-linear")
+    models = {}
+    for name in ("peft", "fused"):
+        torch.manual_seed(1)
+        m = cast_inputs_only_without_autocast(get_peft_model(copy.deepcopy(base), lora)).train()
+        if name == "fused":
+            fuse_lora_layers(m)
+        models[name] = m.get_base_model().model  # the decoder stack, without the LM head
+    del base
+    hidden = torch.randn(1, args.tokens, config.hidden_size, device=device, dtype=dtype, requires_grad=True)
+    positions = torch.arange(args.tokens, device=device)[None]
+
+    def step(core) -> None:
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=cuda):
+            out = core(inputs_embeds=hidden, position_ids=positions).last_hidden_state
+        out.float().square().mean().backward()
+
+    def timed(core) -> list[float]:
+        for _ in range(3):
+            step(core)
+        times = []
+        for _ in range(args.repeat):
+            if cuda:
+                torch.cuda.synchronize()
+            t = time.perf_counter()
+            step(core)
+            if cuda:
+                torch.cuda.synchronize()
+            times.append((time.perf_counter() - t) * 1000)
+        return times
+
+    results = {}
+    for _ in range(2):  # alternate, so that clocks and caches treat both alike
+        for name, core in models.items():
+            results.setdefault(name, []).extend(timed(core))
+    device_name = torch.cuda.get_device_name() if cuda else f"CPU x{os.cpu_count()}"
+    for name, times in results.items():
+        ms = statistics.median(times)
+        line = {"recipe": f"lora-branch-{name}", "date": datetime.datetime.now(datetime.timezone.utc).isoformat(
+                    timespec="seconds"), "machine": args.machine, "device": device_name, "shape": args.shape,
+                "layers": args.layers, "tokens": args.tokens, "rank": args.rank, "ms_per_step": ms,
+                "ms_per_layer": ms / args.layers, "torch": torch.__version__}
+        print(f"lora branch {name:<5} {args.shape} x{args.layers} layers, {args.tokens} tokens: {ms:8.2f} ms a step "
+              f"(fwd + bwd), {ms / args.layers:7.2f} ms a layer  [{device_name}]", flush=True)
+        if args.out:
+            with open(args.out, "a") as f:
+                f.write(json.dumps(line) + "\n")
+    gain = statistics.median(results["peft"]) / statistics.median(results["fused"])
+    print(f"lora branch: fused {gain:.3f}x peft's speed", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
