@@ -267,3 +267,14 @@ def test_the_answers_settings_are_named_as_their_controls_in_the_readers_languag
     for key in ("chat.temperature", "chat.repetition_penalty", "chat.max_new_tokens", "chat.stop_strings"):
         assert t(key, "ko") in card
     assert "repetition_penalty" not in card and "max_new_tokens" not in card
+
+
+def test_shown_rows_reads_the_page_table_back_without_gradios_empty_row():
+    import pandas as pd
+
+    from board.tabs.chat import shown_rows
+
+    assert shown_rows(pd.DataFrame([[0, "hi"], [1, "yo"]], columns=["Seed", "Answer"])) == [[0, "hi"], [1, "yo"]]
+    assert shown_rows(pd.DataFrame([["", ""]], columns=["Seed", "Answer"])) == []  # an empty table's one row
+    assert shown_rows({"headers": ["Seed", "Answer"], "data": [[2, "x"]]}) == [[2, "x"]]
+    assert shown_rows(None) == []

@@ -94,6 +94,15 @@ def result_runs(workdir: Path) -> list[str]:
     return [r.id for r in list_runs(workdir) if r.has_adapter or r.has_model]
 
 
+def shown_rows(table: Any) -> list[list]:
+    """A Dataframe's rows as the page holds them (pandas, or a dict of headers and data), without the empty row
+    Gradio shows in an empty table."""
+    if table is None:
+        return []
+    rows = list(table.get("data") or []) if isinstance(table, dict) else table.values.tolist()
+    return [list(r) for r in rows if any(str(v).strip() for v in r)]
+
+
 def run_choices(ids: list[str], picked: Optional[str]) -> dict:
     """A run picker's update: `ids` (result_runs), keeping the picked run while it is there."""
     return update(choices=ids, value=picked if picked in ids else (ids[0] if ids else None))
@@ -567,12 +576,14 @@ def wire(ui: UI) -> None:
         show_eval, [ui.session, c["eval-run"]], [c["eval-metrics"], c["eval-samples"]], show_progress="hidden")
     ui.on_load.append((refresh, refresh_in, refresh_out))
 
-    def relabel(s: Session, run_id, recs) -> tuple:
+    def relabel(s: Session, run_id, recs, sweep) -> tuple:
         metrics, samples = eval_view(workdir, run_id, s.lang)
         info = getattr(worker, "last_info", None) if worker.alive else None  # never waits on a generation
-        return (metrics, samples, export_table(workdir, s.lang), update(headers=[t(k, s.lang) for k in SWEEP_COLUMNS]),
+        # a table's new headers show only with a value: the sweep's rows are sent back as they are
+        sweep = update(value=shown_rows(sweep), headers=[t(k, s.lang) for k in SWEEP_COLUMNS])
+        return (metrics, samples, export_table(workdir, s.lang), sweep,
                 meta_html(recs[-1] if recs else None, s.lang), status_html(info, s.lang))
 
-    ui.on_lang.append((relabel, [ui.session, c["eval-run"], records],
+    ui.on_lang.append((relabel, [ui.session, c["eval-run"], records, c["chat-sweep-table"]],
                        [c["eval-metrics"], c["eval-samples"], c["export-list"], c["chat-sweep-table"], c["chat-meta"],
                         c["chat-status"]]))

@@ -138,9 +138,10 @@ def test_switch_to_korean_and_it_stays(page, board):
         "() => document.querySelector('#data-summary')?.textContent.includes('감지된 형식')", timeout=30_000
     )
     shot(page, "ko-data")
-    tab(page, "chat")  # a table's column names too, before it has any rows
+    tab(page, "chat")  # a table's column names too, before it has any rows (its label says 시드 as well)
     page.wait_for_function(
-        "() => document.querySelector('#chat-sweep-table')?.textContent.includes('시드')", timeout=30_000
+        "() => [...document.querySelectorAll('#chat-sweep-table thead th')].some(th => th.innerText.trim() === '시드')",
+        timeout=30_000,
     )
     page.reload()  # the reader's choice is remembered in this browser
     page.wait_for_function(
@@ -159,7 +160,9 @@ def test_browser_language_is_the_default(chromium, board):
         )
         tab(pg, "chat")  # the empty tables' column names too
         pg.wait_for_function(
-            "() => document.querySelector('#chat-sweep-table')?.textContent.includes('シード')", timeout=30_000
+            "() => [...document.querySelectorAll('#chat-sweep-table thead th')]"
+            ".some(th => th.innerText.trim() === 'シード')",
+            timeout=30_000,
         )
     finally:
         context.close()

@@ -78,6 +78,24 @@ def test_three_seed_sweep_and_pin(chat_page):
     expect(page.locator("#chat-seed input")).to_have_value("2", timeout=30_000)
 
 
+def headers(page, elem_id: str) -> list[str]:
+    return page.evaluate(f"() => [...document.querySelectorAll('#{elem_id} thead th')].map(th => th.innerText.trim())")
+
+
+def test_a_language_switch_keeps_the_sweep_and_relabels_its_headers(chat_page):
+    """A table's headers change with the page's language, and the rows a sweep made stay (Gradio shows new headers
+    only with a value, so the rows go back with them)."""
+    page = chat_page
+    assert "Seed" in headers(page, "chat-sweep-table")
+    for name, seed in (("한국어", "시드"), ("English", "Seed")):
+        page.click("#top-lang input")
+        page.click(f'[role=option][aria-label="{name}"]')
+        page.wait_for_function(f"() => [...document.querySelectorAll('#chat-sweep-table thead th')]"
+                               f".some(th => th.innerText.trim() === '{seed}')", timeout=30_000)
+        assert [row[0] for row in grid(page, "chat-sweep-table")] == ["0", "1", "2"]
+        assert (name == "English") == ("Seed" in headers(page, "chat-sweep-table"))
+
+
 def test_export_a_merged_model_and_see_it_listed(chat_page, chat_board):
     from playwright.sync_api import expect
 
