@@ -65,7 +65,16 @@ def brand_html(lang: str) -> str:
     return (
         f'<div class="tb-brand">{logo}<div><div class="tb-brand-name">{html.escape(t("ui.brand", lang))}</div>'
         f'<div class="tb-brand-tag">{html.escape(t("ui.tagline", lang))}</div></div></div>'
+        # Gradio words its own upload box in the browser's language, fixed when the page is built: the box shows
+        # ours instead (assets/style.css), in the page's language, redrawn with the brand at each switch
+        f'<style>:root {{ --tb-drop-hint: {css_string(t("ui.data.drop_hint", lang))}; }}</style>'
     )
+
+
+def css_string(text: str) -> str:
+    """`text` as a quoted CSS string that cannot end its string or its <style> element."""
+    escaped = "".join(c if c.isalnum() or c in " .,!?-" or ord(c) > 127 else f"\\{ord(c):x} " for c in text)
+    return f'"{escaped}"'
 
 
 def theme() -> gr.themes.Base:

@@ -555,3 +555,10 @@ def test_every_view_renders_in_every_language(tmp_path, lang):
         assert fig.layout.title.text == t(live.METRICS[name][0], lang)
     assert live.top_status_html(w, lang)
     assert yaml.safe_load(runs_tab.detail(Jobs(tmp_path), path.name, lang)[3])["stage"] == "sft"
+
+
+def test_the_upload_box_hint_is_a_css_string_that_cannot_break_out():
+    from board.app import brand_html, css_string
+
+    assert css_string('a "b" \\ </style> 한') == '"a \\22 b\\22  \\5c  \\3c \\2f style\\3e  한"'
+    assert "--tb-drop-hint" in brand_html("ko") and "파일을 여기에" in brand_html("ko")

@@ -138,6 +138,10 @@ def test_switch_to_korean_and_it_stays(page, board):
         "() => document.querySelector('#data-summary')?.textContent.includes('감지된 형식')", timeout=30_000
     )
     shot(page, "ko-data")
+    # Gradio words its upload box in the browser's language (English here): the box shows the page's words
+    hint = page.evaluate("() => getComputedStyle(document.querySelector("
+                         "'#data-upload [data-testid=upload-text]'), '::after').content")
+    assert "파일을 여기에" in hint, hint
     tab(page, "chat")  # a table's column names too, before it has any rows (its label says 시드 as well)
     page.wait_for_function(
         "() => [...document.querySelectorAll('#chat-sweep-table thead th')].some(th => th.innerText.trim() === '시드')",
