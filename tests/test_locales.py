@@ -117,7 +117,7 @@ def _visible_texts(block) -> list[tuple[str, str]]:
     if isinstance(block, (gr.Button, gr.Markdown)) and isinstance(block.value, str) and block.value:
         out.append(("value", block.value))
     if isinstance(block, gr.HTML) and isinstance(block.value, str):
-        text = re.sub(r"<svg.*?</svg>", " ", block.value, flags=re.S)
+        text = re.sub(r"<(svg|style)\b.*?</\1>", " ", block.value, flags=re.S)  # drawn or styled, not words
         text = re.sub(r"<[^>]+>", " ", text)
         out.append(("html", text))
     if isinstance(block, (gr.Dropdown, gr.Radio)):
