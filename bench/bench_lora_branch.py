@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
 
 def main() -> int:
@@ -37,20 +37,16 @@ def main() -> int:
     args = ap.parse_args()
 
     import torch
+    from bench_train import random_model
     from peft import LoraConfig, get_peft_model
-    from transformers import AutoConfig, AutoModelForCausalLM
 
     from engine.adapters import cast_inputs_only_without_autocast
     from engine.lora_fused import fuse_lora_layers
 
     cuda = torch.cuda.is_available()
     device = "cuda" if cuda else "cpu"
-    dtype = torch.bfloat16 if cuda else torch.float32
-    config = AutoConfig.from_pretrained(ROOT / "bench" / "configs" / f"{args.shape}.json")
-    config.num_hidden_layers = args.layers
-    torch.manual_seed(0)
-    with torch.device(device):
-        base = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    base = random_model(args.shape, seed=0, layers=args.layers)
+    config, dtype = base.config, base.dtype
     lora = LoraConfig(r=args.rank, lora_alpha=2 * args.rank, lora_dropout=0.0, target_modules="all-linear")
     for p in base.parameters():
         p.requires_grad_(False)

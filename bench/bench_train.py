@@ -248,21 +248,27 @@ def shape_config(shape: str) -> dict:
     return json.loads((HERE / "configs" / f"{shape}.json").read_text())
 
 
-def prepare(args) -> int:
+def random_model(shape: str, seed: int, layers: int | None = None):
+    """A model of `shape` (its first `layers` decoder layers, if given) with random weights, made where it will
+    train: bf16 on a GPU (seconds, not minutes), fp32 on a CPU."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
+
+    mc = {**shape_config(shape), **({"num_hidden_layers": layers} if layers else {})}
+    cuda = torch.cuda.is_available()
+    torch.manual_seed(seed)
+    cfg = AutoConfig.for_model(**{**mc, "pad_token_id": 0, "eos_token_id": 1, "bos_token_id": None})
+    with torch.device("cuda" if cuda else "cpu"):
+        return AutoModelForCausalLM.from_config(cfg, dtype=torch.bfloat16 if cuda else torch.float32)
+
+
+def prepare(args) -> int:
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
     d = Path(args._dir)
-    mc = shape_config(args.shape)
-    vocab = mc["vocab_size"]
-    cuda = torch.cuda.is_available()
-    torch.manual_seed(args.seed)
-    cfg = AutoConfig.for_model(**{**mc, "pad_token_id": 0, "eos_token_id": 1, "bos_token_id": None})
-    dtype = torch.bfloat16 if cuda else torch.float32
-    with torch.device("cuda" if cuda else "cpu"):  # initialised where it will train: seconds, not minutes
-        model = AutoModelForCausalLM.from_config(cfg, dtype=dtype)
+    vocab = shape_config(args.shape)["vocab_size"]
+    model = random_model(args.shape, args.seed)
     model.save_pretrained(d / "model")
     word_tokenizer(vocab).save_pretrained(d / "model")
     del model

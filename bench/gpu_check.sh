@@ -26,6 +26,7 @@ print(*(f'{p} {m.version(p)}' for p in ('torch', 'transformers', 'trl', 'peft', 
                                         'pyarrow', 'tokenizers', 'liger-kernel')), sep=', ')
 import importlib.util as u; print('flash-attn', 'installed' if u.find_spec('flash_attn') else 'not installed')
 " | tee "$OUT/versions.txt"
+export MACHINE="lent $(head -1 "$OUT/gpu.txt" | cut -d, -f1)"  # what each bench line says it ran on
 
 tests() {
   python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_packing.py tests/test_train.py tests/test_estimate.py \
@@ -34,7 +35,7 @@ tests() {
 bench() {  # SHAPE RECIPES [seconds a recipe may take [bench_train options...]]
   local shape=$1 recipes=${2:-a,b,c,d} limit=${3:-}; shift $(( $# < 3 ? $# : 3 ))
   python3 bench/bench_train.py --shape "$shape" --recipes "$recipes" --steps "${STEPS:-20}" \
-    ${limit:+--recipe-timeout "$limit"} --machine "lent $(head -1 "$OUT/gpu.txt" | cut -d, -f1)" \
+    ${limit:+--recipe-timeout "$limit"} --machine "$MACHINE" \
     --out "$OUT/results.jsonl" "$@" 2>&1 | tee -a "$OUT/bench.log"
 }
 export -f tests bench
@@ -59,7 +60,7 @@ case "${1:-tests}" in
       bash -c "bench $big $again 150 --set $off"
     # 1a. LoRA's branch alone, peft's against the fused one, on two 7B layers at 4,096 tokens (seconds)
     [ "$(left)" -gt 240 ] && timeout -k 5 90 python3 bench/bench_lora_branch.py --shape $big --layers 2 \
-      --tokens $([ -n "${REHEARSE:-}" ] && echo 512 || echo 4096) --machine "lent $(head -1 "$OUT/gpu.txt" | cut -d, -f1)" \
+      --tokens $([ -n "${REHEARSE:-}" ] && echo 512 || echo 4096) --machine "$MACHINE" \
       --out "$OUT/results.jsonl" 2>&1 | grep -v Warning | tee -a "$OUT/bench.log"
     # 1b. QLoRA without checkpointing (d's default checkpoints since 2026-11-26: the issue's memory target,
     # d at most 0.6x b's peak): what checkpointing costs d in tokens/s
