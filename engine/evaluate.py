@@ -120,7 +120,7 @@ def split_row(row: dict, stage: str) -> tuple[list[dict], Optional[list[dict]], 
 def loss_tokens(tok, messages: list[dict], stage: str, max_length: int) -> tuple[list[int], list[int]]:
     """(ids, mask): the mask marks the tokens whose likelihood counts (the answers; all text for pt)."""
     if stage == "pt" or not tok.chat_template:
-        ids = tok(plain_text(messages))["input_ids"][:max_length]  # as the pt run was trained
+        ids = tok(plain_text(messages), verbose=False)["input_ids"][:max_length]  # as the pt run was trained
         return ids, [1] * len(ids)
     enc = tok.apply_chat_template(messages, return_dict=True, return_assistant_tokens_mask=True)
     ids, mask = list(enc["input_ids"]), list(enc.get("assistant_masks") or [])

@@ -135,7 +135,8 @@ def _chat_batch(convs: list, tok, template: str, answers_only: bool, marked: boo
         convs = [[{k: v for k, v in m.items() if v is not None} for m in conv] for conv in convs]
         context = [{j for j, m in enumerate(conv) if m.pop("weight", 1) == 0} for conv in convs]
     texts, spans = _render(tok, template, convs, return_assistant_tokens_mask=answers_only and marked)
-    enc = tok(texts, add_special_tokens=False, return_attention_mask=False, return_token_type_ids=False)
+    enc = tok(texts, add_special_tokens=False, return_attention_mask=False, return_token_type_ids=False,
+              verbose=False)  # no "longer than the model's maximum" warning: rows are cut to max_length next
     ids = enc["input_ids"]
     if not answers_only:
         return {"input_ids": ids, "labels": ids}
@@ -216,5 +217,5 @@ def _labels(ids: list[int], encoding: Any, spans: list) -> list[int]:
 def _text_batch(texts: list[str], tok) -> dict[str, list]:
     eos = tok.eos_token
     texts = [t if not eos or t.endswith(eos) else t + eos for t in texts]  # as trl: each text ends the stream
-    ids = tok(texts, return_attention_mask=False, return_token_type_ids=False)["input_ids"]
+    ids = tok(texts, return_attention_mask=False, return_token_type_ids=False, verbose=False)["input_ids"]  # split next
     return {"input_ids": ids, "labels": ids}

@@ -136,6 +136,26 @@ def test_plain_texts_are_split_into_pieces_not_cut(tok):
     assert [t for p in pieces for t in p] == whole and all(len(p) <= 16 for p in pieces)
 
 
+def test_rows_longer_than_the_models_maximum_are_cut_without_transformers_warning(tok):
+    """transformers warns that a text past `model_max_length` "will result in indexing errors": not so here, where
+    every row is cut or split to max_length after tokenising, so a run's log must not say it. (transformers marks
+    the warning as given in `deprecation_warnings`, whatever its logging level.)"""
+    import copy
+
+    warned = "sequence-length-is-longer-than-the-specified-maximum"
+    long_tok = copy.deepcopy(tok)
+    long_tok.model_max_length = 8
+    long_tok.deprecation_warnings.clear()
+    talk = _rows([[{"role": "user", "content": "word " * 20}, {"role": "assistant", "content": "word " * 20}]])
+    texts = datasets.Dataset.from_list([{"text": "word " * 40}])
+    for ds, answers_only in ((talk, True), (talk, False), (texts, False)):
+        out = prepare(ds, long_tok, answers_only=answers_only, max_length=64, packing=False)
+        assert len(out.dataset) >= 1 and all(len(r["input_ids"]) <= 64 for r in out.dataset)
+    assert not long_tok.deprecation_warnings.get(warned)
+    long_tok("word " * 20)  # what this test looks for: transformers still warns outside of `prepare`
+    assert long_tok.deprecation_warnings.get(warned)
+
+
 def test_packing_keeps_every_token_and_its_label(tok):
     convs = [TALK, TALK[1:3], TALK[:3]] * 5
     flat = prepare(_rows(convs), tok, answers_only=True, max_length=64, packing=False).dataset
