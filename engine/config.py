@@ -146,7 +146,7 @@ class TrainingConfig:
     report_to: list[str] = field(default_factory=list, metadata={"help": "Experiment trackers: tensorboard, wandb (off by default)."})
     padding_free: Literal["auto", "on", "off"] = field(default="auto", metadata={"help": "Flatten each batch's rows into one, without pad tokens (positions restart per row, same loss). Packing is always padding-free; auto: on where a varlen kernel runs (flash_attention_2 or varlen on a GPU)."})
     use_liger_kernel: Literal["auto", "on", "off"] = field(default="auto", metadata={"help": "Liger fused kernels (RMSNorm, SwiGLU, RoPE, linear + cross-entropy; pip install tuneboard[gpu]); auto: on when installed on a GPU."})
-    fused_lora: Literal["auto", "on", "off"] = field(default="auto", metadata={"help": "Train LoRA's adapter branch as one autograd function that adds it in place in the second matmul (engine/lora_fused.py): peft's numbers (to the bit in fp32), 40% less memory traffic for the branch. auto: on for LoRA, rsLoRA and QLoRA; DoRA, and a quantized model upcast to fp32 norms, keep peft's own."})
+    fused_lora: Literal["auto", "on", "off"] = field(default="auto", metadata={"help": "Train LoRA's adapter branch as one autograd function that adds it in place in the second matmul, with the base matmul where that is a plain 16-bit Linear (engine/lora_fused.py): peft's numbers (fp32: the loss to the bit), 40% less memory traffic for the branch. auto: on for LoRA, rsLoRA and QLoRA; DoRA, and a quantized model upcast to fp32 norms, keep peft's own."})
     dataloader_num_workers: int = field(default=0, metadata={"help": "Data loader worker processes."})
 
     def __post_init__(self) -> None:

@@ -8,6 +8,12 @@ product and the sum happen in the second matmul's epilogue, in place on the base
 (`addmm_(h, B^T, alpha=scaling)`), and backward scales the rank-sized tensors instead of the full ones: 4 passes
 over the output's size. For Llama-2-7B on all linear layers at 4,096 bf16 tokens a step that is 100 GB moved
 instead of 167 GB (67 GB less: ~20 ms of an H100's 3.35 TB/s).
+
+Where the base layer is a plain frozen `nn.Linear` (LoRA on a 16-bit model, the usual GPU run) and there is no
+LoRA dropout, the base matmul is the same function's too (`_LoraLinear`): in backward the adapter's share of the
+input's gradient is added in the epilogue of the base layer's own (`dx.addmm_(gh, A)`), where autograd would
+write it as a second input-sized tensor and then sum the two: 2 passes over the input's size fewer per adapted
+layer, 18 GB a 7B step at 4,096 tokens (~5 ms), and one autograd node instead of two.
 """
 
 from __future__ import annotations
@@ -58,6 +64,52 @@ class _AddLora(torch.autograd.Function):
         return gy, gx, ga, gb, None
 
 
+class _LoraLinear(torch.autograd.Function):
+    """F.linear(x, W, bias) + scaling * (x A^T) B^T for a frozen W and bias: the base matmul and the branch in one
+    node, so backward adds the branch's input gradient in place on the base's (`addmm_`)."""
+
+    @staticmethod
+    def forward(ctx, x, w, bias, a, b, scaling):
+        device = x.device.type
+        # the dtype autocast would run F.linear in; without autocast, F.linear's own (x and W must agree)
+        dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
+        with torch.autocast(device, enabled=False):
+            x2 = x.reshape(-1, x.shape[-1])
+            if x2.dtype != dtype:
+                x2 = x2.to(dtype)
+            w = w.to(dtype)
+            y = torch.nn.functional.linear(x2, w, None if bias is None else bias.to(dtype))
+            h = x2 @ a.to(dtype).t()
+            y.addmm_(h, b.to(dtype).t(), alpha=scaling)
+        ctx.save_for_backward(x2, h, w, a, b)
+        ctx.scaling, ctx.x_shape, ctx.x_dtype = scaling, x.shape, x.dtype
+        return y.view(*x.shape[:-1], y.shape[-1])
+
+    @staticmethod
+    def backward(ctx, gy):
+        with torch.autocast(gy.device.type, enabled=False):
+            x2, h, w, a, b = ctx.saved_tensors
+            g2 = gy.reshape(-1, gy.shape[-1])
+            gh = (g2 @ b.to(g2.dtype)).mul_(ctx.scaling)
+            gx = ga = gb = None
+            if ctx.needs_input_grad[0]:
+                gx = g2 @ w.to(g2.dtype)
+                gx.addmm_(gh, a.to(gx.dtype))  # the branch's share, in the epilogue: no second tensor to sum
+                gx = gx.view(ctx.x_shape).to(ctx.x_dtype)
+            if ctx.needs_input_grad[3]:
+                ga = (gh.t() @ x2.to(gh.dtype)).to(a.dtype)
+            if ctx.needs_input_grad[4]:
+                gb = (g2.t() @ (h * ctx.scaling).to(g2.dtype)).to(b.dtype)
+        return gx, None, None, ga, gb, None
+
+
+def _plain_frozen_linear(base) -> bool:
+    """An `nn.Linear` itself (no subclass's forward, no hooks, e.g. accelerate's offloading) with nothing to train."""
+    return (type(base) is torch.nn.Linear and not base.weight.requires_grad
+            and (base.bias is None or not base.bias.requires_grad)
+            and not (base._forward_hooks or base._forward_pre_hooks or hasattr(base, "_hf_hook")))
+
+
 def _lora_classes() -> tuple[type, ...]:
     from peft.tuners.lora import layer
 
@@ -80,10 +132,14 @@ def _forward(module, peft_forward, x, *args, **kwargs):
     if name not in module.lora_A or name in getattr(module, "lora_variant", {}) \
             or getattr(module, "lora_bias", {}).get(name):
         return peft_forward(x)
-    y = module.base_layer(x)
+    base, dropout = module.base_layer, module.lora_dropout[name]
+    if isinstance(dropout, torch.nn.Identity) and _plain_frozen_linear(base):
+        return _LoraLinear.apply(x, base.weight, base.bias, module.lora_A[name].weight, module.lora_B[name].weight,
+                                 module.scaling[name])
+    y = base(x)
     if y._is_view() or not y.is_contiguous():  # a view made inside a custom function can't be written in place
         y = y.clone(memory_format=torch.contiguous_format)  # (why peft clones 4-bit's output every time)
-    return _AddLora.apply(y, module.lora_dropout[name](x), module.lora_A[name].weight, module.lora_B[name].weight,
+    return _AddLora.apply(y, dropout(x), module.lora_A[name].weight, module.lora_B[name].weight,
                           module.scaling[name])
 
 
