@@ -170,6 +170,7 @@ def _train(cfg: RunConfig, run_dir: Path, log: EventLog, should_stop, workdir, d
     from .callbacks import EventCallback
     from .data import load_training_data
     from .demo import demo_built, demo_fingerprint, is_demo
+    from .walks import WalkOnce
 
     if is_demo(cfg.model.name_or_path) and not demo_built(workdir):  # else the first Start looks stuck
         log(Warning(key="warning.building_demo", message=message("warning.building_demo")))
@@ -213,6 +214,8 @@ def _train(cfg: RunConfig, run_dir: Path, log: EventLog, should_stop, workdir, d
     trainer = stage.build(model, tokenizer, train_ds, eval_ds, cfg, res, args, [callback])
     trainer.remove_callback(PrinterCallback)  # our events and progress bar say it, once
     _count_parameters_once(trainer)
+    walks = WalkOnce(trainer)  # the trainer's per-step walks over every module, answered from lists
+    trainer.add_callback(walks)
 
     earlier = _earlier_training_time(run_dir)  # a Resume goes on in the same folder: its clock goes on too
     total_steps = _planned_steps(trainer, cfg)
@@ -223,7 +226,10 @@ def _train(cfg: RunConfig, run_dir: Path, log: EventLog, should_stop, workdir, d
                    pid=os.getpid(), choices=run_choices(res)))
     resolved = dict(res.__dict__, **({"demo_fingerprint": demo_fingerprint()} if is_demo(cfg.model.name_or_path) else {}))
     (run_dir / "resolved.json").write_text(json.dumps(resolved, indent=1))
-    result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    try:
+        result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    finally:
+        walks.remove()
     step = trainer.state.global_step
 
     out = run_dir / ("adapter" if cfg.adapter.method == "lora" else "model")
