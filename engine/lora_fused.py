@@ -34,16 +34,28 @@ def _no_autocast(device: str):
     return torch.autocast(device, enabled=False) if torch.is_autocast_enabled(device) else contextlib.nullcontext()
 
 
+def _add_branch(y2: torch.Tensor, x2: torch.Tensor, a, b, scaling: float) -> torch.Tensor:
+    """y2 += scaling * (x2 A^T) B^T in place, in y2's dtype; returns x2 A^T (tokens x rank), kept for backward."""
+    h = x2 @ _as(a, y2.dtype).t()
+    y2.addmm_(h, _as(b, y2.dtype).t(), alpha=scaling)
+    return h
+
+
+def _branch_grads(ctx, g2, gh, x2, h, a, b, need_a: bool, need_b: bool):
+    """A's and B's gradients, from the output's gradient g2 and gh = scaling * g2 B (both tokens x features)."""
+    ga = _as(gh.t() @ _as(x2, gh.dtype), a.dtype) if need_a else None
+    gb = _as(g2.t() @ _as(h * ctx.scaling, g2.dtype), b.dtype) if need_b else None
+    return ga, gb
+
+
 class _AddLora(torch.autograd.Function):
     """y += scaling * (x A^T) B^T, in place on y (the frozen base layer's output, which no backward keeps)."""
 
     @staticmethod
     def forward(ctx, y, x, a, b, scaling):
         with _no_autocast(y.device.type):
-            dtype = y.dtype
-            x2 = _as(x.reshape(-1, x.shape[-1]), dtype)  # as autocast would cast it for lora_A; kept for backward
-            h = x2 @ _as(a, dtype).t()  # tokens x rank
-            y.view(-1, y.shape[-1]).addmm_(h, _as(b, dtype).t(), alpha=scaling)
+            x2 = _as(x.reshape(-1, x.shape[-1]), y.dtype)  # as autocast would cast it for lora_A; kept for backward
+            h = _add_branch(y.view(-1, y.shape[-1]), x2, a, b, scaling)
         ctx.mark_dirty(y)
         ctx.save_for_backward(x2, h, a, b)
         ctx.scaling, ctx.x_shape, ctx.x_dtype = scaling, x.shape, x.dtype
@@ -55,13 +67,10 @@ class _AddLora(torch.autograd.Function):
             x2, h, a, b = ctx.saved_tensors
             g2 = gy.reshape(-1, gy.shape[-1])
             gh = (g2 @ _as(b, g2.dtype)).mul_(ctx.scaling)  # tokens x rank: scaled here, not at full size
-            gx = ga = gb = None
+            gx = None
             if ctx.needs_input_grad[1]:
                 gx = _as((gh @ _as(a, gh.dtype)).view(ctx.x_shape), ctx.x_dtype)
-            if ctx.needs_input_grad[2]:
-                ga = _as(gh.t() @ _as(x2, gh.dtype), a.dtype)
-            if ctx.needs_input_grad[3]:
-                gb = _as(g2.t() @ _as(h * ctx.scaling, g2.dtype), b.dtype)
+            ga, gb = _branch_grads(ctx, g2, gh, x2, h, a, b, *ctx.needs_input_grad[2:4])
         return gy, gx, ga, gb, None
 
 
@@ -78,8 +87,7 @@ class _LoraLinear(torch.autograd.Function):
             x2 = _as(x.reshape(-1, x.shape[-1]), dtype)
             w = _as(w, dtype)
             y = torch.nn.functional.linear(x2, w, None if bias is None else _as(bias, dtype))
-            h = x2 @ _as(a, dtype).t()
-            y.addmm_(h, _as(b, dtype).t(), alpha=scaling)
+            h = _add_branch(y, x2, a, b, scaling)
         ctx.save_for_backward(x2, h, w, a, b)
         ctx.scaling, ctx.x_shape, ctx.x_dtype = scaling, x.shape, x.dtype
         return y.view(*x.shape[:-1], y.shape[-1])
@@ -90,15 +98,12 @@ class _LoraLinear(torch.autograd.Function):
             x2, h, w, a, b = ctx.saved_tensors
             g2 = gy.reshape(-1, gy.shape[-1])
             gh = (g2 @ _as(b, g2.dtype)).mul_(ctx.scaling)
-            gx = ga = gb = None
+            gx = None
             if ctx.needs_input_grad[0]:
                 gx = g2 @ _as(w, g2.dtype)
                 gx.addmm_(gh, _as(a, gx.dtype))  # the branch's share, in the epilogue: no second tensor to sum
                 gx = _as(gx.view(ctx.x_shape), ctx.x_dtype)
-            if ctx.needs_input_grad[3]:
-                ga = _as(gh.t() @ _as(x2, gh.dtype), a.dtype)
-            if ctx.needs_input_grad[4]:
-                gb = _as(g2.t() @ _as(h * ctx.scaling, g2.dtype), b.dtype)
+            ga, gb = _branch_grads(ctx, g2, gh, x2, h, a, b, *ctx.needs_input_grad[3:5])
         return gx, None, None, ga, gb, None
 
 
