@@ -137,14 +137,13 @@ def _forward(module, peft_forward, x, *args, **kwargs):
             or getattr(module, "lora_bias", {}).get(name):
         return peft_forward(x)
     base, dropout = module.base_layer, module.lora_dropout[name]
+    adapter = module.lora_A[name].weight, module.lora_B[name].weight, module.scaling[name]
     if isinstance(dropout, torch.nn.Identity) and _plain_frozen_linear(base):
-        return _LoraLinear.apply(x, base.weight, base.bias, module.lora_A[name].weight, module.lora_B[name].weight,
-                                 module.scaling[name])
+        return _LoraLinear.apply(x, base.weight, base.bias, *adapter)
     y = base(x)
     if y._is_view() or not y.is_contiguous():  # a view made inside a custom function can't be written in place
         y = y.clone(memory_format=torch.contiguous_format)  # (why peft clones 4-bit's output every time)
-    return _AddLora.apply(y, dropout(x), module.lora_A[name].weight, module.lora_B[name].weight,
-                          module.scaling[name])
+    return _AddLora.apply(y, dropout(x), *adapter)
 
 
 def fuse_lora_layers(model) -> int:

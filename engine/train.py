@@ -108,17 +108,6 @@ def run_choices(res) -> list[str]:
     return said + ["fp32 norms"] * res.upcast_norms + ["fused LoRA"] * res.fused_lora
 
 
-def _count_parameters_once(trainer) -> None:
-    """The trainer adds 6 x tokens x parameters to its FLOP count after every micro-batch and counts the
-    parameters anew each time, a walk over every tensor of the model (6 % of a small model's step on a CPU):
-    count them once. The same number as transformers' own `Trainer.floating_point_ops`."""
-    model = trainer.model
-    if not hasattr(model, "num_parameters"):
-        return
-    name, n = getattr(model, "main_input_name", "input_ids"), model.num_parameters(exclude_embeddings=True)
-    trainer.floating_point_ops = lambda inputs: 6 * inputs[name].numel() * n if name in inputs else 0
-
-
 def _checkpointing_args(on: bool) -> dict:
     """Non-reentrant checkpointing, under whichever name this transformers uses (renamed in 5.x)."""
     import dataclasses
@@ -170,7 +159,7 @@ def _train(cfg: RunConfig, run_dir: Path, log: EventLog, should_stop, workdir, d
     from .callbacks import EventCallback
     from .data import load_training_data
     from .demo import demo_built, demo_fingerprint, is_demo
-    from .walks import WalkOnce
+    from .walks import walk_once
 
     if is_demo(cfg.model.name_or_path) and not demo_built(workdir):  # else the first Start looks stuck
         log(Warning(key="warning.building_demo", message=message("warning.building_demo")))
@@ -213,9 +202,7 @@ def _train(cfg: RunConfig, run_dir: Path, log: EventLog, should_stop, workdir, d
     args = training_args(cfg, res, run_dir, eval_ds is not None)
     trainer = stage.build(model, tokenizer, train_ds, eval_ds, cfg, res, args, [callback])
     trainer.remove_callback(PrinterCallback)  # our events and progress bar say it, once
-    _count_parameters_once(trainer)
-    walks = WalkOnce(trainer)  # the trainer's per-step walks over every module, answered from lists
-    trainer.add_callback(walks)
+    walks = walk_once(trainer)  # the trainer's per-step walks over every module, answered from lists
 
     earlier = _earlier_training_time(run_dir)  # a Resume goes on in the same folder: its clock goes on too
     total_steps = _planned_steps(trainer, cfg)

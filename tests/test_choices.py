@@ -103,14 +103,14 @@ def test_the_trainer_counts_flops_as_transformers_does_without_walking_the_model
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM, Trainer
 
-    from engine.train import _count_parameters_once
+    from engine.walks import count_parameters_once
 
     model = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
                                          num_attention_heads=2, num_key_value_heads=1))
     trainer = types.SimpleNamespace(model=model)
     inputs = {"input_ids": torch.zeros(3, 7, dtype=torch.long)}
     expected = Trainer.floating_point_ops(trainer, inputs)
-    _count_parameters_once(trainer)
+    count_parameters_once(trainer)
     model.num_parameters = lambda **kw: pytest.fail("counted the parameters again")
     assert trainer.floating_point_ops(inputs) == expected > 0
     assert trainer.floating_point_ops({"inputs_embeds": None}) == 0
