@@ -56,17 +56,23 @@ def _step(model, autocast: bool = False):
 
 @pytest.mark.parametrize("kind", ["lora", "rslora", "dropout", "checkpointing", "4bit", "8bit"])
 def test_fused_branch_gives_peft_numbers_in_fp32(base_dir, kind):
-    """The loss to the bit. The gradients to the bit where only the branch is fused (dropout, 4- and 8-bit bases)
-    and the scaling is a power of two (alpha / rank, the usual choice); where the base matmul is fused too (a plain
-    frozen Linear, no dropout), the input's gradient is summed in another order (the branch's share added in the
-    base's epilogue, not by autograd after), so earlier layers' last bits round differently, as does rsLoRA's
-    alpha / sqrt(rank), scaled on the rank-sized gradient instead of the full one."""
+    """The loss to the bit where the scaling is a power of two (alpha / rank, the usual choice): multiplying by it
+    is exact, so the epilogue's `alpha=` rounds as peft's product does. rsLoRA's alpha / sqrt(rank) is not, and
+    whether a BLAS rounds alpha * (h B^T) once or twice depends on the CPU's kernels (AVX-512 ones fuse it), so
+    there the loss is held to fp32's last bits. The gradients to the bit where only the branch is fused (dropout,
+    4- and 8-bit bases); where the base matmul is fused too (a plain frozen Linear, no dropout), the input's
+    gradient is summed in another order (the branch's share added in the base's epilogue, not by autograd after),
+    so earlier layers' last bits round differently, as does rsLoRA's scaling, applied to the rank-sized gradient
+    instead of the full one."""
     if kind.endswith("bit"):
         pytest.importorskip("bitsandbytes")
     kw = {"bits": {"4bit": 4, "8bit": 8}.get(kind, 0), "checkpointing": kind in ("checkpointing", "4bit"),
           "lora_dropout": 0.1 if kind == "dropout" else 0.0, "use_rslora": kind == "rslora"}
     theirs, ours = _step(_lora(base_dir, False, **kw)), _step(_lora(base_dir, True, **kw))
-    assert ours[0] == theirs[0]
+    if kind == "rslora":
+        assert ours[0] == pytest.approx(theirs[0], rel=1e-6)
+    else:
+        assert ours[0] == theirs[0]
     assert ours[1].keys() == theirs[1].keys() and len(ours[1]) == 28
     for name, grad in theirs[1].items():
         assert grad.abs().sum() > 0, name
@@ -169,9 +175,12 @@ def test_inference_disabled_adapters_and_dora_keep_peft_forward(base_dir):
 
 
 def test_the_engine_trains_the_same_with_and_without_it(workdir, demo_model):
+    """The first loss to the bit; later ones to fp32's last bits, since the fused base sums the input's gradient
+    in another order (how the last bit rounds then depends on the CPU's kernels)."""
     on = train_run(workdir, tiny_sft_config(max_steps=3))
     off = train_run(workdir, {**tiny_sft_config(max_steps=3, fused_lora="off")})
-    assert logged_losses(on) == logged_losses(off)
+    assert logged_losses(on)[0] == logged_losses(off)[0]
+    assert logged_losses(on) == pytest.approx(logged_losses(off), rel=1e-6)
     assert "fused LoRA" in (on / "train.log").read_text() and "fused LoRA" not in (off / "train.log").read_text()
 
 
