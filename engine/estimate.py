@@ -18,6 +18,7 @@ against peaks measured on a GPU (within 2 % for Llama-2-7B LoRA and QLoRA on an 
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -447,6 +448,8 @@ def estimate(model_config: dict, cfg: RunConfig, gpu_memory_gb: float | None = N
         tokens=T, precision=p.precision,
         attention=p.attn, optim=p.optim, storage=_storage(cfg, p), exact_shapes=a.exact, checkpointing=checkpointing,
         notes=notes)
+    if model_config.get(BUNDLED_MARK):
+        est.notes.insert(0, {"key": "estimate.note.bundled_shape", "params": {"name": model_config[BUNDLED_MARK]}})
     if est.fits is False and _advise:
         est.advice = advise(model_config, cfg, gpu_memory_gb, fused_lm_head=fused_lm_head,
                             gpu_capability=gpu_capability, liger=liger)
@@ -554,8 +557,10 @@ def advise(model_config: dict, cfg: RunConfig, gpu_memory_gb: float, *, fused_lm
 # ---- reading config.json -------------------------------------------------------------------
 
 
-def load_model_config(name_or_path: str, workdir=None, revision: str | None = None) -> dict:
-    """A model's config.json as a dict: the demo's, a local folder's, or one file from the hub."""
+def load_model_config(name_or_path: str, workdir=None, revision: str | None = None, *, bundled: bool = False) -> dict:
+    """A model's config.json as a dict: the demo's, a local folder's, or one file from the hub. `bundled`: where
+    the hub can't answer (offline, a gated repo without a token), a well-known model's shape from
+    assets/model_shapes.json (`bundled_shape`), enough for an estimate; without it, that is an error."""
     from .demo import DEMO_NAME, is_demo
     from .paths import models_dir
 
@@ -571,8 +576,34 @@ def load_model_config(name_or_path: str, workdir=None, revision: str | None = No
         return json.loads(p.read_text(encoding="utf-8"))
     local = local_model_dir(name_or_path)
     if local is None:
-        return _hub_config(name_or_path, revision)
+        try:
+            return _hub_config(name_or_path, revision)
+        except TuneboardError:
+            shape = bundled_shape(name_or_path) if bundled else None
+            if shape is None:
+                raise
+            return shape
     return json.loads((local / "config.json").read_text(encoding="utf-8"))
+
+
+BUNDLED_MARK = "_tuneboard_bundled"  # in a config from assets/model_shapes.json: the model id it was asked for
+
+
+def bundled_shape(repo_id: str) -> dict | None:
+    """The shape of a well-known model from assets/model_shapes.json (its config.json's fields the estimate
+    reads), marked with BUNDLED_MARK; None for a model not there. Ids match as the Hub's do, in any case."""
+    wanted = repo_id.strip().lower()
+    for shape in _model_shapes():
+        if any(m.lower() == wanted for m in shape["models"]):
+            return {**shape["config"], BUNDLED_MARK: repo_id}
+    return None
+
+
+@functools.lru_cache(maxsize=1)
+def _model_shapes() -> list[dict]:
+    from .paths import ASSETS
+
+    return json.loads((ASSETS / "model_shapes.json").read_text(encoding="utf-8"))["shapes"]
 
 
 def _build_demo(workdir) -> None:
@@ -644,10 +675,11 @@ def render(est: Estimate, name: str = "", lang: str | None = None) -> str:
     lines = [head]
     detail = {"weights": est.storage, "optimizer": est.optim,
               "activations": message("estimate.detail.tokens", {"tokens": f"{est.tokens:,}", "attention": est.attention}, lang)}
+    labels = {part: message(f"estimate.part.{part}", None, lang) for part in (*PARTS, "total")}
+    width = max(18, *(_columns(label) + 2 for label in labels.values()))
     for part in PARTS:
-        label = message(f"estimate.part.{part}", None, lang)
-        lines.append(f"  {label:<18}{gb(getattr(est, part))}  {detail.get(part, '')}".rstrip())
-    total = f"  {message('estimate.part.total', None, lang):<18}{gb(est.total)}"
+        lines.append(f"  {_pad(labels[part], width)}{gb(getattr(est, part))}  {detail.get(part, '')}".rstrip())
+    total = f"  {_pad(labels['total'], width)}{gb(est.total)}"
     if est.gpu_memory:
         verdict = "estimate.fits" if est.fits else "estimate.too_big"
         total += "  " + message(verdict, {"gpu": f"{est.gpu_memory / GB:g}"}, lang)
@@ -660,6 +692,17 @@ def render(est: Estimate, name: str = "", lang: str | None = None) -> str:
     if not est.exact_shapes:
         lines.append("  " + message("estimate.note.approximate", None, lang))
     return "\n".join(lines)
+
+
+def _columns(text: str) -> int:
+    """How many terminal columns `text` takes: Korean, Chinese and Japanese characters take two."""
+    import unicodedata
+
+    return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
+
+
+def _pad(text: str, width: int) -> str:
+    return text + " " * max(1, width - _columns(text))
 
 
 def describe_changes(overrides: dict[str, Any], lang: str | None = None) -> str:
@@ -700,7 +743,7 @@ def estimate_for(cfg: RunConfig, workdir=None, gpu_memory_gb: float | None = Non
     process rather than in a child (the board, which has no torch, never calls this)."""
     local = local_gpu()
     gpu = gpu_memory_gb or (local and local[0]) or DEFAULT_GPU_GB
-    model_config = load_model_config(cfg.model.name_or_path, workdir, cfg.model.revision)
+    model_config = load_model_config(cfg.model.name_or_path, workdir, cfg.model.revision, bundled=True)
     return estimate(model_config, cfg, gpu, gpu_capability=local and local[1])
 
 

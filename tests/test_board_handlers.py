@@ -89,7 +89,7 @@ def test_the_model_config_is_read_once_per_model(tmp_path, monkeypatch):
 
     calls = []
 
-    def load(name, workdir=None, revision=None):
+    def load(name, workdir=None, revision=None, bundled=False):
         calls.append((name, revision))
         return {"name": name}
 
@@ -329,6 +329,22 @@ def test_start_refuses_a_hub_model_this_machine_cannot_download(tmp_path, monkey
     out = train_tab.start(Session(lang="ko"), values(model__name_or_path="some-org/no-such-model"), None, Jobs(tmp_path))
     assert "tb-msg-error" in out and "some-org/no-such-model" in out
     assert t("error.offline_hub", "ko", name="some-org/no-such-model") in out.replace("&#x27;", "'")
+
+
+def test_offline_a_well_known_model_gets_an_estimate_from_its_bundled_shape_but_start_still_refuses(tmp_path,
+                                                                                                   monkeypatch):
+    """The memory card answers before any download (the bundled shape, and says so); Start needs the weights."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    model_tab._model_config.cache_clear()
+    name = "Qwen/Qwen2.5-7B-Instruct"
+    cfg = RunConfig.from_dict({"model": {"name_or_path": name}})
+    card = model_tab.estimate_html(cfg, 80.0, tmp_path, "ko").replace("&#x27;", "'")
+    assert 'data-fits="true"' in card and t("estimate.note.bundled_shape", "ko", name=name) in card
+    assert model_tab.estimate_html(RunConfig.from_dict({"model": {"name_or_path": "some-org/no-such-model"}}), 80.0,
+                                   tmp_path, "ko").count("tb-estimate-total") == 0  # no shape: the offline error
+    out = train_tab.start(Session(lang="ko"), values(model__name_or_path=name), None, Jobs(tmp_path))
+    assert t("error.offline_hub", "ko", name=name) in out.replace("&#x27;", "'")
+    assert not (tmp_path / "runs").exists()
     assert not (tmp_path / "runs").exists()
 
 

@@ -326,6 +326,21 @@ def test_render_names_every_part(capsys):
     assert RunConfig().with_overrides(pasted).training.gradient_checkpointing == "on"
 
 
+@pytest.mark.parametrize("lang", ["en", "ko", "ja", "zh", "ru"])
+def test_render_lines_up_the_sizes_in_every_language(lang):
+    """Korean, Chinese and Japanese letters take two terminal columns; long Russian labels push the column out."""
+    import unicodedata
+
+    est = E.estimate(mc("llama-2-7b"), run_config(), 20)
+    lines = E.render(est, "llama-2-7b", lang).splitlines()[1:len(E.PARTS) + 2]  # the parts and the total
+    starts = set()
+    for line in lines:
+        unit = line.index(" GB") if " GB" in line else line.index(" MB")
+        before = line[:unit - 6]  # the size is right-aligned in 6 columns
+        starts.add(sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in before))
+    assert len(starts) == 1, lines
+
+
 # ---- reading config.json and the CLI ------------------------------------------------------------
 
 
@@ -348,6 +363,45 @@ def test_load_model_config_sources(tmp_path):
     with pytest.raises(E.TuneboardError) as err:
         E.load_model_config("nobody-here/no-such-model")  # HF_HUB_OFFLINE=1 and an empty cache
     assert err.value.key == "error.offline_hub"
+
+
+def test_every_bundled_shape_gives_its_models_published_parameter_count():
+    """assets/model_shapes.json holds what the estimate reads of well-known models' config.json; a shape typed
+    wrong shows in its count. Every model the board offers and every preset's has one."""
+    from board.tabs.model import COMMON_MODELS
+    from engine.paths import CONFIGS as PRESETS
+
+    ids = set()
+    for shape in E._model_shapes():
+        assert E.count_params(shape["config"])["total"] == shape["params"], shape["name"]
+        assert E.arch(shape["config"]).exact, shape["name"]
+        ids.update(m.lower() for m in shape["models"])
+    assert E.count_params(E.bundled_shape("meta-llama/Llama-2-7b-hf")) == E.count_params(mc("llama-2-7b"))
+    assert E.count_params(E.bundled_shape("Qwen/Qwen2.5-0.5B")) == E.count_params(mc("qwen2.5-0.5b"))
+    presets = {RunConfig.load(str(p)).model.name_or_path for p in PRESETS.glob("*.yaml")} - {"demo"}
+    assert presets and {m.lower() for m in [*COMMON_MODELS, *presets]} <= ids
+
+
+def test_offline_a_well_known_model_is_estimated_from_its_bundled_shape(tmp_path, capsys):
+    """HF_HUB_OFFLINE=1 and an empty cache: `bundled=True` (the estimate's callers) falls back to the shape, in
+    any case of the id, and says so; plain reads (the start check, training) still refuse; an unknown id too."""
+    from engine.cli import main
+
+    with pytest.raises(E.TuneboardError) as err:
+        E.load_model_config("meta-llama/Llama-2-7b-hf")
+    assert err.value.key == "error.offline_hub"
+    shape = E.load_model_config("QWEN/qwen2.5-7B-instruct", bundled=True)
+    assert E.count_params(shape)["total"] == 7_615_616_512
+    with pytest.raises(E.TuneboardError) as err:
+        E.load_model_config("nobody-here/no-such-model", bundled=True)
+    assert err.value.key == "error.offline_hub"
+
+    assert main(["estimate", str(ROOT / "assets" / "configs" / "qlora_llama2_ko.yaml"), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["model"] == "meta-llama/Llama-2-7b-hf" and out["params_total"] == 6_738_415_616
+    assert {"key": "estimate.note.bundled_shape", "params": {"name": "meta-llama/Llama-2-7b-hf"}} in out["notes"]
+    assert main(["estimate", str(ROOT / "assets" / "configs" / "qlora_llama2_ko.yaml"), "--lang", "ko"]) == 0
+    assert "Tuneboard에 내장된 모델 구조" in capsys.readouterr().out
 
 
 def test_cli_estimate(tmp_path, capsys):

@@ -124,7 +124,7 @@ def model_config_of(name_or_path: str, revision: str | None, workdir: Path) -> d
 
 @lru_cache(maxsize=32)  # a few models a session; a failed read raises and is not kept
 def _model_config(name_or_path: str, revision: str | None, workdir: str, mtime: int | None) -> dict:
-    return est_mod.load_model_config(name_or_path, Path(workdir), revision=revision)
+    return est_mod.load_model_config(name_or_path, Path(workdir), revision=revision, bundled=True)
 
 
 def _config_mtime(name_or_path: str, workdir: Path) -> int | None:

@@ -120,6 +120,19 @@ def test_every_tab_renders_offline(page, board):
     assert page.foreign == [], f"requests outside this machine: {page.foreign}"
 
 
+def test_offline_a_listed_model_still_gets_its_memory_estimate(page, board):
+    """No Hub here: picking a listed 7B model shows its estimate from the bundled shape, and says so."""
+    open_board(page, board.url)
+    choose(page, "model-name", "Qwen/Qwen2.5-7B-Instruct")
+    page.wait_for_function(
+        "() => document.querySelector('#model-estimate')?.textContent.includes('bundled copy')", timeout=30_000
+    )
+    card = page.inner_text("#model-estimate")
+    assert "GB" in card and "Cannot download" not in card, card
+    shot(page, "model-bundled-estimate")
+    assert page.errors == [], page.errors
+
+
 def test_switch_to_korean_and_it_stays(page, board):
     open_board(page, board.url)
     choose(page, "top-lang", "한국어")
