@@ -130,6 +130,35 @@ def test_parquet_and_gzip(tmp_path):
     assert read_source(str(gz)).rows == [{"text": "압축"}]
 
 
+def test_binary_files_under_a_text_name_are_named_for_what_they_are(tmp_path):
+    """A Parquet file saved as .json is read as Parquet (and said); a gzip one, unpacked; an Excel sheet or a
+    picture is refused by what it is, not as broken UTF-8; a NUL byte inside text is an error at its line."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    p = tmp_path / "really_parquet.json"
+    pq.write_table(pa.table({"instruction": ["질문"], "output": ["답"]}), p)
+    src = read_source(str(p))
+    assert src.rows == [{"instruction": "질문", "output": "답"}]
+    assert [(f.severity, f.key, f.params) for f in src.findings] == [
+        ("warning", "data.binary_named_as_text", {"kind": "Parquet", "ext": ".json"})]
+    gz = tmp_path / "packed.jsonl"
+    gz.write_bytes(gzip.compress('{"text": "압축"}\n'.encode()))
+    assert read_source(str(gz)).rows == [{"text": "압축"}]
+    for name, head, looks in (("sheet.csv", b"PK\x03\x04\x14\x00\x06\x00", "ZIP (.xlsx, .docx, .zip)"),
+                              ("old.csv", b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", "Excel (.xls)"),
+                              ("shot.txt", b"\x89PNG\r\n\x1a\n\x00\x00", "PNG")):
+        (tmp_path / name).write_bytes(head + bytes(range(256)))
+        src = read_source(str(tmp_path / name))
+        assert keys(src) == [(None, None, "data.binary_file")] and src.findings[0].params["kind"] == looks
+    text = tmp_path / "nul.txt"
+    text.write_bytes(b"first line\nsecond\x00 line\n")
+    assert keys(read_source(str(text))) == [(None, 2, "data.nul_byte")]
+    plain = tmp_path / "par1.txt"  # text that merely starts with Parquet's mark
+    plain.write_text("PAR1 is the first paragraph.\n")
+    assert read_source(str(plain)).rows == [{"text": "PAR1 is the first paragraph."}]
+
+
 def test_encodings_utf16_cp949_and_damaged_utf8(tmp_path):
     p = tmp_path / "u16.jsonl"
     p.write_bytes('{"text": "유니코드"}\n'.encode("utf-16"))

@@ -89,10 +89,24 @@ def _read_file(path: str) -> Source:
             data = gzip.decompress(data)
     except (OSError, EOFError) as e:
         return _fatal(path, kind, "data.read_failed", path=path, error=str(e))
-    if kind == "parquet":
-        return _read_parquet(path, data)
+    looks = _binary_kind(data)
+    if looks == "gzip" and kind != "parquet":  # compressed, but not named .gz: read what it holds
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError) as e:
+            return _fatal(path, kind, "data.read_failed", path=path, error=str(e))
+        looks = _binary_kind(data)
+    if looks == "Parquet" or kind == "parquet":
+        src = _read_parquet(path, data)
+        if kind != "parquet":  # a Parquet file named .json or .csv: read as what it is, and said
+            src.findings.insert(0, warning(None, None, "data.binary_named_as_text", kind=looks, ext=Path(name).suffix))
+        return src
+    if looks:
+        return _fatal(path, kind, "data.binary_file", path=path, kind=looks)
     src = Source(path, kind)
     text = _decode(data, src)
+    if text is not None and "\x00" in text:  # kept reading: the rows around it may say what happened
+        src.findings.append(error(None, None, "data.nul_byte", line=_line_at(text, text.index("\x00"))))
     if text is None:
         return src
     if kind == "csv":
@@ -106,8 +120,8 @@ def _read_file(path: str) -> Source:
     return src
 
 
-def _fatal(where: str, kind: str, key: str, **params: Any) -> Source:
-    return Source(where, kind, findings=[error(None, None, key, **params)])
+def _fatal(where: str, source_kind: str, key: str, **params: Any) -> Source:
+    return Source(where, source_kind, findings=[error(None, None, key, **params)])
 
 
 def _line_at(text: str, pos: int) -> int:
@@ -115,6 +129,21 @@ def _line_at(text: str, pos: int) -> int:
 
 
 # ---- encodings -------------------------------------------------------------------------------
+
+# the first bytes of files people save under a text name by mistake: a sheet, a picture, a compressed file
+_MAGIC = ((b"\x1f\x8b", "gzip"), (b"PK\x03\x04", "ZIP (.xlsx, .docx, .zip)"),
+          (b"\xd0\xcf\x11\xe0", "Excel (.xls)"), (b"\x89PNG", "PNG"), (b"\xff\xd8\xff", "JPEG"),
+          (b"SQLite format 3\x00", "SQLite"))
+
+
+def _binary_kind(data: bytes) -> str | None:
+    """What a binary file is, by its first bytes (the kinds in _MAGIC; Parquet and Arrow by both ends, since
+    text could start with their ASCII marks); None for anything else."""
+    for mark, kind in ((b"PAR1", "Parquet"), (b"ARROW1", "Arrow")):
+        if data.startswith(mark) and data.endswith(mark):
+            return kind
+    return next((kind for magic, kind in _MAGIC if data.startswith(magic)), None)
+
 
 
 def _decode(data: bytes, src: Source) -> str | None:
