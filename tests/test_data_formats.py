@@ -132,6 +132,7 @@ def test_the_format_can_be_forced_and_aliases_work():
 def test_nearest_format_suggests_a_mapping():
     assert nearest_format(["question", "answer", "id"]) == ("alpaca", {"instruction": "question", "output": "answer"})
     assert nearest_format(["prompt", "good", "bad"])[0] == "preference"
+    assert nearest_format(["user", "assistant"]) == ("alpaca", {"instruction": "user", "output": "assistant"})
     assert nearest_format(["Text"])[0] == "text"
     assert nearest_format(["dialog"]) == ("sharegpt", {"conversations": "dialog"})
 

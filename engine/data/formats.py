@@ -47,9 +47,9 @@ ROLES = {"system": "system", "developer": "system", "user": "user", "human": "us
          "function_call": "assistant", "observation": "user", "tool": "user", "function": "user", "ipython": "user"}
 _TOOL_CALL, _TOOL_RESULT = {"function_call"}, {"observation", "tool", "function", "ipython"}
 ALIASES = {  # column names people use for our fields, for "did you mean" suggestions
-    "instruction": ["question", "query", "instructions", "task", "problem", "input_text", "질문", "지시", "지시문",
+    "instruction": ["question", "query", "instructions", "task", "problem", "input_text", "user", "human", "질문", "지시", "지시문",
                     "명령", "명령어", "요청", "问题", "指令", "質問", "指示"],
-    "output": ["answer", "response", "output_text", "target", "solution", "reply", "answers", "답변", "응답", "출력",
+    "output": ["answer", "response", "output_text", "target", "solution", "reply", "answers", "assistant", "gpt", "답변", "응답", "출력",
                "대답", "정답", "回答", "答案", "回答文", "输出", "回复", "出力", "応答"],
     "input": ["context", "inputs", "입력", "맥락", "문맥", "输入", "入力"],
     "conversations": ["conversation", "dialog", "dialogue", "chat", "turns", "conversation_history"],
