@@ -394,6 +394,11 @@ def test_uploads_are_selected_and_refusals_named(tmp_path):
     assert choices["value"] == [str(tmp_path / "w" / "uploads" / "good.jsonl")]
     assert any(v == str(tmp_path / "w" / "uploads" / "good.jsonl") for _, v in choices["choices"])
     assert "evil.py" in msg and "tb-msg-error" in msg
+    sheet = tmp_path / "문의.xlsx"  # the picker offers sheets, so the page can say to save one as CSV
+    sheet.write_bytes(b"PK\x03\x04")
+    choices, msg = data_tab.add_uploads([str(sheet)], [], tmp_path / "w", "ko")
+    assert choices["value"] == [] and not (tmp_path / "w" / "uploads" / "문의.xlsx").exists()
+    assert html_mod.escape(t("data.spreadsheet_file", "ko", path="문의.xlsx", ext=".xlsx")) in msg
 
 
 def test_a_form_problem_blocks_start(tmp_path):

@@ -154,6 +154,9 @@ def test_binary_files_under_a_text_name_are_named_for_what_they_are(tmp_path):
     text = tmp_path / "nul.txt"
     text.write_bytes(b"first line\nsecond\x00 line\n")
     assert keys(read_source(str(text))) == [(None, 2, "data.nul_byte")]
+    sheet = tmp_path / "고객문의.xlsx"
+    sheet.write_bytes(b"PK\x03\x04")
+    assert keys(read_source(str(sheet))) == [(None, None, "data.spreadsheet_file")]
     plain = tmp_path / "par1.txt"  # text that merely starts with Parquet's mark
     plain.write_text("PAR1 is the first paragraph.\n")
     assert read_source(str(plain)).rows == [{"text": "PAR1 is the first paragraph."}]
@@ -203,8 +206,8 @@ def test_empty_missing_and_unknown_files(tmp_path):
     assert keys(read_source(str(FIX / "empty.jsonl"))) == [(None, None, "data.empty_file")]
     assert keys(read_source(str(FIX / "blank.json"))) == [(None, None, "data.empty_file")]
     assert keys(read_source(str(tmp_path / "nope.jsonl"))) == [(None, None, "data.file_not_found")]
-    (tmp_path / "x.xlsx").write_bytes(b"PK")
-    assert keys(read_source(str(tmp_path / "x.xlsx"))) == [(None, None, "data.unsupported_file")]
+    (tmp_path / "x.docx").write_bytes(b"PK")
+    assert keys(read_source(str(tmp_path / "x.docx"))) == [(None, None, "data.unsupported_file")]
     assert keys(read_source(str(tmp_path))) == [(None, None, "data.not_a_file")]
 
 

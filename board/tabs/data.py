@@ -15,6 +15,7 @@ import gradio as gr
 
 from engine.config import ConfigError, RunConfig
 from engine.data.load import stage_refusal
+from engine.data.sources import SPREADSHEETS
 from engine.messages import TuneboardError
 
 from ..charts import COLORS, _empty, _layout
@@ -66,6 +67,9 @@ def add_uploads(files: list[Any] | None, current: list[str] | None, workdir: Pat
     problems = []
     for f in files or []:
         src = getattr(f, "name", f)
+        if Path(src).suffix.lower() in SPREADSHEETS:  # offered in the picker so the page can say what to do
+            problems.append(t("data.spreadsheet_file", lang, path=Path(src).name, ext=Path(src).suffix))
+            continue
         try:
             dest = store_upload(src, workdir, DATA_SUFFIXES)
         except TuneboardError as e:
@@ -378,7 +382,7 @@ def build(ui: UI) -> None:
                 filterable=True,
             )
             ui.add(
-                gr.File, "data-upload", label="ui.data.upload", file_count="multiple", file_types=sorted(DATA_SUFFIXES)
+                gr.File, "data-upload", label="ui.data.upload", file_count="multiple", file_types=sorted(DATA_SUFFIXES | SPREADSHEETS)
             )
             ui.add(gr.HTML, "data-upload-message", value="", container=False, padding=False)
             with gr.Row():

@@ -80,6 +80,8 @@ def _read_file(path: str) -> Source:
         return _fatal(path, "missing", "data.file_not_found", path=path)
     name = path[:-3] if path.lower().endswith(".gz") else path
     kind = EXTENSIONS.get(Path(name).suffix.lower())
+    if kind is None and Path(name).suffix.lower() in SPREADSHEETS:
+        return _fatal(path, "unknown", "data.spreadsheet_file", path=path, ext=Path(name).suffix)
     if kind is None:
         return _fatal(path, "unknown", "data.unsupported_file", path=path, ext=Path(name).suffix or "(none)",
                       supported=", ".join(sorted(EXTENSIONS)))
@@ -127,6 +129,8 @@ def _fatal(where: str, source_kind: str, key: str, **params: Any) -> Source:
 def _line_at(text: str, pos: int) -> int:
     return text.count("\n", 0, pos) + 1
 
+
+SPREADSHEETS = {".xlsx", ".xlsm", ".xls", ".ods", ".numbers"}  # saved as CSV, they read as any CSV
 
 # ---- encodings -------------------------------------------------------------------------------
 
