@@ -163,6 +163,12 @@ def build_app(workdir: str | os.PathLike, lang: str | None = None, jobs: Jobs | 
     return demo, ui
 
 
+# <html lang> follows the page's language, not the browser's (Gradio sets it from the browser's): screen readers
+# read with it, and browsers pick Han characters' glyphs by it (the same code point is drawn differently in
+# Japanese, Korean and Chinese fonts). Gradio's own few words (a toast's "Error") still follow the browser.
+HTML_LANG_JS = "(lang) => { document.documentElement.lang = lang; }"
+
+
 def _wire_page(ui: UI, demo: gr.Blocks, saved_lang: Any, brand: Any, forced: str | None) -> None:
     """Open: pick the page's language, attach to the live run, check the data. Switch: relabel all."""
     lang_box = ui.c["top-lang"]
@@ -182,6 +188,7 @@ def _wire_page(ui: UI, demo: gr.Blocks, saved_lang: Any, brand: Any, forced: str
 
     # a language switch (by the reader, or by open_page choosing one) relabels every component, then
     # redraws what handlers wrote (charts, tables, messages) in the new language
+    lang_box.change(None, [lang_box], None, js=HTML_LANG_JS)
     event = lang_box.change(switch, [ui.session, lang_box], [saved_lang, brand, *relabelled], show_progress="hidden")
     for fn, inputs, outputs in ui.on_lang:
         event = event.then(fn, inputs, outputs, show_progress="hidden")

@@ -145,6 +145,7 @@ def test_switch_to_korean_and_it_stays(page, board):
     )
     assert "단계" in page.inner_text("#train-stage")
     assert "학습률" in page.inner_text("#train-lr")
+    assert page.evaluate("document.documentElement.lang") == "ko"  # screen readers, and Han glyphs drawn as Korean
     shot(page, "ko-train")
     tab(page, "data")
     page.wait_for_function(
