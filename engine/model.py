@@ -253,12 +253,21 @@ def keep_cpu_4bit_layout(model) -> None:
 
 
 def _hub_call(name: str, fn, *args, **kwargs):
-    """Call a from_pretrained; turn 'cannot reach the hub' into one clear, translatable error."""
+    """Call a from_pretrained; turn 'cannot reach the hub' into one clear, translatable error. A hub id whose
+    host does not answer is read from the cache alone: each request would otherwise be retried five times with
+    back-off (~40 s a file) before the cached copy is used."""
+    unreachable = False
+    if not Path(str(args[0])).exists():
+        from .estimate import hub_reachable
+
+        unreachable = not hub_reachable()
+        if unreachable:
+            kwargs.setdefault("local_files_only", True)
     try:
         return fn(*args, **kwargs)
     except OSError as e:
         text = str(e)
-        offline = os.environ.get("HF_HUB_OFFLINE") == "1" or any(
+        offline = unreachable or os.environ.get("HF_HUB_OFFLINE") == "1" or any(
             s in text for s in ("offline", "couldn't connect", "Connection", "resolve", "Max retries"))
         if Path(str(args[0])).exists():
             raise

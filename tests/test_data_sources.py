@@ -230,6 +230,31 @@ def test_hub_dataset_offline_is_a_clear_finding(name, monkeypatch):
     assert src.findings[0].params["name"] == name and name in src.findings[0].message()
 
 
+def test_an_unreachable_hub_is_asked_from_the_cache_only(monkeypatch):
+    """Not told it is offline, but the Hub's host does not answer: `datasets` runs in offline mode for the call
+    (its cache, no five retries with back-off), the finding says offline, and the mode is put back after."""
+    import socket
+
+    import datasets
+    from huggingface_hub import constants
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(socket, "create_connection", lambda *a, **k: (_ for _ in ()).throw(OSError("unreachable")))
+    seen = []
+
+    def load_dataset(name, split=None):
+        seen.append((datasets.config.HF_HUB_OFFLINE, constants.HF_HUB_OFFLINE))
+        raise FileNotFoundError(f"Dataset {name} is not cached")
+
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    src = read_source("someuser/somedataset")
+    assert keys(src) == [(None, None, "data.hub_offline")] and seen == [(True, True)]
+    assert datasets.config.HF_HUB_OFFLINE is False and constants.HF_HUB_OFFLINE is False
+
+
 def test_lone_surrogates_deep_nesting_and_joined_boms_are_findings_not_crashes(tmp_path):
     p = tmp_path / "s.jsonl"
     p.write_text('{"text": "ok \\ud83d\\ude00"}\n{"text": "bad \\ud800"}\n' + "[" * 5000 + "\n\ufeff{\"text\": \"b\"}\n",

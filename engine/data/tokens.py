@@ -29,10 +29,17 @@ def load_tokenizer(model: str | None) -> Any:
         if model == "demo":
             model = None
         else:
+            from pathlib import Path
+
+            from ..estimate import hub_reachable
+
+            hub_id = not Path(model).expanduser().exists()
+            offline = hub_id and not hub_reachable()  # the cache only: no retries with back-off (~40 s)
             try:
-                return AutoTokenizer.from_pretrained(model)
+                return AutoTokenizer.from_pretrained(model, local_files_only=offline)
             except Exception as e:  # offline, not found, no tokenizer files: one clear message
-                raise TuneboardError("error.model_not_found", name=model, error=str(e)[:200]) from None
+                key = "error.offline_hub" if offline else "error.model_not_found"
+                raise TuneboardError(key, name=model, error=str(e)[:200]) from None
     try:
         from ..demo import demo_tokenizer  # written alongside; absent or failing -> estimates
 
