@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 import pytest
-from world import FIX, ROOT
+from world import FIX, ROOT, hub_unreachable, not_in_cache
 
 from engine.cli import main
 
@@ -81,19 +81,10 @@ def test_bad_flags_are_one_clear_line(capsys, tok_dir):
 def test_a_hub_tokenizer_this_machine_cannot_reach_is_refused_at_once_as_offline(capsys, monkeypatch):
     """The Hub's host does not answer and HF_HUB_OFFLINE is not set: the cache only (no five retries with
     back-off, ~40 s), and the message says offline, not 'no such model'."""
-    import socket
-
     import transformers
 
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.setattr(socket, "create_connection", lambda *a, **k: (_ for _ in ()).throw(OSError("unreachable")))
-    asked = []
-
-    def from_pretrained(name, **kw):
-        asked.append(kw.get("local_files_only"))
-        raise OSError(f"{name} is not in the cache")
-
-    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", from_pretrained)
+    hub_unreachable(monkeypatch)
+    asked = not_in_cache(monkeypatch, transformers.AutoTokenizer)
     rc, _, err = run(capsys, FIX / "alpaca.json", "--model", "some-org/some-model")
     assert rc == 2 and asked == [True] and "offline" in err and "some-org/some-model" in err
 

@@ -5,7 +5,7 @@ import json
 from pathlib import Path
 
 import pytest
-from world import FIX
+from world import FIX, hub_unreachable
 
 from engine.data import read_source, resolve_data_path
 from engine.data.sources import is_hub_name
@@ -233,16 +233,12 @@ def test_hub_dataset_offline_is_a_clear_finding(name, monkeypatch):
 def test_an_unreachable_hub_is_asked_from_the_cache_only(monkeypatch):
     """Not told it is offline, but the Hub's host does not answer: `datasets` runs in offline mode for the call
     (its cache, no five retries with back-off), the finding says offline, and the mode is put back after."""
-    import socket
-
     import datasets
     from huggingface_hub import constants
 
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+    hub_unreachable(monkeypatch)
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)
-    monkeypatch.setattr(socket, "create_connection", lambda *a, **k: (_ for _ in ()).throw(OSError("unreachable")))
     seen = []
 
     def load_dataset(name, split=None):

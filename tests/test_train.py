@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from world import ROOT, logged_losses, safetensors_weights, tiny_sft_config, train_run
+from world import ROOT, hub_unreachable, logged_losses, not_in_cache, safetensors_weights, tiny_sft_config, train_run
 
 from engine.config import RunConfig
 from engine.events import Finished, LogStep, Progress, RunStarted, read_events
@@ -290,22 +290,13 @@ def test_hub_model_offline_gives_a_clear_error(workdir):
 def test_a_hub_model_whose_host_does_not_answer_is_read_from_the_cache_alone(workdir, monkeypatch):
     """Not told it is offline, the Hub unreachable: from_pretrained asks the cache only (a cached model loads
     at once instead of after five retries with back-off a file), and a model not there is 'offline'."""
-    import socket
-
     import transformers
 
     from engine.messages import TuneboardError
     from engine.model import load_tokenizer, resolve
 
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.setattr(socket, "create_connection", lambda *a, **k: (_ for _ in ()).throw(OSError("unreachable")))
-    asked = []
-
-    def from_pretrained(name, **kw):
-        asked.append(kw.get("local_files_only"))
-        raise OSError(f"{name} is not in the cache")
-
-    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", from_pretrained)
+    hub_unreachable(monkeypatch)
+    asked = not_in_cache(monkeypatch, transformers.AutoTokenizer)
     cfg = RunConfig.from_dict({"model": {"name_or_path": "someorg/some-model"}})
     with pytest.raises(TuneboardError) as e:
         load_tokenizer(cfg, resolve(cfg, workdir))

@@ -42,3 +42,24 @@ def safetensors_weights(folder) -> dict:
     from safetensors.torch import load_file
 
     return load_file(str(next(Path(folder).glob("*.safetensors"))))
+
+
+def hub_unreachable(monkeypatch) -> None:
+    """The Hub's host does not answer, and nothing says offline (no HF_HUB_OFFLINE): a laptop on a train."""
+    import socket
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+    monkeypatch.setattr(socket, "create_connection", lambda *a, **k: (_ for _ in ()).throw(OSError("unreachable")))
+
+
+def not_in_cache(monkeypatch, cls) -> list:
+    """`cls.from_pretrained` finds nothing; returns the list of the `local_files_only` it was called with."""
+    asked = []
+
+    def from_pretrained(name, **kw):
+        asked.append(kw.get("local_files_only"))
+        raise OSError(f"{name} is not in the cache")
+
+    monkeypatch.setattr(cls, "from_pretrained", from_pretrained)
+    return asked
