@@ -25,7 +25,9 @@ QUANT_MODE = "quantization.mode"
 # optional text fields: an empty box means "not set"
 OPTIONAL_TEXT = {"run_name", "model.revision", "data.system_prompt"}
 # optional numbers: an empty box means "not set"
-OPTIONAL_NUMBER = {"training.save_total_limit", "data.max_samples", "data.shuffle_seed"}
+OPTIONAL_NUMBER = {"training.save_total_limit", "training.checkpoint_layers", "data.max_samples", "data.shuffle_seed"}
+# ...and where 0 means the same: Gradio draws an empty number box as 0
+ZERO_IS_UNSET = {"training.checkpoint_layers"}
 PAGE_ONLY = {QUANT_MODE, DATASETS, DATA_FORMAT, DATA_COLUMNS, DATA_MAX_SAMPLES}
 
 
@@ -70,7 +72,7 @@ def form_to_config(values: dict[str, Any], base: dict[str, Any] | None = None) -
     for name, value in values.items():
         if name in PAGE_ONLY:
             continue
-        if name in OPTIONAL_TEXT | OPTIONAL_NUMBER and _blank(value):
+        if name in OPTIONAL_TEXT | OPTIONAL_NUMBER and _blank(value) or name in ZERO_IS_UNSET and value == 0:
             value = None
         elif isinstance(value, str):
             value = value.strip()

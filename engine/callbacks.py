@@ -89,3 +89,30 @@ class EventCallback(TrainerCallback):
 
         self.emit(CheckpointSaved(step=state.global_step,
                                   path=str(Path(args.output_dir) / f"checkpoint-{state.global_step}")))
+
+
+def checkpoint_first_layers(model, n: int) -> tuple[int, int]:
+    """Of the decoder layers from the first with a trainable parameter on (all of them for LoRA and full tuning;
+    the trained ones for freeze tuning, whose frozen layers stay checkpointed), the first `n` keep transformers'
+    checkpointing and the rest are told not to (a per-layer flag): they keep their activations instead of
+    recomputing them. Returns (recomputing, of)."""
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    layers = [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer)]
+    first = next((i for i, m in enumerate(layers) if any(p.requires_grad for p in m.parameters())), len(layers))
+    flowing = layers[first:]
+    for m in flowing[n:]:
+        m.gradient_checkpointing = False
+    return sum(m.gradient_checkpointing for m in flowing), len(flowing)
+
+
+class CheckpointFirstLayers(TrainerCallback):
+    """`training.checkpoint_layers`: applied when training begins, after the trainer has turned checkpointing on
+    in every layer (it does so at the start of `train()`, a resume included)."""
+
+    def __init__(self, n: int):
+        self.n = n
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        if model is not None:
+            checkpoint_first_layers(model, self.n)

@@ -137,6 +137,7 @@ class TrainingConfig:
     max_grad_norm: float = field(default=1.0, metadata={"help": "Clip gradients to this norm (0: off)."})
     optim: Literal["auto", "adamw_torch", "adamw_torch_fused", "adamw_8bit", "paged_adamw_8bit", "paged_adamw_32bit", "sgd", "adafactor"] = field(default="auto", metadata={"help": "auto: fused AdamW on GPU, AdamW on CPU."})
     gradient_checkpointing: Literal["auto", "on", "off"] = field(default="auto", metadata={"help": "Recompute each layer's activations in backward (non-reentrant): a fraction of the memory, ~30% more compute. auto: on with 8- or 4-bit quantization (QLoRA: memory is why one quantizes) and whenever the memory estimate says the run would not fit the GPU without it; off otherwise."})
+    checkpoint_layers: Optional[int] = field(default=None, metadata={"help": "With gradient checkpointing, how many decoder layers recompute their activations (the first N); the others keep theirs: less recompute, more memory. Empty: all of them, or under auto, where the run would not fit without checkpointing, the fewest that let it fit the GPU with 10% to spare by the memory estimate."})
     seed: int = field(default=42, metadata={"help": "Seed for data order, init and dropout."})
     logging_steps: int = field(default=1, metadata={"help": "Log every N optimizer steps."})
     eval_steps: int = field(default=0, metadata={"help": "Evaluate every N steps (0: at the end only, if there is a validation split)."})
@@ -160,6 +161,7 @@ class TrainingConfig:
         _check_range(self, "logging_steps", 1)
         _check_range(self, "eval_steps", 0)
         _check_range(self, "save_steps", 0)
+        _check_range(self, "checkpoint_layers", 1)
         if self.max_steps == 0 or self.max_steps < -1:
             _fail("max_steps", "error.config.range", f"must be -1 or >= 1, got {self.max_steps}", value=self.max_steps, bound="-1 or >= 1")
 

@@ -43,6 +43,7 @@ GB = 1024**3  # "GB" here is GiB, the unit nvidia-smi and torch report a card's 
 DEFAULT_GPU_GB = 24.0
 CUDA_CONTEXT = int(0.75 * GB)  # CUDA context + cuBLAS workspace: outside torch's allocator
 ALLOCATOR_SLACK = 0.05  # the caching allocator reserves a little more than it hands out
+PARTIAL_HEADROOM = 0.10  # auto keeps layers' activations only while the estimate stays this far under the GPU
 LM_HEAD_TILE = (4096, 32768)  # trl's chunked log-prob kernel: tokens x vocab per tile
 BNB_MIN_8BIT = 4096  # bitsandbytes keeps tensors smaller than this in fp32 state
 BNB_BLOCK = 256  # ...and one fp32 absmax per 256 values of each 8-bit state
@@ -182,6 +183,7 @@ class Estimate:
     storage: str = ""  # how the weights are held: bf16, fp32 masters, nf4 + fp32, ...
     exact_shapes: bool = True
     checkpointing: bool = False  # activations recomputed in backward (auto's choice included)
+    checkpoint_layers: Optional[int] = None  # with checkpointing, the layers that recompute (None: all of them)
     advice: Optional[Advice] = None
     notes: list[dict[str, Any]] = field(default_factory=list)
 
@@ -319,7 +321,8 @@ def estimate(model_config: dict, cfg: RunConfig, gpu_memory_gb: float | None = N
     on a GPU (auto: when liger-kernel is installed here).
     `training.gradient_checkpointing: auto` is decided here, and the engine trains as this says
     (`Estimate.checkpointing`): on where `checkpointing_choice` says so, or where the run would not fit
-    `gpu_memory_gb` without it.
+    `gpu_memory_gb` without it, and then with only the fewest layers recomputing that leave PARTIAL_HEADROOM
+    (`Estimate.checkpoint_layers`, unless `training.checkpoint_layers` names a count).
     """
     kw = dict(fused_lm_head=fused_lm_head, gpu_capability=gpu_capability, liger=liger)
     if cfg.training.gradient_checkpointing == "auto":
@@ -332,8 +335,15 @@ def estimate(model_config: dict, cfg: RunConfig, gpu_memory_gb: float | None = N
                            gpu_memory_gb, **kw, _advise=False)
         if without.fits:
             return without
-        est = estimate(model_config, cfg.with_overrides({"training.gradient_checkpointing": "on"}),
-                       gpu_memory_gb, **kw, _advise=_advise)
+        on = cfg.with_overrides({"training.gradient_checkpointing": "on"})
+        chosen = cfg.training.checkpoint_layers is None  # else the reader's own count
+        if chosen:  # the fewest layers that recompute and still fit
+            on = on.with_overrides({"training.checkpoint_layers": fewest_checkpoint_layers(model_config, on,
+                                                                                           gpu_memory_gb, **kw)})
+        est = estimate(model_config, on, gpu_memory_gb, **kw, _advise=_advise)
+        if chosen and est.checkpoint_layers is not None:
+            est.notes.insert(0, {"key": "estimate.note.checkpointing_partial",
+                                 "params": {"layers": est.checkpoint_layers, "of": arch(model_config).layers}})
         est.notes.insert(0, {"key": "estimate.note.checkpointing_auto",
                              "params": {"without": f"{without.total / GB:.1f}", "gpu": f"{gpu_memory_gb:g}"}})
         return est
@@ -393,11 +403,15 @@ def estimate(model_config: dict, cfg: RunConfig, gpu_memory_gb: float | None = N
     if p.optim.startswith("paged"):
         notes.append({"key": "estimate.note.paged", "params": {}})
 
-    # activations: what the layers keep, or with checkpointing their inputs + one layer recomputed
+    # activations: what the layers keep; with checkpointing, the recomputing layers keep their inputs, and the
+    # first to recompute in backward needs one layer's worth again, once the layers after it (which keep
+    # everything: `training.checkpoint_layers`) have given theirs back
     T = p.tokens
     one_layer = _layer_bytes_per_token(a, p, trained_layers > 0, lora, ad.rank, ad.dropout, ad.use_dora) * T
+    recomputed = min(tr.checkpoint_layers or grad_layers, grad_layers) if checkpointing else 0
+    kept = grad_layers - recomputed
     if checkpointing:
-        acts = grad_layers * p.residual * a.hidden * T + one_layer
+        acts = recomputed * p.residual * a.hidden * T + max(kept, 1) * one_layer
     else:
         acts = grad_layers * one_layer
     final_norm = p.residual * a.hidden + 4 if p.liger else 4 * a.hidden + 4
@@ -405,7 +419,7 @@ def estimate(model_config: dict, cfg: RunConfig, gpu_memory_gb: float | None = N
     acts += T * (3 * p.mlp * a.inter + 8 * a.hidden)  # one layer's gradients in flight during backward
     if p.mask:
         acts += (p.rows if p.seq == cfg.data.max_length else 1) * p.seq**2 * (1 if p.attn == "sdpa" else p.e)
-    acts += _weight_copies_per_layer(a, p, cfg, lora) * (1 if checkpointing else grad_layers)
+    acts += _weight_copies_per_layer(a, p, cfg, lora) * (max(kept, 1) if checkpointing else grad_layers)
     transient = 0
     if q.bits and ad.method == "lora":
         transient = max(i * o for _, i, o in a.linears) * 2  # a dequantized weight in backward
@@ -447,6 +461,7 @@ def estimate(model_config: dict, cfg: RunConfig, gpu_memory_gb: float | None = N
         fits=None if gpu is None else total <= gpu, params_total=n_total, params_trainable=n_trainable,
         tokens=T, precision=p.precision,
         attention=p.attn, optim=p.optim, storage=_storage(cfg, p), exact_shapes=a.exact, checkpointing=checkpointing,
+        checkpoint_layers=recomputed if checkpointing and kept else None,
         notes=notes)
     if model_config.get(BUNDLED_MARK):
         est.notes.insert(0, {"key": "estimate.note.bundled_shape", "params": {"name": model_config[BUNDLED_MARK]}})
@@ -454,6 +469,19 @@ def estimate(model_config: dict, cfg: RunConfig, gpu_memory_gb: float | None = N
         est.advice = advise(model_config, cfg, gpu_memory_gb, fused_lm_head=fused_lm_head,
                             gpu_capability=gpu_capability, liger=liger)
     return est
+
+
+def fewest_checkpoint_layers(model_config: dict, cfg: RunConfig, gpu_memory_gb: float, **kw) -> Optional[int]:
+    """The fewest decoder layers that must recompute their activations for `cfg` (checkpointing on) to fit
+    `gpu_memory_gb` with PARTIAL_HEADROOM to spare; None where only all of them do, or none would fit at all
+    (the advice goes on from there)."""
+    layers, budget = arch(model_config).layers, (1 - PARTIAL_HEADROOM) * gpu_memory_gb * GB
+    for n in range(1, layers):  # the estimate is arithmetic: a 7B's 32 tries take milliseconds
+        est = estimate(model_config, cfg.with_overrides({"training.checkpoint_layers": n}), gpu_memory_gb, **kw,
+                       _advise=False)
+        if est.total <= budget:
+            return est.checkpoint_layers
+    return None
 
 
 def _weight_copies_per_layer(a: Arch, p: _Plan, cfg: RunConfig, lora: list[tuple[str, int, int]]) -> int:

@@ -38,6 +38,7 @@ class Resolved:
     packing: bool = False  # samples packed into full rows of the cutoff (SFT / pt)
     liger: bool = False  # Liger's fused kernels (RMSNorm, SwiGLU, RoPE, linear + cross-entropy)
     gradient_checkpointing: bool = False  # activations recomputed in backward (auto may turn it on to fit the GPU)
+    checkpoint_layers: int | None = None  # with it, how many layers recompute (the first ones; None: all)
     upcast_norms: bool = False  # a quantized model's norms, embeddings and LM head held in fp32 (k-bit preparation)
     fused_lora: bool = False  # LoRA's branch as one autograd function (engine/lora_fused.py)
 
@@ -100,6 +101,7 @@ def resolve(cfg: RunConfig, workdir=None) -> Resolved:
                     attn_implementation=attn, chat_template="", optim=optim,
                     padding_free=padding_free_choice(cfg, attn), packing=packing_choice(cfg, attn),
                     liger=liger_choice(cfg, cuda), gradient_checkpointing=checkpointing_choice(cfg),
+                    checkpoint_layers=cfg.training.checkpoint_layers if checkpointing_choice(cfg) else None,
                     upcast_norms=upcast_choice(cfg, precision), fused_lora=fused_lora_choice(cfg, precision))
 
 

@@ -104,7 +104,10 @@ def run_choices(res) -> list[str]:
     """The engine's speed and memory choices, in the words the run's log says them."""
     said = [res.optim]
     said += ["packed"] if res.packing else ["padding-free"] if res.padding_free else []
-    said += ["Liger kernels"] * res.liger + ["gradient checkpointing"] * res.gradient_checkpointing
+    said += ["Liger kernels"] * res.liger
+    if res.gradient_checkpointing:
+        said += [f"gradient checkpointing (first {res.checkpoint_layers} layers)" if res.checkpoint_layers
+                 else "gradient checkpointing"]
     return said + ["fp32 norms"] * res.upcast_norms + ["fused LoRA"] * res.fused_lora
 
 
@@ -156,7 +159,7 @@ def _train(cfg: RunConfig, run_dir: Path, log: EventLog, should_stop, workdir, d
 
     from . import adapters
     from . import model as model_mod
-    from .callbacks import EventCallback
+    from .callbacks import CheckpointFirstLayers, EventCallback
     from .data import load_training_data
     from .demo import demo_built, demo_fingerprint, is_demo
     from .walks import walk_once
@@ -203,6 +206,8 @@ def _train(cfg: RunConfig, run_dir: Path, log: EventLog, should_stop, workdir, d
     trainer = stage.build(model, tokenizer, train_ds, eval_ds, cfg, res, args, [callback])
     trainer.remove_callback(PrinterCallback)  # our events and progress bar say it, once
     walks = walk_once(trainer)  # the trainer's per-step walks over every module, answered from lists
+    if res.gradient_checkpointing and res.checkpoint_layers:
+        trainer.add_callback(CheckpointFirstLayers(res.checkpoint_layers))
 
     earlier = _earlier_training_time(run_dir)  # a Resume goes on in the same folder: its clock goes on too
     total_steps = _planned_steps(trainer, cfg)
@@ -249,7 +254,7 @@ def _fit_checkpointing(cfg: RunConfig, res, workdir, log: EventLog) -> None:
     note = next((n for n in est.notes if n["key"] == "estimate.note.checkpointing_auto"), None)
     if note is not None:  # the estimate turned it on to fit (the config's own rule returned above)
         params = {"without": note["params"]["without"], "gpu": f"{gpu:.0f}"}
-        res.gradient_checkpointing = True
+        res.gradient_checkpointing, res.checkpoint_layers = True, est.checkpoint_layers
         log(Warning(key="warning.checkpointing_auto", params=params, message=message("warning.checkpointing_auto", params)))
 
 

@@ -59,6 +59,9 @@ def test_page_shapes_become_config_fields():
     assert cfg.data.datasets[0].columns == {"instruction": "question", "output": "answer"}
     assert cfg.run_name is None and cfg.model.revision is None and cfg.training.save_total_limit is None
     assert cfg.training.learning_rate == 1e-4
+    # the number box Gradio draws as 0 when empty: 0 is "not set" (all layers, or auto's count), N is N
+    assert form_to_config(values | {"training.checkpoint_layers": 0}).training.checkpoint_layers is None
+    assert form_to_config(values | {"training.checkpoint_layers": 12}).training.checkpoint_layers == 12
     back = config_to_form(cfg, NAMES)
     assert back["quantization.mode"] == "4bit" and back["adapter.target_modules"] == "q_proj, v_proj"
     assert form_to_config(back) == cfg

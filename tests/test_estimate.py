@@ -290,6 +290,28 @@ def test_advice_is_the_first_single_change_that_fits():
     assert tiny_gpu.advice.key == "estimate.advice.none"
 
 
+def on_cfg(cfg: RunConfig, layers: int | None) -> RunConfig:
+    return cfg.with_overrides({"training.gradient_checkpointing": "on", "training.checkpoint_layers": layers})
+
+
+def test_checkpointing_some_layers_costs_between_none_and_all():
+    """Each layer that keeps its activations instead of recomputing adds what it keeps less its input; all of
+    them recomputing is plain checkpointing (a count past the layers too). The last layer costs the same either
+    way, give or take its input: its recompute would come first in backward, when nothing else has been freed."""
+    d = mc("llama-2-7b")
+    cfg = run_config(training={"per_device_train_batch_size": 4}, data={"max_length": 1024})
+    off = E.estimate(d, cfg.with_overrides({"training.gradient_checkpointing": "off"}), 80)
+    totals = [E.estimate(d, on_cfg(cfg, n), 80).total for n in range(1, 33)]
+    assert totals[-1] == E.estimate(d, on_cfg(cfg, None), 80).total == E.estimate(d, on_cfg(cfg, 99), 80).total
+    assert all(a > b for a, b in zip(totals[:-2], totals[1:-1], strict=True)) and totals[0] < off.total
+    layer_input = 4 * 1024 * 4096 * 2  # 4 x 1,024 tokens of 4,096 in bf16
+    assert abs(totals[-1] - totals[-2]) <= layer_input * (1 + E.ALLOCATOR_SLACK) + 1
+    steps = {a - b for a, b in zip(totals[:-2], totals[1:-1], strict=True)}  # one layer kept more, less its input
+    assert len({round(x / 2**20) for x in steps}) == 1  # the same step each (slack rounding aside)
+    assert E.estimate(d, on_cfg(cfg, 31), 80).checkpoint_layers == 31
+    assert E.estimate(d, on_cfg(cfg, 32), 80).checkpoint_layers is None
+
+
 def test_auto_checkpointing_is_on_for_quantized_lora_and_where_the_run_would_not_fit_without_it():
     d = mc("llama-2-7b")
     cfg = run_config(adapter={"rank": 128}, training={"per_device_train_batch_size": 4}, data={"max_length": 1024})
@@ -300,14 +322,23 @@ def test_auto_checkpointing_is_on_for_quantized_lora_and_where_the_run_would_not
     assert roomy.total == off.total and not roomy.checkpointing
     assert "estimate.note.checkpointing_auto" not in [n["key"] for n in roomy.notes]
     assert not E.estimate(d, cfg).checkpointing  # no GPU to fit: the config's own rule
-    gpu = (on.total + off.total) / 2 / E.GB  # fits only with it
+    gpu = (on.total + off.total) / 2 / E.GB  # fits only with it: the fewest layers that recompute and fit
     tight = E.estimate(d, cfg, gpu)
-    assert tight.checkpointing and tight.fits and tight.total == on.total and tight.advice is None
-    assert tight.notes[0] == {"key": "estimate.note.checkpointing_auto",
-                              "params": {"without": f"{off.total / E.GB:.1f}", "gpu": f"{gpu:g}"}}
+    budget = (1 - E.PARTIAL_HEADROOM) * gpu * E.GB  # kept activations leave the estimate's error room
+    assert tight.checkpointing and tight.fits and on.total < tight.total <= budget and tight.advice is None
+    n = tight.checkpoint_layers
+    assert 1 < n < 32 and E.estimate(d, on_cfg(cfg, n - 1), gpu).total > budget
+    assert tight.total == E.estimate(d, on_cfg(cfg, n), gpu).total
+    assert tight.notes[:2] == [{"key": "estimate.note.checkpointing_auto",
+                                "params": {"without": f"{off.total / E.GB:.1f}", "gpu": f"{gpu:g}"}},
+                               {"key": "estimate.note.checkpointing_partial", "params": {"layers": n, "of": 32}}]
+    assert E.estimate(d, cfg, on.total / E.GB + 0.01).checkpoint_layers is None  # no room to spare: all of them
+    mine = E.estimate(d, cfg.with_overrides({"training.checkpoint_layers": 30}), gpu)  # the reader's own count
+    assert mine.checkpoint_layers == 30 and "estimate.note.checkpointing_partial" not in str(mine.notes)
     # too small even with it: the advice goes on from checkpointing (never suggests what auto already did)
     small = E.estimate(d, cfg, on.total / E.GB * 0.9)
-    assert small.checkpointing and not small.fits and "training.gradient_checkpointing" not in small.advice.overrides
+    assert small.checkpointing and small.checkpoint_layers is None and small.total == on.total
+    assert not small.fits and "training.gradient_checkpointing" not in small.advice.overrides
     assert small.advice.total == E.estimate(d, cfg.with_overrides(small.advice.overrides), 80).total
     # 4-bit LoRA: on by the config alone (QLoRA), whatever the GPU; off still means off
     qlora = cfg.with_overrides({"quantization.bits": 4})

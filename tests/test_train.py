@@ -174,10 +174,14 @@ def test_auto_checkpointing_follows_the_estimate_on_a_gpu(tmp_path, monkeypatch)
         res = Resolved(path=str(tmp_path), device=device, precision="bf16", attn_implementation="varlen",
                        chat_template="", optim="adamw_torch_fused", liger=False)
         _fit_checkpointing(config, res, tmp_path, said.append)
+        fitted.append(res.checkpoint_layers)
         return res.gradient_checkpointing
 
+    fitted = []
     assert not fit(80) and not said
-    assert fit((on.total + off.total) / 2 / E.GB)
+    gpu = (on.total + off.total) / 2 / E.GB
+    assert fit(gpu)  # with the fewest layers recomputing that fit, as the estimate chose them
+    assert fitted[-1] == E.estimate(shape, cfg, gpu, liger=False).checkpoint_layers and 1 < fitted[-1] < 32
     assert said[-1].key == "warning.checkpointing_auto" and said[-1].params["without"] == f"{off.total / E.GB:.1f}"
     assert not fit(10, device="cpu")
     assert not fit(10, cfg.with_overrides({"training.gradient_checkpointing": "off"}))

@@ -74,6 +74,7 @@ ESTIMATE_INPUTS = [
     "data.max_length",
     "training.per_device_train_batch_size",
     "training.gradient_checkpointing",
+    "training.checkpoint_layers",
     "training.optim",
     "training.use_liger_kernel",
     "training.padding_free",

@@ -361,6 +361,15 @@ def build(ui: UI) -> None:
                     )
                 with gr.Row():
                     ui.add(
+                        gr.Number,
+                        "train-ckpt-layers",
+                        field="training.checkpoint_layers",
+                        label="ui.train.ckpt_layers",
+                        info="ui.train.ckpt_layers_info",
+                        value=tr.checkpoint_layers,
+                        precision=0,
+                    )
+                    ui.add(
                         gr.Dropdown,
                         "train-padding-free",
                         field="training.padding_free",
@@ -369,6 +378,7 @@ def build(ui: UI) -> None:
                         choice_keys=SWITCHES,
                         value=tr.padding_free,
                     )
+                with gr.Row():
                     ui.add(
                         gr.Dropdown,
                         "train-liger",
