@@ -7,7 +7,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SIM=${SIM:-/tmp/tb-gpu-image}
-py=$(command -v python3.12 || ls /root/.pyenv/versions/3.12*/bin/python 2>/dev/null | head -1)
+py=$(for c in $(command -v python3.12) /root/.pyenv/versions/3.12*/bin/python; do  # a pyenv shim may not run
+  "$c" -c "" 2>/dev/null && { echo "$c"; break; }; done)
 [ -n "$py" ] || { echo "no Python 3.12 here" >&2; exit 1; }
 if [ ! -x "$SIM/bin/python3" ]; then
   "$py" -m venv "$SIM"
