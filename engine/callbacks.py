@@ -91,28 +91,37 @@ class EventCallback(TrainerCallback):
                                   path=str(Path(args.output_dir) / f"checkpoint-{state.global_step}")))
 
 
-def checkpoint_first_layers(model, n: int) -> tuple[int, int]:
-    """Of the decoder layers from the first with a trainable parameter on (all of them for LoRA and full tuning;
-    the trained ones for freeze tuning, whose frozen layers stay checkpointed), the first `n` keep transformers'
-    checkpointing and the rest are told not to (a per-layer flag): they keep their activations instead of
-    recomputing them. Returns (recomputing, of)."""
+def trim_checkpointing(model, n: int | None = None) -> tuple[int, int]:
+    """After transformers has turned checkpointing on in every decoder layer (and made the embeddings' output
+    require a gradient, which only reentrant checkpointing needs): layers before the first with a trainable
+    parameter (freeze tuning's frozen ones) neither checkpoint nor carry a gradient, so backward stops where
+    training starts instead of running through every frozen layer; of the layers from there on, the first `n`
+    (None: all) keep checkpointing and the rest keep their activations (a per-layer flag). Returns (recomputing,
+    of the layers gradients flow through)."""
     from transformers.modeling_layers import GradientCheckpointingLayer
 
     layers = [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer)]
     first = next((i for i, m in enumerate(layers) if any(p.requires_grad for p in m.parameters())), len(layers))
+    if first:
+        for m in layers[:first]:
+            m.gradient_checkpointing = False
+        try:
+            model.disable_input_require_grads()
+        except AttributeError:  # never enabled (no hook to remove)
+            pass
     flowing = layers[first:]
-    for m in flowing[n:]:
+    for m in flowing[n or len(flowing):]:
         m.gradient_checkpointing = False
     return sum(m.gradient_checkpointing for m in flowing), len(flowing)
 
 
-class CheckpointFirstLayers(TrainerCallback):
-    """`training.checkpoint_layers`: applied when training begins, after the trainer has turned checkpointing on
-    in every layer (it does so at the start of `train()`, a resume included)."""
+class TrimCheckpointing(TrainerCallback):
+    """`trim_checkpointing` when training begins, after the trainer has turned checkpointing on in every layer
+    (it does so at the start of `train()`, a resume included). `n`: `training.checkpoint_layers`."""
 
-    def __init__(self, n: int):
+    def __init__(self, n: int | None):
         self.n = n
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
         if model is not None:
-            checkpoint_first_layers(model, self.n)
+            trim_checkpointing(model, self.n)

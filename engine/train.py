@@ -159,7 +159,7 @@ def _train(cfg: RunConfig, run_dir: Path, log: EventLog, should_stop, workdir, d
 
     from . import adapters
     from . import model as model_mod
-    from .callbacks import CheckpointFirstLayers, EventCallback
+    from .callbacks import EventCallback, TrimCheckpointing
     from .data import load_training_data
     from .demo import demo_built, demo_fingerprint, is_demo
     from .walks import walk_once
@@ -206,8 +206,8 @@ def _train(cfg: RunConfig, run_dir: Path, log: EventLog, should_stop, workdir, d
     trainer = stage.build(model, tokenizer, train_ds, eval_ds, cfg, res, args, [callback])
     trainer.remove_callback(PrinterCallback)  # our events and progress bar say it, once
     walks = walk_once(trainer)  # the trainer's per-step walks over every module, answered from lists
-    if res.gradient_checkpointing and res.checkpoint_layers:
-        trainer.add_callback(CheckpointFirstLayers(res.checkpoint_layers))
+    if res.gradient_checkpointing:
+        trainer.add_callback(TrimCheckpointing(res.checkpoint_layers))
 
     earlier = _earlier_training_time(run_dir)  # a Resume goes on in the same folder: its clock goes on too
     total_steps = _planned_steps(trainer, cfg)

@@ -9,7 +9,7 @@ from peft import LoraConfig, get_peft_model
 from transformers import LlamaConfig, LlamaForCausalLM
 from world import logged_losses, tiny_sft_config, train_run
 
-from engine.callbacks import checkpoint_first_layers
+from engine.callbacks import trim_checkpointing
 
 SHAPE = {"vocab_size": 300, "hidden_size": 64, "intermediate_size": 176, "num_hidden_layers": 4,
          "num_attention_heads": 4, "num_key_value_heads": 4}
@@ -51,25 +51,42 @@ def test_only_the_first_layers_recompute(n, recomputing):
     model = _model()
     assert _runs_per_layer(model) == [2, 2, 2, 2]  # plain checkpointing: every layer twice
     model = _model()
-    assert checkpoint_first_layers(model, n) == (min(n, 4), 4)
+    assert trim_checkpointing(model, n) == (min(n, 4), 4)
     assert _runs_per_layer(model) == recomputing
 
 
-def test_freeze_tuning_counts_from_the_first_trained_layer():
-    """The frozen layers before it stay checkpointed as they were (they keep only their inputs); the count
-    starts at the first trained layer, as the estimate's does."""
+def test_freeze_tuning_runs_no_backward_through_its_frozen_layers():
+    """transformers' checkpointing makes the embeddings' output require a gradient, so backward ran through every
+    frozen layer (recomputing each) for nothing; trimmed, the frozen layers run once, and the count of layers
+    that recompute starts at the first trained one, as the estimate's does."""
+    untrimmed = _model(freeze_first=2)
+    assert _runs_per_layer(untrimmed) == [2, 2, 2, 2]  # as transformers leaves it
     model = _model(freeze_first=2)
-    assert checkpoint_first_layers(model, 1) == (1, 2)
-    assert _runs_per_layer(model) == [2, 2, 2, 1]
+    assert trim_checkpointing(model) == (2, 2)
+    assert _runs_per_layer(model) == [1, 1, 2, 2]
+    model = _model(freeze_first=2)
+    assert trim_checkpointing(model, 1) == (1, 2)
+    assert _runs_per_layer(model) == [1, 1, 2, 1]
+    want = {n: p.grad for n, p in untrimmed.named_parameters() if p.requires_grad}
+    got = {n: p.grad for n, p in model.named_parameters() if p.requires_grad}
+    assert want.keys() == got.keys() and len(got) == 18  # 2 layers x (7 projections + 2 norms)
+    for name, grad in want.items():
+        assert grad.abs().sum() > 0 and torch.allclose(got[name], grad, atol=1e-6), name
 
 
-def test_the_engine_trains_the_same_recomputing_one_layer(workdir, demo_model):
-    """The same losses as plain checkpointing and as none; the run records and says how many layers recompute."""
+@pytest.mark.parametrize("method", ["lora", "freeze"])
+def test_the_engine_trains_the_same_with_layers_trimmed(workdir, demo_model, method):
+    """LoRA with one layer recomputing, freeze tuning with no backward through its frozen layers: the same losses
+    as without checkpointing; the run records and says how many layers recompute."""
     def run(**training):
         cfg = tiny_sft_config(max_steps=3)
+        if method == "freeze":
+            cfg = {**cfg, "adapter": {"method": "freeze", "freeze_trainable_layers": 1}}
         return train_run(workdir, {**cfg, "training": {**cfg["training"], **training}})
 
-    one, off = run(gradient_checkpointing="on", checkpoint_layers=1), run(gradient_checkpointing="off")
-    assert json.loads((one / "resolved.json").read_text())["checkpoint_layers"] == 1
-    assert "gradient checkpointing (first 1 layers)" in (one / "train.log").read_text()
-    assert logged_losses(one) == pytest.approx(logged_losses(off), rel=1e-4)
+    layers = 1 if method == "lora" else None
+    on, off = run(gradient_checkpointing="on", checkpoint_layers=layers), run(gradient_checkpointing="off")
+    assert json.loads((on / "resolved.json").read_text())["checkpoint_layers"] == layers
+    said = "gradient checkpointing (first 1 layers)" if layers else "gradient checkpointing"
+    assert said in (on / "train.log").read_text()
+    assert logged_losses(on) == pytest.approx(logged_losses(off), rel=1e-4)
