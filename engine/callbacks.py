@@ -93,26 +93,30 @@ class EventCallback(TrainerCallback):
 
 def trim_checkpointing(model, n: int | None = None) -> tuple[int, int]:
     """After transformers has turned checkpointing on in every decoder layer (and made the embeddings' output
-    require a gradient, which only reentrant checkpointing needs): layers before the first with a trainable
-    parameter (freeze tuning's frozen ones) neither checkpoint nor carry a gradient, so backward stops where
-    training starts instead of running through every frozen layer; of the layers from there on, the first `n`
-    (None: all) keep checkpointing and the rest keep their activations (a per-layer flag). Returns (recomputing,
-    of the layers gradients flow through)."""
+    require a gradient, which only reentrant checkpointing needs; ours is not): the embeddings' output goes back
+    to needing none, as without checkpointing, so backward stops where training starts: at the first layer's
+    own weights for LoRA (not its input), at the first trained layer for freeze tuning (not through every frozen
+    one below it, whose checkpointing is turned off too). Of the layers from the first with a trainable parameter
+    on, the first `n` (None: all) keep checkpointing and the rest keep their activations (a per-layer flag).
+    Returns (recomputing, of the layers gradients flow through)."""
     from transformers.modeling_layers import GradientCheckpointingLayer
 
+    embeddings = model.get_input_embeddings()
+    if not any(p.requires_grad for p in embeddings.parameters()) and not getattr(embeddings, "_tb_no_grad", False):
+        embeddings.register_forward_hook(_no_gradient)  # after transformers' and peft's (each may add one)
+        embeddings._tb_no_grad = True
     layers = [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer)]
     first = next((i for i, m in enumerate(layers) if any(p.requires_grad for p in m.parameters())), len(layers))
-    if first:
-        for m in layers[:first]:
-            m.gradient_checkpointing = False
-        try:
-            model.disable_input_require_grads()
-        except AttributeError:  # never enabled (no hook to remove)
-            pass
+    for m in layers[:first]:
+        m.gradient_checkpointing = False
     flowing = layers[first:]
     for m in flowing[n or len(flowing):]:
         m.gradient_checkpointing = False
     return sum(m.gradient_checkpointing for m in flowing), len(flowing)
+
+
+def _no_gradient(module, inputs, output):
+    return output.detach()  # embeddings with nothing to train (a LoRA on them trains): no gradient to carry
 
 
 class TrimCheckpointing(TrainerCallback):

@@ -45,14 +45,26 @@ def _model(freeze_first: int = 0):
     return get_peft_model(model, LoraConfig(r=4, target_modules="all-linear")).train()
 
 
+def _grads(model) -> dict:
+    return {n: p.grad for n, p in model.named_parameters() if p.requires_grad}
+
+
 @pytest.mark.parametrize("n, recomputing", [(1, [2, 1, 1, 1]), (3, [2, 2, 2, 1]), (4, [2, 2, 2, 2]),
                                             (9, [2, 2, 2, 2])])
 def test_only_the_first_layers_recompute(n, recomputing):
-    model = _model()
-    assert _runs_per_layer(model) == [2, 2, 2, 2]  # plain checkpointing: every layer twice
+    """And the same gradients, with no gradient for the embeddings' output (only reentrant checkpointing
+    needs one), so the first layer's input gradient is not computed."""
+    untrimmed = _model()
+    assert _runs_per_layer(untrimmed) == [2, 2, 2, 2]  # plain checkpointing: every layer twice
     model = _model()
     assert trim_checkpointing(model, n) == (min(n, 4), 4)
     assert _runs_per_layer(model) == recomputing
+    ids = torch.zeros(1, 4, dtype=torch.long)
+    assert untrimmed.get_input_embeddings()(ids).requires_grad and not model.get_input_embeddings()(ids).requires_grad
+    want, got = _grads(untrimmed), _grads(model)
+    assert want.keys() == got.keys() and len(got) == 56  # 4 layers x 7 projections x (A, B)
+    for name, grad in want.items():
+        assert torch.allclose(got[name], grad, atol=1e-6), name
 
 
 def test_freeze_tuning_runs_no_backward_through_its_frozen_layers():
@@ -67,8 +79,7 @@ def test_freeze_tuning_runs_no_backward_through_its_frozen_layers():
     model = _model(freeze_first=2)
     assert trim_checkpointing(model, 1) == (1, 2)
     assert _runs_per_layer(model) == [1, 1, 2, 1]
-    want = {n: p.grad for n, p in untrimmed.named_parameters() if p.requires_grad}
-    got = {n: p.grad for n, p in model.named_parameters() if p.requires_grad}
+    want, got = _grads(untrimmed), _grads(model)
     assert want.keys() == got.keys() and len(got) == 18  # 2 layers x (7 projections + 2 norms)
     for name, grad in want.items():
         assert grad.abs().sum() > 0 and torch.allclose(got[name], grad, atol=1e-6), name
