@@ -102,9 +102,9 @@ def trim_checkpointing(model, n: int | None = None) -> tuple[int, int]:
     from transformers.modeling_layers import GradientCheckpointingLayer
 
     embeddings = model.get_input_embeddings()
-    if not any(p.requires_grad for p in embeddings.parameters()) and not getattr(embeddings, "_tb_no_grad", False):
+    if not any(p.requires_grad for p in embeddings.parameters()) \
+            and _no_gradient not in embeddings._forward_hooks.values():
         embeddings.register_forward_hook(_no_gradient)  # after transformers' and peft's (each may add one)
-        embeddings._tb_no_grad = True
     layers = [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer)]
     first = next((i for i, m in enumerate(layers) if any(p.requires_grad for p in m.parameters())), len(layers))
     for m in layers[:first]:

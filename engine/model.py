@@ -97,11 +97,12 @@ def resolve(cfg: RunConfig, workdir=None) -> Resolved:
         optim = "adamw_torch_fused" if cuda else "adamw_torch"
     elif not cuda and optim in ("adamw_8bit", "paged_adamw_8bit", "paged_adamw_32bit", "adamw_torch_fused"):
         optim = "adamw_torch"  # bitsandbytes' optimizers and fused AdamW need CUDA; a warning event says so
+    checkpointing = checkpointing_choice(cfg)
     return Resolved(path=resolve_path(cfg.model.name_or_path, workdir), device=device, precision=precision,
                     attn_implementation=attn, chat_template="", optim=optim,
                     padding_free=padding_free_choice(cfg, attn), packing=packing_choice(cfg, attn),
-                    liger=liger_choice(cfg, cuda), gradient_checkpointing=checkpointing_choice(cfg),
-                    checkpoint_layers=cfg.training.checkpoint_layers if checkpointing_choice(cfg) else None,
+                    liger=liger_choice(cfg, cuda), gradient_checkpointing=checkpointing,
+                    checkpoint_layers=cfg.training.checkpoint_layers if checkpointing else None,
                     upcast_norms=upcast_choice(cfg, precision), fused_lora=fused_lora_choice(cfg, precision))
 
 
@@ -184,7 +185,7 @@ def quantization_config(cfg: RunConfig, res: Resolved):
 def load_tokenizer(cfg: RunConfig, res: Resolved):
     from transformers import AutoTokenizer
 
-    tok = _with_pad(_hub_call(cfg.model.name_or_path, AutoTokenizer.from_pretrained, res.path,
+    tok = _with_pad(hub_call(cfg.model.name_or_path, AutoTokenizer.from_pretrained, res.path,
                               revision=cfg.model.revision, trust_remote_code=cfg.model.trust_remote_code))
     name = cfg.model.chat_template
     if name == "auto":
@@ -229,7 +230,7 @@ def load_model(cfg: RunConfig, res: Resolved, for_training: bool = True, dtype: 
         kwargs["quantization_config"] = q
         kwargs["device_map"] = {"": 0} if res.device == "cuda" else "cpu"
     try:
-        model = _hub_call(cfg.model.name_or_path, AutoModelForCausalLM.from_pretrained, res.path, **kwargs)
+        model = hub_call(cfg.model.name_or_path, AutoModelForCausalLM.from_pretrained, res.path, **kwargs)
     except (ImportError, RuntimeError) as e:
         if q is not None and ("bitsandbytes" in str(e) or "quantiz" in str(e).lower()):
             raise TuneboardError("error.quant_unavailable", bits=cfg.quantization.bits, reason=str(e).splitlines()[0]) from e
@@ -254,12 +255,12 @@ def keep_cpu_4bit_layout(model) -> None:
             module.support_avx512bf16_for_cpu = False
 
 
-def _hub_call(name: str, fn, *args, **kwargs):
+def hub_call(name: str, fn, *args, **kwargs):
     """Call a from_pretrained; turn 'cannot reach the hub' into one clear, translatable error. A hub id whose
     host does not answer is read from the cache alone: each request would otherwise be retried five times with
     back-off (~40 s a file) before the cached copy is used."""
     unreachable = False
-    if not Path(str(args[0])).exists():
+    if not Path(str(args[0])).expanduser().exists():
         from .estimate import hub_reachable
 
         unreachable = not hub_reachable()
@@ -271,7 +272,7 @@ def _hub_call(name: str, fn, *args, **kwargs):
         text = str(e)
         offline = unreachable or os.environ.get("HF_HUB_OFFLINE") == "1" or any(
             s in text for s in ("offline", "couldn't connect", "Connection", "resolve", "Max retries"))
-        if Path(str(args[0])).exists():
+        if Path(str(args[0])).expanduser().exists():
             raise
         if offline:
             raise TuneboardError("error.offline_hub", name=name) from e

@@ -108,10 +108,10 @@ def _read_file(path: str) -> Source:
         return _fatal(path, kind, "data.binary_file", path=path, kind=looks)
     src = Source(path, kind)
     text = _decode(data, src)
-    if text is not None and "\x00" in text:  # kept reading: the rows around it may say what happened
-        src.findings.append(error(None, None, "data.nul_byte", line=_line_at(text, text.index("\x00"))))
     if text is None:
         return src
+    if "\x00" in text:  # kept reading: the rows around it may say what happened
+        src.findings.append(error(None, None, "data.nul_byte", line=_line_at(text, text.index("\x00"))))
     if kind == "csv":
         _read_csv(text, src, "\t" if name.lower().endswith(".tsv") else None)
     elif kind == "text":
@@ -148,7 +148,6 @@ def _binary_kind(data: bytes) -> str | None:
         if data.startswith(mark) and data.endswith(mark):
             return kind
     return next((kind for magic, kind in _MAGIC if data.startswith(magic)), None)
-
 
 
 def _decode(data: bytes, src: Source) -> str | None:

@@ -29,17 +29,14 @@ def load_tokenizer(model: str | None) -> Any:
         if model == "demo":
             model = None
         else:
-            from pathlib import Path
+            from ..model import hub_call  # as a run loads it: a Hub that does not answer, from the cache alone
 
-            from ..estimate import hub_reachable
-
-            hub_id = not Path(model).expanduser().exists()
-            offline = hub_id and not hub_reachable()  # the cache only: no retries with back-off (~40 s)
             try:
-                return AutoTokenizer.from_pretrained(model, local_files_only=offline)
-            except Exception as e:  # offline, not found, no tokenizer files: one clear message
-                key = "error.offline_hub" if offline else "error.model_not_found"
-                raise TuneboardError(key, name=model, error=str(e)[:200]) from None
+                return hub_call(model, AutoTokenizer.from_pretrained, model)
+            except TuneboardError:  # offline, or no such model on the Hub
+                raise
+            except Exception as e:  # a folder without tokenizer files, an id that can't be one: one clear message
+                raise TuneboardError("error.model_not_found", name=model, error=str(e)[:200]) from None
     try:
         from ..demo import demo_tokenizer  # written alongside; absent or failing -> estimates
 
