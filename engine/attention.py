@@ -11,17 +11,38 @@ check; anything that is not a packed row (a padding mask, decoding with a cache)
 
 from __future__ import annotations
 
-import functools
-
 NAME = "tuneboard_varlen"  # the key registered with transformers; configs say "varlen"
 
 
-@functools.cache
-def _has_kernel() -> bool:
-    """This torch ships `torch.nn.attention.varlen` (2.9 and newer); asked per layer, so cached."""
-    import importlib.util
+KERNEL_DEVICES = ("cuda",)  # where `varlen_attn` runs (a test adds "cpu" with a reference kernel of its own)
+_FOUND: dict = {}  # what this torch ships, looked up once: see `_kernel`
 
-    return importlib.util.find_spec("torch.nn.attention.varlen") is not None
+
+def _kernel() -> tuple[bool, frozenset[str]]:
+    """Whether this torch ships `torch.nn.attention.varlen` (2.9 and newer), and `varlen_attn`'s parameters.
+    Asked per layer, so looked up once, and first by `register`, at load: a compiled layer (`engine.compiled`)
+    then reads a dict, where tracing the look-up itself would break its graph (torch 2.11's compiler does not
+    trace `importlib.util.find_spec`, and runs a layer that calls it as 8 pieces, measured on an H200)."""
+    if not _FOUND:
+        import importlib.util
+        import inspect
+
+        has = importlib.util.find_spec("torch.nn.attention.varlen") is not None
+        params: frozenset[str] = frozenset()
+        if has:
+            from torch.nn.attention.varlen import varlen_attn
+
+            params = frozenset(inspect.signature(varlen_attn).parameters)
+        _FOUND.update(has=has, params=params)
+    return _FOUND["has"], _FOUND["params"]
+
+
+def _has_kernel() -> bool:
+    return _kernel()[0]
+
+
+def _kernel_params() -> frozenset[str]:
+    return _kernel()[1]
 
 
 def available_on_gpu() -> bool:
@@ -35,6 +56,7 @@ def register() -> str:
     """Make `NAME` a valid `attn_implementation` for from_pretrained; safe to call many times."""
     from transformers import AttentionInterface, AttentionMaskInterface
 
+    _kernel()
     AttentionInterface.register(NAME, varlen_attention_forward)
     AttentionMaskInterface.register(NAME, varlen_mask)
     return NAME
@@ -95,20 +117,11 @@ def _kernel_call(q, k, dropout, scaling, window) -> dict | None:
     """`varlen_attn`'s keywords for this call, or None where the kernel cannot run it."""
     import torch
 
-    if not q.is_cuda or dropout or not _has_kernel():
+    if q.device.type not in KERNEL_DEVICES or dropout or not _has_kernel():
         return None
-    if q.dtype not in (torch.float16, torch.bfloat16) and not torch.is_autocast_enabled("cuda"):
+    if q.dtype not in (torch.float16, torch.bfloat16) and not torch.is_autocast_enabled(q.device.type):
         return None
     return kernel_kwargs(_kernel_params(), scaling, window, q.shape[-1], q.shape[1] != k.shape[1])
-
-
-@functools.cache
-def _kernel_params() -> frozenset[str]:
-    import inspect
-
-    from torch.nn.attention.varlen import varlen_attn
-
-    return frozenset(inspect.signature(varlen_attn).parameters)
 
 
 def kernel_kwargs(params: frozenset[str], scaling: float | None, window: int | None, head_dim: int,
@@ -139,7 +152,7 @@ def _flash_varlen(q, k, v, cu, max_len, scaling, window, kw: dict):
 
     dtype = q.dtype
     if dtype not in (torch.float16, torch.bfloat16):  # fp32 masters under autocast: the kernel wants 16-bit
-        half = torch.get_autocast_dtype("cuda")
+        half = torch.get_autocast_dtype(q.device.type)
         q, k, v = q.to(half), k.to(half), v.to(half)
     cu = cu.to(device=q.device, dtype=torch.int32)
     if max_len is None:
