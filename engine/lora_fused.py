@@ -128,31 +128,49 @@ def _lora_classes() -> tuple[type, ...]:
 
 def _forward(module, peft_forward, x, *args, **kwargs):
     """One plain LoRA adapter in training: the fused branch; anything else (inference, several or disabled
-    adapters, merged weights, DoRA, a LoRA bias, peft's per-call arguments): peft's own forward."""
+    adapters, merged weights, DoRA, a LoRA bias, peft's per-call arguments): peft's own forward
+    (`peft_forward`, the class's function, called with the module)."""
     if args or kwargs or not (module.training and torch.is_grad_enabled()) or module.disable_adapters \
             or module.merged or len(module.active_adapters) != 1:
-        return peft_forward(x, *args, **kwargs)
+        return peft_forward(module, x, *args, **kwargs)
     name = module.active_adapters[0]
     if name not in module.lora_A or name in getattr(module, "lora_variant", {}) \
             or getattr(module, "lora_bias", {}).get(name):
-        return peft_forward(x)
+        return peft_forward(module, x)
     base, dropout = module.base_layer, module.lora_dropout[name]
     adapter = module.lora_A[name].weight, module.lora_B[name].weight, module.scaling[name]
     if isinstance(dropout, torch.nn.Identity) and _plain_frozen_linear(base):
         return _LoraLinear.apply(x, base.weight, base.bias, *adapter)
     y = base(x)
-    if y._is_view() or not y.is_contiguous():  # a view made inside a custom function can't be written in place
-        y = y.clone(memory_format=torch.contiguous_format)  # (why peft clones 4-bit's output every time)
+    # a view made inside a custom function can't be written in place (why peft clones 4-bit's output every
+    # time); traced by torch.compile, the in-place add is functionalised instead, and `_is_view` can't be traced
+    if not y.is_contiguous() or (not torch.compiler.is_compiling() and y._is_view()):
+        y = y.clone(memory_format=torch.contiguous_format)
     return _AddLora.apply(y, dropout(x), *adapter)
+
+
+@functools.cache
+def _fused_class(cls: type) -> type:
+    """`cls` (a peft LoRA layer class) whose forward goes through `_forward`: one subclass per class, so every
+    layer's forward is the same function. torch.compile (`training.compile`) then traces one graph for all the
+    decoder layers; a per-module forward (an instance attribute) would be guarded by identity, one graph each."""
+    peft_forward = cls.forward
+
+    def forward(self, x, *args, **kwargs):
+        return _forward(self, peft_forward, x, *args, **kwargs)
+
+    return type(cls.__name__, (cls,), {"forward": forward, "__module__": __name__, "__qualname__": cls.__qualname__,
+                                       "_tuneboard_fused": True})
 
 
 def fuse_lora_layers(model) -> int:
     """Route every LoRA linear layer of `model` through the fused branch while it trains; returns how many.
-    The adapter's modules, weights and files stay peft's: saving, merging and reloading are unchanged."""
+    Each layer becomes an instance of a subclass of its peft class (same name, same attributes); the adapter's
+    modules, weights and files stay peft's: saving, merging and reloading are unchanged."""
     classes = _lora_classes()
     n = 0
     for module in model.modules():
-        if isinstance(module, classes) and "forward" not in vars(module):
-            module.forward = functools.partial(_forward, module, module.forward)
+        if isinstance(module, classes) and not getattr(type(module), "_tuneboard_fused", False):
+            module.__class__ = _fused_class(type(module))
             n += 1
     return n
