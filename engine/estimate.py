@@ -411,21 +411,19 @@ def estimate(model_config: dict, cfg: RunConfig, gpu_memory_gb: float | None = N
     recomputed = min(tr.checkpoint_layers or grad_layers, grad_layers) if checkpointing else 0
     kept = grad_layers - recomputed
     if checkpointing:
-        acts = recomputed * p.residual * a.hidden * T + max(kept, 1) * one_layer
+        acts = recomputed * p.residual * a.hidden * T + kept * one_layer
     else:
         acts = grad_layers * one_layer
     final_norm = p.residual * a.hidden + 4 if p.liger else 4 * a.hidden + 4
     acts += T * (final_norm + p.residual * a.hidden + 16)  # final norm, LM head input, log-probs
-    acts += T * (3 * p.mlp * a.inter + 8 * a.hidden)  # one layer's gradients in flight during backward
     if p.mask:
         acts += (p.rows if p.seq == cfg.data.max_length else 1) * p.seq**2 * (1 if p.attn == "sdpa" else p.e)
     acts += _weight_copies_per_layer(a, p, cfg, lora) * (max(kept, 1) if checkpointing else grad_layers)
-    transient = 0
+    in_flight = T * (3 * p.mlp * a.inter + 8 * a.hidden)  # one layer's gradients in flight during its backward
     if q.bits and ad.method == "lora":
-        transient = max(i * o for _, i, o in a.linears) * 2  # a dequantized weight in backward
+        in_flight += max(i * o for _, i, o in a.linears) * 2  # a dequantized weight in backward
     if ad.use_dora and ad.method == "lora" and lora:
-        transient = max(transient, max(i * o for _, i, o in lora) * 4)  # the fp32 weight norm
-    acts += transient
+        in_flight += max(i * o for _, i, o in lora) * 4  # the fp32 weight norm
 
     # logits: trl's tiled LM head, or the whole (tokens x vocab) logits in fp32 and their gradient
     head_trainable = ad.method == "full"
@@ -440,6 +438,11 @@ def estimate(model_config: dict, cfg: RunConfig, gpu_memory_gb: float | None = N
         weights += n_total * p.e  # a frozen reference copy in the compute dtype (engine/dpo.py)
         notes.append({"key": "estimate.note.reference", "params": {}})
 
+    # backward holds the LM head's tile first, then (the tile freed) each layer's gradients in turn, and with
+    # checkpointing the first recomputing layer's activations again: the peak is the larger of the two moments
+    layer_phase = in_flight + (one_layer if checkpointing and not kept else 0)
+    if layer_phase > logits:
+        acts, logits = acts + layer_phase, 0
     busy = acts + logits
     all_gradients = gradients
     if tr.gradient_accumulation_steps > 1:  # a micro-batch's gradients wait through the next one's forward

@@ -480,8 +480,10 @@ def test_estimate_within_15_percent_of_peaks_measured_on_a_gpu(shape, overrides,
         for section, values in given.items():
             data.setdefault(section, {}).update(values)
     est = E.estimate(mc(shape), RunConfig.from_dict(data), liger=True)  # Liger ran there
-    # the issue asks for 15 %; these are within 6.1 %, and without Liger's terms the 7B rows are off by 13-16 %
-    assert abs(est.allocated / E.GB / measured - 1) <= 0.08
+    # the issue asks for 15 %; these are within 8.0 % (the checkpointed 0.5B row, -8.0 %, since the LM head's tile
+    # and a recomputed layer no longer count as held at once; the 7B rows within 0.5 %), and without Liger's terms
+    # the 7B rows are off by 13-16 %
+    assert abs(est.allocated / E.GB / measured - 1) <= 0.10
 
 
 def test_gradients_add_to_the_peak_only_when_they_outlive_a_step():
