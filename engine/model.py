@@ -14,6 +14,7 @@ from pathlib import Path
 from .config import (
     RunConfig,
     checkpointing_choice,
+    compile_choice,
     fused_lora_choice,
     packing_choice,
     padding_free_choice,
@@ -41,6 +42,7 @@ class Resolved:
     checkpoint_layers: int | None = None  # with it, how many layers recompute (the first ones; None: all)
     upcast_norms: bool = False  # a quantized model's norms, embeddings and LM head held in fp32 (k-bit preparation)
     fused_lora: bool = False  # LoRA's branch as one autograd function (engine/lora_fused.py)
+    compile: bool = False  # each decoder layer compiled by torch.compile (engine/compiled.py)
 
 
 def resolve_path(name: str, workdir=None) -> str:
@@ -103,7 +105,8 @@ def resolve(cfg: RunConfig, workdir=None) -> Resolved:
                     padding_free=padding_free_choice(cfg, attn), packing=packing_choice(cfg, attn),
                     liger=liger_choice(cfg, cuda), gradient_checkpointing=checkpointing,
                     checkpoint_layers=cfg.training.checkpoint_layers if checkpointing else None,
-                    upcast_norms=upcast_choice(cfg, precision), fused_lora=fused_lora_choice(cfg, precision))
+                    upcast_norms=upcast_choice(cfg, precision), fused_lora=fused_lora_choice(cfg, precision),
+                    compile=compile_choice(cfg, cuda))
 
 
 def resolve_for_run(cfg: RunConfig, run_dir: str | os.PathLike, workdir=None, adapter: bool = True) -> Resolved:

@@ -16,6 +16,8 @@ from operator import attrgetter
 from pathlib import Path
 from typing import Optional
 
+from .compiled import LIGER_IN_LAYERS_OFF, compile_layers
+from .compiled import stats as compile_stats
 from .config import ConfigError, RunConfig, config_from_args
 from .events import CheckpointSaved, Error, Evaluation, Event, Finished, LogStep, Progress, RunStarted, Warning
 from .messages import TuneboardError, error_key, message
@@ -96,6 +98,8 @@ def training_args(cfg: RunConfig, res, run_dir: Path, has_eval: bool) -> dict:
         report_to=t.report_to or "none", disable_tqdm=True,
         include_num_input_tokens_seen="non_padding",
         use_liger_kernel=res.liger, dataloader_num_workers=t.dataloader_num_workers,
+        # compiled layers fuse their own norms, activations and rotary: Liger keeps its linear + cross-entropy
+        liger_kernel_config=dict(LIGER_IN_LAYERS_OFF) if res.liger and res.compile else None,
         remove_unused_columns=True,
     )
 
@@ -108,7 +112,7 @@ def run_choices(res) -> list[str]:
     if res.gradient_checkpointing:
         said += [f"gradient checkpointing (first {res.checkpoint_layers} layers)" if res.checkpoint_layers
                  else "gradient checkpointing"]
-    return said + ["fp32 norms"] * res.upcast_norms + ["fused LoRA"] * res.fused_lora
+    return said + ["fp32 norms"] * res.upcast_norms + ["fused LoRA"] * res.fused_lora + ["compiled layers"] * res.compile
 
 
 def _checkpointing_args(on: bool) -> dict:
@@ -208,6 +212,8 @@ def _train(cfg: RunConfig, run_dir: Path, log: EventLog, should_stop, workdir, d
     walks = walk_once(trainer)  # the trainer's per-step walks over every module, answered from lists
     if res.gradient_checkpointing:
         trainer.add_callback(TrimCheckpointing(res.checkpoint_layers))
+    if res.compile:  # after the trainer applied Liger: the layers are traced as they will run
+        compile_layers(trainer.model)
 
     earlier = _earlier_training_time(run_dir)  # a Resume goes on in the same folder: its clock goes on too
     total_steps = _planned_steps(trainer, cfg)
@@ -222,6 +228,9 @@ def _train(cfg: RunConfig, run_dir: Path, log: EventLog, should_stop, workdir, d
         result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     finally:
         walks.remove()
+        if res.compile:  # what the compiler did, beside what the engine chose: a fallback is not silent
+            resolved["compile_stats"] = compile_stats()
+            (run_dir / "resolved.json").write_text(json.dumps(resolved, indent=1))
     step = trainer.state.global_step
 
     out = run_dir / ("adapter" if cfg.adapter.method == "lora" else "model")

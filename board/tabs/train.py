@@ -399,6 +399,16 @@ def build(ui: UI) -> None:
                     )
                 with gr.Row():
                     ui.add(
+                        gr.Dropdown,
+                        "train-compile",
+                        field="training.compile",
+                        label="ui.train.compile",
+                        info="ui.train.compile_info",
+                        choice_keys=SWITCHES,
+                        value=tr.compile,
+                    )
+                with gr.Row():
+                    ui.add(
                         gr.Number,
                         "train-logging-steps",
                         field="training.logging_steps",

@@ -1,0 +1,54 @@
+"""Regional compilation (`training.compile`): every decoder layer but the first compiled in place by torch.compile.
+
+Why: on a GPU a LoRA step of a 7B model launches thousands of small operations from Python (peft's layers,
+transformers' decoder, each norm, rotary and activation), and the host, not the GPU, sets the pace. Profiled on
+an H200 (2026-11-27, `bench/profiles/`), the default packed 4,096-token step kept the GPU's kernels busy
+135 ms of its 287 ms. Compiled, a layer is one graph: its norms, activations and additions fused into a few
+kernels, and its Python run once, when traced. Opt-in (`compile_choice`) until a GPU run measures it faster.
+
+The layers share one graph: they are alike (`inline_inbuilt_nn_modules`: their weights are the
+graph's inputs), so only the first one waits for the compiler. Shapes are dynamic from the start, since
+packed steps hold different token counts. Graph variants come from train / eval, checkpointed or not, and
+adapters on / off (DPO's reference pass): a few, well under `RECOMPILE_LIMIT`.
+
+Liger's kernels inside the layers (RMSNorm, SwiGLU, RoPE) are left out where the layers compile: the compiler
+fuses those itself. Its fused linear + cross-entropy, outside the layers, stays.
+"""
+
+from __future__ import annotations
+
+RECOMPILE_LIMIT = 16  # graph variants of the layer before the compiler gives up on it (torch's default: 8)
+LIGER_IN_LAYERS_OFF = {"rope": False, "rms_norm": False, "swiglu": False, "geglu": False, "layer_norm": False}
+
+
+def compile_layers(model) -> int:
+    """Compile every decoder layer of `model` (a peft model or a transformers one) in place: the modules, their
+    names and their weights stay as they are, so saving and reloading are unchanged. Returns how many."""
+    import torch
+
+    from .adapters import decoder_layers
+
+    torch._dynamo.reset()  # this run's graphs and counts only (a process may have trained before: tests)
+    torch._dynamo.utils.counters.clear()
+    config = torch._dynamo.config
+    config.recompile_limit = max(config.recompile_limit, RECOMPILE_LIMIT)
+    config.suppress_errors = True  # a layer the compiler fails on runs uncompiled instead of ending the run
+    layers = decoder_layers(model)
+    # the first layer stays as it is where there are others: with frozen embeddings (LoRA) its input needs no
+    # gradient and the others' do, which would be a second graph to compile for one layer
+    compiled = layers[1:] if len(layers) > 1 else layers
+    for layer in compiled:
+        layer.compile(dynamic=True)
+    return len(compiled)
+
+
+def stats() -> dict:
+    """What the compiler did since `compile_layers`: graphs traced, graph breaks, frames it failed on."""
+    from torch._dynamo.utils import counters
+
+    out = {"graphs": int(counters["stats"].get("unique_graphs", 0)),
+           "graph_breaks": int(sum(counters["graph_break"].values())),
+           "failed_frames": int(counters["frames"].get("total", 0) - counters["frames"].get("ok", 0))}
+    if counters["graph_break"]:  # the first line of each reason: what to fix, in the run's own record
+        out["break_reasons"] = [reason.strip().splitlines()[0][:200] for reason in list(counters["graph_break"])[:5]]
+    return out

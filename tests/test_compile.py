@@ -1,0 +1,128 @@
+"""training.compile: every decoder layer but the first compiled by torch.compile (engine/compiled.py), as one graph
+that the layers share, through the path a GPU run takes: packed rows, the `varlen` kernel, the fused LoRA branch.
+
+PyTorch's varlen kernel runs on CUDA only, so these tests give its op a CPU kernel of their own (per-sample
+attention, forward and backward) and let `engine.attention` call it on CPU: the compiler then traces exactly
+what it traces on a GPU, the op included. A graph break (a call the compiler can't trace) shows in the run's
+`compile_stats`; on an H200 one such call (`importlib.util.find_spec`, per layer) split each layer into 8 graphs.
+"""
+
+import importlib.util
+import json
+
+import pytest
+from world import logged_losses, tiny_sft_config, train_run
+
+from engine import attention
+from engine.config import RunConfig, compile_choice
+
+
+def _cpu_varlen_kernels():
+    """CPU kernels for `torch_attn::_varlen_attn` and its backward: causal attention within each sample."""
+    import torch
+
+    def blocks(q, k, v, cu):
+        bounds = cu.tolist()
+        for a, b in zip(bounds[:-1], bounds[1:], strict=True):
+            rep = q.shape[1] // k.shape[1]
+            yield a, b, q[a:b].transpose(0, 1).float(), *(t[a:b].transpose(0, 1).float().repeat_interleave(rep, 0)
+                                                           for t in (k, v))
+
+    def probs(qs, ks, scale):
+        n = qs.shape[1]
+        s = (qs @ ks.transpose(1, 2)) * (scale if scale is not None else qs.shape[-1] ** -0.5)
+        return s.masked_fill(torch.ones(n, n, dtype=torch.bool).triu(1), float("-inf")).softmax(-1)
+
+    def forward(query, key, value, cu_seq_q, cu_seq_k, max_q, max_k, is_causal=False, scale=None, *rest):
+        out = torch.empty_like(query)
+        for a, b, qs, ks, vs in blocks(query, key, value, cu_seq_q):
+            out[a:b] = (probs(qs, ks, scale) @ vs).transpose(0, 1).to(query.dtype)
+        lse = torch.zeros(query.shape[1], query.shape[0], dtype=torch.float32)
+        return out, lse, torch.zeros(2, dtype=torch.uint64)
+
+    def backward(grad_out, query, key, value, out, lse, cu_seq_q, cu_seq_k, max_q, max_k, is_causal, rng_state,
+                 scale=None, *rest):
+        grads = [torch.zeros_like(t, dtype=torch.float32) for t in (query, key, value)]
+        heads, kv_heads = query.shape[1], key.shape[1]
+        sc = scale if scale is not None else query.shape[-1] ** -0.5
+        for a, b, qs, ks, vs in blocks(query, key, value, cu_seq_q):
+            p = probs(qs, ks, scale)
+            go = grad_out[a:b].transpose(0, 1).float()
+            dp = go @ vs.transpose(1, 2)
+            ds = p * (dp - (dp * p).sum(-1, keepdim=True))
+            n = b - a
+            grads[0][a:b] = (ds @ ks * sc).transpose(0, 1)
+            for g, part in ((grads[1], ds.transpose(1, 2) @ qs * sc), (grads[2], p.transpose(1, 2) @ go)):
+                g[a:b] = part.view(kv_heads, heads // kv_heads, n, -1).sum(1).transpose(0, 1)
+        return tuple(g.to(t.dtype) for g, t in zip(grads, (query, key, value), strict=True))
+
+    return forward, backward
+
+
+@pytest.fixture
+def varlen_on_cpu(monkeypatch):
+    """`engine.attention` runs PyTorch's varlen op on CPU, through the kernels above; a look-up count of its
+    module (`find_spec`), which must happen once, at load, and never inside a compiled layer."""
+    import torch
+
+    if not attention._has_kernel():
+        pytest.skip("this torch has no torch.nn.attention.varlen")
+    lib = torch.library.Library("torch_attn", "IMPL")
+    forward, backward = _cpu_varlen_kernels()
+    lib.impl("_varlen_attn", forward, "CPU")
+    lib.impl("_varlen_attn_backward", backward, "CPU")
+    monkeypatch.setattr(attention, "KERNEL_DEVICES", ("cuda", "cpu"))
+    monkeypatch.setattr(attention, "_FOUND", {})
+    lookups = []
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: lookups.append(name) or real(name, *a))
+    yield lookups
+    lib._destroy()
+
+
+def _packed(**training) -> dict:
+    cfg = tiny_sft_config(**{"max_steps": 6, **training})
+    cfg["data"]["packing"] = True
+    cfg["model"] = {"attn_implementation": "varlen", "precision": "bf16"}  # a bf16 model: the kernel's dtype
+    return cfg
+
+
+@pytest.mark.parametrize("checkpointing", ["off", "on"])
+def test_compiled_layers_train_as_one_graph_like_the_eager_ones(workdir, demo_model, varlen_on_cpu, checkpointing):
+    eager = train_run(workdir, _packed(compile="off", gradient_checkpointing=checkpointing))
+    varlen_on_cpu.clear()
+    compiled = train_run(workdir, _packed(compile="on", gradient_checkpointing=checkpointing))
+    resolved = json.loads((compiled / "resolved.json").read_text())
+    assert resolved["compile"] and resolved["attn_implementation"] == "varlen" and resolved["packing"]
+    assert resolved["fused_lora"]
+    # one graph for every compiled layer, nothing left out of it, on steps of different token counts
+    assert resolved["compile_stats"] == {"graphs": 1, "graph_breaks": 0, "failed_frames": 0}
+    assert varlen_on_cpu.count("torch.nn.attention.varlen") <= 1  # looked up at load, not per layer
+    # bf16: the compiler fuses and rounds differently (measured: 0.1 % apart at most), the loss falls alike
+    assert logged_losses(compiled) == pytest.approx(logged_losses(eager), rel=5e-3)
+    assert logged_losses(compiled)[-1] < logged_losses(compiled)[0]
+    assert not json.loads((eager / "resolved.json").read_text())["compile"]
+
+
+def test_compiled_run_saves_an_adapter_plain_peft_reloads(workdir, demo_model, varlen_on_cpu):
+    """The compiled modules stay the model's own: the adapter's keys are peft's, and it changes the output."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    run = train_run(workdir, _packed(compile="on", max_steps=3))
+    base = AutoModelForCausalLM.from_pretrained(str(demo_model))
+    ids = torch.tensor([[1, 5, 9, 14, 3]])
+    before = base(ids).logits
+    tuned = PeftModel.from_pretrained(base, str(run / "adapter"))
+    assert not any("_orig_mod" in k for k in tuned.state_dict())
+    assert not torch.allclose(tuned(ids).logits, before)
+
+
+def test_compile_is_asked_for_not_automatic():
+    """auto stays off until a GPU run measures the fixed graph faster than the eager layers (bench/README.md)."""
+    cfg = RunConfig()
+    assert cfg.training.compile == "auto"
+    assert not compile_choice(cfg, cuda=True) and not compile_choice(cfg, cuda=False)
+    on = cfg.with_overrides({"training.compile": "on"})
+    assert compile_choice(on, cuda=True) and compile_choice(on, cuda=False)
