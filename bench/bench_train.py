@@ -215,8 +215,13 @@ def chosen(r: dict) -> list[str]:
     """The engine's speed and memory choices a line measured (from resolved.json; lines before 2026-11-26 have none)."""
     res = r.get("resolved") or {}
     names = {"packing": "packed", "liger": "liger", "gradient_checkpointing": "checkpointing", "upcast_norms": "fp32 norms",
-             "fused_lora": "fused LoRA"}
-    return [name for key, name in names.items() if res.get(key)]
+             "fused_lora": "fused LoRA", "compile": "compiled"}
+    said = [name for key, name in names.items() if res.get(key)]
+    cs = res.get("compile_stats")  # what the compiler did: graphs, and any break or failure that left code uncompiled
+    if res.get("compile") and cs:
+        said[-1] += f" ({cs['graphs']} graphs, {cs['graph_breaks']} breaks, {cs['failed_frames']} failed)"
+        said += [f"break: {r}" for r in cs.get("break_reasons", [])[:2]]
+    return said
 
 
 def notes(r: dict) -> str:
@@ -387,7 +392,7 @@ def profile_steps(first: int, out: Path, title: str, cuda: bool):
                 busy = sum(getattr(e, "self_device_time_total", 0) or 0 for e in table) if cuda else 0
                 f.write(f", kernels busy {100 * busy / wall_us:.0f} % of it\n" if cuda else "\n")
                 sort = "self_device_time_total" if cuda else "self_cpu_time_total"
-                f.write(table.table(sort_by=sort, row_limit=30, max_name_column_width=70) + "\n")
+                f.write(table.table(sort_by=sort, row_limit=45, max_name_column_width=90) + "\n")
             except Exception as e:  # noqa: BLE001
                 f.write(f"\nno table: {type(e).__name__}: {e}\n")
 
@@ -431,7 +436,7 @@ def flops_per_token(mc: dict, cfg, trainable: int, d: Path) -> float:
 def _resolved(run_dir: Path) -> dict | None:
     """What the engine decided for an engine recipe (its run's resolved.json), so a line says what it measured."""
     keys = ("precision", "attn_implementation", "optim", "packing", "padding_free", "liger", "gradient_checkpointing",
-            "upcast_norms", "fused_lora")
+            "upcast_norms", "fused_lora", "compile", "compile_stats")
     try:
         data = json.loads((run_dir / "resolved.json").read_text())
     except (OSError, ValueError):
