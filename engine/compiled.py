@@ -12,7 +12,7 @@ packed steps hold different token counts. Graph variants come from train / eval,
 adapters on / off (DPO's reference pass): a few, well under `RECOMPILE_LIMIT`.
 
 Liger's kernels inside the layers (RMSNorm, SwiGLU, RoPE) are left out where the layers compile: the compiler
-fuses those itself. Its fused linear + cross-entropy, outside the layers, stays.
+fuses those itself. (Its linear + cross-entropy is off anyway: trl's own chunked LM head computes the loss.)
 """
 
 from __future__ import annotations

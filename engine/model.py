@@ -37,7 +37,7 @@ class Resolved:
     optim: str
     padding_free: bool = False  # each batch's rows flattened into one, no pad tokens (SFT / pt)
     packing: bool = False  # samples packed into full rows of the cutoff (SFT / pt)
-    liger: bool = False  # Liger's fused kernels (RMSNorm, SwiGLU, RoPE, linear + cross-entropy)
+    liger: bool = False  # Liger's fused kernels (RMSNorm, SwiGLU, RoPE; trl turns its linear + cross-entropy off)
     gradient_checkpointing: bool = False  # activations recomputed in backward (auto may turn it on to fit the GPU)
     checkpoint_layers: int | None = None  # with it, how many layers recompute (the first ones; None: all)
     upcast_norms: bool = False  # a quantized model's norms, embeddings and LM head held in fp32 (k-bit preparation)

@@ -98,7 +98,7 @@ def training_args(cfg: RunConfig, res, run_dir: Path, has_eval: bool) -> dict:
         report_to=t.report_to or "none", disable_tqdm=True,
         include_num_input_tokens_seen="non_padding",
         use_liger_kernel=res.liger, dataloader_num_workers=t.dataloader_num_workers,
-        # compiled layers fuse their own norms, activations and rotary: Liger keeps its linear + cross-entropy
+        # compiled layers fuse their own norms, activations and rotary (trl has turned Liger's loss off already)
         liger_kernel_config=dict(LIGER_IN_LAYERS_OFF) if res.liger and res.compile else None,
         remove_unused_columns=True,
     )
@@ -108,7 +108,7 @@ def run_choices(res) -> list[str]:
     """The engine's speed and memory choices, in the words the run's log says them."""
     said = [res.optim]
     said += ["packed"] if res.packing else ["padding-free"] if res.padding_free else []
-    said += ["Liger kernels"] * res.liger
+    said += ["Liger kernels"] * (res.liger and not res.compile)  # compiled layers leave Liger nothing to patch
     if res.gradient_checkpointing:
         said += [f"gradient checkpointing (first {res.checkpoint_layers} layers)" if res.checkpoint_layers
                  else "gradient checkpointing"]

@@ -126,3 +126,14 @@ def test_compile_is_asked_for_not_automatic():
     assert not compile_choice(cfg, cuda=True) and not compile_choice(cfg, cuda=False)
     on = cfg.with_overrides({"training.compile": "on"})
     assert compile_choice(on, cuda=True) and compile_choice(on, cuda=False)
+
+
+def test_the_log_names_compiled_layers_not_liger_which_then_patches_nothing():
+    from engine.model import Resolved
+    from engine.train import run_choices
+
+    res = Resolved(path="x", device="cuda", precision="bf16", attn_implementation="varlen", chat_template="",
+                   optim="adamw_torch_fused", liger=True, fused_lora=True, compile=True)
+    assert "compiled layers" in run_choices(res) and "Liger kernels" not in run_choices(res)
+    res.compile = False
+    assert "Liger kernels" in run_choices(res) and "compiled layers" not in run_choices(res)
