@@ -52,6 +52,11 @@ def resolve_path(name: str, workdir=None) -> str:
     return str(local) if local else name  # a hub id: loading it raises the offline error if we can't reach the hub
 
 
+def is_path(name: str) -> bool:
+    """`name` can only be a local path, never a hub id (`owner/model`): it starts with / . ~ or has more parts."""
+    return name.startswith((".", "/", "~", "\\")) or name.count("/") > 1
+
+
 def local_model_dir(name: str) -> Path | None:
     """The local model folder `name` names, or None for a hub id; a path that holds no model is refused."""
     p = Path(name).expanduser()
@@ -59,7 +64,7 @@ def local_model_dir(name: str) -> Path | None:
         if not (p / "config.json").exists():
             raise TuneboardError("error.model_not_found", name=name)
         return p.resolve()
-    if name.startswith((".", "/", "~")) or name.count("/") > 1:
+    if is_path(name):
         raise TuneboardError("error.model_not_found", name=name)
     return None
 
@@ -264,6 +269,8 @@ def hub_call(name: str, fn, *args, **kwargs):
     back-off (~40 s a file) before the cached copy is used."""
     unreachable = False
     if not Path(str(args[0])).expanduser().exists():
+        if is_path(str(args[0])):  # a folder that isn't there: not found, whether or not the Hub answers
+            raise TuneboardError("error.model_not_found", name=name)
         from .estimate import hub_reachable
 
         unreachable = not hub_reachable()

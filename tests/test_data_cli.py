@@ -89,6 +89,18 @@ def test_a_hub_tokenizer_this_machine_cannot_reach_is_refused_at_once_as_offline
     assert rc == 2 and asked == [True] and "offline" in err and "some-org/some-model" in err
 
 
+@pytest.mark.parametrize("path", ["/no/such/model", "./no-such-folder", "~/no-such-folder", "a/b/c"])
+def test_a_missing_folder_is_not_found_even_offline(capsys, monkeypatch, path):
+    """A name only a path can be (not `owner/model`) that isn't there is 'not found', not 'offline', and the
+    Hub is not asked."""
+    import transformers
+
+    hub_unreachable(monkeypatch)
+    asked = not_in_cache(monkeypatch, transformers.AutoTokenizer)
+    rc, _, err = run(capsys, FIX / "alpaca.json", "--model", path)
+    assert rc == 2 and asked == [] and "not found" in err.lower() and path in err and "offline" not in err
+
+
 def test_without_a_tokenizer_counts_are_marked_estimated(capsys, monkeypatch):
     import engine.demo
 
