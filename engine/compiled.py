@@ -22,8 +22,9 @@ LIGER_IN_LAYERS_OFF = {"rope": False, "rms_norm": False, "swiglu": False, "geglu
 
 
 def compile_layers(model) -> int:
-    """Compile every decoder layer of `model` (a peft model or a transformers one) in place: the modules, their
-    names and their weights stay as they are, so saving and reloading are unchanged. Returns how many."""
+    """Compile every decoder layer of `model` but the first (a peft model or a transformers one) in place: the
+    modules, their names and their weights stay as they are, so saving and reloading are unchanged. Returns how
+    many were compiled."""
     import torch
 
     from .adapters import decoder_layers

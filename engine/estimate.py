@@ -419,11 +419,12 @@ def estimate(model_config: dict, cfg: RunConfig, gpu_memory_gb: float | None = N
     if p.mask:
         acts += (p.rows if p.seq == cfg.data.max_length else 1) * p.seq**2 * (1 if p.attn == "sdpa" else p.e)
     acts += _weight_copies_per_layer(a, p, cfg, lora) * (max(kept, 1) if checkpointing else grad_layers)
-    in_flight = T * (3 * p.mlp * a.inter + 8 * a.hidden)  # one layer's gradients in flight during its backward
+    transient = 0
     if q.bits and ad.method == "lora":
-        in_flight += max(i * o for _, i, o in a.linears) * 2  # a dequantized weight in backward
+        transient = max(i * o for _, i, o in a.linears) * 2  # a dequantized weight in backward
     if ad.use_dora and ad.method == "lora" and lora:
-        in_flight += max(i * o for _, i, o in lora) * 4  # the fp32 weight norm
+        transient = max(transient, max(i * o for _, i, o in lora) * 4)  # the fp32 weight norm
+    in_flight = T * (3 * p.mlp * a.inter + 8 * a.hidden) + transient  # one layer's backward, in flight
 
     # logits: trl's tiled LM head, or the whole (tokens x vocab) logits in fp32 and their gradient
     head_trainable = ad.method == "full"

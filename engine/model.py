@@ -268,7 +268,8 @@ def hub_call(name: str, fn, *args, **kwargs):
     host does not answer is read from the cache alone: each request would otherwise be retried five times with
     back-off (~40 s a file) before the cached copy is used."""
     unreachable = False
-    if not Path(str(args[0])).expanduser().exists():
+    local = Path(str(args[0])).expanduser().exists()
+    if not local:
         if is_path(str(args[0])):  # a folder that isn't there: not found, whether or not the Hub answers
             raise TuneboardError("error.model_not_found", name=name)
         from .estimate import hub_reachable
@@ -282,7 +283,7 @@ def hub_call(name: str, fn, *args, **kwargs):
         text = str(e)
         offline = unreachable or os.environ.get("HF_HUB_OFFLINE") == "1" or any(
             s in text for s in ("offline", "couldn't connect", "Connection", "resolve", "Max retries"))
-        if Path(str(args[0])).expanduser().exists():
+        if local:
             raise
         if offline:
             raise TuneboardError("error.offline_hub", name=name) from e

@@ -18,7 +18,8 @@ from engine.config import RunConfig, compile_choice
 
 
 def _cpu_varlen_kernels():
-    """CPU kernels for `torch_attn::_varlen_attn` and its backward: causal attention within each sample."""
+    """CPU kernels for `torch_attn::_varlen_attn` (the engine's per-sample reference) and its backward (causal
+    attention's gradients within each sample, written out: autograd does not run below the op)."""
     import torch
 
     def blocks(q, k, v, cu):
@@ -34,9 +35,7 @@ def _cpu_varlen_kernels():
         return s.masked_fill(torch.ones(n, n, dtype=torch.bool).triu(1), float("-inf")).softmax(-1)
 
     def forward(query, key, value, cu_seq_q, cu_seq_k, max_q, max_k, is_causal=False, scale=None, *rest):
-        out = torch.empty_like(query)
-        for a, b, qs, ks, vs in blocks(query, key, value, cu_seq_q):
-            out[a:b] = (probs(qs, ks, scale) @ vs).transpose(0, 1).to(query.dtype)
+        out = attention._per_sample(query, key, value, cu_seq_q, scale, 0.0, None)  # the engine's own reference
         lse = torch.zeros(query.shape[1], query.shape[0], dtype=torch.float32)
         return out, lse, torch.zeros(2, dtype=torch.uint64)
 
