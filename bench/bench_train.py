@@ -24,6 +24,7 @@ RSS on CPU), the estimate, and the loss at the last step. Results append to benc
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import functools
 import json
@@ -178,11 +179,13 @@ def main(argv=None) -> int:
               f" micro-batch {args.batch}, cutoff {args.seq}, {args.steps} steps", flush=True)
         for r in recipes:
             extra = ["--peak-tflops", str(args.peak_tflops)] if args.peak_tflops else []
-            try:
-                proc = subprocess.run(base + ["--_worker", r] + extra, capture_output=True, text=True,
-                                      timeout=args.recipe_timeout)
-            except subprocess.TimeoutExpired:
-                print(f"{r} {RECIPES[r]:<19} TIMEOUT after {args.recipe_timeout:.0f}s", flush=True)
+            proc = run_worker(base + ["--_worker", r] + extra, args.recipe_timeout)
+            if args.out and (proc.returncode is None or proc.returncode):  # the whole story, beside the results
+                log = Path(args.out).with_name(f"worker-{r}-{datetime.datetime.now():%H%M%S}.log")
+                log.write_text(f"$ {' '.join(proc.args)}\n{proc.stdout}\n{proc.stderr}", encoding="utf-8")
+            if proc.returncode is None:
+                tail = [x for x in (proc.stderr or "").strip().splitlines() if "Warning" not in x][-3:]
+                print(f"{r} {RECIPES[r]:<19} TIMEOUT after {args.recipe_timeout:.0f}s: {' | '.join(tail)}", flush=True)
                 failed += 1
                 continue
             out = Path(tmp) / f"result-{r}.json"
@@ -198,6 +201,24 @@ def main(argv=None) -> int:
                 with open(args.out, "a", encoding="utf-8") as f:
                     f.write(json.dumps(rec) + "\n")
     return 1 if failed else 0  # a script around the bench must not take a crashed recipe for a measurement
+
+
+def run_worker(cmd: list[str], timeout: float | None) -> subprocess.CompletedProcess:
+    """Run one recipe's process; if it outlives `timeout`, kill its whole process group and return what it printed,
+    with returncode None. The compiler's worker processes inherit the output pipes: `subprocess.run`'s kill of
+    the recipe alone then waited on them for good (an H200 call on 2026-11-27 sat 4 minutes past a 150 s limit)."""
+    import signal
+
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          start_new_session=True) as proc:
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            out, err = proc.communicate()
+            return subprocess.CompletedProcess(cmd, None, out, err)
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
 def line(r: dict) -> str:
@@ -226,7 +247,7 @@ def chosen(r: dict) -> list[str]:
 
 def notes(r: dict) -> str:
     return "; ".join((["cpu-fallback"] if r.get("fallback") else []) + [f"--set {o}" for o in r.get("overrides") or []]
-                     + chosen(r))
+                     + chosen(r) + ([r["note"]] if r.get("note") else []))  # a note added by hand, after the run
 
 
 def table(path: Path) -> int:
