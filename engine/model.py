@@ -246,20 +246,24 @@ def load_model(cfg: RunConfig, res: Resolved, for_training: bool = True, dtype: 
     if q is None and res.device == "cuda":
         model.to("cuda")
     if q is not None and res.device == "cpu":
-        keep_cpu_4bit_layout(model)
+        keep_cpu_4bit_layout(model, for_training)
     model.config.use_cache = not for_training
     return model
 
 
-def keep_cpu_4bit_layout(model) -> None:
-    """bitsandbytes repacks a 4-bit layer for its bf16 CPU kernel the first time the layer runs without gradients
-    (validation, chat) on an AVX512-BF16 CPU, and the repacking assumes the layer's input width is a multiple of
-    the quantization block (64): the demo's 96-wide layers failed with "shape '[96, 1]' is invalid" at the first
-    validation or chat of a 4-bit run. Such layers keep bitsandbytes' plain 4-bit path."""
+def keep_cpu_4bit_layout(model, training: bool) -> None:
+    """bitsandbytes (0.50) repacks a 4-bit layer for its bf16 CPU kernel the first time the layer runs without
+    gradients (validation, chat) on an AVX512-BF16 CPU, and leaves it repacked. Layers that keep bitsandbytes'
+    plain 4-bit path instead:
+    - in a model that trains, every one: the repacked kernel has no backward, so the steps after a run's first
+      validation went through it (torch warned of backprop through `gemv_4bit`), and compiled layers, traced
+      with the plain weights' shapes, failed there;
+    - elsewhere, those whose input width is not a multiple of the quantization block (64), which the repacking
+      assumes: the demo's 96-wide layers failed with "shape '[96, 1]' is invalid" at the first chat."""
     for module in model.modules():
         state = getattr(getattr(module, "weight", None), "quant_state", None)
         if getattr(module, "support_avx512bf16_for_cpu", False) and state is not None \
-                and module.in_features % state.blocksize:
+                and (training or module.in_features % state.blocksize):
             module.support_avx512bf16_for_cpu = False
 
 

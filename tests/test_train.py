@@ -143,6 +143,36 @@ def test_qlora_4bit_trains_on_cpu(workdir, demo_model):
     assert answer.text
 
 
+def test_a_4bit_model_that_trains_keeps_its_trainable_layout_through_validation(workdir, demo_model, monkeypatch):
+    """On an AVX512-BF16 CPU (made one here) bitsandbytes repacks a 4-bit layer for an inference kernel with no
+    backward at its first forward without gradients, and leaves it so: every step after a run's first validation
+    went through it. A model that trains keeps every layer's trainable layout; a model for chat only the layers
+    the repacking can't take (input width not a multiple of 64)."""
+    bnb = pytest.importorskip("bitsandbytes")
+    import torch
+
+    from engine.config import RunConfig
+    from engine.model import load_model, resolve
+
+    monkeypatch.setattr(bnb.nn.modules, "has_avx512bf16", lambda: True)
+    cfg = RunConfig.from_dict({**tiny_sft_config(), "quantization": {"bits": 4}})
+    res = resolve(cfg, workdir)
+
+    def layers(model):
+        return [m for m in model.modules() if isinstance(m, bnb.nn.Linear4bit)]
+
+    model = load_model(cfg, res, for_training=True)
+    shapes = [m.weight.shape for m in layers(model)]
+    model.eval()
+    with torch.no_grad():
+        model(torch.tensor([[1, 5, 9, 14]]))
+    assert [m.weight.shape for m in layers(model)] == shapes
+    assert not any(getattr(m.weight.quant_state, "packing_format_for_cpu", False) for m in layers(model))
+    chat = load_model(cfg, res, for_training=False)
+    kept = {m.in_features: m.support_avx512bf16_for_cpu for m in layers(chat)}
+    assert kept == {96: False, 256: True}  # the demo's widths: hidden 96, MLP 256
+
+
 def test_checkpointing_recomputes_the_same_training(workdir, demo_model):
     """Checkpointing trades memory for compute, not results: the same losses and weights with it and without."""
     runs = {mode: train_run(workdir, {**tiny_sft_config(max_steps=3), "training": {
