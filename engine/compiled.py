@@ -4,7 +4,8 @@ Why: on a GPU a LoRA step of a 7B model launches thousands of small operations f
 transformers' decoder, each norm, rotary and activation), and the host, not the GPU, sets the pace. Profiled on
 an H200 (2026-11-27, `bench/profiles/`), the default packed 4,096-token step kept the GPU's kernels busy
 135 ms of its 287 ms. Compiled, a layer is one graph: its norms, activations and additions fused into a few
-kernels, and its Python run once, when traced. Opt-in (`compile_choice`) until a GPU run measures it faster.
+kernels, and its Python run once, when traced: the same step ran 1.13x faster there (44.4 % MFU against
+39.2 %). `compile_choice` says where auto turns it on: LoRA on a 16-bit base on a GPU.
 
 The layers share one graph: they are alike (`inline_inbuilt_nn_modules`: their weights are the
 graph's inputs), so only the first one waits for the compiler. Shapes are dynamic from the start, since
