@@ -120,12 +120,13 @@ def test_compiled_run_saves_an_adapter_plain_peft_reloads(workdir, demo_model, v
 
 def test_auto_compiles_16_bit_lora_on_a_gpu_only():
     """auto is on where a GPU run measured the compiled layers faster (LoRA on a 16-bit base, bench/README.md);
-    not on a CPU, a quantized base, DoRA or full fine-tuning, unless asked for."""
-    cfg = RunConfig()
+    not on a CPU, a quantized base, DoRA, full fine-tuning or the demo model (a second of training), unless asked
+    for."""
+    cfg = RunConfig().with_overrides({"model.name_or_path": "meta-llama/Llama-2-7b-hf"})
     assert cfg.training.compile == "auto" and cfg.adapter.method == "lora" and not cfg.quantization.bits
     assert compile_choice(cfg, cuda=True) and not compile_choice(cfg, cuda=False)
     for other in ({"quantization.bits": 4}, {"quantization.bits": 8}, {"adapter.method": "full"}, {"adapter.use_dora": True},
-                  {"training.compile": "off"}):
+                  {"training.compile": "off"}, {"model.name_or_path": "demo"}):
         assert not compile_choice(cfg.with_overrides(other), cuda=True), other
     on = cfg.with_overrides({"training.compile": "on", "quantization.bits": 4})
     assert compile_choice(on, cuda=True) and compile_choice(on, cuda=False)
