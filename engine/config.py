@@ -54,7 +54,7 @@ class ModelConfig:
     name_or_path: str = field(default="demo", metadata={"help": "Hugging Face id, local folder, or `demo` (tiny offline model)."})
     revision: Optional[str] = field(default=None, metadata={"help": "Hub revision (branch, tag or commit)."})
     precision: Precision = field(default="auto", metadata={"help": "auto: bf16 on GPUs with compute capability >= 8.0, fp16 below, fp32 on CPU."})
-    attn_implementation: Attention = field(default="auto", metadata={"help": "auto: flash_attention_2 when flash-attn is installed on a GPU; else varlen (PyTorch's variable-length kernel) on a GPU of compute capability 8.0+; else sdpa."})
+    attn_implementation: Attention = field(default="auto", metadata={"help": "auto: flash_attention_2 when flash-attn is installed on a GPU; else varlen (PyTorch's variable-length kernel) on a GPU of compute capability 8.0+; else sdpa. A model that soft-caps its attention scores (Gemma 2) gets eager instead of varlen or sdpa, which can't cap them (asking for those is refused)."})
     chat_template: ChatTemplate = field(default="auto", metadata={"help": "auto: the tokenizer's own template, else ChatML."})
     trust_remote_code: bool = field(default=False, metadata={"help": "Run Python code shipped with the model. Only for models you trust."})
 

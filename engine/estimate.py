@@ -92,6 +92,12 @@ def text_config(model_config: dict) -> dict:
     return model_config
 
 
+def caps_attention(model_config: dict) -> bool:
+    """Whether the model soft-caps its attention scores (Gemma 2's `attn_logit_softcapping`): sdpa and PyTorch's
+    varlen kernel can't, so the engine runs eager attention there unless flash-attn is installed."""
+    return bool(text_config(model_config).get("attn_logit_softcapping"))
+
+
 def arch(model_config: dict) -> Arch:
     c = text_config(model_config)
     mt = str(c.get("model_type", "llama"))
@@ -231,7 +237,8 @@ def liger_installed() -> bool:
     return importlib.util.find_spec("liger_kernel") is not None
 
 
-def _plan(cfg: RunConfig, capability: tuple[int, int] | None = None, liger: bool = False) -> _Plan:
+def _plan(cfg: RunConfig, capability: tuple[int, int] | None = None, liger: bool = False,
+          softcap: bool = False) -> _Plan:
     q, ad, tr = cfg.quantization, cfg.adapter, cfg.training
     precision = precision_choice(cfg, capability)
     e = 4 if precision == "fp32" else 2
@@ -251,6 +258,7 @@ def _plan(cfg: RunConfig, capability: tuple[int, int] | None = None, liger: bool
     attn = cfg.model.attn_implementation
     if attn == "auto":  # flash-attn or PyTorch's varlen kernel on an Ampere+ GPU (or one not named), else sdpa
         attn = "varlen" if capability is None or tuple(capability) >= (8, 0) else "sdpa"
+        attn = "eager" if softcap else attn  # soft-capped scores (Gemma 2): eager, as engine.model plans without flash-attn
     varlen = attn in ("flash_attention_2", "varlen")  # boundaries, not a mask: each sample attends to itself
     free = padding_free_choice(cfg, attn)  # a batch's rows flattened into one row of rows*s tokens
     optim = "adamw_torch_fused" if tr.optim == "auto" else tr.optim
@@ -352,7 +360,7 @@ def estimate(model_config: dict, cfg: RunConfig, gpu_memory_gb: float | None = N
     if liger is None:
         mode = cfg.training.use_liger_kernel
         liger = mode == "on" or (mode == "auto" and liger_installed())
-    p = _plan(cfg, gpu_capability, liger and a.model_type in LIGER_TYPES)
+    p = _plan(cfg, gpu_capability, liger and a.model_type in LIGER_TYPES, caps_attention(model_config))
     ad, q, tr = cfg.adapter, cfg.quantization, cfg.training
     counts = count_params(model_config)
     n_total = counts["total"]

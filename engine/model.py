@@ -98,7 +98,7 @@ def resolve(cfg: RunConfig, workdir=None) -> Resolved:
         raise TuneboardError("error.precision_unsupported", precision="fp16", device="CPU")
     elif precision == "bf16" and cuda and not torch.cuda.is_bf16_supported():
         raise TuneboardError("error.precision_unsupported", precision="bf16", device=torch.cuda.get_device_name())
-    attn = attention_choice(cfg, cuda)
+    attn = attention_choice(cfg, cuda, softcapped(cfg, workdir))
     optim = cfg.training.optim
     if optim == "auto":
         optim = "adamw_torch_fused" if cuda else "adamw_torch"
@@ -150,12 +150,15 @@ def liger_choice(cfg: RunConfig, cuda: bool) -> bool:
     return installed
 
 
-def attention_choice(cfg: RunConfig, cuda: bool) -> str:
+def attention_choice(cfg: RunConfig, cuda: bool, softcap: bool = False) -> str:
     """flash-attn where installed; else PyTorch's varlen kernel on GPUs that run it, so that batches can go
     padding-free (packed or not); sdpa otherwise.
 
     On CPU sdpa also keeps packed samples apart: transformers builds a block-diagonal mask from the
-    restarting position ids (tests/test_packing.py checks the logits)."""
+    restarting position ids (tests/test_packing.py checks the logits). A model that soft-caps its attention
+    scores (`softcap`: Gemma 2) gets eager attention where flash-attn is not installed: neither sdpa nor the
+    varlen kernel caps them, and transformers, which refuses sdpa for such a model, can't tell a registered
+    kernel (varlen) apart."""
     from . import attention
 
     attn = cfg.model.attn_implementation
@@ -163,10 +166,25 @@ def attention_choice(cfg: RunConfig, cuda: bool) -> str:
     if attn == "auto":
         if flash:
             return "flash_attention_2"
+        if softcap:
+            return "eager"
         return "varlen" if cuda and attention.available_on_gpu() else "sdpa"
     if attn == "flash_attention_2" and not flash:
         raise TuneboardError("error.flash_unavailable")
+    if softcap and attn in ("sdpa", "varlen"):
+        raise TuneboardError("error.attn_softcap", model=cfg.model.name_or_path, attn=attn)
     return attn  # varlen on CPU runs its per-sample sdpa reference path
+
+
+def softcapped(cfg: RunConfig, workdir=None) -> bool:
+    """`estimate.caps_attention` of the model's config.json, where it can be read now (a folder, the demo, the
+    hub or its cache); where it can't, loading the model says why."""
+    from .estimate import caps_attention, load_model_config
+
+    try:
+        return caps_attention(load_model_config(cfg.model.name_or_path, workdir, cfg.model.revision))
+    except (TuneboardError, OSError, ValueError):
+        return False
 
 
 def torch_dtype(precision: str):

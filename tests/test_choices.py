@@ -33,6 +33,38 @@ def test_attention_auto_is_sdpa_on_cpu_and_varlen_on_a_gpu_without_flash_attn(mo
     assert e.value.key == "error.flash_unavailable"
 
 
+def test_a_model_that_soft_caps_attention_scores_gets_eager_attention(tmp_path, monkeypatch, no_flash):
+    """Gemma 2 caps its attention scores (tanh), which neither sdpa nor PyTorch's varlen kernel does: transformers
+    refuses sdpa for it, but took the registered varlen kernel and would have trained without the cap on a GPU.
+    auto picks eager there (flash-attn, which caps, where installed); asking for sdpa or varlen is refused."""
+    import json
+
+    from engine import estimate
+    from engine.model import resolve, softcapped
+
+    folder = tmp_path / "gemma2"
+    folder.mkdir()
+    shape = {"model_type": "gemma2", "vocab_size": 256, "hidden_size": 64, "intermediate_size": 128, "head_dim": 16,
+             "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+             "attn_logit_softcapping": 50.0}
+    (folder / "config.json").write_text(json.dumps(shape))
+    gemma2 = _cfg(model={"name_or_path": str(folder)})
+    (tmp_path / "llama").mkdir()
+    (tmp_path / "llama" / "config.json").write_text(json.dumps({**shape, "model_type": "llama",
+                                                                "attn_logit_softcapping": None}))
+    assert softcapped(gemma2) and not softcapped(_cfg(model={"name_or_path": str(tmp_path / "llama")}))
+    assert resolve(gemma2).attn_implementation == "eager"  # on this CPU
+    monkeypatch.setattr(attention, "available_on_gpu", lambda: True)
+    assert attention_choice(gemma2, cuda=True, softcap=True) == "eager"
+    assert attention_choice(gemma2, cuda=True) == "varlen"  # what it was before
+    for asked in ("sdpa", "varlen"):
+        with pytest.raises(TuneboardError) as e:
+            attention_choice(gemma2.with_overrides({"model.attn_implementation": asked}), cuda=True, softcap=True)
+        assert e.value.key == "error.attn_softcap" and asked in str(e.value.params)
+    assert estimate.estimate(shape, gemma2).attention == "eager"
+    assert estimate.estimate({**shape, "attn_logit_softcapping": None}, gemma2).attention == "varlen"
+
+
 def test_padding_free_follows_packing_and_the_kernel():
     assert padding_free_choice(_cfg(data={"packing": True}), "sdpa") is True  # trl's bfd packing is padding-free
     assert padding_free_choice(_cfg(), "sdpa") is False  # a flattened batch would need an (n x n) mask
@@ -71,9 +103,10 @@ def test_the_run_records_what_auto_packing_resolved_to(monkeypatch):
     from engine import model
 
     monkeypatch.setattr(model, "resolve_path", lambda name, workdir=None: name)  # no demo build for this
+    monkeypatch.setattr(model, "softcapped", lambda cfg, workdir=None: False)  # nor a config to read
     real = _cfg(model={"name_or_path": "Qwen/Qwen2.5-7B"})
     for attn, packed in (("sdpa", False), ("varlen", True)):  # what this machine runs decides, whichever it is
-        monkeypatch.setattr(model, "attention_choice", lambda cfg, cuda, attn=attn: attn)
+        monkeypatch.setattr(model, "attention_choice", lambda cfg, cuda, softcap=False, attn=attn: attn)
         assert model.resolve(real).packing is packed
         assert model.resolve(_cfg(data={"packing": "on"})).packing is True
 
