@@ -118,10 +118,13 @@ def test_compiled_run_saves_an_adapter_plain_peft_reloads(workdir, demo_model, v
     assert not torch.allclose(tuned(ids).logits, before)
 
 
-def test_auto_compiles_16_bit_lora_on_a_gpu_only():
+def test_auto_compiles_16_bit_lora_on_a_gpu_only(monkeypatch):
     """auto is on where a GPU run measured the compiled layers faster (LoRA on a 16-bit base, bench/README.md);
-    not on a CPU, a quantized base, DoRA, full fine-tuning or the demo model (a second of training), unless asked
-    for."""
+    not on a CPU, a quantized base, DoRA, full fine-tuning, the demo model (a second of training) or without
+    Triton (nothing would compile), unless asked for."""
+    real, triton = importlib.util.find_spec, [True]  # a GPU build of torch ships Triton; this CPU one doesn't
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: (triton[0] or None) if name == "triton" else real(name, *a))
     cfg = RunConfig().with_overrides({"model.name_or_path": "meta-llama/Llama-2-7b-hf"})
     assert cfg.training.compile == "auto" and cfg.adapter.method == "lora" and not cfg.quantization.bits
     assert compile_choice(cfg, cuda=True) and not compile_choice(cfg, cuda=False)
@@ -130,6 +133,8 @@ def test_auto_compiles_16_bit_lora_on_a_gpu_only():
         assert not compile_choice(cfg.with_overrides(other), cuda=True), other
     on = cfg.with_overrides({"training.compile": "on", "quantization.bits": 4})
     assert compile_choice(on, cuda=True) and compile_choice(on, cuda=False)
+    triton[0] = False  # a Windows torch, say
+    assert not compile_choice(cfg, cuda=True) and compile_choice(on, cuda=True)
 
 
 def test_the_log_names_compiled_layers_not_liger_which_then_patches_nothing():
