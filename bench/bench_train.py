@@ -410,10 +410,18 @@ def profile_steps(first: int, out: Path, title: str, cuda: bool):
             f.write(f"\n## {title}: steps {first}-{first + 1}, {wall_us / 1e3:.0f} ms wall")
             try:  # a profile is a diagnosis: it never costs the recipe its measurement
                 table = prof.key_averages()
-                busy = sum(getattr(e, "self_device_time_total", 0) or 0 for e in table) if cuda else 0
-                f.write(f", kernels busy {100 * busy / wall_us:.0f} % of it\n" if cuda else "\n")
+                # the kernels themselves: an op's row also carries the device time of the kernels it launched
+                kernels = [e for e in table if getattr(e, "device_type", None) == torch.autograd.DeviceType.CUDA]
+                busy = sum(e.self_device_time_total for e in kernels)
+                syncs = sum(e.count for e in table if e.key in ("aten::_local_scalar_dense", "cudaStreamSynchronize",
+                                                                 "cudaDeviceSynchronize"))
+                f.write(f", kernels busy {busy / 1e3:.0f} ms = {100 * busy / wall_us:.0f} % of it, {syncs} host"
+                        f" syncs\n" if cuda else "\n")
                 sort = "self_device_time_total" if cuda else "self_cpu_time_total"
                 f.write(table.table(sort_by=sort, row_limit=45, max_name_column_width=90) + "\n")
+                if cuda:  # where the host's time goes: what the GPU waits on where it idles
+                    f.write(f"\n### {title}: host time\n"
+                            + table.table(sort_by="self_cpu_time_total", row_limit=30, max_name_column_width=90) + "\n")
             except Exception as e:  # noqa: BLE001
                 f.write(f"\nno table: {type(e).__name__}: {e}\n")
 
