@@ -137,8 +137,9 @@ def main(argv=None) -> int:
     ap.add_argument("--batch", type=int, default=None, help="micro-batch (default per shape)")
     ap.add_argument("--seq", type=int, default=None, help="cutoff in tokens (default per shape)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--set", action="append", default=[], metavar="a.b=v",
-                    help="a config override for the engine's recipes (c, d), as `tuneboard train --set`")
+    ap.add_argument("--set", action="append", default=[], metavar="[R:]a.b=v",
+                    help="a config override for the engine's recipes (c, d), as `tuneboard train --set`; "
+                         "`d:a.b=v` for recipe d alone")
     ap.add_argument("--recipe-timeout", type=float, default=None, help="seconds a recipe may take before it is killed")
     ap.add_argument("--peak-tflops", type=float, default=None, help="the device's peak, if not in the table")
     ap.add_argument("--profile", default=None, metavar="FILE",
@@ -308,6 +309,20 @@ def prepare(args) -> int:
 # ---- one recipe, in its own process --------------------------------------------------------------
 
 
+def overrides(recipe: str, items: list[str]) -> list[str]:
+    """The `--set` items for `recipe` (c or d): the plain ones, and those written `recipe:a.b=v`."""
+    if recipe not in ("c", "d"):
+        return []
+    mine = []
+    for item in items:
+        who, sep, rest = item.partition(":")
+        if not sep or "=" in who:  # a plain a.b=v (whose value may hold a colon)
+            mine.append(item)
+        elif who == recipe:
+            mine.append(rest)
+    return mine
+
+
 def run_config(recipe: str, args, d: Path):
     """The RunConfig of a recipe: what c/d train with, and what a/b mirror for the estimate."""
     from engine.config import RunConfig
@@ -331,10 +346,10 @@ def run_config(recipe: str, args, d: Path):
     elif recipe == "d":
         base["quantization"] = {"bits": 4}
     cfg = RunConfig.from_dict(base)
-    if recipe in ("c", "d") and args.set:
+    if recipe in ("c", "d") and overrides(recipe, args.set):
         from engine.config import parse_overrides
 
-        cfg = cfg.with_overrides(parse_overrides(args.set))
+        cfg = cfg.with_overrides(parse_overrides(overrides(recipe, args.set)))
     return cfg
 
 
@@ -381,7 +396,7 @@ def worker(args) -> int:
         "peak_kind": "cuda_allocated" if cuda else "cpu_rss", "est_gb": est.allocated / GB, "est_total_gb": est.total / GB,
         "loss": steps[-1]["loss"], "first_loss": steps[0]["loss"], "fallback": fallback, "wall_s": wall,
         "params": count_params(mc)["total"], "trainable": est.params_trainable,
-        "overrides": args.set if r in ("c", "d") else [],
+        "overrides": overrides(r, args.set),
         "resolved": _resolved(d / f"work-{cfg.run_name}" / "run") if r in ("c", "d") else None,
     }
     (d / f"result-{r}.json").write_text(json.dumps(rec))
