@@ -428,10 +428,11 @@ def profile_steps(first: int, out: Path, title: str, cuda: bool):
                 # the kernels themselves: an op's row also carries the device time of the kernels it launched
                 kernels = [e for e in table if getattr(e, "device_type", None) == torch.autograd.DeviceType.CUDA]
                 busy = sum(e.self_device_time_total for e in kernels)
-                syncs = sum(e.count for e in table if e.key in ("aten::_local_scalar_dense", "cudaStreamSynchronize",
-                                                                 "cudaDeviceSynchronize"))
-                f.write(f", kernels busy {busy / 1e3:.0f} ms = {100 * busy / wall_us:.0f} % of it, {syncs} host"
-                        f" syncs\n" if cuda else "\n")
+                counts = {e.key: e.count for e in table}  # a tensor read on the host (.item(), if t) waits for it
+                syncs = (f"{counts.get('aten::_local_scalar_dense', 0)} tensors read on the host, "
+                         f"{counts.get('cudaStreamSynchronize', 0)} stream syncs")
+                f.write(f", kernels busy {busy / 1e3:.0f} ms = {100 * busy / wall_us:.0f} % of it; {syncs}\n"
+                        if cuda else "\n")
                 sort = "self_device_time_total" if cuda else "self_cpu_time_total"
                 f.write(table.table(sort_by=sort, row_limit=45, max_name_column_width=90) + "\n")
                 if cuda:  # where the host's time goes: what the GPU waits on where it idles
