@@ -146,9 +146,9 @@ class TrainingConfig:
     resume_from: Optional[str] = field(default=None, metadata={"help": "A run folder or checkpoint folder to resume from; `last` resumes this run's last checkpoint."})
     report_to: list[str] = field(default_factory=list, metadata={"help": "Experiment trackers: tensorboard, wandb (off by default)."})
     padding_free: Literal["auto", "on", "off"] = field(default="auto", metadata={"help": "Flatten each batch's rows into one, without pad tokens (positions restart per row, same loss). Packing is always padding-free; auto: on where a varlen kernel runs (flash_attention_2 or varlen on a GPU)."})
-    use_liger_kernel: Literal["auto", "on", "off"] = field(default="auto", metadata={"help": "Liger fused kernels for RMSNorm, SwiGLU and RoPE (pip install tuneboard[gpu]); the LM head's loss is trl's own chunked kernel, which turns Liger's linear + cross-entropy off. auto: on when installed on a GPU; with compiled layers (training.compile) the compiler fuses these itself."})
+    use_liger_kernel: Literal["auto", "on", "off"] = field(default="auto", metadata={"help": "Liger fused kernels for RMSNorm, SwiGLU and RoPE (pip install tuneboard[gpu]); the LM head's loss is trl's own chunked kernel, which turns Liger's linear + cross-entropy off. auto: on when installed on a GPU where Triton can build its kernels (it needs a C compiler: CC, gcc or clang); with compiled layers (training.compile) the compiler fuses these itself."})
     fused_lora: Literal["auto", "on", "off"] = field(default="auto", metadata={"help": "Train LoRA's adapter branch as one autograd function that adds it in place in the second matmul, with the base matmul where that is a plain 16-bit Linear (engine/lora_fused.py): peft's numbers (fp32: the loss to the bit), 40% less memory traffic for the branch. auto: on for LoRA, rsLoRA and QLoRA; DoRA, and a quantized model upcast to fp32 norms, keep peft's own."})
-    compile: Literal["auto", "on", "off"] = field(default="auto", metadata={"help": "Compile each decoder layer but the first with torch.compile, one graph that they share (engine/compiled.py): fused kernels and less Python a step. The first step waits for the compiler (seconds to a minute). auto: on for LoRA (not DoRA) on a 16-bit model on a GPU with Triton (a packed 7B step on an H200 ran 1.13x faster: 44 % MFU against 39 %); off for a 4-bit or 8-bit base (not yet measured to finish compiling in time), on a CPU and for the demo model."})
+    compile: Literal["auto", "on", "off"] = field(default="auto", metadata={"help": "Compile each decoder layer but the first with torch.compile, one graph that they share (engine/compiled.py): fused kernels and less Python a step. The first step waits for the compiler (seconds to a minute). auto: on for LoRA (not DoRA) on a 16-bit model on a GPU where Triton can build kernels, which takes a C compiler (a packed 7B step on an H200 ran 1.13x faster: 44 % MFU against 39 %); off for a 4-bit or 8-bit base (not yet measured to finish compiling in time), on a CPU and for the demo model."})
     dataloader_num_workers: int = field(default=0, metadata={"help": "Data loader worker processes."})
 
     def __post_init__(self) -> None:
@@ -358,16 +358,15 @@ def compile_choice(cfg: RunConfig, cuda: bool) -> bool:
     one graph, no break; bench/README.md). Not DoRA (peft's own layers, not measured compiled), nor a quantized
     base (its compiled 7B run had not finished its first steps after 150 s there), nor a CPU, where the minute
     the compiler takes outweighs what a short run gains, nor the demo model, whose whole run is a second of GPU
-    time: compiling it would take longer than training it. Nor without Triton (the compiler's GPU kernels; Linux
-    builds of torch ship it), where every layer would fail to compile and run eager after all."""
-    import importlib.util
-
+    time: compiling it would take longer than training it. Nor where Triton can't build the compiler's GPU kernels
+    (not installed, as in a Windows torch, or no C compiler), where every layer would fail to compile and run
+    eager after all."""
     from .demo import is_demo
+    from .estimate import triton_builds
 
     mode = cfg.training.compile
     return mode == "on" or (mode == "auto" and cuda and not cfg.quantization.bits and cfg.adapter.method == "lora"
-                            and not cfg.adapter.use_dora and not is_demo(cfg.model.name_or_path)
-                            and importlib.util.find_spec("triton") is not None)
+                            and not cfg.adapter.use_dora and not is_demo(cfg.model.name_or_path) and triton_builds())
 
 
 def padding_free_choice(cfg: RunConfig, attn: str) -> bool:

@@ -237,6 +237,17 @@ def liger_installed() -> bool:
     return importlib.util.find_spec("liger_kernel") is not None
 
 
+def triton_builds() -> bool:
+    """Whether Triton can build GPU kernels here, as compiled layers and Liger's kernels need: installed, with the
+    C compiler it builds each kernel's launcher with (CC, else gcc, else clang, where Triton looks; a slim
+    container image may have none, and the first kernel would fail mid-run)."""
+    import importlib.util
+    import shutil
+
+    return importlib.util.find_spec("triton") is not None and bool(
+        os.environ.get("CC") or shutil.which("gcc") or shutil.which("clang"))
+
+
 def _plan(cfg: RunConfig, capability: tuple[int, int] | None = None, liger: bool = False,
           softcap: bool = False) -> _Plan:
     q, ad, tr = cfg.quantization, cfg.adapter, cfg.training
@@ -359,7 +370,7 @@ def estimate(model_config: dict, cfg: RunConfig, gpu_memory_gb: float | None = N
     a = arch(model_config)
     if liger is None:
         mode = cfg.training.use_liger_kernel
-        liger = mode == "on" or (mode == "auto" and liger_installed())
+        liger = mode == "on" or (mode == "auto" and liger_installed() and triton_builds())
     p = _plan(cfg, gpu_capability, liger and a.model_type in LIGER_TYPES, caps_attention(model_config))
     ad, q, tr = cfg.adapter, cfg.quantization, cfg.training
     counts = count_params(model_config)

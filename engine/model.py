@@ -22,7 +22,7 @@ from .config import (
     upcast_choice,
 )
 from .demo import demo_fingerprint, ensure_demo_model, is_demo
-from .estimate import liger_installed
+from .estimate import liger_installed, triton_builds
 from .messages import TuneboardError
 from .templates import TEMPLATES
 
@@ -147,7 +147,7 @@ def liger_choice(cfg: RunConfig, cuda: bool) -> bool:
     installed = liger_installed()
     if mode == "on" and not installed:
         raise TuneboardError("error.liger_unavailable")
-    return installed
+    return installed and (mode == "on" or triton_builds())  # auto: where its Triton kernels can be built
 
 
 def attention_choice(cfg: RunConfig, cuda: bool, softcap: bool = False) -> str:

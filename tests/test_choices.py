@@ -111,10 +111,20 @@ def test_the_run_records_what_auto_packing_resolved_to(monkeypatch):
         assert model.resolve(_cfg(data={"packing": "on"})).packing is True
 
 
-def test_liger_is_off_on_cpu_and_refused_when_asked_for_but_missing(monkeypatch):
+def test_liger_is_off_on_cpu_and_where_triton_builds_nothing_and_refused_when_asked_for_but_missing(
+        monkeypatch):
     import importlib.util
 
     assert liger_choice(_cfg(training={"use_liger_kernel": "on"}), cuda=False) is False
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",  # installed, with the Triton its kernels are written in
+                        lambda name, *a: True if name in ("liger_kernel", "triton") else real(name, *a))
+    monkeypatch.setenv("CC", "/usr/bin/cc")
+    assert liger_choice(_cfg(), cuda=True) is True
+    monkeypatch.delenv("CC")
+    monkeypatch.setattr("shutil.which", lambda name, *a: None)  # no C compiler: Triton builds no kernel
+    assert liger_choice(_cfg(), cuda=True) is False
+    assert liger_choice(_cfg(training={"use_liger_kernel": "on"}), cuda=True) is True  # asked for: as asked
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None)
     assert liger_choice(_cfg(), cuda=True) is False
     with pytest.raises(TuneboardError) as e:

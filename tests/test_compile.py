@@ -134,11 +134,15 @@ def test_compiled_run_saves_an_adapter_plain_peft_reloads(workdir, demo_model, v
 
 def test_auto_compiles_16_bit_lora_on_a_gpu_only(monkeypatch):
     """auto is on where a GPU run measured the compiled layers faster (LoRA on a 16-bit base, bench/README.md);
-    not on a CPU, a quantized base, DoRA, full fine-tuning, the demo model (a second of training) or without
-    Triton (nothing would compile), unless asked for."""
-    real, triton = importlib.util.find_spec, [True]  # a GPU build of torch ships Triton; this CPU one doesn't
+    not on a CPU, a quantized base, DoRA, full fine-tuning, the demo model (a second of training) or where Triton
+    can't build kernels (nothing would compile), unless asked for."""
+    import shutil
+
+    real, triton, cc = importlib.util.find_spec, [True], ["/usr/bin/gcc"]  # a GPU build of torch ships Triton
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: (triton[0] or None) if name == "triton" else real(name, *a))
+    monkeypatch.setattr(shutil, "which", lambda name, *a: cc[0] if name == "gcc" else None)
+    monkeypatch.delenv("CC", raising=False)
     cfg = RunConfig().with_overrides({"model.name_or_path": "meta-llama/Llama-2-7b-hf"})
     assert cfg.training.compile == "auto" and cfg.adapter.method == "lora" and not cfg.quantization.bits
     assert compile_choice(cfg, cuda=True) and not compile_choice(cfg, cuda=False)
@@ -147,6 +151,10 @@ def test_auto_compiles_16_bit_lora_on_a_gpu_only(monkeypatch):
         assert not compile_choice(cfg.with_overrides(other), cuda=True), other
     on = cfg.with_overrides({"training.compile": "on", "quantization.bits": 4})
     assert compile_choice(on, cuda=True) and compile_choice(on, cuda=False)
+    cc[0] = None  # Triton builds each kernel's launcher with a C compiler: a slim image may have none
+    assert not compile_choice(cfg, cuda=True) and compile_choice(on, cuda=True)
+    monkeypatch.setenv("CC", "/opt/cc")
+    assert compile_choice(cfg, cuda=True)
     triton[0] = False  # a Windows torch, say
     assert not compile_choice(cfg, cuda=True) and compile_choice(on, cuda=True)
 
