@@ -346,10 +346,10 @@ def run_config(recipe: str, args, d: Path):
     elif recipe == "d":
         base["quantization"] = {"bits": 4}
     cfg = RunConfig.from_dict(base)
-    if recipe in ("c", "d") and overrides(recipe, args.set):
+    if sets := overrides(recipe, args.set):  # c and d only
         from engine.config import parse_overrides
 
-        cfg = cfg.with_overrides(parse_overrides(overrides(recipe, args.set)))
+        cfg = cfg.with_overrides(parse_overrides(sets))
     return cfg
 
 

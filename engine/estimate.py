@@ -248,6 +248,12 @@ def triton_builds() -> bool:
         os.environ.get("CC") or shutil.which("gcc") or shutil.which("clang"))
 
 
+def liger_usable() -> bool:
+    """What `training.use_liger_kernel: auto` turns on for, on a GPU: Liger installed, and its Triton kernels
+    buildable here. The engine's rule (`engine.model.liger_choice`), which the estimate follows."""
+    return liger_installed() and triton_builds()
+
+
 def _plan(cfg: RunConfig, capability: tuple[int, int] | None = None, liger: bool = False,
           softcap: bool = False) -> _Plan:
     q, ad, tr = cfg.quantization, cfg.adapter, cfg.training
@@ -370,7 +376,7 @@ def estimate(model_config: dict, cfg: RunConfig, gpu_memory_gb: float | None = N
     a = arch(model_config)
     if liger is None:
         mode = cfg.training.use_liger_kernel
-        liger = mode == "on" or (mode == "auto" and liger_installed() and triton_builds())
+        liger = mode == "on" or (mode == "auto" and liger_usable())
     p = _plan(cfg, gpu_capability, liger and a.model_type in LIGER_TYPES, caps_attention(model_config))
     ad, q, tr = cfg.adapter, cfg.quantization, cfg.training
     counts = count_params(model_config)

@@ -22,7 +22,7 @@ from .config import (
     upcast_choice,
 )
 from .demo import demo_fingerprint, ensure_demo_model, is_demo
-from .estimate import liger_installed, triton_builds
+from .estimate import liger_installed, liger_usable
 from .messages import TuneboardError
 from .templates import TEMPLATES
 
@@ -144,10 +144,11 @@ def liger_choice(cfg: RunConfig, cuda: bool) -> bool:
     mode = cfg.training.use_liger_kernel
     if mode == "off" or not cuda:
         return False
-    installed = liger_installed()
-    if mode == "on" and not installed:
-        raise TuneboardError("error.liger_unavailable")
-    return installed and (mode == "on" or triton_builds())  # auto: where its Triton kernels can be built
+    if mode == "on":
+        if not liger_installed():
+            raise TuneboardError("error.liger_unavailable")
+        return True
+    return liger_usable()
 
 
 def attention_choice(cfg: RunConfig, cuda: bool, softcap: bool = False) -> str:
