@@ -24,14 +24,19 @@ def base_dir(tmp_path_factory):
     return path
 
 
-def _lora(base_dir, fused: bool, bits: int = 0, checkpointing: bool = False, **lora):
+def _lora(base_dir, fused: bool, bits: int = 0, checkpointing: bool = False, double_quant: bool = False, **lora):
     kw = {}
     if bits:
         from transformers import BitsAndBytesConfig
 
         kw["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True) if bits == 8 else BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.float32)
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.float32,
+            bnb_4bit_use_double_quant=double_quant)
     model = LlamaForCausalLM.from_pretrained(base_dir, **kw)
+    if bits == 4:
+        from engine.model import keep_cpu_4bit_layout
+
+        keep_cpu_4bit_layout(model, True)  # as the engine loads a model to train
     if checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
@@ -54,20 +59,21 @@ def _step(model, autocast: bool = False):
     return loss.item(), {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
 
 
-@pytest.mark.parametrize("kind", ["lora", "rslora", "dropout", "checkpointing", "4bit", "8bit"])
+@pytest.mark.parametrize("kind", ["lora", "rslora", "dropout", "checkpointing", "4bit", "4bit-double-quant", "8bit"])
 def test_fused_branch_gives_peft_numbers_in_fp32(base_dir, kind):
     """The loss to the bit where the scaling is a power of two (alpha / rank, the usual choice): multiplying by it
     is exact, so the epilogue's `alpha=` rounds as peft's product does. rsLoRA's alpha / sqrt(rank) is not, and
     whether a BLAS rounds alpha * (h B^T) once or twice depends on the CPU's kernels (AVX-512 ones fuse it), so
     there the loss is held to fp32's last bits. The gradients to the bit where only the branch is fused (dropout,
-    4- and 8-bit bases); where the base matmul is fused too (a plain frozen Linear, no dropout), the input's
-    gradient is summed in another order (the branch's share added in the base's epilogue, not by autograd after),
-    so earlier layers' last bits round differently, as does rsLoRA's scaling, applied to the rank-sized gradient
-    instead of the full one."""
-    if kind.endswith("bit"):
+    an 8-bit base); where the base matmul is fused too (a plain frozen Linear or a 4-bit one, no dropout), the
+    input's gradient is summed in another order (the branch's share added in the base's epilogue, not by autograd
+    after), so earlier layers' last bits round differently, as does rsLoRA's scaling, applied to the rank-sized
+    gradient instead of the full one."""
+    if "bit" in kind:
         pytest.importorskip("bitsandbytes")
-    kw = {"bits": {"4bit": 4, "8bit": 8}.get(kind, 0), "checkpointing": kind in ("checkpointing", "4bit"),
-          "lora_dropout": 0.1 if kind == "dropout" else 0.0, "use_rslora": kind == "rslora"}
+    kw = {"bits": int(kind[0]) if "bit" in kind else 0, "checkpointing": kind == "checkpointing" or "4bit" in kind,
+          "double_quant": "double" in kind, "lora_dropout": 0.1 if kind == "dropout" else 0.0,
+          "use_rslora": kind == "rslora"}
     theirs, ours = _step(_lora(base_dir, False, **kw)), _step(_lora(base_dir, True, **kw))
     if kind == "rslora":
         assert ours[0] == pytest.approx(theirs[0], rel=1e-6)
@@ -76,10 +82,48 @@ def test_fused_branch_gives_peft_numbers_in_fp32(base_dir, kind):
     assert ours[1].keys() == theirs[1].keys() and len(ours[1]) == 28
     for name, grad in theirs[1].items():
         assert grad.abs().sum() > 0, name
-        if kind in ("dropout", "4bit", "8bit"):
+        if kind in ("dropout", "8bit"):
             assert torch.equal(ours[1][name], grad), name
         else:
             torch.testing.assert_close(ours[1][name], grad, rtol=1e-4, atol=1e-5 * grad.abs().max().item())
+
+
+def test_a_4bit_base_trains_through_one_node_without_copying_its_output(base_dir):
+    """QLoRA: bitsandbytes' layer under peft's records three autograd nodes per adapted layer (its matmul, the copy
+    peft makes of the output to add the branch to, the sum of the input's two gradients) and copies each output;
+    the fused path records one node and copies nothing of the layers' outputs. bf16 compute, as on a GPU: the loss
+    and every gradient as close to peft's as bf16 rounds."""
+    pytest.importorskip("bitsandbytes")
+
+    class Copies(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.n = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.n += func.overloadpacket in (torch.ops.aten.clone, torch.ops.aten.copy_)
+            return func(*args, **(kwargs or {}))
+
+    runs = {}
+    for fused in (False, True):
+        model = _lora(base_dir, fused, bits=4, double_quant=True)
+        for module in model.modules():
+            if type(module).__name__ == "Linear4bit":
+                module.compute_dtype = torch.bfloat16
+        ids = torch.randint(0, SHAPE["vocab_size"], (2, 24), generator=torch.Generator().manual_seed(3))
+        with Copies() as copies, torch.autocast("cpu", dtype=torch.bfloat16):
+            out = model(input_ids=ids, labels=ids)
+        q = model.base_model.model.model.layers[1].self_attn.q_proj
+        node = q(torch.randn(2, 3, SHAPE["hidden_size"], requires_grad=True)).grad_fn
+        out.loss.backward()
+        runs[fused] = out.loss.item(), copies.n, type(node).__name__, {
+            n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+    (peft_loss, peft_copies, peft_node, peft_grads), (loss, copies, node, grads) = runs[False], runs[True]
+    assert node == "_Lora4bitLinearBackward" and peft_node != node
+    assert peft_copies >= 14 and copies == peft_copies - 14  # one copy of each of the 14 adapted layers' outputs
+    assert loss == pytest.approx(peft_loss, rel=1e-2)
+    for name, grad in peft_grads.items():
+        assert ((grads[name] - grad).norm() / grad.norm()).item() < 0.05, name
 
 
 def test_fused_branch_under_bf16_autocast_rounds_like_peft(base_dir):
