@@ -36,18 +36,53 @@ def memory_gb() -> Optional[float]:
         return None
 
 
+class TokenCount:
+    """Tokens trained on, padding left out, counted from each micro-batch and read only where a step is logged (the
+    log reads the loss from the GPU then anyway). transformers' own count (`include_num_input_tokens_seen`) reads
+    each micro-batch's from the GPU right after its backward: a sync that left the GPU idle while the host then
+    prepared the optimizer's step and the next batch."""
+
+    def __init__(self):
+        self.host, self.device = 0, None
+
+    def add(self, inputs) -> None:
+        mask = inputs.get("attention_mask")
+        if mask is not None and hasattr(mask, "sum"):  # padded rows: summed where they are, read later
+            self.device = mask.sum() if self.device is None else self.device + mask.sum()
+        elif hasattr(ids := inputs.get("input_ids"), "numel"):  # padding-free (packed) rows: every token is real
+            self.host += ids.numel()
+
+    def total(self) -> int:
+        if self.device is not None:
+            self.host, self.device = self.host + int(self.device.item()), None
+        return self.host
+
+
+def count_tokens(trainer, tokens: TokenCount) -> None:
+    """Feed `tokens` every micro-batch the trainer trains on: from `floating_point_ops`, which it calls with each."""
+    flops = trainer.floating_point_ops
+
+    def floating_point_ops(inputs):
+        tokens.add(inputs)
+        return flops(inputs)
+
+    trainer.floating_point_ops = floating_point_ops
+
+
 class EventCallback(TrainerCallback):
     def __init__(self, emit: Callable, should_stop: Callable[[], bool] | None = None):
         self.emit, self.should_stop = emit, should_stop or (lambda: False)
         self.t0 = self.t_log = time.time()
         self.start_step = 0
+        self.tokens = TokenCount()  # fed by `count_tokens`
         self.tokens_log = 0
         self.stopped = False
+        self.diverged: tuple[int, float] | None = None  # (step, loss) where the loss stopped being a number
 
     def on_train_begin(self, args, state, control, **kw):
         self.t0 = self.t_log = time.time()
         self.start_step = state.global_step
-        self.tokens_log = state.num_input_tokens_seen or 0
+        self.tokens_log = self.tokens.total()
 
     def on_step_end(self, args, state, control, **kw):
         elapsed = time.time() - self.t0
@@ -67,8 +102,14 @@ class EventCallback(TrainerCallback):
             return  # reported by on_evaluate
         if "loss" not in logs and not any("/" in k for k in logs):
             return  # the end-of-training summary: reported with Finished
+        loss = logs.get("loss")
+        if isinstance(loss, (int, float)) and not math.isfinite(loss) and self.diverged is None:
+            # the trainer logs a step's loss as it is (`logging_nan_inf_filter` off): NaN or inf means the weights
+            # are lost too, so the run stops here, and saves nothing of them (the engine then fails it, saying so)
+            self.diverged = (state.global_step, float(loss))
+            control.should_training_stop, control.should_save, control.should_evaluate = True, False, False
         # throughput over the last logging interval: what the GPU does now, not a run-long average
-        now, seen = time.time(), state.num_input_tokens_seen or 0
+        now, seen = time.time(), self.tokens.total()
         elapsed, tokens = max(now - self.t_log, 1e-9), seen - self.tokens_log
         self.t_log, self.tokens_log = now, seen
         self.emit(LogStep(

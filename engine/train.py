@@ -91,12 +91,15 @@ def training_args(cfg: RunConfig, res, run_dir: Path, has_eval: bool) -> dict:
         optim=res.optim, seed=t.seed, data_seed=t.seed,
         **_checkpointing_args(res.gradient_checkpointing),
         bf16=on_gpu and res.precision == "bf16", fp16=on_gpu and res.precision == "fp16", use_cpu=not on_gpu,
-        logging_steps=t.logging_steps, logging_first_step=True,
+        # a step's loss as it is: the default filter syncs the GPU every step to check, and puts the mean of the
+        # earlier losses in place of a NaN, so a run that diverged went on training NaN weights under a plausible
+        # curve; here the run stops at the first such loss and says so (EventCallback, `error.loss_not_finite`)
+        logging_steps=t.logging_steps, logging_first_step=True, logging_nan_inf_filter=False,
         eval_strategy="steps" if eval_every else ("epoch" if has_eval else "no"),
         eval_steps=eval_every or None,
         save_strategy="steps", save_steps=t.save_steps or 10**9, save_total_limit=t.save_total_limit,
         report_to=t.report_to or "none", disable_tqdm=True,
-        include_num_input_tokens_seen="non_padding",
+        include_num_input_tokens_seen="no",  # EventCallback counts them without a sync a step (TokenCount)
         use_liger_kernel=res.liger, dataloader_num_workers=t.dataloader_num_workers,
         # compiled layers fuse their own norms, activations and rotary (trl has turned Liger's loss off already)
         liger_kernel_config=dict(LIGER_IN_LAYERS_OFF) if res.liger and res.compile else None,
@@ -163,7 +166,7 @@ def _train(cfg: RunConfig, run_dir: Path, log: EventLog, should_stop, workdir, d
 
     from . import adapters
     from . import model as model_mod
-    from .callbacks import EventCallback, TrimCheckpointing
+    from .callbacks import EventCallback, TrimCheckpointing, count_tokens
     from .data import load_training_data
     from .demo import demo_built, demo_fingerprint, is_demo
     from .walks import walk_once
@@ -210,6 +213,7 @@ def _train(cfg: RunConfig, run_dir: Path, log: EventLog, should_stop, workdir, d
     trainer = stage.build(model, tokenizer, train_ds, eval_ds, cfg, res, args, [callback])
     trainer.remove_callback(PrinterCallback)  # our events and progress bar say it, once
     walks = walk_once(trainer)  # the trainer's per-step walks over every module, answered from lists
+    count_tokens(trainer, callback.tokens)
     if res.gradient_checkpointing:
         trainer.add_callback(TrimCheckpointing(res.checkpoint_layers))
     if res.compile:  # after the trainer applied Liger: the layers are traced as they will run
@@ -232,6 +236,9 @@ def _train(cfg: RunConfig, run_dir: Path, log: EventLog, should_stop, workdir, d
             resolved["compile_stats"] = compile_stats()
             (run_dir / "resolved.json").write_text(json.dumps(resolved, indent=1))
     step = trainer.state.global_step
+    if callback.diverged:  # the checkpoints saved before it stay; the weights it ended with are not saved
+        at, loss = callback.diverged
+        raise TuneboardError("error.loss_not_finite", step=at, loss=str(loss), last=_last_checkpoint_step(run_dir))
 
     out = run_dir / ("adapter" if cfg.adapter.method == "lora" else "model")
     trainer.save_model(str(out))
@@ -265,6 +272,12 @@ def _fit_checkpointing(cfg: RunConfig, res, workdir, log: EventLog) -> None:
         params = {"without": note["params"]["without"], "gpu": f"{gpu:.0f}"}
         res.gradient_checkpointing, res.checkpoint_layers = True, est.checkpoint_layers
         log(Warning(key="warning.checkpointing_auto", params=params, message=message("warning.checkpointing_auto", params)))
+
+
+def _last_checkpoint_step(run_dir: Path) -> str:
+    """The step of the run's last checkpoint, or "-" where it has none."""
+    ckpt = latest_checkpoint(run_dir)
+    return ckpt.name.rsplit("-", 1)[-1] if ckpt else "-"
 
 
 def _earlier_training_time(run_dir: Path) -> float:

@@ -29,6 +29,7 @@ def test_sft_lora_loss_falls_and_run_folder_is_complete(trained_run):
     evs = read_events(str(trained_run / "events.jsonl"))
     assert isinstance(evs[0], RunStarted) and evs[0].trainable_params > 0
     assert isinstance(evs[-1], Finished) and evs[-1].status == "finished" and evs[-1].step == 30
+    assert all(e.tokens_per_second > 0 for e in evs if isinstance(e, LogStep))  # padded rows: their real tokens
     assert run_info(trained_run).status == "finished"
     # config.yaml is exactly what ran: it re-loads to the same config
     assert RunConfig.load(str(trained_run / "config.yaml")) == RunConfig.from_dict(tiny_sft_config())
@@ -224,6 +225,29 @@ def test_plain_text_pretraining_with_packing(workdir, demo_model):
                              "training": {"max_steps": 3, "learning_rate": 1e-3, "per_device_train_batch_size": 2,
                                           "gradient_accumulation_steps": 1}})
     assert len(logged_losses(run_dir)) == 3
+    assert all(e.tokens_per_second > 0 for e in read_events(str(run_dir / "events.jsonl")) if isinstance(e, LogStep))
+
+
+def test_tokens_are_counted_without_padding_and_read_from_the_gpu_only_when_a_step_is_logged():
+    """Padded rows count their attention mask's ones, summed where the batch is and read at `total()` (the log);
+    padding-free rows count every token, on the host. A DPO batch (chosen and rejected rows, padded) alike."""
+    from engine.callbacks import TokenCount
+
+    reads = []
+
+    class Lazy(torch.Tensor):  # counts reads of its value on the host
+        def item(self):
+            reads.append(1)
+            return super().item()
+
+    tokens = TokenCount()
+    mask = torch.tensor([[1, 1, 1, 0], [1, 1, 0, 0]])
+    tokens.add({"input_ids": torch.zeros(2, 4, dtype=torch.long), "attention_mask": mask.as_subclass(Lazy)})
+    tokens.add({"input_ids": torch.zeros(2, 4, dtype=torch.long), "attention_mask": mask.as_subclass(Lazy)})
+    assert reads == []
+    assert tokens.total() == 10 and reads == [1]
+    tokens.add({"input_ids": torch.zeros(1, 7, dtype=torch.long), "position_ids": torch.arange(7)[None]})
+    assert tokens.total() == 17 and reads == [1]
 
 
 def _cli(*args, cwd=ROOT):
@@ -372,6 +396,41 @@ def test_a_stop_file_stops_the_run_with_a_checkpoint(workdir, demo_model):
     assert isinstance(finished, Finished) and finished.status == "stopped" and 3 <= finished.step < 30
     assert latest_checkpoint(run_dir) is not None and run_info(run_dir).status == "stopped"
     assert not (run_dir / STOP_FILE).exists()  # a resume must not stop at once
+
+
+def test_a_loss_that_turns_nan_fails_the_run_at_that_step_and_keeps_the_checkpoints_before(workdir, demo_model,
+                                                                                           monkeypatch):
+    """A diverged run (here: its adapter's weights made NaN after step 3, as an overflow would) stops at the first
+    NaN loss instead of training on under a made-up curve (transformers' default puts the earlier losses' mean in
+    its place), saves nothing of the NaN weights, and says where and what in the user's words."""
+    from transformers import TrainerCallback
+
+    from engine import sft
+    from engine.events import Error
+    from engine.messages import TuneboardError
+    from engine.runs import latest_checkpoint
+
+    class Overflow(TrainerCallback):
+        def on_step_end(self, args, state, control, model=None, **kw):
+            if state.global_step == 3:
+                with torch.no_grad():
+                    next(p for n, p in model.named_parameters() if "lora_B" in n).fill_(float("nan"))
+
+    build = sft.build
+    monkeypatch.setattr(sft, "build", lambda *a, **kw: (t := build(*a, **kw)).add_callback(Overflow()) or t)
+    cfg = RunConfig.from_dict(tiny_sft_config(max_steps=20, save_steps=2))
+    run_dir = create_run(cfg, workdir)
+    with pytest.raises(TuneboardError) as e:
+        run_training(cfg, run_dir, workdir=workdir)
+    assert e.value.key == "error.loss_not_finite" and e.value.params == {"step": 4, "loss": "nan", "last": "2"}
+    events = read_events(str(run_dir / "events.jsonl"))
+    steps = [ev for ev in events if isinstance(ev, LogStep)]
+    assert [ev.step for ev in steps] == [1, 2, 3, 4] and all(math.isfinite(ev.loss) for ev in steps[:3])
+    assert steps[3].loss is None  # the chart leaves the NaN out; the error says it
+    error = next(ev for ev in events if isinstance(ev, Error))
+    assert "step 4" in error.message and "nan" in error.message
+    assert isinstance(events[-1], Finished) and events[-1].status == "failed"
+    assert latest_checkpoint(run_dir).name == "checkpoint-2" and not (run_dir / "adapter").exists()
 
 
 @pytest.mark.parametrize("sig, times, code", [("SIGINT", 1, 130), ("SIGTERM", 1, 143), ("SIGINT", 2, 130)],
