@@ -101,6 +101,9 @@ def training_args(cfg: RunConfig, res, run_dir: Path, has_eval: bool) -> dict:
         report_to=t.report_to or "none", disable_tqdm=True,
         include_num_input_tokens_seen="no",  # EventCallback counts them without a sync a step (TokenCount)
         use_liger_kernel=res.liger, dataloader_num_workers=t.dataloader_num_workers,
+        # each batch is copied to the GPU from pinned memory without waiting: a plain copy waits for every kernel
+        # queued before it (the step before's), and the GPU then idles while the host starts the step
+        **({"accelerator_config": {"non_blocking": True}, "dataloader_pin_memory": True} if on_gpu else {}),
         # compiled layers fuse their own norms, activations and rotary (trl has turned Liger's loss off already)
         liger_kernel_config=dict(LIGER_IN_LAYERS_OFF) if res.liger and res.compile else None,
         remove_unused_columns=True,
