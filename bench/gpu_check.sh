@@ -62,18 +62,26 @@ case "${1:-tests}" in
     echo "$failed" | grep -qE 'lora_fused|_AddLora|addmm' && off=training.fused_lora=off
     [ -n "$again" ] && [ "$(left)" -gt 150 ] && timeout -k 10 $(( $(left) / 2 )) \
       bash -c "bench $big $again 150 --set $off"
-    # 1d. what auto's compile choice stands on, in one run: c eager (auto compiles a 16-bit LoRA on a GPU: 1.13x
-    # on 2026-11-27) and d compiled (auto leaves 4-bit eager: its compiled 7B run did not finish in 150 s that
-    # day, though the same path makes one graph on a CPU; a timed-out recipe's output is kept in
-    # $OUT/worker-d-*.log, and TORCH_LOGS names its recompiles and breaks)
-    [ "$(left)" -gt 200 ] && TORCH_LOGS=recompiles,graph_breaks timeout -k 10 $(( $(left) - 120 )) \
-      bash -c "bench $big c,d 120 --set c:training.compile=off --set d:training.compile=on"
-    # 2. the gpu tests: estimate vs measured peaks, QLoRA, varlen kernel, fast path vs plain path, compiled
-    # layers (QLoRA's among them, on the demo model)
-    timeout -k 10 $(( $(left) * 7 / 10 )) bash -c tests
+    # 1a. QLoRA's LoRA layers, peft's against the fused 4-bit path (`_Lora4bitLinear`, 2026-11-27; on the CPU
+    # 1.14x peft's, 1.10x for the fused branch before it): 4 layers of the 7B shape in NF4, forward + backward
+    [ "$(left)" -gt 250 ] && timeout -k 10 100 python3 bench/bench_lora_branch.py --shape $big --layers 4 --bits 4 \
+      --machine "$MACHINE" --out "$OUT/results.jsonl" 2>&1 | tee -a "$OUT/bench.log"
+    # 2. the gpu tests: estimate vs measured peaks, QLoRA (the fused 4-bit path), varlen kernel, fast path vs
+    # plain path, compiled layers (QLoRA's among them, on the demo model)
+    timeout -k 10 $(( $(left) * 6 / 10 )) bash -c tests
+    # 1b. c where the step's boundary holds no sync: a log every 10 steps (each log reads the loss back from the
+    # GPU) and batches collated by 2 worker processes. Against step 1's c: what the boundary costs (the
+    # compiled step idled ~36 of 255 ms on 2026-11-27), so whether auto should log less often on a GPU
+    [ "$(left)" -gt 150 ] && timeout -k 10 120 bash -c \
+      "bench $big c 90 --set training.logging_steps=10 --set training.dataloader_num_workers=2"
+    # 1d. d compiled (auto leaves 4-bit eager: its compiled 7B run did not finish in 150 s on 2026-11-27, though
+    # the same path makes one graph on a CPU, 31 layers included; a timed-out recipe's output is kept in
+    # $OUT/worker-d-*.log, and TORCH_LOGS names its recompiles and breaks). c eager is known: 1.13x slower
+    [ "$(left)" -gt 180 ] && TORCH_LOGS=recompiles,graph_breaks timeout -k 10 $(( $(left) - 20 )) \
+      bash -c "bench $big d $(( $(left) - 60 )) --set d:training.compile=on"
     # 1c. the default with twice the tokens a step: how much of the gap to 45 % MFU is the step's fixed cost
     [ "$(left)" -gt 150 ] && timeout -k 10 120 bash -c "bench $big c 90 --batch 8"
-    # 1b. QLoRA with half its layers recomputing (d's default checkpoints all 32 since 2026-11-26: the issue's
+    # 1e. QLoRA with half its layers recomputing (d's default checkpoints all 32 since 2026-11-26: the issue's
     # memory target, d at most 0.6x b's peak): with step 1's d, what each layer kept instead of recomputed
     # gains in tokens/s and costs in memory, so how many d could keep within 0.6x b
     [ "$(left)" -gt 150 ] && timeout -k 10 120 bash -c "bench $big d 90 --set training.checkpoint_layers=16"
