@@ -69,11 +69,11 @@ case "${1:-tests}" in
     # 2. the gpu tests: estimate vs measured peaks, QLoRA (the fused 4-bit path), varlen kernel, fast path vs
     # plain path, compiled layers (QLoRA's among them, on the demo model)
     timeout -k 10 $(( $(left) * 6 / 10 )) bash -c tests
-    # 1b. c where the step's boundary holds no sync: a log every 10 steps (each log reads the loss back from the
+    # 1b. c where the step's boundary holds no sync: a log every 5 steps (each log reads the loss back from the
     # GPU) and batches collated by 2 worker processes. Against step 1's c: what the boundary costs (the
     # compiled step idled ~36 of 255 ms on 2026-11-27), so whether auto should log less often on a GPU
     [ "$(left)" -gt 150 ] && timeout -k 10 120 bash -c \
-      "bench $big c 90 --set training.logging_steps=10 --set training.dataloader_num_workers=2"
+      "bench $big c 90 --set training.logging_steps=5 --set training.dataloader_num_workers=2"
     # 1d. d compiled (auto leaves 4-bit eager: its compiled 7B run did not finish in 150 s on 2026-11-27, though
     # the same path makes one graph on a CPU, 31 layers included; a timed-out recipe's output is kept in
     # $OUT/worker-d-*.log, and TORCH_LOGS names its recompiles and breaks). c eager is known: 1.13x slower
