@@ -181,16 +181,20 @@ def test_fused_branch_writes_three_fewer_full_size_tensors_per_layer(base_dir):
     assert written(False) - written(True) == (3 * out * 2 + inputs) * tokens
 
 
-def test_a_base_layer_with_a_bias_or_a_hook_gives_peft_numbers(tmp_path):
-    """q/k/v with a bias (Qwen2's) go through the fused base matmul; a base layer with a forward hook (accelerate's
-    offloading, a user's probe) is called as itself, its hook runs, and only the branch is fused."""
+@pytest.mark.parametrize("bits", [0, 4])
+def test_a_base_layer_with_a_bias_or_a_hook_gives_peft_numbers(tmp_path, bits):
+    """q/k/v with a bias (Qwen2's) go through the fused base matmul, 16-bit or 4-bit; a base layer with a forward
+    hook (accelerate's offloading, a user's probe) is called as itself, its hook runs, and only the branch is
+    fused."""
+    if bits:
+        pytest.importorskip("bitsandbytes")
     torch.manual_seed(0)
     base = LlamaForCausalLM(LlamaConfig(**SHAPE, attention_bias=True))
     for name, p in base.named_parameters():
         if name.endswith("proj.bias"):
             torch.nn.init.normal_(p, std=0.5)  # transformers starts them at zero
     base.save_pretrained(tmp_path)
-    theirs, fused, hooked = _lora(tmp_path, False), _lora(tmp_path, True), _lora(tmp_path, True)
+    theirs, fused, hooked = (_lora(tmp_path, f, bits=bits) for f in (False, True, True))
     calls = []
     hooked.base_model.model.model.layers[1].mlp.down_proj.base_layer.register_forward_hook(
         lambda *_: calls.append(1))
