@@ -39,5 +39,36 @@ class _NoStubWriting(importlib.abc.MetaPathFinder):
         return spec
 
 
-if "gradio" not in sys.modules and not any(isinstance(f, _NoStubWriting) for f in sys.meta_path):
-    sys.meta_path.insert(0, _NoStubWriting())
+class _PandasWithoutArrow(importlib.abc.MetaPathFinder):
+    """pandas 3 imports pyarrow at its own import, if installed, to know which of its features to offer; gradio
+    imports pandas, and Arrow's libraries then came to 60 MB of the board's resident memory (of 250 MB, in a
+    fresh install) for nothing the page does. While `pandas.compat.pyarrow` runs, pyarrow is not found, so this
+    process's pandas works as without it (a configuration pandas supports); the engine still imports pyarrow
+    itself where it reads a Parquet file, and pandas is untouched where it was imported before the board."""
+
+    blocking = False
+
+    def find_spec(self, name, path, target=None):
+        if self.blocking and name.split(".")[0] == "pyarrow":
+            raise ModuleNotFoundError(f"No module named {name!r} (the board's pandas goes without it)", name=name)
+        if name != "pandas.compat.pyarrow":
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
+            return spec
+        run = spec.loader.exec_module
+
+        def exec_module(module):
+            self.blocking = "pyarrow" not in sys.modules
+            try:
+                run(module)
+            finally:
+                self.blocking = False
+
+        spec.loader.exec_module = exec_module
+        return spec
+
+
+for _finder, _before in ((_NoStubWriting, "gradio"), (_PandasWithoutArrow, "pandas")):
+    if _before not in sys.modules and not any(isinstance(f, _finder) for f in sys.meta_path):
+        sys.meta_path.insert(0, _finder())

@@ -60,6 +60,38 @@ def test_board_never_imports_torch_or_the_trainers(workdir, demo_model):
     assert loaded == [], f"the board process loaded {loaded}"
 
 
+ARROW_PROBE = r"""
+import json, sys
+from pathlib import Path
+from board.app import build_app
+
+workdir = Path(sys.argv[1])
+demo, ui = build_app(workdir)
+at_start = "pyarrow" in sys.modules
+import pandas as pd
+import pyarrow as pa, pyarrow.parquet as pq  # what the engine imports where it reads a Parquet file
+from engine.data.report import check_file
+
+pq.write_table(pa.table({"instruction": ["Say hi", "한국어로 답해"], "output": ["hi", "네"]}), workdir / "d.parquet")
+report = check_file(str(workdir / "d.parquet"))
+frame = pd.DataFrame([{"instruction": "Say hi", "output": "hi"}])  # a preview table, as the Data tab makes one
+print(json.dumps([at_start, report.format, report.valid, frame.shape[0]]), flush=True)
+import os
+os._exit(0)  # Arrow's threads and the page's can abort the interpreter's teardown (1 in 4 here, with or without
+             # the board's pandas change); the board itself never exits that way, it is stopped
+"""
+
+
+def test_the_board_starts_without_arrow_and_still_reads_parquet(tmp_path):
+    """pandas 3 imports pyarrow at its own import: 60 MB of the board's resident memory in a fresh install
+    (board/__init__.py). The board starts without it, and a Parquet file is still read, checked and previewed
+    in the same process."""
+    out = subprocess.run([sys.executable, "-c", ARROW_PROBE, str(tmp_path)], capture_output=True, text=True,
+                         timeout=240, cwd=ROOT, env=_env(tmp_path))
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == [False, "alpaca", 2, 1]
+
+
 def test_public_address_without_a_password_is_refused(tmp_path):
     env = _env(tmp_path)
     env.pop("TUNEBOARD_AUTH", None)
