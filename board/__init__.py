@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.abc
 import importlib.machinery
+import multiprocessing
 import os
 import sys
 
@@ -44,7 +45,8 @@ class _PandasWithoutArrow(importlib.abc.MetaPathFinder):
     imports pandas, and Arrow's libraries then came to 60 MB of the board's resident memory (of 250 MB, in a
     fresh install) for nothing the page does. While `pandas.compat.pyarrow` runs, pyarrow is not found, so this
     process's pandas works as without it (a configuration pandas supports); the engine still imports pyarrow
-    itself where it reads a Parquet file, and pandas is untouched where it was imported before the board."""
+    itself where it reads a Parquet file, and pandas is untouched where it was imported before the board, and in
+    the engine's worker, which the board spawns and which imports this package to find its target."""
 
     blocking = False
 
@@ -69,6 +71,7 @@ class _PandasWithoutArrow(importlib.abc.MetaPathFinder):
         return spec
 
 
-for _finder, _before in ((_NoStubWriting, "gradio"), (_PandasWithoutArrow, "pandas")):
+_finders = [(_NoStubWriting, "gradio")] + [(_PandasWithoutArrow, "pandas")] * (multiprocessing.parent_process() is None)
+for _finder, _before in _finders:
     if _before not in sys.modules and not any(isinstance(f, _finder) for f in sys.meta_path):
         sys.meta_path.insert(0, _finder())
