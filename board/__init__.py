@@ -18,26 +18,29 @@ for _name, _value in (
     os.environ.setdefault(_name, _value)
 
 
+def _spec_loaded_through(name: str, path, around):
+    """`name`'s module spec, with its loading run through `around(run, module)`."""
+    spec = importlib.machinery.PathFinder.find_spec(name, path)
+    if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
+        return spec
+    run = spec.loader.exec_module
+    spec.loader.exec_module = lambda module: around(run, module)
+    return spec
+
+
 class _NoStubWriting(importlib.abc.MetaPathFinder):
     """Gradio re-parses every component's source at import to (re)write `.pyi` stubs that its wheel
     already ships; that is over a second of a two-core machine's start. Replace that one
     function with a no-op when `gradio.component_meta` loads; nothing else changes."""
 
     def find_spec(self, name, path, target=None):
-        if name != "gradio.component_meta":
-            return None
-        spec = importlib.machinery.PathFinder.find_spec(name, path)
-        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
-            return spec
-        run = spec.loader.exec_module
+        return _spec_loaded_through(name, path, self._load) if name == "gradio.component_meta" else None
 
-        def exec_module(module):
-            run(module)
-            if callable(getattr(module, "create_or_modify_pyi", None)):
-                module.create_or_modify_pyi = lambda *args, **kwargs: None
-
-        spec.loader.exec_module = exec_module
-        return spec
+    @staticmethod
+    def _load(run, module) -> None:
+        run(module)
+        if callable(getattr(module, "create_or_modify_pyi", None)):
+            module.create_or_modify_pyi = lambda *args, **kwargs: None
 
 
 class _PandasWithoutArrow(importlib.abc.MetaPathFinder):
@@ -53,22 +56,14 @@ class _PandasWithoutArrow(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path, target=None):
         if self.blocking and name.split(".")[0] == "pyarrow":
             raise ModuleNotFoundError(f"No module named {name!r} (the board's pandas goes without it)", name=name)
-        if name != "pandas.compat.pyarrow":
-            return None
-        spec = importlib.machinery.PathFinder.find_spec(name, path)
-        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
-            return spec
-        run = spec.loader.exec_module
+        return _spec_loaded_through(name, path, self._load) if name == "pandas.compat.pyarrow" else None
 
-        def exec_module(module):
-            self.blocking = "pyarrow" not in sys.modules
-            try:
-                run(module)
-            finally:
-                self.blocking = False
-
-        spec.loader.exec_module = exec_module
-        return spec
+    def _load(self, run, module) -> None:
+        self.blocking = "pyarrow" not in sys.modules
+        try:
+            run(module)
+        finally:
+            self.blocking = False
 
 
 _finders = [(_NoStubWriting, "gradio")] + [(_PandasWithoutArrow, "pandas")] * (multiprocessing.parent_process() is None)
