@@ -64,8 +64,8 @@ case "${1:-tests}" in
       bash -c "bench $big $again 150 --set $off"
     # 1a. QLoRA's LoRA layers, peft's against the fused 4-bit path (`_Lora4bitLinear`, 2026-11-27; on the CPU
     # 1.14x peft's, 1.10x for the fused branch before it): 4 layers of the 7B shape in NF4, forward + backward
-    [ "$(left)" -gt 250 ] && timeout -k 10 100 python3 bench/bench_lora_branch.py --shape $big --layers 4 --bits 4 \
-      --machine "$MACHINE" --out "$OUT/results.jsonl" 2>&1 | tee -a "$OUT/bench.log"
+    [ "$(left)" -gt 250 ] && timeout -k 10 120 python3 bench/bench_lora_branch.py --shape $big --layers 4 --bits 4 \
+      ${REHEARSE:+--tokens 256 --repeat 5} --machine "$MACHINE" --out "$OUT/results.jsonl" 2>&1 | tee -a "$OUT/bench.log"
     # 2. the gpu tests: estimate vs measured peaks, QLoRA (the fused 4-bit path), varlen kernel, fast path vs
     # plain path, compiled layers (QLoRA's among them, on the demo model)
     timeout -k 10 $(( $(left) * 6 / 10 )) bash -c tests
