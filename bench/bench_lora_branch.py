@@ -55,13 +55,13 @@ def main() -> int:
     lora = LoraConfig(r=args.rank, lora_alpha=2 * args.rank, lora_dropout=0.0, target_modules="all-linear")
     for p in base.parameters():
         p.requires_grad_(False)
-    tmp = tempfile.TemporaryDirectory()
-    if args.bits:  # QLoRA's base: NF4 with double quant, bitsandbytes' layers, as the engine loads it
+    tmp = tempfile.TemporaryDirectory() if args.bits else None
+    if tmp:  # QLoRA's base: NF4 with double quant, bitsandbytes' layers, as the engine loads it
         base.save_pretrained(tmp.name)
         del base
 
     def fresh():
-        if not args.bits:
+        if not tmp:
             return copy.deepcopy(base)
         from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 

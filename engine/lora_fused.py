@@ -146,6 +146,13 @@ class _Lora4bitLinear(torch.autograd.Function):
         return gx, None, None, ga, gb, None, None
 
 
+def _plain_frozen(base, cls: type) -> bool:
+    """A `cls` itself (no subclass's forward, no hooks, e.g. accelerate's offloading) with nothing to train."""
+    return (type(base) is cls and not base.weight.requires_grad
+            and (base.bias is None or not base.bias.requires_grad)
+            and not (base._forward_hooks or base._forward_pre_hooks or hasattr(base, "_hf_hook")))
+
+
 def _4bit_compute_dtype(base, x: torch.Tensor) -> torch.dtype | None:
     """The dtype a frozen bitsandbytes `Linear4bit` itself (no subclass's forward, no hooks) would compute in,
     or None where the fused path does not apply: another layer, no quantization state, or the CPU inference
@@ -154,8 +161,7 @@ def _4bit_compute_dtype(base, x: torch.Tensor) -> torch.dtype | None:
         from bitsandbytes.nn import Linear4bit
     except ImportError:
         return None
-    if type(base) is not Linear4bit or base.weight.requires_grad or (base.bias is not None and base.bias.requires_grad) \
-            or base._forward_hooks or base._forward_pre_hooks or hasattr(base, "_hf_hook"):
+    if not _plain_frozen(base, Linear4bit):
         return None
     state = getattr(base.weight, "quant_state", None)
     if state is None or getattr(state, "packing_format_for_cpu", False):
@@ -167,13 +173,6 @@ def _4bit_compute_dtype(base, x: torch.Tensor) -> torch.dtype | None:
     if x.dtype in (torch.float32, torch.bfloat16) or base.compute_dtype is None:
         return x.dtype
     return base.compute_dtype
-
-
-def _plain_frozen_linear(base) -> bool:
-    """An `nn.Linear` itself (no subclass's forward, no hooks, e.g. accelerate's offloading) with nothing to train."""
-    return (type(base) is torch.nn.Linear and not base.weight.requires_grad
-            and (base.bias is None or not base.bias.requires_grad)
-            and not (base._forward_hooks or base._forward_pre_hooks or hasattr(base, "_hf_hook")))
 
 
 def _lora_classes() -> tuple[type, ...]:
@@ -202,7 +201,7 @@ def _forward(module, peft_forward, x, *args, **kwargs):
     base, dropout = module.base_layer, module.lora_dropout[name]
     adapter = module.lora_A[name].weight, module.lora_B[name].weight, module.scaling[name]
     if isinstance(dropout, torch.nn.Identity):
-        if _plain_frozen_linear(base):
+        if _plain_frozen(base, torch.nn.Linear):
             return _LoraLinear.apply(x, base.weight, base.bias, *adapter)
         if (dtype := _4bit_compute_dtype(base, x)) is not None:
             return _Lora4bitLinear.apply(x, base.weight, base.bias, *adapter, dtype)

@@ -88,7 +88,7 @@ def _packed(**training) -> dict:
 
 
 @pytest.mark.parametrize("checkpointing", ["off", "on"])
-def test_compiled_layers_train_as_one_graph_like_the_eager_ones(workdir, demo_model, varlen_on_cpu, checkpointing):
+def test_compiled_layers_share_one_graph_and_train_like_the_eager_ones(workdir, demo_model, varlen_on_cpu, checkpointing):
     eager = train_run(workdir, _packed(compile="off", gradient_checkpointing=checkpointing))
     varlen_on_cpu.clear()
     compiled = train_run(workdir, _packed(compile="on", gradient_checkpointing=checkpointing))
@@ -105,9 +105,9 @@ def test_compiled_layers_train_as_one_graph_like_the_eager_ones(workdir, demo_mo
     assert not json.loads((eager / "resolved.json").read_text())["compile"]
 
 
-def test_compiled_qlora_layers_are_one_graph_too(workdir, demo_model, varlen_on_cpu):
-    """QLoRA (bitsandbytes' 4-bit layers, checkpointed) through the same packed varlen path: one graph, no break,
-    and it learns. auto leaves 4-bit eager: on an H200 its compiled 7B run had not finished in 150 s (2026-11-27,
+def test_compiled_qlora_layers_share_one_graph_too(workdir, demo_model, varlen_on_cpu):
+    """QLoRA (bitsandbytes' 4-bit layers, checkpointed) through the same packed varlen path: one graph the layers
+    share (and the first's), no break, and it learns. auto leaves 4-bit eager: on an H200 its compiled 7B run had not finished in 150 s (2026-11-27,
     bench/README.md), while here, and in torch 2.11, the same path compiles as one graph."""
     pytest.importorskip("bitsandbytes")
     cfg = _packed(compile="on", gradient_checkpointing="on")
