@@ -165,8 +165,23 @@ def build_app(workdir: str | os.PathLike, lang: str | None = None, jobs: Jobs | 
 
 # <html lang> follows the page's language, not the browser's (Gradio sets it from the browser's): screen readers
 # read with it, and browsers pick Han characters' glyphs by it (the same code point is drawn differently in
-# Japanese, Korean and Chinese fonts). Gradio's own few words (a toast's "Error") still follow the browser.
-HTML_LANG_JS = "(lang) => { document.documentElement.lang = lang; }"
+# Japanese, Korean and Chinese fonts). Gradio's own words (a toast's "Error", an upload box's "Drop File Here", a
+# table's "Search") follow it too: its front end picks them from the browser's language, and `changeLocale`
+# (what its own Settings panel calls) is exported by its core module, which the page has already loaded, so
+# importing that same address again gives the same module. Components drawn after the switch take its words
+# (the page's language is chosen as it opens, before most tabs are drawn); a few drawn before keep theirs.
+HTML_LANG_JS = """async (lang) => {
+  const locale = lang === "zh" ? "zh-CN" : lang;  // Gradio's name for the Chinese we write
+  document.documentElement.lang = locale;
+  const core = performance.getEntriesByType('resource').map(e => e.name)
+    .find(n => /\\/assets\\/core-[\\w-]+\\.js$/.test(n));
+  try {
+    if (core) await (await import(core)).changeLocale(locale);
+  } catch (e) {
+    console.warn('tuneboard: Gradio kept the browser language for its own words', e);
+  }
+  document.documentElement.lang = locale;
+}"""
 
 
 def _wire_page(ui: UI, demo: gr.Blocks, saved_lang: Any, brand: Any, forced: str | None) -> None:

@@ -156,6 +156,8 @@ def test_switch_to_korean_and_it_stays(page, board):
     hint = page.evaluate("() => getComputedStyle(document.querySelector("
                          "'#data-upload [data-testid=upload-text]'), '::after').content")
     assert "파일을 여기에" in hint, hint
+    # Gradio's own words, which its front end takes from the browser's language, follow the page's too
+    assert "드롭" in page.inner_text("#data-upload [data-testid=upload-text]")
     tab(page, "chat")  # a table's column names too, before it has any rows (its label says 시드 as well)
     page.wait_for_function(
         "() => [...document.querySelectorAll('#chat-sweep-table thead th')].some(th => th.innerText.trim() === '시드')",
@@ -166,6 +168,10 @@ def test_switch_to_korean_and_it_stays(page, board):
         "() => document.querySelector('#model-tab-button')?.textContent.includes('모델')", timeout=60_000
     )
     assert "모델" in page.inner_text("#model-name")
+    tab(page, "data")  # drawn after the remembered choice was applied as the page opened
+    page.wait_for_selector("#data-upload [data-testid=upload-text]", timeout=30_000)
+    assert "드롭" in page.inner_text("#data-upload [data-testid=upload-text]")
+    assert page.evaluate("document.documentElement.lang") == "ko"
 
 
 def test_browser_language_is_the_default(chromium, board):
