@@ -142,7 +142,8 @@ def test_every_data_key_is_translated_and_formats(lang):
                                                 "lengths", "name", "ext", "supported", "format", "formats", "columns",
                                                 "mapping", "answer", "max_length", "longest", "p50", "p90", "p99",
                                                 "rows", "val_size", "value", "kind", "errors", "warnings", "estimated",
-                                                "min", "max", "over", "cut", "packed", "tokens", "loss")}, lang)
+                                                "min", "max", "over", "cut", "packed", "tokens", "loss", "ours",
+                                                "others")}, lang)
         assert "{" not in text.replace("{...}", ""), (lang, key, text)
 
 
@@ -297,3 +298,34 @@ def test_a_boolean_weight_is_refused_like_any_other_non_0_or_1(tmp_path):
     p.write_text(json.dumps({"messages": [{"role": "user", "content": "hi"},
                                           {"role": "assistant", "content": "hello", "weight": True}]}) + "\n")
     assert _found_in(p) == [(1, "messages", "data.bad_weight")]
+
+
+def test_fields_of_only_invisible_characters_are_empty():
+    """A zero-width space, a BOM, a word joiner or a Hangul filler draws nothing: training on it teaches nothing."""
+    invisible = ["\u200b", "\ufeff", "\u2060\u2060", "\u3164", "\u115f\u1160", "\u200c\u200d", " \u200b\u3000 "]
+    rows = [{"instruction": f"질문 {i}", "output": v} for i, v in enumerate(invisible)]
+    rows.append({"instruction": "\u200b", "output": "답"})
+    rows.append({"instruction": "보이는 글", "output": "\u200b보임"})  # text with a zero-width space in it is fine
+    found = [(f.row, f.field, f.key) for f in check(rows, "alpaca") if f.severity == "error"]
+    assert found == [(i, "output", "data.empty_field") for i in range(1, 8)] + [(8, "instruction", "data.empty_field")]
+    conv = [{"conversations": [{"from": "human", "value": "안녕"}, {"from": "gpt", "value": "\u200b"}]}]
+    assert [f.key for f in check(conv, "sharegpt")] == ["data.empty_message"]
+
+
+def test_a_message_whose_text_is_a_list_of_strings_says_so():
+    rows = [{"conversations": [{"from": "human", "value": ["질문 1", "질문 2"]}, {"from": "gpt", "value": "답"}]}]
+    (f,) = check(rows, "sharegpt")
+    assert (f.key, f.params["index"], f.params["got"]) == ("data.wrong_type_in_message", 1, "type.list")
+
+
+def test_a_column_mapping_that_names_no_column_is_told():
+    rows = [{"instruction": "q", "output": "a much longer answer than that"}] * 2
+    found = [(f.severity, f.field, f.params["ours"]) for f in check(rows, columns={"output": "answer"})
+             if f.key == "data.mapped_column_missing"]
+    assert found == [("warning", "answer", "output")]
+    assert not [f for f in check(rows, columns={"output": "output"}) if f.key == "data.mapped_column_missing"]
+
+
+def test_rows_that_are_not_objects_are_not_also_told_a_missing_column():
+    for rows in (["hello"], [1, 2, 3]):
+        assert {f.key for f in check(rows)} == {"data.not_an_object"}

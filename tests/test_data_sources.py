@@ -302,3 +302,76 @@ def test_a_key_given_twice_in_one_object_is_refused_at_its_row_and_line(tmp_path
     spaced = tmp_path / "s.json"  # keys written as `"key" :` are counted differently: read again, nothing found
     spaced.write_text('[{"instruction" : "a", "output" : "b"}]', encoding="utf-8")
     assert not read_source(str(spaced)).findings
+
+
+def test_utf16_without_a_bom_is_recognised_in_mostly_korean_text(tmp_path):
+    """Hangul's UTF-16 bytes are never 0, so the zero-byte guess above misses such a file: Excel's
+    "Unicode text" of a Korean sheet. Its line ends decide it; cp949 bytes never pair a newline with a 0."""
+    rows = [("instruction", "output")] + [("대한민국의 수도는 어디인가요? 자세히 설명해 주세요",
+                                         "서울특별시는 대한민국의 수도이며 한강이 흐릅니다")] * 5  # 27 % zero bytes
+    p = tmp_path / "korean.csv"
+    p.write_bytes("\r\n".join(",".join(r) for r in rows).encode("utf-16-le"))
+    src = read_source(str(p))
+    assert [f.params.get("encoding") for f in src.findings] == ["UTF-16-LE"]
+    assert src.rows == [{"instruction": rows[1][0], "output": rows[1][1]}] * 5 and src.numbers == [2, 3, 4, 5, 6]
+    p.write_bytes("\n".join(",".join(r) for r in rows).encode("cp949"))  # even length or not: still cp949
+    assert [f.params.get("encoding") for f in read_source(str(p)).findings] == ["cp949"]
+
+
+def test_a_bom_does_not_shift_the_line_of_bad_bytes(tmp_path):
+    lines = [b"instruction,output"] + [f"질문 {i},답변 {i}".encode() for i in range(2, 100)]
+    lines[50] = "질문,답변".encode("cp949")  # line 51, in a file otherwise UTF-8
+    for bom in (b"", b"\xef\xbb\xbf"):
+        p = tmp_path / "mixed.csv"
+        p.write_bytes(bom + b"\n".join(lines) + b"\n")
+        assert keys(read_source(str(p))) == [(None, 51, "data.not_utf8")]
+
+
+def test_old_mac_line_ends_split_rows_in_every_kind(tmp_path):
+    p = tmp_path / "cr.jsonl"
+    p.write_text('{"text": "one"}\r{"text": "two"}\r\r{"text": "three"}\r', encoding="utf-8", newline="")
+    src = read_source(str(p))
+    assert not src.findings and [r["text"] for r in src.rows] == ["one", "two", "three"] and src.numbers == [1, 2, 4]
+    p = tmp_path / "cr.txt"
+    p.write_text("첫 문장.\r둘째 문장.\r셋째 문장.\r", encoding="utf-8", newline="")
+    assert [r["text"] for r in read_source(str(p)).rows] == ["첫 문장.", "둘째 문장.", "셋째 문장."]
+
+
+def test_csv_quotes_that_would_swallow_rows_are_refused_at_their_line(tmp_path):
+    """A quoted cell left open reads every later row into itself; text after a closing quote loses the quotes.
+    Neither may pass as a smaller, different dataset."""
+    p = tmp_path / "quotes.csv"
+    p.write_text('instruction,output\nq1,a1\nq2,"Hello" he said\nq3,a3\nq4,"unclosed\nq5,a5\nq6,a6\n', encoding="utf-8")
+    src = read_source(str(p))
+    assert keys(src) == [(3, 3, "data.csv_bad_quote"), (5, 5, "data.csv_unclosed_quote")]
+    assert src.rows == [{"instruction": "q1", "output": "a1"}, {"instruction": "q3", "output": "a3"}]
+    p.write_text('instruction,output\n"a ""quoted"" word","line one\nline two"\nq,a\n', encoding="utf-8")  # right
+    src = read_source(str(p))
+    assert not src.findings and src.rows[0] == {"instruction": 'a "quoted" word', "output": "line one\nline two"}
+    assert src.numbers == [2, 4]
+
+
+def test_excel_empty_columns_and_rows_are_dropped_and_a_nameless_column_with_values_is_named(tmp_path):
+    p = tmp_path / "sheet.csv"
+    p.write_text("instruction,output,,\n안녕,반가워요,,\n,,,\nq,a,,\n", encoding="utf-8")
+    src = read_source(str(p))
+    assert not src.findings and src.rows == [{"instruction": "안녕", "output": "반가워요"}, {"instruction": "q", "output": "a"}]
+    assert src.numbers == [2, 4]
+    p.write_text("instruction,output,\nq,a,note\n", encoding="utf-8")
+    f = read_source(str(p)).findings
+    assert [(x.key, x.line, x.params["column"]) for x in f] == [("data.csv_unnamed_column", 1, 3)]
+
+
+def test_rows_beside_facts_about_them_and_one_conversation_alone(tmp_path):
+    p = tmp_path / "wrapped.json"
+    p.write_text(json.dumps({"version": "1.0", "license": "cc-by", "data": [{"instruction": "a", "output": "b"}] * 2}))
+    src = read_source(str(p))
+    assert len(src.rows) == 2 and [(f.key, f.params["name"], f.params["others"]) for f in src.findings] == [
+        ("data.rows_under_key", "data", "version, license")]
+    p.write_text(json.dumps({"meta": {"v": 1}, "data": [{"instruction": "a", "output": "b"}]}))  # unclear: refused
+    assert [f.key for f in read_source(str(p)).findings] == ["data.json_not_list"]
+    p = tmp_path / "chat.json"
+    p.write_text(json.dumps([{"role": "user", "content": "안녕"}, {"role": "assistant", "content": "반가워요"}]))
+    src = read_source(str(p))
+    assert src.rows == [[{"role": "user", "content": "안녕"}, {"role": "assistant", "content": "반가워요"}]]
+    assert [f.key for f in src.findings] == ["data.single_conversation"] and src.numbers == [1]

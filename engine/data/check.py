@@ -95,6 +95,11 @@ def analyze(rows: list[Any], fmt: str = "auto", *, columns: dict[str, str] | Non
         out.findings.append(error(None, None, "data.unknown_format", format=fmt, formats=FORMAT_LIST))
         return out
     if columns:
+        present = _keys(rows)
+        for ours, col in columns.items():  # a mapping that names no column of the file: a typo, most likely
+            if col not in present:
+                out.findings.append(warning(None, col, "data.mapped_column_missing", ours=ours,
+                                            columns=", ".join(present[:12]) or "-"))
         rows = [map_columns(r, columns) for r in rows]
     # a line that is just a list of messages is one conversation
     rows = [{"messages": r} if isinstance(r, list) and is_turns(r) else r for r in rows]
@@ -140,8 +145,8 @@ def analyze(rows: list[Any], fmt: str = "auto", *, columns: dict[str, str] | Non
 
 def _missing_columns(out: Analysis, keys: list[str], theirs: dict[str, str]) -> None:
     """A required field absent from every row is a column problem: say so once, with a mapping to try."""
-    if out.format not in ("alpaca", "prompt_completion", "text"):
-        return  # the others have alternative spellings per row
+    if out.format not in ("alpaca", "prompt_completion", "text") or not keys:
+        return  # the others have alternative spellings per row; no keys: no row is an object (said per row)
     absent = tuple(f for f in FORMATS[out.format][0] if f not in keys
                    and not (f == "instruction" and "input" in keys))  # input alone is a prompt too
     for fld in absent:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import re
 from collections import Counter
 from typing import Any
 
@@ -171,13 +172,29 @@ def _type_name(value: Any) -> str:
             dict: "type.object", type(None): "type.null"}.get(type(value), type(value).__name__)
 
 
+# characters that draw nothing: format controls (zero-width space / joiners, BOM, word joiner, bidi marks), the
+# soft hyphen, and the Hangul fillers (U+3164 looks like a space and is not one to str.strip())
+_INVISIBLE = re.compile("[\\s\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f"
+                        "\u202a-\u202e\u2060-\u206f\u2800\u3164\ufe00-\ufe0f\ufeff\uffa0\x00-\x1f\x7f]*")
+
+
+def blank(value: Any) -> bool:
+    """Missing, or text that shows nothing: empty, spaces, or only invisible characters (a zero-width space)."""
+    if value is None:
+        return True
+    if not isinstance(value, str):
+        return False
+    text = value.strip()
+    return not text or (not ("!" <= text[0] <= "~") and _INVISIBLE.fullmatch(text) is not None)
+
+
 def text_field(row: dict, name: str, probs: Problems, required: bool = True) -> str | None:
     if name not in row:
         if required:
             probs.add(name, "data.missing_field")
         return None
     value = row[name]
-    if value is None or (isinstance(value, str) and not value.strip()):
+    if blank(value):
         if required:
             probs.add(name, "data.empty_field")
         return None
@@ -201,12 +218,12 @@ def _encodable(text: str, field: str, probs: Problems) -> bool:
 
 def _content(item: dict, field: str, index: int, probs: Problems) -> str | None:
     value = item.get("content", item.get("value"))
-    if isinstance(value, list):  # OpenAI content parts: keep the text parts
-        texts = [p.get("text") for p in value if isinstance(p, dict) and isinstance(p.get("text"), str)]
+    if isinstance(value, list) and all(isinstance(p, dict) for p in value):  # OpenAI content parts: their text
+        texts = [p.get("text") for p in value if isinstance(p.get("text"), str)]
         value = "\n".join(texts) if texts else None
     if value is None and item.get("tool_calls"):
         value = json.dumps(item["tool_calls"], ensure_ascii=False, default=str)
-    if value is None or (isinstance(value, str) and not value.strip()):
+    if blank(value):
         probs.add(field, "data.empty_message", index=index)
         return None
     if not isinstance(value, str):
@@ -342,7 +359,7 @@ def _answer(value: Any, field: str, probs: Problems, prompt: list[dict] | None =
             probs.add(field, "data.answer_not_assistant")
             return None
         return msgs
-    if value is None or (isinstance(value, str) and not value.strip()):
+    if blank(value):
         probs.add(field, "data.empty_field")
         return None
     if not isinstance(value, str):

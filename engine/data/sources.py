@@ -110,6 +110,8 @@ def _read_file(path: str) -> Source:
     text = _decode(data, src)
     if text is None:
         return src
+    if "\r" in text and "\n" not in text:  # old Mac line ends (CR alone): every reader below splits on \n
+        text = text.replace("\r", "\n")
     if "\x00" in text:  # kept reading: the rows around it may say what happened
         src.findings.append(error(None, None, "data.nul_byte", line=_line_at(text, text.index("\x00"))))
     if kind == "csv":
@@ -169,12 +171,15 @@ def _decode(data: bytes, src: Source) -> str | None:
                 pass
     try:
         return data.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        bad_line = data.count(b"\n", 0, e.start) + 1
+    except UnicodeDecodeError as e:  # utf-8-sig counts its positions after a BOM
+        bad_line = data.count(b"\n", 0, e.start + 3 * data.startswith(b"\xef\xbb\xbf")) + 1
         text = data.decode("utf-8-sig", errors="replace")
         if text.count("\ufffd") * 20 < len(text) - len(text.encode("ascii", "ignore")):  # mostly UTF-8: a damaged spot
             src.findings.append(error(None, None, "data.not_utf8", line=bad_line, encoding="UTF-8"))
             return text
+    if guessed := _utf16_without_bom(data):
+        src.findings.append(warning(None, None, "data.encoding_guessed", encoding=guessed[0].upper()))
+        return guessed[1]
     for enc in _LEGACY:  # what Excel writes on Korean / Chinese / Japanese systems
         try:
             text = data.decode(enc)
@@ -185,6 +190,24 @@ def _decode(data: bytes, src: Source) -> str | None:
         src.findings.append(warning(None, None, "data.encoding_guessed", encoding=enc))
         return text
     src.findings.append(error(None, None, "data.not_utf8", line=bad_line, encoding="UTF-8"))
+    return None
+
+
+def _utf16_without_bom(data: bytes) -> tuple[str, str] | None:
+    """UTF-16 (LE or BE) with no BOM and too few zero bytes for the guess above (text that is mostly Hangul or
+    hanzi: no byte of theirs is 0): the one that decodes and puts its line ends where the bytes have them, and
+the text.
+    Text in a byte encoding decoded as UTF-16 almost never does: its newline bytes pair with a non-zero one."""
+    newlines = data.count(b"\n")
+    if len(data) % 2 or not newlines:
+        return None
+    for enc in ("utf-16-le", "utf-16-be"):
+        try:
+            text = data.decode(enc)  # strict: half a surrogate pair fails
+        except UnicodeDecodeError:
+            continue
+        if text.count("\n") * 2 >= newlines:
+            return enc, text
     return None
 
 
@@ -270,6 +293,10 @@ def _read_json_any(text: str, src: Source, pairs: bool = False) -> None:
     if text[start] == "[" and not (src.kind == "jsonl" and _jsonl_like(text, start, one_conversation=True)):
         src.kind, src.lines = "json", []
         _read_json_array(text, start, src, pairs)
+        if is_turns(src.rows) and all(isinstance(r, dict) and {"role", "from"} & set(r) for r in src.rows):
+            # the array is one conversation's messages, not rows: read as that one conversation, and said
+            src.rows, src.numbers, src.lines = [src.rows], [1], src.lines[:1]
+            src.findings.insert(0, warning(None, None, "data.single_conversation"))
         return
     if text[start] == "{" and src.kind == "json":
         try:
@@ -475,8 +502,14 @@ def _read_json_object(obj: Any, src: Source) -> None:
         src.findings.append(error(None, key, "data.repeated_key", name=key))
     values = list(obj.values())
     lists = [v for v in values if isinstance(v, list)]
-    if len(obj) == 1 and lists and lists[0] and all(isinstance(r, dict) for r in lists[0]) and not is_turns(lists[0]):
-        for i, row in enumerate(lists[0], 1):  # {"train": [...]} or {"data": [...]}
+    if len(lists) == 1 and lists[0] and all(isinstance(r, dict) for r in lists[0]) and not is_turns(lists[0]) \
+            and not any(isinstance(v, dict) for v in values):
+        # {"train": [...]}, {"data": [...]}, or the rows beside a few facts about them ({"version": 2, "data": [...]})
+        key = next(k for k, v in obj.items() if v is lists[0])
+        if len(obj) > 1:
+            src.findings.append(warning(None, None, "data.rows_under_key", name=key,
+                                        others=", ".join(str(k) for k in obj if k != key)))
+        for i, row in enumerate(lists[0], 1):
             src.add(row, i)
         return
     if values and len(lists) == len(values) and not any(is_turns(v) for v in lists):
@@ -507,6 +540,10 @@ def is_turns(items: Any) -> bool:
 
 
 def _read_csv(text: str, src: Source, delimiter: str | None) -> None:
+    """Strict about quotes: a quoted cell that never closes would otherwise swallow every row after it, and text
+    after a closing quote (`"Hello" he said`) would lose its quotes, both without a word. Columns with no name
+    and nothing in them (Excel saves a sheet's trailing empty columns) are dropped, as are records with nothing
+    in any cell (its empty rows)."""
     text = text.replace("\r\n", "\n")  # Excel's CRLF, also inside quoted cells
     first = text.split("\n", 1)[0]
     skip = 0
@@ -517,31 +554,56 @@ def _read_csv(text: str, src: Source, delimiter: str | None) -> None:
     if delimiter is None:
         delimiter = max([",", ";", "\t", "|"], key=lambda d: (first.count(d), d == ","))
     csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
-    try:
-        header = next(reader, None)
-        while header is not None and not any(h.strip() for h in header):
-            header = next(reader, None)
-        if header is None:
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
+    records = _csv_records(reader, skip, src)
+    header = next(records, None)
+    while header is not None and not any(h.strip() for h in header[1]):
+        header = next(records, None)
+    if header is None:
+        return
+    header_line, header = header[0], [h.strip() for h in header[1]]
+    unnamed = [i for i, h in enumerate(header) if not h]
+    named = [h for h in header if h]
+    if len(set(named)) != len(named):
+        dup = next(h for h in named if named.count(h) > 1)
+        src.findings.append(error(None, dup, "data.csv_duplicate_header", line=header_line))
+    src.lines = []
+    filled: set[int] = set()  # unnamed columns that hold something
+    for start, record in records:
+        if not any(cell.strip() for cell in record):
+            continue
+        if len(record) != len(header):
+            src.findings.append(error(start, None, "data.csv_field_count", line=start,
+                                      expected=len(header), got=len(record)))
+            continue
+        filled.update(i for i in unnamed if record[i].strip())
+        src.add({h: v for h, v in zip(header, record, strict=False) if h}, start, start)
+    for i in sorted(filled):
+        src.findings.append(error(None, None, "data.csv_unnamed_column", line=header_line, column=i + 1))
+
+
+def _csv_records(reader, skip: int, src: Source):
+    """(line the record starts on, its cells) for each record; a record whose quotes are wrong becomes a
+    finding at its line, and reading goes on from the line after."""
+    last = skip
+    while True:
+        start = last + 1
+        try:
+            record = next(reader)
+        except StopIteration:
             return
-        header = [h.strip() for h in header]
-        header_line, last = reader.line_num + skip, reader.line_num + skip
-        if len(set(header)) != len(header):
-            dup = next(h for h in header if header.count(h) > 1)
-            src.findings.append(error(None, dup, "data.csv_duplicate_header", line=header_line))
-        src.lines = []
-        for record in reader:
-            start, last = last + 1, reader.line_num + skip
-            if not record or (len(record) == 1 and not record[0].strip()):
-                continue
-            if len(record) != len(header):
-                src.findings.append(error(start, None, "data.csv_field_count", line=start,
-                                          expected=len(header), got=len(record)))
-                continue
-            src.add(dict(zip(header, record, strict=False)), start, start)
-    except csv.Error as e:
-        src.findings.append(error(None, None, "data.unparseable", line=reader.line_num + skip + 1, column=1,
-                                  error=str(e)))
+        except csv.Error as e:
+            last = reader.line_num + skip
+            if "end of data" in str(e):  # a quoted cell still open at the end of the file
+                src.findings.append(error(start, None, "data.csv_unclosed_quote", line=start))
+                return
+            if "'\"'" in str(e):  # ',' expected after '"'
+                src.findings.append(error(start, None, "data.csv_bad_quote", line=start))
+            else:
+                src.findings.append(error(start, None, "data.unparseable", line=start, column=1, error=str(e)))
+            continue
+        last = reader.line_num + skip
+        yield start, record
 
 
 def _read_text(text: str, src: Source) -> None:
