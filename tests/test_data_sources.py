@@ -375,3 +375,16 @@ def test_rows_beside_facts_about_them_and_one_conversation_alone(tmp_path):
     src = read_source(str(p))
     assert src.rows == [[{"role": "user", "content": "안녕"}, {"role": "assistant", "content": "반가워요"}]]
     assert [f.key for f in src.findings] == ["data.single_conversation"] and src.numbers == [1]
+
+
+def test_pretty_printed_rows_one_after_another_are_read_with_a_warning(tmp_path):
+    rows = [{"instruction": "첫 질문", "output": "첫 답"}, {"instruction": "q2", "output": "a2"}]
+    for name in ("pretty.jsonl", "pretty.json"):
+        p = tmp_path / name
+        p.write_text("\n".join(json.dumps(r, indent=2, ensure_ascii=False) for r in rows) + "\n", encoding="utf-8")
+        src = read_source(str(p))
+        assert src.rows == rows and src.numbers == [1, 5], name  # the line each object starts on
+        assert [(f.key, f.params["rows"]) for f in src.findings] == [("data.multiline_rows", 2)]
+    p = tmp_path / "broken.jsonl"  # one line broken among whole ones: still told line by line
+    p.write_text('{"text": "a"}\n{"text": "b"\n{"text": "c"}\n', encoding="utf-8")
+    assert keys(read_source(str(p))) == [(2, 2, "data.unparseable")]

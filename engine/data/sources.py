@@ -302,7 +302,7 @@ def _read_json_any(text: str, src: Source, pairs: bool = False) -> None:
         try:
             obj = _loads(text, pairs)
         except ValueError as e:  # JSONDecodeError is a ValueError
-            if not (_jsonl_like(text, start) or _looks_like_jsonl(text)):
+            if not (_jsonl_like(text, start) or _looks_like_jsonl(text) or _concatenated(text, pairs)):
                 src.findings.append(_json_error(text, e) if isinstance(e, json.JSONDecodeError) else
                                     error(None, None, "data.unparseable", line=1, column=1, error=str(e)))
                 return
@@ -341,6 +341,37 @@ def _looks_like_jsonl(text: str) -> bool:
 
 
 def _read_jsonl(text: str, src: Source, pairs: bool = False) -> None:
+    before = len(src.findings), len(src.rows)
+    _read_lines(text, src, pairs)
+    if len(src.findings) > before[0] and (values := _concatenated(text, pairs)):
+        # lines that don't parse alone but the whole text is objects one after another: pretty-printed rows
+        del src.findings[before[0]:], src.rows[before[1]:], src.numbers[before[1]:]
+        for value, line in values:
+            src.add(value, line)
+        src.findings.append(warning(None, None, "data.multiline_rows", rows=len(values)))
+
+
+def _concatenated(text: str, pairs: bool) -> list[tuple[Any, int]] | None:
+    """Objects (or arrays) written one after another, each over any number of lines, with the line each starts
+    on; None unless the whole text is that."""
+    decoder = json.JSONDecoder(object_pairs_hook=_pairs if pairs else None)
+    check_unicode = _SURROGATE.search(text) is not None
+    out, pos, n, line, counted = [], 0, len(text), 1, 0
+    while (pos := _WS.match(text, pos).end()) < n:
+        if text[pos] not in "{[":
+            return None
+        line, counted = line + text.count("\n", counted, pos), pos
+        try:
+            value, pos = decoder.raw_decode(text, pos)
+            if check_unicode:
+                _check_unicode(value)
+        except (ValueError, RecursionError):
+            return None
+        out.append((value, line))
+    return out or None
+
+
+def _read_lines(text: str, src: Source, pairs: bool) -> None:
     for number, line in enumerate(text.split("\n"), 1):
         stripped = line.strip().lstrip("\ufeff")  # files joined with `cat` keep each one's BOM
         if not stripped:
