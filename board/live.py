@@ -8,6 +8,7 @@ Plain functions of a Session and Jobs; no Gradio.
 from __future__ import annotations
 
 import html
+from pathlib import Path
 
 from engine.messages import error_key
 from engine.runs import latest_checkpoint, list_runs
@@ -109,7 +110,12 @@ def gate(s: Session, lang: str) -> tuple[dict, dict, dict, str]:
         reason = t("ui.train.reason_running", lang, run=w.run_id)
     elif s.data.errors:
         first = s.data.first_error
-        where = t("ui.data.where_row", lang, row=first["row"]) if first.get("row") is not None else ""
+        file = Path(str(first.get("path") or "")).name  # several files may be selected: say which one
+        if first.get("row") is not None:
+            where = t("ui.data.where_file_row", lang, file=file, row=first["row"]) if file else \
+                t("ui.data.where_row", lang, row=first["row"])
+        else:
+            where = t("ui.data.where_file", lang, file=file) if file else ""
         reason = t(
             "ui.train.reason_data",
             lang,

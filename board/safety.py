@@ -7,7 +7,9 @@ renamed to a safe name and never executed. A non-local address needs a password.
 
 from __future__ import annotations
 
+import filecmp
 import ipaddress
+import itertools
 import os
 import re
 import shutil
@@ -108,12 +110,25 @@ def store_upload(
     dest_dir = workdir / "uploads"
     dest_dir.mkdir(parents=True, exist_ok=True)
     dest = dest_dir / name
-    if dest.exists():
-        stem = name[: -len(suffix)] if suffix else name
-        dest = dest_dir / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}{suffix}"
+    stem = name[: -len(suffix)] if suffix else name
+    for n in itertools.count():
+        if not dest.exists():
+            break
+        if filecmp.cmp(src, dest, shallow=False):  # the same file again: one copy
+            return dest
+        # another file of that name: a copy beside it (a run may have trained on the earlier one)
+        dest = dest_dir / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}{f'-{n}' if n else ''}{suffix}"
     shutil.copyfile(src, dest)
     os.chmod(dest, 0o644)  # data, never a program
     return dest
+
+
+_COPY_MARK = re.compile(r"-\d{8}-\d{6}(?:-\d+)?(?=\.[^.]+(?:\.gz)?$|$)")
+
+
+def upload_name(path: str | os.PathLike) -> str:
+    """The name a stored upload was uploaded as: `data-20261127-095035.json` -> `data.json`."""
+    return _COPY_MARK.sub("", Path(path).name, count=1)
 
 
 def run_path(run: str, workdir: Path) -> Path:

@@ -48,8 +48,9 @@ def message(key: str, params: dict[str, Any] | None = None, lang: str | None = N
 
 
 def _term(value: Any, lang: str) -> Any:
-    """A parameter that names a kind of value (`type.text`) is said in the message's language."""
-    if isinstance(value, str) and value.startswith("type."):
+    """A parameter that names a kind of value (`type.text`) or a JSON syntax problem (`json.extra_data`) is said
+    in the message's language."""
+    if isinstance(value, str) and value.startswith(("type.", "json.")):
         return table(lang).get(value) or table(DEFAULT_LANG).get(value) or value
     return value
 

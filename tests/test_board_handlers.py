@@ -6,6 +6,7 @@ import html as html_mod
 import json
 import os
 import shlex
+from pathlib import Path
 
 import pytest
 import yaml
@@ -399,6 +400,37 @@ def test_uploads_are_selected_and_refusals_named(tmp_path):
     choices, msg = data_tab.add_uploads([str(sheet)], [], tmp_path / "w", "ko")
     assert choices["value"] == [] and not (tmp_path / "w" / "uploads" / "문의.xlsx").exists()
     assert html_mod.escape(t("data.spreadsheet_file", "ko", path="문의.xlsx", ext=".xlsx")) in msg
+
+
+def test_a_file_uploaded_again_under_its_name_replaces_the_selected_copy(tmp_path):
+    """Fix a file, upload it again: the fixed copy is selected in place of the broken one (which stays on disk for
+    runs that used it), the same bytes twice make one copy, and Start's reason names the file with the error."""
+    w = tmp_path / "w"
+    mine = tmp_path / "my_data.jsonl"
+    mine.write_text('{"instruction": "a", "output": "b"}\n{"instruction": "c"}\n')
+    other = tmp_path / "other.jsonl"
+    other.write_text('{"instruction": "x", "output": "y"}\n')
+    choices, _ = data_tab.add_uploads([str(mine), str(other)], [], w, "en")
+    broken = choices["value"][0]
+    s = Session()
+    data_tab.check_view(s, RunConfig.from_dict({"data": {"datasets": [{"path": p} for p in choices["value"]]}}), None, w)
+    reason = live.gate(s, "en")[3]
+    assert "my_data.jsonl, row 2" in reason, reason
+    mine.write_text('{"instruction": "a", "output": "b"}\n{"instruction": "c", "output": "d"}\n')
+    choices, _ = data_tab.add_uploads([str(mine)], choices["value"], w, "en")
+    fixed = choices["value"][-1]
+    assert fixed != broken and Path(broken).exists() and choices["value"] == [str(w / "uploads" / "other.jsonl"), fixed]
+    again, _ = data_tab.add_uploads([str(mine)], choices["value"], w, "en")  # the same bytes: the same copy
+    assert again["value"] == choices["value"] and len(list((w / "uploads").glob("my_data*"))) == 2
+
+
+def test_the_preview_marks_where_a_long_row_is_cut(tmp_path):
+    long = tmp_path / "long.jsonl"
+    long.write_text(json.dumps({"instruction": "질문", "output": "아주 긴 답변입니다. " * 400}, ensure_ascii=False) + "\n")
+    cfg = RunConfig.from_dict({"data": {"datasets": [{"path": str(long)}], "max_length": 64}})
+    _, _, preview, _ = data_tab.check_view(Session(lang="ko"), cfg, None, tmp_path)
+    assert preview.count('class="tb-cut-mark"') == 1 and "64" in preview and "✂" in preview
+    assert preview.count("아주 긴 답변입니다.") < 60  # what is cut away is shown only in part
 
 
 def test_a_form_problem_blocks_start(tmp_path):

@@ -1,6 +1,7 @@
 """The row-by-row check: every error and warning kind, at its exact row, line and field."""
 
 
+import importlib
 import json
 
 import pytest
@@ -293,6 +294,21 @@ def test_rows_whose_prompt_fills_the_cutoff_are_said_to_be_left_out_as_training_
         ("error", "error.no_answer_within_cutoff")]
 
 
+def test_past_the_exactly_counted_prompts_rows_left_out_are_still_told_and_all_of_them_refused(monkeypatch):
+    """A large file of long prompts: rows past the ones rendered exactly are judged by an estimate, so a file where
+    no row keeps an answer is refused whatever its size, and no left-out row is called merely cut."""
+    monkeypatch.setattr(importlib.import_module("engine.data.check"), "EXACT_PROMPTS", 3)
+    long_prompt = " ".join(["word"] * 400)
+    rows = [{"instruction": long_prompt, "output": "lost"}] * 8
+    found = check(rows, max_length=64)
+    assert [f.key for f in found if f.severity == "error"] == ["error.no_answer_within_cutoff"]
+    assert sum(f.key == "data.prompt_past_cutoff" for f in found) == 8 and not any(f.key == "data.too_long" for f in found)
+    rows[5] = {"instruction": "short", "output": " ".join(["long"] * 400)}  # past the exact ones: cut, kept
+    found = check(rows, max_length=64)
+    assert not [f for f in found if f.severity == "error"]
+    assert [f.params["rows"] for f in found if f.key == "data.too_long"] == ["6"]
+
+
 def test_a_boolean_weight_is_refused_like_any_other_non_0_or_1(tmp_path):
     p = tmp_path / "w.jsonl"
     p.write_text(json.dumps({"messages": [{"role": "user", "content": "hi"},
@@ -329,3 +345,8 @@ def test_a_column_mapping_that_names_no_column_is_told():
 def test_rows_that_are_not_objects_are_not_also_told_a_missing_column():
     for rows in (["hello"], [1, 2, 3]):
         assert {f.key for f in check(rows)} == {"data.not_an_object"}
+
+
+def test_with_no_column_to_suggest_the_mapping_shows_its_form_not_a_dash():
+    [f] = [f for f in check([{"instruction": "q", "zzz": 1}] * 2, "alpaca") if f.key == "data.missing_column"]
+    assert f.params["mapping"] == "output=..." and not f.message("ko").endswith(": -")

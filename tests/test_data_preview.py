@@ -123,3 +123,19 @@ def test_without_answer_only_loss_a_weight_zero_answer_trains_like_the_rest():
     conv = {"messages": [{"role": "user", "content": "Q?"}, {"role": "assistant", "content": "A", "weight": 0}]}
     [view] = render(conv, assistant_only=False)
     assert [s["text"] for s in view["segments"] if s["loss"]] == ["Q?<|im_end|>", "A<|im_end|>"]
+
+
+def test_a_row_past_the_cutoff_shows_where_training_cuts_it(tok):
+    """Training keeps a conversation's first max_length tokens: the preview marks the rest as cut away and counts
+    only the kept answer as trained. Plain text is split into pieces instead, so it is not marked."""
+    record = {"messages": [{"role": "user", "content": "짧은 질문"}, {"role": "assistant", "content": "긴 답 " * 300}]}
+    [view] = render(record, tok, max_length=64)
+    kept = "".join(s["text"] for s in view["segments"] if not s.get("cut"))
+    assert view["cut_at"] == 64 and view["segments"][-1]["cut"] and not view["segments"][-1]["loss"]
+    assert abs(len(tok(kept, add_special_tokens=False)["input_ids"]) - 64) <= 1  # a character split in two tokens
+    assert view["tokens"] > 600 and 40 < view["loss_tokens"] < 64
+    assert "✂" in marked(view) and marked(view).count("긴 답") < 40
+    [whole] = render(record, tok, max_length=4096)
+    assert "cut_at" not in whole and not any(s.get("cut") for s in whole["segments"])
+    [text] = render({"text": "긴 글 " * 300}, tok, max_length=64)
+    assert "cut_at" not in text

@@ -388,3 +388,15 @@ def test_pretty_printed_rows_one_after_another_are_read_with_a_warning(tmp_path)
     p = tmp_path / "broken.jsonl"  # one line broken among whole ones: still told line by line
     p.write_text('{"text": "a"}\n{"text": "b"\n{"text": "c"}\n', encoding="utf-8")
     assert keys(read_source(str(p))) == [(2, 2, "data.unparseable")]
+
+
+def test_json_syntax_errors_are_said_in_the_readers_language(tmp_path):
+    p = tmp_path / "bad.jsonl"
+    p.write_text('{"instruction": "a" "output": "b"}\n{\'instruction\': "c"}\n{"a": 1} x\n[{"a": 1}', encoding="utf-8")
+    found = read_source(str(p)).findings
+    assert [f.params["error"] for f in found] == ["json.expecting_comma", "json.expecting_key", "json.extra_data",
+                                                  "json.expecting_comma"]
+    for f in found:
+        ko = f.message("ko")
+        assert "Expecting" not in ko and "Extra data" not in ko and "json." not in ko, ko
+    assert "쉼표" in found[0].message("ko") and "comma" in found[0].message("en")

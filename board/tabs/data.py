@@ -20,7 +20,7 @@ from engine.messages import TuneboardError
 
 from ..charts import COLORS, _empty, _layout
 from ..i18n import SKIP, t, t_or, update
-from ..safety import DATA_SUFFIXES, store_upload
+from ..safety import DATA_SUFFIXES, store_upload, upload_name
 from ..session import DataReport, Session
 from ..tokenizer import light_tokenizer
 from ..ui import SWITCHES, UI
@@ -75,7 +75,9 @@ def add_uploads(files: list[Any] | None, current: list[str] | None, workdir: Pat
         except TuneboardError as e:
             problems.append(t(e.key, lang, **e.params))
             continue
-        selected = [s for s in selected if not s.startswith("demo:")] + [str(dest)]
+        # a file uploaded again under its name (fixed, most likely) takes the place of the copy selected before
+        selected = [s for s in selected if not s.startswith("demo:") and s != str(dest)
+                    and not (Path(s).parent == dest.parent and upload_name(s) == upload_name(dest))] + [str(dest)]
     msg = "".join(f'<div class="tb-msg tb-msg-error">{html.escape(p)}</div>' for p in problems)
     return update(choices=dataset_choices(workdir, lang), value=selected), msg
 
@@ -168,7 +170,8 @@ def summary_html(reports: list[Any], lang: str) -> str:
         s = r.stats or {}
         tokens = ""
         if s.get("rows"):
-            approx = t("ui.data.estimated", lang) if s.get("estimated") else ""
+            approx = {"calibrated": t("ui.data.calibrated", lang), "estimate": t("ui.data.estimated", lang)}.get(
+                s.get("counting"), "")  # sampled in a large file, or no tokenizer here at all
             tokens = t(
                 "ui.data.tokens",
                 lang,
@@ -227,7 +230,8 @@ def preview_html(reports: list[Any], lang: str) -> str:
                 loss=f"{approx}{view['loss_tokens']}",
             )
             body = "".join(
-                f'<mark class="tb-loss">{html.escape(s["text"])}</mark>' if s["loss"] else html.escape(s["text"])
+                _cut_html(s["text"], view.get("cut_at"), lang) if s.get("cut")
+                else f'<mark class="tb-loss">{html.escape(s["text"])}</mark>' if s["loss"] else html.escape(s["text"])
                 for s in view["segments"]
             )
             parts.append(
@@ -235,6 +239,15 @@ def preview_html(reports: list[Any], lang: str) -> str:
                 f'{" · " + html.escape(label) if label else ""}</div><pre class="tb-render">{body}</pre></div>'
             )
     return "".join(parts)
+
+
+CUT_SHOWN = 400  # characters of what training cuts away, shown after the mark (the rest of a long row is elided)
+
+
+def _cut_html(text: str, max_length: int | None, lang: str) -> str:
+    shown = text if len(text) <= CUT_SHOWN else text[:CUT_SHOWN] + " …"
+    return (f'<span class="tb-cut-mark">{html.escape(t("ui.data.cut_here", lang, max_length=max_length))}</span>'
+            f'<span class="tb-cut">{html.escape(shown)}</span>')
 
 
 def lengths_figure(reports: list[Any], cutoff: int, lang: str):

@@ -37,6 +37,7 @@ ANSWER_FIELD = {"alpaca": "output", "sharegpt": "conversations", "messages": "me
                 "prompt_completion": "completion", "preference": "chosen", "text": "text"}
 FORMAT_LIST = ", ".join(FORMATS)  # for data.unknown_format
 SHORT_ANSWER = 3  # weighted characters; a CJK character weighs 3 (about one word)
+EXACT_PROMPTS = 2000  # over-long rows whose prompt is rendered and counted exactly; past them, estimated
 
 
 @dataclass
@@ -111,7 +112,8 @@ def analyze(rows: list[Any], fmt: str = "auto", *, columns: dict[str, str] | Non
             required, optional = FORMATS[suggestion]
             out.findings.append(error(None, None, "data.unknown_columns", columns=", ".join(keys[:12]),
                                       format=suggestion, expected=", ".join(required + optional[:2]),
-                                      mapping=", ".join(f"{o}={t}" for o, t in mapping.items() if o != t) or "-"))
+                                      mapping=", ".join(f"{o}={t}" for o, t in mapping.items() if o != t)
+                                      or ", ".join(f"{f}=..." for f in required)))  # no guess: the form to fill
             return out
         name = name or "text"  # no row is an object: every row gets `not_an_object` below
     out.format = name
@@ -153,7 +155,7 @@ def _missing_columns(out: Analysis, keys: list[str], theirs: dict[str, str]) -> 
         mapping = suggest_mapping(out.format, [k for k in keys if k not in FORMATS[out.format][0]], (fld,))
         out.findings.append(error(None, theirs.get(fld, fld), "data.missing_column", format=out.format,
                                   columns=", ".join(keys[:12]) or "-",
-                                  mapping=", ".join(f"{o}={t}" for o, t in mapping.items()) or "-"))
+                                  mapping=", ".join(f"{o}={t}" for o, t in mapping.items()) or f"{fld}=..."))
 
 
 def _keys(rows: list[Any]) -> list[str]:
@@ -227,7 +229,8 @@ def _too_long(out: Analysis, good: list[int], max_length: int, tokenizer: Any = 
     if not len(over):
         return
     if out.format not in ("text", "preference"):  # training cuts a conversation at its end: one whose first
-        dropped = set(_prompt_past_cutoff([out.records[good[k]] for k in over[:2000]], tokenizer, max_length))
+        dropped = set(_prompt_past_cutoff([out.records[good[k]] for k in over], tokenizer, max_length,
+                                          out.lengths[over], EXACT_PROMPTS))
         for j in sorted(dropped):  # answer starts past the cutoff keeps no answer token and is left out
             i = good[over[j]]
             out.findings.append(warning(out.numbers[i], None, "data.prompt_past_cutoff", at(i) if at else None,
@@ -245,21 +248,28 @@ def _too_long(out: Analysis, good: list[int], max_length: int, tokenizer: Any = 
                                 rows=rows, counting=out.counting))
 
 
-def _prompt_past_cutoff(records: list[dict], tokenizer: Any, max_length: int) -> list[int]:
-    """Indexes of the conversations whose first answer to train on starts at or past `max_length` tokens."""
+def _prompt_past_cutoff(records: list[dict], tokenizer: Any, max_length: int, lengths: np.ndarray,
+                        exact: int) -> list[int]:
+    """Indexes of the conversations whose first answer to train on starts at or past `max_length` tokens. The
+    first `exact` prompts are rendered and counted; past them (a large file of long rows) a prompt's tokens are
+    its row's (`lengths`) times its share of the row's characters."""
     firsts = []
     for k, r in enumerate(records):
         msgs = r.get("messages") or (r.get("prompt", []) + r.get("completion", []))
         j = next((j for j, m in enumerate(msgs) if m["role"] == "assistant" and m.get("weight", 1) != 0), None)
         if j:
-            firsts.append((k, msgs[:j]))
+            firsts.append((k, msgs[:j], msgs))
     if not firsts:
         return []
     texts = []
-    for _, prompt in firsts:
+    for _, prompt, _ in firsts[:exact]:
         try:
             texts.append(render_chat(tokenizer, prompt, add_generation_prompt=True))
         except Exception:  # noqa: BLE001 - a template that refuses the row is reported by the length check
             texts.append(render_chat(None, prompt, add_generation_prompt=True))
-    lengths = count(tokenizer, texts)
-    return [k for (k, _), n in zip(firsts, lengths, strict=True) if n >= max_length]
+    counted = list(count(tokenizer, texts))
+    for k, prompt, msgs in firsts[exact:]:
+        share = sum(len(m["content"]) for m in prompt) / max(sum(len(m["content"]) for m in msgs), 1)
+        counted.append(int(lengths[k] * share))
+    lengths = counted
+    return [k for (k, _, _), n in zip(firsts, lengths, strict=True) if n >= max_length]

@@ -87,7 +87,8 @@ def _print_report(r: FileReport) -> None:
             label = f" [{view['label']}]" if view["label"] else ""
             print("  " + message("data.cli.preview", {"row": item["row"], "tokens": view["tokens"],
                                                       "loss": view["loss_tokens"]}) + label)
-            text = _visible(marked(view))
+            cut = "\n" + message("data.cli.cut", {"max_length": view.get("cut_at")})
+            text = _visible(marked(view, cut=cut))
             text = text if len(text) <= 1200 else text[:1200] + " ..."
             print("    " + text.replace("\n", "\n    "))
     verdict = message("data.cli.trainable" if r.trainable else "data.cli.not_trainable")

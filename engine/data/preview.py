@@ -89,9 +89,37 @@ def _segments(tokenizer: Any, msgs: list[dict], start: int, assistant_only: bool
     return _template_segments(None, msgs, trained)
 
 
-def render(record: dict, tokenizer: Any = None, assistant_only: bool = True) -> list[dict[str, Any]]:
+def _cut_at(tokenizer: Any, text: str, tokens: int, max_length: int) -> int:
+    """Where in `text` its first `max_length` tokens end: from the tokenizer's offsets, else in proportion."""
+    if tokenizer is not None:
+        try:
+            offsets = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True,
+                                verbose=False)["offset_mapping"]
+            return int(offsets[max_length - 1][1])
+        except Exception:  # a tokenizer without offsets (a slow one): in proportion
+            pass
+    return len(text) * max_length // max(tokens, 1)
+
+
+def _cut(segments: list[dict[str, Any]], at: int) -> list[dict[str, Any]]:
+    """The segments up to character `at`, then the rest as one segment that training cuts away."""
+    out, pos = [], 0
+    for seg in segments:
+        end = pos + len(seg["text"])
+        if end <= at:
+            out.append(seg)
+        elif pos < at:
+            out.append({**seg, "text": seg["text"][: at - pos]})
+        pos = end
+    return out + [{"text": "".join(s["text"] for s in segments)[at:], "loss": False, "cut": True}]
+
+
+def render(record: dict, tokenizer: Any = None, assistant_only: bool = True,
+           max_length: int | None = None) -> list[dict[str, Any]]:
     """One view per trained sequence (two for preference: chosen, rejected):
-    {"label", "text", "segments": [{"text", "loss"}], "tokens", "loss_tokens", "estimated"}."""
+    {"label", "text", "segments": [{"text", "loss"}], "tokens", "loss_tokens", "estimated"}. With `max_length`, a
+    conversation longer than it ends in a segment marked "cut": what training cuts away (it keeps a row's start;
+    plain texts are split into pieces instead, and preference pairs are the DPO trainer's to cut)."""
     if "text" in record:
         views = [(None, [(record["text"], True)])]
     else:
@@ -105,21 +133,28 @@ def render(record: dict, tokenizer: Any = None, assistant_only: bool = True) -> 
         segs = _merge(segments)
         text = "".join(s["text"] for s in segs)
         lengths = count(tokenizer, [text] + [s["text"] for s in segs if s["loss"]])
-        out.append({"label": label, "text": text, "segments": segs, "tokens": int(lengths[0]),
-                    "loss_tokens": int(lengths[1:].sum()), "estimated": tokenizer is None})
+        view = {"label": label, "text": text, "segments": segs, "tokens": int(lengths[0]),
+                "loss_tokens": int(lengths[1:].sum()), "estimated": tokenizer is None}
+        if max_length and view["tokens"] > max_length and "text" not in record and label is None:
+            view["segments"] = segs = _cut(segs, _cut_at(tokenizer, text, view["tokens"], max_length))
+            view["cut_at"] = max_length
+            view["loss_tokens"] = int(count(tokenizer, [s["text"] for s in segs if s["loss"]]).sum())
+        out.append(view)
     return out
 
 
 def preview(records: list[dict], numbers: list[int], tokenizer: Any = None, n: int = 3,
-            assistant_only: bool = True) -> list[dict[str, Any]]:
+            assistant_only: bool = True, max_length: int | None = None) -> list[dict[str, Any]]:
     """The first `n` records: the normalised record and its rendered views, with the row number."""
-    return [{"row": number, "record": record, "views": render(record, tokenizer, assistant_only)}
+    return [{"row": number, "record": record, "views": render(record, tokenizer, assistant_only, max_length)}
             for record, number in zip(records[:n], numbers[:n], strict=False)]
 
 
-def marked(view: dict[str, Any], open_: str = "[[", close: str = "]]") -> str:
-    """The rendered text with the trained parts wrapped in markers (for terminals and logs)."""
-    return "".join(f"{open_}{s['text']}{close}" if s["loss"] else s["text"] for s in view["segments"])
+def marked(view: dict[str, Any], open_: str = "[[", close: str = "]]", cut: str = "\n✂ ...") -> str:
+    """The rendered text with the trained parts wrapped in markers (for terminals and logs); what training cuts
+    away is left out, `cut` in its place."""
+    return "".join(cut if s.get("cut") else f"{open_}{s['text']}{close}" if s["loss"] else s["text"]
+                   for s in view["segments"])
 
 
 def stats(lengths: np.ndarray | None, max_length: int | None = None, counting: str = "exact",

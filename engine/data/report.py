@@ -66,5 +66,5 @@ def check_file(path: str, fmt: str = "auto", *, columns: dict[str, str] | None =
         valid=len(good), findings=kept, counts=counts, errors=result.errors,
         warnings=sum(f.severity == "warning" for f in result.findings),
         stats=stats(result.lengths, max_length, result.counting),
-        preview=preview(good, numbers, tokenizer, preview_rows, assistant_only),
+        preview=preview(good, numbers, tokenizer, preview_rows, assistant_only, max_length),
     )

@@ -255,7 +255,7 @@ def _loads(text: str, pairs: bool = False) -> Any:
         obj = json.loads(text, object_pairs_hook=_pairs if pairs else None)  # also reads NaN / Infinity and
         # integers past 64 bits, which orjson refuses
     except RecursionError:
-        raise ValueError("nested too deeply") from None
+        raise ValueError("json.too_deep") from None
     if _SURROGATE.search(text):
         _check_unicode(obj)
     return obj
@@ -269,9 +269,21 @@ def _check_unicode(obj: Any) -> None:
     try:
         json.dumps(obj, ensure_ascii=False).encode("utf-8")
     except UnicodeEncodeError:
-        raise ValueError("a \\u escape that is half of a character (lone surrogate)") from None
+        raise ValueError("json.lone_surrogate") from None
     except (RecursionError, ValueError):
         pass
+
+
+# what Python's JSON parser says, as message keys (`json.*`, said in the reader's language; anything else as it is)
+_REASONS = (("Expecting value", "json.expecting_value"), ("Expecting ',' delimiter", "json.expecting_comma"),
+            ("Expecting ':' delimiter", "json.expecting_colon"), ("Expecting property name", "json.expecting_key"),
+            ("Unterminated string", "json.unterminated_string"), ("Invalid control character", "json.control_character"),
+            ("Invalid \\", "json.invalid_escape"), ("Extra data", "json.extra_data"),
+            ("Illegal trailing comma", "json.trailing_comma"))
+
+
+def _reason(msg: str) -> str:
+    return next((key for start, key in _REASONS if msg.startswith(start)), msg)
 
 
 def _json_error(text: str, e: json.JSONDecodeError, line_offset: int = 0, row: int | None = None) -> Finding:
@@ -281,7 +293,7 @@ def _json_error(text: str, e: json.JSONDecodeError, line_offset: int = 0, row: i
     if pos < len(text) and text[pos] in "}]" and before.endswith(","):
         return error(row, None, "data.trailing_comma", line=_line_at(text, len(before) - 1) + line_offset)
     line = _line_at(text, pos) + line_offset
-    return error(row, None, "data.unparseable", line=line, column=pos - text.rfind("\n", 0, pos), error=e.msg)
+    return error(row, None, "data.unparseable", line=line, column=pos - text.rfind("\n", 0, pos), error=_reason(e.msg))
 
 
 def _read_json_any(text: str, src: Source, pairs: bool = False) -> None:
@@ -304,7 +316,7 @@ def _read_json_any(text: str, src: Source, pairs: bool = False) -> None:
         except ValueError as e:  # JSONDecodeError is a ValueError
             if not (_jsonl_like(text, start) or _looks_like_jsonl(text) or _concatenated(text, pairs)):
                 src.findings.append(_json_error(text, e) if isinstance(e, json.JSONDecodeError) else
-                                    error(None, None, "data.unparseable", line=1, column=1, error=str(e)))
+                                    error(None, None, "data.unparseable", line=1, column=1, error=_reason(str(e))))
                 return
         else:
             _read_json_object(obj, src)
@@ -382,7 +394,7 @@ def _read_lines(text: str, src: Source, pairs: bool) -> None:
             if isinstance(e, json.JSONDecodeError):
                 f = _json_error(stripped, e, number - 1, row=number)
             else:
-                f = error(number, None, "data.unparseable", line=number, column=1, error=str(e))
+                f = error(number, None, "data.unparseable", line=number, column=1, error=_reason(str(e)))
             src.findings.append(f)
 
 
@@ -396,7 +408,7 @@ def _read_json_array(text: str, pos: int, src: Source, pairs: bool = False) -> N
         pos = _WS.match(text, pos).end()
         if pos >= n:
             src.findings.append(error(None, None, "data.unparseable", line=_line_at(text, n), column=1,
-                                      error="the file ends before the closing ]"))
+                                      error="json.ends_before_bracket"))
             return
         if text[pos] == "]":
             break
@@ -411,7 +423,7 @@ def _read_json_array(text: str, pos: int, src: Source, pairs: bool = False) -> N
             if isinstance(e, json.JSONDecodeError):
                 src.findings.append(_json_error(text, e, row=index))
             else:
-                reason = str(e) if isinstance(e, ValueError) else "nested too deeply"
+                reason = _reason(str(e)) if isinstance(e, ValueError) else "json.too_deep"
                 src.findings.append(error(index, None, "data.unparseable", line=line, column=1, error=reason))
             pos = _resync(text, pos, getattr(e, "pos", pos + 1))
             if pos < 0:
@@ -431,14 +443,14 @@ def _read_json_array(text: str, pos: int, src: Source, pairs: bool = False) -> N
             break
         bad = pos if pos < n else n
         src.findings.append(error(None, None, "data.unparseable", line=_line_at(text, bad),
-                                  column=bad - text.rfind("\n", 0, bad), error="expected , or ] between rows"))
+                                  column=bad - text.rfind("\n", 0, bad), error="json.comma_or_bracket"))
         pos = _resync(text, pos, pos)
         if pos < 0:
             return
     rest = _WS.match(text, pos + 1).end()
     if rest < n:
         src.findings.append(error(None, None, "data.unparseable", line=_line_at(text, rest),
-                                  column=rest - text.rfind("\n", 0, rest), error="text after the closing ]"))
+                                  column=rest - text.rfind("\n", 0, rest), error="json.after_bracket"))
 
 
 # ---- a key given twice in one object ---------------------------------------------------------------
