@@ -400,3 +400,12 @@ def test_json_syntax_errors_are_said_in_the_readers_language(tmp_path):
         ko = f.message("ko")
         assert "Expecting" not in ko and "Extra data" not in ko and "json." not in ko, ko
     assert "쉼표" in found[0].message("ko") and "comma" in found[0].message("en")
+
+
+def test_comments_in_a_json_array_are_skipped_not_counted_as_rows(tmp_path):
+    p = tmp_path / "c.json"
+    p.write_text('[\n  // first row\n  {"instruction": "a", "output": "bb"}, /* block\n comment */\n'
+                 '  {"instruction": "c", "output": "dd"} // last\n]\n', encoding="utf-8")
+    src = read_source(str(p))
+    assert src.numbers == [1, 2] and src.lines == [3, 5] and [r["output"] for r in src.rows] == ["bb", "dd"]
+    assert [(f.severity, f.key, f.line) for f in src.findings] == [("warning", "data.json_comment", n) for n in (2, 3, 5)]

@@ -405,7 +405,7 @@ def _read_json_array(text: str, pos: int, src: Source, pairs: bool = False) -> N
     pos, line, counted, index = pos + 1, 1, 0, 0
     n = len(text)
     while True:
-        pos = _WS.match(text, pos).end()
+        pos = _skip_space(text, pos, src)
         if pos >= n:
             src.findings.append(error(None, None, "data.unparseable", line=_line_at(text, n), column=1,
                                       error="json.ends_before_bracket"))
@@ -430,7 +430,7 @@ def _read_json_array(text: str, pos: int, src: Source, pairs: bool = False) -> N
                 return
             continue
         src.add(obj, index, line)
-        pos = _WS.match(text, end).end()
+        pos = _skip_space(text, end, src)
         if pos < n and text[pos] == ",":
             after = _WS.match(text, pos + 1).end()
             if after < n and text[after] == "]":
@@ -451,6 +451,17 @@ def _read_json_array(text: str, pos: int, src: Source, pairs: bool = False) -> N
     if rest < n:
         src.findings.append(error(None, None, "data.unparseable", line=_line_at(text, rest),
                                   column=rest - text.rfind("\n", 0, rest), error="json.after_bracket"))
+
+
+def _skip_space(text: str, pos: int, src: Source) -> int:
+    """Past whitespace and JSONC's comments (`//`, `/* */`), which JSON has none of: each is said, and skipped
+    rather than counted as a row."""
+    while (pos := _WS.match(text, pos).end()) < len(text) and text.startswith(("//", "/*"), pos):
+        src.findings.append(warning(None, None, "data.json_comment", line=_line_at(text, pos)))
+        line_comment = text[pos + 1] == "/"
+        end = text.find("\n" if line_comment else "*/", pos + 2)
+        pos = len(text) if end < 0 else end + (1 if line_comment else 2)
+    return pos
 
 
 # ---- a key given twice in one object ---------------------------------------------------------------
