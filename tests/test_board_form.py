@@ -170,8 +170,14 @@ def test_uploads_are_bounded_renamed_and_copied(tmp_path):
     dest = store_upload(src, tmp_path / "work")
     assert dest.parent == tmp_path / "work" / "uploads" and dest.name == "my_data_1_.jsonl"
     assert not os.access(dest, os.X_OK)
+    assert store_upload(src, tmp_path / "work") == dest  # the same bytes again: the same copy
+    src.write_text('{"text": "changed"}\n')
     again = store_upload(src, tmp_path / "work")
-    assert again != dest and again.exists()  # never overwrites an earlier upload
+    assert again != dest and again.exists() and dest.read_text() == '{"text": "hi"}\n'  # never overwrites one
+    src.write_text('{"text": "changed again, the same second"}\n')
+    third = store_upload(src, tmp_path / "work")
+    assert len({dest, again, third}) == 3 and again.read_text() == '{"text": "changed"}\n'
+
     with pytest.raises(TuneboardError) as e:
         store_upload(src, tmp_path / "work", max_mb=0.000001)
     assert e.value.key == "ui.error.upload_size"
