@@ -152,7 +152,7 @@ class TrainingConfig:
     dataloader_num_workers: int = field(default=0, metadata={"help": "Data loader worker processes."})
 
     def __post_init__(self) -> None:
-        _check_range(self, "learning_rate", 0, lo_open=True)
+        _check_range(self, "learning_rate", 0, 1, lo_open=True)  # 2e4 for 2e-4: the model collapses, and "finishes"
         _check_range(self, "num_train_epochs", 0, lo_open=True)
         _check_range(self, "per_device_train_batch_size", 1)
         _check_range(self, "gradient_accumulation_steps", 1)
@@ -199,7 +199,7 @@ class GenerationConfig:
     num_beams: int = field(default=1, metadata={"help": "Beam search width (>1 disables sampling)."})
     num_return_sequences: int = field(default=1, metadata={"help": "Answers per prompt."})
     stop: list[str] = field(default_factory=list, metadata={"help": "Stop strings."})
-    seed: int = field(default=0, metadata={"help": "Same seed + settings + prompt = same answer."})
+    seed: int = field(default=0, metadata={"help": "Same seed + settings + prompt = same answer; negative: a new one drawn each time (and recorded)."})
 
     def __post_init__(self) -> None:
         _check_range(self, "max_new_tokens", 1)
@@ -210,6 +210,7 @@ class GenerationConfig:
         _check_range(self, "repetition_penalty", 0, lo_open=True)
         _check_range(self, "num_beams", 1)
         _check_range(self, "num_return_sequences", 1)
+        _check_range(self, "seed", None, 2**32 - 1)  # what torch and numpy take; a negative seed means "draw one"
         if self.num_beams > 1 and self.num_return_sequences > self.num_beams:
             _fail("num_return_sequences", "error.config.return_sequences_beams",
                   "beam search returns at most one answer per beam; raise num_beams", beams=self.num_beams)
@@ -291,6 +292,9 @@ class RunConfig:
         for dotted, value in overrides.items():
             node, parts = data, dotted.split(".")
             for i, part in enumerate(parts[:-1]):
+                if part in node and not isinstance(node[part], dict):  # `adapter.rank.x`: rank is a value
+                    raise ConfigError(".".join(parts[: i + 1]), "error.config.not_a_section",
+                                      f"a value, not a section ({dotted})", setting=dotted)
                 if not isinstance(node.get(part), dict):
                     raise _unknown(".".join(parts[: i + 1]), part, [k for k in node if k != part])
                 node = node[part]
@@ -420,7 +424,8 @@ def parse_value(text: str) -> Any:
 
 def _build(cls: type, data: Any, prefix: str) -> Any:
     if not isinstance(data, dict):
-        raise ConfigError(prefix.rstrip(".") or "<root>", "error.config.type", "must be a mapping", expected="type.mapping")
+        raise ConfigError(prefix.rstrip(".") or "<root>", "error.config.type", "must be a mapping (key: value settings)",
+                          expected="type.mapping", value=json.dumps(data, default=str, ensure_ascii=False))
     hints = typing.get_type_hints(cls)
     known = {f.name: f for f in dataclasses.fields(cls)}
     for key in data:
@@ -520,6 +525,9 @@ _TERMS = {"number": "type.number", "integer": "type.integer", "true/false": "typ
 
 
 def _type_error(name: str, value: Any, expected: str) -> None:
+    if value is None:  # an emptied box in the board, or `key:` with nothing after it in YAML
+        raise ConfigError(name, "error.config.empty", f"is empty; enter a {expected}",
+                          expected=_TERMS.get(expected, expected))
     raise ConfigError(name, "error.config.type", f"expected {expected}, got {json.dumps(value, default=str)}",
                       value=value, expected=_TERMS.get(expected, expected))
 

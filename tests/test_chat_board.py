@@ -278,3 +278,11 @@ def test_shown_rows_reads_the_page_table_back_without_gradios_empty_row():
     assert shown_rows(pd.DataFrame([["", ""]], columns=["Seed", "Answer"])) == []  # an empty table's one row
     assert shown_rows({"headers": ["Seed", "Answer"], "data": [[2, "x"]]}) == [[2, "x"]]
     assert shown_rows(None) == []
+
+
+def test_impossible_beams_and_answer_counts_are_refused_not_replaced():
+    for beams, answers, name in ((-3, 1, "generation.num_beams"), (0, 1, "generation.num_beams"),
+                                 (4, 0, "generation.num_return_sequences")):
+        with pytest.raises(ConfigError) as e:
+            chat.settings("", "beam", 0.7, 50, 0.9, 0.0, 1.0, 64, beams, answers, "", 0)
+        assert e.value.field == name

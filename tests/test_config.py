@@ -155,3 +155,27 @@ def test_importing_the_engine_shortens_openmp_spinning_unless_the_user_chose():
 def test_adapter_values_that_train_nothing_are_refused_by_name(field, value):
     with pytest.raises(ConfigError, match=f"adapter.{field}"):
         RunConfig.from_dict({"adapter": {field: value}})
+
+
+def test_values_a_person_mistypes_are_refused_with_the_field_and_a_filled_message():
+    """2e4 for 2e-4, a seed past what torch takes, a section given a value, an emptied number box, a --set into a
+    plain value: each refused with its dotted name, and a message with every placeholder filled."""
+    from engine.config import parse_overrides
+    from engine.messages import message
+
+    bad = [({"training": {"learning_rate": 2e4}}, "training.learning_rate", "error.config.range"),
+           ({"generation": {"seed": 2**40}}, "generation.seed", "error.config.range"),
+           ({"generation": {"num_beams": -3}}, "generation.num_beams", "error.config.range"),
+           ({"training": 5}, "training", "error.config.type"),
+           ({"adapter": [1, 2]}, "adapter", "error.config.type"),
+           ({"training": {"learning_rate": None}}, "training.learning_rate", "error.config.empty")]
+    for data, name, key in bad:
+        with pytest.raises(ConfigError) as e:
+            RunConfig.from_dict(data)
+        assert (e.value.field, e.value.key) == (name, key)
+        for lang in ("en", "ko"):
+            assert "{" not in message(e.value.key, e.value.params, lang), (data, lang)
+    assert RunConfig.from_dict({"generation": {"seed": -1}}).generation.seed == -1  # negative: draw one
+    with pytest.raises(ConfigError) as e:
+        RunConfig().with_overrides(parse_overrides(["adapter.rank.x=1"]))
+    assert (e.value.field, e.value.key) == ("adapter.rank", "error.config.not_a_section")
