@@ -526,7 +526,7 @@ _TERMS = {"number": "type.number", "integer": "type.integer", "true/false": "typ
 
 def _type_error(name: str, value: Any, expected: str) -> None:
     if value is None:  # an emptied box in the board, or `key:` with nothing after it in YAML
-        raise ConfigError(name, "error.config.empty", f"is empty; enter a {expected}",
+        raise ConfigError(name, "error.config.empty_value", f"is empty; enter a {expected}",
                           expected=_TERMS.get(expected, expected))
     raise ConfigError(name, "error.config.type", f"expected {expected}, got {json.dumps(value, default=str)}",
                       value=value, expected=_TERMS.get(expected, expected))

@@ -168,7 +168,7 @@ def test_values_a_person_mistypes_are_refused_with_the_field_and_a_filled_messag
            ({"generation": {"num_beams": -3}}, "generation.num_beams", "error.config.range"),
            ({"training": 5}, "training", "error.config.type"),
            ({"adapter": [1, 2]}, "adapter", "error.config.type"),
-           ({"training": {"learning_rate": None}}, "training.learning_rate", "error.config.empty")]
+           ({"training": {"learning_rate": None}}, "training.learning_rate", "error.config.empty_value")]
     for data, name, key in bad:
         with pytest.raises(ConfigError) as e:
             RunConfig.from_dict(data)
