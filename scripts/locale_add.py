@@ -1,7 +1,8 @@
 """Merge message keys into every locales/<lang>.json at once, under a file lock.
 
-Usage: python scripts/locale_add.py keys.json   where keys.json is {"key": {"en": "...", "ko": "...", ...}}
-Keeps each file sorted, so concurrent additions never conflict.
+Usage: python scripts/locale_add.py keys.json [--replace]   where keys.json is {"key": {"en": "...", ...}}
+Keeps each file sorted, so concurrent additions never conflict. A key that already has other text is refused
+unless --replace says a change is meant (a new message once took an old one's name and replaced its text).
 """
 
 import fcntl
@@ -13,9 +14,13 @@ LOCALES = Path(__file__).resolve().parent.parent / "locales"
 LANGS = sorted(p.stem for p in LOCALES.glob("*.json"))  # the files are the list, as engine.messages.languages()
 
 
-def main(path: str) -> None:
+def main(path: str, replace: bool = False) -> None:
     new = json.loads(Path(path).read_text(encoding="utf-8"))
     missing = [f"{key}: no {lang} text" for key, texts in new.items() for lang in LANGS if lang not in texts]
+    if not replace:
+        en = json.loads((LOCALES / "en.json").read_text(encoding="utf-8"))
+        missing += [f"{key}: already says {en[key]!r} (--replace to change it)" for key, texts in new.items()
+                    if key in en and en[key] != texts.get("en")]
     if missing:  # refuse before writing anything: a half-applied update leaves the languages out of step
         sys.exit("\n".join(missing))
     with open(LOCALES / ".lock", "w") as lock:
@@ -29,4 +34,4 @@ def main(path: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1], "--replace" in sys.argv[2:])
