@@ -7,6 +7,7 @@ code it runs, imported only when that verb is used, so `tuneboard --help` stays 
 from __future__ import annotations
 
 import argparse
+import errno
 import functools
 import os
 import sys
@@ -32,8 +33,8 @@ def _positive(kind: type):
 
     def parse(text: str):
         value = kind(text)
-        if not value > 0:  # also NaN
-            raise argparse.ArgumentTypeError(f"must be more than 0, got {text}")
+        if not 0 < value < float("inf"):  # also NaN
+            raise argparse.ArgumentTypeError(f"must be a number above 0, got {text}")
         return value
 
     parse.__name__ = kind.__name__  # argparse names the type in its message
@@ -165,8 +166,22 @@ def _main(args) -> int:
             traceback.print_exc()
         print(f"{message('severity.error')}: {message('error.file_not_found', {'path': e.filename or e})}", file=sys.stderr)
         return 2
+    except OSError as e:  # a path given that can't be used as asked: a folder for a file, a read-only disk, ...
+        if e.filename is None or e.errno not in PATH_ERRORS:
+            return _unexpected(e, debug)
+        if debug:
+            traceback.print_exc()
+        reason = message(PATH_ERRORS[e.errno])
+        print(f"{message('severity.error')}: {message('error.path', {'path': e.filename, 'reason': reason})}",
+              file=sys.stderr)
+        return 2
     except Exception as e:  # the last line of defence: one clear line, the traceback on --debug
         return _unexpected(e, debug)
+
+
+PATH_ERRORS = {errno.EISDIR: "error.path.is_folder", errno.ENOTDIR: "error.path.not_folder",
+               errno.EACCES: "error.path.denied", errno.EPERM: "error.path.denied", errno.EROFS: "error.path.read_only",
+               errno.ENOSPC: "error.path.no_space"}
 
 
 def _unexpected(e: Exception, debug: bool) -> int:

@@ -280,7 +280,11 @@ class RunConfig:
     @classmethod
     def load(cls, path: str) -> RunConfig:
         with open(path, encoding="utf-8-sig") as f:
-            return cls.from_yaml(f.read())
+            try:
+                text = f.read()
+            except UnicodeDecodeError:  # a binary file, or a config saved in another encoding
+                raise ConfigError("<yaml>", "error.config.not_text", "not a UTF-8 text file", path=path) from None
+        return cls.from_yaml(text)
 
     def save(self, path: str) -> None:
         with open(path, "w", encoding="utf-8") as f:

@@ -47,6 +47,8 @@ def export_run(run: str, out: str | os.PathLike, merge: bool = False, push_to_hu
     out = Path(out).expanduser().resolve()
     if out.exists() and not out.is_dir():
         raise TuneboardError("export.error_is_file", path=str(out))
+    if out.is_relative_to(run_dir / "checkpoints"):  # it would be taken for the run's newest checkpoint
+        raise TuneboardError("export.error_in_checkpoints", path=str(out))
     final, replace = out, out.exists() and any(out.iterdir())
     if replace and not overwrite:
         raise TuneboardError("export.error_not_empty", path=str(out))
@@ -57,6 +59,9 @@ def export_run(run: str, out: str | os.PathLike, merge: bool = False, push_to_hu
         shutil.rmtree(out, ignore_errors=True)
     is_adapter = (source / "adapter_config.json").exists()
     out.mkdir(parents=True, exist_ok=True)
+    probe = out / ".tuneboard-write-test"  # a place that can't be written is told now, not after minutes of merging
+    probe.write_bytes(b"")
+    probe.unlink()
     try:
         if is_adapter and merge:
             dtype = _merge(cfg, run_dir, source, out, workdir)

@@ -416,6 +416,8 @@ def cmd_train(args) -> int:
 
     cfg = config_from_args(args)
     workdir = Path(args.workdir).resolve() if args.workdir else default_workdir()
+    if workdir.exists() and not workdir.is_dir():  # before anything is read or built into it
+        raise TuneboardError("error.workdir_not_folder", path=str(workdir))
     notes: list[tuple[str, dict]] = []
     train_ds, eval_ds = load_training_data(cfg, notes)  # bad data is refused here, before a run folder exists
     resume_checkpoint(cfg, None)  # so is a checkpoint that cannot go on under this config

@@ -178,3 +178,25 @@ def test_a_broken_pipe_that_is_not_stdout_is_an_error(monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "fake_verb", types.SimpleNamespace(run=fails))
     monkeypatch.setitem(cli.COMMANDS, "check", "fake_verb:run")
     assert main(["check", "x"]) == 1 and "a loader's worker" in capsys.readouterr().err
+
+
+def test_paths_that_cannot_be_used_as_asked_are_one_translated_line_and_exit_2(capsys, tmp_path):
+    """A folder given as the config, a binary file, a workdir that is a file, an infinite GPU: bad input (2),
+    said in the reader's language, never a Python error name."""
+    folder = tmp_path / "cfg"
+    folder.mkdir()
+    binary = tmp_path / "bin.yaml"
+    binary.write_bytes(bytes(range(128, 256)))
+    afile = tmp_path / "afile.txt"
+    afile.write_text("x")
+    preset = str(ROOT / "assets" / "configs" / "sft_demo.yaml")
+    for argv, said in ((["estimate", str(folder)], "a folder, where a file is needed"),
+                       (["--lang", "ko", "estimate", str(folder)], "파일이 필요한 곳에 폴더가 있습니다"),
+                       (["estimate", str(binary)], "not a UTF-8 text file"),
+                       (["train", preset, "--workdir", str(afile), "--max-steps", "1"], "is a file, not a folder")):
+        rc = main(argv)
+        err = capsys.readouterr().err
+        assert rc == 2 and said in err and "Error:" not in err.replace("error:", ""), (argv, err)
+    with pytest.raises(SystemExit) as e:
+        main(["estimate", preset, "--gpu-memory", "inf"])
+    assert e.value.code == 2

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -71,6 +72,28 @@ def test_refuses_a_folder_that_is_not_empty(trained_run, workdir, tmp_path):
     with pytest.raises(TuneboardError) as e:
         export_run(str(trained_run), tmp_path / "keep.txt", workdir=workdir)
     assert e.value.key == "export.error_is_file" and (tmp_path / "keep.txt").read_text() == "mine"
+
+
+def test_refuses_the_runs_own_checkpoints_folder_and_an_unwritable_place_before_any_work(trained_run, workdir,
+                                                                                         tmp_path, monkeypatch):
+    with pytest.raises(TuneboardError) as e:
+        export_run(str(trained_run), trained_run / "checkpoints" / "checkpoint-99", workdir=workdir)
+    assert e.value.key == "export.error_in_checkpoints" and not (trained_run / "checkpoints" / "checkpoint-99").exists()
+    from engine import export as export_mod
+
+    merged = []
+    monkeypatch.setattr(export_mod, "_merge", lambda *a: merged.append(a))
+    real = Path.write_bytes
+
+    def read_only(self, data):
+        if self.name == ".tuneboard-write-test":
+            raise OSError(30, "Read-only file system", str(self))
+        return real(self, data)
+
+    monkeypatch.setattr(Path, "write_bytes", read_only)
+    with pytest.raises(OSError) as err:
+        export_run(str(trained_run), tmp_path / "ro", merge=True, workdir=workdir)
+    assert err.value.errno == 30 and merged == []  # told before the merge, which takes minutes on a 7B
 
 
 def test_qlora_merges_into_16_bit_weights(trained_run, workdir, tmp_path, monkeypatch):
