@@ -61,8 +61,8 @@ def local_model_dir(name: str) -> Path | None:
     """The local model folder `name` names, or None for a hub id; a path that holds no model is refused."""
     p = Path(name).expanduser()
     if p.is_dir():
-        if not (p / "config.json").exists():
-            raise TuneboardError("error.model_not_found", name=name)
+        if not (p / "config.json").exists():  # a folder, but not a model's
+            raise TuneboardError("error.model_folder_incomplete", path=name, missing="config.json")
         return p.resolve()
     if is_path(name):
         raise TuneboardError("error.model_not_found", name=name)

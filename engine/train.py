@@ -470,8 +470,29 @@ def check_model_reachable(cfg: RunConfig, workdir=None) -> None:
     from .estimate import load_model_config
 
     name = cfg.model.name_or_path
-    if not is_demo(name) and not Path(name).expanduser().exists():
+    if is_demo(name):
+        return
+    folder = Path(name).expanduser()
+    if not folder.exists():
         load_model_config(name, workdir, revision=cfg.model.revision)
+    elif folder.is_dir():  # a local folder: what loading it needs, told before a run exists
+        check_model_folder(folder)
+
+
+# what a model folder needs, besides config.json: a tokenizer in one of its formats, and weights
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "tokenizer_config.json", "spiece.model")
+_WEIGHT_GLOBS = ("*.safetensors", "*.bin", "*.pt", "*.pth", "*.gguf", "*.safetensors.index.json", "*.bin.index.json")
+
+
+def check_model_folder(folder: Path) -> None:
+    """A local model folder with config.json, a tokenizer and weights; else which of them it lacks."""
+    missing = [what for what, ok in (
+        ("config.json", (folder / "config.json").exists()),
+        ("tokenizer", any((folder / f).exists() for f in _TOKENIZER_FILES)),
+        ("weights", any(any(folder.glob(g)) for g in _WEIGHT_GLOBS)),
+    ) if not ok]
+    if missing:
+        raise TuneboardError("error.model_folder_incomplete", path=str(folder), missing=", ".join(missing))
 
 
 class _GracefulInterrupt:

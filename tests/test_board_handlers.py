@@ -309,6 +309,19 @@ def test_start_refuses_bad_data(tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
+def test_start_refuses_a_model_folder_that_lacks_what_loading_needs(tmp_path):
+    """A folder with only config.json used to start, then fail on the tokenizer with a hint to install packages."""
+    folder = tmp_path / "w" / "my-model"
+    folder.mkdir(parents=True)
+    for files, missing in (([], "config.json"), (["config.json"], "tokenizer, weights"),
+                           (["config.json", "tokenizer.json"], "weights")):
+        for name in files:
+            (folder / name).write_text("{}")
+        out = train_tab.start(Session(), values(model__name_or_path=str(folder)), None, Jobs(tmp_path / "w"))
+        assert "tb-msg-error" in out and f"it has no {missing}" in html_mod.unescape(out), out
+        assert not (tmp_path / "w" / "runs").exists()
+
+
 def test_a_bad_field_is_named_by_its_control_as_well(tmp_path):
     from board.app import build_app
 

@@ -449,7 +449,7 @@ def test_cli_estimate(tmp_path, capsys):
     for bad in ("0", "-4", "nan"):  # no GPU to fit, not "the default GPU"
         with pytest.raises(SystemExit) as e:
             main(["estimate", str(cfg), "--gpu-memory", bad])
-        assert e.value.code == 2 and "must be more than 0" in capsys.readouterr().err
+        assert e.value.code == 2 and "must be a number above 0" in capsys.readouterr().err
 
 
 # ---- on a GPU: the estimate against the measured peak ----------------------------------------------
