@@ -274,6 +274,7 @@ class ChatSession:
         halt = threading.Event()  # set when the reader walks away mid-stream: the generating thread ends too
         stopping = _stopping(lambda: halt.is_set() or bool(should_stop and should_stop()), interrupted)
         kw = self.generate_kwargs(gen, stopping)
+        kw["max_new_tokens"] = self._room(inputs["input_ids"].shape[1], gen)
         model, ctx = self._model_for(use_adapter)
         live = live and gen.num_beams == 1 and gen.num_return_sequences == 1
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True) if live else None
@@ -314,7 +315,7 @@ class ChatSession:
             raise out["error"]
         seconds = time.perf_counter() - start
         answers = self._answers(out["ids"], inputs["input_ids"].shape[1], gen, use_adapter, seconds,
-                                interrupted["flag"])
+                                interrupted["flag"], kw["max_new_tokens"])
         stream.answers = answers
         if live:
             rest = answers[0].text[shown:] if answers[0].text.startswith(text[:shown]) else ""
@@ -326,8 +327,16 @@ class ChatSession:
     def _stops(self, gen: GenerationConfig) -> list[str]:
         return [s for s in [*gen.stop, *self.stops] if s]
 
+    def _room(self, prompt_len: int, gen: GenerationConfig) -> int:
+        """The new tokens asked for, or as many as the model's context holds after the prompt: past its positions
+        a model writes noise, ever slower (the demo's 512 with --max-new-tokens 100000 ran for hours)."""
+        limit = getattr(getattr(self.model, "config", None), "max_position_embeddings", None)
+        if not isinstance(limit, int) or limit <= 0:
+            return gen.max_new_tokens
+        return max(1, min(gen.max_new_tokens, limit - prompt_len))
+
     def _answers(self, ids, prompt_len: int, gen: GenerationConfig, use_adapter: bool, seconds: float,
-                 interrupted: bool) -> list[Answer]:
+                 interrupted: bool, room: int | None = None) -> list[Answer]:
         tok = self.tokenizer
         special = {t for t in (tok.eos_token_id, tok.pad_token_id) if t is not None}
         eos = _eos_ids(self.model, tok)
@@ -340,10 +349,10 @@ class ChatSession:
             n = len([t for t in row if t not in special])
             if interrupted:
                 finish = "interrupted"
-            elif stopped or any(t in eos for t in row) or len(row) < gen.max_new_tokens:
+            elif stopped or any(t in eos for t in row) or len(row) < (room or gen.max_new_tokens):
                 finish = "stop"
-            else:
-                finish = "length"
+            else:  # "context": the model's own length ended it before max_new_tokens did
+                finish = "length" if (room or gen.max_new_tokens) >= gen.max_new_tokens else "context"
             out.append(Answer(text=text, seed=gen.seed, settings=dataclasses.asdict(gen), adapter=use_adapter,
                               index=i % gen.num_return_sequences, new_tokens=n, finish=finish, seconds=round(seconds, 3)))
         return out
@@ -359,10 +368,12 @@ class ChatSession:
         inputs = self.encode_batch(conversations)
         model, ctx = self._model_for(use_adapter)
         start = time.perf_counter()
+        room = self._room(inputs["input_ids"].shape[1], gen)
         with ctx, torch.inference_mode():
             set_seed(gen.seed)
-            ids = model.generate(**inputs, **self.generate_kwargs(gen))
-        return self._answers(ids, inputs["input_ids"].shape[1], gen, use_adapter, time.perf_counter() - start, False)
+            ids = model.generate(**inputs, **{**self.generate_kwargs(gen), "max_new_tokens": room})
+        return self._answers(ids, inputs["input_ids"].shape[1], gen, use_adapter, time.perf_counter() - start, False,
+                             room)
 
     def sweep(self, messages: list[dict[str, str]], gen: GenerationConfig, n: int,
               use_adapter: bool = True, seeds: Optional[list[int]] = None,

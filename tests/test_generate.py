@@ -133,6 +133,16 @@ def test_system_prompt_goes_first_through_the_runs_template(session):
     assert session.generate(ASK, gen)[0].settings["system_prompt"] == "Answer briefly."
 
 
+def test_an_answer_never_runs_past_the_models_context(session, monkeypatch):
+    """Asked for more new tokens than the model has positions, it stops where its context ends, and says so."""
+    monkeypatch.setattr(session.model.config, "max_position_embeddings", 48)
+    prompt_len = session.encode(conversation(ASK, None))["input_ids"].shape[1]
+    gen = dataclasses.replace(SAMPLE, max_new_tokens=100_000, stop=[], repetition_penalty=1.0)
+    answers = [a for seed in range(4) for a in session.generate(ASK, dataclasses.replace(gen, seed=seed))]
+    assert all(a.new_tokens <= 48 - prompt_len for a in answers)
+    assert all(a.finish in ("stop", "context") for a in answers) and any(a.finish == "context" for a in answers)
+
+
 def test_unload_lets_go_of_the_model(trained_run, workdir):
     s = ChatSession(workdir)
     info = s.load(trained_run.name)  # a run id works as well as a folder
