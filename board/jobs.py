@@ -158,15 +158,16 @@ class Jobs:
             return live is not None and live.training
 
     # ---- start / stop / resume -------------------------------------------------------------
-    def start(self, cfg: RunConfig, token: str | None = None) -> str:
+    def start(self, cfg: RunConfig, token: str | None = None, lang: str | None = None) -> str:
+        """Spawn a run of `cfg`; its log is written in `lang` (the page's that started it)."""
         _refuse_if(self.busy())  # outside the lock: the workdir scan reads every run, and the page's timer waits on it
         with self._lock:
             _refuse_if(self._own_locked())  # a Start that passed the scan beside this one has spawned by now
             run_dir = create_run(cfg, self.workdir)
-            self._spawn(cfg, run_dir, token)
+            self._spawn(cfg, run_dir, token, lang)
         return run_dir.name
 
-    def resume(self, run_id: str, token: str | None = None) -> str:
+    def resume(self, run_id: str, token: str | None = None, lang: str | None = None) -> str:
         """Continue a stopped or failed run in its own folder from its last checkpoint."""
         path = run_path(run_id, self.workdir)
         if latest_checkpoint(path) is None:
@@ -176,7 +177,7 @@ class Jobs:
         _refuse_if(self.busy())  # outside the lock, as in start
         with self._lock:
             _refuse_if(self._own_locked())
-            self._spawn(cfg, path, token)
+            self._spawn(cfg, path, token, lang)
         return path.name
 
     def stop(self, run_id: str) -> bool:
@@ -229,13 +230,13 @@ class Jobs:
         """own(), for a caller that holds the lock."""
         return next((run_id for run_id, live in self._live.items() if live.training), None)
 
-    def _spawn(self, cfg: RunConfig, run_dir: Path, token: str | None) -> None:
+    def _spawn(self, cfg: RunConfig, run_dir: Path, token: str | None, lang: str | None = None) -> None:
         (run_dir / STOP_FILE).unlink(missing_ok=True)
         events = run_dir / "events.jsonl"
         offset = events.stat().st_size if events.exists() else 0
         ctx = mp.get_context("spawn")
         q, stop = ctx.Queue(), ctx.Event()
-        env = {"TOKENIZERS_PARALLELISM": "false"}
+        env = {"TOKENIZERS_PARALLELISM": "false", **({"TUNEBOARD_LANG": lang} if lang else {})}
         if token:
             env["HF_TOKEN"] = token
         proc = ctx.Process(

@@ -54,23 +54,28 @@ class EventLog:
 def _log_line(ev: Event) -> str:
     if isinstance(ev, Progress):
         return ""
+    # the sentences in the language set for this process (`--lang`, or the page's that started the run); the
+    # metrics' names and numbers as they are
     if isinstance(ev, LogStep):
-        parts = [f"step {ev.step}"] + [f"{k} {v:.4g}" for k, v in (("loss", ev.loss), ("lr", ev.learning_rate),
-                                                                   ("grad_norm", ev.grad_norm)) if v is not None]
+        parts = [message("log.step", {"step": ev.step})] + [
+            f"{k} {v:.4g}" for k, v in (("loss", ev.loss), ("lr", ev.learning_rate), ("grad_norm", ev.grad_norm))
+            if v is not None]
         return "  ".join(parts + [f"{k} {v:.4g}" for k, v in ev.metrics.items()])
     if isinstance(ev, Evaluation):
-        return f"eval at step {ev.step}  " + "  ".join(f"{k} {v:.4g}" for k, v in ev.metrics.items())
+        return message("log.eval", {"step": ev.step}) + "  " + "  ".join(f"{k} {v:.4g}" for k, v in ev.metrics.items())
     if isinstance(ev, (Warning, Error)):
-        return f"{'warning' if isinstance(ev, Warning) else 'error'}: {ev.message or ev.key}"
+        text = message(ev.key, ev.params) if ev.key else ""
+        text = ev.message or ev.key if text in ("", ev.key) else text  # a key with no text: as it was written
+        return f"{message('severity.warning' if isinstance(ev, Warning) else 'severity.error')}: {text}"
     if isinstance(ev, CheckpointSaved):
-        return f"checkpoint at step {ev.step}: {ev.path}"
+        return message("log.checkpoint", {"step": ev.step, "path": ev.path})
     if isinstance(ev, RunStarted):
         how = ", ".join([ev.precision, ev.attn_implementation] + ev.choices)
-        return (f"started {ev.stage} on {ev.device} ({how}): "
-                f"{ev.trainable_params:,} of {ev.total_params:,} parameters trainable, {ev.train_rows} training rows, "
-                f"{ev.eval_rows} validation rows, {ev.total_steps} steps")
+        return message("log.started", {"stage": ev.stage, "device": ev.device, "how": how,
+                                       "trainable": f"{ev.trainable_params:,}", "total": f"{ev.total_params:,}",
+                                       "train_rows": ev.train_rows, "eval_rows": ev.eval_rows, "steps": ev.total_steps})
     if isinstance(ev, Finished):
-        return f"{ev.status} at step {ev.step}" + (f": {ev.output_dir}" if ev.output_dir else "")
+        return message(f"log.{ev.status}", {"step": ev.step}) + (f": {ev.output_dir}" if ev.output_dir else "")
     d = ev.to_dict()
     d.pop("time", None)
     return json.dumps(d, ensure_ascii=False, default=str)

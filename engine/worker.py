@@ -14,7 +14,10 @@ def run_job(config_dict: dict[str, Any], run_dir: str, queue, stop_event, workdi
     """Spawn target: train `config_dict` into `run_dir`; events go to `queue` and events.jsonl."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from .config import RunConfig
+    from .messages import set_language
     from .train import run_training
+
+    set_language(os.environ.get("TUNEBOARD_LANG"))  # the log's sentences, in the language of whoever started it
 
     def emit(ev) -> None:
         try:

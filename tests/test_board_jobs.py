@@ -121,6 +121,28 @@ def test_the_hub_token_reaches_the_worker_in_memory_only(jobs, tmp_path):
             assert "hf_secret123" not in f.read_text(errors="replace"), f
 
 
+def test_the_run_is_told_the_language_of_the_page_that_started_it(jobs, tmp_path):
+    run_id = jobs.start(cfg("env"), lang="ko")
+    path = tmp_path / "runs" / run_id
+    wait_for(lambda: not jobs.is_live(run_id) and (path / "env.json").exists())
+    assert "TUNEBOARD_LANG" in json.loads((path / "env.json").read_text())
+
+
+def test_the_log_speaks_the_runs_language():
+    from engine.events import Finished, RunStarted
+    from engine.messages import set_language
+    from engine.train import _log_line
+
+    started = RunStarted(run_id="r", stage="sft", device="cpu", precision="fp32", attn_implementation="sdpa",
+                         choices=[], trainable_params=1000, total_params=5000, train_rows=10, eval_rows=2, total_steps=4)
+    try:
+        set_language("ko")
+        assert "5,000개 중 1,000개" in _log_line(started) and "4단계에서 중지" in _log_line(Finished(status="stopped", step=4))
+    finally:
+        set_language(None)
+    assert _log_line(Finished(status="finished", step=4)) == "finished at step 4"
+
+
 def test_second_start_is_refused_while_one_runs(jobs):
     first = jobs.start(cfg("slow"))
     with pytest.raises(TuneboardError) as e:

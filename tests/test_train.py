@@ -473,9 +473,14 @@ def test_cli_max_steps_0_is_refused_not_ignored(tmp_path):
 
 def test_cli_a_run_that_fails_still_ends_with_its_folder(tmp_path):
     """`tail -1` finds the failed run's folder (its log says why), as it finds a finished one."""
-    broken = tmp_path / "broken-model"  # a folder that says it is a model and holds no weights: fails on loading
+    broken = tmp_path / "broken-model"  # a folder that says it is a model and holds no weights: refused at once
     broken.mkdir()
     (broken / "config.json").write_text(json.dumps({"model_type": "llama", "vocab_size": 100, "hidden_size": 8}))
+    r = _cli("train", "assets/configs/sft_demo.yaml", "--max-steps", "1", "--workdir", str(tmp_path),
+             "--set", f"model.name_or_path={broken}")
+    assert r.returncode == 2 and "no tokenizer, weights" in r.stderr and not (tmp_path / "runs").exists()
+    (broken / "tokenizer.json").write_text("{}")  # all there, but unreadable: fails on loading, in the run
+    (broken / "model.safetensors").write_bytes(b"not weights")
     r = _cli("train", "assets/configs/sft_demo.yaml", "--max-steps", "1", "--workdir", str(tmp_path),
              "--set", f"model.name_or_path={broken}")
     assert r.returncode != 0 and "Traceback" not in r.stderr

@@ -66,7 +66,7 @@ def start(s: Session, values: dict[str, Any], token: str | None, jobs: Jobs) -> 
             if not is_demo(cfg.model.name_or_path):
                 local_model_dir(cfg.model.name_or_path)  # a folder that holds no model: said now, not after a start
                 check_model_reachable(cfg, jobs.workdir)  # and a hub id this machine cannot download
-            run_id = jobs.start(cfg, token=(token or "").strip() or None)
+            run_id = jobs.start(cfg, token=(token or "").strip() or None, lang=lang)
         except Exception as e:
             return error_html(e, lang)
         s.watch = Watch.of(run_id, jobs.workdir / "runs" / run_id)
@@ -91,7 +91,7 @@ def resume(s: Session, token: str | None, jobs: Jobs) -> str:
         if not w.run_id:
             return message_html("warning", t("ui.train.nothing_to_resume", lang))
         try:
-            jobs.resume(w.run_id, token=(token or "").strip() or None)
+            jobs.resume(w.run_id, token=(token or "").strip() or None, lang=lang)
         except Exception as e:
             return error_html(e, lang)
         w.status = w.shown_status = STARTING
