@@ -9,7 +9,8 @@ from typing import Optional
 
 from transformers import TrainerCallback
 
-from .events import CheckpointSaved, Evaluation, LogStep, Progress
+from .events import CheckpointSaved, Evaluation, LogStep, Progress, Warning
+from .messages import message
 
 _STANDARD = {"loss", "learning_rate", "grad_norm", "epoch", "total_flos", "num_tokens", "num_input_tokens_seen"}
 
@@ -69,6 +70,9 @@ def count_tokens(trainer, tokens: TokenCount) -> None:
     trainer.floating_point_ops = floating_point_ops
 
 
+STUCK_LOGS = 3  # logged steps in a row whose gradient is exactly zero before the run says nothing is learning
+
+
 class EventCallback(TrainerCallback):
     def __init__(self, emit: Callable, should_stop: Callable[[], bool] | None = None):
         self.emit, self.should_stop = emit, should_stop or (lambda: False)
@@ -78,6 +82,7 @@ class EventCallback(TrainerCallback):
         self.tokens_log = 0
         self.stopped = False
         self.diverged: tuple[int, float] | None = None  # (step, loss) where the loss stopped being a number
+        self.flat = 0  # logged steps in a row with no gradient at all; told once (`STUCK_LOGS`)
 
     def on_train_begin(self, args, state, control, **kw):
         self.t0 = self.t_log = time.time()
@@ -108,6 +113,12 @@ class EventCallback(TrainerCallback):
             # are lost too, so the run stops here, and saves nothing of them (the engine then fails it, saying so)
             self.diverged = (state.global_step, float(loss))
             control.should_training_stop, control.should_save, control.should_evaluate = True, False, False
+        grad = logs.get("grad_norm")
+        self.flat = self.flat + 1 if isinstance(grad, (int, float)) and grad == 0 and state.global_step > 1 else 0
+        if self.flat == STUCK_LOGS:  # nothing learns any more: a learning rate far too high collapses a model so
+            params = {"step": state.global_step, "loss": f"{loss:.4g}" if isinstance(loss, (int, float)) else "-",
+                      "lr": f"{_num(logs.get('learning_rate')) or 0:.3g}"}
+            self.emit(Warning(key="warning.no_gradient", params=params, message=message("warning.no_gradient", params)))
         # throughput over the last logging interval: what the GPU does now, not a run-long average
         now, seen = time.time(), self.tokens.total()
         elapsed, tokens = max(now - self.t_log, 1e-9), seen - self.tokens_log

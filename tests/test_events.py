@@ -24,3 +24,22 @@ def test_every_event_round_trips_through_json(tmp_path):
     assert back == items
     assert [e.type for e in back] == ["run_started", "log", "progress", "evaluation", "checkpoint", "warning",
                                       "error", "finished"]
+
+
+def test_a_run_whose_gradient_stays_zero_is_told_once():
+    """A learning rate far too high collapses the model: the loss goes flat and the gradient exactly zero, and
+    the run would otherwise 'finish' as if all were well."""
+    from types import SimpleNamespace
+
+    from engine.callbacks import STUCK_LOGS, EventCallback
+    from engine.events import Warning
+
+    got = []
+    cb = EventCallback(got.append)
+    control = SimpleNamespace(should_training_stop=False, should_save=False, should_evaluate=False)
+    for step, grad in enumerate([2.5, 1.0] + [0.0] * (STUCK_LOGS + 3), 1):
+        cb.on_log(None, SimpleNamespace(global_step=step), control,
+                  logs={"loss": 6.93, "learning_rate": 5.0, "grad_norm": grad})
+    warnings = [e for e in got if isinstance(e, Warning)]
+    assert [(w.key, w.params["step"]) for w in warnings] == [("warning.no_gradient", 2 + STUCK_LOGS)]
+    assert "learning rate" in warnings[0].message
