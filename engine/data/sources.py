@@ -194,10 +194,10 @@ def _decode(data: bytes, src: Source) -> str | None:
 
 
 def _utf16_without_bom(data: bytes) -> tuple[str, str] | None:
-    """UTF-16 (LE or BE) with no BOM and too few zero bytes for the guess above (text that is mostly Hangul or
-    hanzi: no byte of theirs is 0): the one that decodes and puts its line ends where the bytes have them, and
-the text.
-    Text in a byte encoding decoded as UTF-16 almost never does: its newline bytes pair with a non-zero one."""
+    """(encoding, text) for UTF-16 (LE or BE) with no BOM and too few zero bytes for the guess above (text that is
+    mostly Hangul or hanzi: no byte of theirs is 0): the one that decodes and puts its line ends where the bytes
+    have them. Text in a byte encoding decoded as UTF-16 almost never does: its newline bytes pair with a non-zero
+    one."""
     newlines = data.count(b"\n")
     if len(data) % 2 or not newlines:
         return None
