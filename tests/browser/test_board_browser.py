@@ -282,8 +282,10 @@ def test_demo_run_streams_reattaches_stops_and_resumes(page, chromium, board):
 
 def test_a_failed_run_reads_as_a_sentence_with_details_on_demand(page, board):
     broken = board.home / "broken-model"  # a model folder whose config.json names no architecture: Start takes
-    broken.mkdir(exist_ok=True)  # it (a folder without config.json is refused at Start), loading it fails
-    (broken / "config.json").write_text('{"model_type": "no-such-architecture"}')
+    broken.mkdir(exist_ok=True)  # it (one without config.json, a tokenizer or weights is refused at Start), loading
+    (broken / "config.json").write_text('{"model_type": "no-such-architecture"}')  # it fails
+    (broken / "tokenizer.json").write_text("{}")
+    (broken / "model.safetensors").write_bytes(b"not weights")
     open_board(page, board.url)
     page.fill("#model-name input", "./broken-model")
     page.press("#model-name input", "Enter")
