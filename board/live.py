@@ -116,12 +116,10 @@ def gate(s: Session, lang: str) -> tuple[dict, dict, dict, str]:
                 t("ui.data.where_row", lang, row=first["row"])
         else:
             where = t("ui.data.where_file", lang, file=file) if file else ""
-        reason = t(
-            "ui.train.reason_data",
-            lang,
-            count=s.data.errors,
-            first=(where + " " + t(first["key"], lang, **first.get("params", {}))).strip().rstrip(".。"),
-        )
+        said = (where + " " + t(first["key"], lang, **first.get("params", {}))).strip().rstrip(".。")
+        # a value on the page that can't be used (a model folder outside the workdir, ...) is not the data's
+        reason = t("ui.train.reason_form", lang, first=said) if first.get("form") else t(
+            "ui.train.reason_data", lang, count=s.data.errors, first=said)
     can_resume = (
         not w.active and w.status in (STOPPED, FAILED) and w.path is not None and latest_checkpoint(w.path) is not None
     )

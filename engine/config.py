@@ -11,6 +11,7 @@ import dataclasses
 import difflib
 import json
 import math
+import re
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal, Optional, Union
@@ -30,6 +31,9 @@ class ConfigError(ValueError):
     def __init__(self, field: str, key: str, message: str, **params: Any):
         self.field, self.key, self.params = field, key, {"field": field, **params}
         super().__init__(f"{field}: {message}")
+
+
+_HUB_URL = re.compile(r"^https?://(?:www\.)?(?:huggingface\.co|hf\.co)/(?!datasets/|spaces/)([\w.-]+/[\w.-]+)/?(?:tree/[^?#]*)?$")
 
 
 def _fail(name: str, key: str, message: str, **params: Any) -> None:
@@ -57,6 +61,11 @@ class ModelConfig:
     attn_implementation: Attention = field(default="auto", metadata={"help": "auto: flash_attention_2 when flash-attn is installed on a GPU; else varlen (PyTorch's variable-length kernel) on a GPU of compute capability 8.0+; else sdpa. A model that soft-caps its attention scores (Gemma 2) gets eager instead of varlen or sdpa, which can't cap them (asking for those is refused)."})
     chat_template: ChatTemplate = field(default="auto", metadata={"help": "auto: the tokenizer's own template, else ChatML."})
     trust_remote_code: bool = field(default=False, metadata={"help": "Run Python code shipped with the model. Only for models you trust."})
+
+    def __post_init__(self) -> None:
+        # a model page's address pasted in place of its id: https://huggingface.co/Qwen/Qwen2.5-7B-Instruct
+        if m := _HUB_URL.match(self.name_or_path.strip()):
+            self.name_or_path = m.group(1)
 
 
 @dataclass

@@ -365,7 +365,12 @@ def estimate(model_config: dict, cfg: RunConfig, gpu_memory_gb: float | None = N
         if chosen:  # the fewest layers that recompute and still fit
             on = on.with_overrides({"training.checkpoint_layers": fewest_checkpoint_layers(model_config, on,
                                                                                            gpu_memory_gb, **kw)})
-        est = estimate(model_config, on, gpu_memory_gb, **kw, _advise=_advise)
+        est = estimate(model_config, on, gpu_memory_gb, **kw, _advise=False)
+        if est.total >= without.total:  # recomputing saves nothing here (the peak is elsewhere): not worth its time
+            return estimate(model_config, cfg.with_overrides({"training.gradient_checkpointing": "off"}),
+                            gpu_memory_gb, **kw, _advise=_advise)
+        if est.fits is False and _advise:  # each change tried under auto, as the reader would then see it
+            est.advice = advise(model_config, cfg, gpu_memory_gb, **kw)
         if chosen and est.checkpoint_layers is not None:
             est.notes.insert(0, {"key": "estimate.note.checkpointing_partial",
                                  "params": {"layers": est.checkpoint_layers, "of": arch(model_config).layers}})

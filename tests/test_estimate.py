@@ -347,6 +347,23 @@ def test_auto_checkpointing_is_on_for_quantized_lora_and_where_the_run_would_not
     assert not E.estimate(d, qlora.with_overrides({"training.gradient_checkpointing": "off"}), 80).checkpointing
 
 
+def test_auto_checkpointing_stays_off_where_it_would_not_lower_the_peak_and_advice_totals_are_what_auto_gives():
+    """A full or freeze fine-tune too big for the GPU peaks in its weights, gradients and optimizer step, not in
+    the activations: recomputing them would cost a third more compute for nothing. The advice's total is what
+    the reader then sees, auto deciding again."""
+    d = E.bundled_shape("Qwen/Qwen2.5-7B-Instruct")
+    preset = RunConfig.load(str(ROOT / "assets" / "configs" / "sft_demo.yaml"))
+    for method in ("full", "freeze"):
+        cfg = preset.with_overrides({"adapter.method": method})
+        off = E.estimate(d, cfg.with_overrides({"training.gradient_checkpointing": "off"}), 24)
+        on = E.estimate(d, cfg.with_overrides({"training.gradient_checkpointing": "on"}), 24)
+        assert on.total >= off.total and not off.fits  # the premise: checkpointing doesn't lower this peak
+        auto = E.estimate(d, cfg, 24)
+        assert not auto.checkpointing and auto.total == off.total
+        assert "estimate.note.checkpointing_auto" not in [n["key"] for n in auto.notes]
+        assert auto.advice.total == E.estimate(d, cfg.with_overrides(auto.advice.overrides), 24).total
+
+
 def test_render_names_every_part(capsys):
     text = E.render(E.estimate(mc("llama-2-7b"), run_config(training={"gradient_checkpointing": "off"}), 20), "llama-2-7b")
     assert "6,738,415,616" in text and "GB" in text

@@ -338,7 +338,8 @@ def check_view(
         # kept as key + params so a language switch says it again in the new language; the last
         # check's reports go, or the switch would redraw their cards as if the data were fine
         s.data = DataReport(
-            checked=True, errors=1, first_error={"key": problem.key, "params": problem.params, "row": None}
+            checked=True, errors=1,
+            first_error={"key": problem.key, "params": problem.params, "row": None, "form": True}
         )
         s.data_reports = []
         return render_reports(s)
@@ -355,6 +356,7 @@ def render_reports(s: Session) -> tuple:
         return SKIP, SKIP, SKIP, SKIP
     if not reports and s.data.errors:  # the form itself was wrong: say it again in this language
         problem = t(s.data.first_error["key"], lang, **s.data.first_error.get("params", {}))
+        problem = t("ui.data.form_problem", lang, problem=problem)  # not the data's: the data is checked after
         return (
             f'<div class="tb-msg tb-msg-error">{html.escape(problem)}</div>',
             update(value=[], headers=headers(lang)),
