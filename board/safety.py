@@ -87,14 +87,14 @@ def check_model_path(text: str, workdir: Path) -> str:
     text = text.strip()
     if text in ("", "demo"):  # an emptied box: the demo, as a new page starts
         return "demo"
-    if looks_like_path(text) or (workdir / text).is_dir():
-        try:
-            return str(check_local_path(text, workdir))
-        except TuneboardError as e:  # said for a model: the data's advice (upload the file) does not apply
-            raise TuneboardError("ui.error.model_outside_workdir", path=text, workdir=str(workdir)) from e
     here = Path(text).expanduser()
-    if here.is_dir():  # the engine would load this folder (relative to where it runs), not a hub id
-        return str(check_local_path(str(here.resolve()), workdir))
+    try:
+        if looks_like_path(text) or (workdir / text).is_dir():
+            return str(check_local_path(text, workdir))
+        if here.is_dir():  # the engine would load this folder (relative to where it runs), not a hub id
+            return str(check_local_path(str(here.resolve()), workdir))
+    except TuneboardError as e:  # said for a model: the data's advice (upload the file) does not apply
+        raise TuneboardError("ui.error.model_outside_workdir", path=text, workdir=str(workdir)) from e
     return text
 
 

@@ -158,8 +158,13 @@ def test_a_model_folder_outside_the_workdir_is_refused(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(TuneboardError) as e:
         check_model_path("outside/model", work)
-    assert e.value.key == "ui.error.outside_workdir"
+    assert e.value.key == "ui.error.model_outside_workdir" and "TUNEBOARD_ALLOWED_DIRS" in str(e.value)
     assert check_model_path("Qwen/Qwen2.5-0.5B", work) == "Qwen/Qwen2.5-0.5B"  # no such folder: a hub id
+    assert check_model_path("   ", work) == "demo"  # an emptied box, not the workdir itself
+    from engine.config import RunConfig
+
+    url = RunConfig.from_dict({"model": {"name_or_path": "https://huggingface.co/Qwen/Qwen2.5-0.5B/tree/main"}})
+    assert url.model.name_or_path == "Qwen/Qwen2.5-0.5B"  # a model page's address pasted: its id
     monkeypatch.setenv("TUNEBOARD_ALLOWED_DIRS", str(tmp_path))
     assert check_model_path("outside/model", work) == str(tmp_path / "outside" / "model")
 
