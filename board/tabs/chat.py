@@ -571,9 +571,12 @@ def wire(ui: UI) -> None:
 
     def refresh(s: Session, *picked) -> tuple:
         ids = result_runs(workdir)  # one scan of the runs for all three pickers
-        return (*[run_choices(ids, p) for p in picked], export_table(workdir, s.lang))
+        choices = [run_choices(ids, p) for p in picked]
+        chat_run = choices[0]["value"]  # a run picked here, not by the reader: its own settings, as a pick gives
+        settings = run_settings(workdir, chat_run) if chat_run != picked[0] else [SKIP] * len(SETTINGS)
+        return (*choices, export_table(workdir, s.lang), *settings)
 
-    refresh_in, refresh_out = [ui.session, *pickers], [*pickers, c["export-list"]]
+    refresh_in, refresh_out = [ui.session, *pickers], [*pickers, c["export-list"], *knobs]
     c["chat-tab"].select(refresh, refresh_in, refresh_out, show_progress="hidden").then(
         show_eval, [ui.session, c["eval-run"]], [c["eval-metrics"], c["eval-samples"]], show_progress="hidden")
     ui.on_load.append((refresh, refresh_in, refresh_out))

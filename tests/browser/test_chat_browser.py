@@ -15,7 +15,11 @@ pytestmark = pytest.mark.browser
 def chat_board(chromium, trained_run, demo_model, tmp_path_factory):
     """A board over a workdir holding only the demo model and the demo run (so the run is the one picked)."""
     home = make_home(tmp_path_factory, demo_model, "chat-home")
-    shutil.copytree(trained_run, home / "runs" / trained_run.name)
+    run = home / "runs" / trained_run.name
+    shutil.copytree(trained_run, run)
+    from engine.config import RunConfig  # the run's own answer length, which the page must bring with the run
+
+    RunConfig.load(str(run / "config.yaml")).with_overrides({"generation.max_new_tokens": 96}).save(str(run / "config.yaml"))
     board = start_board(home, "chat")
     yield board, trained_run.name
     stop_board(board)
@@ -52,6 +56,8 @@ def test_chat_streams_the_answer(chat_page):
     from playwright.sync_api import expect
 
     page = chat_page
+    # the run the page picked by itself brings its own settings, as picking it by hand does
+    expect(page.locator("#chat-max-new-tokens input[type=number]")).to_have_value("96", timeout=30_000)
     page.evaluate(WATCH)
     page.locator("#chat-input textarea").fill("What is the capital of Korea?")
     page.locator("#chat-send").click()
