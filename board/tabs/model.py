@@ -153,8 +153,9 @@ def on_trust(ticked: bool) -> dict:
     return update(visible=bool(ticked))
 
 
-def _fmt_gb(x: float) -> str:
-    return f"{x:.1f} GB" if x >= 1 else f"{x * 1024:.0f} MB"
+def _fmt_gb(x: float, lang: str = "en") -> str:
+    """A size in the reader's units (ГБ / МБ in Russian, as the card's sentences write them)."""
+    return t("ui.unit.gb", lang, n=f"{x:.1f}") if x >= 1 else t("ui.unit.mb", lang, n=f"{x * 1024:.0f}")
 
 
 def estimate_html(
@@ -193,7 +194,7 @@ def _render_estimate(est: Estimate, gpu: float, lang: str, title: str, extra: li
     pct = min(100.0, 100.0 * total / gpu)
     verdict_key = "ui.model.estimate_fits" if fits else "ui.model.estimate_too_big"
     rows = "".join(
-        f"<tr><td>{html.escape(_part_label(k, lang))}</td><td>{_fmt_gb(v)}</td></tr>" for k, v in data["parts"].items()
+        f"<tr><td>{html.escape(_part_label(k, lang))}</td><td>{_fmt_gb(v, lang)}</td></tr>" for k, v in data["parts"].items()
     )
     notes = "".join(f"<li>{html.escape(x)}</li>" for x in extra or [])
     notes += "".join(f"<li>{html.escape(t(n['key'], lang, **n['params']))}</li>" for n in data["notes"])
@@ -202,7 +203,8 @@ def _render_estimate(est: Estimate, gpu: float, lang: str, title: str, extra: li
         notes += f"<li>{html.escape(describe_changes(advice.overrides, lang))}</li>"
     return (
         f'<div class="tb-card tb-estimate" data-fits="{str(fits).lower()}">{title}'
-        f'<div class="tb-estimate-total">{_fmt_gb(total)} <span class="tb-muted">/ {gpu:g} GB</span></div>'
+        f'<div class="tb-estimate-total">{_fmt_gb(total, lang)} <span class="tb-muted">/ '
+        f'{t("ui.unit.gb", lang, n=f"{gpu:g}")}</span></div>'
         f'<div class="tb-bar"><div class="tb-bar-fill {"" if fits else "tb-bar-over"}" style="width:{pct:.0f}%"></div></div>'
         f'<p class="tb-verdict {"tb-ok" if fits else "tb-bad"}">{html.escape(t(verdict_key, lang, gpu=f"{gpu:g}"))}</p>'
         + (f'<table class="tb-estimate-parts">{rows}</table>' if rows else "")
