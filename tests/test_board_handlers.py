@@ -148,6 +148,10 @@ def test_estimate_card_says_when_this_machine_has_no_gpu(tmp_path, monkeypatch):
     assert html_mod.escape(said) in card and card.index(html_mod.escape(said)) < card.index("</ul>")
     monkeypatch.setattr(model_tab, "detect_gpu_memory", lambda: 80.0)
     assert html_mod.escape(said) not in model_tab.estimate_html(cfg, 24.0, tmp_path, "ko", None)
+    for bad in (0.0, -5.0, 5000.0):  # a GPU it can't be is said, not quietly read as another size
+        card = model_tab.estimate_html(cfg, bad, tmp_path, "en", None)
+        assert "more than 0 and at most 2048 GB" in card and "tb-estimate-total" not in card
+    assert "1.0 ГБ" in model_tab._fmt_gb(1.0, "ru") and model_tab._fmt_gb(0.5, "en") == "512 MB"
 
 
 def test_the_gpu_is_read_from_nvidia_smi(tmp_path, monkeypatch):

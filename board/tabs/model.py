@@ -165,8 +165,10 @@ def estimate_html(
     title = f'<div class="tb-card-title">{html.escape(t("ui.model.estimate_title", lang))}</div>'
     if cfg is None:
         return _note_card(title, problem or "")
+    if gpu_gb is not None and not 0 < gpu_gb <= 2048:  # the box has no range: a value it can't be is said
+        return _note_card(title, t("ui.model.gpu_memory_range", lang, value=f"{gpu_gb:g}"))
     found = detect_gpu_memory()
-    gpu = min(max(gpu_gb, 1.0), 2048.0) if gpu_gb else found or DEFAULT_GPU_GB  # the box has no range
+    gpu = gpu_gb or found or DEFAULT_GPU_GB
     if cfg.model.name_or_path == "demo" and not (workdir / "models" / "demo" / "config.json").exists():
         # reading the demo's config.json means building the demo (minutes of CPU); the first Start builds
         # it anyway, and two builds at once would halve the speed of both
