@@ -435,3 +435,15 @@ def test_a_restarted_board_finds_its_run(chromium, tmp_path_factory, demo_model)
     finally:
         context.close()
         stop_board(first, clean=False)
+
+
+def test_on_a_phone_the_top_bar_wraps_instead_of_overlapping(chromium, board):
+    context = chromium.new_context(viewport={"width": 420, "height": 900}, locale="en-US")
+    try:
+        pg = context.new_page()
+        open_board(pg, board.url)
+        brand, status, lang = (pg.locator(s).bounding_box() for s in ("#top-brand", "#top-status", "#top-lang"))
+        assert brand["width"] > 200 and status["y"] >= brand["y"] + brand["height"] - 1, (brand, status)
+        assert lang["x"] + lang["width"] <= 420 and pg.evaluate("document.documentElement.scrollWidth") <= 420
+    finally:
+        context.close()
