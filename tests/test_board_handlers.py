@@ -632,3 +632,13 @@ def test_the_upload_box_hint_is_a_css_string_that_cannot_break_out():
 
     assert css_string('a "b" \\ </style> 한') == '"a \\22 b\\22  \\5c  \\3c \\2f style\\3e  한"'
     assert "--tb-drop-hint" in brand_html("ko") and "파일을 여기에" in brand_html("ko")
+
+
+def test_a_dpo_runs_metrics_are_named_in_the_readers_language(tmp_path):
+    from engine.runs import RunInfo
+
+    info = RunInfo(id="r", path=tmp_path, status="finished", stage="dpo",
+                   metrics={"eval_rewards/margins": 1.5, "rewards/accuracies": 0.75, "eval_logps/chosen": -12.0})
+    card = runs_tab.detail_html(info, "ko")
+    assert "eval_rewards" not in card and "rewards/accuracies" not in card and "logps" not in card
+    assert "보상 차이" in card and "올바르게 순위를 매긴 쌍" in card
