@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from world import ROOT
 
 from board import live
 from board.app import accept_language
@@ -246,6 +247,19 @@ def test_stage_follows_demo_data():
     assert dpo["visible"] and data["value"] == ["demo:dpo"] and not assistant["visible"]
     _, data, assistant = train_tab.on_stage("sft", ["/w/uploads/mine.jsonl"])
     assert data is SKIP and assistant["visible"]  # the person's own data is left alone
+
+
+def test_the_demo_stages_hyper_parameters_come_with_the_stage_but_not_over_the_readers_own():
+    """DPO on the demo at SFT's learning rate (3e-3) collapsed in three steps; dpo_demo.yaml trains at 3e-4."""
+    sft = RunConfig.load(str(ROOT / "assets" / "configs" / "sft_demo.yaml"))
+    dpo = RunConfig.load(str(ROOT / "assets" / "configs" / "dpo_demo.yaml"))
+    values = [sft.training.learning_rate, sft.training.num_train_epochs, sft.training.warmup_ratio,
+              sft.training.eval_steps, sft.training.save_steps, sft.data.val_size]
+    out = train_tab.on_stage("dpo", ["demo:sft"], *values)
+    assert out[3]["value"] == dpo.training.learning_rate and out[6]["value"] == dpo.training.eval_steps
+    mine = [5e-5, *values[1:]]  # a learning rate the reader typed stays
+    assert train_tab.on_stage("dpo", ["demo:sft"], *mine)[3] is SKIP
+    assert all(u is SKIP for u in train_tab.on_stage("dpo", ["/w/uploads/pairs.jsonl"], *values)[3:])
 
 
 def test_show_command_reproduces_the_run(tmp_path):

@@ -7,6 +7,7 @@ are plain functions of the page's session and values; `wire` connects them.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import shlex
 from pathlib import Path
@@ -165,13 +166,36 @@ def _fill_form(s: Session, cfg: RunConfig, names: list[str], name: str) -> tuple
     return [update(value=values[n]) for n in names], message_html("success", t("ui.train.loaded", s.lang, name=name))
 
 
-def on_stage(stage: str, datasets: list[str] | str | None) -> tuple[dict, dict, dict]:
-    """DPO settings for DPO; the bundled demo data follows the stage; SFT's answer-only loss only for SFT."""
+# the hyper-parameters each stage's demo preset tunes for the demo model (assets/configs/<stage>_demo.yaml)
+STAGE_TUNED = ["training.learning_rate", "training.num_train_epochs", "training.warmup_ratio", "training.eval_steps",
+               "training.save_steps", "data.val_size"]
+
+
+@functools.cache
+def _stage_presets() -> dict[str, dict[str, Any]]:
+    from engine.config import RunConfig
+    from engine.paths import ASSETS
+
+    out = {}
+    for stage, name in (("sft", "sft_demo"), ("dpo", "dpo_demo"), ("pt", "pt_demo")):
+        data = RunConfig.load(str(ASSETS / "configs" / f"{name}.yaml")).to_dict()
+        out[stage] = {k: data[k.split(".")[0]][k.split(".")[1]] for k in STAGE_TUNED}
+    return out
+
+
+def on_stage(stage: str, datasets: list[str] | str | None, *tuned: Any) -> tuple:
+    """DPO settings for DPO; the bundled demo data follows the stage; SFT's answer-only loss only for SFT. On the
+    demo data, the stage's preset hyper-parameters come with it (DPO at SFT's learning rate collapses the demo
+    in three steps), each only where it still holds another stage's preset value, not the reader's own."""
     current = [datasets] if isinstance(datasets, str) else list(datasets or [])
-    data_update = SKIP
+    data_update, tuned_updates = SKIP, [SKIP] * len(tuned)
     if all(d.startswith("demo:") for d in current):
         data_update = update(value=[DEMO_FOR_STAGE[stage]])
-    return update(visible=stage == "dpo"), data_update, update(visible=stage == "sft")
+        presets = _stage_presets()
+        tuned_updates = [update(value=presets[stage][k])
+                         if any(v == p[k] for p in presets.values()) and v != presets[stage][k] else SKIP
+                         for k, v in zip(STAGE_TUNED, tuned, strict=False)]  # none given: the stage alone
+    return (update(visible=stage == "dpo"), data_update, update(visible=stage == "sft"), *tuned_updates)
 
 
 # ---- layout ------------------------------------------------------------------------------------
@@ -600,10 +624,11 @@ def wire(ui: UI) -> None:
         [*ui.field_components(), c["train-message"]],
         show_progress="hidden",
     )
+    tuned = [ui.fields[k] for k in STAGE_TUNED]
     c["train-stage"].change(
         on_stage,
-        [c["train-stage"], c["data-datasets"]],
-        [ui.states["dpo_group"], c["data-datasets"], c["data-assistant-only"]],
+        [c["train-stage"], c["data-datasets"], *tuned],
+        [ui.states["dpo_group"], c["data-datasets"], c["data-assistant-only"], *tuned],
         show_progress="hidden",
     )
     ui.on_load.append((lambda s: (attach(s, jobs), view(s, jobs, force=True))[1], [ui.session], view_outputs))
