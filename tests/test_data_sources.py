@@ -409,3 +409,11 @@ def test_comments_in_a_json_array_are_skipped_not_counted_as_rows(tmp_path):
     src = read_source(str(p))
     assert src.numbers == [1, 2] and src.lines == [3, 5] and [r["output"] for r in src.rows] == ["bb", "dd"]
     assert [(f.severity, f.key, f.line) for f in src.findings] == [("warning", "data.json_comment", n) for n in (2, 3, 5)]
+
+
+def test_a_lone_row_with_a_list_of_objects_in_it_stays_one_row(tmp_path):
+    p = tmp_path / "one.json"
+    p.write_text(json.dumps({"text": "한 문서", "sources": [{"url": "a"}, {"url": "b"}]}), encoding="utf-8")
+    src = read_source(str(p))
+    assert src.rows == [{"text": "한 문서", "sources": [{"url": "a"}, {"url": "b"}]}]
+    assert [f.key for f in src.findings] == ["data.single_object"]

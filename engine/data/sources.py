@@ -554,10 +554,12 @@ def _read_json_object(obj: Any, src: Source) -> None:
         return
     for key in getattr(obj, "repeated", ()):  # read keeping repeated keys: a column given twice
         src.findings.append(error(None, key, "data.repeated_key", name=key))
+    from .formats import detect_format  # a lone row is only accepted if it looks like one
+
     values = list(obj.values())
     lists = [v for v in values if isinstance(v, list)]
     if len(lists) == 1 and lists[0] and all(isinstance(r, dict) for r in lists[0]) and not is_turns(lists[0]) \
-            and not any(isinstance(v, dict) for v in values):
+            and not any(isinstance(v, dict) for v in values) and (len(obj) == 1 or detect_format([obj]) is None):
         # {"train": [...]}, {"data": [...]}, or the rows beside a few facts about them ({"version": 2, "data": [...]})
         key = next(k for k, v in obj.items() if v is lists[0])
         if len(obj) > 1:
@@ -576,9 +578,7 @@ def _read_json_object(obj: Any, src: Source) -> None:
         for i, vals in enumerate(zip(*values, strict=False), 1):
             src.add(dict(zip(keys, vals, strict=False)), i)
         return
-    from .formats import detect_format  # a lone row is only accepted if it looks like one
-
-    if detect_format([obj]) is not None:
+    if detect_format([obj]) is not None:  # a lone row is only accepted if it looks like one
         src.findings.append(warning(None, None, "data.single_object"))
         src.add(obj, 1)
         return
