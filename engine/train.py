@@ -469,19 +469,21 @@ def check_init_from(cfg: RunConfig) -> None:
 
 def check_model_reachable(cfg: RunConfig, workdir=None) -> None:
     """A hub model this machine cannot reach (offline, or no such id) is refused before a run folder exists, by
-    fetching its config.json (kilobytes, then in the cache for the run); it failed after, leaving a failed run.
-    No torch: the board asks this too. The demo builds offline; a local folder is checked when it loads."""
+    fetching its config.json (kilobytes, then in the cache for the run); it failed after, leaving a failed run. So
+    is a local folder without what loading it needs, and a path that holds no model.
+    No torch: the board asks this too. The demo builds offline."""
     from .demo import is_demo
     from .estimate import load_model_config
+    from .model import local_model_dir
 
     name = cfg.model.name_or_path
     if is_demo(name):
         return
     folder = Path(name).expanduser()
-    if not folder.exists():
-        load_model_config(name, workdir, revision=cfg.model.revision)
-    elif folder.is_dir():  # a local folder: what loading it needs, told before a run exists
+    if folder.is_dir():
         check_model_folder(folder)
+    elif local_model_dir(name) is None:  # a hub id (a path that holds no model is refused in there)
+        load_model_config(name, workdir, revision=cfg.model.revision)
 
 
 # what a model folder needs, besides config.json: a tokenizer in one of its formats, and weights

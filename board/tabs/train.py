@@ -16,7 +16,6 @@ from typing import Any
 import gradio as gr
 
 from engine.config import RunConfig
-from engine.demo import is_demo
 from engine.messages import TuneboardError
 
 from ..charts import METRICS, Curves, figure
@@ -60,13 +59,11 @@ def start(s: Session, values: dict[str, Any], token: str | None, jobs: Jobs) -> 
         if s.data.errors:
             return gate(s, lang)[3].replace("tb-msg-warning", "tb-msg-error")
         try:
-            from engine.model import local_model_dir
             from engine.train import check_model_reachable
 
             cfg = build_config(values, s.base, jobs.workdir)
-            if not is_demo(cfg.model.name_or_path):
-                local_model_dir(cfg.model.name_or_path)  # a folder that holds no model: said now, not after a start
-                check_model_reachable(cfg, jobs.workdir)  # and a hub id this machine cannot download
+            # a folder that holds no whole model, or a hub id this machine cannot download: said now, not by a run
+            check_model_reachable(cfg, jobs.workdir)
             run_id = jobs.start(cfg, token=(token or "").strip() or None, lang=lang)
         except Exception as e:
             return error_html(e, lang)
