@@ -218,7 +218,8 @@ class ChatSession:
                                           return_dict=True, return_tensors="pt")
         return {k: enc[k].to(self.model.device) for k in ("input_ids", "attention_mask")}
 
-    def generate_kwargs(self, gen: GenerationConfig, stopping=None) -> dict[str, Any]:
+    def generate_kwargs(self, gen: GenerationConfig, prompt_len: int, stopping=None) -> dict[str, Any]:
+        """`model.generate`'s arguments for `gen` after a prompt of `prompt_len` tokens."""
         mode = decoding_mode(gen)
         if gen.num_beams > 1 and gen.num_return_sequences > gen.num_beams:
             raise ConfigError("generation.num_return_sequences", "error.config.return_sequences",
@@ -229,7 +230,7 @@ class ChatSession:
         tok = self.tokenizer
         # every knob is passed explicitly, so a model's own generation_config.json cannot change the answer
         kw: dict[str, Any] = dict(
-            max_new_tokens=gen.max_new_tokens, num_beams=gen.num_beams, do_sample=mode == "sample",
+            max_new_tokens=self._room(prompt_len, gen), num_beams=gen.num_beams, do_sample=mode == "sample",
             num_return_sequences=gen.num_return_sequences, repetition_penalty=gen.repetition_penalty,
             pad_token_id=tok.pad_token_id, temperature=1.0, top_k=0, top_p=1.0, min_p=0.0,
         )
@@ -273,8 +274,7 @@ class ChatSession:
         interrupted = {"flag": False}
         halt = threading.Event()  # set when the reader walks away mid-stream: the generating thread ends too
         stopping = _stopping(lambda: halt.is_set() or bool(should_stop and should_stop()), interrupted)
-        kw = self.generate_kwargs(gen, stopping)
-        kw["max_new_tokens"] = self._room(inputs["input_ids"].shape[1], gen)
+        kw = self.generate_kwargs(gen, inputs["input_ids"].shape[1], stopping)
         model, ctx = self._model_for(use_adapter)
         live = live and gen.num_beams == 1 and gen.num_return_sequences == 1
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True) if live else None
@@ -336,7 +336,8 @@ class ChatSession:
         return max(1, min(gen.max_new_tokens, limit - prompt_len))
 
     def _answers(self, ids, prompt_len: int, gen: GenerationConfig, use_adapter: bool, seconds: float,
-                 interrupted: bool, room: int | None = None) -> list[Answer]:
+                 interrupted: bool, room: int) -> list[Answer]:
+        """The answers in `ids`; `room`: the new tokens they were given (`_room`)."""
         tok = self.tokenizer
         special = {t for t in (tok.eos_token_id, tok.pad_token_id) if t is not None}
         eos = _eos_ids(self.model, tok)
@@ -349,10 +350,10 @@ class ChatSession:
             n = len([t for t in row if t not in special])
             if interrupted:
                 finish = "interrupted"
-            elif stopped or any(t in eos for t in row) or len(row) < (room or gen.max_new_tokens):
+            elif stopped or any(t in eos for t in row) or len(row) < room:
                 finish = "stop"
             else:  # "context": the model's own length ended it before max_new_tokens did
-                finish = "length" if (room or gen.max_new_tokens) >= gen.max_new_tokens else "context"
+                finish = "length" if room >= gen.max_new_tokens else "context"
             out.append(Answer(text=text, seed=gen.seed, settings=dataclasses.asdict(gen), adapter=use_adapter,
                               index=i % gen.num_return_sequences, new_tokens=n, finish=finish, seconds=round(seconds, 3)))
         return out
@@ -368,12 +369,12 @@ class ChatSession:
         inputs = self.encode_batch(conversations)
         model, ctx = self._model_for(use_adapter)
         start = time.perf_counter()
-        room = self._room(inputs["input_ids"].shape[1], gen)
+        kw = self.generate_kwargs(gen, inputs["input_ids"].shape[1])
         with ctx, torch.inference_mode():
             set_seed(gen.seed)
-            ids = model.generate(**inputs, **{**self.generate_kwargs(gen), "max_new_tokens": room})
+            ids = model.generate(**inputs, **kw)
         return self._answers(ids, inputs["input_ids"].shape[1], gen, use_adapter, time.perf_counter() - start, False,
-                             room)
+                             kw["max_new_tokens"])
 
     def sweep(self, messages: list[dict[str, str]], gen: GenerationConfig, n: int,
               use_adapter: bool = True, seeds: Optional[list[int]] = None,
