@@ -50,11 +50,12 @@ def settings(system: str, mode: str, temperature: float, top_k: int, top_p: floa
              max_new_tokens: int, num_beams: int, num_return: int, stops: str, seed: int) -> dict[str, Any]:
     """The controls -> a checked GenerationConfig dict (ConfigError names a bad field)."""
     beam = mode == "beam"
+    beams = 2 if num_beams is None else int(num_beams)  # beam search with 1 beam would be greedy: 2 at least
     data = {"system_prompt": (system or "").strip() or None, "max_new_tokens": int(max_new_tokens or 1),
             "temperature": 0.0 if mode == "greedy" else float(temperature or 0), "top_k": int(top_k or 0),
             "top_p": float(top_p), "min_p": float(min_p or 0), "repetition_penalty": float(repetition),
             # as typed: an impossible value is refused by the config, with the field's name, not quietly replaced
-            "num_beams": (2 if num_beams is None else max(2, n) if (n := int(num_beams)) >= 1 else n) if beam else 1,
+            "num_beams": (max(2, beams) if beams >= 1 else beams) if beam else 1,
             "num_return_sequences": 1 if num_return is None else int(num_return),
             "stop": [s for s in (stops or "").splitlines() if s], "seed": int(seed if seed is not None else -1)}
     return RunConfig.from_dict({"generation": data}).generation.__dict__.copy()

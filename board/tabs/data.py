@@ -76,7 +76,7 @@ def add_uploads(files: list[Any] | None, current: list[str] | None, workdir: Pat
             problems.append(t(e.key, lang, **e.params))
             continue
         # a file uploaded again under its name (fixed, most likely) takes the place of the copy selected before
-        selected = [s for s in selected if not s.startswith("demo:") and s != str(dest)
+        selected = [s for s in selected if not s.startswith("demo:")
                     and not (Path(s).parent == dest.parent and upload_name(s) == upload_name(dest))] + [str(dest)]
     msg = "".join(f'<div class="tb-msg tb-msg-error">{html.escape(p)}</div>' for p in problems)
     return update(choices=dataset_choices(workdir, lang), value=selected), msg

@@ -271,5 +271,4 @@ def _prompt_past_cutoff(records: list[dict], tokenizer: Any, max_length: int, le
     for k, prompt, msgs in firsts[exact:]:
         share = sum(len(m["content"]) for m in prompt) / max(sum(len(m["content"]) for m in msgs), 1)
         counted.append(int(lengths[k] * share))
-    lengths = counted
-    return [k for (k, _, _), n in zip(firsts, lengths, strict=True) if n >= max_length]
+    return [k for (k, _, _), n in zip(firsts, counted, strict=True) if n >= max_length]
