@@ -367,15 +367,15 @@ def estimate(model_config: dict, cfg: RunConfig, gpu_memory_gb: float | None = N
                                                                                            gpu_memory_gb, **kw)})
         est = estimate(model_config, on, gpu_memory_gb, **kw, _advise=False)
         if est.total >= without.total:  # recomputing saves nothing here (the peak is elsewhere): not worth its time
-            return estimate(model_config, cfg.with_overrides({"training.gradient_checkpointing": "off"}),
-                            gpu_memory_gb, **kw, _advise=_advise)
+            est = without
+        else:
+            if chosen and est.checkpoint_layers is not None:
+                est.notes.insert(0, {"key": "estimate.note.checkpointing_partial",
+                                     "params": {"layers": est.checkpoint_layers, "of": arch(model_config).layers}})
+            est.notes.insert(0, {"key": "estimate.note.checkpointing_auto",
+                                 "params": {"without": f"{without.total / GB:.1f}", "gpu": f"{gpu_memory_gb:g}"}})
         if est.fits is False and _advise:  # each change tried under auto, as the reader would then see it
             est.advice = advise(model_config, cfg, gpu_memory_gb, **kw)
-        if chosen and est.checkpoint_layers is not None:
-            est.notes.insert(0, {"key": "estimate.note.checkpointing_partial",
-                                 "params": {"layers": est.checkpoint_layers, "of": arch(model_config).layers}})
-        est.notes.insert(0, {"key": "estimate.note.checkpointing_auto",
-                             "params": {"without": f"{without.total / GB:.1f}", "gpu": f"{gpu_memory_gb:g}"}})
         return est
     checkpointing = cfg.training.gradient_checkpointing == "on"
     a = arch(model_config)
