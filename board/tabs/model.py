@@ -153,7 +153,7 @@ def on_trust(ticked: bool) -> dict:
     return update(visible=bool(ticked))
 
 
-def _fmt_gb(x: float, lang: str = "en") -> str:
+def _fmt_gb(x: float, lang: str) -> str:
     """A size in the reader's units (ГБ / МБ in Russian, as the card's sentences write them)."""
     return t("ui.unit.gb", lang, n=f"{x:.1f}") if x >= 1 else t("ui.unit.mb", lang, n=f"{x * 1024:.0f}")
 
