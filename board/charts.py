@@ -15,14 +15,23 @@ from engine.events import Evaluation, LogStep, RunStarted
 
 from .i18n import t
 
-# chart name -> (title key, y-axis key): the five live charts of the Train tab
+# chart name -> (title key, y-axis key): the live charts of the Train tab; the last two only for DPO
 METRICS = {
     "loss": ("ui.chart.loss", "ui.chart.loss_axis"),
     "lr": ("ui.chart.lr", "ui.chart.lr_axis"),
     "grad_norm": ("ui.chart.grad_norm", "ui.chart.grad_norm_axis"),
     "speed": ("ui.chart.speed", "ui.chart.speed_axis"),
     "memory": ("ui.chart.memory", "ui.chart.memory_axis"),
+    "rewards": ("ui.chart.rewards", "ui.chart.rewards_axis"),
+    "accuracy": ("ui.chart.accuracy", "ui.chart.accuracy_axis"),
 }
+PREFERENCE = ("rewards", "accuracy")  # charts of a preference run's own metrics (trl's rewards/*)
+# the rewards chart's lines: trl's metric, its name, its colour, its dash
+REWARD_LINES = (
+    ("rewards/chosen", "ui.chart.chosen", "#16a34a", None),
+    ("rewards/rejected", "ui.chart.rejected", "#dc2626", None),
+    ("rewards/margins", "ui.chart.margin", "#4f46e5", "dot"),
+)
 COLORS = ["#4f46e5", "#0891b2", "#db2777", "#65a30d", "#ea580c", "#7c3aed", "#0d9488", "#ca8a04"]
 
 
@@ -50,6 +59,15 @@ class Curves:
     speed: Series = field(default_factory=Series)
     memory: Series = field(default_factory=Series)
     memory_unit_gpu: bool = False
+    stage: str = ""
+    # a preference run's trl metrics (rewards/chosen, rewards/accuracies, ...), and their validation values
+    rewards: dict[str, Series] = field(default_factory=dict)
+    eval_rewards: dict[str, Series] = field(default_factory=dict)
+
+    @property
+    def preference(self) -> bool:
+        """A DPO run: its rewards say more than its loss (which falls however the pairs are ranked)."""
+        return self.stage == "dpo" or bool(self.rewards)
 
     def add(self, events: Iterable[Any]) -> bool:
         """Take in new events; True if any point was added."""
@@ -57,17 +75,29 @@ class Curves:
         for ev in events:
             if isinstance(ev, RunStarted):
                 self.memory_unit_gpu = ev.device != "cpu"
+                self.stage = ev.stage
             elif isinstance(ev, LogStep):
                 self.loss.add(ev.step, ev.loss)
                 self.lr.add(ev.step, ev.learning_rate)
                 self.grad_norm.add(ev.step, ev.grad_norm)
                 self.speed.add(ev.step, ev.tokens_per_second)
                 self.memory.add(ev.step, ev.memory_gb)
+                _add_rewards(self.rewards, ev.step, ev.metrics)
                 changed = True
-            elif isinstance(ev, Evaluation) and "loss" in ev.metrics:
-                self.eval_loss.add(ev.step, ev.metrics["loss"])
-                changed = True
+            elif isinstance(ev, Evaluation):
+                if "loss" in ev.metrics:
+                    self.eval_loss.add(ev.step, ev.metrics["loss"])
+                changed = _add_rewards(self.eval_rewards, ev.step, ev.metrics) or "loss" in ev.metrics or changed
         return changed
+
+
+def _add_rewards(into: dict[str, Series], step: int, metrics: dict[str, float]) -> bool:
+    found = False
+    for key, value in metrics.items():
+        if key.startswith("rewards/"):
+            into.setdefault(key, Series()).add(step, value)
+            found = True
+    return found
 
 
 @lru_cache(maxsize=1)
@@ -125,10 +155,24 @@ def figure(curves: Curves, metric: str, lang: str, waiting: bool = True):
     title_key, axis_key = METRICS[metric]
     axis_key = "ui.chart.memory_axis_cpu" if metric == "memory" and not curves.memory_unit_gpu else axis_key
     traces = []
+    legend = metric == "loss" and bool(curves.eval_loss.x)
     if metric == "loss":
         traces.append(_line(curves.loss, t("ui.chart.train_loss", lang), COLORS[0]))
         if curves.eval_loss.x:
             traces.append(_line(curves.eval_loss, t("ui.chart.eval_loss", lang), COLORS[2], "dot"))
+    elif metric == "rewards":
+        for key, name, color, dash in REWARD_LINES:
+            traces.append(_line(curves.rewards.get(key, Series()), t(name, lang), color, dash))
+            if key in curves.eval_rewards:
+                name = f"{t(name, lang)} · {t('ui.chart.eval', lang)}"
+                traces.append(_line(curves.eval_rewards[key], name, color, "dashdot"))
+        legend = True
+    elif metric == "accuracy":
+        key = "rewards/accuracies"
+        traces.append(_line(curves.rewards.get(key, Series()), t("ui.chart.train", lang), COLORS[1]))
+        if key in curves.eval_rewards:
+            traces.append(_line(curves.eval_rewards[key], t("ui.chart.eval", lang), COLORS[2], "dot"))
+        legend = key in curves.eval_rewards
     else:
         traces.append(
             _line(
@@ -138,7 +182,9 @@ def figure(curves: Curves, metric: str, lang: str, waiting: bool = True):
             )
         )
     fig = _figure(traces, _layout(t(title_key, lang), t(axis_key, lang), lang))
-    fig.update_layout(showlegend=metric == "loss" and bool(curves.eval_loss.x))
+    fig.update_layout(showlegend=legend)
+    if metric == "accuracy":
+        fig.update_yaxes(range=[-0.02, 1.02], tickformat=".0%")  # a share of pairs: the whole scale, always
     if 0 < max((tr["x"][-1] for tr in traces if tr["x"]), default=0) <= 10:
         fig.update_xaxes(dtick=1)  # steps are whole numbers: no 0.5 ticks on a short run
     if not any(tr["x"] for tr in traces):

@@ -13,7 +13,7 @@ from pathlib import Path
 from engine.messages import error_key
 from engine.runs import latest_checkpoint, list_runs
 
-from .charts import METRICS, figure
+from .charts import METRICS, PREFERENCE, figure
 from .i18n import SKIP, t, t_or, update
 from .jobs import Jobs, read_tail
 from .session import Session
@@ -156,6 +156,12 @@ def attach(s: Session, jobs: Jobs) -> None:
 N_OUTPUTS = 11 + len(PLOTS)
 
 
+def plot(curves, name: str, lang: str, waiting: bool):
+    """A live chart's new figure; a preference run's own charts show for such a run only."""
+    fig = figure(curves, name, lang, waiting)
+    return update(value=fig, visible=curves.preference) if name in PREFERENCE else fig
+
+
 def view(s: Session, jobs: Jobs, force: bool = False) -> tuple:
     """Everything the tick may redraw, each output skipped when it did not change.
     Order: progress, *plots, log, alerts, details (the traceback's fold), traceback, start, stop, resume,
@@ -177,7 +183,7 @@ def view(s: Session, jobs: Jobs, force: bool = False) -> tuple:
         if not changed and not log_changed:
             return (SKIP,) * N_OUTPUTS
         waiting = w.path is None or w.active
-        plots = tuple(figure(w.curves, name, lang, waiting) if curves_changed else SKIP for name in PLOTS)
+        plots = tuple(plot(w.curves, name, lang, waiting) if curves_changed else SKIP for name in PLOTS)
         log = (_last_lines(read_tail(log_path)) if log_path is not None else "") if log_changed else SKIP
         if not changed:
             return (SKIP, *plots, log) + (SKIP,) * 9

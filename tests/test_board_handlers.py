@@ -203,6 +203,39 @@ def test_charts_redraw_when_a_point_is_replaced(tmp_path):
     assert all(x is SKIP for x in live.view(s, jobs))  # nothing new: nothing is redrawn
 
 
+def test_a_dpo_run_shows_its_rewards_and_ranked_pairs_and_an_sft_run_does_not(tmp_path):
+    """DPO's loss falls however the pairs are ranked: the Train and Runs tabs chart trl's rewards/* for it."""
+    from engine.events import Evaluation
+
+    path = tmp_path / "runs" / "r-dpo"
+    path.mkdir(parents=True)
+    steps = [LogStep(step=i, loss=0.69 - i / 100, metrics={
+        "rewards/chosen": 0.1 * i, "rewards/rejected": -0.05 * i, "rewards/margins": 0.15 * i,
+        "rewards/accuracies": min(1.0, 0.25 * i)}) for i in range(1, 5)]
+    evals = [Evaluation(step=4, metrics={"loss": 0.6, "rewards/margins": 0.5, "rewards/accuracies": 0.75})]
+    events = [RunStarted(run_id="r-dpo", stage="dpo", total_steps=4), *steps, *evals]
+    (path / "events.jsonl").write_text("".join(e.to_json() + "\n" for e in events))
+    s, jobs = Session(), Jobs(tmp_path)
+    s.watch = Watch.of("r-dpo", path)
+    out = live.view(s, jobs, force=True)
+    rewards = out[1 + list(live.PLOTS).index("rewards")]
+    accuracy = out[1 + list(live.PLOTS).index("accuracy")]
+    assert rewards["visible"] and accuracy["visible"]
+    lines = {tr.name: list(tr.y) for tr in rewards["value"].data}
+    assert lines["chosen"] == pytest.approx([0.1, 0.2, 0.3, 0.4])
+    assert lines["rejected"] == pytest.approx([-0.05, -0.1, -0.15, -0.2])
+    assert lines["margin"][-1] == pytest.approx(0.6) and lines["margin · eval"] == [0.5]
+    assert [list(tr.y) for tr in accuracy["value"].data] == [[0.25, 0.5, 0.75, 1.0], [0.75]]
+    assert accuracy["value"].layout.yaxis.tickformat == ".0%"
+    card, loss, lr, runs_rewards, config, log = runs_tab.detail(jobs, "r-dpo", "ko")
+    assert runs_rewards["visible"] and runs_rewards["value"].layout.title.text == t("ui.chart.rewards", "ko")
+    # an SFT run: the two charts hide
+    s.watch = Watch.of("r-sft", _fake_run(tmp_path, "r-sft", "finished", [2.0, 1.0]))
+    out = live.view(s, jobs, force=True)
+    assert not out[1 + list(live.PLOTS).index("rewards")]["visible"]
+    assert not out[1 + list(live.PLOTS).index("accuracy")]["visible"]
+
+
 def test_charts_built_without_plotly_checks_are_what_the_checking_constructor_makes():
     """charts._figure skips plotly's validation for speed: rebuilding each figure through it must change nothing
     (and would raise on a property plotly does not know)."""
@@ -528,7 +561,8 @@ def test_runs_listing_detail_and_compare(tmp_path):
     assert [r[0] for r in table["value"]] == ["20250102-000000-sft", "20250101-000000-sft"]
     assert table["value"][0][1] == "stopped" and table["value"][1][4] == "3/3"
     assert pick["value"] == "20250102-000000-sft" and compare["value"] == []
-    card, loss, lr, config, log = runs_tab.detail(jobs, "20250101-000000-sft", "en")
+    card, loss, lr, rewards, config, log = runs_tab.detail(jobs, "20250101-000000-sft", "en")
+    assert rewards["visible"] is False  # an SFT run has no rewards chart
     assert 'data-status="finished"' in card and "training loss (mean)" in card and "perplexity" not in card
     (tmp_path / "runs" / "20250101-000000-sft" / "eval.json").write_text('{"perplexity": 13.75, "bleu": 4.5}')
     card, *_ = runs_tab.detail(jobs, "20250101-000000-sft", "en")
@@ -638,7 +672,7 @@ def test_every_view_renders_in_every_language(tmp_path, lang):
         fig = live.figure(w.curves, name, lang)
         assert fig.layout.title.text == t(live.METRICS[name][0], lang)
     assert live.top_status_html(w, lang)
-    assert yaml.safe_load(runs_tab.detail(Jobs(tmp_path), path.name, lang)[3])["stage"] == "sft"
+    assert yaml.safe_load(runs_tab.detail(Jobs(tmp_path), path.name, lang)[4])["stage"] == "sft"
 
 
 def test_the_upload_box_hint_is_a_css_string_that_cannot_break_out():

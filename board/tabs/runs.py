@@ -166,14 +166,14 @@ def _run_error(info: RunInfo, lang: str) -> str:
 
 
 def detail(jobs: Jobs, run_id: str | None, lang: str) -> tuple:
-    """Outputs: summary card, loss chart, learning-rate chart, config YAML, log."""
+    """Outputs: summary card, loss chart, learning-rate chart, rewards chart (a DPO run's), config YAML, log."""
     if not run_id:
         empty = Curves()
-        return ("", figure(empty, "loss", lang), figure(empty, "lr", lang), "", "")
+        return ("", figure(empty, "loss", lang), figure(empty, "lr", lang), update(visible=False), "", "")
     try:
         path = run_path(run_id, jobs.workdir)
     except Exception as e:
-        return error_html(e, lang), SKIP, SKIP, "", ""
+        return error_html(e, lang), SKIP, SKIP, SKIP, "", ""
     events = read_events(str(path / "events.jsonl"))  # once, for the card and the charts
     info = run_info(path, events)
     info.metrics.update(eval_metrics(path))  # the Evaluate tab's scores, beside the trainer's own
@@ -192,6 +192,7 @@ def detail(jobs: Jobs, run_id: str | None, lang: str) -> tuple:
         detail_html(info, lang),
         figure(curves, "loss", lang, waiting),
         figure(curves, "lr", lang, waiting),
+        update(value=figure(curves, "rewards", lang, waiting), visible=curves.preference),
         config,
         log,
     )
@@ -286,6 +287,14 @@ def build(ui: UI) -> None:
             ui.add(
                 gr.Plot, "runs-lr-plot", label="ui.chart.lr", show_label=False, value=figure(Curves(), "lr", ui.lang)
             )
+            ui.add(
+                gr.Plot,
+                "runs-rewards-plot",
+                label="ui.chart.rewards",
+                show_label=False,
+                visible=False,  # a DPO run's
+                value=figure(Curves(), "rewards", ui.lang),
+            )
     with gr.Row():
         with ui.block(gr.Accordion, "ui.runs.config", "runs-config-box", open=False):
             ui.add(gr.Code, "runs-config", label="ui.runs.config", language="yaml", interactive=False, lines=12)
@@ -311,7 +320,8 @@ def build(ui: UI) -> None:
 def wire(ui: UI) -> None:
     c, jobs = ui.c, ui.jobs
     list_out = [c["runs-table"], c["runs-pick"], c["runs-compare"]]
-    detail_out = [c["runs-detail"], c["runs-loss-plot"], c["runs-lr-plot"], c["runs-config"], c["runs-log"]]
+    detail_out = [c["runs-detail"], c["runs-loss-plot"], c["runs-lr-plot"], c["runs-rewards-plot"], c["runs-config"],
+                  c["runs-log"]]
 
     def refresh(s: Session, picked: str | None, compared: list[str] | None) -> tuple:
         return listing(jobs, s.lang, picked, compared)

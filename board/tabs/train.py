@@ -18,7 +18,7 @@ import gradio as gr
 from engine.config import RunConfig
 from engine.messages import TuneboardError
 
-from ..charts import METRICS, Curves, figure
+from ..charts import METRICS, PREFERENCE, Curves, figure
 from ..form import build_config, config_to_form
 from ..i18n import SKIP, t, update
 from ..jobs import Jobs
@@ -516,6 +516,16 @@ def build(ui: UI) -> None:
             ui.add(
                 gr.Plot, PLOTS["loss"], label="ui.chart.loss", show_label=False, value=figure(Curves(), "loss", ui.lang)
             )
+            with gr.Row():  # a DPO run's own charts, shown for such a run only
+                for name in PREFERENCE:
+                    ui.add(
+                        gr.Plot,
+                        PLOTS[name],
+                        label=METRICS[name][0],
+                        show_label=False,
+                        visible=False,
+                        value=figure(Curves(), name, ui.lang),
+                    )
             with gr.Row():
                 for name in ("lr", "grad_norm"):
                     ui.add(
