@@ -23,7 +23,7 @@ DATASETS, DATA_FORMAT, DATA_COLUMNS, DATA_MAX_SAMPLES = (
 )
 QUANT_MODE = "quantization.mode"
 # optional text fields: an empty box means "not set"
-OPTIONAL_TEXT = {"run_name", "model.revision", "data.system_prompt"}
+OPTIONAL_TEXT = {"run_name", "model.revision", "data.system_prompt", "adapter.init_from"}
 # optional numbers: an empty box means "not set"
 OPTIONAL_NUMBER = {"training.save_total_limit", "training.checkpoint_layers", "data.max_samples", "data.shuffle_seed"}
 # ...and where 0 means the same: Gradio draws an empty number box as 0
@@ -82,6 +82,8 @@ def form_to_config(values: dict[str, Any], base: dict[str, Any] | None = None) -
         node[parts[-1]] = value
     if "adapter.target_modules" in values:
         data["adapter"]["target_modules"] = target_modules_text(values["adapter.target_modules"])
+    if data["adapter"]["method"] != "lora":  # the pick of an adapter to continue hides with the LoRA settings
+        data["adapter"]["init_from"] = None
     if QUANT_MODE in values:
         bits, qtype = QUANT_MODES.get(values[QUANT_MODE] or "none", (0, "nf4"))
         data["quantization"]["bits"] = bits

@@ -86,7 +86,7 @@ class AdapterConfig:
     use_dora: bool = field(default=False, metadata={"help": "DoRA: weight-decomposed LoRA."})
     use_rslora: bool = field(default=False, metadata={"help": "rsLoRA: scale by alpha/sqrt(r) instead of alpha/r."})
     freeze_trainable_layers: int = field(default=2, metadata={"help": "freeze: train only the last N decoder layers."})
-    init_from: Optional[str] = field(default=None, metadata={"help": "Continue training this adapter (a run folder or adapter folder)."})
+    init_from: Optional[str] = field(default=None, metadata={"help": "Continue training this LoRA adapter (a run folder, its adapter folder or a checkpoint): an SFT run's adapter to go on with DPO, say. Its rank, alpha and modules are the adapter's own; the board lists the runs of the same base."})
 
     def __post_init__(self) -> None:
         _check_range(self, "rank", 1)
@@ -244,6 +244,9 @@ class RunConfig:
         if self.quantization.bits and self.adapter.method != "lora":
             _fail("quantization.bits", "error.config.quant_needs_lora",
                   "a quantized base can only be trained through LoRA (QLoRA)")
+        if self.adapter.init_from and self.adapter.method != "lora":  # freeze and full train the base itself
+            _fail("adapter.init_from", "error.config.init_from_lora",
+                  f"continues a LoRA adapter; adapter.method is {self.adapter.method}", method=self.adapter.method)
         if self.adapter.method == "lora" and self.adapter.use_dora and self.quantization.bits == 8:
             _fail("adapter.use_dora", "error.config.dora_8bit", "DoRA does not support 8-bit bases; use 4-bit or none")
         if self.stage == "dpo" and self.dpo.method == "kto":  # refused here, before any model is loaded

@@ -690,3 +690,51 @@ def test_a_dpo_runs_metrics_are_named_in_the_readers_language(tmp_path):
     card = runs_tab.detail_html(info, "ko")
     assert "eval_rewards" not in card and "rewards/accuracies" not in card and "logps" not in card
     assert "보상 차이" in card and "올바르게 순위를 매긴 쌍" in card
+
+
+def _adapter_run(workdir, name, model, status="finished", r=4, alpha=8):
+    path = _fake_run(workdir, name, status, [1.0])
+    RunConfig.from_dict({"model": {"name_or_path": model}}).save(str(path / "config.yaml"))
+    (path / "adapter").mkdir()
+    (path / "adapter" / "adapter_config.json").write_text(json.dumps(
+        {"r": r, "lora_alpha": alpha, "lora_dropout": 0.05, "target_modules": ["v_proj", "q_proj"],
+         "use_dora": False, "use_rslora": True}))
+    return path
+
+
+def test_the_model_tab_offers_the_adapters_of_runs_on_the_same_base_and_shows_their_shape(tmp_path):
+    """SFT, then DPO from its adapter: the Model tab lists the runs of this base that left an adapter, a pick
+    sets the LoRA controls to the adapter's own shape (not editable), and a new adapter frees them again."""
+    sft = _adapter_run(tmp_path, "20250101-000000-sft", "demo")
+    _adapter_run(tmp_path, "20250102-000000-sft", "Qwen/Qwen2.5-0.5B")  # another base
+    _fake_run(tmp_path, "20250103-000000-sft", "finished", [1.0])  # no adapter (a full fine-tune, say)
+    choices = model_tab.init_choices(tmp_path, "demo", "ko")
+    assert choices == [("새 어댑터", ""), ("20250101-000000-sft · SFT · 완료", str(sft))]
+    assert model_tab.init_choices(tmp_path, "  ", "en")[1][1] == str(sft)  # an empty box is the demo
+    assert [v for _, v in model_tab.init_choices(tmp_path, "Qwen/Qwen2.5-0.5B/", "en")][1:] == [
+        str(tmp_path / "runs" / "20250102-000000-sft")]
+    assert model_tab.init_update(tmp_path, "Qwen/Qwen2.5-0.5B", str(sft), "en")["value"] == ""  # another base
+    assert model_tab.init_update(tmp_path, "demo", str(sft), "en")["value"] == str(sft)
+    own = tmp_path / "my-adapter"  # a loaded config's own folder stays picked
+    assert model_tab.init_update(tmp_path, "demo", str(own), "en")["value"] == str(own)
+    shape = model_tab.adapter_shape(str(sft))
+    assert [u.get("value") for u in shape] == [4, 8, 0.05, "q_proj, v_proj", False, True]
+    assert not any(u["interactive"] for u in shape)
+    assert all(u == {"__type__": "update", "interactive": True} for u in model_tab.adapter_shape(""))
+
+
+def test_an_adapter_to_continue_reaches_the_run_config_only_with_lora(tmp_path):
+    from board.form import build_config
+
+    sft = _adapter_run(tmp_path, "20250101-000000-sft", "demo")
+    cfg = build_config({"adapter.init_from": str(sft), "stage": "dpo"}, None, tmp_path)
+    assert cfg.adapter.init_from == str(sft) and cfg.stage == "dpo"
+    assert build_config({"adapter.init_from": "", "stage": "dpo"}, None, tmp_path).adapter.init_from is None
+    # the pick hides with the LoRA settings: a method that trains the base drops it instead of failing on it
+    assert build_config({"adapter.init_from": str(sft), "adapter.method": "full"}, None, tmp_path).adapter.init_from \
+        is None
+    with pytest.raises(ConfigError) as e:  # the CLI / YAML says what is wrong
+        RunConfig.from_dict({"adapter": {"method": "freeze", "init_from": str(sft)}})
+    assert e.value.key == "error.config.init_from_lora" and "freeze" in t(e.value.key, "en", **e.value.params)
+    assert config_to_form(cfg, ["adapter.init_from"]) == {"adapter.init_from": str(sft)}
+    assert config_to_form(RunConfig(), ["adapter.init_from"]) == {"adapter.init_from": ""}

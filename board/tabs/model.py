@@ -16,8 +16,10 @@ import gradio as gr
 
 from engine import estimate as est_mod
 from engine.config import ConfigError, RunConfig
+from engine.demo import DEMO_NAME
 from engine.estimate import DEFAULT_GPU_GB, Estimate, describe_changes
 from engine.messages import TuneboardError
+from engine.runs import RUNNING, list_runs
 
 from ..i18n import t, t_or, update
 from ..ui import UI
@@ -147,6 +149,55 @@ def on_method(method: str, quant: str) -> tuple[dict, dict, dict]:
     lora = method == "lora"
     quant_update = update(interactive=True) if lora else update(value="none", interactive=False)
     return update(visible=lora), update(visible=method == "freeze"), quant_update
+
+
+# the LoRA controls an adapter to continue sets: its own shape, shown and not editable while it is picked
+ADAPTER_SHAPE = ("model-rank", "model-alpha", "model-dropout", "model-targets", "model-dora", "model-rslora")
+
+
+def _base(name: str | None) -> str:
+    name = (name or "").strip().rstrip("/")
+    return name or DEMO_NAME  # an empty box means the demo, as on Start
+
+
+def init_choices(workdir: Path, model: str | None, lang: str) -> list[tuple[str, str]]:
+    """A new adapter, then every run on this base that left a LoRA adapter (newest first): what a run
+    can go on training, an SFT run's adapter with DPO most often."""
+    out = [(t("ui.model.init_new", lang), "")]
+    for r in list_runs(workdir):
+        if r.has_adapter and r.status != RUNNING and _base(r.model) == _base(model):
+            out.append((f"{r.id} · {r.stage.upper()} · {t(f'ui.status.{r.status}', lang)}", str(r.path)))
+    return out
+
+
+def init_update(workdir: Path, model: str | None, picked: str | None, lang: str) -> dict:
+    """The choices for `model`; a pick that is no longer among them (another base) goes back to a new adapter,
+    unless it is a folder a loaded config named."""
+    choices = init_choices(workdir, model, lang)
+    offered = {v for _, v in choices}
+    keep = picked if picked in offered or (picked and not Path(picked).is_relative_to(workdir / "runs")) else ""
+    return update(choices=choices, value=keep or "")
+
+
+def adapter_shape(path: str | None) -> list[dict]:
+    """Updates of ADAPTER_SHAPE for an adapter picked to continue (its adapter_config.json), or the controls
+    made editable again for a new one."""
+    import json
+
+    if not path:
+        return [update(interactive=True) for _ in ADAPTER_SHAPE]
+    p = Path(path)
+    found = next((c / "adapter_config.json" for c in (p / "adapter", p) if (c / "adapter_config.json").exists()), None)
+    try:
+        a = json.loads(found.read_text(encoding="utf-8")) if found else {}
+    except (OSError, ValueError):
+        a = {}
+    if not a:
+        return [update() for _ in ADAPTER_SHAPE]  # the engine says what is wrong with it, at Start
+    targets = a.get("target_modules")
+    targets = ", ".join(sorted(targets)) if isinstance(targets, list) else str(targets or "all-linear")
+    values = (a.get("r"), a.get("lora_alpha"), a.get("lora_dropout"), targets, a.get("use_dora"), a.get("use_rslora"))
+    return [update(interactive=False) if v is None else update(value=v, interactive=False) for v in values]
 
 
 def on_trust(ticked: bool) -> dict:
@@ -281,6 +332,16 @@ def build(ui: UI) -> None:
                     value="none",
                 )
             with gr.Group(visible=d.adapter.method == "lora") as lora_group:
+                ui.add(
+                    gr.Dropdown,
+                    "model-init-from",
+                    field="adapter.init_from",
+                    label="ui.model.init_from",
+                    info="ui.model.init_from_info",
+                    choices=init_choices(ui.workdir, d.model.name_or_path, ui.lang),
+                    value=d.adapter.init_from or "",
+                    allow_custom_value=True,  # a loaded config may name an adapter folder of its own
+                )
                 with gr.Row():
                     ui.add(
                         gr.Slider,
@@ -423,6 +484,16 @@ def wire(ui: UI) -> None:
         show_progress="hidden",
     )
     c["model-trust"].change(on_trust, c["model-trust"], c["model-trust-warning"], show_progress="hidden")
+
+    def offer(s, model: str, picked: str | None) -> dict:
+        return init_update(ui.workdir, model, picked, s.lang)
+
+    init_in, init = [ui.session, c["model-name"], c["model-init-from"]], c["model-init-from"]
+    for trigger in (c["model-name"].change, c["model-tab"].select):  # another base; runs finished meanwhile
+        trigger(offer, init_in, init, show_progress="hidden")
+    init.change(adapter_shape, init, [c[k] for k in ADAPTER_SHAPE], show_progress="hidden")
+    ui.on_load.append((offer, init_in, [init]))
+    ui.on_lang.append((offer, init_in, [init]))
 
     def refresh(data: dict) -> str:
         from ..form import build_config
