@@ -152,6 +152,8 @@ def config_to_form(cfg: RunConfig, names: list[str]) -> dict[str, Any]:
             node = ", ".join(node)
         if node is None and name in OPTIONAL_TEXT:
             node = ""
+        elif node is None and name in ZERO_IS_UNSET:
+            node = 0  # what the page shows for it: an empty number box reads back as 0
         out[name] = node
     return out
 

@@ -62,6 +62,8 @@ def test_page_shapes_become_config_fields():
     # the number box Gradio draws as 0 when empty: 0 is "not set" (all layers, or auto's count), N is N
     assert form_to_config(values | {"training.checkpoint_layers": 0}).training.checkpoint_layers is None
     assert form_to_config(values | {"training.checkpoint_layers": 12}).training.checkpoint_layers == 12
+    # ... and a loaded config's "not set" shows as that 0, not as a blank box
+    assert config_to_form(cfg, ["training.checkpoint_layers"]) == {"training.checkpoint_layers": 0}
     back = config_to_form(cfg, NAMES)
     assert back["quantization.mode"] == "4bit" and back["adapter.target_modules"] == "q_proj, v_proj"
     assert form_to_config(back) == cfg
