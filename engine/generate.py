@@ -473,6 +473,10 @@ def cmd_chat(args) -> int:
     session = ChatSession(args.workdir)
     run_dir = resolve_run(args.run, args.workdir)
     gen = settings_from_args(RunConfig.load(str(run_dir / "config.yaml")), args)
+    moot = [f"--{f.replace('_', '-')}" for f in ("temperature", "top_k", "top_p", "min_p")
+            if getattr(args, f, None) is not None]
+    if gen.num_beams > 1 and moot:  # beam search keeps the likeliest beams: nothing is drawn
+        print(message("warning.beams_no_sampling", {"beams": gen.num_beams, "flags": ", ".join(moot)}), file=sys.stderr)
     session.load(str(run_dir))
     use_adapter = not args.base
     if args.prompt is not None:

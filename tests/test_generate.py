@@ -186,11 +186,15 @@ def test_cli_answers_once_and_records_the_seed(trained_run, workdir, capsys):
     args = ["chat", str(trained_run), "--prompt", "What is 3 plus 3?", "--seed", "4", "--temperature", "0",
             "--max-new-tokens", "24", "--repetition-penalty", "1.0", "--workdir", str(workdir)]
     assert main(args + ["--json"]) == 0
-    answers = json.loads(capsys.readouterr().out)
+    said = capsys.readouterr()
+    answers = json.loads(said.out)
+    assert "not used" not in said.err  # greedy on its own: nothing to say
     assert answers[0]["seed"] == 4 and answers[0]["settings"]["temperature"] == 0 and answers[0]["adapter"]
     assert main(args + ["--base"]) == 0
     base_text = capsys.readouterr().out.strip()
     assert base_text and base_text != answers[0]["text"].strip()
+    assert main(args + ["--num-beams", "2", "--top-p", "0.5"]) == 0  # beams draw nothing: said, not silently moot
+    assert "Beam search (2 beams) draws nothing: --temperature, --top-p are not used" in capsys.readouterr().err
 
 
 def test_terminal_chat_keeps_the_conversation(session, monkeypatch, capsys):
