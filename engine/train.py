@@ -174,7 +174,7 @@ def _train(cfg: RunConfig, run_dir: Path, log: EventLog, should_stop, workdir, d
 
     from . import adapters
     from . import model as model_mod
-    from .callbacks import EventCallback, TrimCheckpointing, count_tokens
+    from .callbacks import EventCallback, ResumedLearningRate, TrimCheckpointing, count_tokens
     from .data import load_training_data
     from .demo import demo_built, demo_fingerprint, is_demo
     from .walks import walk_once
@@ -222,6 +222,8 @@ def _train(cfg: RunConfig, run_dir: Path, log: EventLog, should_stop, workdir, d
     trainer.remove_callback(PrinterCallback)  # our events and progress bar say it, once
     walks = walk_once(trainer)  # the trainer's per-step walks over every module, answered from lists
     count_tokens(trainer, callback.tokens)
+    if resume is not None:
+        trainer.add_callback(ResumedLearningRate())
     if res.gradient_checkpointing:
         trainer.add_callback(TrimCheckpointing(res.checkpoint_layers))
     if res.compile:  # after the trainer applied Liger: the layers are traced as they will run

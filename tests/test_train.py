@@ -100,6 +100,14 @@ def test_resume_continues_the_step_count(workdir, demo_model):
     final = [e for e in read_events(str(second / "events.jsonl")) if isinstance(e, Finished)][-1]
     first_final = [e for e in read_events(str(first / "events.jsonl")) if isinstance(e, Finished)][-1]
     assert final.metrics["train_loss"] == pytest.approx(first_final.metrics["train_loss"], rel=1e-3)
+    # a learning rate changed for the resume is the one the resumed steps train at (the checkpoint's optimizer
+    # and schedule carry the old peak), the schedule's shape kept: what config.yaml says is what ran
+    cfg["training"]["learning_rate"] = 2 * tiny_sft_config()["training"]["learning_rate"]
+    third = train_run(workdir, cfg)
+    lrs = [e.learning_rate for e in read_events(str(third / "events.jsonl")) if isinstance(e, LogStep)]
+    first_lrs = [e.learning_rate for e in read_events(str(first / "events.jsonl")) if isinstance(e, LogStep)]
+    assert lrs == pytest.approx([2 * lr for lr in first_lrs[3:]], rel=1e-6)
+    assert logged_losses(third)[1:] != pytest.approx(logged_losses(first)[4:], rel=1e-4)
 
 
 @pytest.mark.parametrize("adapter", [{"use_dora": True}, {"use_rslora": True}, {"target_modules": ["q_proj", "v_proj"]}],
