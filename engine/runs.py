@@ -192,10 +192,13 @@ def folder_size(path: str | os.PathLike) -> int:
 
 
 def latest_checkpoint(path: str | os.PathLike) -> Optional[Path]:
-    """The newest `checkpoint-N` under a run folder (or the folder itself if it is one)."""
+    """The newest complete `checkpoint-N` under a run folder (or the folder itself if it is one). A checkpoint
+    whose save never finished (a full disk, a kill mid-save) has no trainer_state.json, the trainer's last file:
+    the one before it is where the run got to."""
     path = Path(path)
     if re.fullmatch(r"checkpoint-\d+", path.name) and path.is_dir():
         return path
-    ckpts = [p for p in (path / "checkpoints").glob("checkpoint-*") if p.name.split("-")[-1].isdigit()]
+    ckpts = [p for p in (path / "checkpoints").glob("checkpoint-*")
+             if p.name.split("-")[-1].isdigit() and (p / "trainer_state.json").is_file()]
     return max(ckpts, key=lambda p: int(p.name.split("-")[-1])) if ckpts else None
 

@@ -272,6 +272,8 @@ def test_gate_explains_why_start_is_off(tmp_path):
     assert not start["interactive"] and stop["interactive"] and "r1" in reason
     s.watch.status = "stopped"
     (tmp_path / "checkpoints" / "checkpoint-4").mkdir(parents=True)
+    assert not live.gate(s, "en")[2]["interactive"]  # a save that never finished is no checkpoint
+    (tmp_path / "checkpoints" / "checkpoint-4" / "trainer_state.json").write_text("{}")
     assert live.gate(s, "en")[2]["interactive"]  # resume needs a checkpoint
 
 

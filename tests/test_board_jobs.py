@@ -50,6 +50,7 @@ def fake_job(config_dict, run_dir, queue, stop_event, workdir, env):
         emit(Progress(step=step, total_steps=steps, elapsed_seconds=step * 0.05, eta_seconds=(steps - step) * 0.05))
         if stop_event.is_set() or (run_dir / STOP_FILE).exists():
             (run_dir / "checkpoints" / f"checkpoint-{step}").mkdir(parents=True, exist_ok=True)
+            (run_dir / "checkpoints" / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
             emit(CheckpointSaved(step=step, path=str(run_dir / "checkpoints" / f"checkpoint-{step}")))
             emit(Finished(status="stopped", step=step))
             queue.put(None)

@@ -233,6 +233,9 @@ def test_a_run_without_its_final_adapter_is_read_from_its_latest_checkpoint(tmp_
     for step in (5, 10):
         (run / "checkpoints" / f"checkpoint-{step}").mkdir(parents=True)
         (run / "checkpoints" / f"checkpoint-{step}" / "adapter_config.json").write_text("{}")
+        (run / "checkpoints" / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
+    (run / "checkpoints" / "checkpoint-15").mkdir()  # killed mid-save (a full disk): its README only
+    (run / "checkpoints" / "checkpoint-15" / "README.md").write_text("")
     assert result_dir(run).name == "checkpoint-10"
     assert "latest checkpoint, checkpoint-10" in capsys.readouterr().err
     (run / "adapter").mkdir()
