@@ -18,6 +18,10 @@ def run_job(config_dict: dict[str, Any], run_dir: str, queue, stop_event, workdi
     from .train import run_training
 
     set_language(os.environ.get("TUNEBOARD_LANG"))  # the log's sentences, in the language of whoever started it
+    # The queue only tells the board that the run ended (it reads events.jsonl). A board that has gone (killed,
+    # restarted) reads nothing more: once the pipe is full, this process would wait forever at exit to flush
+    # events nobody will read, holding its memory (the GPU's too). So it never waits for them.
+    queue.cancel_join_thread()
 
     def emit(ev) -> None:
         try:

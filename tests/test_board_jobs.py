@@ -354,3 +354,36 @@ def test_events_written_are_what_the_engine_reads(tmp_path):
     line = json.loads(err.to_json())
     assert line["type"] == "error" and line["params"] == {"code": 9} and "Boom" in line["traceback"]
     assert fin.status == "failed"
+
+
+def _flood(cfg, run_dir, emit=None, should_stop=None, workdir=None):
+    for step in range(3000):  # ~1 MB of events: far more than a pipe holds
+        emit(LogStep(step=step, loss=1.0, metrics={f"metric/{i}": 1.0 for i in range(8)}))
+
+
+def _orphaned_worker(queue, stop_event, run_dir):
+    """Spawn target: the engine's worker, training a run that logs a lot, for a board that has gone."""
+    import engine.train
+
+    engine.train.run_training = _flood
+    from engine.worker import run_job
+
+    run_job(RunConfig().to_dict(), run_dir, queue, stop_event)
+
+
+def test_a_worker_whose_board_has_gone_still_exits(tmp_path):
+    """A killed board reads nothing more from its worker's queue: the worker must end when its run does, not
+    wait forever to flush events into a full pipe (holding its memory, and a GPU's)."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    queue, stop = ctx.Queue(), ctx.Event()  # never read, as by a board that was killed
+    proc = ctx.Process(target=_orphaned_worker, args=(queue, stop, str(tmp_path)))
+    proc.start()
+    proc.join(120)
+    try:
+        assert proc.exitcode == 0, "the worker hung at exit on a queue nobody reads"
+    finally:
+        if proc.is_alive():
+            proc.kill()
+            proc.join(10)
