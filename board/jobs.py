@@ -218,8 +218,8 @@ class Jobs:
                 continue
             if not events and not (info.path / WORKER_LOG).exists():
                 continue  # never started by a board: nothing to say about it
-            pid = next((e.pid for e in reversed(events) if isinstance(e, RunStarted)), 0)
-            if pid_alive(pid):
+            started = next((e for e in reversed(events) if isinstance(e, RunStarted)), None)
+            if started is not None and pid_alive(started.pid, started.time):
                 continue
             _append_events(info.path, *died_events(info.path, "?"))
             marked.append(info.id)

@@ -32,6 +32,7 @@ class Watch:
     earlier: float = 0.0  # of it, the attempts before the current one
     eta: Optional[float] = None
     pid: int = 0
+    started: Optional[float] = None  # when the attempt under `pid` began: a later process with its pid is not it
     device: str = ""
     last_loss: Optional[float] = None
     error: Optional[dict[str, Any]] = None
@@ -61,7 +62,7 @@ class Watch:
             self._apply(ev)
         changed = bool(events)
         self.curves_changed = self.curves.add(events)
-        if not live and not events and self.status == RUNNING and not pid_alive(self.pid):
+        if not live and not events and self.status == RUNNING and not pid_alive(self.pid, self.started):
             self.status = FAILED  # died with no board to record it (a restarted board marks it for good)
             changed = True
         return changed
@@ -69,6 +70,7 @@ class Watch:
     def _apply(self, ev: Any) -> None:
         if isinstance(ev, RunStarted):  # also a resume: a new attempt on the same run
             self.status, self.total, self.pid, self.device = RUNNING, ev.total_steps, ev.pid, ev.device
+            self.started = ev.time
             self.warnings = [w for w in self.warnings if w["key"] not in UNTIL_STARTED]
             self.earlier = self.elapsed
             self.error, self.final = None, {}

@@ -63,7 +63,10 @@ def create_run(cfg: RunConfig, workdir: str | os.PathLike | None = None) -> Path
     raise RuntimeError("could not allocate a run id")
 
 
-def pid_alive(pid: int) -> bool:
+def pid_alive(pid: int, since: float | None = None) -> bool:
+    """Process `pid` runs (a zombie does not). With `since` (when the run said it started, under that pid):
+    and it is that run's process, not a later one given the same number (after a reboot or a container
+    restart, pids are handed out again from 1; the run would otherwise read as training forever)."""
     if pid <= 0:
         return False
     try:
@@ -71,13 +74,27 @@ def pid_alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
-    # a zombie (finished child not yet reaped) is not alive
+        pass
     try:
         with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ")[-1][:1] != "Z"
+            fields = f.read().rsplit(") ", 1)[-1].split()
     except OSError:
-        return True
+        return True  # no /proc (macOS): the pid is all there is to go by
+    if fields[0] == "Z":
+        return False
+    started = process_start_time(fields)
+    return since is None or started is None or started <= since + 2  # /proc's boot time is in whole seconds
+
+
+def process_start_time(stat_fields: list[str]) -> float | None:
+    """A process's start as a Unix time, from its /proc/<pid>/stat fields after the name."""
+    try:
+        ticks = int(stat_fields[19])  # field 22 of the whole line: start time in clock ticks since boot
+        with open("/proc/stat") as f:
+            btime = next(int(line.split()[1]) for line in f if line.startswith("btime "))
+        return btime + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
 
 
 def run_info(path: str | os.PathLike, events: Optional[list] = None) -> RunInfo:
@@ -90,10 +107,10 @@ def run_info(path: str | os.PathLike, events: Optional[list] = None) -> RunInfo:
         info.stage, info.model = cfg.stage, cfg.model.name_or_path
     except Exception:
         pass
-    pid, finished, attempts = 0, None, 0
+    pid, since, finished, attempts = 0, None, None, 0
     for ev in events:
         if isinstance(ev, RunStarted):  # a resumed run starts again: what ended before no longer counts
-            pid, info.total_steps = ev.pid, ev.total_steps
+            pid, since, info.total_steps = ev.pid, ev.time, ev.total_steps
             info.created = info.created if attempts else ev.time  # but it began when it first started
             attempts += 1
             finished, info.error, info.error_key, info.error_params = None, "", "", {}
@@ -112,7 +129,7 @@ def run_info(path: str | os.PathLike, events: Optional[list] = None) -> RunInfo:
     if finished is not None:
         info.status = finished.status
         info.metrics.update(finished.metrics)
-    elif events and pid_alive(pid):
+    elif events and pid_alive(pid, since):
         info.status = RUNNING
     elif not events and time.time() - info.created < 120:
         info.status = RUNNING  # just created; the worker is still importing torch

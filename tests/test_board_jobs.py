@@ -316,6 +316,28 @@ def test_watch_applies_a_resume_and_a_dead_pid(tmp_path):
     assert w.status == FAILED
 
 
+def test_a_pid_handed_to_a_later_process_is_not_the_runs(tmp_path):
+    """After a reboot or a container restart pids start again from 1: a run that died with the old machine
+    must not read as training forever because some new process has its pid (Start, Stop and Delete locked)."""
+    from engine.runs import pid_alive
+
+    assert pid_alive(os.getpid()) and pid_alive(os.getpid(), since=time.time())
+    assert not pid_alive(os.getpid(), since=time.time() - 10 * 3600)  # this process began after that run did
+    path = tmp_path / "runs" / "r"
+    path.mkdir(parents=True)
+    RunConfig().save(str(path / "config.yaml"))
+    started = RunStarted(run_id="r", stage="sft", total_steps=200, pid=os.getpid())
+    started.time -= 10 * 3600  # the run began hours before the process that now holds its pid
+    (path / "events.jsonl").write_text(started.to_json() + "\n" + LogStep(step=6, loss=2.0).to_json() + "\n")
+    assert run_info(path).status == FAILED
+    w = Watch.of("r", path)
+    w.advance()
+    w.advance()  # no new events, and the pid is not the run's
+    assert w.status == FAILED
+    jobs = Jobs(tmp_path)
+    assert jobs.busy() is None and jobs.recover() == ["r"]  # Start is free again; the run is marked as failed
+
+
 def test_the_finished_banner_gives_the_whole_runs_time(tmp_path):
     """The engine's train_runtime counts every attempt now; a run finished before that counted the last only."""
     from board import live
