@@ -155,28 +155,33 @@ def _main(args) -> int:
         # `tuneboard chat ... | head`: the reader has gone, which is not an error of ours
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nor is the exit's flush of stdout
         return 141  # what a shell reports for a process ended by SIGPIPE
-    except (TuneboardError, ConfigError) as e:
+    except Exception as e:
+        return report(e, debug)
+
+
+def report(e: Exception, debug: bool = False) -> int:
+    """Say what went wrong in one line on stderr (the traceback too with --debug); the exit code: 2 for bad
+    input (a config, a file, a path that can't be used as asked), 1 for a failure."""
+    if isinstance(e, (TuneboardError, ConfigError)):
         if debug:
-            traceback.print_exc()
+            traceback.print_exception(e)
         text = message(e.key, e.params) if isinstance(e, ConfigError) else str(e)
         print(f"{message('severity.error')}: {text}", file=sys.stderr)
         return 2
-    except FileNotFoundError as e:
+    if isinstance(e, FileNotFoundError):
         if debug:
-            traceback.print_exc()
+            traceback.print_exception(e)
         print(f"{message('severity.error')}: {message('error.file_not_found', {'path': e.filename or e})}", file=sys.stderr)
         return 2
-    except OSError as e:  # a path given that can't be used as asked: a folder for a file, a read-only disk, ...
-        if e.filename is None or e.errno not in PATH_ERRORS:
-            return _unexpected(e, debug)
+    if isinstance(e, OSError) and e.filename is not None and e.errno in PATH_ERRORS:
+        # a path given that can't be used as asked: a folder for a file, a read-only disk, ...
         if debug:
-            traceback.print_exc()
+            traceback.print_exception(e)
         reason = message(PATH_ERRORS[e.errno])
         print(f"{message('severity.error')}: {message('error.path', {'path': e.filename, 'reason': reason})}",
               file=sys.stderr)
         return 2
-    except Exception as e:  # the last line of defence: one clear line, the traceback on --debug
-        return _unexpected(e, debug)
+    return _unexpected(e, debug)  # the last line of defence: one clear line, the traceback on --debug
 
 
 PATH_ERRORS = {errno.EISDIR: "error.path.is_folder", errno.ENOTDIR: "error.path.not_folder",

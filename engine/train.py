@@ -435,17 +435,23 @@ def cmd_train(args) -> int:
     print(f"run folder: {run_dir}", file=sys.stderr)
     bar = ProgressBar(quiet=args.quiet)
     stop = _GracefulInterrupt()
-    aborted = False
+    aborted, failed = False, None
     try:
         run_training(cfg, run_dir, emit=bar, should_stop=stop.requested, workdir=workdir,
                      data=(train_ds, eval_ds, notes))
     except KeyboardInterrupt:  # a second signal: aborted; the run's events say where it got to
         print("\ninterrupted", file=sys.stderr)
         aborted = True
+    except Exception as e:
+        from .cli import report
+
+        failed = report(e, getattr(args, "debug", False))  # said before the folder, which stays the last line
     finally:
         stop.restore()
         bar.close()
         print(str(run_dir))  # the last line, also when the run failed: its log and events are there
+    if failed is not None:
+        return failed
     # stopped or aborted by Ctrl+C or SIGTERM: the run is not done; the shell's status for that signal
     return 128 + (stop.signal or 2) if aborted or stop.requested() else 0
 

@@ -489,10 +489,14 @@ def test_cli_a_run_that_fails_still_ends_with_its_folder(tmp_path):
     assert r.returncode == 2 and "no tokenizer, weights" in r.stderr and not (tmp_path / "runs").exists()
     (broken / "tokenizer.json").write_text("{}")  # all there, but unreadable: fails on loading, in the run
     (broken / "model.safetensors").write_bytes(b"not weights")
-    r = _cli("train", "assets/configs/sft_demo.yaml", "--max-steps", "1", "--workdir", str(tmp_path),
-             "--set", f"model.name_or_path={broken}")
-    assert r.returncode != 0 and "Traceback" not in r.stderr
-    run_dir = Path(r.stdout.strip().splitlines()[-1])
+    r = subprocess.run([sys.executable, "-m", "engine.cli", "train", "assets/configs/sft_demo.yaml", "--max-steps",
+                        "1", "--workdir", str(tmp_path), "--set", f"model.name_or_path={broken}"],
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT, timeout=600)
+    assert r.returncode != 0 and "Traceback" not in r.stdout
+    lines = r.stdout.strip().splitlines()  # stderr merged (`2>&1 | tail -1`): the error comes before the folder
+    run_dir = Path(lines[-1])
+    said = next(i for i, line in enumerate(lines) if line.startswith("error: "))
+    assert "Error" in lines[said] and said < len(lines) - 1
     assert run_dir.parent == tmp_path / "runs" and run_info(run_dir).status == "failed"
 
 
