@@ -499,6 +499,17 @@ def test_the_preview_marks_where_a_long_row_is_cut(tmp_path):
     assert preview.count("아주 긴 답변입니다.") < 60  # what is cut away is shown only in part
 
 
+def test_a_text_on_one_long_line_is_previewed_in_part(tmp_path):
+    """A book saved as one line (pretraining): the preview showed all of it, megabytes of HTML that froze the page."""
+    book = tmp_path / "book.txt"
+    book.write_text("한 줄로 저장된 아주 긴 책입니다. " * 20_000, encoding="utf-8")  # ~400 k characters, no newline
+    cfg = RunConfig.from_dict({"stage": "pt", "data": {"datasets": [{"path": str(book)}], "max_length": 128}})
+    _, _, preview, _ = data_tab.check_view(Session(lang="ko"), cfg, None, tmp_path)
+    assert len(preview) < 3 * data_tab.PREVIEW_CHARS and "표시하지 않음" in preview
+    hidden = len(book.read_text(encoding="utf-8").strip()) - data_tab.PREVIEW_CHARS
+    assert f"{hidden:,}" in preview  # how much is not shown
+
+
 def test_a_form_problem_blocks_start(tmp_path):
     s = Session()
     data_tab.check_view(s, RunConfig(), None, tmp_path)  # a good check first: its OK card must not come back

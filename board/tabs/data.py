@@ -229,11 +229,16 @@ def preview_html(reports: list[Any], lang: str) -> str:
                 tokens=f"{approx}{view['tokens']}",
                 loss=f"{approx}{view['loss_tokens']}",
             )
+            segments, hidden = _shown(view["segments"])
             body = "".join(
                 _cut_html(s["text"], view.get("cut_at"), lang) if s.get("cut")
                 else f'<mark class="tb-loss">{html.escape(s["text"])}</mark>' if s["loss"] else html.escape(s["text"])
-                for s in view["segments"]
+                for s in segments
             )
+            if hidden:
+                more = t("ui.data.more_chars", lang, count=f"{hidden:,}")
+                body += f'<span class="tb-more"> … {html.escape(more)}</span>'
+
             parts.append(
                 f'<div class="tb-sample"><div class="tb-sample-head">{html.escape(head)}'
                 f'{" · " + html.escape(label) if label else ""}</div><pre class="tb-render">{body}</pre></div>'
@@ -242,6 +247,25 @@ def preview_html(reports: list[Any], lang: str) -> str:
 
 
 CUT_SHOWN = 400  # characters of what training cuts away, shown after the mark (the rest of a long row is elided)
+PREVIEW_CHARS = 4000  # characters of a row's rendering shown: a book on one line must not become a 6 MB page
+
+
+def _shown(segments: list[dict]) -> tuple[list[dict], int]:
+    """The segments within PREVIEW_CHARS (what training cuts away counts its CUT_SHOWN), and how many
+    characters of the rest are not shown."""
+    out, room, hidden = [], PREVIEW_CHARS, 0
+    for seg in segments:
+        size = min(len(seg["text"]), CUT_SHOWN) if seg.get("cut") else len(seg["text"])
+        if room <= 0:
+            hidden += len(seg["text"])
+        elif size <= room or seg.get("cut"):
+            out.append(seg)
+            room -= size
+        else:
+            out.append({**seg, "text": seg["text"][:room]})
+            hidden += len(seg["text"]) - room
+            room = 0
+    return out, hidden
 
 
 def _cut_html(text: str, max_length: int | None, lang: str) -> str:
