@@ -200,3 +200,15 @@ def test_paths_that_cannot_be_used_as_asked_are_one_translated_line_and_exit_2(c
     with pytest.raises(SystemExit) as e:
         main(["estimate", preset, "--gpu-memory", "inf"])
     assert e.value.code == 2
+
+
+def test_a_long_text_is_said_to_be_split_with_nothing_dropped(capsys, tok_dir, tmp_path):
+    """Pretraining splits a text longer than the cutoff into pieces: the check said its tokens were dropped."""
+    book = tmp_path / "book.txt"
+    book.write_text("a long text of words that goes on and on " * 200 + "\n\nA short one.\n", encoding="utf-8")
+    rc, out, _ = run(capsys, book, "--model", tok_dir, "--max-length", "64", "--json")
+    stats = json.loads(out)["files"][0]["stats"]
+    assert rc == 0 and stats["split"] and stats["tokens_cut"] == 0 and stats["over_cutoff"] == 1
+    assert stats["packed_sequences"] == -(-stats["total"] // 64)  # every token, in rows of the cutoff
+    rc, out, _ = run(capsys, book, "--model", tok_dir, "--max-length", "64")
+    assert "1 text(s) longer, split into pieces of that length (no token dropped)" in out and "dropped;" not in out

@@ -240,7 +240,7 @@ def _too_long(out: Analysis, good: list[int], max_length: int, tokenizer: Any = 
         over = np.array([k for j, k in enumerate(over) if j not in dropped], dtype=np.int64)
         if not len(over):
             return
-    s = stats(out.lengths, max_length, out.counting)
+    s = stats(out.lengths, max_length, out.counting, split=out.format == "text")
     rows = ", ".join(str(out.numbers[good[k]]) for k in over[:10]) + (", ..." if len(over) > 10 else "")
     key = "data.too_long_split" if out.format == "text" else "data.too_long"  # pretraining splits texts
     out.findings.append(warning(None, None, key, count=len(over), total=len(good),

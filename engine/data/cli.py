@@ -80,7 +80,8 @@ def _print_report(r: FileReport) -> None:
         est = {"estimate": message("data.cli.estimated"), "calibrated": message("data.cli.calibrated")}.get(s["counting"], "")
         print("  " + message("data.cli.tokens", {**s, "estimated": est}))
         if "max_length" in s:
-            print("  " + message("data.cli.cutoff", {"max_length": s["max_length"], "over": s["over_cutoff"],
+            key = "data.cli.cutoff_split" if s.get("split") else "data.cli.cutoff"  # a text is split, not cut
+            print("  " + message(key, {"max_length": s["max_length"], "over": s["over_cutoff"],
                                                      "cut": s["tokens_cut"], "packed": s["packed_sequences"]}))
     for item in r.preview:
         for view in item["views"]:

@@ -158,8 +158,9 @@ def marked(view: dict[str, Any], open_: str = "[[", close: str = "]]", cut: str 
 
 
 def stats(lengths: np.ndarray | None, max_length: int | None = None, counting: str = "exact",
-          bins: int = 10) -> dict[str, Any]:
-    """Token length distribution, a histogram, and what the cutoff (and packing) would do."""
+          bins: int = 10, split: bool = False) -> dict[str, Any]:
+    """Token length distribution, a histogram, and what the cutoff (and packing) would do: cut a longer row at
+    the cutoff, or, `split` (plain texts for pretraining), split it into pieces of the cutoff, dropping nothing."""
     estimated = counting != "exact"
     if lengths is None or not len(lengths):
         return {"rows": 0, "estimated": estimated, "counting": counting}
@@ -171,7 +172,7 @@ def stats(lengths: np.ndarray | None, max_length: int | None = None, counting: s
            "p50": p50, "p90": p90, "p99": p99, "total": int(lengths.sum()), "estimated": estimated, "counting": counting,
            "histogram": {"edges": [int(round(e)) for e in edges], "counts": [int(c) for c in counts]}}
     if max_length:
-        kept = np.minimum(lengths, max_length)
-        out.update(max_length=max_length, over_cutoff=int((lengths > max_length).sum()),
+        kept = lengths if split else np.minimum(lengths, max_length)
+        out.update(max_length=max_length, split=split, over_cutoff=int((lengths > max_length).sum()),
                    tokens_cut=int((lengths - kept).sum()), packed_sequences=int(-(-int(kept.sum()) // max_length)))
     return out

@@ -65,6 +65,6 @@ def check_file(path: str, fmt: str = "auto", *, columns: dict[str, str] | None =
         path=src.path, source=src.kind, format=result.format, kind=result.trl_kind, rows=len(src.rows),
         valid=len(good), findings=kept, counts=counts, errors=result.errors,
         warnings=sum(f.severity == "warning" for f in result.findings),
-        stats=stats(result.lengths, max_length, result.counting),
+        stats=stats(result.lengths, max_length, result.counting, split=result.format == "text"),
         preview=preview(good, numbers, tokenizer, preview_rows, assistant_only, max_length),
     )
