@@ -262,6 +262,14 @@ class RunConfig:
                 _fail("training.per_device_train_batch_size", "error.dpo.kto_batch_size",
                       "KTO needs a batch size of at least 2", size=self.training.per_device_train_batch_size)
 
+    def chat_generation(self) -> GenerationConfig:
+        """The settings a run chats with: its own, and where they set no system prompt, the one it trained
+        with (`data.system_prompt`): a model tuned under a system prompt answers as trained only under it."""
+        gen = self.generation
+        if gen.system_prompt is None and self.data.system_prompt and self.stage != "pt":
+            gen = dataclasses.replace(gen, system_prompt=self.data.system_prompt)
+        return gen
+
     # ---- conversion -------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

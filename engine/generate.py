@@ -457,7 +457,7 @@ def load_run_tokenizer(cfg: RunConfig, res, source: Path):
 
 def settings_from_args(cfg: RunConfig, args) -> GenerationConfig:
     """The run's generation settings with the command line's flags on top."""
-    data = dataclasses.asdict(cfg.generation)
+    data = dataclasses.asdict(cfg.chat_generation())
     for flag, name in (("system", "system_prompt"), ("seed", "seed"), ("temperature", "temperature"),
                        ("top_k", "top_k"), ("top_p", "top_p"), ("min_p", "min_p"),
                        ("repetition_penalty", "repetition_penalty"), ("num_beams", "num_beams"),

@@ -254,6 +254,14 @@ def test_loading_a_run_sets_the_controls_to_its_generation_settings(tmp_path):
     picked = dict(zip(chat.SETTINGS, chat.run_settings(tmp_path, "demo-run"), strict=True))  # picked, not loaded
     assert picked["chat-temperature"] == 0.2
     assert chat.run_settings(tmp_path, None) == [SKIP] * len(chat.SETTINGS)
+    # a run trained under a system prompt chats under it, unless its generation settings name their own
+    trained = RunConfig.load(str(run / "config.yaml")).with_overrides({"data.system_prompt": "너는 도우미야."})
+    trained.save(str(run / "config.yaml"))
+    assert dict(zip(chat.SETTINGS, chat.run_settings(tmp_path, "demo-run"), strict=True))["chat-system"] == "너는 도우미야."
+    trained.with_overrides({"generation.system_prompt": "Answer in English."}).save(str(run / "config.yaml"))
+    assert dict(zip(chat.SETTINGS, chat.run_settings(tmp_path, "demo-run"), strict=True))["chat-system"] == \
+        "Answer in English."
+    assert trained.with_overrides({"stage": "pt"}).chat_generation().system_prompt is None  # plain text: no turns
 
 
 def test_the_answers_settings_are_named_as_their_controls_in_the_readers_language():

@@ -280,7 +280,7 @@ def run_settings(workdir: Path, run_id: Optional[str]) -> list:
     """The controls set to the run's own generation settings, when a run is picked or loaded (a message sent
     without Load would otherwise sample at the generic defaults); unchanged where the run has none to read."""
     try:
-        gen = RunConfig.load(str(resolve_run(run_id, workdir) / "config.yaml")).generation
+        gen = RunConfig.load(str(resolve_run(run_id, workdir) / "config.yaml")).chat_generation()
     except Exception:  # noqa: BLE001 - no run, or one without a readable config: the controls stay as they are
         return [SKIP] * len(SETTINGS)
     return controls(gen.__dict__)
