@@ -429,11 +429,39 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
         if "=" not in item:
             raise ConfigError(item, "error.config.set_syntax", "expected section.key=value", value=item)
         k, v = item.split("=", 1)
-        overrides[k.strip()] = parse_value(v)
+        overrides[k.strip()] = parse_value(v, _leaf_type(k.strip()))
     return overrides
 
 
-def parse_value(text: str) -> Any:
+# list fields whose items are literal text, where YAML's reading of `[INST]` (a list holding INST) is never meant
+LITERAL_LISTS = {"generation.stop"}
+
+
+def _leaf_type(dotted: str) -> Any:
+    """The declared type of a dotted RunConfig field (`data.system_prompt` -> Optional[str]), or None."""
+    cls: Any = RunConfig
+    for part in dotted.split("."):
+        if not dataclasses.is_dataclass(cls):
+            return None
+        hint = typing.get_type_hints(cls).get(part)
+        if hint is None:
+            return None
+        cls = hint
+    return "literal_list" if dotted in LITERAL_LISTS else cls
+
+
+def parse_value(text: str, hint: Any = None) -> Any:
+    """Parse a `--set` value the way YAML would (numbers, booleans, lists), else keep the string. A text field
+    (`hint` str or Optional[str]) keeps the text as typed: YAML would read `# 역할` as nothing, `0123` as an
+    octal number and `Answer: briefly` as a mapping; `null` or nothing still unsets an optional one."""
+    if hint in (str, Optional[str]):
+        return None if hint is not str and text.strip() in ("", "null", "~") else text
+    if hint == "literal_list":  # one stop string as typed; several as a quoted YAML list: ["[INST]", "###"]
+        if not text.strip().startswith("["):
+            return [text] if text.strip() else None
+        parsed = parse_value(text)
+        several = isinstance(parsed, list) and (len(parsed) != 1 or any(q in text for q in "'\""))
+        return parsed if several else [text]
     """Parse a `--set` value the way YAML would (numbers, booleans, lists), else keep the string."""
     try:
         import yaml

@@ -179,3 +179,26 @@ def test_values_a_person_mistypes_are_refused_with_the_field_and_a_filled_messag
     with pytest.raises(ConfigError) as e:
         RunConfig().with_overrides(parse_overrides(["adapter.rank.x=1"]))
     assert (e.value.field, e.value.key) == ("adapter.rank", "error.config.not_a_section")
+
+
+@pytest.mark.parametrize("item, field, value", [
+    ("data.system_prompt=# 역할: 도우미", "data.system_prompt", "# 역할: 도우미"),  # YAML: a comment, so nothing
+    ("data.system_prompt=Answer: briefly", "data.system_prompt", "Answer: briefly"),  # YAML: a mapping
+    ("model.revision=0123456", "model.revision", "0123456"),  # YAML 1.1: an octal number, 42798
+    ("run_name=2024-01-01", "run_name", "2024-01-01"),  # YAML: a date
+    ("run_name=no", "run_name", "no"),  # YAML 1.1: false
+    ("run_name=null", "run_name", None),  # unsetting an optional text still works
+    ("generation.stop=[INST]", "generation.stop", ["[INST]"]),  # YAML: a list holding INST
+    ("generation.stop=### Instruction:", "generation.stop", ["### Instruction:"]),
+    ('generation.stop=["[INST]", "###"]', "generation.stop", ["[INST]", "###"]),  # several, quoted
+    ("adapter.target_modules=[q_proj, v_proj]", "adapter.target_modules", ["q_proj", "v_proj"]),  # still YAML
+    ("training.learning_rate=1e-4", "training.learning_rate", 1e-4),
+])
+def test_set_keeps_text_as_typed_where_the_field_is_text(item, field, value):
+    """--set reads values as YAML, except in text fields: YAML silently turned a system prompt starting with # into
+    nothing, a revision into an octal number and a stop string [INST] into INST."""
+    from operator import attrgetter
+
+    from engine.config import parse_overrides
+
+    assert attrgetter(field)(RunConfig().with_overrides(parse_overrides([item]))) == value
