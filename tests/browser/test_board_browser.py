@@ -280,6 +280,37 @@ def test_demo_run_streams_reattaches_stops_and_resumes(page, chromium, board):
     assert wait_status(page, {"stopped", "failed", "finished"}, 120) == "stopped"
 
 
+def test_dpo_goes_on_from_the_sft_runs_adapter_and_charts_its_rewards(page, board):
+    """SFT, then DPO on its adapter, all on the page: the Model tab offers the stopped SFT run above, the LoRA
+    controls take the adapter's shape, and the DPO run draws its rewards and ranked pairs beside the loss."""
+    open_board(page, board.url)
+    assert not page.is_visible("#train-rewards-plot")  # no DPO run watched yet
+    page.click("#model-init-from input")
+    options = page.locator("[role=option]").all_inner_texts()
+    sft = next((o for o in options if "· SFT ·" in o), None)
+    assert sft, options
+    page.click(f'[role=option][aria-label="{sft}"]')
+    page.wait_for_function("() => document.querySelector('#model-rank input')?.disabled", timeout=30_000)
+    tab(page, "train")
+    page.click("#train-stage >> text=DPO (preferences)")
+    page.fill("#train-max-steps input", "4")
+    page.press("#train-max-steps input", "Tab")
+    page.wait_for_timeout(500)
+    start(page)
+    assert wait_status(page, {"finished", "failed", "stopped"}, FIRST_POINTS_S) == "finished", page.inner_text(
+        "#train-alerts")
+    page.wait_for_function(
+        "() => document.querySelector('#train-rewards-plot .js-plotly-plot')?.data?.[0]?.x?.length > 0",
+        timeout=30_000,
+    )
+    names = page.evaluate("() => document.querySelector('#train-rewards-plot .js-plotly-plot').data.map(d => d.name)")
+    assert [n for n in names if " · " not in n] == ["chosen", "rejected", "margin"], names  # + validation's
+    assert page.is_visible("#train-accuracy-plot")
+    config = (board.home / "runs" / run_id_shown(page) / "config.yaml").read_text()
+    assert "stage: dpo" in config and f"init_from: {board.home / 'runs' / sft.split(' · ')[0]}" in config, config
+    shot(page, "train-dpo-rewards")
+
+
 def test_a_failed_run_reads_as_a_sentence_with_details_on_demand(page, board):
     broken = board.home / "broken-model"  # a model folder whose config.json names no architecture: Start takes
     broken.mkdir(exist_ok=True)  # it (one without config.json, a tokenizer or weights is refused at Start), loading
