@@ -163,9 +163,9 @@ def figure(curves: Curves, metric: str, lang: str, waiting: bool = True):
     elif metric == "rewards":
         for key, name, color, dash in REWARD_LINES:
             traces.append(_line(curves.rewards.get(key, Series()), t(name, lang), color, dash))
-            if key in curves.eval_rewards:
+            if key in curves.eval_rewards:  # named on hover; three more legend entries would cover the chart
                 name = f"{t(name, lang)} · {t('ui.chart.eval', lang)}"
-                traces.append(_line(curves.eval_rewards[key], name, color, "dashdot"))
+                traces.append(dict(_line(curves.eval_rewards[key], name, color, "dashdot"), showlegend=False))
         legend = True
     elif metric == "accuracy":
         key = "rewards/accuracies"
