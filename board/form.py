@@ -14,7 +14,7 @@ from typing import Any
 from engine.config import RunConfig
 
 # the page's shapes that are not a RunConfig field one-to-one
-QUANT_MODES = {"none": (0, "nf4"), "8bit": (8, "nf4"), "4bit": (4, "nf4")}
+QUANT_MODES = {"none": 0, "8bit": 8, "4bit": 4}  # the page's choice -> quantization.bits
 DATASETS, DATA_FORMAT, DATA_COLUMNS, DATA_MAX_SAMPLES = (
     "data.datasets",
     "data.format",
@@ -85,10 +85,7 @@ def form_to_config(values: dict[str, Any], base: dict[str, Any] | None = None) -
     if data["adapter"]["method"] != "lora":  # the pick of an adapter to continue hides with the LoRA settings
         data["adapter"]["init_from"] = None
     if QUANT_MODE in values:
-        bits, qtype = QUANT_MODES.get(values[QUANT_MODE] or "none", (0, "nf4"))
-        data["quantization"]["bits"] = bits
-        if bits == 4:
-            data["quantization"]["quant_type"] = qtype
+        data["quantization"]["bits"] = QUANT_MODES.get(values[QUANT_MODE] or "none", 0)  # the 4-bit type stays the loaded config's (nf4 unless it says fp4)
     if DATASETS in values:
         data["data"]["datasets"] = _datasets(values, data["data"]["datasets"])
     return RunConfig.from_dict(data)

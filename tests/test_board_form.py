@@ -67,6 +67,9 @@ def test_page_shapes_become_config_fields():
     back = config_to_form(cfg, NAMES)
     assert back["quantization.mode"] == "4bit" and back["adapter.target_modules"] == "q_proj, v_proj"
     assert form_to_config(back) == cfg
+    # the 4-bit type has no control: a loaded config's fp4 stays fp4 (it became nf4)
+    fp4 = {"quantization": {"bits": 4, "quant_type": "fp4"}}
+    assert form_to_config({"quantization.mode": "4bit"}, fp4).quantization.quant_type == "fp4"
 
 
 def test_zero_max_samples_means_every_row_and_blank_modules_all_linear():
