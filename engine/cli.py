@@ -121,6 +121,10 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--push-to-hub", default=None, metavar="REPO", help="also upload (token from $HF_TOKEN, never saved)")
     ex.add_argument("--workdir", default=None)
     ex.add_argument("--debug", action="store_true")
+    for verb in sub.choices.values():  # `tuneboard --workdir D train ...`: a verb's own unset flag must not
+        for action in verb._actions:  # overwrite what was given before it (argparse lets its default win)
+            if action.dest in ("workdir", "debug"):
+                action.default = argparse.SUPPRESS
     return p
 
 

@@ -202,3 +202,16 @@ def test_set_keeps_text_as_typed_where_the_field_is_text(item, field, value):
     from engine.config import parse_overrides
 
     assert attrgetter(field)(RunConfig().with_overrides(parse_overrides([item]))) == value
+
+
+@pytest.mark.parametrize("argv, workdir, debug", [
+    (["--workdir", "X", "--debug", "train", "c.yaml"], "X", True),  # before the verb: was silently dropped
+    (["train", "c.yaml", "--workdir", "Y", "--debug"], "Y", True),
+    (["--workdir", "X", "train", "c.yaml", "--workdir", "Y"], "Y", False),  # the verb's own wins
+    (["check", "f.jsonl"], None, False),
+])
+def test_workdir_and_debug_count_before_or_after_the_verb(argv, workdir, debug):
+    from engine.cli import build_parser
+
+    args = build_parser().parse_args(argv)
+    assert (args.workdir, args.debug) == (workdir, debug)
