@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import json
 import math
 import re
@@ -288,7 +289,12 @@ class RunConfig:
         import yaml
 
         try:
-            data = yaml.safe_load(text)
+            data = yaml.load(text, Loader=_strict_loader())  # noqa: S506 - a SafeLoader that refuses repeated keys
+        except yaml.MarkedYAMLError as e:  # one line: what and where (PyYAML's own text spans five)
+            mark = e.problem_mark or e.context_mark
+            where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+            error = f"{e.problem or e.context}{where}"
+            raise ConfigError("<yaml>", "error.config.yaml", f"not valid YAML: {error}", error=error) from None
         except yaml.YAMLError as e:
             raise ConfigError("<yaml>", "error.config.yaml", f"not valid YAML: {e}", error=str(e)) from None
         if data is None:  # an empty file is a slip (a save that failed, the wrong file), not "all defaults"
@@ -409,6 +415,27 @@ def padding_free_choice(cfg: RunConfig, attn: str) -> bool:
         return True
     mode = cfg.training.padding_free
     return mode == "on" or (mode == "auto" and attn in ("flash_attention_2", "varlen"))
+
+
+@functools.cache
+def _strict_loader():
+    """PyYAML's SafeLoader, refusing a key given twice in one mapping: YAML keeps the last, so a `training:`
+    block appended to a preset silently replaced the preset's whole section."""
+    import yaml
+
+    class StrictLoader(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):
+            seen: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=True)
+                line = key_node.start_mark.line + 1
+                if key in seen and key != "<<":  # `<<` is a merge key, made to repeat
+                    raise ConfigError(str(key), "error.config.duplicate_key", f"given twice, lines {seen[key]} and "
+                                      f"{line}; the second would silently replace the first", first=seen[key], line=line)
+                seen[key] = line
+            return super().construct_mapping(node, deep)
+
+    return StrictLoader
 
 
 def config_from_args(args) -> RunConfig:

@@ -215,3 +215,22 @@ def test_workdir_and_debug_count_before_or_after_the_verb(argv, workdir, debug):
 
     args = build_parser().parse_args(argv)
     assert (args.workdir, args.debug) == (workdir, debug)
+
+
+def test_a_key_given_twice_is_refused_with_its_lines_and_bad_yaml_is_one_line():
+    """YAML keeps a repeated key's last value: a training: block appended to a preset replaced the whole section."""
+    text = "training:\n  max_steps: 2\nmodel:\n  name_or_path: demo\ntraining:\n  learning_rate: 5.0e-4\n"
+    with pytest.raises(ConfigError) as e:
+        RunConfig.from_yaml(text)
+    assert e.value.key == "error.config.duplicate_key" and e.value.params == {"field": "training", "first": 1, "line": 5}
+    with pytest.raises(ConfigError) as e:
+        RunConfig.from_yaml("training:\n  max_steps: 2\n  max_steps: 3\n")
+    assert e.value.params == {"field": "max_steps", "first": 2, "line": 3}
+    ok = "training: &t\n  max_steps: 2\n"
+    assert RunConfig.from_yaml(ok).training.max_steps == 2  # anchors and single keys read as before
+    with pytest.raises(ConfigError) as e:
+        RunConfig.from_yaml("training:\n\tmax_steps: 2\n")
+    from engine.messages import message
+
+    said = message("error.config.yaml", e.value.params)
+    assert "\n" not in said and "(line 2, column 1)" in said
