@@ -428,7 +428,7 @@ def cmd_train(args) -> int:
     notes: list[tuple[str, dict]] = []
     train_ds, eval_ds = load_training_data(cfg, notes)  # bad data is refused here, before a run folder exists
     resume_checkpoint(cfg, None)  # so is a checkpoint that cannot go on under this config
-    check_model_reachable(cfg, workdir)  # and a hub id this machine cannot download
+    check_before_start(cfg, workdir)  # and a hub id this machine cannot download, a tracker not installed
     check_init_from(cfg)  # and an adapter to continue that was fitted to another demo build
     _print_estimate(cfg, workdir)
     run_dir = create_run(cfg, workdir)
@@ -473,6 +473,33 @@ def check_init_from(cfg: RunConfig) -> None:
                 return
             check_demo_build(saved, owner)
             return
+
+
+# experiment trackers transformers reports to -> the packages any of which it needs
+TRACKERS = {"tensorboard": ("tensorboard", "tensorboardX"), "wandb": ("wandb",), "mlflow": ("mlflow",),
+            "comet_ml": ("comet_ml",), "clearml": ("clearml",), "dvclive": ("dvclive",), "swanlab": ("swanlab",),
+            "trackio": ("trackio",), "neptune": ("neptune",)}
+
+
+def check_trackers(cfg: RunConfig) -> None:
+    """`training.report_to` names trackers whose package is installed: a missing one failed the run at step 0,
+    after its folder was made, with transformers' RuntimeError. No import: the board asks this too."""
+    import importlib.util
+
+    for name in cfg.training.report_to:
+        if name in ("none", "all"):
+            continue
+        if name not in TRACKERS:
+            raise TuneboardError("error.tracker_unknown", tracker=name, trackers=", ".join(TRACKERS))
+        if not any(importlib.util.find_spec(pkg) for pkg in TRACKERS[name]):
+            raise TuneboardError("error.tracker_missing", tracker=name, package=TRACKERS[name][0])
+
+
+def check_before_start(cfg: RunConfig, workdir=None) -> None:
+    """What would fail a run as it starts, said before its folder exists (CLI and board): trackers that are not
+    installed, a model this machine cannot load."""
+    check_trackers(cfg)
+    check_model_reachable(cfg, workdir)
 
 
 def check_model_reachable(cfg: RunConfig, workdir=None) -> None:

@@ -725,3 +725,21 @@ def test_after_a_stop_a_late_ctrl_c_is_ignored_while_the_process_exits():
     finally:
         signal.signal(signal.SIGINT, before)
         signal.signal(signal.SIGTERM, before_term)
+
+
+def test_a_tracker_that_is_not_installed_is_refused_before_a_run_folder(tmp_path, monkeypatch):
+    """report_to: tensorboard without the package failed the run at step 0, after its folder was made."""
+    import importlib.util
+
+    from engine.messages import TuneboardError
+    from engine.train import check_trackers
+
+    cfg = RunConfig.from_dict({"training": {"report_to": ["tensorboard"]}})
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if "ensorboard" in name else real(name, *a))
+    with pytest.raises(TuneboardError) as e:
+        check_trackers(cfg)
+    assert e.value.key == "error.tracker_missing" and "pip install tensorboard" in str(e.value)
+    check_trackers(RunConfig.from_dict({"training": {"report_to": ["none"]}}))  # nothing to check
+    r = _cli("train", "assets/configs/sft_demo.yaml", "--workdir", str(tmp_path), "--set", "training.report_to=tensorbord")
+    assert r.returncode == 2 and "tensorbord is not a tracker" in r.stderr and not (tmp_path / "runs").exists()

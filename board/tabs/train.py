@@ -59,11 +59,11 @@ def start(s: Session, values: dict[str, Any], token: str | None, jobs: Jobs) -> 
         if s.data.errors:
             return gate(s, lang)[3].replace("tb-msg-warning", "tb-msg-error")
         try:
-            from engine.train import check_model_reachable
+            from engine.train import check_before_start
 
             cfg = build_config(values, s.base, jobs.workdir)
             # a folder that holds no whole model, or a hub id this machine cannot download: said now, not by a run
-            check_model_reachable(cfg, jobs.workdir)
+            check_before_start(cfg, jobs.workdir)
             run_id = jobs.start(cfg, token=(token or "").strip() or None, lang=lang)
         except Exception as e:
             return error_html(e, lang)
