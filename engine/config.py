@@ -263,6 +263,26 @@ class RunConfig:
                 _fail("training.per_device_train_batch_size", "error.dpo.kto_batch_size",
                       "KTO needs a batch size of at least 2", size=self.training.per_device_train_batch_size)
 
+    def with_absolute_paths(self) -> RunConfig:
+        """A copy whose local paths (datasets, a model folder, an adapter to continue, a checkpoint) are absolute:
+        a run's config.yaml re-runs and evaluates from any folder, not only from the one it was started in."""
+        from pathlib import Path
+
+        def absolute(p: Optional[str]) -> Optional[str]:
+            return str(Path(p).expanduser().resolve()) if p and Path(p).expanduser().exists() else p
+
+        data = self.to_dict()
+        for spec in data["data"]["datasets"]:
+            spec["path"] = absolute(spec["path"])
+        from .demo import is_demo
+
+        if not is_demo(self.model.name_or_path) and Path(self.model.name_or_path).expanduser().is_dir():
+            data["model"]["name_or_path"] = absolute(self.model.name_or_path)
+        data["adapter"]["init_from"] = absolute(self.adapter.init_from)
+        if self.training.resume_from != "last":
+            data["training"]["resume_from"] = absolute(self.training.resume_from)
+        return type(self).from_dict(data)
+
     def chat_generation(self) -> GenerationConfig:
         """The settings a run chats with: its own, and where they set no system prompt, the one it trained
         with (`data.system_prompt`): a model tuned under a system prompt answers as trained only under it."""

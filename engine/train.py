@@ -421,7 +421,7 @@ def _check_resume_layout(cfg: RunConfig, ckpt: Optional[Path], packing: bool) ->
 def cmd_train(args) -> int:
     from .data import load_training_data
 
-    cfg = config_from_args(args)
+    cfg = config_from_args(args).with_absolute_paths()  # config.yaml re-runs from any folder
     workdir = Path(args.workdir).resolve() if args.workdir else default_workdir()
     if workdir.exists() and not workdir.is_dir():  # before anything is read or built into it
         raise TuneboardError("error.workdir_not_folder", path=str(workdir))

@@ -234,3 +234,15 @@ def test_a_key_given_twice_is_refused_with_its_lines_and_bad_yaml_is_one_line():
 
     said = message("error.config.yaml", e.value.params)
     assert "\n" not in said and "(line 2, column 1)" in said
+
+
+def test_a_runs_local_paths_are_recorded_absolute(tmp_path, monkeypatch):
+    """`tuneboard train c.yaml --data my.jsonl` run from one folder: its config.yaml named my.jsonl as given, so
+    re-running it or `tuneboard eval` from anywhere else said the file was not found."""
+    (tmp_path / "my.jsonl").write_text("{}\n")
+    (tmp_path / "demo").mkdir()  # a folder that happens to be called like the demo model stays the demo
+    monkeypatch.chdir(tmp_path)
+    cfg = RunConfig.from_dict({"data": {"datasets": [{"path": "my.jsonl"}, {"path": "demo:sft"}, {"path": "org/set"}]},
+                               "adapter": {"init_from": "./gone"}}).with_absolute_paths()
+    assert [d.path for d in cfg.data.datasets] == [str(tmp_path / "my.jsonl"), "demo:sft", "org/set"]
+    assert cfg.model.name_or_path == "demo" and cfg.adapter.init_from == "./gone"  # what does not exist stays
