@@ -105,10 +105,12 @@ def died_events(path: Path, code: Any) -> tuple[Error, Finished]:
     """What the board records for a worker that ended without saying how: failed, with its output."""
     tail = read_tail(path / WORKER_LOG, 8_000)
     params = {"code": code}
+    # killed (SIGKILL: the kernel's out-of-memory killer, most often), or ended with nothing said: the message
+    # must not send the reader to an output that is not there
+    key = "ui.error.worker_killed" if code == -9 else "ui.error.worker_died" if tail.strip() else \
+        "ui.error.worker_died_silent"
     return (
-        Error(
-            key="ui.error.worker_died", params=params, message=message("ui.error.worker_died", params), traceback=tail
-        ),
+        Error(key=key, params=params, message=message(key, params), traceback=tail),
         Finished(status="failed"),
     )
 

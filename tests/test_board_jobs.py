@@ -223,10 +223,10 @@ def test_a_worker_that_dies_is_recorded_as_failed(jobs, tmp_path):
     wait_for(lambda: jobs.own() is None and not jobs.is_live(run_id))
     events = read_events(str(path / "events.jsonl"))
     assert isinstance(events[-1], Finished) and events[-1].status == "failed"
-    assert events[-2].key == "ui.error.worker_died" and events[-2].params["code"] == 3
+    assert events[-2].key == "ui.error.worker_died_silent" and events[-2].params["code"] == 3  # it printed nothing
     w = Watch.of(run_id, path)
     w.advance(live=False)
-    assert w.status == FAILED and w.error["key"] == "ui.error.worker_died"
+    assert w.status == FAILED and w.error["key"] == "ui.error.worker_died_silent"
 
 
 def test_a_silent_death_is_failed_too(jobs, tmp_path):
@@ -376,6 +376,10 @@ def test_events_written_are_what_the_engine_reads(tmp_path):
     line = json.loads(err.to_json())
     assert line["type"] == "error" and line["params"] == {"code": 9} and "Boom" in line["traceback"]
     assert fin.status == "failed"
+    assert err.key == "ui.error.worker_died"  # "its output is under Show details": there is some
+    assert died_events(tmp_path, -9)[0].key == "ui.error.worker_killed"  # SIGKILL: most often out of memory
+    (tmp_path / "worker.log").write_text("")
+    assert died_events(tmp_path, 1)[0].key == "ui.error.worker_died_silent"  # no details to point to
 
 
 def _flood(cfg, run_dir, emit=None, should_stop=None, workdir=None):
