@@ -92,6 +92,14 @@ def _copy(source: Path, out: Path) -> None:
     for p in source.iterdir():
         if p.is_file() and p.name not in SKIP:
             shutil.copy2(p, out / p.name)
+            (out / p.name).chmod(0o644)  # an export is for others to read too (the trainer saved some 0600)
+    config = out / "config.json"
+    if (out / "adapter_config.json").exists() or not config.exists():
+        return
+    data = json.loads(config.read_text(encoding="utf-8"))
+    if data.get("use_cache") is False:  # training turns the KV cache off; generating with the model wants it
+        data["use_cache"] = True
+        config.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
 def _merge(cfg: RunConfig, run_dir: Path, source: Path, out: Path, workdir) -> str:

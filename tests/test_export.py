@@ -185,6 +185,14 @@ def test_a_full_model_run_chats_and_compares_with_its_base(merged, trained_run, 
     assert full.generate(PROMPT, greedy, use_adapter=False)[0].text == lora.generate(PROMPT, greedy, use_adapter=False)[0].text
     full.unload()
     lora.unload()
+    # its export: the whole model, readable by others, with the KV cache training turned off back on
+    config = json.loads((run / "model" / "config.json").read_text())
+    (run / "model" / "config.json").write_text(json.dumps({**config, "use_cache": False}))
+    (run / "model" / "model.safetensors").chmod(0o600)
+    exported = export_run(str(run), tmp_path / "full-export", workdir=workdir)
+    assert exported["kind"] == "model"
+    assert json.loads((tmp_path / "full-export" / "config.json").read_text())["use_cache"] is True
+    assert (tmp_path / "full-export" / "model.safetensors").stat().st_mode & 0o044 == 0o044
 
 
 def test_overwrite_replaces_an_earlier_export_and_nothing_else(trained_run, workdir, tmp_path):
