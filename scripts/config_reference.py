@@ -9,7 +9,7 @@ def main() -> None:
     for name, text, default in field_help():
         d = "`null`" if default is None else f"`{default}`"
         print(f"| `{name}` | {d} | {text.replace('|', '/')} |")
-    print("| `data.datasets[].path` | `demo:sft` | File (json, jsonl, csv, parquet, txt), `demo:<name>` bundled set, or hub name. |")
+    print("| `data.datasets[].path` | (required) | File (json, jsonl, csv, parquet, txt), `demo:<name>` bundled set, or hub name. |")
     print("| `data.datasets[].format` | `auto` | auto, alpaca, sharegpt, messages, prompt_completion, preference, text. |")
     print("| `data.datasets[].columns` | `{}` | Map our names to the file's, e.g. `{instruction: question, output: answer}`. |")
     print("| `data.datasets[].split` | `train` | Split of a hub dataset. |")
