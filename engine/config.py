@@ -173,6 +173,9 @@ class TrainingConfig:
         _check_range(self, "eval_steps", 0)
         _check_range(self, "save_steps", 0)
         _check_range(self, "checkpoint_layers", 1)
+        _check_range(self, "seed", 0, 2**32 - 1)  # what torch and numpy take: a larger one failed inside the run
+        _check_range(self, "dataloader_num_workers", 0)
+        _check_range(self, "save_total_limit", 1)  # transformers reads 0 or less as "keep every checkpoint"
         if self.max_steps == 0 or self.max_steps < -1:
             _fail("max_steps", "error.config.range", f"must be -1 or >= 1, got {self.max_steps}", value=self.max_steps, bound="-1 or >= 1")
 
@@ -555,6 +558,8 @@ def _coerce(tp: Any, value: Any, name: str) -> Any:
     if origin is Literal:
         if isinstance(value, bool) and {"on", "off"} <= set(args):  # YAML 1.1 reads on/off (and true/false) as booleans
             value = "on" if value else "off"
+        if isinstance(value, str) and value not in args:  # BF16 for bf16, SFT for sft; "4" for bits 4
+            value = next((a for a in args if str(a).lower() == value.strip().lower()), value)
         if value not in args or (isinstance(value, bool) and not any(isinstance(a, bool) for a in args)):
             choices = ", ".join(str(a) for a in args)
             near = difflib.get_close_matches(str(value), [str(a) for a in args], n=1)

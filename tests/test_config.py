@@ -168,7 +168,10 @@ def test_values_a_person_mistypes_are_refused_with_the_field_and_a_filled_messag
            ({"generation": {"num_beams": -3}}, "generation.num_beams", "error.config.range"),
            ({"training": 5}, "training", "error.config.type"),
            ({"adapter": [1, 2]}, "adapter", "error.config.type"),
-           ({"training": {"learning_rate": None}}, "training.learning_rate", "error.config.empty_value")]
+           ({"training": {"learning_rate": None}}, "training.learning_rate", "error.config.empty_value"),
+           ({"training": {"seed": 10**23}}, "training.seed", "error.config.range"),  # failed inside the run
+           ({"training": {"dataloader_num_workers": -1}}, "training.dataloader_num_workers", "error.config.range"),
+           ({"training": {"save_total_limit": 0}}, "training.save_total_limit", "error.config.range")]  # "keep all"
     for data, name, key in bad:
         with pytest.raises(ConfigError) as e:
             RunConfig.from_dict(data)
@@ -246,3 +249,11 @@ def test_a_runs_local_paths_are_recorded_absolute(tmp_path, monkeypatch):
                                "adapter": {"init_from": "./gone"}}).with_absolute_paths()
     assert [d.path for d in cfg.data.datasets] == [str(tmp_path / "my.jsonl"), "demo:sft", "org/set"]
     assert cfg.model.name_or_path == "demo" and cfg.adapter.init_from == "./gone"  # what does not exist stays
+
+
+def test_a_choice_in_other_capitals_is_the_choice():
+    cfg = RunConfig.from_dict({"stage": "SFT", "model": {"precision": "BF16"}, "quantization": {"bits": "4"},
+                               "adapter": {"method": "LoRA"}})
+    assert (cfg.stage, cfg.model.precision, cfg.quantization.bits, cfg.adapter.method) == ("sft", "bf16", 4, "lora")
+    with pytest.raises(ConfigError, match="did you mean 'bf16'"):
+        RunConfig.from_dict({"model": {"precision": "bf61"}})
