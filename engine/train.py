@@ -612,21 +612,17 @@ class ProgressBar:
                 self._draw()
             return
         self._flush()
-        if isinstance(ev, RunStarted):
-            print(f"training {ev.stage} on {ev.device} ({ev.precision}, {ev.attn_implementation}): "
-                  f"{ev.trainable_params:,} of {ev.total_params:,} parameters trainable, {ev.train_rows} rows",
-                  file=sys.stderr)
+        if isinstance(ev, RunStarted):  # in the language of --lang, as the run's log
+            print(_log_line(ev), file=sys.stderr)
         elif isinstance(ev, Progress):
             self.progress = ev
             self._draw()
-        elif isinstance(ev, Warning):  # an Error is said once, by the command's last line
+        elif isinstance(ev, (Warning, Finished)):  # an Error is said once, by the command's last line
             if self.tty:
                 print(file=sys.stderr)
-            print(f"warning: {ev.message or ev.key}", file=sys.stderr)
-        elif isinstance(ev, Finished):
-            if self.tty:
-                print(file=sys.stderr)
-            print(f"{ev.status} at step {ev.step}", file=sys.stderr)
+            # a Finished without its output folder: the run folder is the command's last line
+            print(_log_line(ev) if isinstance(ev, Warning) else message(f"log.{ev.status}", {"step": ev.step}),
+                  file=sys.stderr)
 
     def _draw(self) -> None:
         ev, width = self.progress, 24

@@ -562,6 +562,19 @@ def test_the_progress_line_shows_each_steps_own_loss(capsys):
     bar.close()
     lines = capsys.readouterr().err.splitlines()
     assert lines == ["[" + "#" * 24 + "] 10/10  loss 2.5000  tok/s -  eta ?", "finished at step 10"]
+    from engine.events import Warning
+    from engine.messages import set_language
+
+    set_language("ko")  # --lang ko: the bar's sentences too, not only errors
+    try:
+        bar = ProgressBar()
+        bar(Warning(key="warning.no_gradient", params={"step": 3, "loss": "1", "lr": "2"}, message="in English"))
+        bar(Finished(status="stopped", step=3))
+        bar.close()
+    finally:
+        set_language(None)
+    said = capsys.readouterr().err
+    assert said.startswith("경고: ") and "in English" not in said and "warning" not in said
 
 
 def test_the_mean_loss_weighs_each_log_by_the_steps_it_covers():
