@@ -10,6 +10,7 @@ import html
 import importlib
 import importlib.util
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -251,20 +252,27 @@ def main(args: Any) -> int:
     demo, ui = build_app(workdir, lang)
     marked = ui.jobs.recover()
     port = int(getattr(args, "port", 7860) or 7860)
-    serve(demo, host, port, auth, share)
-    shown = "localhost" if host in ("127.0.0.1", "::1") else host
-    print(
-        message(
-            "ui.cli.serving",
-            {"url": f"http://{shown}:{port}", "workdir": str(workdir), "seconds": f"{time.time() - t0:.1f}"},
-        ),
-        flush=True,
-    )
-    if share and getattr(demo, "share_url", None):
-        print(demo.share_url, flush=True)
-    for run_id in marked:
-        print(message("ui.cli.marked_failed", {"run": run_id}), file=sys.stderr)
+    terminated = []
+
+    def on_term(signum, frame):  # docker stop, systemd, kill: as Ctrl+C, the run stops with a checkpoint
+        terminated.append(signum)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
     try:
+        serve(demo, host, port, auth, share)
+        shown = "localhost" if host in ("127.0.0.1", "::1") else host
+        print(
+            message(
+                "ui.cli.serving",
+                {"url": f"http://{shown}:{port}", "workdir": str(workdir), "seconds": f"{time.time() - t0:.1f}"},
+            ),
+            flush=True,
+        )
+        if share and getattr(demo, "share_url", None):
+            print(demo.share_url, flush=True)
+        for run_id in marked:
+            print(message("ui.cli.marked_failed", {"run": run_id}), file=sys.stderr)
         while True:
             time.sleep(0.5)
     except KeyboardInterrupt:
@@ -275,5 +283,6 @@ def main(args: Any) -> int:
             except KeyboardInterrupt:  # a second Ctrl+C: leave the run going; a restarted board reattaches
                 pass
     finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
         demo.close()
-    return 0
+    return 128 + signal.SIGTERM if terminated else 0

@@ -478,3 +478,16 @@ def test_on_a_phone_the_top_bar_wraps_instead_of_overlapping(chromium, board):
         assert lang["x"] + lang["width"] <= 420 and pg.evaluate("document.documentElement.scrollWidth") <= 420
     finally:
         context.close()
+
+
+def test_sigterm_ends_the_board_as_ctrl_c_does(tmp_path):
+    """docker stop, systemd and kill send SIGTERM: the board stops its run with a checkpoint (Jobs.shutdown, as for
+    Ctrl+C) and exits 143, instead of dying at once and leaving the run to be killed with the container."""
+    import signal
+
+    board = start_board(tmp_path, "sigterm")
+    try:
+        board.proc.send_signal(signal.SIGTERM)
+        assert board.proc.wait(60) == 143
+    finally:
+        stop_board(board, clean=False)
