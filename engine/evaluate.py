@@ -192,8 +192,13 @@ def evaluate_run(run: str, data: Optional[str] = None, max_samples: Optional[int
         tok, stage = session.tokenizer, cfg.stage
         parts = [split_row(r, stage) for r in rows]
         examples = [loss_tokens(tok, full, stage, cfg.data.max_length) for full, _, _ in parts]
+        # which weights were scored: a run that never finished is read from its latest checkpoint, and a later
+        # resume would otherwise make this look like the finished run's score
+        source = Path(session.source)
         result: dict[str, Any] = {"run": run_dir.name, "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                                  "data": data_name, "rows": len(rows), "stage": stage}
+                                  "data": data_name, "rows": len(rows), "stage": stage,
+                                  "source": str(source.relative_to(run_dir)) if source.is_relative_to(run_dir)
+                                  else str(source)}
         model, ctx = session._model_for(True)
         with ctx:
             result.update(perplexity(model, tok, examples, progress=lambda d, t: note("perplexity", d, t)))

@@ -102,7 +102,7 @@ def test_evaluation_of_the_demo_run(trained_run, workdir):
     result = evaluate_run(str(trained_run), data="demo:sft", max_samples=24, max_new_tokens=24, workdir=workdir)
     # training lowered the perplexity of the answers it was trained on, by a lot
     assert result["perplexity"] < result["perplexity_base"] / 10
-    assert result["rows"] == 24 and result["tokens"] > 100 and result["data"] == "demo:sft"
+    assert result["source"] == "adapter" and result["rows"] == 24 and result["tokens"] > 100 and result["data"] == "demo:sft"
     for key in ("bleu", "rouge1", "rouge2", "rougeL"):
         assert 0 <= result[key] <= 100
     assert result["bleu_tokenize"] == "13a+cjk-char"  # the demo data is half Korean
