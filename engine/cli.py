@@ -72,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("files", nargs="+", metavar="FILE")
     c.add_argument("--format", default="auto", help="force a format: alpaca, sharegpt, messages, prompt_completion, preference, text")
     c.add_argument("--model", default=None, help="tokenizer for token counts (default: the demo tokenizer)")
+    c.add_argument("--stage", choices=["sft", "dpo", "pt"], default=None,
+                   help="check as this stage trains: what it refuses (a text file for SFT, no pairs for DPO), "
+                        "takes in another form (a chat file for pretraining) and the preview as it trains")
     c.add_argument("--max-length", type=int, default=1024, help="cutoff in tokens for the length warning")
     c.add_argument("--column", action="append", default=[], metavar="ours=theirs", help="map a column name (repeatable)")
     c.add_argument("--json", action="store_true", help="print one JSON document")

@@ -510,6 +510,23 @@ def test_a_text_on_one_long_line_is_previewed_in_part(tmp_path):
     assert f"{hidden:,}" in preview  # how much is not shown
 
 
+def test_the_data_tab_previews_rows_as_the_stage_trains_them(tmp_path):
+    """Pretraining on a chat file trains its contents as plain text; the tab showed the chat template, 14 of 25
+    tokens trained, and no word of it. An SFT run's data.system_prompt was missing from the preview too."""
+    chat = tmp_path / "chat.jsonl"
+    chat.write_text(json.dumps({"instruction": "질문 0", "output": "답변 0입니다."}, ensure_ascii=False) + "\n")
+    pt = RunConfig.from_dict({"stage": "pt", "data": {"datasets": [{"path": str(chat)}]}})
+    s = Session(lang="ko")
+    _, findings, preview, _ = data_tab.check_view(s, pt, None, tmp_path)
+    assert s.data.errors == 0 and s.data.warnings == 1
+    assert any(row[4] == t("ui.data.sev_warning", "ko") and "chat.jsonl" in row[5] for row in findings["value"])
+    assert "질문 0\n\n답변 0입니다." in html_mod.unescape(preview) and "im_start" not in preview
+    assert preview.count('<mark class="tb-loss">') == 2  # the legend's, and the whole row's: every token trains
+    sft = RunConfig.from_dict({"data": {"datasets": [{"path": str(chat)}], "system_prompt": "너는 도우미야."}})
+    _, findings, preview, _ = data_tab.check_view(Session(lang="ko"), sft, None, tmp_path)
+    assert "너는 도우미야." in preview and "im_start" in preview and not findings["value"]
+
+
 def test_a_form_problem_blocks_start(tmp_path):
     s = Session()
     data_tab.check_view(s, RunConfig(), None, tmp_path)  # a good check first: its OK card must not come back

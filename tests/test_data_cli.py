@@ -212,3 +212,21 @@ def test_a_long_text_is_said_to_be_split_with_nothing_dropped(capsys, tok_dir, t
     assert stats["packed_sequences"] == -(-stats["total"] // 64)  # every token, in rows of the cutoff
     rc, out, _ = run(capsys, book, "--model", tok_dir, "--max-length", "64")
     assert "1 text(s) longer, split into pieces of that length (no token dropped)" in out and "dropped;" not in out
+
+
+def test_stage_checks_a_file_as_that_stage_trains_it(capsys, tok_dir, tmp_path):
+    """`tuneboard check` said "Ready to train" for a text file that SFT then refused, and showed a chat file through
+    the chat template where pretraining trains its plain text."""
+    text = tmp_path / "notes.txt"
+    text.write_text("첫 문단입니다.\n\n둘째 문단입니다.\n", encoding="utf-8")
+    rc, out, _ = run(capsys, text, "--model", tok_dir)
+    assert rc == 0 and "Ready to train" in out  # no stage named: the file alone
+    rc, out, _ = run(capsys, text, "--model", tok_dir, "--stage", "sft")
+    assert rc == 1 and "notes.txt is plain text" in out and "1 error(s)" in out
+    rc, out, _ = run(capsys, FIX / "alpaca.json", "--model", tok_dir, "--stage", "pt", "--json")
+    doc = json.loads(out)["files"][0]
+    assert rc == 0 and [f["key"] for f in doc["stage_findings"]] == ["warning.pt_on_chat"]
+    view = doc["preview"][0]["views"][0]
+    assert "<|im_start|>" not in view["text"] and view["tokens"] == view["loss_tokens"]  # plain text, all trained
+    rc, out, _ = run(capsys, FIX / "alpaca.json", "--model", tok_dir, "--stage", "dpo")
+    assert rc == 1 and "DPO" in out

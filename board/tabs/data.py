@@ -14,7 +14,7 @@ from typing import Any
 import gradio as gr
 
 from engine.config import ConfigError, RunConfig
-from engine.data.load import stage_refusal
+from engine.data.load import for_stage
 from engine.data.sources import SPREADSHEETS
 from engine.messages import TuneboardError
 
@@ -82,12 +82,8 @@ def add_uploads(files: list[Any] | None, current: list[str] | None, workdir: Pat
     return update(choices=dataset_choices(workdir, lang), value=selected), msg
 
 
-def stage_findings(report: Any, stage: str) -> list[dict[str, Any]]:
-    """What the engine would refuse for this stage (it raises the same keys when training starts)."""
-    if not report.rows or report.format is None:
-        return []
-    refusal = stage_refusal(report.format, stage, Path(report.path).name)
-    return [{"key": refusal[0], "params": refusal[1]}] if refusal else []
+def _stage_errors(r: Any) -> list[dict[str, Any]]:
+    return [f for f in r.stage_findings if f["severity"] == "error"]
 
 
 def run_check(cfg: RunConfig, workdir: Path) -> list[Any]:
@@ -108,7 +104,9 @@ def run_check(cfg: RunConfig, workdir: Path) -> list[Any]:
             preview_rows=PREVIEW_ROWS,
             assistant_only=cfg.data.assistant_only_loss and cfg.stage == "sft",
         )
-        report.stage_findings = stage_findings(report, cfg.stage)
+        # what the stage refuses or takes in another form (said by training too), the preview as it trains
+        report.stage_findings = for_stage(report, cfg.stage, tokenizer, cfg.data.max_length, cfg.data.system_prompt,
+                                          cfg.data.assistant_only_loss, path=Path(report.path).name)
         reports.append(report)
     return reports
 
@@ -116,8 +114,8 @@ def run_check(cfg: RunConfig, workdir: Path) -> list[Any]:
 def summarize_reports(reports: list[Any], signature: str = "") -> DataReport:
     out = DataReport(checked=True, signature=signature)
     for r in reports:
-        out.errors += r.errors + len(r.stage_findings)
-        out.warnings += r.warnings
+        out.errors += r.errors + len(_stage_errors(r))
+        out.warnings += r.warnings + len(r.stage_findings) - len(_stage_errors(r))
         if not out.first_error:
             first = next((f for f in r.findings if f.severity == "error"), None)
             if first is not None:
@@ -127,12 +125,12 @@ def summarize_reports(reports: list[Any], signature: str = "") -> DataReport:
                     "path": r.path,
                     "params": {"row": first.row, "line": first.line, "field": first.field, **first.params},
                 }
-            elif r.stage_findings:
+            elif _stage_errors(r):
                 out.first_error = {
-                    "key": r.stage_findings[0]["key"],
+                    "key": _stage_errors(r)[0]["key"],
                     "row": None,
                     "path": r.path,
-                    "params": r.stage_findings[0]["params"],
+                    "params": _stage_errors(r)[0]["params"],
                 }
     return out
 
@@ -142,7 +140,7 @@ def findings_rows(reports: list[Any], lang: str) -> list[list[Any]]:
     for r in reports:
         name = Path(r.path).name or r.path
         for f in r.stage_findings:
-            rows.append([name, "", "", "", t("ui.data.sev_error", lang), t(f["key"], lang, **f["params"])])
+            rows.append([name, "", "", "", t(f"ui.data.sev_{f['severity']}", lang), t(f["key"], lang, **f["params"])])
         for f in r.findings:
             rows.append(
                 [
@@ -162,11 +160,12 @@ def summary_html(reports: list[Any], lang: str) -> str:
         return f'<div class="tb-card tb-muted">{html.escape(t("ui.data.none", lang))}</div>'
     cards = []
     for r in reports:
-        errors = r.errors + len(r.stage_findings)
+        errors = r.errors + len(_stage_errors(r))
         ok = errors == 0 and r.valid > 0
         fmt = r.format or "?"
         kind = f' <span class="tb-muted">({html.escape(kind_text(r.kind, lang))})</span>' if r.kind else ""
-        counts = t("ui.data.counts", lang, rows=r.rows, valid=r.valid, errors=errors, warnings=r.warnings)
+        warnings = r.warnings + len(r.stage_findings) - len(_stage_errors(r))
+        counts = t("ui.data.counts", lang, rows=r.rows, valid=r.valid, errors=errors, warnings=warnings)
         s = r.stats or {}
         tokens = ""
         if s.get("rows"):

@@ -1,4 +1,4 @@
-"""`tuneboard check FILE... [--format F] [--model M] [--max-length N] [--column ours=theirs] [--json]`.
+"""`tuneboard check FILE... [--format F] [--stage S] [--model M] [--max-length N] [--column ours=theirs] [--json]`.
 
 Prints, per file, the detected format, the findings (the first few of each kind, with counts)
 and the token statistics; `--json` prints one document instead (the same data the board shows).
@@ -44,8 +44,14 @@ def cmd_check(args: Any) -> int:
     if max_length < 8:  # as data.max_length in a config
         raise ConfigError("--max-length", "error.config.range", f"must be >= 8, got {max_length}", value=max_length,
                           bound=">= 8")
+    stage = getattr(args, "stage", None)
     reports = [check_file(path, fmt, columns=columns, tokenizer=tokenizer, max_length=max_length, limit=LIMIT,
-                          preview_rows=3 if args.json else 1) for path in args.files]
+                          preview_rows=3 if args.json else 1, assistant_only=stage != "pt") for path in args.files]
+    if stage:  # as that stage will train each file: what it refuses, what it takes in another form
+        from .load import for_stage
+
+        for report in reports:
+            report.stage_findings = for_stage(report, stage, tokenizer, max_length)
     ok = all(r.trainable for r in reports)
     if args.json:
         doc = {"trainable": ok, "max_length": max_length, "files": [r.to_dict() for r in reports]}
@@ -66,6 +72,8 @@ def _visible(text: str) -> str:
 
 def _print_report(r: FileReport) -> None:
     print(message("data.cli.file", {"path": r.path, "format": r.format or "?", "kind": r.kind or "?", "rows": r.rows}))
+    for f in r.stage_findings:  # the stage's word on the whole file first
+        print(f"  {message('severity.' + f['severity']):<8}{_visible(message(f['key'], f['params']))}")
     shown: dict[str, int] = {}
     for f in r.findings:
         shown[f.key] = shown.get(f.key, 0) + 1
@@ -93,4 +101,6 @@ def _print_report(r: FileReport) -> None:
             text = text if len(text) <= 1200 else text[:1200] + " ..."
             print("    " + text.replace("\n", "\n    "))
     verdict = message("data.cli.trainable" if r.trainable else "data.cli.not_trainable")
-    print("  " + message("data.cli.summary", {"errors": r.errors, "warnings": r.warnings}) + f" - {verdict}\n")
+    stage_errors = sum(f["severity"] == "error" for f in r.stage_findings)
+    counts = {"errors": r.errors + stage_errors, "warnings": r.warnings + len(r.stage_findings) - stage_errors}
+    print("  " + message("data.cli.summary", counts) + f" - {verdict}\n")

@@ -42,7 +42,8 @@ def describe(path: str, f: Finding) -> str:
     return f"{path}{' ' + where if where else ''}: {f.message()}"
 
 
-def _to_stage(record: dict, stage: str, system_prompt: str | None) -> dict:
+def to_stage(record: dict, stage: str, system_prompt: str | None) -> dict:
+    """A normalised row in the form `stage` trains on (see the module's table)."""
     if "text" in record:
         return {"text": record["text"]}
     if "messages" in record:
@@ -69,6 +70,39 @@ def stage_refusal(fmt: str, stage: str, path: str) -> tuple[str, dict[str, Any]]
     return None
 
 
+# what a stage does with a file of another kind than its own, said as a warning (training goes on)
+STAGE_NOTES = {("sft", "preference"): "warning.sft_on_preference", ("pt", "chat"): "warning.pt_on_chat"}
+
+
+def stage_note(fmt: str, stage: str, path: str) -> tuple[str, dict[str, Any]] | None:
+    """The warning training gives for a file it takes in another form than the file's (key, params), or None."""
+    key = STAGE_NOTES.get((stage, "chat" if stage == "pt" and fmt != "text" else fmt))
+    return (key, {"path": path}) if key else None
+
+
+def for_stage(report: Any, stage: str, tokenizer: Any = None, max_length: int | None = None,
+              system_prompt: str | None = None, assistant_only: bool = True, path: str | None = None) -> list[dict]:
+    """A checked file (`FileReport`) as `stage` will train it: what the stage refuses (severity error) or takes
+    in another form (warning), as {"key", "params", "severity"}; and its preview drawn again as the stage sees
+    the rows: a conversation as the plain text pretraining reads, the system prompt a run adds
+    (`data.system_prompt`), a preference pair's chosen answer for SFT."""
+    from .preview import render
+
+    if not report.rows or report.format is None:
+        return []
+    name = path or report.path
+    out = []
+    if refusal := stage_refusal(report.format, stage, name):
+        out.append({"key": refusal[0], "params": refusal[1], "severity": "error"})
+    elif note := stage_note(report.format, stage, name):
+        out.append({"key": note[0], "params": note[1], "severity": "warning"})
+    if refusal is None and (note is not None or system_prompt):
+        for item in report.preview:
+            record = to_stage(item["record"], stage, system_prompt)
+            item["views"] = render(record, tokenizer, assistant_only and stage == "sft", max_length)
+    return out
+
+
 def load_training_data(cfg: RunConfig, notes: list[tuple[str, dict]] | None = None,
                        ) -> tuple[datasets.Dataset, datasets.Dataset | None]:
     """Read, check, normalise, sample, merge, shuffle and split `cfg.data` for `cfg.stage`. A file with
@@ -89,10 +123,8 @@ def load_training_data(cfg: RunConfig, notes: list[tuple[str, dict]] | None = No
         refusal = stage_refusal(result.format, stage, src.path)
         if refusal:
             raise TuneboardError(refusal[0], **refusal[1])
-        if notes is not None and stage == "sft" and result.format == "preference":
-            notes.append(("warning.sft_on_preference", {"path": src.path}))
-        elif notes is not None and stage == "pt" and result.format != "text":
-            notes.append(("warning.pt_on_chat", {"path": src.path}))
+        if notes is not None and (note := stage_note(result.format, stage, src.path)):
+            notes.append(note)
         # the file's own warnings (a guessed encoding, columns left unused), which a run has no other way to say;
         # row warnings are the Data tab's and `tuneboard check`'s, and the cutoff is said by the run itself
         warnings = [f for f in result.findings if f.severity == "warning" and f.row is None
@@ -104,7 +136,7 @@ def load_training_data(cfg: RunConfig, notes: list[tuple[str, dict]] | None = No
         if spec.max_samples is not None and spec.max_samples < len(records):
             keep = sorted(random.Random(seed).sample(range(len(records)), spec.max_samples))
             records = [records[i] for i in keep]
-        rows += [_to_stage(r, stage, data.system_prompt) for r in records]
+        rows += [to_stage(r, stage, data.system_prompt) for r in records]
     if not rows:
         raise TuneboardError("error.empty_dataset")
     random.Random(seed).shuffle(rows)

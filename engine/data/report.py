@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..messages import message
 from .check import Analysis, analyze
 from .findings import Finding, summarize
 from .preview import preview, stats
@@ -41,16 +42,19 @@ class FileReport:
     warnings: int = 0
     stats: dict[str, Any] = field(default_factory=dict)
     preview: list[dict[str, Any]] = field(default_factory=list)
+    # what the run's stage refuses or takes in another form (load.for_stage): {"key", "params", "severity"}
+    stage_findings: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def trainable(self) -> bool:
-        return self.errors == 0 and self.valid > 0
+        return self.errors == 0 and self.valid > 0 and not any(f["severity"] == "error" for f in self.stage_findings)
 
     def to_dict(self, lang: str | None = None) -> dict[str, Any]:
         return {"path": self.path, "source": self.source, "format": self.format, "kind": self.kind,
                 "rows": self.rows, "valid": self.valid, "trainable": self.trainable, "errors": self.errors,
                 "warnings": self.warnings, "counts": self.counts,
-                "findings": [f.to_dict(lang) for f in self.findings], "stats": self.stats, "preview": self.preview}
+                "findings": [f.to_dict(lang) for f in self.findings], "stats": self.stats, "preview": self.preview,
+                "stage_findings": [{**f, "message": message(f["key"], f["params"], lang)} for f in self.stage_findings]}
 
 
 def check_file(path: str, fmt: str = "auto", *, columns: dict[str, str] | None = None, split: str = "train",
