@@ -117,11 +117,22 @@ def split_row(row: dict, stage: str) -> tuple[list[dict], Optional[list[dict]], 
     return msgs, None, ""
 
 
-def loss_tokens(tok, messages: list[dict], stage: str, max_length: int) -> tuple[list[int], list[int]]:
-    """(ids, mask): the mask marks the tokens whose likelihood counts (the answers; all text for pt)."""
+def loss_pieces(tok, messages: list[dict], stage: str, max_length: int) -> list[tuple[list[int], list[int]]]:
+    """A row as training reads it, in (ids, mask) pieces: a pretraining text, ended by EOS, split into pieces of
+    the cutoff (all of it scored: a book on one line is not its first cutoff's perplexity); a conversation cut at
+    the cutoff, one piece, the mask marking the answers."""
     if stage == "pt" or not tok.chat_template:
-        ids = tok(plain_text(messages), verbose=False)["input_ids"][:max_length]  # as the pt run was trained
-        return ids, [1] * len(ids)
+        text, eos = plain_text(messages), tok.eos_token
+        text = text if not eos or text.endswith(eos) else text + eos  # as the run trained it (prepare._text_batch)
+        ids = tok(text, verbose=False)["input_ids"]
+        return [(ids[i:i + max_length], [1] * len(ids[i:i + max_length])) for i in range(0, len(ids), max_length)]
+    return [loss_tokens(tok, messages, stage, max_length)]
+
+
+def loss_tokens(tok, messages: list[dict], stage: str, max_length: int) -> tuple[list[int], list[int]]:
+    """(ids, mask) of a conversation cut at the cutoff: the mask marks the answers, whose likelihood counts."""
+    if stage == "pt" or not tok.chat_template:
+        return loss_pieces(tok, messages, stage, max_length)[0]
     enc = tok.apply_chat_template(messages, return_dict=True, return_assistant_tokens_mask=True)
     ids, mask = list(enc["input_ids"]), list(enc.get("assistant_masks") or [])
     if not any(mask):  # a template without {% generation %} marks: score the last answer after its prompt
@@ -191,7 +202,7 @@ def evaluate_run(run: str, data: Optional[str] = None, max_samples: Optional[int
             raise TuneboardError("error.empty_dataset")
         tok, stage = session.tokenizer, cfg.stage
         parts = [split_row(r, stage) for r in rows]
-        examples = [loss_tokens(tok, full, stage, cfg.data.max_length) for full, _, _ in parts]
+        examples = [piece for full, _, _ in parts for piece in loss_pieces(tok, full, stage, cfg.data.max_length)]
         # which weights were scored: a run that never finished is read from its latest checkpoint, and a later
         # resume would otherwise make this look like the finished run's score
         source = Path(session.source)

@@ -16,6 +16,7 @@ from engine.evaluate import (
     eval_rows,
     evaluate_run,
     has_cjk,
+    loss_pieces,
     loss_tokens,
     read_eval,
     rouge,
@@ -86,7 +87,12 @@ def test_only_the_answer_counts_for_perplexity(demo_model):
     ids, mask = loss_tokens(tok, full, "sft", 128)
     assert tok.decode([i for i, m in zip(ids, mask, strict=True) if m]) == "3 plus 3 is 6.<|im_end|>"
     ids, mask = loss_tokens(tok, [{"role": "user", "content": "Plain text."}], "pt", 128)
-    assert all(mask) and tok.decode(ids) == "Plain text."
+    assert all(mask) and tok.decode(ids) == "Plain text.<|im_end|>"  # ended as training ends a text
+    # a long text is scored whole, in pieces of the cutoff, as pretraining trains it (it was its first 128 tokens)
+    book = [{"role": "user", "content": "A long book of words that goes on. " * 100}]
+    pieces = loss_pieces(tok, book, "pt", 128)
+    whole = tok("A long book of words that goes on. " * 100 + "<|im_end|>")["input_ids"]
+    assert len(pieces) > 1 and [i for ids, _ in pieces for i in ids] == whole and all(len(p) <= 128 for p, _ in pieces)
 
 
 def test_rows_of_every_stage_split_into_prompt_and_reference():
