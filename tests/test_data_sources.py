@@ -114,6 +114,16 @@ def test_text_files_one_sample_per_line_or_per_block():
     assert len(src.rows) == 3 and src.rows[2]["text"] == "été à Paris"
 
 
+def test_a_text_keeps_its_indentation(tmp_path):
+    """Code and verse: a line's leading spaces are part of the text (`    return 1` was read as `return 1`)."""
+    code = tmp_path / "code.txt"
+    code.write_text("def f():\n    return 1   \n\n  - item\n    - nested\n", encoding="utf-8")
+    assert [r["text"] for r in read_source(str(code)).rows] == ["def f():\n    return 1", "  - item\n    - nested"]
+    lines = tmp_path / "lines.txt"
+    lines.write_text("first\n    second, indented\n", encoding="utf-8")
+    assert [r["text"] for r in read_source(str(lines)).rows] == ["first", "    second, indented"]
+
+
 def test_parquet_and_gzip(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq

@@ -661,14 +661,15 @@ def _csv_records(reader, skip: int, src: Source):
 
 
 def _read_text(text: str, src: Source) -> None:
-    """One sample per blank-line-separated block when the file has blank lines, else one per line."""
-    lines = [ln.rstrip("\r") for ln in text.split("\n")]
+    """One sample per blank-line-separated block when the file has blank lines, else one per line. A line keeps
+    its indentation (code, verse, a nested list): only trailing spaces and blank lines around a sample go."""
+    lines = [ln.rstrip() for ln in text.split("\n")]
     blocks = any(not ln.strip() for ln in lines[:-1]) and sum(1 for ln in lines if ln.strip()) > 1
     src.lines = []
     if not blocks:
         for number, ln in enumerate(lines, 1):
             if ln.strip():
-                src.add({"text": ln.strip()}, number, number)
+                src.add({"text": ln}, number, number)
         return
     block, start = [], 0
     for number, ln in enumerate(lines + [""], 1):
@@ -677,7 +678,7 @@ def _read_text(text: str, src: Source) -> None:
                 start = number
             block.append(ln)
         elif block:
-            src.add({"text": "\n".join(block).strip()}, start, start)
+            src.add({"text": "\n".join(block)}, start, start)
             block = []
 
 
