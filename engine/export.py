@@ -115,6 +115,7 @@ def _merge(cfg: RunConfig, run_dir: Path, source: Path, out: Path, workdir) -> s
     model = PeftModel.from_pretrained(base, str(source)).merge_and_unload()
     tok = model_mod.load_result_tokenizer(cfg, res, source)
     _stop_on_template_end(model, tok, _template_name(run_dir, res))
+    _run_generation(model, cfg)
     model.config.use_cache = True
     model.save_pretrained(str(out))
     tok.save_pretrained(str(out))
@@ -123,6 +124,20 @@ def _merge(cfg: RunConfig, run_dir: Path, source: Path, out: Path, workdir) -> s
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
     return dtype
+
+
+def _run_generation(model, cfg: RunConfig) -> None:
+    """The run's own generation settings as the model's defaults: plain `model.generate()` then answers as the
+    board's chat did (the same decoding, repetition penalty included), not with transformers' bare defaults."""
+    from .generate import decoding_mode
+
+    gen = cfg.chat_generation()
+    mode = decoding_mode(gen)
+    settings = dict(do_sample=mode == "sample", num_beams=gen.num_beams, repetition_penalty=gen.repetition_penalty,
+                    max_new_tokens=gen.max_new_tokens)
+    if mode == "sample":
+        settings.update(temperature=gen.temperature, top_k=gen.top_k, top_p=gen.top_p, min_p=gen.min_p or None)
+    model.generation_config.update(**settings)
 
 
 def _stop_on_template_end(model, tok, template: str) -> None:

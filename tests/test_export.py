@@ -52,6 +52,11 @@ def test_merged_folder_loads_in_plain_transformers_with_the_same_logits(merged, 
     # plain transformers stops where the template's turn ends
     assert model.generation_config.eos_token_id in (tok.convert_tokens_to_ids("<|im_end|>"),
                                                     [tok.convert_tokens_to_ids("<|im_end|>")])
+    # ... and decodes as the board's chat did, with the run's own settings (not transformers' bare defaults)
+    gen = RunConfig.load(str(trained_run / "config.yaml")).chat_generation()
+    made = model.generation_config
+    assert made.repetition_penalty == gen.repetition_penalty and made.max_new_tokens == gen.max_new_tokens
+    assert made.do_sample == (gen.temperature > 0) and (not made.do_sample or made.temperature == gen.temperature)
 
 
 def test_adapter_alone(trained_run, workdir, tmp_path):
