@@ -74,8 +74,11 @@ STUCK_LOGS = 3  # logged steps in a row whose gradient is exactly zero before th
 
 
 class EventCallback(TrainerCallback):
-    def __init__(self, emit: Callable, should_stop: Callable[[], bool] | None = None):
+    def __init__(self, emit: Callable, should_stop: Callable[[], bool] | None = None,
+                 gone: Callable[[], bool] | None = None):
         self.emit, self.should_stop = emit, should_stop or (lambda: False)
+        self.gone = gone or (lambda: False)  # the run's folder was deleted under it
+        self.deleted = False
         self.t0 = self.t_log = time.time()
         self.start_step = 0
         self.tokens = TokenCount()  # fed by `count_tokens`
@@ -95,6 +98,10 @@ class EventCallback(TrainerCallback):
         left = state.max_steps - state.global_step
         eta = elapsed / done * left if done > 0 else None
         self.emit(Progress(step=state.global_step, total_steps=state.max_steps, elapsed_seconds=elapsed, eta_seconds=eta))
+        if not self.deleted and self.gone():  # deleted from outside: end, and write nothing back into its place
+            self.deleted = True
+            control.should_training_stop, control.should_save, control.should_evaluate = True, False, False
+            return control
         if not self.stopped and self.should_stop():
             self.stopped = True
             control.should_training_stop = True

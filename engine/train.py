@@ -216,7 +216,7 @@ def _train(cfg: RunConfig, run_dir: Path, log: EventLog, should_stop, workdir, d
     model = adapters.prepare(model, cfg, res.gradient_checkpointing, res.upcast_norms, res.fused_lora)
     trainable, total = model_mod.count_params(model)
 
-    callback = EventCallback(log, should_stop)
+    callback = EventCallback(log, should_stop, gone=lambda: not (run_dir / "config.yaml").exists())
     args = training_args(cfg, res, run_dir, eval_ds is not None)
     trainer = stage.build(model, tokenizer, train_ds, eval_ds, cfg, res, args, [callback])
     trainer.remove_callback(PrinterCallback)  # our events and progress bar say it, once
@@ -246,6 +246,8 @@ def _train(cfg: RunConfig, run_dir: Path, log: EventLog, should_stop, workdir, d
             resolved["compile_stats"] = compile_stats()
             (run_dir / "resolved.json").write_text(json.dumps(resolved, indent=1))
     step = trainer.state.global_step
+    if callback.deleted:  # its events go to the deleted file; nothing is saved into a folder nobody wants
+        raise TuneboardError("error.run_deleted", path=str(run_dir), step=step)
     if callback.diverged:  # the checkpoints saved before it stay; the weights it ended with are not saved
         at, loss = callback.diverged
         raise TuneboardError("error.loss_not_finite", step=at, loss=str(loss), last=_last_checkpoint_step(run_dir))

@@ -407,6 +407,28 @@ def test_a_stop_file_stops_the_run_with_a_checkpoint(workdir, demo_model):
     assert not (run_dir / STOP_FILE).exists()  # a resume must not stop at once
 
 
+def test_a_run_whose_folder_is_deleted_ends_and_writes_nothing_back(workdir, demo_model):
+    """Deleted from outside while it trained, a run went on to the end and made its folder again (checkpoints, an
+    adapter, no config.yaml): a ghost the Runs tab did not list, holding the GPU meanwhile."""
+    import shutil
+
+    from engine.messages import TuneboardError
+
+    cfg = RunConfig.from_dict(tiny_sft_config(max_steps=30, save_steps=5))
+    run_dir = create_run(cfg, workdir)
+    seen = []
+
+    def emit(ev):
+        seen.append(ev)
+        if isinstance(ev, LogStep) and ev.step == 3:
+            shutil.rmtree(run_dir)
+
+    with pytest.raises(TuneboardError) as e:
+        run_training(cfg, run_dir, emit=emit, workdir=workdir)
+    assert e.value.key == "error.run_deleted" and not run_dir.exists()
+    assert max(ev.step for ev in seen if isinstance(ev, LogStep)) < 6 and isinstance(seen[-1], Finished)
+
+
 def test_a_loss_that_turns_nan_fails_the_run_at_that_step_and_keeps_the_checkpoints_before(workdir, demo_model,
                                                                                            monkeypatch):
     """A diverged run (here: its adapter's weights made NaN after step 3, as an overflow would) stops at the first
