@@ -345,12 +345,26 @@ class RunConfig:
         for dotted, value in overrides.items():
             node, parts = data, dotted.split(".")
             for i, part in enumerate(parts[:-1]):
-                if part in node and not isinstance(node[part], dict):  # `adapter.rank.x`: rank is a value
+                if isinstance(node, list):  # `data.datasets.0.columns.text`: an entry of a list, by its index
+                    if not part.isdigit() or int(part) >= len(node):
+                        raise ConfigError(".".join(parts[: i + 1]), "error.config.range",
+                                          f"no entry {part} (0 to {len(node) - 1})", value=part,
+                                          bound=f"0 .. {len(node) - 1}")
+                    node = node[int(part)]
+                    continue
+                if part in node and not isinstance(node[part], (dict, list)):  # `adapter.rank.x`: rank is a value
                     raise ConfigError(".".join(parts[: i + 1]), "error.config.not_a_section",
                                       f"a value, not a section ({dotted})", setting=dotted)
-                if not isinstance(node.get(part), dict):
+                if not isinstance(node.get(part), (dict, list)):
                     raise _unknown(".".join(parts[: i + 1]), part, [k for k in node if k != part])
                 node = node[part]
+            if isinstance(node, list):  # `data.datasets.0={path: x.jsonl}`: that entry replaced
+                last = parts[-1]
+                if not last.isdigit() or int(last) >= len(node):
+                    raise ConfigError(dotted, "error.config.range", f"no entry {last} (0 to {len(node) - 1})",
+                                      value=last, bound=f"0 .. {len(node) - 1}")
+                node[int(last)] = value
+                continue
             node[parts[-1]] = value  # an unknown leaf is refused by from_dict, with the nearest name
         return type(self).from_dict(data)
 

@@ -257,3 +257,18 @@ def test_a_choice_in_other_capitals_is_the_choice():
     assert (cfg.stage, cfg.model.precision, cfg.quantization.bits, cfg.adapter.method) == ("sft", "bf16", 4, "lora")
     with pytest.raises(ConfigError, match="did you mean 'bf16'"):
         RunConfig.from_dict({"model": {"precision": "bf61"}})
+
+
+def test_set_reaches_into_a_list_by_index():
+    """A text column named `content` is mapped with `--set data.datasets.0.columns.text=content`; it was refused
+    ("a value, not a section"), and only a whole new datasets list worked."""
+    from engine.config import parse_overrides
+
+    cfg = RunConfig.from_dict({"data": {"datasets": [{"path": "a.jsonl"}, {"path": "b.jsonl"}]}})
+    got = cfg.with_overrides(parse_overrides(["data.datasets.1.columns.text=content", "data.datasets.0.max_samples=5",
+                                              "data.datasets.0={path: c.jsonl}"]))
+    assert got.data.datasets[1].columns == {"text": "content"} and got.data.datasets[0].path == "c.jsonl"
+    for bad in ("data.datasets.2.path=x", "data.datasets.first.path=x"):
+        with pytest.raises(ConfigError) as e:
+            cfg.with_overrides(parse_overrides([bad]))
+        assert e.value.key == "error.config.range" and e.value.params["bound"] == "0 .. 1"
