@@ -92,7 +92,12 @@ def eval_rows(cfg: RunConfig, data: Optional[str] = None, max_samples: Optional[
     if data:
         spec = {"path": data, "max_samples": None}
         ecfg = cfg.with_overrides({"data.datasets": [spec], "data.val_size": 0.0})
-        rows, _ = load_training_data(ecfg)
+        try:
+            rows, _ = load_training_data(ecfg)
+        except TuneboardError as e:  # a DPO run asked about plain conversations: perplexity, BLEU and ROUGE
+            if e.key != "data.dpo_needs_preference":
+                raise
+            rows, _ = load_training_data(ecfg.with_overrides({"stage": "sft"}))
         name = data
     else:
         if cfg.data.val_size <= 0:
@@ -108,7 +113,7 @@ def split_row(row: dict, stage: str) -> tuple[list[dict], Optional[list[dict]], 
     A pretraining row has no prompt: it is scored by perplexity alone."""
     if stage == "pt" or "text" in row:
         return [{"role": "user", "content": row["text"]}], None, ""
-    if stage == "dpo" or "prompt" in row:
+    if "prompt" in row:  # a preference pair (DPO's rows; a DPO run asked about conversations gets messages)
         full = list(row["prompt"]) + list(row["chosen"])
         return full, list(row["prompt"]), row["chosen"][-1]["content"]
     msgs = list(row["messages"])
@@ -142,16 +147,21 @@ def loss_tokens(tok, messages: list[dict], stage: str, max_length: int) -> tuple
     return ids[:max_length], mask[:max_length]
 
 
+def pair_examples(tok, row: dict, max_length: int) -> list[tuple[list[int], list[int]]]:
+    """A preference row's (chosen, rejected) as two (ids, mask) examples, each masking its answer."""
+    return [loss_tokens(tok, list(row["prompt"]) + list(row[side]), "dpo", max_length) for side in ("chosen", "rejected")]
+
+
 # ---- perplexity ------------------------------------------------------------------------
 
 
-def perplexity(model, tok, examples: list[tuple[list[int], list[int]]], batch_size: int = 4,
-               progress: Optional[Callable[[int, int], None]] = None) -> dict[str, float]:
-    """Token-weighted perplexity over the masked tokens: exp(total NLL / tokens)."""
+def masked_nll(model, tok, examples: list[tuple[list[int], list[int]]], batch_size: int = 4,
+               progress: Optional[Callable[[int, int], None]] = None) -> list[tuple[float, int]]:
+    """(summed NLL, tokens) of each example's masked tokens."""
     import torch
     import torch.nn.functional as F
 
-    total, count = 0.0, 0
+    out: list[tuple[float, int]] = []
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
     device = next(model.parameters()).device
     for start in range(0, len(examples), batch_size):
@@ -167,14 +177,31 @@ def perplexity(model, tok, examples: list[tuple[list[int], list[int]]], batch_si
         with torch.inference_mode():
             logits = model(input_ids=ids.to(device), attention_mask=att.to(device)).logits
             shift = labels[:, 1:].to(device)
-            nll = F.cross_entropy(logits[:, :-1].float().reshape(-1, logits.size(-1)), shift.reshape(-1),
-                                  ignore_index=-100, reduction="sum")
-        total += float(nll)
-        count += int((shift != -100).sum())
+            nll = F.cross_entropy(logits[:, :-1].float().transpose(1, 2), shift, ignore_index=-100, reduction="none")
+        out += [(float(n), int(c)) for n, c in zip(nll.sum(1).tolist(), (shift != -100).sum(1).tolist(), strict=True)]
         if progress:
             progress(min(start + batch_size, len(examples)), len(examples))
+    return out
+
+
+def perplexity(model, tok, examples: list[tuple[list[int], list[int]]], batch_size: int = 4,
+               progress: Optional[Callable[[int, int], None]] = None) -> dict[str, float]:
+    """Token-weighted perplexity over the masked tokens: exp(total NLL / tokens)."""
+    sums = masked_nll(model, tok, examples, batch_size, progress)
+    total, count = sum(n for n, _ in sums), sum(c for _, c in sums)
     loss = total / max(count, 1)
     return {"loss": round(loss, 6), "perplexity": round(math.exp(min(loss, 700)), 4), "tokens": count}
+
+
+def preference(tuned: list[tuple[float, int]], reference: list[tuple[float, int]], beta: float) -> dict[str, float]:
+    """DPO's own scores on held-out pairs, from the summed NLL of (chosen, rejected) alternately under the tuned
+    model and its reference (the base): the implicit reward of an answer is beta x (log p_tuned - log p_ref);
+    a pair is ranked right when the chosen answer's reward beats the rejected one's (trl's rewards/accuracies)."""
+    rewards = [beta * (r_nll - t_nll) for (t_nll, _), (r_nll, _) in zip(tuned, reference, strict=True)]
+    margins = [c - r for c, r in zip(rewards[0::2], rewards[1::2], strict=True)]
+    n = max(len(margins), 1)
+    return {"pairs": len(margins), "pairs_ranked_right": round(sum(m > 0 for m in margins) / n, 4),
+            "reward_margin": round(sum(margins) / n, 4)}
 
 
 # ---- the whole evaluation ---------------------------------------------------------------
@@ -218,6 +245,14 @@ def evaluate_run(run: str, data: Optional[str] = None, max_samples: Optional[int
             with ctx:
                 base = perplexity(model, tok, examples, progress=lambda d, t: note("perplexity_base", d, t))
             result.update({"perplexity_base": base["perplexity"], "loss_base": base["loss"]})
+        pairs = [p for r in rows if r.get("rejected") for p in pair_examples(tok, r, cfg.data.max_length)]
+        if pairs and stage == "dpo":  # a preference run: how it ranks held-out pairs, as trl scored it in training
+            scored = []
+            for use_adapter in (True, False):  # the tuned model, then its reference
+                model, ctx = session._model_for(use_adapter)
+                with ctx:
+                    scored.append(masked_nll(model, tok, pairs, progress=lambda d, t: note("preference", d, t)))
+            result.update(preference(scored[0], scored[1], cfg.dpo.beta))
         asked = [(p, ref) for _, p, ref in parts if p is not None]
         if asked:
             gen = GenerationConfig(**{**EVAL_SETTINGS, "max_new_tokens": max_new_tokens})
@@ -264,7 +299,7 @@ def read_eval(run_dir) -> Optional[dict[str, Any]]:
         return None
 
 
-METRICS = ("perplexity", "perplexity_base", "bleu", "rouge1", "rouge2", "rougeL")
+METRICS = ("perplexity", "perplexity_base", "pairs_ranked_right", "reward_margin", "bleu", "rouge1", "rouge2", "rougeL")
 
 
 def eval_metrics(run_dir) -> dict[str, float]:

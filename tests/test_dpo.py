@@ -344,3 +344,20 @@ def test_qlora_4bit_dpo_trains_on_cpu(workdir, demo_model):
     assert len(steps) == 2 and all(math.isfinite(s.loss) for s in steps)
     assert steps[0].metrics["rewards/margins"] == pytest.approx(0, abs=1e-4)
     assert (run_dir / "adapter" / "adapter_model.safetensors").exists()
+
+
+def test_eval_of_a_dpo_run_ranks_held_out_pairs_as_training_did(preset_run, workdir, tmp_path):
+    """`tuneboard eval` on a DPO run gave only the chosen answers' perplexity; what a DPO user watches is how the
+    model ranks held-out pairs. Its share of pairs ranked right and mean reward margin match trl's own last
+    validation (same pairs, same beta, the base as reference), and a file of plain conversations is scored too."""
+    from engine.evaluate import evaluate_run
+
+    result = evaluate_run(str(preset_run), workdir=workdir, include_base=False, max_samples=None, save=False)
+    last = [e for e in read_events(str(preset_run / "events.jsonl")) if isinstance(e, Evaluation)][-1].metrics
+    assert result["pairs"] == result["rows"] > 0
+    assert result["pairs_ranked_right"] == pytest.approx(last["rewards/accuracies"], abs=0.1)
+    assert result["reward_margin"] == pytest.approx(last["rewards/margins"], rel=0.1)
+    chat = tmp_path / "chat.jsonl"
+    chat.write_text('{"instruction": "What is 2 plus 2?", "output": "2 plus 2 is 4."}\n')
+    plain = evaluate_run(str(preset_run), data=str(chat), workdir=workdir, include_base=False, save=False)
+    assert plain["rows"] == 1 and plain["perplexity"] > 1 and "pairs" not in plain
