@@ -185,6 +185,31 @@ HTML_LANG_JS = """async (lang) => {
 }"""
 
 
+# A Gradio textbox with a copy button draws the button inside its <label>, before the textarea: a label names
+# its first control, so the button took the name and the textarea had none for a screen reader (the Train log,
+# the Runs log). Such fields are named after their block's label, again after each language switch.
+NAME_FIELDS_JS = """() => {
+  for (const field of document.querySelectorAll('.block textarea, .block input[type=text]')) {
+    if (field.labels?.length && !field.dataset.tbNamed) continue;
+    if (field.getAttribute('aria-label') && !field.dataset.tbNamed) continue;
+    const info = field.closest('.block')?.querySelector('[data-testid="block-info"]');
+    if (info?.textContent.trim()) {
+      field.setAttribute('aria-label', info.textContent.trim());
+      field.dataset.tbNamed = '1';
+    }
+  }
+}"""
+
+# Tabs are drawn when first opened and labels change with the language: fields are named as they appear
+READY_JS = f"""() => {{
+  const name = {NAME_FIELDS_JS};
+  name();
+  new MutationObserver(() => {{ clearTimeout(window.tbNaming); window.tbNaming = setTimeout(name, 150); }})
+    .observe(document.body, {{childList: true, subtree: true, characterData: true}});
+  document.body.dataset.tbReady = '1';
+}}"""
+
+
 def _wire_page(ui: UI, demo: gr.Blocks, saved_lang: Any, brand: Any, forced: str | None) -> None:
     """Open: pick the page's language, attach to the live run, check the data. Switch: relabel all."""
     lang_box = ui.c["top-lang"]
@@ -212,7 +237,7 @@ def _wire_page(ui: UI, demo: gr.Blocks, saved_lang: Any, brand: Any, forced: str
     for fn, inputs, outputs in ui.on_load:
         event = event.then(fn, inputs, outputs, show_progress="hidden")
     # the page has filled itself in: <body data-tb-ready="1"> tells scripts and browser tests
-    event.then(None, None, None, js="() => { document.body.dataset.tbReady = '1' }")
+    event.then(None, None, None, js=READY_JS)
 
 
 def serve(demo: gr.Blocks, host: str, port: int, auth: tuple[str, str] | None, share: bool = False) -> None:

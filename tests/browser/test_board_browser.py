@@ -26,6 +26,12 @@ LOSS_POINTS = (
 
 
 
+UNNAMED_FIELDS = """() => [...document.querySelectorAll('textarea, input:not([type=hidden]):not([type=file])')]
+  .filter(f => f.offsetParent !== null)
+  .filter(f => !f.labels?.length && !f.getAttribute('aria-label') && !f.getAttribute('aria-labelledby'))
+  .map(f => (f.closest('[id]') || {}).id + ':' + f.type)"""
+
+
 def open_board(page, url: str) -> None:
     page.goto(url)
     page.wait_for_selector("#model-name", timeout=60_000)
@@ -115,6 +121,8 @@ def test_every_tab_renders_offline(page, board):
         page.wait_for_selector(ready, timeout=60_000)
         page.wait_for_timeout(800)
         shot(page, f"tab-{name}")
+        # every field a screen reader can reach has a name (the Train log's was taken by its Copy button)
+        assert page.evaluate(UNNAMED_FIELDS) == [], name
     assert "alpaca" in page.evaluate("() => document.querySelector('#data-summary').textContent")
     assert page.errors == [], page.errors
     assert page.foreign == [], f"requests outside this machine: {page.foreign}"
