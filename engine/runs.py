@@ -18,7 +18,7 @@ from typing import Any, Optional
 
 from .config import RunConfig
 from .events import Error, Evaluation, Finished, LogStep, Progress, RunStarted, read_events
-from .messages import TuneboardError
+from .messages import TuneboardError, error_key
 from .paths import runs_dir
 
 RUNNING, FINISHED, STOPPED, FAILED = "running", "finished", "stopped", "failed"
@@ -43,6 +43,7 @@ class RunInfo:
     error_params: dict[str, Any] = field(default_factory=dict)
     has_adapter: bool = False
     has_model: bool = False
+    config_error: Optional[tuple[str, dict[str, Any]]] = None  # config.yaml can't be read: (key, params)
 
 
 def create_run(cfg: RunConfig, workdir: str | os.PathLike | None = None) -> Path:
@@ -105,8 +106,9 @@ def run_info(path: str | os.PathLike, events: Optional[list] = None) -> RunInfo:
     try:
         cfg = RunConfig.load(str(path / "config.yaml"))
         info.stage, info.model = cfg.stage, cfg.model.name_or_path
-    except Exception:
-        pass
+    except Exception as e:  # edited by hand into something else: said on the run's card, which Resume would refuse
+        key, params = error_key(e, "error.config.unreadable")
+        info.config_error = (key, {**params, "error": params.get("error", str(e))})
     pid, since, finished, attempts = 0, None, None, 0
     for ev in events:
         if isinstance(ev, RunStarted):  # a resumed run starts again: what ended before no longer counts

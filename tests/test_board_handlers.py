@@ -768,3 +768,14 @@ def test_an_adapter_to_continue_reaches_the_run_config_only_with_lora(tmp_path):
     assert e.value.key == "error.config.init_from_lora" and "freeze" in t(e.value.key, "en", **e.value.params)
     assert config_to_form(cfg, ["adapter.init_from"]) == {"adapter.init_from": str(sft)}
     assert config_to_form(RunConfig(), ["adapter.init_from"]) == {"adapter.init_from": ""}
+
+
+def test_a_run_whose_config_was_edited_into_something_unreadable_says_so(tmp_path):
+    """Listed as a plain stopped run with a blank stage: the reader learnt why only on Resume."""
+    path = _fake_run(tmp_path, "20250101-000000-sft", "stopped", [1.0])
+    (path / "config.yaml").write_text("training:\n  learning_rate: -1\n")
+    card, *_ = runs_tab.detail(Jobs(tmp_path), path.name, "ko")
+    assert "config.yaml을 읽을 수 없습니다" in card and "training.learning_rate" in card
+    (path / "config.yaml").write_text("training: [unclosed\n")
+    card, *_ = runs_tab.detail(Jobs(tmp_path), path.name, "en")
+    assert "can&#x27;t be read" in card and "YAML" in card

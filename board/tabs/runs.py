@@ -142,6 +142,11 @@ def detail_html(info: RunInfo, lang: str) -> str:
         if info.status == "failed"
         else ""
     )
+    if info.config_error:  # a config.yaml edited into something Resume and "Use this config" would refuse
+        key, params = info.config_error
+        said = t("ui.runs.config_unreadable", lang, error=t_or(key, lang, params.get("error", key), **params))
+        error += f'<div class="tb-alert tb-alert-warning">{html.escape(said)}</div>'
+
     return (
         f'<div class="tb-card tb-run-detail" data-status="{info.status}">'
         f'<div class="tb-card-title">{status_badge(info.status, lang)} <span class="tb-run-id">'
