@@ -245,6 +245,10 @@ class RunConfig:
     generation: GenerationConfig = field(default_factory=GenerationConfig)
 
     def __post_init__(self) -> None:
+        if self.stage == "dpo" and [d.path for d in self.data.datasets] == ["demo:sft"]:
+            # the default data (or the SFT preset's) under stage dpo: the bundled pairs, as the board's stage
+            # switch does; the instructions have no rejected answers and were refused as a file never named
+            self.data.datasets = [dataclasses.replace(self.data.datasets[0], path="demo:dpo")]
         if self.quantization.bits and self.adapter.method != "lora":
             _fail("quantization.bits", "error.config.quant_needs_lora",
                   "a quantized base can only be trained through LoRA (QLoRA)")

@@ -272,3 +272,13 @@ def test_set_reaches_into_a_list_by_index():
         with pytest.raises(ConfigError) as e:
             cfg.with_overrides(parse_overrides([bad]))
         assert e.value.key == "error.config.range" and e.value.params["bound"] == "0 .. 1"
+
+
+def test_stage_dpo_on_the_bundled_instructions_takes_the_bundled_pairs():
+    """`--set stage=dpo` on sft_demo.yaml (or a config naming no data) was refused over demo_sft.json, a file the
+    reader never named; the bundled pairs are what a DPO demo trains on. A file of one's own is left alone."""
+    assert [d.path for d in RunConfig.from_dict({"stage": "dpo"}).data.datasets] == ["demo:dpo"]
+    cfg = RunConfig.load(str(ROOT / "assets" / "configs" / "sft_demo.yaml")).with_overrides({"stage": "dpo"})
+    assert [d.path for d in cfg.data.datasets] == ["demo:dpo"]
+    mine = RunConfig.from_dict({"stage": "dpo", "data": {"datasets": [{"path": "mine.jsonl"}]}})
+    assert [d.path for d in mine.data.datasets] == ["mine.jsonl"]
