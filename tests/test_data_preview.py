@@ -139,3 +139,20 @@ def test_a_row_past_the_cutoff_shows_where_training_cuts_it(tok):
     assert "cut_at" not in whole and not any(s.get("cut") for s in whole["segments"])
     [text] = render({"text": "긴 글 " * 300}, tok, max_length=64)
     assert "cut_at" not in text
+
+
+def test_a_text_on_one_long_line_is_counted_in_pieces_to_the_same_total(tok, monkeypatch):
+    """A 6 MB line took 59 s and 3.4 GB to check, its encoding held whole; counted in pieces cut at spaces it is
+    the same number of tokens."""
+    from engine.data import tokens
+
+    text = "한 줄로 저장된 아주 긴 책입니다, with English words in it too. " * 3000  # ~140 k characters
+    whole = int(tokens.count(tok, [text])[0])
+    monkeypatch.setattr(tokens, "LONG_TEXT", 20_000)
+    seen = []
+
+    def spy(texts, **kw):  # what the tokenizer is given at once
+        seen.append(max(map(len, [texts] if isinstance(texts, str) else texts)))
+        return tok(texts, **kw)
+
+    assert int(tokens.count(spy, [text, "short"])[0]) == whole and max(seen) <= 5_000

@@ -79,8 +79,29 @@ def count(tokenizer: Any, texts: list[str]) -> np.ndarray:
     if tokenizer is None:
         narrow, wide = _estimate(texts)
         return np.ceil(narrow / 4 + wide).astype(np.int64)
+    if any(len(t) > LONG_TEXT for t in texts):  # a book on one line: counted in pieces, not held whole
+        return np.array([_count_long(tokenizer, t) if len(t) > LONG_TEXT else int(count(tokenizer, [t])[0])
+                         for t in texts], dtype=np.int64)
     ids = tokenizer(texts, add_special_tokens=False, return_attention_mask=False, verbose=False)["input_ids"]
     return np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
+
+
+LONG_TEXT = 200_000  # characters: a text longer than this is tokenised in pieces (its encoding took ~600 B a char)
+
+
+def _count_long(tokenizer: Any, text: str) -> int:
+    """Tokens of a very long text, tokenised in pieces cut at whitespace: a piece boundary can change a token or
+    two of the ~50,000 around it, against the gigabytes a 6 MB line took whole."""
+    total, start = 0, 0
+    while start < len(text):
+        end = min(start + LONG_TEXT // 4, len(text))
+        if end < len(text):
+            space = text.rfind(" ", start + 1, end)  # a word split in two would count as two
+            end = space if space > start else end
+        total += len(tokenizer(text[start:end], add_special_tokens=False, return_attention_mask=False,
+                               verbose=False)["input_ids"])
+        start = end
+    return total
 
 
 def _calibrated(tokenizer: Any, texts: list[str], budget: int) -> np.ndarray:
