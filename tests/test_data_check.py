@@ -350,3 +350,17 @@ def test_rows_that_are_not_objects_are_not_also_told_a_missing_column():
 def test_with_no_column_to_suggest_the_mapping_shows_its_form_not_a_dash():
     [f] = [f for f in check([{"instruction": "q", "zzz": 1}] * 2, "alpaca") if f.key == "data.missing_column"]
     assert f.params["mapping"] == "output=..." and not f.message("ko").endswith(": -")
+
+
+def test_an_empty_document_in_a_corpus_is_left_out_with_a_warning():
+    """A web dump's empty page refused the whole pretraining file; it is left out, said at its row."""
+    from engine.data.check import analyze
+
+    rows = [{"text": "첫 문서입니다."}, {"text": ""}, {"text": None}, {"text": "   "}, {"text": "The last one."}]
+    out = analyze(rows, measure=False)
+    assert out.format == "text" and out.errors == 0
+    assert [(f.row, f.field, f.key, f.severity) for f in out.findings] == [
+        (n, "text", "data.empty_text_skipped", "warning") for n in (2, 3, 4)]
+    assert [r["text"] for r in out.good] == ["첫 문서입니다.", "The last one."]
+    convo = analyze([{"instruction": "q", "output": ""}], measure=False)  # an empty answer stays an error
+    assert convo.errors == 1

@@ -121,6 +121,10 @@ def analyze(rows: list[Any], fmt: str = "auto", *, columns: dict[str, str] | Non
     for i, row in enumerate(rows):
         record, probs = normalize_row(row, name)
         out.records.append(record)
+        if name == "text" and [(f, k) for f, k, _ in probs] == [("text", "data.empty_field")]:
+            # an empty document is common in a corpus (a web dump's empty page): left out, said, not fatal
+            out.findings.append(warning(numbers[i], theirs.get("text", "text"), "data.empty_text_skipped", at(i)))
+            continue
         for fld, key, params in probs:
             out.findings.append(error(numbers[i], theirs.get(fld, fld), key, at(i), **params))
     good = [i for i, r in enumerate(out.records) if r is not None]
