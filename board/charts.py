@@ -30,7 +30,7 @@ PREFERENCE = ("rewards", "accuracy")  # charts of a preference run's own metrics
 REWARD_LINES = (
     ("rewards/chosen", "ui.chart.chosen", "#16a34a", None),
     ("rewards/rejected", "ui.chart.rejected", "#dc2626", None),
-    ("rewards/margins", "ui.chart.margin", "#4f46e5", "dot"),
+    ("rewards/margins", "ui.chart.margin", "#4f46e5", None),
 )
 COLORS = ["#4f46e5", "#0891b2", "#db2777", "#65a30d", "#ea580c", "#7c3aed", "#0d9488", "#ca8a04"]
 
@@ -161,11 +161,14 @@ def figure(curves: Curves, metric: str, lang: str, waiting: bool = True):
         if curves.eval_loss.x:
             traces.append(_line(curves.eval_loss, t("ui.chart.eval_loss", lang), COLORS[2], "dot"))
     elif metric == "rewards":
+        told = False  # validation dotted, as on the other charts; one legend entry says so, each named on hover
         for key, name, color, dash in REWARD_LINES:
             traces.append(_line(curves.rewards.get(key, Series()), t(name, lang), color, dash))
-            if key in curves.eval_rewards:  # named on hover; three more legend entries would cover the chart
-                name = f"{t(name, lang)} · {t('ui.chart.eval', lang)}"
-                traces.append(dict(_line(curves.eval_rewards[key], name, color, "dashdot"), showlegend=False))
+            if key in curves.eval_rewards:
+                hover = f"{t(name, lang)} · {t('ui.chart.eval', lang)}"
+                line = _line(curves.eval_rewards[key], t("ui.chart.eval", lang) if not told else hover, color, "dot")
+                traces.append(dict(line, showlegend=not told, hovertemplate=f"{hover}: %{{y:.3g}}<extra></extra>"))
+                told = True
         legend = True
     elif metric == "accuracy":
         key = "rewards/accuracies"

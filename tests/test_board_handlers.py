@@ -224,7 +224,8 @@ def test_a_dpo_run_shows_its_rewards_and_ranked_pairs_and_an_sft_run_does_not(tm
     lines = {tr.name: list(tr.y) for tr in rewards["value"].data}
     assert lines["chosen"] == pytest.approx([0.1, 0.2, 0.3, 0.4])
     assert lines["rejected"] == pytest.approx([-0.05, -0.1, -0.15, -0.2])
-    assert lines["margin"][-1] == pytest.approx(0.6) and lines["margin · eval"] == [0.5]
+    assert lines["margin"][-1] == pytest.approx(0.6) and lines["eval"] == [0.5]  # validation: one legend entry
+    assert [tr.showlegend for tr in rewards["value"].data] == [None, None, None, True]
     assert [list(tr.y) for tr in accuracy["value"].data] == [[0.25, 0.5, 0.75, 1.0], [0.75]]
     assert accuracy["value"].layout.yaxis.tickformat == ".0%"
     card, loss, lr, runs_rewards, config, log = runs_tab.detail(jobs, "r-dpo", "ko")
@@ -435,7 +436,8 @@ def test_a_bad_file_is_found_by_row(tmp_path):
 
 
 def test_stage_mismatch_is_an_error(tmp_path):
-    cfg = RunConfig.from_dict({"stage": "dpo", "data": {"datasets": [{"path": "demo:sft"}]}})
+    alpaca = str(ROOT / "tests" / "fixtures" / "data" / "alpaca.json")  # (demo:sft under dpo takes demo:dpo)
+    cfg = RunConfig.from_dict({"stage": "dpo", "data": {"datasets": [{"path": alpaca}]}})
     s = Session()
     data_tab.check_view(s, cfg, None, tmp_path)
     assert s.data.errors == 1 and s.data.first_error["key"] == "data.dpo_needs_preference"
@@ -594,9 +596,10 @@ def test_runs_listing_detail_and_compare(tmp_path):
     card, loss, lr, rewards, config, log = runs_tab.detail(jobs, "20250101-000000-sft", "en")
     assert rewards["visible"] is False  # an SFT run has no rewards chart
     assert 'data-status="finished"' in card and "training loss (mean)" in card and "perplexity" not in card
-    (tmp_path / "runs" / "20250101-000000-sft" / "eval.json").write_text('{"perplexity": 13.75, "bleu": 4.5}')
+    (tmp_path / "runs" / "20250101-000000-sft" / "eval.json").write_text(
+        '{"perplexity": 13.75, "bleu": 4.5, "pairs_ranked_right": 1.0}')
     card, *_ = runs_tab.detail(jobs, "20250101-000000-sft", "en")
-    assert "perplexity</td><td>13.75" in card and "BLEU</td><td>4.5" in card
+    assert "perplexity</td><td>13.75" in card and "BLEU</td><td>4.5" in card and "(Evaluate)</td><td>100%" in card
     assert list(loss.data[0].y) == [3.0, 2.0, 1.0] and "stage: sft" in config and log == "step 1\n"
     fig = runs_tab.compare(jobs, ["20250101-000000-sft", "20250102-000000-sft", "../x"], "en")
     assert [tr.name for tr in fig.data] == ["20250101-000000-sft", "20250102-000000-sft"]
@@ -751,6 +754,14 @@ def test_the_model_tab_offers_the_adapters_of_runs_on_the_same_base_and_shows_th
     assert [u.get("value") for u in shape] == [4, 8, 0.05, "q_proj, v_proj", False, True]
     assert not any(u["interactive"] for u in shape)
     assert all(u == {"__type__": "update", "interactive": True} for u in model_tab.adapter_shape(""))
+    # back to a new adapter: the controls get back what they held before the pick, not the adapter's shape
+    mine = [16, 32, 0.0, "all-linear", False, False]
+    held, updates = model_tab.pick_adapter(str(sft), None, mine)
+    assert held == mine and [u["value"] for u in updates] == [4, 8, 0.05, "q_proj, v_proj", False, True]
+    held, updates = model_tab.pick_adapter(str(sft), held, [4, 8, 0.05, "q_proj, v_proj", False, True])  # again
+    assert held == mine
+    held, updates = model_tab.pick_adapter("", held, [4, 8, 0.05, "q_proj, v_proj", False, True])
+    assert held is None and [(u["value"], u["interactive"]) for u in updates] == [(v, True) for v in mine]
 
 
 def test_an_adapter_to_continue_reaches_the_run_config_only_with_lora(tmp_path):

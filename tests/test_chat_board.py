@@ -171,6 +171,10 @@ def test_eval_view_reads_the_runs_eval_json(tmp_path):
     card, table = chat.eval_view(tmp_path, "r1", "en")
     assert 'data-run="r1"' in card and table["value"] == [["a", "b", "c", 1.0]]
     assert "validation split" in card and "검증 세트" in chat.eval_view(tmp_path, "r1", "ko")[0]
+    (run / "eval.json").write_text(json.dumps({"run": "r1", "rows": 4, "data": "validation", "pairs": 4,
+                                               "pairs_ranked_right": 0.75, "reward_margin": 1.25}))
+    card, _ = chat.eval_view(tmp_path, "r1", "en")  # a DPO run's: a share of pairs, not a bare 0.75
+    assert "Pairs ranked right (held out)</td><td>75% (3/4)" in card and "Reward margin" in card
 
 
 def test_export_into_the_workdir_and_list_it(tmp_path):

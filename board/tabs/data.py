@@ -225,8 +225,8 @@ def preview_html(reports: list[Any], lang: str) -> str:
                 lang,
                 file=Path(r.path).name,
                 row=item["row"],
-                tokens=f"{approx}{view['tokens']}",
-                loss=f"{approx}{view['loss_tokens']}",
+                tokens=f"{approx}{view['tokens']:,}",
+                loss=f"{approx}{view['loss_tokens']:,}",
             )
             segments, hidden = _shown(view["segments"])
             body = "".join(
@@ -549,7 +549,9 @@ def wire(ui: UI) -> None:
         "model.name_or_path",
         "model.chat_template",
     ]
-    triggers = [ui.fields[n].change for n in names] + [c["data-columns"].blur, c["data-columns"].submit]
+    # typed text checks when it is done (not at each key): the columns, and the system prompt the preview shows
+    typed = [c["data-columns"], ui.fields["data.system_prompt"]]
+    triggers = [ui.fields[n].change for n in names] + [e for box in typed for e in (box.blur, box.submit)]
     gr.on(
         triggers,
         check,

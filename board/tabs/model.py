@@ -200,6 +200,17 @@ def adapter_shape(path: str | None) -> list[dict]:
     return [update(interactive=False) if v is None else update(value=v, interactive=False) for v in values]
 
 
+def pick_adapter(path: str | None, before: list | None, values: list) -> tuple[list | None, list[dict]]:
+    """An adapter picked to continue, or a new one: (what the LoRA controls held before any pick, their updates).
+    A pick shows the adapter's own shape, locked; going back to a new adapter gives back what they held before,
+    not the picked adapter's shape (a new SFT run then trained at its rank and modules without a word)."""
+    if path:
+        return (before if before is not None else list(values)), adapter_shape(path)
+    if before is not None:
+        return None, [update(value=v, interactive=True) for v in before]
+    return None, adapter_shape("")
+
+
 def on_trust(ticked: bool) -> dict:
     return update(visible=bool(ticked))
 
@@ -491,7 +502,13 @@ def wire(ui: UI) -> None:
     init_in, init = [ui.session, c["model-name"], c["model-init-from"]], c["model-init-from"]
     for trigger in (c["model-name"].change, c["model-tab"].select):  # another base; runs finished meanwhile
         trigger(offer, init_in, init, show_progress="hidden")
-    init.change(adapter_shape, init, [c[k] for k in ADAPTER_SHAPE], show_progress="hidden")
+    shape, before = [c[k] for k in ADAPTER_SHAPE], gr.State(None)
+
+    def on_pick(path: str | None, held: list | None, *values) -> list:
+        held, updates = pick_adapter(path, held, list(values))
+        return [held, *updates]
+
+    init.change(on_pick, [init, before, *shape], [before, *shape], show_progress="hidden")
     ui.on_load.append((offer, init_in, [init]))
     ui.on_lang.append((offer, init_in, [init]))
 

@@ -133,7 +133,8 @@ def detail_html(info: RunInfo, lang: str) -> str:
     if output:
         rows.append((t("ui.runs.output", lang), output))
     metrics = "".join(
-        f"<tr><td>{html.escape(t_or(f'metric.{k}', lang, k))}</td><td>{html.escape(_fmt(v, '.5g'))}</td></tr>"
+        f"<tr><td>{html.escape(t_or(f'metric.{k}', lang, k))}</td>"
+        f"<td>{html.escape(f'{v:.0%}' if k.endswith(('accuracies', 'pairs_ranked_right')) else _fmt(v, '.5g'))}</td></tr>"
         for k, v in sorted(info.metrics.items())
         if isinstance(v, (int, float))
     )

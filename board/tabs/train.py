@@ -524,6 +524,7 @@ def build(ui: UI) -> None:
                         label=METRICS[name][0],
                         show_label=False,
                         visible=False,
+                        min_width=320,  # a phone stacks them: side by side their legends covered the titles
                         value=figure(Curves(), name, ui.lang),
                     )
             with gr.Row():
