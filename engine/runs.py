@@ -44,6 +44,7 @@ class RunInfo:
     has_adapter: bool = False
     has_model: bool = False
     config_error: Optional[tuple[str, dict[str, Any]]] = None  # config.yaml can't be read: (key, params)
+    init_from: str = ""  # the adapter it went on training (adapter.init_from): an SFT run a DPO run continued
 
 
 def create_run(cfg: RunConfig, workdir: str | os.PathLike | None = None) -> Path:
@@ -105,7 +106,7 @@ def run_info(path: str | os.PathLike, events: Optional[list] = None) -> RunInfo:
     info = RunInfo(id=path.name, path=path, status=FAILED, created=path.stat().st_mtime if path.exists() else 0.0)
     try:
         cfg = RunConfig.load(str(path / "config.yaml"))
-        info.stage, info.model = cfg.stage, cfg.model.name_or_path
+        info.stage, info.model, info.init_from = cfg.stage, cfg.model.name_or_path, cfg.adapter.init_from or ""
     except Exception as e:  # edited by hand into something else: said on the run's card, which Resume would refuse
         key, params = error_key(e, "error.config.unreadable")
         info.config_error = (key, {**params, "error": params.get("error", str(e))})

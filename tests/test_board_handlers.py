@@ -778,6 +778,10 @@ def test_an_adapter_to_continue_reaches_the_run_config_only_with_lora(tmp_path):
         RunConfig.from_dict({"adapter": {"method": "freeze", "init_from": str(sft)}})
     assert e.value.key == "error.config.init_from_lora" and "freeze" in t(e.value.key, "en", **e.value.params)
     assert config_to_form(cfg, ["adapter.init_from"]) == {"adapter.init_from": str(sft)}
+    dpo = _fake_run(tmp_path, "20250102-000000-dpo", "finished", [0.5])
+    cfg.save(str(dpo / "config.yaml"))
+    card, *_ = runs_tab.detail(Jobs(tmp_path), dpo.name, "en")  # the run says which adapter it went on training
+    assert "continued from</td><td>20250101-000000-sft<" in card
     assert config_to_form(RunConfig(), ["adapter.init_from"]) == {"adapter.init_from": ""}
 
 

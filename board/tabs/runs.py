@@ -129,6 +129,10 @@ def detail_html(info: RunInfo, lang: str) -> str:
         (t("ui.runs.col_steps", lang), f"{info.step}/{info.total_steps}" if info.total_steps else str(info.step)),
         (t("ui.runs.folder", lang), str(info.path)),
     ]
+    if info.init_from:  # the adapter it went on training: by its run's id when it is a run of this workdir
+        source = Path(info.init_from)
+        shown = source.name if source.parent == info.path.parent else str(source)
+        rows.insert(2, (t("ui.runs.init_from", lang), shown))
     output = "adapter/" if info.has_adapter else "model/" if info.has_model else ""
     if output:
         rows.append((t("ui.runs.output", lang), output))
