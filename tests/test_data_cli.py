@@ -228,5 +228,7 @@ def test_stage_checks_a_file_as_that_stage_trains_it(capsys, tok_dir, tmp_path):
     assert rc == 0 and [f["key"] for f in doc["stage_findings"]] == ["warning.pt_on_chat"]
     view = doc["preview"][0]["views"][0]
     assert "<|im_start|>" not in view["text"] and view["tokens"] == view["loss_tokens"]  # plain text, all trained
+    sft_doc = json.loads(run(capsys, FIX / "alpaca.json", "--model", tok_dir, "--json")[1])["files"][0]
+    assert doc["stats"]["split"] and doc["stats"]["total"] < sft_doc["stats"]["total"]  # measured without template
     rc, out, _ = run(capsys, FIX / "alpaca.json", "--model", tok_dir, "--stage", "dpo")
     assert rc == 1 and "DPO" in out

@@ -103,6 +103,7 @@ def run_check(cfg: RunConfig, workdir: Path) -> list[Any]:
             limit=FINDINGS_PER_KIND,
             preview_rows=PREVIEW_ROWS,
             assistant_only=cfg.data.assistant_only_loss and cfg.stage == "sft",
+            stage=cfg.stage,
         )
         # what the stage refuses or takes in another form (said by training too), the preview as it trains
         report.stage_findings = for_stage(report, cfg.stage, tokenizer, cfg.data.max_length, cfg.data.system_prompt,

@@ -46,7 +46,8 @@ def cmd_check(args: Any) -> int:
                           bound=">= 8")
     stage = getattr(args, "stage", None)
     reports = [check_file(path, fmt, columns=columns, tokenizer=tokenizer, max_length=max_length, limit=LIMIT,
-                          preview_rows=3 if args.json else 1, assistant_only=stage != "pt") for path in args.files]
+                          preview_rows=3 if args.json else 1, assistant_only=stage != "pt", stage=stage)
+               for path in args.files]
     if stage:  # as that stage will train each file: what it refuses, what it takes in another form
         from .load import for_stage
 

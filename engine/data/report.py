@@ -59,16 +59,24 @@ class FileReport:
 
 def check_file(path: str, fmt: str = "auto", *, columns: dict[str, str] | None = None, split: str = "train",
                tokenizer: Any = None, max_length: int | None = 1024, limit: int = 20, preview_rows: int = 3,
-               assistant_only: bool = True) -> FileReport:
-    """Everything `tuneboard check` says about one file (or hub dataset)."""
+               assistant_only: bool = True, stage: str | None = None) -> FileReport:
+    """Everything `tuneboard check` says about one file (or hub dataset); `stage`: the run's, when known."""
     src, result = inspect_path(path, fmt, columns, split, tokenizer, max_length)
     kept, counts = summarize(result.findings, limit)
     good = result.good
     numbers = [n for r, n in zip(result.records, result.numbers, strict=False) if r is not None]
+    lengths, as_text = result.lengths, result.format == "text"
+    if stage == "pt" and good and result.format not in (None, "text") and lengths is not None:
+        from .load import to_stage
+        from .tokens import count
+
+        # pretraining reads a conversation as its plain contents, split at the cutoff: measured as such (the
+        # chat template's lengths said more tokens than train, and a cut where the text is split)
+        lengths, as_text = count(tokenizer, [to_stage(r, "pt", None)["text"] for r in good]), True
     return FileReport(
         path=src.path, source=src.kind, format=result.format, kind=result.trl_kind, rows=len(src.rows),
         valid=len(good), findings=kept, counts=counts, errors=result.errors,
         warnings=sum(f.severity == "warning" for f in result.findings),
-        stats=stats(result.lengths, max_length, result.counting, split=result.format == "text"),
+        stats=stats(lengths, max_length, result.counting, split=as_text),
         preview=preview(good, numbers, tokenizer, preview_rows, assistant_only, max_length),
     )
