@@ -200,8 +200,23 @@ NAME_FIELDS_JS = """() => {
   }
 }"""
 
+# Enter in the model box took the first listed match: `Qwen/Qwen2.5-0.5B` became `...-0.5B-Instruct`, another
+# model, without a word. Enter now keeps what was typed (leaving the box commits it, as a custom value); a listed
+# model is still picked with the arrow keys and Enter, or a click.
+KEEP_TYPED_JS = """(event) => {
+  const box = event.target;
+  if (!box.matches?.('#model-name input')) return;
+  if (event.key === 'ArrowDown' || event.key === 'ArrowUp') { box.dataset.tbArrowed = '1'; return; }
+  if (event.key !== 'Enter') { delete box.dataset.tbArrowed; return; }
+  if (box.dataset.tbArrowed) { delete box.dataset.tbArrowed; return; }
+  event.preventDefault();
+  event.stopImmediatePropagation();
+  box.blur();
+}"""
+
 # Tabs are drawn when first opened and labels change with the language: fields are named as they appear
 READY_JS = f"""() => {{
+  document.addEventListener('keydown', {KEEP_TYPED_JS}, true);
   const name = {NAME_FIELDS_JS};
   name();
   new MutationObserver(() => {{ clearTimeout(window.tbNaming); window.tbNaming = setTimeout(name, 150); }})

@@ -141,6 +141,26 @@ def test_offline_a_listed_model_still_gets_its_memory_estimate(page, board):
     assert page.errors == [], page.errors
 
 
+def test_enter_in_the_model_box_keeps_what_was_typed(page, board):
+    """Enter took the first listed match: Qwen/Qwen2.5-0.5B became Qwen/Qwen2.5-0.5B-Instruct, another model, without
+    a word. Typed + Enter is kept as typed; a listed model is still picked with the arrow keys and Enter."""
+    open_board(page, board.url)
+    page.click("#model-name input")
+    page.fill("#model-name input", "Qwen/Qwen2.5-0.5B")
+    page.press("#model-name input", "Enter")
+    page.wait_for_function(
+        "() => document.querySelector('#model-estimate')?.textContent.includes('Qwen/Qwen2.5-0.5B')"
+        " && !document.querySelector('#model-estimate').textContent.includes('Instruct')", timeout=30_000)
+    assert page.input_value("#model-name input") == "Qwen/Qwen2.5-0.5B"
+    page.click("#model-name input")
+    page.fill("#model-name input", "Qwen3-0.6")
+    page.press("#model-name input", "ArrowDown")
+    page.press("#model-name input", "Enter")
+    page.wait_for_function("() => document.querySelector('#model-name input')?.value === 'Qwen/Qwen3-0.6B'",
+                           timeout=30_000)
+    assert page.errors == [], page.errors
+
+
 def test_switch_to_korean_and_it_stays(page, board):
     open_board(page, board.url)
     choose(page, "top-lang", "한국어")
