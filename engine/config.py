@@ -275,14 +275,14 @@ class RunConfig:
         a run's config.yaml re-runs and evaluates from any folder, not only from the one it was started in."""
         from pathlib import Path
 
+        from .demo import is_demo
+
         def absolute(p: Optional[str]) -> Optional[str]:
             return str(Path(p).expanduser().resolve()) if p and Path(p).expanduser().exists() else p
 
         data = self.to_dict()
         for spec in data["data"]["datasets"]:
             spec["path"] = absolute(spec["path"])
-        from .demo import is_demo
-
         if not is_demo(self.model.name_or_path) and Path(self.model.name_or_path).expanduser().is_dir():
             data["model"]["name_or_path"] = absolute(self.model.name_or_path)
         data["adapter"]["init_from"] = absolute(self.adapter.init_from)
@@ -350,11 +350,7 @@ class RunConfig:
             node, parts = data, dotted.split(".")
             for i, part in enumerate(parts[:-1]):
                 if isinstance(node, list):  # `data.datasets.0.columns.text`: an entry of a list, by its index
-                    if not part.isdigit() or int(part) >= len(node):
-                        raise ConfigError(".".join(parts[: i + 1]), "error.config.range",
-                                          f"no entry {part} (0 to {len(node) - 1})", value=part,
-                                          bound=f"0 .. {len(node) - 1}")
-                    node = node[int(part)]
+                    node = node[_list_index(node, part, ".".join(parts[: i + 1]))]
                     continue
                 if part in node and not isinstance(node[part], (dict, list)):  # `adapter.rank.x`: rank is a value
                     raise ConfigError(".".join(parts[: i + 1]), "error.config.not_a_section",
@@ -363,11 +359,7 @@ class RunConfig:
                     raise _unknown(".".join(parts[: i + 1]), part, [k for k in node if k != part])
                 node = node[part]
             if isinstance(node, list):  # `data.datasets.0={path: x.jsonl}`: that entry replaced
-                last = parts[-1]
-                if not last.isdigit() or int(last) >= len(node):
-                    raise ConfigError(dotted, "error.config.range", f"no entry {last} (0 to {len(node) - 1})",
-                                      value=last, bound=f"0 .. {len(node) - 1}")
-                node[int(last)] = value
+                node[_list_index(node, parts[-1], dotted)] = value
                 continue
             node[parts[-1]] = value  # an unknown leaf is refused by from_dict, with the nearest name
         return type(self).from_dict(data)
@@ -458,6 +450,14 @@ def padding_free_choice(cfg: RunConfig, attn: str) -> bool:
     return mode == "on" or (mode == "auto" and attn in ("flash_attention_2", "varlen"))
 
 
+def _list_index(items: list, part: str, name: str) -> int:
+    """`part` of a dotted path as an index into `items`, or the range it must be in."""
+    if not part.isdigit() or int(part) >= len(items):
+        raise ConfigError(name, "error.config.range", f"no entry {part} (0 to {len(items) - 1})", value=part,
+                          bound=f"0 .. {len(items) - 1}")
+    return int(part)
+
+
 @functools.cache
 def _strict_loader():
     """PyYAML's SafeLoader, refusing a key given twice in one mapping: YAML keeps the last, so a `training:`
@@ -530,7 +530,6 @@ def parse_value(text: str, hint: Any = None) -> Any:
         parsed = parse_value(text)
         several = isinstance(parsed, list) and (len(parsed) != 1 or any(q in text for q in "'\""))
         return parsed if several else [text]
-    """Parse a `--set` value the way YAML would (numbers, booleans, lists), else keep the string."""
     try:
         import yaml
 
