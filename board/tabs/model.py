@@ -15,6 +15,7 @@ from pathlib import Path
 import gradio as gr
 
 from engine import estimate as est_mod
+from engine.adapters import adapter_dir
 from engine.config import ConfigError, RunConfig
 from engine.demo import DEMO_NAME
 from engine.estimate import DEFAULT_GPU_GB, Estimate, describe_changes
@@ -186,11 +187,9 @@ def adapter_shape(path: str | None) -> list[dict]:
 
     if not path:
         return [update(interactive=True) for _ in ADAPTER_SHAPE]
-    p = Path(path)
-    found = next((c / "adapter_config.json" for c in (p / "adapter", p) if (c / "adapter_config.json").exists()), None)
-    try:
-        a = json.loads(found.read_text(encoding="utf-8")) if found else {}
-    except (OSError, ValueError):
+    try:  # the folder the engine continues (engine.adapters.adapter_dir: a run's adapter/, or the folder itself)
+        a = json.loads((adapter_dir(path) / "adapter_config.json").read_text(encoding="utf-8"))
+    except (TuneboardError, OSError, ValueError):
         a = {}
     if not a:
         return [update() for _ in ADAPTER_SHAPE]  # the engine says what is wrong with it, at Start
@@ -349,7 +348,7 @@ def build(ui: UI) -> None:
                     field="adapter.init_from",
                     label="ui.model.init_from",
                     info="ui.model.init_from_info",
-                    choices=init_choices(ui.workdir, d.model.name_or_path, ui.lang),
+                    choices=[(t("ui.model.init_new", ui.lang), "")],  # the runs: listed as the page opens (on_load)
                     value=d.adapter.init_from or "",
                     allow_custom_value=True,  # a loaded config may name an adapter folder of its own
                 )
