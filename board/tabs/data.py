@@ -82,10 +82,6 @@ def add_uploads(files: list[Any] | None, current: list[str] | None, workdir: Pat
     return update(choices=dataset_choices(workdir, lang), value=selected), msg
 
 
-def _stage_errors(r: Any) -> list[dict[str, Any]]:
-    return [f for f in r.stage_findings if f["severity"] == "error"]
-
-
 def run_check(cfg: RunConfig, workdir: Path) -> list[Any]:
     """check_file for each dataset, with the run's own tokenizer when its files are on this machine."""
     from engine.data import check_file
@@ -115,8 +111,8 @@ def run_check(cfg: RunConfig, workdir: Path) -> list[Any]:
 def summarize_reports(reports: list[Any], signature: str = "") -> DataReport:
     out = DataReport(checked=True, signature=signature)
     for r in reports:
-        out.errors += r.errors + len(_stage_errors(r))
-        out.warnings += r.warnings + len(r.stage_findings) - len(_stage_errors(r))
+        out.errors += r.all_errors
+        out.warnings += r.all_warnings
         if not out.first_error:
             first = next((f for f in r.findings if f.severity == "error"), None)
             if first is not None:
@@ -126,13 +122,9 @@ def summarize_reports(reports: list[Any], signature: str = "") -> DataReport:
                     "path": r.path,
                     "params": {"row": first.row, "line": first.line, "field": first.field, **first.params},
                 }
-            elif _stage_errors(r):
-                out.first_error = {
-                    "key": _stage_errors(r)[0]["key"],
-                    "row": None,
-                    "path": r.path,
-                    "params": _stage_errors(r)[0]["params"],
-                }
+            elif r.stage_errors:
+                out.first_error = {"key": r.stage_errors[0]["key"], "row": None, "path": r.path,
+                                   "params": r.stage_errors[0]["params"]}
     return out
 
 
@@ -161,12 +153,10 @@ def summary_html(reports: list[Any], lang: str) -> str:
         return f'<div class="tb-card tb-muted">{html.escape(t("ui.data.none", lang))}</div>'
     cards = []
     for r in reports:
-        errors = r.errors + len(_stage_errors(r))
-        ok = errors == 0 and r.valid > 0
+        errors, ok = r.all_errors, r.trainable
         fmt = r.format or "?"
         kind = f' <span class="tb-muted">({html.escape(kind_text(r.kind, lang))})</span>' if r.kind else ""
-        warnings = r.warnings + len(r.stage_findings) - len(_stage_errors(r))
-        counts = t("ui.data.counts", lang, rows=r.rows, valid=r.valid, errors=errors, warnings=warnings)
+        counts = t("ui.data.counts", lang, rows=r.rows, valid=r.valid, errors=errors, warnings=r.all_warnings)
         s = r.stats or {}
         tokens = ""
         if s.get("rows"):
@@ -238,7 +228,6 @@ def preview_html(reports: list[Any], lang: str) -> str:
             if hidden:
                 more = t("ui.data.more_chars", lang, count=f"{hidden:,}")
                 body += f'<span class="tb-more"> … {html.escape(more)}</span>'
-
             parts.append(
                 f'<div class="tb-sample"><div class="tb-sample-head">{html.escape(head)}'
                 f'{" · " + html.escape(label) if label else ""}</div><pre class="tb-render">{body}</pre></div>'

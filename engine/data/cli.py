@@ -102,6 +102,5 @@ def _print_report(r: FileReport) -> None:
             text = text if len(text) <= 1200 else text[:1200] + " ..."
             print("    " + text.replace("\n", "\n    "))
     verdict = message("data.cli.trainable" if r.trainable else "data.cli.not_trainable")
-    stage_errors = sum(f["severity"] == "error" for f in r.stage_findings)
-    counts = {"errors": r.errors + stage_errors, "warnings": r.warnings + len(r.stage_findings) - stage_errors}
+    counts = {"errors": r.all_errors, "warnings": r.all_warnings}
     print("  " + message("data.cli.summary", counts) + f" - {verdict}\n")

@@ -46,8 +46,22 @@ class FileReport:
     stage_findings: list[dict[str, Any]] = field(default_factory=list)
 
     @property
+    def stage_errors(self) -> list[dict[str, Any]]:
+        return [f for f in self.stage_findings if f["severity"] == "error"]
+
+    @property
+    def all_errors(self) -> int:
+        """The file's errors and its stage's refusals."""
+        return self.errors + len(self.stage_errors)
+
+    @property
+    def all_warnings(self) -> int:
+        """The file's warnings and its stage's notes."""
+        return self.warnings + len(self.stage_findings) - len(self.stage_errors)
+
+    @property
     def trainable(self) -> bool:
-        return self.errors == 0 and self.valid > 0 and not any(f["severity"] == "error" for f in self.stage_findings)
+        return self.all_errors == 0 and self.valid > 0
 
     def to_dict(self, lang: str | None = None) -> dict[str, Any]:
         return {"path": self.path, "source": self.source, "format": self.format, "kind": self.kind,
