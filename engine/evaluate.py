@@ -245,8 +245,9 @@ def evaluate_run(run: str, data: Optional[str] = None, max_samples: Optional[int
             with ctx:
                 base = perplexity(model, tok, examples, progress=lambda d, t: note("perplexity_base", d, t))
             result.update({"perplexity_base": base["perplexity"], "loss_base": base["loss"]})
-        pairs = [p for r in rows if r.get("rejected") for p in pair_examples(tok, r, cfg.data.max_length)]
-        if pairs and stage == "dpo":  # a preference run: how it ranks held-out pairs, as trl scored it in training
+        pairs = [p for r in rows if r.get("rejected") for p in pair_examples(tok, r, cfg.data.max_length)] \
+            if stage == "dpo" else []
+        if pairs:  # a preference run: how it ranks held-out pairs, as trl scored it in training
             scored = []
             for use_adapter in (True, False):  # the tuned model, then its reference
                 model, ctx = session._model_for(use_adapter)

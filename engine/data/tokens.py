@@ -79,9 +79,13 @@ def count(tokenizer: Any, texts: list[str]) -> np.ndarray:
     if tokenizer is None:
         narrow, wide = _estimate(texts)
         return np.ceil(narrow / 4 + wide).astype(np.int64)
-    if any(len(t) > LONG_TEXT for t in texts):  # a book on one line: counted in pieces, not held whole
-        return np.array([_count_long(tokenizer, t) if len(t) > LONG_TEXT else int(count(tokenizer, [t])[0])
-                         for t in texts], dtype=np.int64)
+    long = [i for i, t in enumerate(texts) if len(t) > LONG_TEXT]
+    if long:  # a book on one line: counted in pieces, not held whole; the others in one batch as ever
+        out = np.zeros(len(texts), dtype=np.int64)
+        short = sorted(set(range(len(texts))) - set(long))
+        out[short] = count(tokenizer, [texts[i] for i in short])
+        out[long] = [_count_long(tokenizer, texts[i]) for i in long]
+        return out
     ids = tokenizer(texts, add_special_tokens=False, return_attention_mask=False, verbose=False)["input_ids"]
     return np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
 
