@@ -449,7 +449,11 @@ def cmd_train(args) -> int:
 
         failed = report(e, getattr(args, "debug", False))  # said before the folder, which stays the last line
     finally:
-        stop.restore()
+        try:
+            stop.restore()
+        except KeyboardInterrupt:  # the second signal, landing just as the run ended: it still says its folder
+            aborted = True
+            stop.restore()
         bar.close()
         print(str(run_dir))  # the last line, also when the run failed: its log and events are there
     if failed is not None:

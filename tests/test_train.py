@@ -485,11 +485,15 @@ def test_cli_ctrl_c_stops_after_the_step_keeps_a_checkpoint_and_prints_the_folde
     deadline = time.time() + 120
     while time.time() < deadline and " 10/500 " not in (tmp_path / "stderr").read_text():  # step 10's line
         time.sleep(0.1)
+    reached = " 10/500 " in (tmp_path / "stderr").read_text()
     for _ in range(times):
         proc.send_signal(getattr(signal, sig))
         time.sleep(0.05)
     out, _ = proc.communicate(timeout=120)
-    assert proc.returncode == code, (tmp_path / "stderr").read_text()[-2000:]
+    said = (tmp_path / "stderr").read_text()[-2000:]
+    assert reached, f"step 10 not reached in 120 s: {said}"
+    assert proc.returncode == code, said
+    assert out.strip(), f"no run folder on stdout: {said}"
     run_dir = Path(out.strip().splitlines()[-1])
     assert run_info(run_dir).status == "stopped" and latest_checkpoint(run_dir) is not None
     [finished] = [e for e in read_events(str(run_dir / "events.jsonl")) if isinstance(e, Finished)]
