@@ -157,6 +157,17 @@ def test_a_required_column_missing_everywhere_is_named_once_with_a_mapping(tmp_p
     assert [f.row for f in result.findings if f.key == "data.missing_field"] == [2, 3]
 
 
+def test_a_preference_file_without_a_prompt_column_is_told_which_column_to_map():
+    """Intel/orca_dpo_pairs: system, question, chosen, rejected; a file-level error names `prompt=question`."""
+    rows = [{"system": "", "question": f"What is {i}+{i}?", "chosen": str(2 * i), "rejected": "5"} for i in range(3)]
+    [col] = [f for f in check(rows) if f.key == "data.missing_column"]
+    assert (col.row, col.field, col.params["mapping"]) == (None, "prompt", "prompt=question")
+    assert not [f for f in check(rows, columns={"prompt": "question"}) if f.severity == "error"]
+    talks = [{"chosen": [{"role": "user", "content": "Q"}, {"role": "assistant", "content": "Good answer."}],
+              "rejected": [{"role": "user", "content": "Q"}, {"role": "assistant", "content": "Bad answer."}]}]
+    assert not [f for f in check(talks) if f.severity == "error"]  # the prompt inside the pair: no column missing
+
+
 def test_a_list_of_messages_per_line_is_one_conversation():
     rows = [[{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello there"}]]
     result_findings = check(rows)

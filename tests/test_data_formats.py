@@ -87,6 +87,23 @@ def test_answers_that_repeat_the_prompt_are_cut_after_it():
     assert not probs and rec == {"prompt": [user("Q?")], "chosen": [bot("Good.")], "rejected": [bot("Bad.")]}
 
 
+def test_anthropic_hh_transcripts_become_turns_sharing_the_prompt():
+    """HH-RLHF keeps a pair as two transcripts, "\\n\\nHuman: ...\\n\\nAssistant: ...", and no prompt column."""
+    talk = "\n\nHuman: 안녕하세요\n\nAssistant: 반갑습니다.\n\nHuman: Tell me a joke\n\nAssistant:"
+    row = {"chosen": talk + " Why did the chicken cross the road?\n\nTo get to the other side.",
+           "rejected": talk + " No."}
+    assert detect_format([row]) == "preference"
+    rec, probs = normalize_row(row, "preference")
+    assert not probs
+    assert rec == {"prompt": [user("안녕하세요"), bot("반갑습니다."), user("Tell me a joke")],
+                   "chosen": [bot("Why did the chicken cross the road?\n\nTo get to the other side.")],
+                   "rejected": [bot("No.")]}
+    rec, probs = normalize_row({**row, "rejected": talk}, "preference")  # an empty last answer: said where
+    assert rec is None and [(f, k, p.get("index")) for f, k, p in probs] == [("rejected", "data.empty_message", 4)]
+    rec, probs = normalize_row({"chosen": "Sure.", "rejected": "No."}, "preference")  # plain text: no prompt
+    assert rec is None and [(f, k) for f, k, _ in probs] == [("prompt", "data.missing_field")]
+
+
 def test_sharegpt_preference_with_chosen_and_rejected_messages():
     row = {"conversations": [{"from": "human", "value": "Q"}], "chosen": {"from": "gpt", "value": "A"},
            "rejected": {"from": "gpt", "value": "B"}}

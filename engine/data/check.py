@@ -151,10 +151,15 @@ def analyze(rows: list[Any], fmt: str = "auto", *, columns: dict[str, str] | Non
 
 def _missing_columns(out: Analysis, keys: list[str], theirs: dict[str, str]) -> None:
     """A required field absent from every row is a column problem: say so once, with a mapping to try."""
-    if out.format not in ("alpaca", "prompt_completion", "text") or not keys:
+    if out.format not in ("alpaca", "prompt_completion", "text", "preference") or not keys:
         return  # the others have alternative spellings per row; no keys: no row is an object (said per row)
     absent = tuple(f for f in FORMATS[out.format][0] if f not in keys
                    and not (f == "instruction" and "input" in keys))  # input alone is a prompt too
+    if out.format == "preference":  # the prompt has other spellings, or is left inside chosen and rejected
+        said = {(f.field, f.key) for f in out.findings}
+        absent = tuple(f for f in absent if f != "prompt" or (
+            not {"instruction", "input", "conversations", "messages"} & set(keys)
+            and (theirs.get("prompt", "prompt"), "data.missing_field") in said))
     for fld in absent:
         mapping = suggest_mapping(out.format, [k for k in keys if k not in FORMATS[out.format][0]], (fld,))
         out.findings.append(error(None, theirs.get(fld, fld), "data.missing_column", format=out.format,

@@ -8,7 +8,8 @@ Formats (their fields, as named after `DatasetSpec.columns` mapping):
   preference         prompt, chosen, rejected (strings or message lists); also alpaca-style
                      instruction/input + chosen/rejected or a two-item output [chosen, rejected],
                      ShareGPT-style conversations + chosen/rejected, or chosen/rejected alone
-                     (full conversations sharing the prompt)
+                     (full conversations sharing the prompt: message lists, or Anthropic HH-RLHF
+                     transcripts "\n\nHuman: ...\n\nAssistant: ...")
   text               text (or a .txt file)
 
 Every row becomes one record in trl's terms:
@@ -396,6 +397,18 @@ def _prompt(row: dict, probs: Problems) -> list[dict] | None:
     return msgs if check_turns(msgs, "prompt", probs, end="user") else None
 
 
+_SPEAKER = re.compile(r"(?:^|\n\n)(Human|Assistant): ?")
+
+
+def _transcript(value: Any) -> list[dict] | None:
+    """Anthropic HH-RLHF's text: `\\n\\nHuman: ...\\n\\nAssistant: ...` as messages; None for other text."""
+    if not isinstance(value, str) or not value.lstrip().startswith("Human:"):
+        return None
+    parts = _SPEAKER.split(value.strip())  # ['', 'Human', text, 'Assistant', text, ...]
+    return [{"role": "user" if who == "Human" else "assistant", "content": text.strip()}
+            for who, text in zip(parts[1::2], parts[2::2], strict=True)]
+
+
 def _split_shared_prefix(chosen: list[dict], rejected: list[dict]) -> tuple[list[dict], list[dict], list[dict]]:
     n = 0
     while n < min(len(chosen), len(rejected)) - 1 and chosen[n] == rejected[n]:
@@ -420,12 +433,12 @@ def _preference(row: dict, probs: Problems) -> dict | None:
         prompt = _prompt(row, probs)
         chosen = _answer(row["chosen"], "chosen", probs, prompt)
         rejected = _answer(row["rejected"], "rejected", probs, prompt)
-    elif not _turn_style(row["chosen"]):
+    elif not _turn_style(row["chosen"]) and not (_transcript(row["chosen"]) and _transcript(row["rejected"])):
         probs.add("prompt", "data.missing_field")
         return None
-    else:  # no prompt: chosen / rejected are whole conversations that share it
-        chosen = turns(row["chosen"], "chosen", probs)
-        rejected = turns(row["rejected"], "rejected", probs)
+    else:  # no prompt: chosen / rejected are whole conversations that share it (lists, or HH transcripts)
+        chosen = turns(_transcript(row["chosen"]) or row["chosen"], "chosen", probs)
+        rejected = turns(_transcript(row["rejected"]) or row["rejected"], "rejected", probs)
         if chosen is None or rejected is None:
             return None
         prompt, chosen, rejected = _split_shared_prefix(chosen, rejected)
