@@ -152,6 +152,22 @@ def test_nearest_format_suggests_a_mapping():
     assert nearest_format(["user", "assistant"]) == ("alpaca", {"instruction": "user", "output": "assistant"})
     assert nearest_format(["Text"])[0] == "text"
     assert nearest_format(["dialog"]) == ("sharegpt", {"conversations": "dialog"})
+    assert nearest_format(["id", "data"]) == ("sharegpt", {"conversations": "data"})  # UltraChat
+    assert nearest_format(["id", "system_prompt", "question", "response"]) == (  # OpenOrca
+        "alpaca", {"instruction": "question", "output": "response", "system": "system_prompt"})
+
+
+def test_bare_texts_taking_turns_are_a_conversation_the_user_begins():
+    """LIMA and UltraChat keep a conversation as a list of texts: user, assistant, user, ..."""
+    row = {"conversations": ["인공지능이 뭐예요?", "기계가 배우는 분야입니다.", "Thanks", "You're welcome."]}
+    assert detect_format([row]) == "sharegpt"
+    rec, probs = normalize_row(row, "sharegpt")
+    assert not probs and rec["messages"] == [user("인공지능이 뭐예요?"), bot("기계가 배우는 분야입니다."),
+                                             user("Thanks"), bot("You're welcome.")]
+    rec, probs = normalize_row({"conversations": ["Q", "A", "Q2"]}, "sharegpt")  # no answer to the last question
+    assert rec is None and [k for _, k, _ in probs] == ["data.ends_without_answer"]
+    rec, probs = normalize_row({"conversations": ["Q", {"from": "gpt", "value": "A"}]}, "sharegpt")  # a mix: refused
+    assert rec is None and [k for _, k, _ in probs] == ["data.wrong_type_in_message"]
 
 
 def test_an_empty_weight_cell_is_no_weight():

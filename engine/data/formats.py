@@ -2,7 +2,7 @@
 
 Formats (their fields, as named after `DatasetSpec.columns` mapping):
   alpaca             instruction, output; optional input, system, history [[q, a], ...]
-  sharegpt           conversations [{from, value}]; optional system
+  sharegpt           conversations [{from, value}] (or bare texts taking turns, the user first); optional system
   messages           messages [{role, content}] (OpenAI)
   prompt_completion  prompt, completion (strings or message lists); optional system
   preference         prompt, chosen, rejected (strings or message lists); also alpaca-style
@@ -54,7 +54,9 @@ ALIASES = {  # column names people use for our fields, for "did you mean" sugges
     "output": ["answer", "response", "output_text", "target", "solution", "reply", "answers", "assistant", "gpt", "답변", "응답", "출력",
                "대답", "정답", "回答", "答案", "回答文", "输出", "回复", "出力", "応答"],
     "input": ["context", "inputs", "입력", "맥락", "문맥", "输入", "入力"],
-    "conversations": ["conversation", "dialog", "dialogue", "chat", "turns", "conversation_history"],
+    "conversations": ["conversation", "dialog", "dialogue", "chat", "turns", "conversation_history", "data", "대화",
+                      "对话", "会話"],
+    "system": ["system_prompt", "system_message", "sys_prompt", "시스템", "系统", "システム"],
     "messages": ["message", "chat_messages"],
     "text": ["content", "document", "body", "sentence", "passage", "texts", "article", "raw_content", "raw_text",
              "paragraph", "본문", "문장", "내용", "텍스트", "文本", "内容", "文章", "本文", "テキスト"],
@@ -246,6 +248,8 @@ def turns(value: Any, field: str, probs: Problems, weights: bool = False) -> lis
     if not value:
         probs.add(field, "data.empty_field")
         return None
+    if all(isinstance(item, str) for item in value):  # LIMA, UltraChat: bare texts taking turns, the user first
+        value = [{"role": "assistant" if i % 2 else "user", "content": item} for i, item in enumerate(value)]
     out, ok = [], True
     for i, item in enumerate(value, 1):
         if not isinstance(item, dict):
