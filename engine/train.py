@@ -459,7 +459,9 @@ def cmd_train(args) -> int:
     if failed is not None:
         return failed
     # stopped or aborted by Ctrl+C or SIGTERM: the run is not done; the shell's status for that signal
-    return 128 + (stop.signal or 2) if aborted or stop.requested() else 0
+    if aborted or stop.requested():
+        return 128 + (stop.signal or 2)
+    return 128 + 15 if bar.status == "stopped" else 0  # stopped by the board's Stop or stop.request: as SIGTERM
 
 
 def check_init_from(cfg: RunConfig) -> None:
@@ -607,8 +609,11 @@ class ProgressBar:
         self.tty = sys.stderr.isatty()
         self.progress: Optional[Progress] = None
         self.held = ""  # not a terminal: the line waiting for its step's loss
+        self.status: Optional[str] = None  # how the run ended: finished, stopped, failed
 
     def __call__(self, ev: Event) -> None:
+        if isinstance(ev, Finished):
+            self.status = ev.status
         if self.quiet and not isinstance(ev, (Warning, Finished)):
             return
         if isinstance(ev, LogStep):

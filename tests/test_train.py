@@ -407,6 +407,32 @@ def test_a_stop_file_stops_the_run_with_a_checkpoint(workdir, demo_model):
     assert not (run_dir / STOP_FILE).exists()  # a resume must not stop at once
 
 
+def test_cli_a_run_stopped_by_a_stop_request_is_not_a_success(workdir, demo_model, tmp_path):
+    """The board's Stop (or a script's stop.request) ends `tuneboard train` with 143, as SIGTERM does: with 0,
+    `tuneboard train ... && tuneboard export ...` would export a run that never got to its last step."""
+    import os
+    import time
+
+    from engine.runs import STOP_FILE
+
+    cmd = [sys.executable, "-m", "engine.cli", "train", "assets/configs/sft_demo.yaml", "--max-steps", "500",
+           "--workdir", str(workdir), "--set", "data.val_size=0"]
+    err = open(tmp_path / "stderr", "w+")
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=err, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    deadline = time.time() + 120
+    while time.time() < deadline and "run folder: " not in (said := (tmp_path / "stderr").read_text()):
+        time.sleep(0.1)
+    run_dir = Path(said.split("run folder: ")[1].splitlines()[0])
+    while time.time() < deadline and " 10/500 " not in (tmp_path / "stderr").read_text():
+        time.sleep(0.1)
+    (run_dir / STOP_FILE).touch()
+    out, _ = proc.communicate(timeout=120)
+    said = (tmp_path / "stderr").read_text()[-2000:]
+    assert proc.returncode == 143 and out.strip().splitlines()[-1] == str(run_dir), said
+    assert run_info(run_dir).status == "stopped" and "stopped at step" in said
+
+
 def test_a_run_whose_folder_is_deleted_ends_and_writes_nothing_back(workdir, demo_model):
     """Deleted from outside while it trained, a run went on to the end and made its folder again (checkpoints, an
     adapter, no config.yaml): a ghost the Runs tab did not list, holding the GPU meanwhile."""
