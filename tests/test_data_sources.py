@@ -114,6 +114,19 @@ def test_text_files_one_sample_per_line_or_per_block():
     assert len(src.rows) == 3 and src.rows[2]["text"] == "été à Paris"
 
 
+def test_a_stray_blank_line_in_a_line_per_sample_file_is_said(tmp_path):
+    """One blank line makes a file of 200 one-line samples two blocks: read as the rule says, and said."""
+    p = tmp_path / "corpus.txt"
+    lines = [f"문장 {i}번입니다." for i in range(200)]
+    p.write_text("\n".join(lines[:120]) + "\n\n" + "\n".join(lines[120:]) + "\n", encoding="utf-8")
+    src = read_source(str(p))
+    assert len(src.rows) == 2 and keys(src) == [(None, None, "data.txt_few_blocks")]
+    assert src.findings[0].params == {"blocks": 2, "lines": 200}
+    p.write_text("\n\n".join("\n".join(lines[i:i + 4]) for i in range(0, 200, 4)), encoding="utf-8")
+    src = read_source(str(p))  # paragraphs of a few lines: what blank lines are for
+    assert len(src.rows) == 50 and not src.findings
+
+
 def test_a_text_keeps_its_indentation(tmp_path):
     """Code and verse: a line's leading spaces are part of the text (`    return 1` was read as `return 1`)."""
     code = tmp_path / "code.txt"

@@ -660,6 +660,9 @@ def _csv_records(reader, skip: int, src: Source):
         yield start, record
 
 
+TXT_LINES_PER_BLOCK = 50  # blocks this long on average: said, in case the blank lines were not meant as breaks
+
+
 def _read_text(text: str, src: Source) -> None:
     """One sample per blank-line-separated block when the file has blank lines, else one per line. A line keeps
     its indentation (code, verse, a nested list): only trailing spaces and blank lines around a sample go."""
@@ -671,7 +674,7 @@ def _read_text(text: str, src: Source) -> None:
             if ln.strip():
                 src.add({"text": ln}, number, number)
         return
-    block, start = [], 0
+    block, start, before = [], 0, len(src.rows)
     for number, ln in enumerate(lines + [""], 1):
         if ln.strip():
             if not block:
@@ -680,6 +683,9 @@ def _read_text(text: str, src: Source) -> None:
         elif block:
             src.add({"text": "\n".join(block)}, start, start)
             block = []
+    samples, filled = len(src.rows) - before, sum(1 for ln in lines if ln.strip())
+    if filled >= TXT_LINES_PER_BLOCK * samples:  # a line-per-sample corpus with a stray blank line, most likely
+        src.findings.append(warning(None, None, "data.txt_few_blocks", blocks=samples, lines=filled))
 
 
 def _read_parquet(path: str, data: bytes) -> Source:
