@@ -232,3 +232,20 @@ def test_stage_checks_a_file_as_that_stage_trains_it(capsys, tok_dir, tmp_path):
     assert doc["stats"]["split"] and doc["stats"]["total"] < sft_doc["stats"]["total"]  # measured without template
     rc, out, _ = run(capsys, FIX / "alpaca.json", "--model", tok_dir, "--stage", "dpo")
     assert rc == 1 and "DPO" in out
+
+
+def test_under_pretraining_a_long_conversation_is_said_to_be_split_not_left_out(capsys, tok_dir, tmp_path):
+    """A conversation whose question fills the cutoff is left out by SFT; pretraining trains its plain text in
+    pieces, and the check said the SFT story (the row "left out", every row dropped: an error) under `--stage pt`."""
+    chat = tmp_path / "chat.jsonl"
+    chat.write_text(json.dumps({"messages": [{"role": "user", "content": "질문이 아주 깁니다. " * 40},
+                                             {"role": "assistant", "content": "짧은 답."}]}, ensure_ascii=False) + "\n",
+                    encoding="utf-8")
+    rc, out, _ = run(capsys, chat, "--model", tok_dir, "--max-length", "32", "--json")
+    assert rc == 1 and {"data.prompt_past_cutoff", "error.no_answer_within_cutoff"} <= {
+        f["key"] for f in json.loads(out)["files"][0]["findings"]}
+    rc, out, _ = run(capsys, chat, "--model", tok_dir, "--max-length", "32", "--stage", "pt", "--json")
+    doc = json.loads(out)["files"][0]
+    assert rc == 0 and [f["key"] for f in doc["findings"]] == ["data.too_long_split"]
+    assert doc["findings"][0]["row"] is None and doc["findings"][0]["params"]["rows"] == "1"
+    assert doc["stats"]["split"] and doc["stats"]["tokens_cut"] == 0

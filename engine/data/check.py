@@ -233,11 +233,18 @@ def _system_some_rows(out: Analysis, good: list[int], at: Any) -> None:
                                     count=len(with_system), total=len(good)))
 
 
-def _too_long(out: Analysis, good: list[int], max_length: int, tokenizer: Any = None, at: Any = None) -> None:
+CUTOFF_KEYS = ("data.prompt_past_cutoff", "data.too_long", "data.too_long_split", "error.no_answer_within_cutoff")
+
+
+def _too_long(out: Analysis, good: list[int], max_length: int, tokenizer: Any = None, at: Any = None,
+              split: bool | None = None) -> None:
+    """The rows past the cutoff: cut at their end (a conversation whose prompt fills it is left out), or with
+    `split` (pretraining's plain text, the default for a text file) split into pieces."""
+    split = out.format == "text" if split is None else split
     over = np.flatnonzero(out.lengths > max_length)
     if not len(over):
         return
-    if out.format not in ("text", "preference"):  # training cuts a conversation at its end: one whose first
+    if not split and out.format != "preference":  # training cuts a conversation at its end: one whose first
         dropped = set(_prompt_past_cutoff([out.records[good[k]] for k in over], tokenizer, max_length,
                                           out.lengths[over], EXACT_PROMPTS))
         for j in sorted(dropped):  # answer starts past the cutoff keeps no answer token and is left out
@@ -249,9 +256,9 @@ def _too_long(out: Analysis, good: list[int], max_length: int, tokenizer: Any = 
         over = np.array([k for j, k in enumerate(over) if j not in dropped], dtype=np.int64)
         if not len(over):
             return
-    s = stats(out.lengths, max_length, out.counting, split=out.format == "text")
+    s = stats(out.lengths, max_length, out.counting, split=split)
     rows = ", ".join(str(out.numbers[good[k]]) for k in over[:10]) + (", ..." if len(over) > 10 else "")
-    key = "data.too_long_split" if out.format == "text" else "data.too_long"  # pretraining splits texts
+    key = "data.too_long_split" if split else "data.too_long"  # pretraining splits texts
     out.findings.append(warning(None, None, key, count=len(over), total=len(good),
                                 max_length=max_length, longest=s["max"], p50=s["p50"], p90=s["p90"], p99=s["p99"],
                                 rows=rows, counting=out.counting))

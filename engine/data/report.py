@@ -76,17 +76,24 @@ def check_file(path: str, fmt: str = "auto", *, columns: dict[str, str] | None =
                assistant_only: bool = True, stage: str | None = None) -> FileReport:
     """Everything `tuneboard check` says about one file (or hub dataset); `stage`: the run's, when known."""
     src, result = inspect_path(path, fmt, columns, split, tokenizer, max_length)
-    kept, counts = summarize(result.findings, limit)
     good = result.good
     numbers = [n for r, n in zip(result.records, result.numbers, strict=False) if r is not None]
     lengths, as_text = result.lengths, result.format == "text"
     if stage == "pt" and good and result.format not in (None, "text") and lengths is not None:
+        from .check import CUTOFF_KEYS, _too_long
         from .load import to_stage
         from .tokens import count
 
-        # pretraining reads a conversation as its plain contents, split at the cutoff: measured as such (the
-        # chat template's lengths said more tokens than train, and a cut where the text is split)
+        # pretraining reads a conversation as its plain contents, split at the cutoff: measured and said as such
+        # (the chat template's lengths said more tokens than train, a cut where the text is split, and a row
+        # whose prompt fills the cutoff left out, where pretraining trains on it)
         lengths, as_text = count(tokenizer, [to_stage(r, "pt", None)["text"] for r in good]), True
+        result.findings = [f for f in result.findings if f.key not in CUTOFF_KEYS]
+        result.lengths = lengths
+        if max_length:
+            kept_at = [i for i, r in enumerate(result.records) if r is not None]
+            _too_long(result, kept_at, max_length, at=(lambda i: src.lines[i]) if src.lines else None, split=True)
+    kept, counts = summarize(result.findings, limit)
     return FileReport(
         path=src.path, source=src.kind, format=result.format, kind=result.trl_kind, rows=len(src.rows),
         valid=len(good), findings=kept, counts=counts, errors=result.errors,
