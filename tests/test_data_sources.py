@@ -121,7 +121,7 @@ def test_a_stray_blank_line_in_a_line_per_sample_file_is_said(tmp_path):
     p.write_text("\n".join(lines[:120]) + "\n\n" + "\n".join(lines[120:]) + "\n", encoding="utf-8")
     src = read_source(str(p))
     assert len(src.rows) == 2 and keys(src) == [(None, None, "data.txt_few_blocks")]
-    assert src.findings[0].params == {"blocks": 2, "lines": 200}
+    assert src.findings[0].params == {"count": 2, "total": 200}
     p.write_text("\n\n".join("\n".join(lines[i:i + 4]) for i in range(0, 200, 4)), encoding="utf-8")
     src = read_source(str(p))  # paragraphs of a few lines: what blank lines are for
     assert len(src.rows) == 50 and not src.findings

@@ -685,7 +685,7 @@ def _read_text(text: str, src: Source) -> None:
             block = []
     samples, filled = len(src.rows) - before, sum(1 for ln in lines if ln.strip())
     if filled >= TXT_LINES_PER_BLOCK * samples:  # a line-per-sample corpus with a stray blank line, most likely
-        src.findings.append(warning(None, None, "data.txt_few_blocks", blocks=samples, lines=filled))
+        src.findings.append(warning(None, None, "data.txt_few_blocks", count=samples, total=filled))
 
 
 def _read_parquet(path: str, data: bytes) -> Source:
