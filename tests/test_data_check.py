@@ -166,6 +166,8 @@ def test_a_preference_file_without_a_prompt_column_is_told_which_column_to_map()
     talks = [{"chosen": [{"role": "user", "content": "Q"}, {"role": "assistant", "content": "Good answer."}],
               "rejected": [{"role": "user", "content": "Q"}, {"role": "assistant", "content": "Bad answer."}]}]
     assert not [f for f in check(talks) if f.severity == "error"]  # the prompt inside the pair: no column missing
+    pair = [{"instruction": "Q", "output": ["Good answer.", "Bad answer."]}]  # alpaca's pair: no chosen column
+    assert not [f for f in check(pair) if f.severity == "error"]
 
 
 def test_a_list_of_messages_per_line_is_one_conversation():

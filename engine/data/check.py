@@ -155,9 +155,10 @@ def _missing_columns(out: Analysis, keys: list[str], theirs: dict[str, str]) -> 
         return  # the others have alternative spellings per row; no keys: no row is an object (said per row)
     absent = tuple(f for f in FORMATS[out.format][0] if f not in keys
                    and not (f == "instruction" and "input" in keys))  # input alone is a prompt too
-    if out.format == "preference":  # the prompt has other spellings, or is left inside chosen and rejected
+    if out.format == "preference":  # the prompt only (chosen and rejected may be alpaca's two-item output),
+        # when no row spells it otherwise nor leaves it inside chosen and rejected
         said = {(f.field, f.key) for f in out.findings}
-        absent = tuple(f for f in absent if f != "prompt" or (
+        absent = tuple(f for f in absent if f == "prompt" and (
             not {"instruction", "input", "conversations", "messages"} & set(keys)
             and (theirs.get("prompt", "prompt"), "data.missing_field") in said))
     for fld in absent:
