@@ -63,6 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("config", help="a RunConfig YAML (see assets/configs/)")
     t.add_argument("--data", action="append", default=None, metavar="FILE", help="replace the config's datasets (repeatable)")
     t.add_argument("--workdir", default=None, help="runs go to WORKDIR/runs/<run-id>/")
+    t.add_argument("--column", action="append", default=[], metavar="ours=theirs",
+                   help="map a column of the data (of --data's files, else of the config's datasets); repeatable, "
+                        "or several at once: instruction=question,output=response")
+    t.add_argument("--format", default=None, help="force the data's format: alpaca, sharegpt, messages, "
+                                                  "prompt_completion, preference, text")
     t.add_argument("--max-steps", type=int, default=None, help="stop after N optimizer steps")
     t.add_argument("--set", action="append", default=[], metavar="a.b=v", help="override a config field by its dotted path")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -76,7 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="check as this stage trains: what it refuses (a text file for SFT, no pairs for DPO), "
                         "takes in another form (a chat file for pretraining) and the preview as it trains")
     c.add_argument("--max-length", type=int, default=1024, help="cutoff in tokens for the length warning")
-    c.add_argument("--column", action="append", default=[], metavar="ours=theirs", help="map a column name (repeatable)")
+    c.add_argument("--column", action="append", default=[], metavar="ours=theirs",
+                   help="map a column name (repeatable, or several at once: instruction=question,output=response)")
     c.add_argument("--json", action="store_true", help="print one JSON document")
     c.add_argument("--debug", action="store_true", help="print full tracebacks")
 

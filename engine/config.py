@@ -482,12 +482,31 @@ def _strict_loader():
 def config_from_args(args) -> RunConfig:
     """A CLI verb's config: the YAML file, then --data, --max-steps and --set on top (where the verb has them)."""
     cfg = RunConfig.load(args.config)
-    overrides = parse_overrides(args.set)
-    if getattr(args, "data", None):
-        overrides["data.datasets"] = [{"path": p} for p in args.data]
+    overrides: dict[str, Any] = {}
+    columns, fmt = parse_columns(getattr(args, "column", None)), getattr(args, "format", None)
+    if getattr(args, "data", None) or columns or fmt:  # --column and --format: for each of --data's files, or
+        datasets = ([{"path": p} for p in args.data] if getattr(args, "data", None)  # else the config's datasets
+                    else [dataclasses.asdict(d) for d in cfg.data.datasets])
+        for d in datasets:
+            d["columns"] = {**d.get("columns", {}), **columns}
+            d["format"] = fmt or d.get("format", "auto")
+        overrides["data.datasets"] = datasets
     if getattr(args, "max_steps", None) is not None:  # 0 is refused by the range check, not ignored
         overrides["training.max_steps"] = args.max_steps
+    overrides.update(parse_overrides(args.set))  # after --data: `--set data.datasets.0.columns.output=answer`
     return cfg.with_overrides(overrides) if overrides else cfg
+
+
+def parse_columns(pairs: list[str] | None) -> dict[str, str]:
+    """`--column` values -> {ours: theirs}: `output=answer`, or several at once as a check suggests them
+    (`instruction=question, output=response`)."""
+    out = {}
+    for pair in (p for arg in pairs or [] for p in arg.split(",") if p.strip()):
+        ours, sep, theirs = pair.partition("=")
+        if not sep or not ours.strip() or not theirs.strip():
+            raise ConfigError("columns", "data.bad_column_arg", f"expected ours=theirs, got {pair}", value=pair.strip())
+        out[ours.strip()] = theirs.strip()
+    return out
 
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:

@@ -282,3 +282,29 @@ def test_stage_dpo_on_the_bundled_instructions_takes_the_bundled_pairs():
     assert [d.path for d in cfg.data.datasets] == ["demo:dpo"]
     mine = RunConfig.from_dict({"stage": "dpo", "data": {"datasets": [{"path": "mine.jsonl"}]}})
     assert [d.path for d in mine.data.datasets] == ["mine.jsonl"]
+
+
+def test_train_maps_the_columns_of_its_data_files_as_check_suggests_them():
+    """`check` says "map them: instruction=question, output=response"; `train` took no --column, and a mapping
+    given by `--set data.datasets.0.columns...` was silently thrown away by --data (a system prompt column
+    then went untrained, with a warning that named it unused)."""
+    import argparse
+
+    from engine.config import config_from_args
+
+    def args(**kw):
+        base = dict(config=str(ROOT / "assets/configs/sft_demo.yaml"), set=[], data=None, column=[], format=None,
+                    max_steps=None)
+        return argparse.Namespace(**{**base, **kw})
+
+    cfg = config_from_args(args(data=["orca.jsonl"], set=["data.datasets.0.columns.system=system_prompt"]))
+    assert [(d.path, d.columns) for d in cfg.data.datasets] == [("orca.jsonl", {"system": "system_prompt"})]
+    cfg = config_from_args(args(data=["a.jsonl", "b.csv"], column=["instruction=question, output=response"],
+                                format="alpaca"))
+    assert [(d.columns, d.format) for d in cfg.data.datasets] == [
+        ({"instruction": "question", "output": "response"}, "alpaca")] * 2
+    cfg = config_from_args(args(column=["output=answer"]))  # no --data: the config's own datasets
+    assert [(d.path, d.columns) for d in cfg.data.datasets] == [("demo:sft", {"output": "answer"})]
+    with pytest.raises(ConfigError) as e:
+        config_from_args(args(column=["output"]))
+    assert e.value.key == "data.bad_column_arg"

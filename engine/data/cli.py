@@ -12,7 +12,7 @@ import re
 import sys
 from typing import Any
 
-from ..config import ConfigError
+from ..config import ConfigError, parse_columns
 from ..messages import TuneboardError, message
 from .check import FORMAT_LIST, canonical_format
 from .preview import marked
@@ -21,17 +21,6 @@ from .tokens import load_tokenizer
 
 SHOWN_PER_KIND = 5  # in the terminal; --json carries up to LIMIT
 LIMIT = 20
-
-
-def parse_columns(pairs: list[str] | None) -> dict[str, str]:
-    """["output=answer", ...] -> {"output": "answer"}."""
-    out = {}
-    for pair in pairs or []:
-        ours, sep, theirs = pair.partition("=")
-        if not sep or not ours.strip() or not theirs.strip():
-            raise TuneboardError("data.bad_column_arg", value=pair)
-        out[ours.strip()] = theirs.strip()
-    return out
 
 
 def cmd_check(args: Any) -> int:
