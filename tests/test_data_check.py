@@ -153,7 +153,8 @@ def test_a_required_column_missing_everywhere_is_named_once_with_a_mapping(tmp_p
     p.write_text("instruction,context,response,category\nQ,,A long answer,qa\nQ2,ctx,Another answer,qa\n")
     _, result = inspect_path(str(p))
     [col] = [f for f in result.findings if f.key == "data.missing_column"]
-    assert (col.row, col.field, col.params["mapping"]) == (None, "output", "output=response")
+    # with Dolly's context as the input: mapping the answer alone trained "Summarize the text." without the text
+    assert (col.row, col.field, col.params["mapping"]) == (None, "output", "output=response, input=context")
     assert [f.row for f in result.findings if f.key == "data.missing_field"] == [2, 3]
 
 

@@ -175,3 +175,23 @@ def test_an_empty_weight_cell_is_no_weight():
     row = {"messages": [user("q"), {**bot("a"), "weight": float("nan")}, user("q2"), {**bot("b"), "weight": 0.0}]}
     record, problems = normalize_row(row, "messages")
     assert not problems and record["messages"][1] == bot("a") and record["messages"][3] == {**bot("b"), "weight": 0}
+
+
+def test_an_empty_system_turn_is_no_system_prompt_as_an_empty_system_column_is():
+    """SlimOrca and tables with a null cell hold `{"from": "system", "value": ""}`: it refused the row."""
+    for empty in ("", None, "  "):
+        row = {"conversations": [{"from": "system", "value": empty}, {"from": "human", "value": "Hi"},
+                                 {"from": "gpt", "value": "Hello there!"}]}
+        rec, probs = normalize_row(row, "sharegpt")
+        assert not probs and rec["messages"] == [user("Hi"), bot("Hello there!")]
+    row = {"conversations": [{"from": "human", "value": ""}, {"from": "gpt", "value": "Hello there!"}]}
+    rec, probs = normalize_row(row, "sharegpt")  # an empty question is still an error
+    assert rec is None and [k for _, k, _ in probs] == ["data.empty_message"]
+
+
+def test_an_answer_repeating_its_prompt_is_cut_also_when_spaces_differ():
+    """UltraFeedback-like rows whose prompt column has a trailing space were refused as "not only assistant"."""
+    row = {"prompt": "What is 7*8? ", "chosen": [user("What is 7*8?"), bot("56.")],
+           "rejected": [user("What is 7*8?"), bot("54.")]}
+    rec, probs = normalize_row(row, "preference")
+    assert not probs and rec == {"prompt": [user("What is 7*8? ")], "chosen": [bot("56.")], "rejected": [bot("54.")]}

@@ -161,8 +161,10 @@ def _missing_columns(out: Analysis, keys: list[str], theirs: dict[str, str]) -> 
         absent = tuple(f for f in absent if f == "prompt" and (
             not {"instruction", "input", "conversations", "messages"} & set(keys)
             and (theirs.get("prompt", "prompt"), "data.missing_field") in said))
-    for fld in absent:
-        mapping = suggest_mapping(out.format, [k for k in keys if k not in FORMATS[out.format][0]], (fld,))
+    unused = [k for k in keys if k not in used_fields(out.format)]
+    for fld in absent:  # with the optional fields a column would fill too (Dolly's context is alpaca's input)
+        extra = tuple(o for o in ("input", "system") if o in FORMATS[out.format][1] and o not in keys)
+        mapping = suggest_mapping(out.format, unused, (fld, *extra))
         out.findings.append(error(None, theirs.get(fld, fld), "data.missing_column", format=out.format,
                                   columns=", ".join(keys[:12]) or "-",
                                   mapping=", ".join(f"{o}={t}" for o, t in mapping.items()) or f"{fld}=..."))

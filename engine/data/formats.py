@@ -266,6 +266,8 @@ def turns(value: Any, field: str, probs: Problems, weights: bool = False) -> lis
             probs.add(field, "data.unknown_role", index=i, role=str(raw), roles=", ".join(sorted(ROLES)))
             ok = False
             continue
+        if role == "system" and blank(item.get("content", item.get("value"))):
+            continue  # an empty system turn (SlimOrca's, a table's null) is no system prompt, as an empty column is
         content = _content(item, field, i, probs)
         if content is None:
             ok = False
@@ -354,9 +356,9 @@ def _answer(value: Any, field: str, probs: Problems, prompt: list[dict] | None =
     if isinstance(value, list):
         msgs = turns(value, field, probs)
         if msgs and prompt:
-            asked = [m for m in prompt if m["role"] != "system"]
+            asked = [(m["role"], m["content"].strip()) for m in prompt if m["role"] != "system"]
             start = 1 if msgs[0]["role"] == "system" else 0
-            if msgs[start:start + len(asked)] == asked:
+            if [(m["role"], m["content"].strip()) for m in msgs[start:start + len(asked)]] == asked:
                 msgs = msgs[start + len(asked):]
                 if not msgs:
                     probs.add(field, "data.empty_field")
