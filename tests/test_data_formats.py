@@ -164,7 +164,7 @@ def test_bare_texts_taking_turns_are_a_conversation_the_user_begins():
     rec, probs = normalize_row(row, "sharegpt")
     assert not probs and rec["messages"] == [user("인공지능이 뭐예요?"), bot("기계가 배우는 분야입니다."),
                                              user("Thanks"), bot("You're welcome.")]
-    rec, probs = normalize_row({"conversations": ["Q", "A", "Q2"]}, "sharegpt")  # no answer to the last question
+    rec, probs = normalize_row({"conversations": ["Q"]}, "sharegpt")  # a question alone: nothing to learn
     assert rec is None and [k for _, k, _ in probs] == ["data.ends_without_answer"]
     rec, probs = normalize_row({"conversations": ["Q", {"from": "gpt", "value": "A"}]}, "sharegpt")  # a mix: refused
     assert rec is None and [k for _, k, _ in probs] == ["data.wrong_type_in_message"]
@@ -195,3 +195,23 @@ def test_an_answer_repeating_its_prompt_is_cut_also_when_spaces_differ():
            "rejected": [user("What is 7*8?"), bot("54.")]}
     rec, probs = normalize_row(row, "preference")
     assert not probs and rec == {"prompt": [user("What is 7*8? ")], "chosen": [bot("56.")], "rejected": [bot("54.")]}
+
+
+def test_a_chat_opening_with_a_greeting_or_ending_on_a_question_is_trimmed_and_said():
+    """ShareGPT dumps: an assistant greeting before the user, a last question left unanswered. Both refused the
+    whole file; the conversation between them is what its writer meant to teach."""
+    greeting = {"conversations": [{"from": "system", "value": "Be kind."}, {"from": "gpt", "value": "안녕하세요!"},
+                                  {"from": "human", "value": "Q"}, {"from": "gpt", "value": "A"}]}
+    rec, probs = normalize_row(greeting, "sharegpt")
+    assert not probs and rec["messages"] == [{"role": "system", "content": "Be kind."}, user("Q"), bot("A")]
+    assert probs.notes == [("conversations", "data.leading_answer_dropped", {"count": 1})]
+    rec, probs = normalize_row({"messages": [user("Q"), bot("A"), user("Another one"), user("?")]}, "messages")
+    assert not probs and rec["messages"] == [user("Q"), bot("A")]
+    assert probs.notes == [("messages", "data.unanswered_dropped", {"count": 2})]
+    from engine.data.check import check
+
+    findings = check([greeting, {"messages": [user("Q"), bot("A"), user("More?")]}])
+    assert [(f.row, f.severity, f.key) for f in findings if f.key.endswith("_dropped")] == [
+        (1, "warning", "data.leading_answer_dropped"), (2, "warning", "data.unanswered_dropped")]
+    rec, probs = normalize_row({"messages": [bot("A"), user("Q")]}, "messages")  # nothing left: refused as it was
+    assert rec is None and [k for _, k, _ in probs] == ["data.starts_with_assistant"] and not probs.notes

@@ -127,6 +127,8 @@ def analyze(rows: list[Any], fmt: str = "auto", *, columns: dict[str, str] | Non
             continue
         for fld, key, params in probs:
             out.findings.append(error(numbers[i], theirs.get(fld, fld), key, at(i), **params))
+        for fld, key, params in probs.notes if record is not None else ():
+            out.findings.append(warning(numbers[i], theirs.get(fld, fld), key, at(i), **params))
     good = [i for i, r in enumerate(out.records) if r is not None]
     _missing_columns(out, keys, theirs)
     unused = [k for k in keys if k not in used_fields(name)]

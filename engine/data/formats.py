@@ -143,10 +143,18 @@ def nearest_format(keys: list[str]) -> tuple[str, dict[str, str]]:
 
 
 class Problems(list):
-    """(field, key, params) tuples for one row; field uses our names (check.py maps them back)."""
+    """(field, key, params) tuples for one row; field uses our names (check.py maps them back). `notes`: what
+    was read as the row's writer clearly meant and is said as a warning, the row kept."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.notes: list[tuple[str | None, str, dict[str, Any]]] = []
 
     def add(self, field: str | None, key: str, **params: Any) -> None:
         self.append((field, key, params))
+
+    def note(self, field: str | None, key: str, **params: Any) -> None:
+        self.notes.append((field, key, params))
 
 
 def _json_cell(value: Any, opens: str = "[") -> Any:
@@ -310,6 +318,23 @@ def check_turns(msgs: list[dict[str, str]], field: str, probs: Problems, end: st
         probs.add(field, "data.ends_without_answer" if end == "assistant" else "data.prompt_ends_with_assistant")
         ok = False
     return ok
+
+
+def _trim_loose_ends(msgs: list[dict], field: str, probs: Problems) -> list[dict]:
+    """A scraped chat (ShareGPT) often opens with the assistant's greeting or ends on a question left
+    unanswered: both are left out and said, where a conversation of user and assistant turns remains."""
+    system = msgs[:1] if msgs and msgs[0]["role"] == "system" else []
+    body = msgs[len(system):]
+    lead = next((i for i, m in enumerate(body) if m["role"] != "assistant"), len(body))
+    tail = next((i for i, m in enumerate(reversed(body)) if m["role"] != "user"), len(body))
+    kept = body[lead:len(body) - tail]
+    if not (lead or tail) or not any(m["role"] == "assistant" for m in kept):
+        return msgs  # nothing to trim, or nothing left: check_turns says what is wrong with the whole
+    if lead:
+        probs.note(field, "data.leading_answer_dropped", count=lead)
+    if tail:
+        probs.note(field, "data.unanswered_dropped", count=tail)
+    return system + kept
 
 
 def _with_system(msgs: list[dict], row: dict, probs: Problems) -> list[dict]:
@@ -484,7 +509,7 @@ def normalize_row(row: Any, fmt: str) -> tuple[dict | None, Problems]:
             return None, probs
         msgs = turns(row[name], name, probs, weights=True)
         if msgs is not None:
-            msgs = _with_system(msgs, row, probs)
+            msgs = _trim_loose_ends(_with_system(msgs, row, probs), name, probs)
             record = {"messages": msgs} if check_turns(msgs, name, probs) else None
     elif fmt == "prompt_completion":
         prompt = _prompt(row, probs)
