@@ -1,6 +1,8 @@
 """Format detection and normalisation to trl's conversational form."""
 
 
+import json
+
 import pytest
 from world import FIX
 
@@ -46,7 +48,8 @@ def test_alpaca_input_history_and_system_become_turns():
 def test_sharegpt_roles_and_tool_turns():
     _, recs = records("sharegpt.json")
     assert [m["role"] for m in recs[0]["messages"]] == ["system", "user", "assistant", "user", "assistant"]
-    tool = recs[1]["messages"]
+    system, *tool = recs[1]["messages"]  # the row's tools, told in a system message
+    assert system["role"] == "system" and '<tools>\n{"name": "weather"}\n</tools>' in system["content"]
     assert [m["role"] for m in tool] == ["user", "assistant", "user", "assistant"]
     assert tool[1]["content"].startswith("<tool_call>\n{") and tool[1]["content"].endswith("\n</tool_call>")
     assert tool[2]["content"] == '<tool_response>\n{"temp_c": 18}\n</tool_response>'
@@ -215,3 +218,34 @@ def test_a_chat_opening_with_a_greeting_or_ending_on_a_question_is_trimmed_and_s
         (1, "warning", "data.leading_answer_dropped"), (2, "warning", "data.unanswered_dropped")]
     rec, probs = normalize_row({"messages": [bot("A"), user("Q")]}, "messages")  # nothing left: refused as it was
     assert rec is None and [k for _, k, _ in probs] == ["data.starts_with_assistant"] and not probs.notes
+
+
+def test_tool_definitions_are_told_in_the_system_message_and_calls_written_as_hermes_does():
+    """OpenAI fine-tuning rows: `tools` reached no rendered text (the model learnt calls to functions it was
+    never shown), and a call was the raw OpenAI list with its arguments as escaped JSON text."""
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]
+    call = {"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "서울"}'}}
+    row = {"tools": tools, "messages": [
+        user("서울 날씨 어때?"), {"role": "assistant", "content": None, "tool_calls": [call, call]},
+        {"role": "tool", "tool_call_id": "c1", "content": "맑음"},
+        {"role": "assistant", "content": "Let me check again.", "tool_calls": [call]},
+        {"role": "tool", "content": "맑음"}, bot("맑습니다.")]}
+    rec, probs = normalize_row(row, "messages")
+    assert not probs
+    system, *msgs = rec["messages"]
+    assert system["role"] == "system" and '<tools>\n{"type": "function", "function": {"name": "get_weather"' in system["content"]
+    hermes = '{"name": "get_weather", "arguments": {"city": "서울"}}'
+    assert msgs[1]["content"] == f"<tool_call>\n{hermes}\n</tool_call>\n<tool_call>\n{hermes}\n</tool_call>"
+    assert msgs[3]["content"] == f"Let me check again.\n<tool_call>\n{hermes}\n</tool_call>"
+    rec, _ = normalize_row({**row, "tools": json.dumps(tools), "system": "Be brief."}, "messages")  # JSON text too
+    assert rec["messages"][0]["content"].startswith("Be brief.\n\n# Tools")
+
+    from engine.data.check import check
+    from engine.data.load import to_stage
+
+    plain = {"messages": [user("Hi"), bot("Hello there, friend.")]}
+    assert not [f for f in check([row, plain]) if f.key == "data.system_some_rows"]  # tools are no system prompt
+    staged = to_stage(normalize_row(row, "messages")[0], "sft", "You are Tuneboard.")  # the run's prompt added
+    assert staged["messages"][0]["content"].startswith("You are Tuneboard.\n\n# Tools")
+    rec, probs = normalize_row({**row, "tools": "not tools"}, "messages")
+    assert rec is None and [(f, k) for f, k, _ in probs] == [("tools", "data.wrong_type")]

@@ -21,7 +21,9 @@ Roles become system / user / assistant. Alpaca's `input` follows the instruction
 line; `history` becomes earlier turns. Tool turns keep their meaning in the text, Hermes/Qwen
 style: ShareGPT `function_call` (and OpenAI `tool_calls`) become assistant turns wrapped in
 <tool_call>...</tool_call>; `observation` / `tool` / `function` results become user turns wrapped
-in <tool_response>...</tool_response>. `developer` is a system turn.
+in <tool_response>...</tool_response>; an OpenAI call is written as Hermes does, {"name", "arguments"}. A row's
+`tools` (function definitions) are told in its system message, in Hermes / Qwen's words. `developer` is a
+system turn.
 Knows nothing of files (sources.py) or tokens (check.py, preview.py).
 """
 
@@ -228,13 +230,54 @@ def _encodable(text: str, field: str, probs: Problems) -> bool:
         return False
 
 
+_TOOL_CALL_JOIN = "\n</tool_call>\n<tool_call>\n"  # one block per call
+TOOLS_INTRO = ("# Tools\n\nYou may call one or more functions to assist with the user query.\n\n"
+               "You are provided with function signatures within <tools></tools> XML tags:\n<tools>\n{tools}\n</tools>"
+               "\n\nFor each function call, return a json object with function name and arguments within "
+               "<tool_call></tool_call> XML tags:\n<tool_call>\n{{\"name\": <function-name>, \"arguments\": "
+               "<args-json-object>}}\n</tool_call>")  # Hermes / Qwen's words, as their chat templates write them
+
+
+def _hermes_call(call: Any) -> str:
+    """An OpenAI tool call ({id, type, function: {name, arguments: JSON text}}) as Hermes writes one:
+    {"name": ..., "arguments": {...}}; anything else as JSON, as it is."""
+    fn = call.get("function") if isinstance(call, dict) else None
+    if isinstance(fn, dict) and "name" in fn:
+        args = fn.get("arguments")
+        if isinstance(args, str):
+            try:
+                args = json.loads(args)
+            except ValueError:
+                pass  # arguments that are not JSON stay the text they are
+        call = {"name": fn["name"], "arguments": args if args is not None else {}}
+    return json.dumps(call, ensure_ascii=False, default=str)
+
+
+def _with_tools(msgs: list[dict], row: dict, probs: Problems) -> list[dict]:
+    """The row's tool definitions (`tools`: a list, or JSON text of one) told in its system message, where
+    every chat template shows them and the model learns which calls it may make."""
+    value = _json_cell(row.get("tools"), "[{")
+    if value is None or blank(value) or value == []:
+        return msgs
+    if isinstance(value, dict):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(t, dict) for t in value):
+        probs.add("tools", "data.wrong_type", expected="type.list", got=_type_name(value))
+        return msgs
+    text = TOOLS_INTRO.format(tools="\n".join(json.dumps(t, ensure_ascii=False, default=str) for t in value))
+    if msgs and msgs[0]["role"] == "system":
+        return [{**msgs[0], "content": f"{msgs[0]['content']}\n\n{text}"}, *msgs[1:]]
+    return [{"role": "system", "content": text}, *msgs]
+
+
 def _content(item: dict, field: str, index: int, probs: Problems) -> str | None:
     value = item.get("content", item.get("value"))
     if isinstance(value, list) and all(isinstance(p, dict) for p in value):  # OpenAI content parts: their text
         texts = [p.get("text") for p in value if isinstance(p.get("text"), str)]
         value = "\n".join(texts) if texts else None
-    if value is None and item.get("tool_calls"):
-        value = json.dumps(item["tool_calls"], ensure_ascii=False, default=str)
+    if item.get("tool_calls") and isinstance(item["tool_calls"], list):  # with or without text before the calls
+        calls = _TOOL_CALL_JOIN.join(_hermes_call(c) for c in item["tool_calls"])
+        value = f"{value.strip()}\n<tool_call>\n{calls}" if isinstance(value, str) and not blank(value) else calls
     if blank(value):
         probs.add(field, "data.empty_message", index=index)
         return None
@@ -286,8 +329,10 @@ def turns(value: Any, field: str, probs: Problems, weights: bool = False) -> lis
             probs.add(field, "data.bad_weight", index=i, value=json.dumps(weight, default=str))
             ok = False
             continue
-        if raw.lower() in _TOOL_CALL or (role == "assistant" and item.get("tool_calls") and not item.get("content")):
+        if raw.lower() in _TOOL_CALL or (role == "assistant" and item.get("tool_calls") and blank(item.get("content"))):
             content = f"<tool_call>\n{content}\n</tool_call>"
+        elif role == "assistant" and item.get("tool_calls"):  # text, then the calls (opened in _content)
+            content = f"{content}\n</tool_call>"
         elif raw.lower() in _TOOL_RESULT:
             content = f"<tool_response>\n{content}\n</tool_response>"
         out.append({"role": role, "content": content, **({"weight": 0} if weight == 0 else {})})
@@ -509,7 +554,7 @@ def normalize_row(row: Any, fmt: str) -> tuple[dict | None, Problems]:
             return None, probs
         msgs = turns(row[name], name, probs, weights=True)
         if msgs is not None:
-            msgs = _trim_loose_ends(_with_system(msgs, row, probs), name, probs)
+            msgs = _with_tools(_trim_loose_ends(_with_system(msgs, row, probs), name, probs), row, probs)
             record = {"messages": msgs} if check_turns(msgs, name, probs) else None
     elif fmt == "prompt_completion":
         prompt = _prompt(row, probs)
@@ -543,5 +588,11 @@ def final_answer(record: dict) -> str | None:
 
 
 def has_system(record: dict) -> bool:
+    """The row has a system prompt of its own (tool definitions alone, told in a system message, are none)."""
     msgs = record.get("messages") or record.get("prompt") or []
-    return bool(msgs) and msgs[0]["role"] == "system"
+    return bool(msgs) and msgs[0]["role"] == "system" and not tools_only(msgs[0])
+
+
+def tools_only(msg: dict) -> bool:
+    """A system message that holds nothing but the row's tool definitions (`_with_tools`)."""
+    return msg["role"] == "system" and msg["content"].startswith(TOOLS_INTRO.split("{tools}")[0])

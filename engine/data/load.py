@@ -18,6 +18,7 @@ from ..messages import TuneboardError
 from ..templates import plain_text
 from .check import Analysis
 from .findings import Finding
+from .formats import tools_only
 from .report import inspect_path
 from .sources import Source
 
@@ -54,6 +55,8 @@ def to_stage(record: dict, stage: str, system_prompt: str | None) -> dict:
         prompt, answer, rejected = record["prompt"], record["chosen"], record["rejected"]
     if system_prompt and prompt and prompt[0]["role"] != "system":
         prompt = [{"role": "system", "content": system_prompt}, *prompt]
+    elif system_prompt and prompt and tools_only(prompt[0]):  # the run's prompt, then the row's tools
+        prompt = [{"role": "system", "content": f"{system_prompt}\n\n{prompt[0]['content']}"}, *prompt[1:]]
     if stage == "pt":
         return {"text": plain_text(prompt + answer)}
     if stage == "dpo":
