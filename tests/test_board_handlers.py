@@ -278,6 +278,25 @@ def test_gate_explains_why_start_is_off(tmp_path):
     assert live.gate(s, "en")[2]["interactive"]  # resume needs a checkpoint
 
 
+def test_skip_bad_rows_lets_start_go_on_a_file_with_bad_rows_but_not_on_a_broken_file():
+    """The Data tab's "Skip rows with errors": a file's row errors no longer keep Start off, a whole file's do."""
+    from engine.data import check_file
+
+    fixtures = ROOT / "tests" / "fixtures" / "data"
+    rows = check_file(str(fixtures / "broken.jsonl"))  # 7 row errors, good rows besides
+    whole = check_file(str(fixtures / "unknown_columns.jsonl"))  # a problem of the file
+    assert rows.errors and rows.valid and data_tab.summarize_reports([rows]).errors == rows.errors
+    skipped = data_tab.summarize_reports([rows], skip_bad_rows=True)
+    assert skipped.errors == 0 and skipped.warnings >= rows.errors and not skipped.first_error
+    both = data_tab.summarize_reports([rows, whole], skip_bad_rows=True)
+    assert both.errors == whole.errors and both.first_error["path"] == whole.path
+    s = Session()
+    s.data = skipped
+    assert live.gate(s, "en")[0]["interactive"]
+    s.data = both
+    assert not live.gate(s, "en")[0]["interactive"]
+
+
 def test_stage_follows_demo_data():
     dpo, data, assistant = train_tab.on_stage("dpo", ["demo:sft"])
     assert dpo["visible"] and data["value"] == ["demo:dpo"] and not assistant["visible"]

@@ -80,14 +80,28 @@ def test_val_size_that_leaves_nothing_is_an_error():
 def test_errors_raise_data_invalid_naming_file_row_and_field():
     with pytest.raises(TuneboardError) as e:
         load_training_data(cfg("sft", "broken.jsonl"))
-    assert e.value.key == "error.data_invalid" and e.value.params["count"] == 7
-    assert "broken.jsonl row 2" in e.value.params["first"]
+    assert e.value.key == "error.data_invalid_rows" and e.value.params["count"] == 7  # says the way out
+    assert "broken.jsonl row 2" in e.value.params["first"] and "data.skip_bad_rows" in str(e.value)
     with pytest.raises(TuneboardError) as e:
         load_training_data(cfg("sft", "broken_array.json"))
     assert "broken_array.json line 8" in str(e.value)
     with pytest.raises(TuneboardError) as e:
         load_training_data(cfg("sft", "mixed_types.jsonl"))
     assert "row 2, field instruction" in str(e.value)
+
+
+def test_skip_bad_rows_trains_on_the_good_rows_and_says_how_many_were_left_out():
+    """A scraped file of 100k rows with a handful broken was refused whole; `data.skip_bad_rows` leaves them out."""
+    notes = []
+    train, val = load_training_data(cfg("sft", "broken.jsonl", skip_bad_rows=True), notes)
+    [(key, params)] = [n for n in notes if n[0] == "warning.bad_rows_skipped"]
+    assert (params["count"], params["total"]) == (7, 9) and "broken.jsonl row 2" in params["first"]  # unparsed too
+    rows = [str(r) for r in train] + [str(r) for r in (val or [])]
+    assert len(rows) == 2 and any("A fine answer." in r for r in rows) and any("Another fine" in r for r in rows)
+    for path in ("broken_array.json", "unknown_columns.jsonl"):  # a problem of the whole file: refused either way
+        with pytest.raises(TuneboardError) as e:
+            load_training_data(cfg("sft", path, skip_bad_rows=True))
+        assert e.value.key == "error.data_invalid", path
 
 
 def test_file_level_problems_raise_their_own_key(tmp_path):

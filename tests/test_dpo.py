@@ -284,11 +284,11 @@ def test_missing_rejected_is_refused_with_its_row_before_any_model_loads(workdir
     run_dir = create_run(cfg, workdir)
     with pytest.raises(TuneboardError) as e:
         run_training(cfg, run_dir, workdir=workdir)
-    assert e.value.key == "error.data_invalid"
+    assert e.value.key == "error.data_invalid_rows"
     assert "row 3" in e.value.params["first"] and "rejected" in e.value.params["first"]
     evs = read_events(str(run_dir / "events.jsonl"))
     assert not any(isinstance(x, RunStarted) for x in evs)
-    assert any(isinstance(x, Error) and x.key == "error.data_invalid" for x in evs)
+    assert any(isinstance(x, Error) and x.key == "error.data_invalid_rows" for x in evs)
     assert evs[-1].status == "failed"
 
 

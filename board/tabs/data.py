@@ -108,11 +108,17 @@ def run_check(cfg: RunConfig, workdir: Path) -> list[Any]:
     return reports
 
 
-def summarize_reports(reports: list[Any], signature: str = "") -> DataReport:
+def summarize_reports(reports: list[Any], signature: str = "", skip_bad_rows: bool = False) -> DataReport:
+    """`errors`: those that keep Start off; with `skip_bad_rows`, a row's errors don't where the file has
+    good rows to train on (the run leaves those rows out, as the engine's `skippable` says)."""
     out = DataReport(checked=True, signature=signature)
     for r in reports:
-        out.errors += r.all_errors
         out.warnings += r.all_warnings
+        if skip_bad_rows and r.valid and not r.stage_errors and all(f.row is not None for f in r.findings
+                                                                    if f.severity == "error"):
+            out.warnings += r.errors  # rows to leave out: said, not in the way
+            continue
+        out.errors += r.all_errors
         if not out.first_error:
             first = next((f for f in r.findings if f.severity == "error"), None)
             if first is not None:
@@ -357,7 +363,7 @@ def check_view(
         s.data_reports = []
         return render_reports(s)
     reports = run_check(cfg, workdir)
-    s.data = summarize_reports(reports)
+    s.data = summarize_reports(reports, skip_bad_rows=cfg.data.skip_bad_rows)
     s.data_reports = reports
     s.data_cutoff = cfg.data.max_length
     return render_reports(s)
@@ -478,6 +484,14 @@ def build(ui: UI) -> None:
                     info="ui.data.assistant_only_info",
                     value=d.assistant_only_loss,
                 )
+                ui.add(
+                    gr.Checkbox,
+                    "data-skip-bad-rows",
+                    field="data.skip_bad_rows",
+                    label="ui.data.skip_bad_rows",
+                    info="ui.data.skip_bad_rows_info",
+                    value=d.skip_bad_rows,
+                )
             ui.add(
                 gr.Textbox,
                 "data-system-prompt",
@@ -534,6 +548,7 @@ def wire(ui: UI) -> None:
         "data.format",
         "data.max_length",
         "data.assistant_only_loss",
+        "data.skip_bad_rows",
         "data.max_samples",
         "stage",
         "model.name_or_path",

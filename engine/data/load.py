@@ -37,6 +37,11 @@ def read_spec(spec: DatasetSpec, tokenizer: Any = None, max_length: int | None =
     return inspect_path(spec.path, spec.format, spec.columns, spec.split, tokenizer, max_length)
 
 
+def skippable(errors: list[Finding], result: Analysis) -> bool:
+    """Whether `data.skip_bad_rows` can train on the rest: every error is a row's, and some rows are good."""
+    return bool(result.good) and all(f.row is not None for f in errors)
+
+
 def describe(path: str, f: Finding) -> str:
     """`data.jsonl row 3, field output: the field output is empty` (English, for error messages)."""
     where = f.where()
@@ -120,9 +125,14 @@ def load_training_data(cfg: RunConfig, notes: list[tuple[str, dict]] | None = No
         problems = [f for f in result.findings if f.severity == "error"]
         if problems and problems[0].key in NAMED_KEYS and not result.records:  # the message names the file
             raise TuneboardError(problems[0].key, **problems[0].params)
-        if problems:
-            raise TuneboardError("error.data_invalid", count=len(problems), first=describe(src.path, problems[0]),
-                                 path=src.path)
+        if problems and not (data.skip_bad_rows and skippable(problems, result)):
+            key = "error.data_invalid_rows" if skippable(problems, result) else "error.data_invalid"  # the way out
+            raise TuneboardError(key, count=len(problems), first=describe(src.path, problems[0]), path=src.path,
+                                 good=len(result.good))
+        if problems and notes is not None:  # skip_bad_rows: the rows with errors left out, said
+            bad = len({f.row for f in problems})  # rows that did not parse too
+            notes.append(("warning.bad_rows_skipped", {"count": bad, "total": len(result.good) + bad, "path": src.path,
+                                                       "first": describe(src.path, problems[0])}))
         refusal = stage_refusal(result.format, stage, src.path)
         if refusal:
             raise TuneboardError(refusal[0], **refusal[1])
