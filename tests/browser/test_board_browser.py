@@ -243,6 +243,11 @@ def test_a_bad_file_shows_its_row_and_blocks_start(page, board, tmp_path):
     assert page.is_disabled("#train-start")
     reason = page.inner_text("#train-start-reason")
     assert "1 error" in reason and "row 3" in reason, reason
+    tab(page, "data")  # "Skip rows with errors": the good rows train, the bad one is left out
+    page.click("#data-skip-bad-rows input[type=checkbox]")
+    tab(page, "train")
+    page.wait_for_function("() => !document.querySelector('#train-start').disabled", timeout=60_000)
+    assert page.inner_text("#train-start-reason").strip() == ""
 
 
 def test_demo_run_streams_reattaches_stops_and_resumes(page, chromium, board):
