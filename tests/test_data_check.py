@@ -378,3 +378,15 @@ def test_an_empty_document_in_a_corpus_is_left_out_with_a_warning():
     assert [r["text"] for r in out.good] == ["첫 문서입니다.", "The last one."]
     convo = analyze([{"instruction": "q", "output": ""}], measure=False)  # an empty answer stays an error
     assert convo.errors == 1
+
+
+def test_unknown_columns_are_matched_to_a_format_the_stage_trains(tmp_path):
+    """SHP-like columns under `--stage dpo` were told to map to alpaca, which DPO then refused."""
+    from engine.data import check_file
+
+    p = tmp_path / "pairs.jsonl"
+    p.write_text(json.dumps({"question": "Q?", "answer_a": "Good.", "answer_b": "Bad."}) + "\n", encoding="utf-8")
+    [f] = [f for f in check_file(str(p)).findings if f.key == "data.unknown_columns"]
+    assert f.params["format"] == "alpaca" and "instruction=question" in f.params["mapping"]
+    [f] = [f for f in check_file(str(p), stage="dpo").findings if f.key == "data.unknown_columns"]
+    assert f.params["format"] == "preference" and f.params["mapping"].startswith("prompt=question")

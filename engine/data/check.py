@@ -108,12 +108,7 @@ def analyze(rows: list[Any], fmt: str = "auto", *, columns: dict[str, str] | Non
     if name == "auto":
         name = detect_format(rows)
         if name is None and keys:
-            suggestion, mapping = nearest_format(keys)
-            required, optional = FORMATS[suggestion]
-            out.findings.append(error(None, None, "data.unknown_columns", columns=", ".join(keys[:12]),
-                                      format=suggestion, expected=", ".join(required + optional[:2]),
-                                      mapping=", ".join(f"{o}={t}" for o, t in mapping.items() if o != t)
-                                      or ", ".join(f"{f}=..." for f in required)))  # no guess: the form to fill
+            out.findings.append(unknown_columns(keys))
             return out
         name = name or "text"  # no row is an object: every row gets `not_an_object` below
     out.format = name
@@ -149,6 +144,16 @@ def analyze(rows: list[Any], fmt: str = "auto", *, columns: dict[str, str] | Non
         if max_length:
             _too_long(out, good, max_length, tokenizer, at)
     return out
+
+
+def unknown_columns(keys: list[str], among: tuple[str, ...] | None = None) -> Finding:
+    """No known format has these columns: the nearest one (of `among`, a stage's formats) and a mapping to try."""
+    suggestion, mapping = nearest_format(keys, among)
+    required, optional = FORMATS[suggestion]
+    return error(None, None, "data.unknown_columns", columns=", ".join(keys[:12]), format=suggestion,
+                 expected=", ".join(required + optional[:2]),
+                 mapping=", ".join(f"{o}={t}" for o, t in mapping.items() if o != t)
+                 or ", ".join(f"{f}=..." for f in required))  # no guess: the form to fill
 
 
 def _missing_columns(out: Analysis, keys: list[str], theirs: dict[str, str]) -> None:

@@ -130,10 +130,13 @@ def suggest_mapping(fmt: str, keys: list[str], fields: tuple[str, ...] | None = 
     return mapping
 
 
-def nearest_format(keys: list[str]) -> tuple[str, dict[str, str]]:
-    """For unknown columns: the format whose required fields they match best, and a mapping {ours: theirs}."""
-    best: tuple[int, int, str, dict[str, str]] = (-1, 0, "alpaca", {})
+def nearest_format(keys: list[str], among: tuple[str, ...] | None = None) -> tuple[str, dict[str, str]]:
+    """For unknown columns: the format (of `among`, default all) whose required fields they match best, and a
+    mapping {ours: theirs}."""
+    best: tuple[int, int, str, dict[str, str]] = (-1, 0, among[0] if among else "alpaca", {})
     for order, (name, (required, _)) in enumerate(FORMATS.items()):
+        if among and name not in among:
+            continue
         mapping = suggest_mapping(name, keys)
         score = sum(1 for r in required if r in mapping)
         if (score, -order) > (best[0], best[1]):

@@ -71,11 +71,20 @@ class FileReport:
                 "stage_findings": [{**f, "message": message(f["key"], f["params"], lang)} for f in self.stage_findings]}
 
 
+STAGE_FORMATS = {"dpo": ("preference",), "pt": ("text",)}  # what a stage can train, where it is one format
+
+
 def check_file(path: str, fmt: str = "auto", *, columns: dict[str, str] | None = None, split: str = "train",
                tokenizer: Any = None, max_length: int | None = 1024, limit: int = 20, preview_rows: int = 3,
                assistant_only: bool = True, stage: str | None = None) -> FileReport:
     """Everything `tuneboard check` says about one file (or hub dataset); `stage`: the run's, when known."""
     src, result = inspect_path(path, fmt, columns, split, tokenizer, max_length)
+    if stage in STAGE_FORMATS:  # columns no format knows: the nearest of the formats this stage trains
+        from .check import _keys, unknown_columns
+        from .formats import map_columns
+
+        result.findings = [unknown_columns(_keys([map_columns(r, columns) for r in src.rows]), STAGE_FORMATS[stage])
+                           if f.key == "data.unknown_columns" else f for f in result.findings]
     good = result.good
     numbers = [n for r, n in zip(result.records, result.numbers, strict=False) if r is not None]
     lengths, as_text = result.lengths, result.format == "text"
