@@ -249,3 +249,13 @@ def test_under_pretraining_a_long_conversation_is_said_to_be_split_not_left_out(
     assert rc == 0 and [f["key"] for f in doc["findings"]] == ["data.too_long_split"]
     assert doc["findings"][0]["row"] is None and doc["findings"][0]["params"]["rows"] == "1"
     assert doc["stats"]["split"] and doc["stats"]["tokens_cut"] == 0
+    weighted = tmp_path / "weighted.jsonl"  # no system prompt, nor an answer's weight, is pretraining's business
+    weighted.write_text("\n".join(json.dumps({"messages": m}) for m in (
+        [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Q"},
+         {"role": "assistant", "content": "A long enough answer."}],
+        [{"role": "user", "content": "Q2"}, {"role": "assistant", "content": "Another answer here.", "weight": 0}],
+    )) + "\n", encoding="utf-8")
+    keys = {f["key"] for f in json.loads(run(capsys, weighted, "--model", tok_dir, "--json")[1])["files"][0]["findings"]}
+    assert {"data.system_some_rows", "data.all_weight_zero"} <= keys
+    doc = json.loads(run(capsys, weighted, "--model", tok_dir, "--stage", "pt", "--json")[1])["files"][0]
+    assert not {"data.system_some_rows", "data.all_weight_zero"} & {f["key"] for f in doc["findings"]}

@@ -72,6 +72,8 @@ class FileReport:
 
 
 STAGE_FORMATS = {"dpo": ("preference",), "pt": ("text",)}  # what a stage can train, where it is one format
+# what a chat template and answer-only loss make of a conversation, which pretraining's plain text is without
+CHAT_ONLY_KEYS = ("data.system_some_rows", "data.all_weight_zero")
 
 
 def check_file(path: str, fmt: str = "auto", *, columns: dict[str, str] | None = None, split: str = "train",
@@ -97,7 +99,7 @@ def check_file(path: str, fmt: str = "auto", *, columns: dict[str, str] | None =
         # (the chat template's lengths said more tokens than train, a cut where the text is split, and a row
         # whose prompt fills the cutoff left out, where pretraining trains on it)
         lengths, as_text = count(tokenizer, [to_stage(r, "pt", None)["text"] for r in good]), True
-        result.findings = [f for f in result.findings if f.key not in CUTOFF_KEYS]
+        result.findings = [f for f in result.findings if f.key not in CUTOFF_KEYS + CHAT_ONLY_KEYS]
         result.lengths = lengths
         if max_length:
             kept_at = [i for i, r in enumerate(result.records) if r is not None]
