@@ -185,7 +185,8 @@ def _train(cfg: RunConfig, run_dir: Path, log: EventLog, should_stop, workdir, d
     _fit_checkpointing(cfg, res, workdir, log)
     resume = resume_checkpoint(cfg, run_dir)
     _check_resume_layout(cfg, resume, res.packing)
-    check_init_from(cfg)
+    for key, params in check_init_from(cfg):
+        log(Warning(key=key, params=params, message=message(key, params)))
     if cfg.training.optim not in ("auto", res.optim):
         log(Warning(key="warning.optim_fallback", params={"optim": cfg.training.optim, "used": res.optim},
                     message=message("warning.optim_fallback", {"optim": cfg.training.optim, "used": res.optim})))
@@ -464,23 +465,30 @@ def cmd_train(args) -> int:
     return 128 + 15 if bar.status == "stopped" else 0  # stopped by the board's Stop or stop.request: as SIGTERM
 
 
-def check_init_from(cfg: RunConfig) -> None:
+def check_init_from(cfg: RunConfig) -> list[tuple[str, dict]]:
     """`adapter.init_from` names an adapter that fits this base: one trained on another build of the demo
-    (before an upgrade) would load without complaint and continue from weights fitted to another model."""
+    (before an upgrade) would load without complaint and continue from weights fitted to another model. Returns
+    what to say: the system prompt the adapter learnt with, where this run adds another or none (an SFT run's
+    `data.system_prompt` is not carried into the DPO run that goes on from it, nor into that run's chat)."""
     from .adapters import adapter_dir
     from .model import check_demo_build
 
     if not cfg.adapter.init_from or cfg.adapter.method != "lora":
-        return
+        return []
     found = adapter_dir(cfg.adapter.init_from)  # run/adapter, or run/checkpoints/checkpoint-N, or a bare folder
     for owner in (found.parent, found.parent.parent.parent):
         if (owner / "config.yaml").exists() and (owner / "events.jsonl").exists():
             try:
                 saved = RunConfig.load(str(owner / "config.yaml"))
             except ConfigError:
-                return
+                return []
             check_demo_build(saved, owner)
-            return
+            learnt = saved.data.system_prompt
+            if learnt and learnt != cfg.data.system_prompt:
+                short = learnt if len(learnt) <= 80 else learnt[:79] + "…"
+                return [("warning.init_from_system_prompt", {"prompt": short, "run": owner.name})]
+            return []
+    return []
 
 
 # experiment trackers transformers reports to -> the packages any of which it needs

@@ -669,8 +669,28 @@ def test_continuing_an_adapter_of_another_demo_build_is_refused(tmp_path):
         check_init_from(cfg)
     assert e.value.key == "error.demo_rebuilt" and e.value.params["run"] == "sft-old"
     (run / "resolved.json").write_text(json.dumps({"demo_fingerprint": demo_fingerprint()}))
-    check_init_from(cfg)  # the same build: fine
-    check_init_from(cfg.with_overrides({"adapter.init_from": str(run / "adapter")}))  # the adapter folder itself
+    assert check_init_from(cfg) == []  # the same build: fine
+    assert check_init_from(cfg.with_overrides({"adapter.init_from": str(run / "adapter")})) == []  # the folder itself
+
+
+def test_going_on_from_an_adapter_says_the_system_prompt_it_learnt_with(tmp_path):
+    """SFT with a default system prompt, then DPO from its adapter on pairs without one: the DPO run (and its
+    chat) went without the prompt the adapter learnt its answers under, without a word."""
+    from engine.demo import demo_fingerprint
+    from engine.train import check_init_from
+
+    run = tmp_path / "runs" / "sft-with-prompt"
+    (run / "adapter").mkdir(parents=True)
+    (run / "adapter" / "adapter_config.json").write_text("{}")
+    (run / "events.jsonl").write_text("")
+    (run / "resolved.json").write_text(json.dumps({"demo_fingerprint": demo_fingerprint()}))
+    RunConfig.from_dict(tiny_sft_config()).with_overrides({"data.system_prompt": "당신은 친절한 도우미입니다."}).save(
+        str(run / "config.yaml"))
+    cfg = RunConfig.from_dict(tiny_sft_config()).with_overrides({"adapter.init_from": str(run / "adapter")})
+    [(key, params)] = check_init_from(cfg)
+    assert key == "warning.init_from_system_prompt" and params == {"prompt": "당신은 친절한 도우미입니다.",
+                                                                   "run": "sft-with-prompt"}
+    assert check_init_from(cfg.with_overrides({"data.system_prompt": "당신은 친절한 도우미입니다."})) == []
 
 
 def test_a_resumed_runs_training_time_counts_its_earlier_attempts(tmp_path):
