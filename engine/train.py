@@ -158,6 +158,8 @@ def run_training(cfg: RunConfig, run_dir: str | os.PathLike, emit: Optional[Call
     except BaseException as e:
         key, params = error_key(e, "error.training_failed")
         log(Error(key=key, params=params, message=message(key, params), traceback=traceback.format_exc()))
+        if isinstance(e, KeyboardInterrupt) and latest_checkpoint(run_dir) is None:  # aborted: say what is left
+            log(Warning(key="warning.aborted_unsaved", message=message("warning.aborted_unsaved")))
         log(Finished(status="stopped" if isinstance(e, KeyboardInterrupt) else "failed", step=log.step))
         raise
     finally:

@@ -12,7 +12,7 @@ import torch
 from world import ROOT, hub_unreachable, logged_losses, not_in_cache, safetensors_weights, tiny_sft_config, train_run
 
 from engine.config import RunConfig
-from engine.events import Finished, LogStep, Progress, RunStarted, read_events
+from engine.events import Finished, LogStep, Progress, RunStarted, Warning, read_events
 from engine.runs import create_run, run_info
 from engine.train import run_training
 
@@ -431,6 +431,22 @@ def test_cli_a_run_stopped_by_a_stop_request_is_not_a_success(workdir, demo_mode
     said = (tmp_path / "stderr").read_text()[-2000:]
     assert proc.returncode == 143 and out.strip().splitlines()[-1] == str(run_dir), said
     assert run_info(run_dir).status == "stopped" and "stopped at step" in said
+
+
+def test_a_run_aborted_before_its_first_checkpoint_says_no_weights_were_saved(workdir, demo_model):
+    """A second Ctrl+C before any save said "stopped at step N", as if something of it could be resumed."""
+    cfg = RunConfig.from_dict(tiny_sft_config(max_steps=30)).with_overrides({"training.save_steps": 1000})
+    run_dir = create_run(cfg, workdir)
+
+    def emit(ev):
+        if isinstance(ev, LogStep) and ev.step == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_training(cfg, run_dir, emit=emit, workdir=workdir)
+    events = read_events(str(run_dir / "events.jsonl"))
+    assert [e.key for e in events if isinstance(e, Warning)][-1:] == ["warning.aborted_unsaved"]
+    assert isinstance(events[-1], Finished) and events[-1].status == "stopped"
 
 
 def test_a_run_whose_folder_is_deleted_ends_and_writes_nothing_back(workdir, demo_model):
