@@ -325,6 +325,7 @@ class RunConfig:
             raise ConfigError("<yaml>", "error.config.yaml", f"not valid YAML: {error}", error=error) from None
         except yaml.YAMLError as e:
             raise ConfigError("<yaml>", "error.config.yaml", f"not valid YAML: {e}", error=str(e)) from None
+        _check_expansion(data)
         if data is None:  # an empty file is a slip (a save that failed, the wrong file), not "all defaults"
             raise ConfigError("<yaml>", "error.config.empty", "the config is empty")
         if not isinstance(data, dict):
@@ -480,6 +481,27 @@ def _strict_loader():
     return StrictLoader
 
 
+YAML_VALUES = 100_000  # far above any config; aliases of aliases expand past it in a few hundred bytes
+
+
+def _check_expansion(data: Any) -> None:
+    """Refuse YAML whose aliases expand exponentially (a "billion laughs": 9 anchors of 9 aliases each are 387
+    million strings, which an error message's repr or a dump then writes out, for minutes and gigabytes). Counts
+    values as they would be written, each alias in full, and stops at YAML_VALUES."""
+    stack, seen = [data], 0
+    while stack:
+        node = stack.pop()
+        seen += 1
+        if seen > YAML_VALUES:
+            error = f"its aliases (*name) expand to more than {YAML_VALUES:,} values"
+            raise ConfigError("<yaml>", "error.config.yaml", f"not valid YAML: {error}", error=error)
+        if isinstance(node, dict):
+            stack.extend(node.keys())
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+
+
 def config_from_args(args) -> RunConfig:
     """A CLI verb's config: the YAML file, then --data, --max-steps and --set on top (where the verb has them)."""
     cfg = RunConfig.load(args.config)
@@ -553,9 +575,11 @@ def parse_value(text: str, hint: Any = None) -> Any:
     try:
         import yaml
 
-        return yaml.safe_load(text)
+        value = yaml.safe_load(text)
     except Exception:
         return text
+    _check_expansion(value)  # `--set a.b=[&x [...], [*x, *x, ...]]` too
+    return value
 
 
 # ---- typed construction with named errors -----------------------------------------------

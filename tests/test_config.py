@@ -308,3 +308,19 @@ def test_train_maps_the_columns_of_its_data_files_as_check_suggests_them():
     with pytest.raises(ConfigError) as e:
         config_from_args(args(column=["output"]))
     assert e.value.key == "data.bad_column_arg"
+
+
+def test_yaml_aliases_that_expand_exponentially_are_refused_at_once(tmp_path):
+    """A "billion laughs" config (a few hundred bytes, 387 million strings once its aliases are written out) kept
+    the CLI, or the board loading it, busy for minutes and gigabytes writing its error message."""
+    import time
+
+    levels = ['&a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    levels += [f"&{n} [" + ", ".join([f"*{p}"] * 9) + "]" for p, n in zip("abcdefgh", "bcdefghi", strict=True)]
+    started = time.time()
+    with pytest.raises(ConfigError) as e:
+        RunConfig.from_yaml("stage: sft\nrun_name: [" + ", ".join(levels) + "]\n")
+    assert e.value.key == "error.config.yaml" and "aliases" in str(e.value) and time.time() - started < 10
+    # an alias or two, as people use them, still reads
+    cfg = RunConfig.from_yaml("data:\n  system_prompt: &p Be brief.\ngeneration:\n  system_prompt: *p\n")
+    assert cfg.generation.system_prompt == cfg.data.system_prompt == "Be brief."
