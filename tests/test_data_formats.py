@@ -239,6 +239,10 @@ def test_tool_definitions_are_told_in_the_system_message_and_calls_written_as_he
     assert msgs[3]["content"] == f"Let me check again.\n<tool_call>\n{hermes}\n</tool_call>"
     rec, _ = normalize_row({**row, "tools": json.dumps(tools), "system": "Be brief."}, "messages")  # JSON text too
     assert rec["messages"][0]["content"].startswith("Be brief.\n\n# Tools")
+    cell = {**row["messages"][1], "tool_calls": json.dumps([call])}  # a table's cell holds the calls as JSON text
+    rec, probs = normalize_row({"messages": [user("Q"), cell, {"role": "tool", "content": "맑음"}, bot("맑음.")]},
+                               "messages")
+    assert not probs and rec["messages"][1]["content"] == f"<tool_call>\n{hermes}\n</tool_call>"
 
     from engine.data.check import check
     from engine.data.load import to_stage

@@ -241,6 +241,12 @@ TOOLS_INTRO = ("# Tools\n\nYou may call one or more functions to assist with the
                "<args-json-object>}}\n</tool_call>")  # Hermes / Qwen's words, as their chat templates write them
 
 
+def _tool_calls(item: dict) -> list | None:
+    """A message's OpenAI `tool_calls`: a list, or JSON text of one (a table's cell)."""
+    calls = _json_cell(item.get("tool_calls"))
+    return calls if isinstance(calls, list) and calls else None
+
+
 def _hermes_call(call: Any) -> str:
     """An OpenAI tool call ({id, type, function: {name, arguments: JSON text}}) as Hermes writes one:
     {"name": ..., "arguments": {...}}; anything else as JSON, as it is."""
@@ -278,8 +284,8 @@ def _content(item: dict, field: str, index: int, probs: Problems) -> str | None:
     if isinstance(value, list) and all(isinstance(p, dict) for p in value):  # OpenAI content parts: their text
         texts = [p.get("text") for p in value if isinstance(p.get("text"), str)]
         value = "\n".join(texts) if texts else None
-    if item.get("tool_calls") and isinstance(item["tool_calls"], list):  # with or without text before the calls
-        calls = _TOOL_CALL_JOIN.join(_hermes_call(c) for c in item["tool_calls"])
+    if calls := _tool_calls(item):  # with or without text before the calls
+        calls = _TOOL_CALL_JOIN.join(_hermes_call(c) for c in calls)
         value = f"{value.strip()}\n<tool_call>\n{calls}" if isinstance(value, str) and not blank(value) else calls
     if blank(value):
         probs.add(field, "data.empty_message", index=index)
@@ -332,9 +338,9 @@ def turns(value: Any, field: str, probs: Problems, weights: bool = False) -> lis
             probs.add(field, "data.bad_weight", index=i, value=json.dumps(weight, default=str))
             ok = False
             continue
-        if raw.lower() in _TOOL_CALL or (role == "assistant" and item.get("tool_calls") and blank(item.get("content"))):
+        if raw.lower() in _TOOL_CALL or (role == "assistant" and _tool_calls(item) and blank(item.get("content"))):
             content = f"<tool_call>\n{content}\n</tool_call>"
-        elif role == "assistant" and item.get("tool_calls"):  # text, then the calls (opened in _content)
+        elif role == "assistant" and _tool_calls(item):  # text, then the calls (opened in _content)
             content = f"{content}\n</tool_call>"
         elif raw.lower() in _TOOL_RESULT:
             content = f"<tool_response>\n{content}\n</tool_response>"
