@@ -116,7 +116,8 @@ def gate(s: Session, lang: str) -> tuple[dict, dict, dict, str]:
                 t("ui.data.where_row", lang, row=first["row"])
         else:
             where = t("ui.data.where_file", lang, file=file) if file else ""
-        said = (where + " " + t(first["key"], lang, **first.get("params", {}))).strip().rstrip(".。")
+        said = (where + " " + t(first["key"], lang, **first.get("params", {}))).strip()
+        said = said[:-1] if said.endswith((".", "。")) and not said.endswith("...") else said  # `prompt=...` stays
         # a value on the page that can't be used (a model folder outside the workdir, ...) is not the data's
         reason = t("ui.train.reason_form", lang, first=said) if first.get("form") else t(
             "ui.train.reason_data", lang, count=s.data.errors, first=said)

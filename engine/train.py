@@ -478,7 +478,7 @@ def check_init_from(cfg: RunConfig) -> list[tuple[str, dict]]:
     if not cfg.adapter.init_from or cfg.adapter.method != "lora":
         return []
     found = adapter_dir(cfg.adapter.init_from)  # run/adapter, or run/checkpoints/checkpoint-N, or a bare folder
-    for owner in (found.parent, found.parent.parent.parent):
+    for owner in list(found.parents)[:3]:  # run/adapter, run/checkpoints/checkpoint-N
         if (owner / "config.yaml").exists() and (owner / "events.jsonl").exists():
             try:
                 saved = RunConfig.load(str(owner / "config.yaml"))

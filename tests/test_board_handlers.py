@@ -266,6 +266,9 @@ def test_gate_explains_why_start_is_off(tmp_path):
     )
     start, _, _, reason = live.gate(s, "en")
     assert not start["interactive"] and "2 error(s)" in reason and "row 3" in reason
+    s.data.first_error = {"key": "data.missing_column", "row": None, "params": {
+        "field": "prompt", "format": "preference", "columns": "a, b", "mapping": "prompt=..."}}
+    assert "prompt=..." in live.gate(s, "en")[3]  # the form to fill, not `prompt=.`
     s.data.errors = 0
     s.watch = Watch.of("r1", tmp_path)
     s.watch.status = "running"

@@ -167,6 +167,10 @@ def test_a_preference_file_without_a_prompt_column_is_told_which_column_to_map()
     talks = [{"chosen": [{"role": "user", "content": "Q"}, {"role": "assistant", "content": "Good answer."}],
               "rejected": [{"role": "user", "content": "Q"}, {"role": "assistant", "content": "Bad answer."}]}]
     assert not [f for f in check(talks) if f.severity == "error"]  # the prompt inside the pair: no column missing
+    odd = {"chosen": [{"role": "user", "content": "Q1"}, {"role": "assistant", "content": "Good answer."}],
+           "rejected": [{"role": "user", "content": "Q2"}, {"role": "assistant", "content": "Bad answer."}]}
+    found = check(talks + [odd])  # one pair whose prompts differ: that row's error, not a column no row has
+    assert [(f.row, f.key) for f in found if f.severity == "error"] == [(2, "data.pair_prompts_differ")]
     pair = [{"instruction": "Q", "output": ["Good answer.", "Bad answer."]}]  # alpaca's pair: no chosen column
     assert not [f for f in check(pair) if f.severity == "error"]
 

@@ -103,6 +103,10 @@ def test_anthropic_hh_transcripts_become_turns_sharing_the_prompt():
                    "rejected": [bot("No.")]}
     rec, probs = normalize_row({**row, "rejected": talk}, "preference")  # an empty last answer: said where
     assert rec is None and [(f, k, p.get("index")) for f, k, p in probs] == [("rejected", "data.empty_message", 4)]
+    for other, at in (("\n\nHuman: Something else\n\nAssistant: No.", 1),  # another question: no prompt shared
+                      (talk.replace("반갑습니다.", "안녕!") + " No.", 2)):  # they part before their last answers
+        rec, probs = normalize_row({**row, "rejected": other}, "preference")
+        assert rec is None and [(f, k, p["index"]) for f, k, p in probs] == [("chosen", "data.pair_prompts_differ", at)]
     rec, probs = normalize_row({"chosen": "Sure.", "rejected": "No."}, "preference")  # plain text: no prompt
     assert rec is None and [(f, k) for f, k, _ in probs] == [("prompt", "data.missing_field")]
 

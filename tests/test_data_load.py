@@ -90,7 +90,7 @@ def test_errors_raise_data_invalid_naming_file_row_and_field():
     assert "row 2, field instruction" in str(e.value)
 
 
-def test_skip_bad_rows_trains_on_the_good_rows_and_says_how_many_were_left_out():
+def test_skip_bad_rows_trains_on_the_good_rows_and_says_how_many_were_left_out(tmp_path):
     """A scraped file of 100k rows with a handful broken was refused whole; `data.skip_bad_rows` leaves them out."""
     notes = []
     train, val = load_training_data(cfg("sft", "broken.jsonl", skip_bad_rows=True), notes)
@@ -102,6 +102,11 @@ def test_skip_bad_rows_trains_on_the_good_rows_and_says_how_many_were_left_out()
         with pytest.raises(TuneboardError) as e:
             load_training_data(cfg("sft", path, skip_bad_rows=True))
         assert e.value.key == "error.data_invalid", path
+    no_answers = tmp_path / "dolly.jsonl"  # no row has `output`: the file's problem, said before its rows'
+    no_answers.write_text('{"instruction": "Q", "response": "A"}\n{"instruction": "Q2", "response": "A2"}\n')
+    with pytest.raises(TuneboardError) as e:
+        load_training_data(cfg("sft", {"path": str(no_answers)}, skip_bad_rows=True))
+    assert e.value.key == "error.data_invalid" and "No row has the column output" in e.value.params["first"]
 
 
 def test_file_level_problems_raise_their_own_key(tmp_path):

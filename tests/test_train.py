@@ -707,6 +707,11 @@ def test_going_on_from_an_adapter_says_the_system_prompt_it_learnt_with(tmp_path
     assert key == "warning.init_from_system_prompt" and params == {"prompt": "당신은 친절한 도우미입니다.",
                                                                    "run": "sft-with-prompt"}
     assert check_init_from(cfg.with_overrides({"data.system_prompt": "당신은 친절한 도우미입니다."})) == []
+    checkpoint = run / "checkpoints" / "checkpoint-2"  # a checkpoint of it: the same run, the same prompt
+    checkpoint.mkdir(parents=True)
+    (checkpoint / "adapter_config.json").write_text("{}")
+    [(key, _)] = check_init_from(cfg.with_overrides({"adapter.init_from": str(checkpoint)}))
+    assert key == "warning.init_from_system_prompt"
 
 
 def test_a_resumed_runs_training_time_counts_its_earlier_attempts(tmp_path):

@@ -166,7 +166,7 @@ def _missing_columns(out: Analysis, keys: list[str], theirs: dict[str, str]) -> 
         # when no row spells it otherwise nor leaves it inside chosen and rejected
         said = {(f.field, f.key) for f in out.findings}
         absent = tuple(f for f in absent if f == "prompt" and (
-            not {"instruction", "input", "conversations", "messages"} & set(keys)
+            not {"instruction", "input", "conversations", "messages"} & set(keys) and not any(out.records)
             and (theirs.get("prompt", "prompt"), "data.missing_field") in said))
     unused = [k for k in keys if k not in used_fields(out.format)]
     for fld in absent:  # with the optional fields a column would fill too (Dolly's context is alpaca's input)

@@ -527,8 +527,9 @@ def _preference(row: dict, probs: Problems) -> dict | None:
         if chosen is None or rejected is None:
             return None
         prompt, chosen, rejected = _split_shared_prefix(chosen, rejected)
-        if not prompt:
-            probs.add("prompt", "data.missing_field")
+        if not prompt or any(m["role"] != "assistant" for m in chosen + rejected):
+            # the two must be one conversation up to their last answers, which is the prompt they answer
+            probs.add("chosen", "data.pair_prompts_differ", index=len(prompt) + 1)
             return None
         if not check_turns(prompt, "chosen", probs, end="user"):
             return None

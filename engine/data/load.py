@@ -127,7 +127,8 @@ def load_training_data(cfg: RunConfig, notes: list[tuple[str, dict]] | None = No
             raise TuneboardError(problems[0].key, **problems[0].params)
         if problems and not (data.skip_bad_rows and skippable(problems, result)):
             key = "error.data_invalid_rows" if skippable(problems, result) else "error.data_invalid"  # the way out
-            raise TuneboardError(key, count=len(problems), first=describe(src.path, problems[0]), path=src.path,
+            first = next((f for f in problems if f.row is None), problems[0])  # the whole file's problem first
+            raise TuneboardError(key, count=len(problems), first=describe(src.path, first), path=src.path,
                                  good=len(result.good))
         if problems and notes is not None:  # skip_bad_rows: the rows with errors left out, said
             bad = len({f.row for f in problems})  # rows that did not parse too
