@@ -98,6 +98,21 @@ class AdapterConfig:
             _fail("target_modules", "error.config.required", "name at least one module, or all-linear")
 
 
+# our names for a dataset's columns, every format's fields (engine.data.formats.FORMATS): a mapping's left side
+COLUMN_FIELDS = ("instruction", "input", "output", "system", "history", "conversations", "messages", "tools",
+                 "prompt", "completion", "chosen", "rejected", "text")
+
+
+def _check_column_names(columns: dict[str, str], where: str = "columns") -> None:
+    """A mapping's left side is one of our names: `bogus=question` was taken, and the check then listed bogus
+    as a column of the file."""
+    for ours in columns:
+        if ours not in COLUMN_FIELDS:
+            near = difflib.get_close_matches(str(ours), COLUMN_FIELDS, n=1)
+            _fail(where, "error.config.unknown_column", f"{ours} is not one of our column names",
+                  column=str(ours), near=near[0] if near else "output", known=", ".join(COLUMN_FIELDS))
+
+
 @dataclass
 class DatasetSpec:
     path: str = field(default="", metadata={"help": "File (json, jsonl, csv, parquet, txt), `demo:<name>` bundled set, or hub name."})
@@ -110,6 +125,7 @@ class DatasetSpec:
         if not self.path:
             _fail("path", "error.config.required", "a dataset needs a path")
         _check_range(self, "max_samples", 1)
+        _check_column_names(self.columns)
 
 
 @dataclass
@@ -529,6 +545,7 @@ def parse_columns(pairs: list[str] | None) -> dict[str, str]:
         if not sep or not ours.strip() or not theirs.strip():
             raise ConfigError("columns", "data.bad_column_arg", f"expected ours=theirs, got {pair}", value=pair.strip())
         out[ours.strip()] = theirs.strip()
+    _check_column_names(out, "--column")
     return out
 
 

@@ -324,3 +324,22 @@ def test_yaml_aliases_that_expand_exponentially_are_refused_at_once(tmp_path):
     # an alias or two, as people use them, still reads
     cfg = RunConfig.from_yaml("data:\n  system_prompt: &p Be brief.\ngeneration:\n  system_prompt: *p\n")
     assert cfg.generation.system_prompt == cfg.data.system_prompt == "Be brief."
+
+
+def test_a_column_mapping_names_one_of_our_fields():
+    """`--column bogus=question` (or `outptu=response` in a config) was taken: the check then listed bogus as a
+    column of the file, and the advice that followed led nowhere."""
+    import argparse
+
+    from engine.config import COLUMN_FIELDS, config_from_args
+    from engine.data.formats import FORMATS
+
+    assert set(COLUMN_FIELDS) == {f for required, optional in FORMATS.values() for f in required + optional}
+    with pytest.raises(ConfigError) as e:
+        RunConfig.from_dict({"data": {"datasets": [{"path": "a.jsonl", "columns": {"outptu": "response"}}]}})
+    assert e.value.key == "error.config.unknown_column" and e.value.params["near"] == "output"
+    args = argparse.Namespace(config=str(ROOT / "assets/configs/sft_demo.yaml"), set=[], data=["a.jsonl"],
+                              column=["bogus=question"], format=None, max_steps=None)
+    with pytest.raises(ConfigError) as e:
+        config_from_args(args)
+    assert e.value.key == "error.config.unknown_column" and e.value.field == "--column"
