@@ -437,7 +437,7 @@ def cmd_train(args) -> int:
     check_init_from(cfg)  # and an adapter to continue that was fitted to another demo build
     _print_estimate(cfg, workdir)
     run_dir = create_run(cfg, workdir)
-    print(f"run folder: {run_dir}", file=sys.stderr)
+    print(message("log.run_folder", {"path": str(run_dir)}), file=sys.stderr)
     bar = ProgressBar(quiet=args.quiet)
     stop = _GracefulInterrupt()
     aborted, failed = False, None

@@ -129,7 +129,9 @@ def test_lang_speaks_korean_including_places_and_kinds_of_values(capsys, tmp_pat
     assert rc == 1
     assert "오류      1행, 필드 output: output 필드는 '텍스트' 형식이어야 하는데 '숫자' 형식입니다" in out
     assert "type." not in out and "row" not in out
+    assert "alpaca (대화형 " in out.splitlines()[0]  # the kind of data too, as the board says it
     rc, out, _ = run(capsys, p)  # the next command is English again
+    assert "alpaca (conversational language modeling)" in out.splitlines()[0]
     assert "row 1, field output: The field output should be text, but it is a number" in out
     rc = main(["estimate", str(ROOT / "assets/configs/sft_demo.yaml"), "--set", "training.learning_rate=x"])
     assert rc == 2 and "training.learning_rate: expected a number, got x" in capsys.readouterr().err

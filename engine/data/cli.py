@@ -13,7 +13,7 @@ import sys
 from typing import Any
 
 from ..config import ConfigError, parse_columns
-from ..messages import TuneboardError, message
+from ..messages import TuneboardError, message, table
 from .check import FORMAT_LIST, canonical_format
 from .preview import marked
 from .report import FileReport, check_file
@@ -61,7 +61,9 @@ def _visible(text: str) -> str:
 
 
 def _print_report(r: FileReport) -> None:
-    print(message("data.cli.file", {"path": r.path, "format": r.format or "?", "kind": r.kind or "?", "rows": r.rows}))
+    kind = "ui.data.kind_" + (r.kind or "?").replace(" ", "_").replace("-", "_")  # in the reader's words, as the board
+    kind = message(kind) if kind in table() else r.kind or "?"
+    print(message("data.cli.file", {"path": r.path, "format": r.format or "?", "kind": kind, "rows": r.rows}))
     for f in r.stage_findings:  # the stage's word on the whole file first
         print(f"  {message('severity.' + f['severity']):<8}{_visible(message(f['key'], f['params']))}")
     shown: dict[str, int] = {}
