@@ -87,7 +87,7 @@ class AdapterConfig:
     use_dora: bool = field(default=False, metadata={"help": "DoRA: weight-decomposed LoRA."})
     use_rslora: bool = field(default=False, metadata={"help": "rsLoRA: scale by alpha/sqrt(r) instead of alpha/r."})
     freeze_trainable_layers: int = field(default=2, metadata={"help": "freeze: train only the last N decoder layers."})
-    init_from: Optional[str] = field(default=None, metadata={"help": "Continue training this LoRA adapter (a run folder, its adapter folder or a checkpoint): an SFT run's adapter to go on with DPO, say. Its rank, alpha and modules are the adapter's own; the board lists the runs of the same base. A default system prompt it learnt with that this run does not add is said when the run starts."})
+    init_from: Optional[str] = field(default=None, metadata={"help": "Continue training this LoRA adapter (a run folder, or on the command line its id, its adapter folder or a checkpoint): an SFT run's adapter to go on with DPO, say. Its rank, alpha and modules are the adapter's own; the board lists the runs of the same base. A default system prompt it learnt with that this run does not add is said when the run starts."})
 
     def __post_init__(self) -> None:
         _check_range(self, "rank", 1)

@@ -426,8 +426,8 @@ def _check_resume_layout(cfg: RunConfig, ckpt: Optional[Path], packing: bool) ->
 def cmd_train(args) -> int:
     from .data import load_training_data
 
-    cfg = config_from_args(args).with_absolute_paths()  # config.yaml re-runs from any folder
     workdir = Path(args.workdir).resolve() if args.workdir else default_workdir()
+    cfg = _runs_by_id(config_from_args(args), workdir).with_absolute_paths()  # config.yaml re-runs from any folder
     if workdir.exists() and not workdir.is_dir():  # before anything is read or built into it
         raise TuneboardError("error.workdir_not_folder", path=str(workdir))
     notes: list[tuple[str, dict]] = []
@@ -465,6 +465,17 @@ def cmd_train(args) -> int:
     if aborted or stop.requested():
         return 128 + (stop.signal or 2)
     return 128 + 15 if bar.status == "stopped" else 0  # stopped by the board's Stop or stop.request: as SIGTERM
+
+
+def _runs_by_id(cfg: RunConfig, workdir: Path) -> RunConfig:
+    """An adapter to continue or a checkpoint to resume named by its run's id (as `chat`, `eval` and `export`
+    take one): the run's folder in the workdir, where no such path exists here."""
+    found = {}
+    for dotted, value in (("adapter.init_from", cfg.adapter.init_from), ("training.resume_from", cfg.training.resume_from)):
+        if value and value != "last" and not Path(value).expanduser().exists() and "/" not in value \
+                and (workdir / "runs" / value).is_dir():
+            found[dotted] = str(workdir / "runs" / value)
+    return cfg.with_overrides(found) if found else cfg
 
 
 def check_init_from(cfg: RunConfig) -> list[tuple[str, dict]]:

@@ -850,3 +850,16 @@ def test_a_tracker_that_is_not_installed_is_refused_before_a_run_folder(tmp_path
     check_trackers(RunConfig.from_dict({"training": {"report_to": ["none"]}}))  # nothing to check
     r = _cli("train", "assets/configs/sft_demo.yaml", "--workdir", str(tmp_path), "--set", "training.report_to=tensorbord")
     assert r.returncode == 2 and "tensorbord is not a tracker" in r.stderr and not (tmp_path / "runs").exists()
+
+
+def test_an_adapter_or_checkpoint_is_found_by_its_runs_id(tmp_path):
+    """`--set adapter.init_from=<run id>` said "No adapter found in <id>", where chat, eval and export take ids."""
+    from engine.train import _runs_by_id
+
+    (tmp_path / "runs" / "20261127-sft").mkdir(parents=True)
+    cfg = RunConfig.from_dict(tiny_sft_config()).with_overrides(
+        {"adapter.init_from": "20261127-sft", "training.resume_from": "20261127-sft"})
+    found = _runs_by_id(cfg, tmp_path)
+    assert found.adapter.init_from == found.training.resume_from == str(tmp_path / "runs" / "20261127-sft")
+    other = cfg.with_overrides({"adapter.init_from": "no-such-run", "training.resume_from": "last"})
+    assert _runs_by_id(other, tmp_path).adapter.init_from == "no-such-run"  # left to be refused as it was
