@@ -22,6 +22,7 @@ class DataReport:
     warnings: int = 0
     first_error: dict[str, Any] = field(default_factory=dict)  # {"key", "params", "row", "path"}
     signature: str = ""  # what was checked (paths, format, columns, cutoff, stage)
+    skipped: list[str] = field(default_factory=list)  # files whose rows with errors a run leaves out (skip_bad_rows)
 
 
 def _start_fields() -> dict[str, Any]:

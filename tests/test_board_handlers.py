@@ -291,6 +291,9 @@ def test_skip_bad_rows_lets_start_go_on_a_file_with_bad_rows_but_not_on_a_broken
     assert rows.errors and rows.valid and data_tab.summarize_reports([rows]).errors == rows.errors
     skipped = data_tab.summarize_reports([rows], skip_bad_rows=True)
     assert skipped.errors == 0 and skipped.warnings >= rows.errors and not skipped.first_error
+    card = data_tab.summary_html([rows], "ko", skipped.skipped)  # the card says what the run will train on
+    assert "tb-left-out" in card and f"행 {rows.valid}개로 학습" in card
+    assert "tb-left-out" not in data_tab.summary_html([rows], "ko")
     both = data_tab.summarize_reports([rows, whole], skip_bad_rows=True)
     assert both.errors == whole.errors and both.first_error["path"] == whole.path
     s = Session()

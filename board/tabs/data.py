@@ -117,6 +117,7 @@ def summarize_reports(reports: list[Any], signature: str = "", skip_bad_rows: bo
         if skip_bad_rows and r.valid and not r.stage_errors and all(f.row is not None for f in r.findings
                                                                     if f.severity == "error"):
             out.warnings += r.errors  # rows to leave out: said, not in the way
+            out.skipped.append(r.path)
             continue
         out.errors += r.all_errors
         if not out.first_error:
@@ -154,7 +155,7 @@ def findings_rows(reports: list[Any], lang: str) -> list[list[Any]]:
     return rows
 
 
-def summary_html(reports: list[Any], lang: str) -> str:
+def summary_html(reports: list[Any], lang: str, skipped: list[str] | tuple = ()) -> str:
     if not reports:
         return f'<div class="tb-card tb-muted">{html.escape(t("ui.data.none", lang))}</div>'
     cards = []
@@ -185,6 +186,8 @@ def summary_html(reports: list[Any], lang: str) -> str:
             f'<code class="tb-format">{html.escape(fmt)}</code>{kind}</div>'
             f"<div>{html.escape(counts)}</div>"
             + (f'<div class="tb-muted">{html.escape(tokens)}</div>' if tokens else "")
+            + (f'<div class="tb-warning tb-left-out">{html.escape(t("ui.data.rows_left_out", lang, valid=r.valid))}'
+               "</div>" if r.path in skipped else "")  # "Skip rows with errors": what the run will train on
             + "</div>"
         )
     return "".join(cards)
@@ -383,7 +386,7 @@ def render_reports(s: Session) -> tuple:
             lengths_figure([], 0, lang),
         )
     return (
-        summary_html(reports, lang),
+        summary_html(reports, lang, s.data.skipped),
         update(value=findings_rows(reports, lang), headers=headers(lang)),
         preview_html(reports, lang),
         lengths_figure(reports, getattr(s, "data_cutoff", 1024), lang),
