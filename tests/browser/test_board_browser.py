@@ -247,6 +247,7 @@ def test_a_bad_file_shows_its_row_and_blocks_start(page, board, tmp_path):
     page.click("#data-skip-bad-rows input[type=checkbox]")
     page.wait_for_selector("#data-summary .tb-left-out", timeout=60_000)  # the card says what will train
     assert "3 usable rows" in page.inner_text("#data-summary .tb-left-out")
+    shot(page, "data-skip-bad-rows")
     tab(page, "train")
     page.wait_for_function("() => !document.querySelector('#train-start').disabled", timeout=60_000)
     assert page.inner_text("#train-start-reason").strip() == ""
