@@ -22,7 +22,7 @@ from .config import ConfigError, RunConfig, config_from_args
 from .events import CheckpointSaved, Error, Evaluation, Event, Finished, LogStep, Progress, RunStarted, Warning
 from .messages import TuneboardError, error_key, message
 from .paths import default_workdir
-from .runs import STOP_FILE, create_run, latest_checkpoint
+from .runs import STOP_FILE, create_run, latest_checkpoint, resolve_run
 
 
 class EventLog:
@@ -472,9 +472,11 @@ def _runs_by_id(cfg: RunConfig, workdir: Path) -> RunConfig:
     take one): the run's folder in the workdir, where no such path exists here."""
     found = {}
     for dotted, value in (("adapter.init_from", cfg.adapter.init_from), ("training.resume_from", cfg.training.resume_from)):
-        if value and value != "last" and not Path(value).expanduser().exists() and "/" not in value \
-                and (workdir / "runs" / value).is_dir():
-            found[dotted] = str(workdir / "runs" / value)
+        if value and value != "last" and not Path(value).expanduser().exists():
+            try:
+                found[dotted] = str(resolve_run(value, workdir))
+            except TuneboardError:
+                pass  # no such run either: refused later as the path it was given as
     return cfg.with_overrides(found) if found else cfg
 
 
