@@ -7,6 +7,8 @@ user's language, from the same files.
 from __future__ import annotations
 
 import json
+import numbers
+import re
 from functools import cache
 from typing import Any
 
@@ -40,11 +42,31 @@ def message(key: str, params: dict[str, Any] | None = None, lang: str | None = N
     to the key itself)."""
     lang = lang or _language
     text = table(lang).get(key) or table(DEFAULT_LANG).get(key) or key
+    if text is table(DEFAULT_LANG).get(key) and params:
+        text = _counted(text, params)
     params = {k: _term(v, lang) for k, v in (params or {}).items()}
     try:
         return text.format(**params)
     except (KeyError, IndexError, ValueError):
         return text
+
+
+# English counts: "{rows} rows" with rows=1 says "1 row"; "{errors} error(s)" says "1 error" or "2 errors" (the other
+# languages say a count without a plural, or as "label: N")
+_COUNTED = re.compile(r"\{(\w+)\} ((?:usable |assistant |user |more )?)"
+                      r"(row|error|warning|text|sequence|step|token|file|message|pair|sample|line|cell|column|layer"
+                      r"|beam|parameter)(s|\(s\))(?![\w(])")
+
+
+def _counted(text: str, params: dict[str, Any]) -> str:
+    def say(m: re.Match) -> str:
+        n = params.get(m[1])
+        if isinstance(n, str) and n.isdigit():
+            n = int(n)
+        if isinstance(n, bool) or not isinstance(n, numbers.Integral):
+            return m[0]  # not a count we can read: as written
+        return f"{{{m[1]}}} {m[2]}{m[3]}{'' if n == 1 else 's'}"
+    return _COUNTED.sub(say, text)
 
 
 def _term(value: Any, lang: str) -> Any:

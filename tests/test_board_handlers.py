@@ -265,7 +265,7 @@ def test_gate_explains_why_start_is_off(tmp_path):
         {"key": "data.missing_field", "row": 3, "params": {"row": 3, "field": "output", "line": None}},
     )
     start, _, _, reason = live.gate(s, "en")
-    assert not start["interactive"] and "2 error(s)" in reason and "row 3" in reason
+    assert not start["interactive"] and "2 errors" in reason and "row 3" in reason
     s.data.first_error = {"key": "data.missing_column", "row": None, "params": {
         "field": "prompt", "format": "preference", "columns": "a, b", "mapping": "prompt=..."}}
     assert "prompt=..." in live.gate(s, "en")[3]  # the form to fill, not `prompt=.`

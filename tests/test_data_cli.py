@@ -38,7 +38,7 @@ def test_errors_exit_1_and_name_rows_and_fields(capsys, tok_dir):
     rc, out, _ = run(capsys, FIX / "alpaca.json", FIX / "broken.jsonl", "--model", tok_dir)
     assert rc == 1
     assert "row 4, field output: The field output is missing" in out
-    assert "row 9: A comma before a closing bracket" in out and "7 error(s)" in out
+    assert "row 9: A comma before a closing bracket" in out and "7 errors," in out
 
 
 def test_warnings_alone_still_exit_0(capsys, tok_dir):
@@ -213,7 +213,7 @@ def test_a_long_text_is_said_to_be_split_with_nothing_dropped(capsys, tok_dir, t
     assert rc == 0 and stats["split"] and stats["tokens_cut"] == 0 and stats["over_cutoff"] == 1
     assert stats["packed_sequences"] == -(-stats["total"] // 64)  # every token, in rows of the cutoff
     rc, out, _ = run(capsys, book, "--model", tok_dir, "--max-length", "64")
-    assert "1 text(s) longer, split into pieces of that length (no token dropped)" in out and "dropped;" not in out
+    assert "1 text longer, split into pieces of that length (no token dropped)" in out and "dropped;" not in out
 
 
 def test_stage_checks_a_file_as_that_stage_trains_it(capsys, tok_dir, tmp_path):
@@ -224,7 +224,7 @@ def test_stage_checks_a_file_as_that_stage_trains_it(capsys, tok_dir, tmp_path):
     rc, out, _ = run(capsys, text, "--model", tok_dir)
     assert rc == 0 and "Ready to train" in out  # no stage named: the file alone
     rc, out, _ = run(capsys, text, "--model", tok_dir, "--stage", "sft")
-    assert rc == 1 and "notes.txt is plain text" in out and "1 error(s)" in out
+    assert rc == 1 and "notes.txt is plain text" in out and "1 error," in out
     rc, out, _ = run(capsys, FIX / "alpaca.json", "--model", tok_dir, "--stage", "pt", "--json")
     doc = json.loads(out)["files"][0]
     assert rc == 0 and [f["key"] for f in doc["stage_findings"]] == ["warning.pt_on_chat"]

@@ -217,3 +217,20 @@ def test_every_exception_becomes_a_message_key():
     assert error_key(OutOfMemoryError(), "x") == ("error.oom", {"device": "GPU"})
     assert error_key(RuntimeError("CUDA out of memory. Tried"), "x")[0] == "error.oom"
     assert error_key(ValueError("boom"), "chat.error_failed") == ("chat.error_failed", {"error": "ValueError: boom"})
+
+
+def test_english_counts_agree_with_their_number():
+    from engine.messages import message
+
+    assert message("data.cli.file", {"path": "a.json", "format": "alpaca", "kind": "k", "rows": 1}, "en").endswith(
+        ", 1 row")
+    assert message("data.cli.file", {"path": "a.json", "format": "alpaca", "kind": "k", "rows": 2}, "en").endswith(
+        ", 2 rows")
+    assert message("data.cli.summary", {"errors": 1, "warnings": 3}, "en") == "1 error, 3 warnings"
+    assert message("data.cli.summary", {"errors": "1", "warnings": 0}, "en") == "1 error, 0 warnings"
+    assert "the 1 usable row trained" in message("ui.data.rows_left_out", {"valid": 1}, "en")
+    # only the count's own noun changes: a file name that reads "1 rows" is left as it is
+    assert message("data.cli.file", {"path": "1 rows.csv", "format": "f", "kind": "k", "rows": 1}, "en").startswith(
+        "1 rows.csv")
+    assert message("data.cli.file", {"path": "a.json", "format": "alpaca", "kind": "k", "rows": 1}, "ko").endswith(
+        "1개 행")
