@@ -121,6 +121,7 @@ def gate(s: Session, lang: str) -> tuple[dict, dict, dict, str]:
         # a value on the page that can't be used (a model folder outside the workdir, ...) is not the data's
         reason = t("ui.train.reason_form", lang, first=said) if first.get("form") else t(
             "ui.train.reason_data", lang, count=s.data.errors, first=said)
+        reason = reason.replace("....", "...").replace("...。", "...")  # `prompt=...` ends the sentence itself
     can_resume = (
         not w.active and w.status in (STOPPED, FAILED) and w.path is not None and latest_checkpoint(w.path) is not None
     )

@@ -268,7 +268,9 @@ def test_gate_explains_why_start_is_off(tmp_path):
     assert not start["interactive"] and "2 errors" in reason and "row 3" in reason
     s.data.first_error = {"key": "data.missing_column", "row": None, "params": {
         "field": "prompt", "format": "preference", "columns": "a, b", "mapping": "prompt=..."}}
-    assert "prompt=..." in live.gate(s, "en")[3]  # the form to fill, not `prompt=.`
+    for lang in ("en", "ja"):  # the form to fill, not `prompt=.`, nor a fourth dot after it
+        reason = live.gate(s, lang)[3]
+        assert "prompt=..." in reason and "...." not in reason and "...。" not in reason, reason
     s.data.errors = 0
     s.watch = Watch.of("r1", tmp_path)
     s.watch.status = "running"
