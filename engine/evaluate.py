@@ -13,6 +13,7 @@ Results go to `<run>/eval.json`; `read_eval` (standard library only) reads them 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import re
@@ -23,7 +24,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from .config import GenerationConfig, RunConfig
-from .messages import TuneboardError
+from .messages import TuneboardError, message
 from .runs import resolve_run
 from .templates import plain_text
 
@@ -249,11 +250,12 @@ def evaluate_run(run: str, data: Optional[str] = None, max_samples: Optional[int
             if stage == "dpo" else []
         if pairs:  # a preference run: how it ranks held-out pairs, as trl scored it in training
             scored = []
-            for use_adapter in (True, False):  # the tuned model, then its reference
-                model, ctx = session._model_for(use_adapter)
-                with ctx:
-                    scored.append(masked_nll(model, tok, pairs, progress=lambda d, t: note("preference", d, t)))
-            result.update(preference(scored[0], scored[1], cfg.dpo.beta))
+            model, ctx = session._model_for(True)
+            with ctx:
+                scored.append(masked_nll(model, tok, pairs, progress=lambda d, t: note("preference", d, t)))
+            with reference(session, cfg) as (model, name):
+                scored.append(masked_nll(model, tok, pairs, progress=lambda d, t: note("preference", d, t)))
+            result.update(preference(scored[0], scored[1], cfg.dpo.beta), reference=name)
         asked = [(p, ref) for _, p, ref in parts if p is not None]
         if asked:
             gen = GenerationConfig(**{**EVAL_SETTINGS, "max_new_tokens": max_new_tokens})
@@ -277,6 +279,39 @@ def evaluate_run(run: str, data: Optional[str] = None, max_samples: Optional[int
     if save:
         write_eval(run_dir, result)
     return result
+
+
+_REFERENCE = "tuneboard_reference"  # the continued adapter, loaded beside the run's own for the reference's scores
+
+
+@contextlib.contextmanager
+def reference(session, cfg: RunConfig):
+    """(model, name) scoring DPO's reference as training did: the base, or, for a run that continued an adapter
+    (adapter.init_from: an SFT run's), base + that adapter. `name`: "base", or the continued adapter's folder.
+    Scoring against the base instead would credit the DPO run with everything its SFT run learnt."""
+    from .adapters import adapter_dir
+
+    found = None
+    if cfg.stage == "dpo" and session.is_peft and cfg.adapter.init_from:
+        try:
+            found = adapter_dir(cfg.adapter.init_from)
+        except TuneboardError:
+            warning = message("warning.reference_gone", {"path": cfg.adapter.init_from})
+            print(f"{message('severity.warning')}: {warning}", file=sys.stderr)
+    if found is None:
+        model, ctx = session._model_for(False)
+        with ctx:
+            yield model, "base"
+        return
+    model = session.model
+    own = model.active_adapter
+    model.load_adapter(str(found), adapter_name=_REFERENCE, is_trainable=False)
+    try:
+        model.set_adapter(_REFERENCE, inference_mode=True)
+        yield model, str(found)
+    finally:  # the session chats with the run's adapter again, and holds no second one
+        model.set_adapter(own, inference_mode=True)
+        model.delete_adapter(_REFERENCE)
 
 
 def _prompt_text(messages: list[dict]) -> str:
@@ -316,6 +351,8 @@ def summary(result: dict[str, Any]) -> str:
     for k in METRICS:
         if result.get(k) is not None:
             lines.append(f"  {k:<16}{result[k]:.4g}")
+    if result.get("reference") not in (None, "base"):
+        lines.append(f"  (pairs scored against the adapter it continued: {result['reference']})")
     if result.get("bleu_tokenize"):
         lines.append(f"  (BLEU tokenize {result['bleu_tokenize']}, ROUGE tokenize {result['rouge_tokenize']})")
     for s in (result.get("samples") or [])[:3]:

@@ -196,6 +196,24 @@ def test_dpo_continues_an_sft_adapter_against_the_sft_model(workdir, demo_model,
     sft, tuned = safetensors_weights(trained_run / "adapter"), safetensors_weights(run_dir / "adapter")
     assert set(sft) == set(tuned) and any(not torch.equal(sft[k], tuned[k]) for k in sft)
 
+    # `tuneboard eval` scores held-out pairs against the same reference, the SFT model: against the bare base, the
+    # DPO run would be credited with all that its SFT run learnt
+    from peft import PeftModel
+
+    from engine.evaluate import eval_rows, evaluate_run, masked_nll, pair_examples, preference
+
+    data = str(FIXTURES / "message_pairs.jsonl")
+    result = evaluate_run(str(run_dir), data=data, workdir=workdir, include_base=False, max_samples=None, save=False)
+    tok = trainer.processing_class
+    rows, _ = eval_rows(RunConfig.from_dict(cfg), data, None)
+    pairs = [p for r in rows for p in pair_examples(tok, r, 64)]
+    tuned = masked_nll(PeftModel.from_pretrained(_base(demo_model), run_dir / "adapter").eval(), tok, pairs)
+    expected = preference(tuned, masked_nll(sft_model, tok, pairs), cfg["dpo"].get("beta", 0.1))
+    against_base = preference(tuned, masked_nll(_base(demo_model), tok, pairs), cfg["dpo"].get("beta", 0.1))
+    assert result["reward_margin"] == pytest.approx(expected["reward_margin"], abs=1e-3)
+    assert result["reward_margin"] != pytest.approx(against_base["reward_margin"], abs=1e-2)
+    assert result["reference"] == str(trained_run / "adapter")
+
 
 def test_resuming_a_continued_adapter_rebuilds_the_same_reference(workdir, demo_model, trained_run):
     """Checkpoints hold the trained adapter only; on resume the frozen reference comes again from init_from."""
