@@ -24,6 +24,7 @@ from .templates import TEMPLATES
 DEMO_NAME = "demo"
 VERSION = "2"
 SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|pad|>"]
+EOS = "<|im_end|>"
 PRETRAIN_STEPS = 300
 
 
@@ -85,19 +86,9 @@ def ensure_demo_model(workdir: str | os.PathLike | None = None) -> Path:
     return target
 
 
-def demo_tokenizer(workdir: str | os.PathLike | None = None):
-    """The demo's tokenizer: the cached model's, else trained on the spot (a second; token counts need no
-    model, and `tuneboard check` should not leave a model folder wherever it runs)."""
-    from transformers import AutoTokenizer
-
-    if demo_built(workdir):
-        return AutoTokenizer.from_pretrained(models_dir(workdir) / DEMO_NAME)
-    return build_tokenizer(_corpus())
-
-
-def build_tokenizer(texts: list[str], vocab_size: int = 1024):
+def train_bpe(texts: list[str], vocab_size: int = 1024):
+    """The demo's byte-level BPE (a `tokenizers.Tokenizer`) trained on `texts`."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -105,10 +96,27 @@ def build_tokenizer(texts: list[str], vocab_size: int = 1024):
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
     tok.train_from_iterator(texts, trainer=trainer)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|pad|>",
+    return tok
+
+
+def build_tokenizer(texts: list[str], vocab_size: int = 1024):
+    from transformers import PreTrainedTokenizerFast
+
+    fast = PreTrainedTokenizerFast(tokenizer_object=train_bpe(texts, vocab_size), eos_token=EOS, pad_token="<|pad|>",
                                    bos_token=None, unk_token=None, model_max_length=512)
     fast.chat_template = TEMPLATES["chatml"]  # with `{% generation %}`: trl puts the loss on the answers
     return fast
+
+
+def check_tokenizer(workdir: str | os.PathLike | None = None):
+    """The demo's tokenizer for checking data, without transformers (see engine.data.light_tokenizer): the built
+    model's files, else trained on the spot (a second: token counts need no model, and `tuneboard check` should
+    not leave a model folder wherever it runs); the same token counts either way."""
+    from .data.light_tokenizer import LightTokenizer
+
+    if demo_built(workdir):
+        return LightTokenizer(models_dir(workdir) / DEMO_NAME)
+    return LightTokenizer(None, TEMPLATES["chatml"], tokenizer=train_bpe(_corpus()), eos_token=EOS)
 
 
 def build_demo_model(out: Path, steps: int = PRETRAIN_STEPS, seed: int = 0) -> None:

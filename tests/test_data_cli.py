@@ -107,7 +107,7 @@ def test_without_a_tokenizer_counts_are_marked_estimated(capsys, monkeypatch):
     def unavailable(*a, **k):
         raise RuntimeError("no demo model here")
 
-    monkeypatch.setattr(engine.demo, "demo_tokenizer", unavailable)
+    monkeypatch.setattr(engine.demo, "check_tokenizer", unavailable)
     rc, out, _ = run(capsys, FIX / "text_lines.txt", "--json")
     stats = json.loads(out)["files"][0]["stats"]
     assert rc == 0 and stats["estimated"] and stats["counting"] == "estimate"

@@ -156,3 +156,29 @@ def test_a_text_on_one_long_line_is_counted_in_pieces_to_the_same_total(tok, mon
         return tok(texts, **kw)
 
     assert int(tokens.count(spy, [text, "short"])[0]) == whole and max(seen) <= 5_000
+
+
+def test_the_light_tokenizer_counts_and_renders_as_transformers_does(demo_model, tmp_path):
+    """`tuneboard check` and the Data tab count tokens without transformers; their counts, offsets, template
+    renderings and token lengths are the ones training gets from transformers' tokenizer, for the built demo and
+    for the one trained on the spot where it is not built."""
+    from transformers import AutoTokenizer
+
+    from engine.data.light_tokenizer import LightTokenizer
+    from engine.demo import check_tokenizer
+
+    real = AutoTokenizer.from_pretrained(demo_model)
+    texts = ["Hello, world!", "안녕하세요, 모델입니다.", "  spaces\tand\nlines  ", "emoji 🙂 and 漢字", ""]
+    convs = [CONV["messages"], CONV["messages"][1:3]]
+    for light in (LightTokenizer(demo_model), check_tokenizer(tmp_path / "not-built")):
+        assert light(texts)["input_ids"] == real(texts, add_special_tokens=False)["input_ids"]
+        assert light(texts[1], return_offsets_mapping=True)["offset_mapping"] == \
+            real(texts[1], add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+        for conv in convs:
+            for gen in (False, True):
+                assert light.apply_chat_template(conv, add_generation_prompt=gen) == \
+                    real.apply_chat_template(conv, tokenize=False, add_generation_prompt=gen)
+        assert light.eos_token == real.eos_token
+        records = [CONV, {"text": texts[1]}]
+        assert token_lengths(records, light)[0].tolist() == token_lengths(records, real)[0].tolist()
+    assert not (tmp_path / "not-built").exists(), "checking data builds no model"

@@ -14,6 +14,7 @@ from typing import Any
 import gradio as gr
 
 from engine.config import ConfigError, RunConfig
+from engine.data.light_tokenizer import light_tokenizer
 from engine.data.load import for_stage
 from engine.data.sources import SPREADSHEETS
 from engine.messages import TuneboardError
@@ -22,7 +23,6 @@ from ..charts import COLORS, _empty, _layout
 from ..i18n import SKIP, t, t_or, update
 from ..safety import DATA_SUFFIXES, store_upload, upload_name
 from ..session import DataReport, Session
-from ..tokenizer import light_tokenizer
 from ..ui import SWITCHES, UI
 
 DEMOS = [("ui.data.demo_sft", "demo:sft"), ("ui.data.demo_dpo", "demo:dpo"), ("ui.data.demo_pt", "demo:pt")]

@@ -1,6 +1,7 @@
-"""A tokenizer for the data tab without transformers (which would load torch into the board).
+"""A tokenizer for checking data without transformers (which would load torch into the board, and takes
+`tuneboard check` two seconds to import).
 
-The data check needs three things of a tokenizer: batch token counts, the chat template, and
+The data check needs four things of a tokenizer: batch token counts, token offsets, the chat template, and
 the end-of-turn token. `tokenizers` (Rust) reads tokenizer.json and a sandboxed jinja2
 renders the template the way transformers does, so counts and previews are exact for any
 model whose files are already on this machine: the demo, a local folder, the hub cache.
@@ -15,7 +16,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from engine.templates import TEMPLATES
+from ..templates import TEMPLATES
 
 
 def _token_text(value: Any) -> str | None:
@@ -60,29 +61,34 @@ class LightTokenizer:
     """The slice of a transformers tokenizer that engine.data calls: __call__, chat_template,
     apply_chat_template, eos_token."""
 
-    def __init__(self, folder: Path, template: str | None = None):
+    def __init__(self, folder: Path | None, template: str | None = None, tokenizer: Any = None,
+                 eos_token: str | None = None):
+        """A model folder's tokenizer.json, or a `tokenizers.Tokenizer` already made (`tokenizer`)."""
         from tokenizers import Tokenizer
 
         self.folder = folder
-        self._tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
-        cfg_path = folder / "tokenizer_config.json"
-        cfg = json.loads(cfg_path.read_text(encoding="utf-8")) if cfg_path.exists() else {}
+        self._tok = tokenizer if tokenizer is not None else Tokenizer.from_file(str(folder / "tokenizer.json"))
+        cfg_path = folder / "tokenizer_config.json" if folder is not None else None
+        cfg = json.loads(cfg_path.read_text(encoding="utf-8")) if cfg_path and cfg_path.exists() else {}
         own = cfg.get("chat_template")
         if isinstance(own, list):  # [{"name": "default", "template": ...}, ...]
             own = next((x.get("template") for x in own if x.get("name") == "default"), None)
-        jinja_file = folder / "chat_template.jinja"
-        if not own and jinja_file.exists():
+        jinja_file = folder / "chat_template.jinja" if folder is not None else None
+        if not own and jinja_file and jinja_file.exists():
             own = jinja_file.read_text(encoding="utf-8")
         self.chat_template = template or own or None
-        self.eos_token = _token_text(cfg.get("eos_token"))
+        self.eos_token = eos_token or _token_text(cfg.get("eos_token"))
         self.bos_token = _token_text(cfg.get("bos_token"))
         self._compiled = None
 
-    def __call__(self, texts, add_special_tokens: bool = False, return_attention_mask: bool = False, **_: Any):
-        if isinstance(texts, str):
-            return {"input_ids": self._tok.encode(texts, add_special_tokens=add_special_tokens).ids}
-        encs = self._tok.encode_batch(list(texts), add_special_tokens=add_special_tokens)
-        return {"input_ids": [e.ids for e in encs]}
+    def __call__(self, texts, add_special_tokens: bool = False, return_attention_mask: bool = False,
+                 return_offsets_mapping: bool = False, **_: Any):
+        one = isinstance(texts, str)
+        encs = self._tok.encode_batch([texts] if one else list(texts), add_special_tokens=add_special_tokens)
+        out = {"input_ids": [e.ids for e in encs]}
+        if return_offsets_mapping:
+            out["offset_mapping"] = [e.offsets for e in encs]
+        return {k: v[0] for k, v in out.items()} if one else out
 
     def apply_chat_template(
         self, messages: list[dict], tokenize: bool = False, add_generation_prompt: bool = False, **_: Any
