@@ -434,6 +434,27 @@ def test_comments_in_a_json_array_are_skipped_not_counted_as_rows(tmp_path):
     assert [(f.severity, f.key, f.line) for f in src.findings] == [("warning", "data.json_comment", n) for n in (2, 3, 5)]
 
 
+def test_a_comment_before_the_array_is_skipped_and_every_row_read(tmp_path):
+    """`// exported by my script` above the [ made the file read as JSONL: one row, and a row error for each
+    line after it, with skip_bad_rows offered as the way out (which trained on that one row)."""
+    p = tmp_path / "c.json"
+    rows = [{"instruction": f"q{i}", "output": f"a{i}"} for i in range(5)]
+    p.write_text("// exported by my script\n/* v2 */\n[\n" + ",\n".join(json.dumps(r) for r in rows) + "\n]\n",
+                 encoding="utf-8")
+    src = read_source(str(p))
+    assert src.kind == "json" and src.rows == rows and src.lines == [4, 5, 6, 7, 8]
+    assert [(f.severity, f.key, f.line) for f in src.findings] == [("warning", "data.json_comment", n) for n in (1, 2)]
+
+
+def test_comment_lines_in_jsonl_are_skipped_and_said(tmp_path):
+    p = tmp_path / "c.jsonl"
+    p.write_text('# made by hand\n{"instruction": "a", "output": "b"}\n// two\n{"instruction": "c", "output": "d"}\n',
+                 encoding="utf-8")
+    src = read_source(str(p))
+    assert [r["output"] for r in src.rows] == ["b", "d"] and src.numbers == [2, 4]
+    assert [(f.severity, f.key, f.line) for f in src.findings] == [("warning", "data.json_comment", n) for n in (1, 3)]
+
+
 def test_a_lone_row_with_a_list_of_objects_in_it_stays_one_row(tmp_path):
     p = tmp_path / "one.json"
     p.write_text(json.dumps({"text": "한 문서", "sources": [{"url": "a"}, {"url": "b"}]}), encoding="utf-8")
