@@ -99,6 +99,16 @@ def test_csv_rows_are_numbered_by_their_start_line_with_the_header_as_line_1():
     assert keys(src) == [(5, 5, "data.csv_field_count")] and src.numbers == [2, 6, 7]
 
 
+def test_csv_files_joined_with_cat_skip_the_second_header_and_say_so(tmp_path):
+    """Two exports joined with `cat` (each with Excel's BOM) trained the second header as a row, silently."""
+    part = "\ufeffinstruction,output\n" + "".join(f"q{i},a{i}\n" for i in range(3))
+    p = tmp_path / "joined.csv"
+    p.write_bytes((part + part).encode("utf-8"))
+    src = read_source(str(p))
+    assert [r["output"] for r in src.rows] == ["a0", "a1", "a2"] * 2 and src.lines == [2, 3, 4, 6, 7, 8]
+    assert [(f.severity, f.key, f.line) for f in src.findings] == [("warning", "data.csv_header_again", 5)]
+
+
 def test_tsv_and_semicolon_csv(tmp_path):
     assert read_source(str(FIX / "alpaca.tsv")).rows == [{"instruction": "Name a colour.", "input": "", "output": "Blue."}]
     p = tmp_path / "semi.csv"

@@ -635,6 +635,9 @@ def _read_csv(text: str, src: Source, delimiter: str | None) -> None:
             src.findings.append(error(start, None, "data.csv_field_count", line=start,
                                       expected=len(header), got=len(record)))
             continue
+        if [c.strip().lstrip("\ufeff") for c in record] == header:  # files joined with `cat`: the next one's header
+            src.findings.append(warning(None, None, "data.csv_header_again", line=start))
+            continue
         filled.update(i for i in unnamed if record[i].strip())
         src.add({h: v for h, v in zip(header, record, strict=False) if h}, start, start)
     for i in sorted(filled):
