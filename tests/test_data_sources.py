@@ -109,6 +109,23 @@ def test_csv_files_joined_with_cat_skip_the_second_header_and_say_so(tmp_path):
     assert [(f.severity, f.key, f.line) for f in src.findings] == [("warning", "data.csv_header_again", 5)]
 
 
+def test_excel_unicode_text_is_read_as_the_table_it_is(tmp_path):
+    """Excel's "Unicode Text (*.txt)" (UTF-16 with a BOM, tab-separated, CRLF), the usual way a Korean Windows user
+    gets UTF-16, was read as plain text: SFT refused it, pretraining trained its header and tabs."""
+    table = "instruction\tinput\toutput\r\n" + "".join(f"질문 {i}\t\t답변 {i}\r\n" for i in range(4))
+    p = tmp_path / "sheet.txt"
+    p.write_bytes(table.encode("utf-16"))
+    src = read_source(str(p))
+    assert src.kind == "csv" and src.rows[3] == {"instruction": "질문 3", "input": "", "output": "답변 3"}
+    assert "data.txt_is_table" in [f.key for f in src.findings]
+    # text with tabs that is no table stays text: code, or lines without a header of column names
+    code = tmp_path / "code.txt"
+    code.write_text("def f(x):\n\treturn x\n\ndef g(y):\n\treturn y\n", encoding="utf-8")
+    words = tmp_path / "words.txt"
+    words.write_text("apple\tred\nbanana\tyellow\n", encoding="utf-8")
+    assert read_source(str(code)).kind == read_source(str(words)).kind == "text"
+
+
 def test_tsv_and_semicolon_csv(tmp_path):
     assert read_source(str(FIX / "alpaca.tsv")).rows == [{"instruction": "Name a colour.", "input": "", "output": "Blue."}]
     p = tmp_path / "semi.csv"

@@ -116,6 +116,10 @@ def _read_file(path: str) -> Source:
         src.findings.append(error(None, None, "data.nul_byte", line=_line_at(text, text.index("\x00"))))
     if kind == "csv":
         _read_csv(text, src, "\t" if name.lower().endswith(".tsv") else None)
+    elif kind == "text" and _tab_table(text):  # Excel's "Unicode Text (*.txt)": a sheet, tab-separated
+        src.kind = "csv"
+        src.findings.append(warning(None, None, "data.txt_is_table"))
+        _read_csv(text, src, "\t")
     elif kind == "text":
         _read_text(text, src)
     else:
@@ -123,6 +127,21 @@ def _read_file(path: str) -> Source:
         if src.rows and _may_repeat_keys(text, src.rows):
             _report_repeated_keys(text, src)
     return src
+
+
+def _tab_table(text: str) -> bool:
+    """A .txt that is a table: a header of tab-separated column names, at least one of them ours or a name people
+    use for ours (`instruction`, `질문`), and the lines after it with as many tabs (most of the first 50)."""
+    from .formats import ALIASES, FORMATS
+
+    lines = [ln for ln in text.lstrip("\ufeff").split("\n", 51)[:51] if ln.strip()]
+    if len(lines) < 2 or "\t" not in lines[0]:
+        return False
+    names = {c.strip().strip('"').lower() for c in lines[0].split("\t")}
+    known = {f for required, optional in FORMATS.values() for f in required + optional}
+    known |= {a.lower() for aliases in ALIASES.values() for a in aliases}
+    tabs = lines[0].count("\t")
+    return bool(names & known) and sum(ln.count("\t") == tabs for ln in lines[1:]) >= 0.8 * (len(lines) - 1)
 
 
 def _fatal(where: str, source_kind: str, key: str, **params: Any) -> Source:
