@@ -18,7 +18,7 @@ from typing import Any, Optional
 
 from .config import RunConfig
 from .generate import _template_name, result_dir
-from .messages import TuneboardError
+from .messages import TuneboardError, message
 from .runs import resolve_run
 from .templates import STOP_STRINGS
 
@@ -74,6 +74,11 @@ def export_run(run: str, out: str | os.PathLike, merge: bool = False, push_to_hu
         raise
     info = {"run": run_dir.name, "kind": kind, "base": cfg.model.name_or_path, "source": str(source),
             "dtype": dtype, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    notes = []  # what the person should know of this export, as message keys
+    if kind == "merged" and cfg.quantization.bits:
+        notes.append(("warning.qlora_merged", {"bits": cfg.quantization.bits, "dtype": dtype}))
+    if merge and not is_adapter:
+        notes.append(("warning.merge_not_adapter", {"method": cfg.adapter.method}))
     (out / INFO_FILE).write_text(json.dumps(info, indent=1), encoding="utf-8")
     if replace:
         old = final.with_name(f".{final.name}.tuneboard-old")
@@ -82,7 +87,8 @@ def export_run(run: str, out: str | os.PathLike, merge: bool = False, push_to_hu
         out.rename(final)
         shutil.rmtree(old, ignore_errors=True)
         out = final
-    result = {**info, "path": str(out), "files": sorted(p.name for p in out.iterdir())}
+    result = {**info, "path": str(out), "files": sorted(p.name for p in out.iterdir()),
+              "notes": [{"key": key, "params": params} for key, params in notes]}
     if push_to_hub:
         result["url"] = upload(out, push_to_hub, token)
     return result
@@ -120,6 +126,9 @@ def _merge(cfg: RunConfig, run_dir: Path, source: Path, out: Path, workdir) -> s
     model.save_pretrained(str(out))
     tok.save_pretrained(str(out))
     (out / "README.md").write_text(_card(cfg, run_dir, dtype), encoding="utf-8")
+    for p in out.iterdir():  # safetensors writes its files 0600: an export is for others to read too
+        if p.is_file():
+            p.chmod(0o644)
     del model, base
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
@@ -188,6 +197,8 @@ def cmd_export(args) -> int:
     result = export_run(args.run, args.out, merge=args.merge, push_to_hub=args.push_to_hub, token=token,
                         workdir=args.workdir, overwrite=args.overwrite)
     print(f"{result['kind']}: {', '.join(result['files'])}", file=sys.stderr)
+    for note in result["notes"]:
+        print(f"{message('severity.warning')}: {message(note['key'], note['params'])}", file=sys.stderr)
     if result.get("url"):
         print(f"uploaded: {result['url']}", file=sys.stderr)
     print(result["path"])

@@ -11,7 +11,7 @@ import pytest
 
 from engine.config import RunConfig
 from engine.export import INFO_FILE, export_run, merge_dtype
-from engine.messages import TuneboardError
+from engine.messages import TuneboardError, message
 
 PROMPT = [{"role": "user", "content": "What is the capital of Korea?"}]
 
@@ -38,6 +38,7 @@ def test_merged_folder_loads_in_plain_transformers_with_the_same_logits(merged, 
     assert result["kind"] == "merged" and result["dtype"] == "fp32"
     assert (out / "model.safetensors").exists() and not list(out.glob("*.bin"))
     assert not list(out.glob("adapter_*"))
+    assert all(p.stat().st_mode & 0o044 == 0o044 for p in out.iterdir()), "others can read a merged export too"
     tok = AutoTokenizer.from_pretrained(out)
     assert "<|im_start|>" in tok.chat_template  # the run's chat template travels with it
     model = AutoModelForCausalLM.from_pretrained(out)
@@ -121,6 +122,8 @@ def test_qlora_merges_into_16_bit_weights(trained_run, workdir, tmp_path, monkey
     assert merge_dtype(RunConfig(), "fp32") == "fp32"
     result = export_run(str(run), tmp_path / "out", merge=True, workdir=workdir)
     assert seen == ["bf16"] and result["dtype"] == "bf16"
+    [note] = result["notes"]  # it answers a little otherwise: said
+    assert note["key"] == "warning.qlora_merged" and "4-bit base" in message(note["key"], note["params"], "en")
     config = json.loads((tmp_path / "out" / "config.json").read_text())
     assert "quantization_config" not in config and config.get("dtype", config.get("torch_dtype")) == "bfloat16"
 
@@ -198,6 +201,9 @@ def test_a_full_model_run_chats_and_compares_with_its_base(merged, trained_run, 
     assert exported["kind"] == "model"
     assert json.loads((tmp_path / "full-export" / "config.json").read_text())["use_cache"] is True
     assert (tmp_path / "full-export" / "model.safetensors").stat().st_mode & 0o044 == 0o044
+    merged = export_run(str(run), tmp_path / "full-merged", merge=True, workdir=workdir)
+    assert merged["kind"] == "model" and [n["key"] for n in merged["notes"]] == ["warning.merge_not_adapter"]
+    assert not exported["notes"]
 
 
 def test_overwrite_replaces_an_earlier_export_and_nothing_else(trained_run, workdir, tmp_path):

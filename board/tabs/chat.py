@@ -400,6 +400,8 @@ def export(worker: ChatWorker, workdir: Path, run_id: Optional[str], name: str, 
     text = t("export.done", lang, path=result["path"])
     if result.get("url"):
         text += " · " + t("export.uploaded", lang, url=result["url"])
+    for note in result.get("notes") or []:  # a QLoRA merge answers a little otherwise; a full run had none to merge
+        text += " · " + t(note["key"], lang, **note["params"])
     return message_html("success", text), export_table(workdir, lang), ""
 
 
