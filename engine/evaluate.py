@@ -255,23 +255,34 @@ def evaluate_run(run: str, data: Optional[str] = None, max_samples: Optional[int
                 scored.append(masked_nll(model, tok, pairs, progress=lambda d, t: note("preference", d, t)))
             with reference(session, cfg) as (model, name):
                 scored.append(masked_nll(model, tok, pairs, progress=lambda d, t: note("preference", d, t)))
-            result.update(preference(scored[0], scored[1], cfg.dpo.beta), reference=name)
+            result.update(preference(scored[0], scored[1], cfg.dpo.beta), reference_model=name)
         asked = [(p, ref) for _, p, ref in parts if p is not None]
-        if asked:
+        # a prompt that leaves no room in the model's context for the answer is left out, and said: in a batch it
+        # took the room of every other row (all cut to a token or two, BLEU 0); the rest go in batches of similar
+        # lengths, so that padding takes no row's room either
+        lengths = [session.encode(p)["input_ids"].shape[1] for p, _ in asked]
+        limit = session.context_length()
+        kept = sorted((i for i, n in enumerate(lengths) if limit is None or n + max_new_tokens <= limit),
+                      key=lambda i: lengths[i])
+        if len(kept) < len(asked):
+            result["prompts_too_long"] = len(asked) - len(kept)
+        if kept:
             gen = GenerationConfig(**{**EVAL_SETTINGS, "max_new_tokens": max_new_tokens})
-            preds: list[str] = []
-            for start in range(0, len(asked), batch_size):
-                chunk = [p for p, _ in asked[start:start + batch_size]]
-                preds += [a.text.strip() for a in session.generate_batch(chunk, gen)]
-                note("generate", len(preds), len(asked))
-            refs = [ref for _, ref in asked]
+            answered: dict[int, str] = {}
+            for start in range(0, len(kept), batch_size):
+                chunk = kept[start:start + batch_size]
+                for i, a in zip(chunk, session.generate_batch([asked[i][0] for i in chunk], gen), strict=True):
+                    answered[i] = a.text.strip()
+                note("generate", len(answered), len(kept))
+            order = sorted(answered)  # the rows' order again
+            preds, refs = [answered[i] for i in order], [asked[i][1] for i in order]
             result.update(bleu(preds, refs))
             scores = rouge(preds, refs)
             per_row = scores.pop("rougeL_rows")
             result.update(scores)
             result["generation"] = {k: v for k, v in gen.__dict__.items()}
-            result["samples"] = [{"prompt": _prompt_text(p), "reference": ref, "prediction": pred, "rougeL": r}
-                                 for (p, ref), pred, r in zip(asked, preds, per_row, strict=True)]
+            result["samples"] = [{"prompt": _prompt_text(asked[i][0]), "reference": ref, "prediction": pred,
+                                  "rougeL": r} for i, ref, pred, r in zip(order, refs, preds, per_row, strict=True)]
         result["seconds"] = round(time.time() - started, 2)
     finally:
         if own:
@@ -345,18 +356,40 @@ def eval_metrics(run_dir) -> dict[str, float]:
     return {f"eval_{k}": result[k] for k in METRICS if isinstance(result.get(k), (int, float))}
 
 
-def summary(result: dict[str, Any]) -> str:
-    """A few readable lines for the terminal."""
-    lines = [f"{result['run']}: {result['rows']} rows of {result['data']}"]
-    for k in METRICS:
-        if result.get(k) is not None:
-            lines.append(f"  {k:<16}{result[k]:.4g}")
-    if result.get("reference") not in (None, "base"):
-        lines.append(f"  (pairs scored against the adapter it continued: {result['reference']})")
+def metric_text(key: str, value: float, result: dict) -> str:
+    if key == "pairs_ranked_right":  # a share, not a count: "1" read as one pair
+        pairs = result.get("pairs")
+        return f"{value:.0%}" + (f" ({round(value * pairs)}/{pairs})" if isinstance(pairs, int) else "")
+    return f"{value:.4g}"
+
+
+def summary_rows(result: dict[str, Any], lang: str | None = None) -> list[tuple[str, str]]:
+    """(label, value) of an evaluation, in `lang`: what the CLI prints and the board's Evaluate card shows."""
+    def say(key: str, **params: Any) -> str:
+        return message(key, params, lang)
+
+    data = say("eval.validation") if result.get("data") == "validation" else str(result.get("data", ""))
+    rows = [(say("eval.data_name"), data), (say("eval.rows"), str(result.get("rows", "")))]
+    rows += [(say(f"eval.{k}"), metric_text(k, result[k], result))
+             for k in METRICS if isinstance(result.get(k), (int, float))]
+    if result.get("reference_model"):  # a DPO run: against what its pairs were scored
+        ref = result["reference_model"]
+        rows.append((say("eval.reference_model"), say("eval.reference_base") if ref == "base" else ref))
+    if result.get("prompts_too_long"):
+        rows.append((say("eval.prompts_too_long"), str(result["prompts_too_long"])))
     if result.get("bleu_tokenize"):
-        lines.append(f"  (BLEU tokenize {result['bleu_tokenize']}, ROUGE tokenize {result['rouge_tokenize']})")
+        rows.append((say("eval.tokenize"), f"BLEU {result['bleu_tokenize']} · ROUGE {result['rouge_tokenize']}"))
+    return rows
+
+
+def summary(result: dict[str, Any], lang: str | None = None) -> str:
+    """A few readable lines for the terminal."""
+    rows = summary_rows(result, lang)
+    width = max(len(label) for label, _ in rows) + 2
+    lines = [f"{result['run']}"] + [f"  {label + ':':<{width}}{value}" for label, value in rows]
+    ref, pred = message("eval.col_reference", None, lang), message("eval.col_prediction", None, lang)
     for s in (result.get("samples") or [])[:3]:
-        lines.append(f"  - {s['prompt'][:60]!r}\n    ref  {s['reference'][:80]!r}\n    pred {s['prediction'][:80]!r}")
+        lines.append(f"  - {s['prompt'][:60]!r}\n    {ref}: {s['reference'][:80]!r}\n    {pred}: {s['prediction'][:80]!r}")
     return "\n".join(lines)
 
 

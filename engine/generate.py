@@ -327,11 +327,16 @@ class ChatSession:
     def _stops(self, gen: GenerationConfig) -> list[str]:
         return [s for s in [*gen.stop, *self.stops] if s]
 
+    def context_length(self) -> int | None:
+        """The model's context (max_position_embeddings), or None when its config does not say."""
+        limit = getattr(getattr(self.model, "config", None), "max_position_embeddings", None)
+        return limit if isinstance(limit, int) and limit > 0 else None
+
     def _room(self, prompt_len: int, gen: GenerationConfig) -> int:
         """The new tokens asked for, or as many as the model's context holds after the prompt: past its positions
         a model writes noise, ever slower (the demo's 512 with --max-new-tokens 100000 ran for hours)."""
-        limit = getattr(getattr(self.model, "config", None), "max_position_embeddings", None)
-        if not isinstance(limit, int) or limit <= 0:
+        limit = self.context_length()
+        if limit is None:
             return gen.max_new_tokens
         return max(1, min(gen.max_new_tokens, limit - prompt_len))
 

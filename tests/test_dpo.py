@@ -212,7 +212,7 @@ def test_dpo_continues_an_sft_adapter_against_the_sft_model(workdir, demo_model,
     against_base = preference(tuned, masked_nll(_base(demo_model), tok, pairs), cfg["dpo"].get("beta", 0.1))
     assert result["reward_margin"] == pytest.approx(expected["reward_margin"], abs=1e-3)
     assert result["reward_margin"] != pytest.approx(against_base["reward_margin"], abs=1e-2)
-    assert result["reference"] == str(trained_run / "adapter")
+    assert result["reference_model"] == str(trained_run / "adapter")
 
 
 def test_resuming_a_continued_adapter_rebuilds_the_same_reference(workdir, demo_model, trained_run):

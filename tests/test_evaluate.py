@@ -22,6 +22,7 @@ from engine.evaluate import (
     rouge,
     split_cjk,
     split_row,
+    summary,
 )
 from engine.messages import TuneboardError
 
@@ -118,6 +119,30 @@ def test_evaluation_of_the_demo_run(trained_run, workdir):
     assert eval_metrics(trained_run)["eval_perplexity"] == result["perplexity"]
     saved = read_eval(trained_run)
     assert saved == json.loads((trained_run / "eval.json").read_text(encoding="utf-8")) == result
+
+
+def test_a_prompt_too_long_for_the_context_takes_no_other_rows_room(trained_run, workdir, tmp_path):
+    """One ~700-token prompt in a batch of eight capped every answer of the batch at 512 minus its length: each cut
+    to a token, BLEU 0. It is left out and said; the others answer as they do without it."""
+    rows = [{"instruction": q, "output": a} for q, a in (("Who are you?", "I am the Tuneboard demo assistant."),
+                                                           ("What is 2 plus 2?", "2 plus 2 is 4."),
+                                                           ("한국의 수도는?", "한국의 수도는 서울입니다."))]
+    short, mixed = tmp_path / "short.jsonl", tmp_path / "mixed.jsonl"
+    short.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    long_row = {"instruction": "Summarise: " + "the model learns from data " * 140, "output": "A summary."}
+    mixed.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in [rows[0], long_row, *rows[1:]]),
+                     encoding="utf-8")
+    alone = evaluate_run(str(trained_run), data=str(short), max_new_tokens=24, workdir=workdir, include_base=False,
+                         save=False)
+    both = evaluate_run(str(trained_run), data=str(mixed), max_new_tokens=24, workdir=workdir, include_base=False,
+                        save=False)
+    assert both["prompts_too_long"] == 1 and "prompts_too_long" not in alone
+    answers = {s["reference"]: s["prediction"] for s in both["samples"]}
+    assert answers == {s["reference"]: s["prediction"] for s in alone["samples"]}
+    assert sorted(answers) == sorted(r["output"] for r in rows) and all(len(a) > 8 for a in answers.values())
+    assert both["bleu"] == alone["bleu"] > 0
+    ko = summary(both, "ko")  # the terminal's lines speak the CLI's language, as the board's card does
+    assert "제외한 프롬프트" in ko and "행" in ko and "Rows" not in ko
 
 
 def test_cli_eval_prints_json(trained_run, workdir, capsys):

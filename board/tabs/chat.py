@@ -18,7 +18,7 @@ import gradio as gr
 
 from engine.chat_worker import ChatWorker
 from engine.config import ConfigError, GenerationConfig, RunConfig
-from engine.evaluate import METRICS, read_eval
+from engine.evaluate import read_eval, summary_rows
 from engine.export import INFO_FILE
 from engine.messages import TuneboardError
 from engine.runs import list_runs, resolve_run
@@ -301,22 +301,9 @@ def unload(worker: ChatWorker, lang: str) -> str:
 def metrics_html(result: Optional[dict], lang: str) -> str:
     if not result:
         return message_html("info", t("eval.none", lang))
-    data = t("eval.validation", lang) if result.get("data") == "validation" else result.get("data", "")
-    rows = [(t("eval.data_name", lang), data), (t("eval.rows", lang), result.get("rows", ""))]
-    rows += [(t(f"eval.{k}", lang), _metric_text(k, result[k], result))
-             for k in METRICS if isinstance(result.get(k), (int, float))]
-    if result.get("bleu_tokenize"):
-        rows.append((t("eval.tokenize", lang), f"BLEU {result['bleu_tokenize']} · ROUGE {result['rouge_tokenize']}"))
-    rows.append((t("eval.time", lang), result.get("time", "")))
+    rows = [*summary_rows(result, lang), (t("eval.time", lang), result.get("time", ""))]
     body = "".join(f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(str(v))}</td></tr>" for k, v in rows)
     return f'<div class="tb-card tb-eval-result" data-run="{html.escape(result.get("run", ""))}"><table class="tb-kv">{body}</table></div>'
-
-
-def _metric_text(key: str, value: float, result: dict) -> str:
-    if key == "pairs_ranked_right":  # a share, not a count: "1" read as one pair
-        pairs = result.get("pairs")
-        return f"{value:.0%}" + (f" ({round(value * pairs)}/{pairs})" if isinstance(pairs, int) else "")
-    return f"{value:.4g}"
 
 
 def sample_rows(result: Optional[dict]) -> list[list[Any]]:
