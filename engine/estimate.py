@@ -51,6 +51,8 @@ LINEAR_NAMES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", 
 PARTS = ("weights", "adapter", "gradients", "optimizer", "activations", "logits", "overhead")
 # families whose shapes are exactly known; others are read as Llama-style and marked approximate
 KNOWN = {"llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "phi3"}
+# mixtures of experts whose router and experts peft's all-linear adapts (as parameters: they are no Linear layers)
+MOE_LORA_EXPERTS = {"mixtral", "qwen3_moe"}
 # families whose RMSNorm and gated MLP Liger's kernels replace (liger_kernel.transformers.monkey_patch)
 LIGER_TYPES = {"llama", "mistral", "mixtral", "ministral", "qwen2", "qwen3", "qwen3_moe", "gemma", "gemma2",
                "gemma3_text", "gemma3", "phi3", "granite", "olmo2", "olmo3", "glm4", "smollm3", "nemotron", "exaone4"}
@@ -71,8 +73,12 @@ class Arch:
     head_dim: int
     tied: bool
     linears: list[tuple[str, int, int]]  # (name, in, out) of one decoder layer
-    layer_extra: int  # per-layer norms and biases
+    layer_extra: int  # per-layer norms and biases (and a mixture of experts' expert and router weights)
     exact: bool
+    experts: int = 0  # a mixture of experts: experts per layer (0: a dense MLP)
+    active_experts: int = 0  # ... and how many each token goes through
+    lora_only: list[tuple[str, int, int]] = field(default_factory=list)  # modules LoRA adapts that are no Linear
+    expert_lora: list[tuple[int, int, int]] = field(default_factory=list)  # (in, out, rank x) of each expert's
 
     @property
     def q_dim(self) -> int:
@@ -116,14 +122,38 @@ def arch(model_config: dict) -> Arch:
                    ("gate_proj", h, inter), ("up_proj", h, inter), ("down_proj", inter, h)]
     norms = 4 if mt in ("gemma2", "gemma3_text", "gemma3") else 2
     extra = norms * h
-    if mt in ("qwen3", "gemma3_text", "gemma3"):
+    if mt in ("qwen3", "qwen3_moe", "gemma3_text", "gemma3"):
         extra += 2 * hd  # q_norm, k_norm
-    if mt == "qwen2" or c.get("attention_bias"):
+    if mt == "qwen2" or (mt == "qwen2_moe" and c.get("qkv_bias", True)) or c.get("attention_bias"):
         extra += q + 2 * kvd + (h if c.get("attention_bias") else 0)  # qwen2: q/k/v biases only
     if c.get("mlp_bias"):
         extra += 2 * inter + h
+    exact = mt in KNOWN or mt == "gemma3"
+    experts = int(c.get("num_local_experts") or c.get("num_experts") or c.get("n_routed_experts") or 0)
+    if experts > 1:  # a mixture of experts (Mixtral, Qwen-MoE, ...): transformers holds the experts as fused
+        # weights, not Linear layers (LoRA's all-linear and bitsandbytes leave them as they are), with a router;
+        # a token's activations go through `active` of them, and through a shared expert where there is one
+        active = int(c.get("num_experts_per_tok") or c.get("moe_topk") or 2)
+        per_expert = int(c.get("moe_intermediate_size") or inter)
+        shared = int(c.get("shared_expert_intermediate_size") or 0)
+        shared += int(c.get("n_shared_experts") or 0) * per_expert
+        linears = linears[:4] if mt != "phi3" else linears[:2]  # attention: the dense MLP is gone
+        if shared:
+            linears += [("gate_proj", h, shared), ("up_proj", h, shared), ("down_proj", shared, h)]
+            if mt == "qwen2_moe":
+                linears.append(("shared_expert_gate", h, 1))
+        extra += experts * 3 * h * per_expert + experts * h  # gate/up and down of every expert, the router
+        inter = active * per_expert + shared
+        dense_layers = c.get("mlp_only_layers") or c.get("first_k_dense_replace") or 0
+        exact = mt in ("mixtral", "qwen2_moe", "qwen3_moe") and not dense_layers and c.get("decoder_sparse_step", 1) == 1
+        if mt in MOE_LORA_EXPERTS:  # peft's all-linear adapts the router and each expert too (gate_up at 2 x r)
+            return Arch(mt, int(c["vocab_size"]), h, inter, int(c["num_hidden_layers"]), heads, kv, hd, bool(tied),
+                        linears, extra, exact, experts, active, [("gate", h, experts)],
+                        [(h, 2 * per_expert, 2), (per_expert, h, 1)])
+        return Arch(mt, int(c["vocab_size"]), h, inter, int(c["num_hidden_layers"]), heads, kv, hd, bool(tied),
+                    linears, extra, exact, experts, active)
     return Arch(mt, int(c["vocab_size"]), h, inter, int(c["num_hidden_layers"]), heads, kv, hd, bool(tied),
-                linears, extra, mt in KNOWN or mt == "gemma3")
+                linears, extra, exact)
 
 
 def count_params(model_config: dict) -> dict:
@@ -141,7 +171,7 @@ def lora_targets(a: Arch, target_modules: list[str]) -> list[tuple[str, int, int
     """The (name, in, out) of each adapted module in one layer; `all-linear` is every projection."""
     wanted = set(target_modules)
     if "all-linear" in wanted:
-        return list(a.linears)
+        return list(a.linears) + a.lora_only
     return [m for m in a.linears if any(w == m[0] or w.endswith("." + m[0]) for w in wanted)]  # q_proj, self_attn.q_proj
 
 
@@ -149,6 +179,8 @@ def lora_params(model_config: dict, rank: int, target_modules: list[str], use_do
     """Trainable parameters LoRA adds: r*(in+out) per adapted module (+ out for DoRA's magnitude)."""
     a = arch(model_config)
     per_layer = sum(rank * (i + o) + (o if use_dora else 0) for _, i, o in lora_targets(a, target_modules))
+    if "all-linear" in target_modules:  # each expert of a mixture, as peft adapts its fused weights
+        per_layer += a.experts * sum(k * rank * (i + o) for i, o, k in a.expert_lora)
     outside = 0
     if "lm_head" in target_modules:
         outside += rank * (a.hidden + a.vocab) + (a.vocab if use_dora else 0)
@@ -408,6 +440,10 @@ def estimate(model_config: dict, cfg: RunConfig, gpu_memory_gb: float | None = N
             tensors += [(ad.rank * i, ad.rank, i), (o * ad.rank, o, ad.rank)] * a.layers
             if ad.use_dora:
                 tensors += [(o, o, 1)] * a.layers
+        if "all-linear" in ad.target_modules:
+            for i, o, k in a.expert_lora:
+                r = k * ad.rank * a.experts
+                tensors += [(r * i, r, i), (o * r, o, r)] * a.layers
         if "lm_head" in ad.target_modules:
             tensors += [(ad.rank * a.hidden, ad.rank, a.hidden), (a.vocab * ad.rank, a.vocab, ad.rank)]
         if "embed_tokens" in ad.target_modules:
@@ -468,6 +504,9 @@ def estimate(model_config: dict, cfg: RunConfig, gpu_memory_gb: float | None = N
     if cfg.stage == "dpo" and ad.method != "lora":
         weights += n_total * p.e  # a frozen reference copy in the compute dtype (engine/dpo.py)
         notes.append({"key": "estimate.note.reference", "params": {}})
+    if a.experts:
+        key = "estimate.note.moe_quantized" if q.bits and ad.method == "lora" else "estimate.note.moe"
+        notes.append({"key": key, "params": {"experts": a.experts, "active": a.active_experts}})
 
     # backward holds the LM head's tile first, then (the tile freed) each layer's gradients in turn, and with
     # checkpointing the first recomputing layer's activations again: the peak is the larger of the two moments

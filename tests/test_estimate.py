@@ -55,6 +55,12 @@ FAMILIES = {
     "gemma2": {"model_type": "gemma2", "head_dim": 32},
     "gemma3_text": {"model_type": "gemma3_text", "head_dim": 32},
     "phi3": {"model_type": "phi3", "tie_word_embeddings": False, "pad_token_id": 0, "eos_token_id": 1},
+    # mixtures of experts: fused expert weights and a router, and Qwen1.5-MoE's shared expert with its gate
+    "mixtral": {"model_type": "mixtral", "num_local_experts": 4, "num_experts_per_tok": 2, "tie_word_embeddings": False},
+    "qwen2_moe": {"model_type": "qwen2_moe", "num_experts": 6, "num_experts_per_tok": 2, "moe_intermediate_size": 96,
+                  "shared_expert_intermediate_size": 200, "tie_word_embeddings": False},
+    "qwen3_moe": {"model_type": "qwen3_moe", "num_experts": 8, "num_experts_per_tok": 2, "moe_intermediate_size": 64,
+                  "head_dim": 48, "tie_word_embeddings": False},
 }
 
 
@@ -86,6 +92,29 @@ def test_lora_counts_match_peft():
                                                  use_dora=dora))
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
         assert E.lora_params(d, 8, targets, use_dora=dora) == trainable
+
+
+@pytest.mark.parametrize("family", ["mixtral", "qwen2_moe", "qwen3_moe"])
+def test_a_mixture_of_experts_counts_every_expert_and_lora_finds_its_linear_layers(family):
+    """Mixtral-8x7B was read as a dense 7.2 B model and said to fit a 24 GB GPU: it has 46.7 B parameters, ~87 GB of
+    bf16 weights. LoRA's all-linear reaches attention (and a shared expert), not the fused experts."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    d = {"vocab_size": 1000, "hidden_size": 128, "intermediate_size": 344, "num_hidden_layers": 3,
+         "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 256, **FAMILIES[family]}
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(AutoConfig.for_model(**d))
+    model = get_peft_model(model, LoraConfig(r=8, target_modules="all-linear"))
+    assert E.lora_params(d, 8, ["all-linear"]) == sum(p.numel() for p in model.parameters() if p.requires_grad)
+    mixtral = {"model_type": "mixtral", "vocab_size": 32000, "hidden_size": 4096, "intermediate_size": 14336,
+               "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 8, "num_local_experts": 8,
+               "num_experts_per_tok": 2, "tie_word_embeddings": False}
+    assert E.count_params(mixtral)["total"] == 46_702_792_704  # Mixtral-8x7B's published count
+    est = E.estimate(mixtral, run_config(adapter={"method": "lora"}), 24)
+    assert est.weights > 80 * E.GB and not est.fits
+    assert {"key": "estimate.note.moe", "params": {"experts": 8, "active": 2}} in est.notes
 
 
 # ---- the activation formula against what autograd saves ---------------------------------------
