@@ -104,8 +104,16 @@ def caps_attention(model_config: dict) -> bool:
     return bool(text_config(model_config).get("attn_logit_softcapping"))
 
 
+CONFIG_PATH = "_tuneboard_path"  # in a config read from a file: where it was, for its errors
+
+
 def arch(model_config: dict) -> Arch:
     c = text_config(model_config)
+    missing = [k for k in ("hidden_size", "num_attention_heads", "intermediate_size", "num_hidden_layers",
+                           "vocab_size") if not isinstance(c.get(k), int) or isinstance(c.get(k), bool)]
+    if missing:  # a partial config, or one of a model that is no decoder (an encoder, a diffusion model...)
+        raise TuneboardError("error.model_config_field", path=model_config.get(CONFIG_PATH, "config.json"),
+                             field=missing[0])
     mt = str(c.get("model_type", "llama"))
     h, heads = int(c["hidden_size"]), int(c["num_attention_heads"])
     kv = int(c.get("num_key_value_heads") or heads)
@@ -674,7 +682,7 @@ def load_model_config(name_or_path: str, workdir=None, revision: str | None = No
 
     p = Path(name_or_path).expanduser()
     if p.is_file() and p.suffix == ".json":
-        return json.loads(p.read_text(encoding="utf-8"))
+        return _read_config(p)
     local = local_model_dir(name_or_path)
     if local is None:
         try:
@@ -684,7 +692,19 @@ def load_model_config(name_or_path: str, workdir=None, revision: str | None = No
             if shape is None:
                 raise
             return shape
-    return json.loads((local / "config.json").read_text(encoding="utf-8"))
+    return _read_config(local / "config.json")
+
+
+def _read_config(path: Path) -> dict:
+    """A config.json that is not a JSON object (cut short, hand-edited) is said with its file and place."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8-sig"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise TuneboardError("error.model_config_unreadable", path=str(path), error=str(e)[:200]) from None
+    if not isinstance(data, dict):
+        raise TuneboardError("error.model_config_unreadable", path=str(path), error="not a JSON object")
+    data.setdefault(CONFIG_PATH, str(path))
+    return data
 
 
 BUNDLED_MARK = "_tuneboard_bundled"  # in a config from assets/model_shapes.json: the model id it was asked for

@@ -426,6 +426,21 @@ def test_module_never_imports_torch():
     assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 0
 
 
+def test_a_partial_or_broken_config_json_is_refused_with_its_file_and_field(tmp_path, capsys):
+    """They ended in `KeyError: 'num_attention_heads'` / a JSONDecodeError, exit code 1, no file named."""
+    from engine.cli import main
+
+    partial, broken = tmp_path / "partial", tmp_path / "broken"
+    partial.mkdir(), broken.mkdir()
+    (partial / "config.json").write_text(json.dumps({"model_type": "llama", "hidden_size": 64}))
+    (broken / "config.json").write_text('{"model_type":\n')
+    preset = str(ROOT / "assets" / "configs" / "sft_demo.yaml")
+    for folder, said in ((partial, "has no num_attention_heads"), (broken, "can't be read as a model's config.json")):
+        assert main(["estimate", preset, "--set", f"model.name_or_path={folder}", "--gpu-memory", "24"]) == 2
+        err = capsys.readouterr().err
+        assert said in err and str(folder / "config.json") in err and "Traceback" not in err
+
+
 def test_load_model_config_sources(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(mc("tiny")))
     assert E.load_model_config(str(tmp_path))["hidden_size"] == 256
