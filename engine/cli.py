@@ -116,6 +116,12 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("eval", help="perplexity and BLEU/ROUGE of a run")
     ev.add_argument("run", help="a run folder or run id")
     ev.add_argument("--data", default=None, metavar="FILE", help="evaluate on this file (default: the run's validation split)")
+    ev.add_argument("--column", action="append", default=[], metavar="ours=theirs",
+                    help="map a column of --data's file (repeatable, or several at once: instruction=question,output=response)")
+    ev.add_argument("--format", default=None, help="force --data's format: alpaca, sharegpt, messages, "
+                                                   "prompt_completion, preference, text")
+    ev.add_argument("--set", action="append", default=[], metavar="data.x=v",
+                    help="read the data otherwise than the run did: data.skip_bad_rows=true, data.max_length=N, ...")
     ev.add_argument("--max-samples", type=_positive(int), default=50, help="evaluate at most N rows (default 50)")
     ev.add_argument("--max-new-tokens", type=int, default=64, help="length of the answers BLEU and ROUGE score (default 64)")
     ev.add_argument("--json", action="store_true", help="print one JSON document")

@@ -85,13 +85,15 @@ def rouge(predictions: list[str], references: list[str]) -> dict[str, Any]:
 # ---- data -------------------------------------------------------------------------------
 
 
-def eval_rows(cfg: RunConfig, data: Optional[str] = None, max_samples: Optional[int] = None) -> tuple[list[dict], str]:
+def eval_rows(cfg: RunConfig, data: Optional[str] = None, max_samples: Optional[int] = None,
+              columns: Optional[dict[str, str]] = None, fmt: Optional[str] = None) -> tuple[list[dict], str]:
     """The rows to evaluate, shaped for the run's stage, and what they are (`validation` or the file).
-    Without `data` this is the run's own validation split, re-created exactly as training made it."""
+    Without `data` this is the run's own validation split, re-created exactly as training made it. `columns` and
+    `fmt` read `data` as `tuneboard check --column / --format` would."""
     from .data import load_training_data
 
     if data:
-        spec = {"path": data, "max_samples": None}
+        spec = {"path": data, "max_samples": None, "columns": columns or {}, "format": fmt or "auto"}
         ecfg = cfg.with_overrides({"data.datasets": [spec], "data.val_size": 0.0})
         try:
             rows, _ = load_training_data(ecfg)
@@ -210,14 +212,21 @@ def preference(tuned: list[tuple[float, int]], reference: list[tuple[float, int]
 
 def evaluate_run(run: str, data: Optional[str] = None, max_samples: Optional[int] = 50, max_new_tokens: int = 64,
                  workdir=None, session=None, include_base: bool = True, batch_size: int = 8,
-                 progress: Optional[Callable[[str, int, int], None]] = None, save: bool = True) -> dict[str, Any]:
+                 progress: Optional[Callable[[str, int, int], None]] = None, save: bool = True,
+                 columns: Optional[dict[str, str]] = None, fmt: Optional[str] = None,
+                 data_overrides: Optional[dict[str, Any]] = None) -> dict[str, Any]:
     """Perplexity (tuned, and base for comparison), BLEU and ROUGE of greedy answers against the
     references, and a table of samples; written to `<run>/eval.json`. `session` reuses a loaded
-    ChatSession of the same run (the board's worker has one)."""
+    ChatSession of the same run (the board's worker has one). `columns` / `fmt`: how to read `data`;
+    `data_overrides`: `data.*` fields read otherwise than the run did (data.skip_bad_rows, ...)."""
     from .generate import ChatSession
 
     run_dir = resolve_run(run, workdir)
     cfg = RunConfig.load(str(run_dir / "config.yaml"))
+    if data_overrides:
+        if wrong := next((k for k in data_overrides if not k.startswith("data.")), None):
+            raise TuneboardError("error.eval_set_data_only", field=wrong)
+        cfg = cfg.with_overrides(data_overrides)
     started = time.time()
     own = session is None or not session.loaded or session.run_dir != run_dir
     if own:
@@ -225,7 +234,7 @@ def evaluate_run(run: str, data: Optional[str] = None, max_samples: Optional[int
         session.load(str(run_dir))
     note = progress or (lambda phase, done, total: None)
     try:
-        rows, data_name = eval_rows(cfg, data, max_samples)
+        rows, data_name = eval_rows(cfg, data, max_samples, columns, fmt)
         if not rows:
             raise TuneboardError("error.empty_dataset")
         tok, stage = session.tokenizer, cfg.stage
@@ -398,8 +407,14 @@ def cmd_eval(args) -> int:
         if sys.stderr.isatty():
             print(f"\r{phase} {done}/{total}   ", end="", file=sys.stderr, flush=True)
 
+    from .config import parse_columns, parse_overrides
+
+    columns, overrides = parse_columns(args.column), parse_overrides(args.set)
+    if (columns or args.format) and not args.data:  # the validation split is read as the run read it
+        raise TuneboardError("error.eval_column_needs_data")
     result = evaluate_run(args.run, data=args.data, max_samples=args.max_samples, max_new_tokens=args.max_new_tokens,
-                          workdir=args.workdir, progress=progress)
+                          workdir=args.workdir, progress=progress, columns=columns, fmt=args.format,
+                          data_overrides=overrides)
     if sys.stderr.isatty():
         print(file=sys.stderr)
     if args.json:

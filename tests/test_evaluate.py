@@ -145,6 +145,27 @@ def test_a_prompt_too_long_for_the_context_takes_no_other_rows_room(trained_run,
     assert "제외한 프롬프트" in ko and "행" in ko and "Rows" not in ko
 
 
+def test_cli_eval_maps_columns_and_reads_data_as_asked(trained_run, workdir, tmp_path, capsys):
+    """An eval file with other column names was refused with "map them: instruction=question, ..." by a verb that
+    had no --column; a broken row's way out (--set data.skip_bad_rows=true) was an unknown flag too."""
+    from engine.cli import main
+
+    qa = tmp_path / "qa.csv"
+    qa.write_text("question,answer\nWho are you?,I am the Tuneboard demo assistant.\nWhat is 2 plus 2?,4\n,\n"
+                  "한국의 수도는?,\n", encoding="utf-8")
+    common = ["eval", trained_run.name, "--data", str(qa), "--max-new-tokens", "4", "--json", "--workdir", str(workdir)]
+    assert main(common) == 2 and "instruction=question" in capsys.readouterr().err
+    assert main([*common, "--column", "instruction=question, output=answer"]) == 2  # row 5 has no answer
+    assert "skip_bad_rows" in capsys.readouterr().err
+    assert main([*common, "--column", "instruction=question, output=answer", "--set", "data.skip_bad_rows=true"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["rows"] == 2 and {s["reference"] for s in out["samples"]} == {"I am the Tuneboard demo assistant.", "4"}
+    assert main([*common, "--set", "training.learning_rate=1"]) == 2 and "not training.learning_rate" in \
+        capsys.readouterr().err
+    assert main(["eval", trained_run.name, "--column", "instruction=question", "--workdir", str(workdir)]) == 2
+    assert "--data" in capsys.readouterr().err
+
+
 def test_cli_eval_prints_json(trained_run, workdir, capsys):
     from engine.cli import main
 
