@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from .config import RunConfig
-from .generate import _template_name, result_dir
+from .generate import _template_name, read_result, result_dir
 from .messages import TuneboardError, message
 from .runs import resolve_run
 from .templates import STOP_STRINGS
@@ -43,7 +43,7 @@ def export_run(run: str, out: str | os.PathLike, merge: bool = False, push_to_hu
         raise TuneboardError("export.error_no_token")
     run_dir = resolve_run(run, workdir)
     cfg = RunConfig.load(str(run_dir / "config.yaml"))
-    source = result_dir(run_dir, checkpoint)
+    result_dir(run_dir, checkpoint, say=False)  # a run with nothing to export is told before anything is written
     out = Path(out).expanduser().resolve()
     if out.exists() and not out.is_dir():
         raise TuneboardError("export.error_is_file", path=str(out))
@@ -57,18 +57,20 @@ def export_run(run: str, out: str | os.PathLike, merge: bool = False, push_to_hu
     if replace:  # written beside it, swapped in when complete: a failed export leaves the earlier one whole
         out = final.with_name(f".{final.name}.tuneboard-new")
         shutil.rmtree(out, ignore_errors=True)
-    is_adapter = (source / "adapter_config.json").exists()
     out.mkdir(parents=True, exist_ok=True)
     probe = out / ".tuneboard-write-test"  # a place that can't be written is told now, not after minutes of merging
     probe.write_bytes(b"")
     probe.unlink()
-    try:
+
+    def write(folder: Path) -> tuple[Optional[str], str, bool]:
+        is_adapter = (folder / "adapter_config.json").exists()
         if is_adapter and merge:
-            dtype = _merge(cfg, run_dir, source, out, workdir)
-            kind = "merged"
-        else:
-            _copy(source, out)
-            dtype, kind = None, "adapter" if is_adapter else "model"
+            return _merge(cfg, run_dir, folder, out, workdir), "merged", True
+        _copy(folder, out)
+        return None, "adapter" if is_adapter else "model", is_adapter
+
+    try:  # a run still training may delete the checkpoint being read: read_result holds it, or takes the next
+        source, (dtype, kind, is_adapter) = read_result(run_dir, checkpoint, write)
     except BaseException:
         shutil.rmtree(out, ignore_errors=True)  # no half-written folder that looks like a result
         raise

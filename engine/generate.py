@@ -7,11 +7,15 @@ the functions that need them: the board may import this module's data types, nev
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gc
 import json
+import os
 import random
+import shutil
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -21,7 +25,7 @@ from typing import Any, Optional
 
 from .config import ConfigError, GenerationConfig, RunConfig
 from .messages import TuneboardError, message
-from .runs import latest_checkpoint, resolve_run
+from .runs import RUNNING, latest_checkpoint, resolve_run, run_info
 from .templates import STOP_STRINGS, plain_text
 
 MAX_SEED = 2**31 - 1
@@ -144,21 +148,23 @@ class ChatSession:
 
         model_mod.quiet_libraries()
         run_dir = resolve_run(run, self.workdir)
-        source = result_dir(run_dir, checkpoint)
         self.unload()
         cfg = RunConfig.load(str(run_dir / "config.yaml"))
-        is_peft = (source / "adapter_config.json").exists()
-        res = model_mod.resolve_for_run(cfg, run_dir, self.workdir, adapter=is_peft)
-        if is_peft:
-            from peft import PeftModel
 
-            base = model_mod.load_model(cfg, res, for_training=False)
-            model = PeftModel.from_pretrained(base, str(source), is_trainable=False)
-        else:
-            full = cfg.with_overrides({"model.name_or_path": str(source), "quantization.bits": 0})
-            model = model_mod.load_model(full, model_mod.resolve(full, self.workdir), for_training=False)
-        model.eval()
-        self.tokenizer = load_run_tokenizer(cfg, res, source)
+        def read(folder: Path):
+            is_peft = (folder / "adapter_config.json").exists()
+            res = model_mod.resolve_for_run(cfg, run_dir, self.workdir, adapter=is_peft)
+            if is_peft:
+                from peft import PeftModel
+
+                base = model_mod.load_model(cfg, res, for_training=False)
+                model = PeftModel.from_pretrained(base, str(folder), is_trainable=False)
+            else:
+                full = cfg.with_overrides({"model.name_or_path": str(folder), "quantization.bits": 0})
+                model = model_mod.load_model(full, model_mod.resolve(full, self.workdir), for_training=False)
+            return model.eval(), load_run_tokenizer(cfg, res, folder), res, is_peft
+
+        source, (model, self.tokenizer, res, is_peft) = read_result(run_dir, checkpoint, read)
         self.model, self.run_dir, self.cfg, self.res = model, run_dir, cfg, res
         self.is_peft = is_peft
         self.stops = STOP_STRINGS.get(_template_name(run_dir, res), [])
@@ -428,8 +434,9 @@ def _template_name(run_dir: Path, res) -> str:
         return res.chat_template
 
 
-def result_dir(run_dir: Path, checkpoint: Optional[str] = None) -> Path:
-    """The folder holding a run's result: a named checkpoint, else `adapter/`, else `model/`."""
+def result_dir(run_dir: Path, checkpoint: Optional[str] = None, say: bool = True) -> Path:
+    """The folder holding a run's result: a named checkpoint, else `adapter/`, else `model/`, else (said, unless
+    not `say`) the latest checkpoint."""
     if checkpoint:
         p = Path(checkpoint)
         p = p if p.is_absolute() else run_dir / "checkpoints" / p.name
@@ -442,10 +449,49 @@ def result_dir(run_dir: Path, checkpoint: Optional[str] = None) -> Path:
             return p
     last = latest_checkpoint(run_dir)  # a run killed before its end (kill -9, a lost machine) left only these
     if last is not None and any((last / f).exists() for f in ("adapter_config.json", "config.json")):
-        note = message("warning.using_checkpoint", {"run": run_dir.name, "checkpoint": last.name})
-        print(f"{message('severity.warning')}: {note}", file=sys.stderr)
+        if say:
+            key = "warning.using_checkpoint_live" if run_info(run_dir).status == RUNNING else "warning.using_checkpoint"
+            note = message(key, {"run": run_dir.name, "checkpoint": last.name})
+            print(f"{message('severity.warning')}: {note}", file=sys.stderr)
         return last
     raise TuneboardError("chat.error_no_result", run=run_dir.name)
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:  # another file system, or one without hard links
+        shutil.copy2(src, dst)
+
+
+@contextlib.contextmanager
+def pinned(source: Path, run_dir: Path):
+    """`source` as it is now, for as long as it is read: a checkpoint of a run that is still training is deleted by
+    the trainer's rotation (save_total_limit) while chat, eval or export load it, so it is read through hard links
+    (no copy of the weights) in a folder of its own; anything else as it is."""
+    if source.parent != run_dir / "checkpoints":
+        yield source
+        return
+    tmp = Path(tempfile.mkdtemp(prefix=".reading-", dir=run_dir))
+    try:
+        shutil.copytree(source, tmp / source.name, copy_function=_link_or_copy)
+        yield tmp / source.name
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def read_result(run_dir: Path, checkpoint: Optional[str], read: Callable[[Path], Any], tries: int = 3) -> tuple[Path, Any]:
+    """(the result folder, `read` of it): the newest checkpoint again if the one found was deleted while it was
+    pinned (a run still training rotates them every save)."""
+    for attempt in range(tries):
+        source = result_dir(run_dir, checkpoint, say=attempt == 0)
+        try:
+            with pinned(source, run_dir) as folder:
+                return source, read(folder)
+        except (FileNotFoundError, shutil.Error):
+            if source.exists() or checkpoint or attempt == tries - 1:
+                raise
+    raise AssertionError("unreachable")
 
 
 def load_run_tokenizer(cfg: RunConfig, res, source: Path):

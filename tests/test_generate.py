@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
+from pathlib import Path
 
 import pytest
 
@@ -274,3 +276,42 @@ def test_an_answer_cut_by_the_token_limit_never_ends_in_half_a_character(session
     assert session.tokenizer.decode(ids[:-1]).endswith("\ufffd")  # cut inside 뷁's three bytes
     assert _decoded(session.tokenizer, ids[:-1], []) == ("안녕 ", False)
     assert _decoded(session.tokenizer, ids, ["녕"]) == ("안", True)
+
+
+def test_a_checkpoint_rotated_away_while_it_is_read_is_still_read_whole(tmp_path, monkeypatch):
+    """Chat, eval and export of a run still training read its newest checkpoint, which the trainer's rotation
+    deleted mid-load ("Can't find adapter_config.json"): it is read through hard links that outlive the delete,
+    and a checkpoint gone before it could be pinned gives way to the next newest."""
+    import engine.generate as g
+
+    run = tmp_path / "run"
+    for step in (2, 4):
+        ckpt = run / "checkpoints" / f"checkpoint-{step}"
+        ckpt.mkdir(parents=True)
+        for name in ("adapter_config.json", "adapter_model.safetensors", "trainer_state.json"):
+            (ckpt / name).write_text(f"{name} of step {step}")
+
+    def read(folder):
+        shutil.rmtree(run / "checkpoints" / "checkpoint-4")  # the trainer saves step 6 and rotates step 4 out
+        return (folder / "adapter_model.safetensors").read_text()
+
+    source, text = g.read_result(run, None, read)
+    assert source.name == "checkpoint-4" and text == "adapter_model.safetensors of step 4"
+    assert [p.name for p in run.iterdir()] == ["checkpoints"], "the pinned links are gone once read"
+
+    newest = run / "checkpoints" / "checkpoint-6"
+    newest.mkdir()
+    for name in ("adapter_config.json", "trainer_state.json"):
+        (newest / name).write_text("{}")
+    real, gone = shutil.copytree, []
+
+    def rotated_first(src, dst, **kw):  # the newest goes between being found and being pinned
+        if not gone:
+            gone.append(Path(src).name)
+            shutil.rmtree(src)
+            raise FileNotFoundError(src)
+        return real(src, dst, **kw)
+
+    monkeypatch.setattr(g.shutil, "copytree", rotated_first)
+    source, name = g.read_result(run, None, lambda folder: folder.name)
+    assert gone == ["checkpoint-6"] and source.name == name == "checkpoint-2"
