@@ -249,6 +249,9 @@ def _wire_page(ui: UI, demo: gr.Blocks, saved_lang: Any, brand: Any, forced: str
     for fn, inputs, outputs in ui.on_lang:
         event = event.then(fn, inputs, outputs, show_progress="hidden")
     event = demo.load(open_page, [ui.session, saved_lang], lang_box, show_progress="hidden")
+    # a page opened in the language it was built in (`--lang ko`) has no change to fire: <html lang> and Gradio's
+    # own words are set here too, or they stay the browser's
+    event = event.then(None, [lang_box], None, js=HTML_LANG_JS)
     for fn, inputs, outputs in ui.on_load:
         event = event.then(fn, inputs, outputs, show_progress="hidden")
     # the page has filled itself in: <body data-tb-ready="1"> tells scripts and browser tests

@@ -821,3 +821,13 @@ def test_a_run_whose_config_was_edited_into_something_unreadable_says_so(tmp_pat
     (path / "config.yaml").write_text("training: [unclosed\n")
     card, *_ = runs_tab.detail(Jobs(tmp_path), path.name, "en")
     assert "can&#x27;t be read" in card and "YAML" in card
+
+
+def test_settings_kept_in_the_browser_come_back_and_unknown_ones_are_left_alone():
+    from board.tabs.train import restore_form
+
+    names = ["training.learning_rate", "data.datasets", "adapter.rank"]
+    saved = {"training.learning_rate": 3e-4, "data.datasets": ["uploads/ko.jsonl"], "gone.field": 1}
+    lr, datasets, rank = restore_form(saved, names)
+    assert lr["value"] == 3e-4 and datasets["value"] == ["uploads/ko.jsonl"] and rank is SKIP
+    assert restore_form(None, names) == [SKIP] * 3 and restore_form("junk", names) == [SKIP] * 3

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import shlex
 from pathlib import Path
 from typing import Any
@@ -154,6 +155,14 @@ def use_run_config(s: Session, run_id: str | None, workdir: Path, names: list[st
     except Exception as e:
         return [SKIP] * len(names), error_html(e, s.lang)
     return _fill_form(s, cfg, names, run_id)
+
+
+def restore_form(saved: Any, names: list[str]) -> list:
+    """The page's settings as this browser kept them ({field: value}); a field it has no value for, or one a
+    newer page no longer has, is left as it is."""
+    if not isinstance(saved, dict):
+        return [SKIP] * len(names)
+    return [update(value=saved[n]) if n in saved and saved[n] is not None else SKIP for n in names]
 
 
 def _fill_form(s: Session, cfg: RunConfig, names: list[str], name: str) -> tuple[list, str]:
@@ -641,13 +650,20 @@ def wire(ui: UI) -> None:
     )
     ui.on_load.append((lambda s: (attach(s, jobs), view(s, jobs, force=True))[1], [ui.session], view_outputs))
 
-    def fill_from_watched(s: Session) -> list:
-        """A page opened on a live run shows that run's settings (Show command then reproduces it);
-        a finished run's settings are one click away instead (Runs > Use this config)."""
-        if not s.watch.run_id or not s.watch.active:
-            return [SKIP] * len(names)
-        return use_run_config(s, s.watch.run_id, workdir, names)[0]
+    # every setting on the page, kept in this browser as it changes (no round trip): a reload, a closed tab or a
+    # restarted board used to put the demo data and the defaults back, and Start then trained on those
+    saved_form = gr.BrowserState(None, storage_key="tuneboard-form")
+    gr.on([f.change for f in ui.field_components()], None, ui.field_components(), saved_form,
+          js=f"(...values) => Object.fromEntries({json.dumps(names)}.map((name, i) => [name, values[i]]))")
 
-    ui.on_load.append((fill_from_watched, [ui.session], ui.field_components()))
+    def fill_on_open(s: Session, saved: Any) -> list:
+        """A page opened on a live run shows that run's settings (Show command then reproduces it); else the
+        settings this browser last had, where it has any (a finished run's are one click away: Runs > Use this
+        config)."""
+        if s.watch.run_id and s.watch.active:
+            return use_run_config(s, s.watch.run_id, workdir, names)[0]
+        return restore_form(saved, names)
+
+    ui.on_load.append((fill_on_open, [ui.session, saved_form], ui.field_components()))
     ui.on_lang.append((redraw, [ui.session], view_outputs))
     ui.states["view_outputs"] = view_outputs

@@ -37,7 +37,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_board(home: Path, name: str, timeout: float = 90.0) -> Board:
+def start_board(home: Path, name: str, timeout: float = 90.0, extra: tuple[str, ...] = ()) -> Board:
     port = _free_port()
     OUT.mkdir(parents=True, exist_ok=True)
     log = OUT / f"board-{name}.log"
@@ -46,7 +46,7 @@ def start_board(home: Path, name: str, timeout: float = 90.0) -> Board:
     env.pop("TUNEBOARD_AUTH", None)
     with open(log, "ab") as f:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "engine.cli", "--port", str(port), "--workdir", str(home)],
+            [sys.executable, "-m", "engine.cli", "--port", str(port), "--workdir", str(home), *extra],
             cwd=ROOT,
             env=env,
             stdout=f,

@@ -504,6 +504,41 @@ def test_a_restarted_board_finds_its_run(chromium, tmp_path_factory, demo_model)
         stop_board(first, clean=False)
 
 
+def test_a_reload_keeps_the_settings_and_a_board_started_in_korean_says_so_to_the_browser(chromium, tmp_path_factory,
+                                                                                          demo_model):
+    """A reload put the demo data and every default back without a word (Start then trained on those); and a board
+    started with --lang ko, opened in an English browser, kept <html lang="en"> and Gradio's English words."""
+    board = start_board(make_home(tmp_path_factory, demo_model, "ko-home"), "ko", extra=("--lang", "ko"))
+    context = chromium.new_context(viewport={"width": 1400, "height": 1000}, locale="en-US")
+    pg = context.new_page()
+    try:
+        open_board(pg, board.url)
+        pg.wait_for_function("() => document.documentElement.lang === 'ko'", timeout=30_000)
+        tab(pg, "train")
+        pg.fill("#train-lr input", "0.00042")
+        pg.fill("#train-epochs input", "7")
+        pg.press("#train-epochs input", "Tab")
+        tab(pg, "data")
+        pg.click("#data-assistant-only input")  # a checkbox: off
+        pg.wait_for_timeout(500)
+        pg.reload()
+        open_board(pg, board.url)
+        tab(pg, "train")
+        pg.wait_for_function("() => document.querySelector('#train-lr input')?.value === '0.00042'", timeout=30_000)
+        assert pg.input_value("#train-epochs input") == "7"
+        tab(pg, "data")
+        assert not pg.is_checked("#data-assistant-only input")
+        context.clear_cookies()
+        fresh = chromium.new_context(locale="en-US").new_page()  # another browser keeps its own
+        open_board(fresh, board.url)
+        tab(fresh, "train")
+        assert fresh.input_value("#train-lr input") != "0.00042"
+        fresh.context.close()
+    finally:
+        context.close()
+        stop_board(board)
+
+
 def test_on_a_phone_the_top_bar_wraps_instead_of_overlapping(chromium, board):
     context = chromium.new_context(viewport={"width": 420, "height": 900}, locale="en-US")
     try:
