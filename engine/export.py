@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import sys
 import time
@@ -185,9 +186,22 @@ def upload(folder: Path, repo: str, token: Optional[str]) -> str:
     try:
         url = api.create_repo(repo_id=repo, private=True, exist_ok=True)
         api.upload_folder(folder_path=str(folder), repo_id=repo, commit_message="Upload from Tuneboard")
-    except Exception as e:
-        raise TuneboardError("export.error_upload", repo=repo, error=scrub(f"{type(e).__name__}: {e}", token)) from None
+    except Exception as e:  # the export itself is done and kept: the message says where, and why the upload failed
+        error = scrub(f"{type(e).__name__}: {e}", token)
+        raise TuneboardError(_upload_failure(e), repo=repo, path=str(folder), error=error[:300]) from None
     return str(getattr(url, "url", url))
+
+
+def _upload_failure(e: Exception) -> str:
+    """The message key for a failed upload: the Hub out of reach, the token refused, or anything else."""
+    status = getattr(getattr(e, "response", None), "status_code", None)
+    text = f"{type(e).__name__} {e}"
+    if "Offline" in type(e).__name__ or isinstance(e, (ConnectionError, TimeoutError)) or any(
+            s in text for s in ("ConnectionError", "Max retries", "Failed to resolve", "Name or service not known")):
+        return "export.error_upload_offline"
+    if status in (401, 403) or re.search(r"\b40[13]\b", text):
+        return "export.error_upload_denied"
+    return "export.error_upload"
 
 
 def scrub(text: str, token: Optional[str]) -> str:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from engine.config import RunConfig
-from engine.export import INFO_FILE, export_run, merge_dtype
+from engine.export import INFO_FILE, _upload_failure, export_run, merge_dtype
 from engine.messages import TuneboardError, message
 
 PROMPT = [{"role": "user", "content": "What is the capital of Korea?"}]
@@ -159,7 +159,11 @@ def test_upload_keeps_the_token_in_memory(trained_run, workdir, tmp_path, monkey
     assert secret not in json.dumps(result)
     with pytest.raises(TuneboardError) as e:
         export_run(str(trained_run), tmp_path / "up2", push_to_hub="me/broken", token=secret, workdir=workdir)
-    assert e.value.key == "export.error_upload" and secret not in str(e.value) and "***" in str(e.value)
+    assert e.value.key == "export.error_upload_denied" and secret not in str(e.value) and "***" in str(e.value)
+    assert str(tmp_path / "up2") in str(e.value) and (tmp_path / "up2" / "adapter_config.json").exists()  # kept, said
+    offline = type("OfflineModeIsEnabled", (ConnectionError,), {})("Cannot reach https://huggingface.co")
+    assert _upload_failure(offline) == "export.error_upload_offline"
+    assert _upload_failure(ValueError("repo name too long")) == "export.error_upload"
     with pytest.raises(TuneboardError) as e:
         export_run(str(trained_run), tmp_path / "up3", push_to_hub="me/tuned", token=None, workdir=workdir)
     assert e.value.key == "export.error_no_token"

@@ -382,8 +382,8 @@ def export(worker: ChatWorker, workdir: Path, run_id: Optional[str], name: str, 
     try:
         result = worker.call("export", run=run_id, out=str(exports_dir(workdir) / name), merge=bool(merge),
                              push_to_hub=(repo or "").strip() or None, token=(token or "").strip() or None)
-    except Exception as e:
-        return error_html(e, lang, "chat.error_failed"), SKIP, ""
+    except Exception as e:  # a failed upload keeps the export it made: the table lists it
+        return error_html(e, lang, "chat.error_failed"), export_table(workdir, lang), ""
     text = t("export.done", lang, path=result["path"])
     if result.get("url"):
         text += " · " + t("export.uploaded", lang, url=result["url"])
