@@ -831,3 +831,20 @@ def test_settings_kept_in_the_browser_come_back_and_unknown_ones_are_left_alone(
     lr, datasets, rank = restore_form(saved, names)
     assert lr["value"] == 3e-4 and datasets["value"] == ["uploads/ko.jsonl"] and rank is SKIP
     assert restore_form(None, names) == [SKIP] * 3 and restore_form("junk", names) == [SKIP] * 3
+
+
+def test_a_files_card_counts_the_rows_that_did_not_parse_and_none_usable_where_the_stage_refuses_it(tmp_path):
+    """broken.csv's 6 rows read as "4 rows read, 3 usable, errors: 3" (the 2 unparsed lines left out of the rows);
+    an SFT file under the DPO stage as "15 rows, 15 usable" while the stage refused it whole."""
+    from engine.data import check_file
+    from engine.data.load import for_stage
+
+    p = tmp_path / "broken.jsonl"
+    p.write_text('{"instruction": "a", "output": "b"}\n{"instruction": "c",\n{"instruction": "d", "output": "e"}\n'
+                 'not json\n{"instruction": "f", "output": ""}\n', encoding="utf-8")
+    report = check_file(str(p))
+    assert (report.rows, report.unparsed, report.rows_in_file, report.valid) == (3, 2, 5, 2)
+    assert "5 rows, 2 usable · errors: 3" in data_tab.summary_html([report], "en")
+    refused = check_file(str(ROOT / "tests" / "fixtures" / "data" / "alpaca.json"))
+    refused.stage_findings = for_stage(refused, "dpo")
+    assert refused.stage_errors and refused.usable == 0 and "4 rows, 0 usable" in data_tab.summary_html([refused], "en")

@@ -163,7 +163,7 @@ def summary_html(reports: list[Any], lang: str, skipped: list[str] | tuple = ())
         errors, ok = r.all_errors, r.trainable
         fmt = r.format or "?"
         kind = f' <span class="tb-muted">({html.escape(kind_text(r.kind, lang))})</span>' if r.kind else ""
-        counts = t("ui.data.counts", lang, rows=r.rows, valid=r.valid, errors=errors, warnings=r.all_warnings)
+        counts = t("ui.data.counts", lang, rows=r.rows_in_file, valid=r.usable, errors=errors, warnings=r.all_warnings)
         s = r.stats or {}
         tokens = ""
         if s.get("rows"):

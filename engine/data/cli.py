@@ -63,7 +63,7 @@ def _visible(text: str) -> str:
 def _print_report(r: FileReport) -> None:
     kind = "ui.data.kind_" + (r.kind or "?").replace(" ", "_").replace("-", "_")  # in the reader's words, as the board
     kind = message(kind) if kind in table() else r.kind or "?"
-    print(message("data.cli.file", {"path": r.path, "format": r.format or "?", "kind": kind, "rows": r.rows}))
+    print(message("data.cli.file", {"path": r.path, "format": r.format or "?", "kind": kind, "rows": r.rows_in_file}))
     for f in r.stage_findings:  # the stage's word on the whole file first
         print(f"  {message('severity.' + f['severity']):<8}{_visible(message(f['key'], f['params']))}")
     shown: dict[str, int] = {}

@@ -50,7 +50,7 @@ class FileReport:
     source: str  # json | jsonl | csv | parquet | text | hub | missing | ...
     format: str | None
     kind: str | None  # trl's name for the normalised form
-    rows: int  # rows read
+    rows: int  # rows read (parsed)
     valid: int  # rows without errors
     findings: list[Finding] = field(default_factory=list)  # the first `limit` of each key
     counts: dict[str, int] = field(default_factory=dict)  # every finding, by key
@@ -75,13 +75,26 @@ class FileReport:
         """The file's warnings and its stage's notes."""
         return self.warnings + len(self.stage_findings) - len(self.stage_errors)
 
+    unparsed: int = 0  # rows (lines, records) that could not be read at all: each is an error at its row
+
     @property
     def trainable(self) -> bool:
         return self.all_errors == 0 and self.valid > 0
 
+    @property
+    def rows_in_file(self) -> int:
+        """The rows the file holds, read or not: what a person counts in it."""
+        return self.rows + self.unparsed
+
+    @property
+    def usable(self) -> int:
+        """The rows the run's stage can train: none where it refuses the file."""
+        return 0 if self.stage_errors else self.valid
+
     def to_dict(self, lang: str | None = None) -> dict[str, Any]:
         return {"path": self.path, "source": self.source, "format": self.format, "kind": self.kind,
-                "rows": self.rows, "valid": self.valid, "trainable": self.trainable, "errors": self.errors,
+                "rows": self.rows, "unparsed": self.unparsed, "valid": self.valid, "trainable": self.trainable,
+                "errors": self.errors,
                 "warnings": self.warnings, "counts": self.counts,
                 "findings": [f.to_dict(lang) for f in self.findings], "stats": self.stats, "preview": self.preview,
                 "stage_findings": [{**f, "message": message(f["key"], f["params"], lang)} for f in self.stage_findings]}
@@ -124,6 +137,7 @@ def check_file(path: str, fmt: str = "auto", *, columns: dict[str, str] | None =
     return FileReport(
         path=src.path, source=src.kind, format=result.format, kind=result.trl_kind, rows=len(src.rows),
         valid=len(good), findings=kept, counts=counts, errors=result.errors,
+        unparsed=len({f.row for f in src.findings if f.severity == "error" and f.row is not None} - set(src.numbers)),
         warnings=sum(f.severity == "warning" for f in result.findings),
         stats=stats(lengths, max_length, result.counting, split=as_text),
         preview=preview(good, numbers, tokenizer, preview_rows, assistant_only, max_length),
