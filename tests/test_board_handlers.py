@@ -561,14 +561,14 @@ def test_a_form_problem_blocks_start(tmp_path):
     data_tab.check_view(s, RunConfig(), None, tmp_path)  # a good check first: its OK card must not come back
     assert 'data-ok="true"' in data_tab.render_reports(s)[0]
     with pytest.raises(ConfigError) as problem:
-        RunConfig.from_dict({"data": {"datasets": []}})
+        RunConfig.from_dict({"data": {"max_length": -5}})
     out = data_tab.check_view(s, None, problem.value, tmp_path)
-    assert s.data.errors == 1 and "data.datasets" in out[0] and "this field is required" in out[0]
+    assert s.data.errors == 1 and "data.max_length" in out[0] and "must be &gt;= 8" in out[0]
     assert not live.gate(s, "en")[0]["interactive"]
     s.lang = "zh"  # a language switch redraws the problem in the new language, and only the problem
     again = data_tab.render_reports(s)[0]
-    assert "data.datasets" in again and "此项为必填" in again and "tb-data-file" not in again
-    assert "此项为必填" in live.gate(s, "zh")[3]
+    assert "data.max_length" in again and "必须" in again and "tb-data-file" not in again
+    assert "必须" in live.gate(s, "zh")[3]
 
 
 def test_a_bad_value_outside_the_data_does_not_stop_the_data_check(tmp_path):
@@ -848,3 +848,16 @@ def test_a_files_card_counts_the_rows_that_did_not_parse_and_none_usable_where_t
     refused = check_file(str(ROOT / "tests" / "fixtures" / "data" / "alpaca.json"))
     refused.stage_findings = for_stage(refused, "dpo")
     assert refused.stage_errors and refused.usable == 0 and "4 rows, 0 usable" in data_tab.summary_html([refused], "en")
+
+
+def test_taking_off_the_last_dataset_says_what_to_do_not_a_fields_error(tmp_path):
+    """It read "The data is checked once this is fixed: Datasets (data.datasets): this field is required"."""
+    from board.form import form_to_config
+
+    with pytest.raises(ConfigError) as e:
+        form_to_config({"data.datasets": []}, None)
+    s = Session()
+    summary, *_ = data_tab.check_view(s, None, e.value, tmp_path)
+    assert "Pick or upload a dataset" in summary and "data.datasets" not in summary
+    reason = live.gate(s, "en")[3]
+    assert "Pick or upload a dataset" in reason and "required" not in reason

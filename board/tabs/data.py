@@ -25,6 +25,7 @@ from ..safety import DATA_SUFFIXES, store_upload, upload_name
 from ..session import DataReport, Session
 from ..ui import SWITCHES, UI
 
+NO_DATA = "ui.data.none"  # no dataset picked: said as what to do, not as an error of a field
 DEMOS = [("ui.data.demo_sft", "demo:sft"), ("ui.data.demo_dpo", "demo:dpo"), ("ui.data.demo_pt", "demo:pt")]
 FORMATS = [
     ("ui.data.format_auto", "auto"),
@@ -359,10 +360,10 @@ def check_view(
     if cfg is None:
         # kept as key + params so a language switch says it again in the new language; the last
         # check's reports go, or the switch would redraw their cards as if the data were fine
-        s.data = DataReport(
-            checked=True, errors=1,
-            first_error={"key": problem.key, "params": problem.params, "row": None, "form": True}
-        )
+        key, params = problem.key, problem.params
+        if getattr(problem, "field", None) == "data.datasets" and key == "error.config.required":
+            key, params = NO_DATA, {}  # the last dataset taken off: nothing is wrong, there is nothing yet
+        s.data = DataReport(checked=True, errors=1, first_error={"key": key, "params": params, "row": None, "form": True})
         s.data_reports = []
         return render_reports(s)
     reports = run_check(cfg, workdir)
@@ -376,6 +377,13 @@ def render_reports(s: Session) -> tuple:
     reports, lang = getattr(s, "data_reports", []), s.lang
     if not s.data.checked:
         return SKIP, SKIP, SKIP, SKIP
+    if not reports and s.data.first_error.get("key") == NO_DATA:
+        return (
+            f'<div class="tb-card tb-muted">{html.escape(t(NO_DATA, lang))}</div>',
+            update(value=[], headers=headers(lang)),
+            "",
+            lengths_figure([], 0, lang),
+        )
     if not reports and s.data.errors:  # the form itself was wrong: say it again in this language
         problem = t(s.data.first_error["key"], lang, **s.data.first_error.get("params", {}))
         problem = t("ui.data.form_problem", lang, problem=problem)  # not the data's: the data is checked after
