@@ -115,9 +115,10 @@ def training_args(cfg: RunConfig, res, run_dir: Path, has_eval: bool) -> dict:
     )
 
 
-def run_choices(res) -> list[str]:
-    """The engine's speed and memory choices, in the words the run's log says them."""
-    said = [res.optim]
+def run_choices(res, bits: int = 0) -> list[str]:
+    """The engine's speed and memory choices, in the words the run's log says them (first the base's quantization,
+    `bits`, so that a QLoRA run says it is one)."""
+    said = {4: ["4-bit NF4 base (QLoRA)"], 8: ["8-bit base"]}.get(bits, []) + [res.optim]
     said += ["packed"] if res.packing else ["padding-free"] if res.padding_free else []
     said += ["Liger kernels"] * (res.liger and not res.compile)  # compiled layers leave Liger nothing to patch
     if res.gradient_checkpointing:
@@ -238,7 +239,7 @@ def _train(cfg: RunConfig, run_dir: Path, log: EventLog, should_stop, workdir, d
                    precision=res.precision, attn_implementation=res.attn_implementation,
                    trainable_params=trainable, total_params=total, train_rows=train_rows,
                    eval_rows=eval_rows, chat_template=res.chat_template,
-                   pid=os.getpid(), choices=run_choices(res)))
+                   pid=os.getpid(), choices=run_choices(res, cfg.quantization.bits if cfg.adapter.method == "lora" else 0)))
     resolved = dict(res.__dict__, **({"demo_fingerprint": demo_fingerprint()} if is_demo(cfg.model.name_or_path) else {}))
     (run_dir / "resolved.json").write_text(json.dumps(resolved, indent=1))
     try:

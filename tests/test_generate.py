@@ -196,7 +196,8 @@ def test_cli_answers_once_and_records_the_seed(trained_run, workdir, capsys):
     base_text = capsys.readouterr().out.strip()
     assert base_text and base_text != answers[0]["text"].strip()
     assert main(args + ["--num-beams", "2", "--top-p", "0.5"]) == 0  # beams draw nothing: said, not silently moot
-    assert "Beam search (2 beams) draws nothing: --temperature, --top-p are not used" in capsys.readouterr().err
+    assert "Beam search (2 beams) draws nothing, so these settings are not used: --temperature, --top-p" in \
+        capsys.readouterr().err
 
 
 def test_terminal_chat_keeps_the_conversation(session, monkeypatch, capsys):
