@@ -523,11 +523,14 @@ def settings_from_args(cfg: RunConfig, args) -> GenerationConfig:
 def cmd_chat(args) -> int:
     session = ChatSession(args.workdir)
     run_dir = resolve_run(args.run, args.workdir)
-    gen = settings_from_args(RunConfig.load(str(run_dir / "config.yaml")), args)
+    cfg = RunConfig.load(str(run_dir / "config.yaml"))
+    gen = settings_from_args(cfg, args)
     moot = [f"--{f.replace('_', '-')}" for f in ("temperature", "top_k", "top_p", "min_p")
             if getattr(args, f, None) is not None]
     if gen.num_beams > 1 and moot:  # beam search keeps the likeliest beams: nothing is drawn
         print(message("warning.beams_no_sampling", {"beams": gen.num_beams, "flags": ", ".join(moot)}), file=sys.stderr)
+    if getattr(args, "system", None) and cfg.stage == "pt":
+        print(f"{message('severity.warning')}: {message('warning.pt_no_system')}", file=sys.stderr)
     session.load(str(run_dir))
     use_adapter = not args.base
     if args.prompt is not None:
@@ -542,9 +545,9 @@ def cmd_chat(args) -> int:
 
 
 def _repl(session: ChatSession, gen: GenerationConfig, use_adapter: bool) -> int:
-    commands = "/reset clears the conversation, /exit or Ctrl-D quits, /help says this again"
-    print(f"chatting with {session.run_dir.name}{' (base model)' if not use_adapter else ''}; {commands}",
-          file=sys.stderr)
+    commands = message("chat.cli.commands")
+    key = "chat.cli.with_base" if not use_adapter else "chat.cli.with_run"
+    print(f"{message(key, {'run': session.run_dir.name})}; {commands}", file=sys.stderr)
     history: list[dict[str, str]] = []
     while True:
         try:
@@ -568,5 +571,6 @@ def _repl(session: ChatSession, gen: GenerationConfig, use_adapter: bool) -> int
             print(chunk, end="", flush=True)
         print()
         answer = stream.answers[0]
-        print(f"[seed {answer.seed}, {answer.new_tokens} tokens, {answer.finish}]", file=sys.stderr)
+        print(f"[{message('chat.cli.answer', {'seed': answer.seed, 'tokens': answer.new_tokens})}, {answer.finish}]",
+              file=sys.stderr)
         history.append({"role": "assistant", "content": answer.text})

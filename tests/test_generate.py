@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.config import ConfigError, GenerationConfig
+from engine.config import ConfigError, GenerationConfig, RunConfig
 from engine.generate import Answer, ChatSession, _safe_prefix, conversation, decoding_mode, resolve_seed, trim_at_stop
 
 ASK = [{"role": "user", "content": "What is 3 plus 3?"}]
@@ -212,6 +212,29 @@ def test_terminal_chat_keeps_the_conversation(session, monkeypatch, capsys):
     assert [len(m) for m in asked] == [1, 1]  # /reset started the second question afresh
     err = capsys.readouterr().err
     assert err.count("[seed 0") == 2
+    from engine.messages import set_language
+
+    lines = iter(["What is 3 plus 3?", "/exit"])  # `--lang ko` speaks Korean here too
+    set_language("ko")
+    try:
+        assert _repl(session, GREEDY, True) == 0
+    finally:
+        set_language("en")
+    err = capsys.readouterr().err
+    assert "대화합니다" in err and "[시드 0," in err and "chatting" not in err
+
+
+def test_a_system_prompt_for_a_pretraining_run_is_said_to_go_unused(trained_run, workdir, tmp_path, capsys):
+    """`chat PT_RUN --system ...` dropped it without a word (plain text has no turns), and --json still named it."""
+    from engine.cli import main
+
+    run = tmp_path / "pt-run"
+    shutil.copytree(trained_run, run, ignore=shutil.ignore_patterns("checkpoints"))
+    cfg = RunConfig.load(str(run / "config.yaml")).with_overrides({"stage": "pt"})
+    cfg.save(str(run / "config.yaml"))
+    assert main(["chat", str(run), "--prompt", "Hello", "--system", "Answer in Korean", "--max-new-tokens", "4",
+                 "--workdir", str(workdir)]) == 0
+    assert "system prompt (--system) is not used" in capsys.readouterr().err
 
 
 def test_leaving_a_stream_early_stops_the_generation(session):
