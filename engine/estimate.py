@@ -512,6 +512,10 @@ def estimate(model_config: dict, cfg: RunConfig, gpu_memory_gb: float | None = N
     if cfg.stage == "dpo" and ad.method != "lora":
         weights += n_total * p.e  # a frozen reference copy in the compute dtype (engine/dpo.py)
         notes.append({"key": "estimate.note.reference", "params": {}})
+    context = text_config(model_config).get("max_position_embeddings")
+    if isinstance(context, int) and 0 < context < cfg.data.max_length:  # rows past it: positions it never learnt
+        notes.append({"key": "estimate.note.beyond_context", "params": {"cutoff": cfg.data.max_length,
+                                                                         "context": context}})
     if a.experts:
         key = "estimate.note.moe_quantized" if q.bits and ad.method == "lora" else "estimate.note.moe"
         notes.append({"key": key, "params": {"experts": a.experts, "active": a.active_experts}})
@@ -858,19 +862,22 @@ def local_gpu() -> tuple[float, tuple[int, int]] | None:
     return props.total_memory / GB, (props.major, props.minor)
 
 
-def estimate_for(cfg: RunConfig, workdir=None, gpu_memory_gb: float | None = None) -> Estimate:
+def estimate_for(cfg: RunConfig, workdir=None, gpu_memory_gb: float | None = None, say_no_gpu: bool = True) -> Estimate:
     """The command line's estimate: against `gpu_memory_gb`, else this machine's GPU, else DEFAULT_GPU_GB.
     The GPU is asked first: that imports torch, so a demo model still to be built is built in this
     process rather than in a child (the board, which has no torch, never calls this)."""
     local = local_gpu()
     gpu = gpu_memory_gb or (local and local[0]) or DEFAULT_GPU_GB
     model_config = load_model_config(cfg.model.name_or_path, workdir, cfg.model.revision, bundled=True)
-    return estimate(model_config, cfg, gpu, gpu_capability=local and local[1])
+    est = estimate(model_config, cfg, gpu, gpu_capability=local and local[1])
+    if say_no_gpu and not local and not gpu_memory_gb:  # said, so that "fits" is not read as "fits this machine"
+        est.notes.insert(0, {"key": "estimate.note.no_gpu_here", "params": {"gpu": f"{gpu:g}"}})
+    return est
 
 
-def estimate_text(cfg: RunConfig, workdir=None, gpu_memory_gb: float | None = None) -> str:
-    """What `tuneboard train` prints before it starts."""
-    return render(estimate_for(cfg, workdir, gpu_memory_gb), cfg.model.name_or_path)
+def estimate_text(cfg: RunConfig, workdir=None, gpu_memory_gb: float | None = None, say_no_gpu: bool = True) -> str:
+    """What `tuneboard train` prints before it starts (which says in its own words that it trains on the CPU)."""
+    return render(estimate_for(cfg, workdir, gpu_memory_gb, say_no_gpu), cfg.model.name_or_path)
 
 
 def cmd_estimate(args) -> int:

@@ -614,7 +614,7 @@ def _print_estimate(cfg: RunConfig, workdir: Path) -> None:
     if is_demo(cfg.model.name_or_path) and not demo_built(workdir):  # the estimate reads the built demo's shape
         print(message("warning.building_demo"), file=sys.stderr, flush=True)
     try:
-        text = estimate_text(cfg, workdir)
+        text = estimate_text(cfg, workdir, say_no_gpu=False)
         if local_gpu() is None:
             text += "\n  " + message("estimate.note.no_gpu", {"gpu": f"{DEFAULT_GPU_GB:g}"})
     except Exception:  # an estimate is advice; it never blocks training

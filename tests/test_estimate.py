@@ -505,7 +505,12 @@ def test_cli_estimate(tmp_path, capsys):
     out = json.loads(capsys.readouterr().out)
     assert out["params_trainable"] == 319_815_680 and out["fits"] is True
     assert main(["estimate", str(cfg), "--gpu-memory", "12"]) == 0
-    assert "does not fit in 12 GB" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "does not fit in 12 GB" in out and "No GPU on this machine" not in out  # the GPU was named
+    if E.local_gpu() is None:  # "fits" must not read as "fits this machine"
+        assert main(["estimate", str(cfg)]) == 0 and "No GPU on this machine" in capsys.readouterr().out
+    assert main(["estimate", str(cfg), "--gpu-memory", "80", "--set", "data.max_length=8192"]) == 0
+    assert "longer than the model's context (4096)" in capsys.readouterr().out  # Llama-2's context
     assert main(["estimate", str(cfg), "--set", "adapter.rnk=4"]) == 2
     for bad in ("0", "-4", "nan"):  # no GPU to fit, not "the default GPU"
         with pytest.raises(SystemExit) as e:
