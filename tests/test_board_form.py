@@ -212,3 +212,20 @@ def test_public_addresses_need_a_password(monkeypatch):
     with pytest.raises(TuneboardError):
         parse_auth("nopassword")
     assert is_loopback("::1") and not is_loopback("0.0.0.0")
+
+
+def test_a_slider_passes_a_typed_value_past_its_range_to_the_config_check():
+    """Gradio's own check answered rank 0 with "Value 0 is less than minimum value 1." in English, a traceback in
+    the log, and the box set back without a word; the config's check says it in the page's language."""
+    import gradio as gr
+
+    from board.widgets import Slider
+
+    with gr.Blocks():
+        ours, theirs = Slider(minimum=1, maximum=512, step=1), gr.Slider(minimum=1, maximum=512, step=1)
+    assert ours.preprocess(0) == 0 and ours.get_block_name() == "slider"
+    with pytest.raises(gr.Error):
+        theirs.preprocess(0)
+    with pytest.raises(ConfigError) as e:
+        RunConfig.from_dict({"adapter": {"rank": ours.preprocess(0)}})
+    assert e.value.field == "adapter.rank"

@@ -28,6 +28,7 @@ from ..live import error_html, message_html
 from ..safety import check_data_path
 from ..session import Session
 from ..ui import UI
+from ..widgets import Slider
 
 TAB_LABEL = "chat.tab"
 MODES = [("chat.mode_greedy", "greedy"), ("chat.mode_sample", "sample"), ("chat.mode_beam", "beam")]
@@ -433,18 +434,18 @@ def build(ui: UI) -> None:
                 ui.add(gr.Markdown, "chat-settings-title", text="chat.settings", elem_classes=["tb-section"])
                 ui.add(gr.Textbox, "chat-system", label="chat.system", lines=2, value=d.system_prompt or "")
                 ui.add(gr.Radio, "chat-mode", label="chat.mode", choice_keys=MODES, value="sample")
-                ui.add(gr.Slider, "chat-temperature", label="chat.temperature", minimum=0, maximum=2, step=0.05,
+                ui.add(Slider, "chat-temperature", label="chat.temperature", minimum=0, maximum=2, step=0.05,
                        value=d.temperature)
                 with gr.Row():
                     ui.add(gr.Number, "chat-top-k", label="chat.top_k", info="chat.top_k_info", value=d.top_k,
                            precision=0)
-                    ui.add(gr.Slider, "chat-top-p", label="chat.top_p", minimum=0.01, maximum=1, step=0.01,
+                    ui.add(Slider, "chat-top-p", label="chat.top_p", minimum=0.01, maximum=1, step=0.01,
                            value=d.top_p)
                 with gr.Row():
-                    ui.add(gr.Slider, "chat-min-p", label="chat.min_p", minimum=0, maximum=1, step=0.01, value=d.min_p)
-                    ui.add(gr.Slider, "chat-repetition-penalty", label="chat.repetition_penalty", minimum=0.5,
+                    ui.add(Slider, "chat-min-p", label="chat.min_p", minimum=0, maximum=1, step=0.01, value=d.min_p)
+                    ui.add(Slider, "chat-repetition-penalty", label="chat.repetition_penalty", minimum=0.5,
                            maximum=2, step=0.05, value=d.repetition_penalty)
-                ui.add(gr.Slider, "chat-max-new-tokens", label="chat.max_new_tokens", minimum=1, maximum=4096, step=1,
+                ui.add(Slider, "chat-max-new-tokens", label="chat.max_new_tokens", minimum=1, maximum=4096, step=1,
                        value=d.max_new_tokens)
                 with gr.Row():
                     ui.add(gr.Number, "chat-num-beams", label="chat.num_beams", value=4, precision=0,

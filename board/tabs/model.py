@@ -24,6 +24,7 @@ from engine.runs import RUNNING, list_runs
 
 from ..i18n import t, t_or, update
 from ..ui import UI
+from ..widgets import Slider
 
 # what people fine-tune most, small to large; any hub id or local folder can be typed instead
 COMMON_MODELS = [
@@ -354,7 +355,7 @@ def build(ui: UI) -> None:
                 )
                 with gr.Row():
                     ui.add(
-                        gr.Slider,
+                        Slider,
                         "model-rank",
                         field="adapter.rank",
                         label="ui.model.rank",
@@ -365,7 +366,7 @@ def build(ui: UI) -> None:
                         value=d.adapter.rank,
                     )
                     ui.add(
-                        gr.Slider,
+                        Slider,
                         "model-alpha",
                         field="adapter.alpha",
                         label="ui.model.alpha",
@@ -376,7 +377,7 @@ def build(ui: UI) -> None:
                         value=d.adapter.alpha,
                     )
                     ui.add(
-                        gr.Slider,
+                        Slider,
                         "model-dropout",
                         field="adapter.dropout",
                         label="ui.model.dropout",
@@ -413,7 +414,7 @@ def build(ui: UI) -> None:
                         value=d.adapter.use_rslora,
                     )
             ui.add(
-                gr.Slider,
+                Slider,
                 "model-freeze-layers",
                 field="adapter.freeze_trainable_layers",
                 label="ui.model.freeze_layers",

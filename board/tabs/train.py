@@ -28,6 +28,7 @@ from ..safety import run_path
 from ..session import Session
 from ..ui import SWITCHES, UI
 from ..watch import STARTING, Watch
+from ..widgets import Slider
 
 STAGES = [("ui.train.stage_sft", "sft"), ("ui.train.stage_dpo", "dpo"), ("ui.train.stage_pt", "pt")]
 SCHEDULERS = [
@@ -332,7 +333,7 @@ def build(ui: UI) -> None:
             with ui.block(gr.Accordion, "ui.train.more", "train-more", open=False):
                 with gr.Row():
                     ui.add(
-                        gr.Slider,
+                        Slider,
                         "train-warmup",
                         field="training.warmup_ratio",
                         label="ui.train.warmup",
