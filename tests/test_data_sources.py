@@ -126,6 +126,22 @@ def test_excel_unicode_text_is_read_as_the_table_it_is(tmp_path):
     assert read_source(str(code)).kind == read_source(str(words)).kind == "text"
 
 
+def test_a_cp949_file_with_one_damaged_byte_is_refused_at_that_line(tmp_path):
+    """It was refused at line 1 ("not valid UTF-8 from this line on": its first Korean character), the damage
+    nowhere said."""
+    lines = ["instruction,output"] + [f"질문 {i},답변 {i}입니다" for i in range(8)]
+    data = "\n".join(lines).encode("cp949").split(b"\n")
+    data[5] = data[5][:4] + b"\xff" + data[5][4:]  # line 6
+    p = tmp_path / "excel.csv"
+    p.write_bytes(b"\n".join(data))
+    src = read_source(str(p))
+    assert [(f.key, f.line) for f in src.findings] == [("data.damaged_encoding", 6)] and not src.rows
+    assert "cp949" in src.findings[0].message("en")
+    whole = tmp_path / "whole.csv"  # undamaged, it reads, with a warning
+    whole.write_bytes("\n".join(lines).encode("cp949"))
+    assert len(read_source(str(whole)).rows) == 8
+
+
 def test_tsv_and_semicolon_csv(tmp_path):
     assert read_source(str(FIX / "alpaca.tsv")).rows == [{"instruction": "Name a colour.", "input": "", "output": "Blue."}]
     p = tmp_path / "semi.csv"

@@ -199,15 +199,22 @@ def _decode(data: bytes, src: Source) -> str | None:
     if guessed := _utf16_without_bom(data):
         src.findings.append(warning(None, None, "data.encoding_guessed", encoding=guessed[0].upper()))
         return guessed[1]
+    damaged = None  # (encoding, line): a file in a legacy encoding but for a byte or two (a bad copy, a cut)
     for enc in _LEGACY:  # what Excel writes on Korean / Chinese / Japanese systems
         try:
             text = data.decode(enc)
-        except UnicodeDecodeError:
+        except UnicodeDecodeError as e:
+            loose = data.decode(enc, errors="replace")
+            if damaged is None and loose.count("\ufffd") <= 3 and _plausible(loose, enc):
+                damaged = enc, data.count(b"\n", 0, e.start) + 1
             continue
         if not _plausible(text, enc):  # gb18030 decodes almost any bytes: Latin-1 text would become nonsense
             continue
         src.findings.append(warning(None, None, "data.encoding_guessed", encoding=enc))
         return text
+    if damaged:  # said at the damaged line, not at line 1 where the first non-UTF-8 character is
+        src.findings.append(error(None, None, "data.damaged_encoding", line=damaged[1], encoding=damaged[0]))
+        return None
     src.findings.append(error(None, None, "data.not_utf8", line=bad_line, encoding="UTF-8"))
     return None
 
