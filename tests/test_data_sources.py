@@ -142,6 +142,23 @@ def test_a_cp949_file_with_one_damaged_byte_is_refused_at_that_line(tmp_path):
     assert len(read_source(str(whole)).rows) == 8
 
 
+def test_a_json_of_splits_and_pandas_default_layout_are_read_as_meant(tmp_path):
+    """{"train": [...], "test": [...]} was refused as "columns of different lengths" (or, of equal lengths, told to
+    map text=test); pandas' to_json() default was one row whose fields were objects."""
+    rows = [{"instruction": f"q{i}", "output": f"a{i}"} for i in range(3)]
+    splits = tmp_path / "splits.json"
+    splits.write_text(json.dumps({"train": rows, "test": rows[:1]}), encoding="utf-8")
+    src = read_source(str(splits))
+    assert src.rows == rows and [f.key for f in src.findings] == ["data.splits_in_file"]
+    frame = tmp_path / "frame.json"
+    frame.write_text(json.dumps({k: {str(i + 10): r[k] for i, r in enumerate(rows)} for k in rows[0]}), encoding="utf-8")
+    src = read_source(str(frame))
+    assert src.rows == rows and [f.key for f in src.findings] == ["data.pandas_columns"]
+    columns = tmp_path / "columns.json"  # the DPO tutorials' dict of equal-length columns still reads as before
+    columns.write_text(json.dumps({k: [r[k] for r in rows] for k in rows[0]}), encoding="utf-8")
+    assert read_source(str(columns)).rows == rows
+
+
 def test_tsv_and_semicolon_csv(tmp_path):
     assert read_source(str(FIX / "alpaca.tsv")).rows == [{"instruction": "Name a colour.", "input": "", "output": "Blue."}]
     p = tmp_path / "semi.csv"

@@ -589,6 +589,23 @@ def _read_json_object(obj: Any, src: Source) -> None:
 
     values = list(obj.values())
     lists = [v for v in values if isinstance(v, list)]
+    splits = [k for k in obj if str(k).lower() in SPLIT_NAMES and isinstance(obj[k], list)]
+    if len(splits) > 1 and len(splits) == len(obj) and "train" in obj and all(
+            obj[k] and all(isinstance(r, dict) for r in obj[k]) for k in splits):
+        # {"train": [...], "test": [...]}: a dataset's splits in one file, read as its train split
+        src.findings.append(warning(None, None, "data.splits_in_file", name="train",
+                                    others=", ".join(str(k) for k in splits if k != "train")))
+        for i, row in enumerate(obj["train"], 1):
+            src.add(row, i)
+        return
+    if values and all(isinstance(v, dict) and v for v in values) and len({tuple(v) for v in values}) == 1 and all(
+            str(i).lstrip("-").isdigit() for i in values[0]):
+        # pandas' DataFrame.to_json() default: {column: {index: value}}
+        index = list(values[0])
+        src.findings.append(warning(None, None, "data.pandas_columns"))
+        for n, i in enumerate(index, 1):
+            src.add({k: v[i] for k, v in obj.items()}, n)
+        return
     if len(lists) == 1 and lists[0] and all(isinstance(r, dict) for r in lists[0]) and not is_turns(lists[0]) \
             and not any(isinstance(v, dict) for v in values) and (len(obj) == 1 or detect_format([obj]) is None):
         # {"train": [...]}, {"data": [...]}, or the rows beside a few facts about them ({"version": 2, "data": [...]})
@@ -614,6 +631,9 @@ def _read_json_object(obj: Any, src: Source) -> None:
         src.add(obj, 1)
         return
     src.findings.append(error(None, None, "data.json_not_list", keys=", ".join(map(str, list(obj)[:8]))))
+
+
+SPLIT_NAMES = {"train", "test", "validation", "valid", "val", "dev", "eval", "evaluation"}
 
 
 def is_turns(items: Any) -> bool:
