@@ -148,6 +148,23 @@ def test_every_data_key_is_translated_and_formats(lang):
         assert "{" not in text.replace("{...}", ""), (lang, key, text)
 
 
+def test_our_column_names_in_other_case_or_with_spaces_are_read_and_said(tmp_path):
+    """A header of `Instruction , Input,OUTPUT` (Excel users capitalise) was refused with a mapping to type."""
+    p = tmp_path / "caps.csv"
+    p.write_text("Instruction ,Input,OUTPUT\nQ1,,A1\nQ2,ctx,\n", encoding="utf-8")
+    _, result = inspect_path(str(p))
+    assert result.format == "alpaca" and len(result.good) == 1
+    said = [f for f in result.findings if f.key == "data.columns_by_name"]
+    assert len(said) == 1 and "OUTPUT → output" in said[0].message("en")
+    [empty] = [f for f in result.findings if f.key == "data.empty_field"]
+    assert (empty.row, empty.field) == (3, "OUTPUT")  # said in the file's own name for the column
+    both = tmp_path / "both.jsonl"  # a file that also has the exact name keeps it
+    both.write_text('{"instruction": "q", "Instruction": "other", "output": "a"}\n', encoding="utf-8")
+    _, result = inspect_path(str(both))
+    assert result.good[0]["messages"][0]["content"] == "q"
+    assert not [f for f in result.findings if f.key == "data.columns_by_name"]
+
+
 def test_a_required_column_missing_everywhere_is_named_once_with_a_mapping(tmp_path):
     p = tmp_path / "dolly.csv"
     p.write_text("instruction,context,response,category\nQ,,A long answer,qa\nQ2,ctx,Another answer,qa\n")

@@ -76,6 +76,19 @@ def check(rows: list[Any], fmt: str = "auto", **kwargs: Any) -> list[Finding]:
     return analyze(rows, fmt, **kwargs).findings
 
 
+def _loose_names(present: list[str], columns: dict[str, str] | None) -> dict[str, str]:
+    """{ours: theirs} for the file's columns that are our field names written otherwise (case, spaces around),
+    where the file has no column of that exact name and the person mapped none to it."""
+    ours = {f for required, optional in FORMATS.values() for f in required + optional}
+    exact = set(present) | set((columns or {}).values())
+    out: dict[str, str] = {}
+    for col in present:
+        name = col.strip().lower() if isinstance(col, str) else None
+        if name in ours and name not in exact and name not in out and name not in (columns or {}):
+            out[name] = col
+    return out
+
+
 def analyze(rows: list[Any], fmt: str = "auto", *, columns: dict[str, str] | None = None,
             numbers: list[int] | None = None, lines: list[int] | None = None, tokenizer: Any = None,
             max_length: int | None = None, measure: bool = True) -> Analysis:
@@ -95,8 +108,13 @@ def analyze(rows: list[Any], fmt: str = "auto", *, columns: dict[str, str] | Non
     if name is None:
         out.findings.append(error(None, None, "data.unknown_format", format=fmt, formats=FORMAT_LIST))
         return out
+    present = _keys(rows)
+    if loose := _loose_names(present, columns):  # `Instruction`, `OUTPUT `: our names but for case and spaces
+        out.findings.append(warning(None, None, "data.columns_by_name",
+                                    columns=", ".join(f"{t} → {o}" for o, t in loose.items())))
+        theirs.update(loose)
+        columns = {**loose, **(columns or {})}
     if columns:
-        present = _keys(rows)
         for ours, col in columns.items():  # a mapping that names no column of the file: a typo, most likely
             if col not in present:
                 out.findings.append(warning(None, col, "data.mapped_column_missing", ours=ours,
