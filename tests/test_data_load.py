@@ -181,3 +181,13 @@ def test_pretraining_on_conversations_says_how_it_reads_them():
     notes = []
     load_training_data(cfg("pt", "alpaca.json", "text_lines.txt"), notes)
     assert [(k, p["path"].rsplit("/", 1)[-1]) for k, p in notes] == [("warning.pt_on_chat", "alpaca.json")]
+
+
+def test_a_spreadsheet_or_binary_file_is_refused_in_its_own_words_once(tmp_path):
+    """`train --data sheet.xlsx` said "first: /x/sheet.xlsx: /x/sheet.xlsx is a spreadsheet ... The Data tab or
+    `tuneboard check` lists all of them": the path twice, inside a list of errors it is not."""
+    sheet = tmp_path / "sheet.xlsx"
+    sheet.write_bytes(b"PK\x03\x04" + b"\x00" * 64)
+    with pytest.raises(TuneboardError) as e:
+        load_training_data(RunConfig.from_dict({"data": {"datasets": [{"path": str(sheet)}]}}))
+    assert e.value.key == "data.spreadsheet_file" and str(e.value).count(str(sheet)) == 1

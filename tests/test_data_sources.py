@@ -159,6 +159,21 @@ def test_a_json_of_splits_and_pandas_default_layout_are_read_as_meant(tmp_path):
     assert read_source(str(columns)).rows == rows
 
 
+def test_jsonl_lines_ending_in_a_comma_are_read_and_a_line_cut_short_is_named(tmp_path):
+    """Rows pasted from a JSON array keep its commas: 20 errors of "more text follows a complete JSON value". A file
+    cut while it was written ended in "a comma (,) is missing between two items"."""
+    p = tmp_path / "commas.jsonl"
+    p.write_text('{"instruction": "a", "output": "b"},\n{"instruction": "c", "output": "d"},\n', encoding="utf-8")
+    src = read_source(str(p))
+    assert [r["output"] for r in src.rows] == ["b", "d"]
+    assert [(f.severity, f.key, f.params.get("count")) for f in src.findings] == [("warning", "data.comma_after_rows", 2)]
+    cut = tmp_path / "cut.jsonl"
+    cut.write_text('{"instruction": "a", "output": "b"}\n{"instruction": "c", "output": "a long answ', encoding="utf-8")
+    src = read_source(str(cut))
+    [f] = src.findings
+    assert (f.row, f.params["error"]) == (2, "json.line_ends_early") and "cut short" in f.message("en")
+
+
 def test_tsv_and_semicolon_csv(tmp_path):
     assert read_source(str(FIX / "alpaca.tsv")).rows == [{"instruction": "Name a colour.", "input": "", "output": "Blue."}]
     p = tmp_path / "semi.csv"
@@ -478,7 +493,7 @@ def test_json_syntax_errors_are_said_in_the_readers_language(tmp_path):
     p.write_text('{"instruction": "a" "output": "b"}\n{\'instruction\': "c"}\n{"a": 1} x\n[{"a": 1}', encoding="utf-8")
     found = read_source(str(p)).findings
     assert [f.params["error"] for f in found] == ["json.expecting_comma", "json.expecting_key", "json.extra_data",
-                                                  "json.expecting_comma"]
+                                                  "json.line_ends_early"]
     for f in found:
         ko = f.message("ko")
         assert "Expecting" not in ko and "Extra data" not in ko and "json." not in ko, ko

@@ -24,7 +24,7 @@ from .sources import Source
 
 # file-level problems whose own message names the file or dataset; others go through error.data_invalid
 NAMED_KEYS = {"data.file_not_found", "data.not_a_file", "data.unsupported_file", "data.read_failed",
-              "data.hub_offline", "data.hub_failed"}
+              "data.hub_offline", "data.hub_failed", "data.binary_file", "data.spreadsheet_file"}
 
 if TYPE_CHECKING:
     import datasets

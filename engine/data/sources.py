@@ -411,6 +411,7 @@ def _concatenated(text: str, pairs: bool) -> list[tuple[Any, int]] | None:
 
 
 def _read_lines(text: str, src: Source, pairs: bool) -> None:
+    commas: list[int] = []  # lines whose row ends with a comma (a JSON array's rows pasted as lines): read, said once
     for number, line in enumerate(text.split("\n"), 1):
         stripped = line.strip().lstrip("\ufeff")  # files joined with `cat` keep each one's BOM
         if not stripped:
@@ -421,11 +422,34 @@ def _read_lines(text: str, src: Source, pairs: bool) -> None:
         try:
             src.add(_loads(stripped, pairs), number)
         except (json.JSONDecodeError, ValueError) as e:
-            if isinstance(e, json.JSONDecodeError):
+            late = _line_end_problem(stripped, e) if isinstance(e, json.JSONDecodeError) else None
+            if late == "json.comma_after_row":
+                try:
+                    src.add(_loads(stripped.rstrip().removesuffix(","), pairs), number)
+                    commas.append(number)
+                    continue
+                except ValueError:
+                    pass
+            if late:
+                f = error(number, None, "data.unparseable", line=number, column=e.pos + 1, error=late)
+            elif isinstance(e, json.JSONDecodeError):
                 f = _json_error(stripped, e, number - 1, row=number)
             else:
                 f = error(number, None, "data.unparseable", line=number, column=1, error=_reason(str(e)))
             src.findings.append(f)
+    if commas:
+        src.findings.append(warning(None, None, "data.comma_after_rows", line=commas[0], count=len(commas)))
+
+
+def _line_end_problem(line: str, e: json.JSONDecodeError) -> str | None:
+    """A JSONL line's problem at its very end, said as such: a comma after the row (a JSON array's rows pasted as
+    lines), or the line ending before its row closes (a file cut short while it was written)."""
+    if e.msg.startswith("Extra data") and line[e.pos:].strip() == ",":
+        return "json.comma_after_row"
+    cut_in_text = e.msg.startswith("Unterminated string") and not line.rstrip().endswith(("}", "]"))
+    if line.lstrip().startswith(("{", "[")) and (e.pos >= len(line.rstrip()) or cut_in_text):
+        return "json.line_ends_early"
+    return None
 
 
 def _read_json_array(text: str, pos: int, src: Source, pairs: bool = False) -> None:
