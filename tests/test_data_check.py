@@ -165,6 +165,21 @@ def test_our_column_names_in_other_case_or_with_spaces_are_read_and_said(tmp_pat
     assert not [f for f in result.findings if f.key == "data.columns_by_name"]
 
 
+def test_spreadsheet_error_cells_are_said_at_their_row_and_a_json_list_of_texts_is_a_corpus(tmp_path):
+    """#N/A and #VALUE! answers (an Excel export whose formulas failed) trained without a word; a JSON array of
+    strings was shown as text yet had every row refused, for pretraining too."""
+    p = tmp_path / "sheet.csv"
+    p.write_text("instruction,output\nQ1,A1\nQ2,#N/A\nQ3, #VALUE! \n", encoding="utf-8")
+    _, result = inspect_path(str(p))
+    said = [(f.severity, f.row, f.field, f.params["value"]) for f in result.findings if f.key == "data.spreadsheet_error"]
+    assert said == [("warning", 3, "output", "#N/A"), ("warning", 4, "output", "#VALUE!")]
+    docs = tmp_path / "docs.json"
+    docs.write_text('["첫 문서입니다.", "The second document."]', encoding="utf-8")
+    _, result = inspect_path(str(docs))
+    assert result.format == "text" and [r["text"] for r in result.good] == ["첫 문서입니다.", "The second document."]
+    assert not [f for f in result.findings if f.severity == "error"]
+
+
 def test_a_required_column_missing_everywhere_is_named_once_with_a_mapping(tmp_path):
     p = tmp_path / "dolly.csv"
     p.write_text("instruction,context,response,category\nQ,,A long answer,qa\nQ2,ctx,Another answer,qa\n")
@@ -378,7 +393,7 @@ def test_a_column_mapping_that_names_no_column_is_told():
 
 
 def test_rows_that_are_not_objects_are_not_also_told_a_missing_column():
-    for rows in (["hello"], [1, 2, 3]):
+    for rows in ([1, 2, 3], ["hello", 4]):  # (texts alone are a corpus: see the spreadsheet-error test)
         assert {f.key for f in check(rows)} == {"data.not_an_object"}
 
 

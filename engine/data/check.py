@@ -120,8 +120,10 @@ def analyze(rows: list[Any], fmt: str = "auto", *, columns: dict[str, str] | Non
                 out.findings.append(warning(None, col, "data.mapped_column_missing", ours=ours,
                                             columns=", ".join(present[:12]) or "-"))
         rows = [map_columns(r, columns) for r in rows]
-    # a line that is just a list of messages is one conversation
+    # a line that is just a list of messages is one conversation; a file of bare texts (["doc", "doc"]) is a corpus
     rows = [{"messages": r} if isinstance(r, list) and is_turns(r) else r for r in rows]
+    if name in ("auto", "text") and all(isinstance(r, str) for r in rows):
+        rows = [{"text": r} for r in rows]
     keys = _keys(rows)
     if name == "auto":
         name = detect_format(rows)

@@ -218,7 +218,13 @@ def text_field(row: dict, name: str, probs: Problems, required: bool = True) -> 
     if not isinstance(value, str):
         probs.add(name, "data.wrong_type", expected="type.text", got=_type_name(value))
         return None
+    if value.strip() in SPREADSHEET_ERRORS:  # a formula that failed, saved as its error: the model would learn it
+        probs.note(name, "data.spreadsheet_error", value=value.strip())  # (a row about Excel may mean it: a warning)
     return value if _encodable(value, name, probs) else None
+
+
+SPREADSHEET_ERRORS = {"#N/A", "#VALUE!", "#REF!", "#DIV/0!", "#NAME?", "#NUM!", "#NULL!", "#SPILL!", "#CALC!",
+                      "#GETTING_DATA", "#ERROR!"}
 
 
 def _encodable(text: str, field: str, probs: Problems) -> bool:
