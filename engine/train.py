@@ -118,7 +118,7 @@ def training_args(cfg: RunConfig, res, run_dir: Path, has_eval: bool) -> dict:
 def run_choices(res, bits: int = 0) -> list[str]:
     """The engine's speed and memory choices, in the words the run's log says them (first the base's quantization,
     `bits`, so that a QLoRA run says it is one)."""
-    said = {4: ["4-bit NF4 base (QLoRA)"], 8: ["8-bit base"]}.get(bits, []) + [res.optim]
+    said = {4: ["QLoRA on a 4-bit NF4 base"], 8: ["an 8-bit base"]}.get(bits, []) + [res.optim]
     said += ["packed"] if res.packing else ["padding-free"] if res.padding_free else []
     said += ["Liger kernels"] * (res.liger and not res.compile)  # compiled layers leave Liger nothing to patch
     if res.gradient_checkpointing:

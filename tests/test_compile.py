@@ -171,5 +171,5 @@ def test_the_log_names_compiled_layers_not_liger_which_then_patches_nothing():
     res.compile = False
     assert "Liger kernels" in run_choices(res) and "compiled layers" not in run_choices(res)
     # a QLoRA run says it is one: the start line told precision and attention, never the 4-bit base
-    assert run_choices(res, 4)[0] == "4-bit NF4 base (QLoRA)" and run_choices(res, 8)[0] == "8-bit base"
+    assert run_choices(res, 4)[0] == "QLoRA on a 4-bit NF4 base" and run_choices(res, 8)[0] == "an 8-bit base"
     assert not any("bit" in c for c in run_choices(res, 0))

@@ -141,7 +141,8 @@ def test_qlora_4bit_trains_on_cpu(workdir, demo_model):
     losses = logged_losses(run_dir)
     assert len(losses) == 3 and all(math.isfinite(x) for x in losses)
     assert json.loads((run_dir / "resolved.json").read_text())["gradient_checkpointing"]  # auto: on with 4-bit
-    assert "started sft on cpu (fp32, sdpa, adamw_torch, gradient checkpointing, fused LoRA)" in (run_dir / "train.log").read_text()
+    assert "started sft on cpu (fp32, sdpa, QLoRA on a 4-bit NF4 base, adamw_torch, gradient checkpointing, fused LoRA)" \
+        in (run_dir / "train.log").read_text()
     assert any(isinstance(e, Evaluation) for e in read_events(str(run_dir / "events.jsonl")))
     chat = ChatSession(workdir)
     chat.load(str(run_dir))
