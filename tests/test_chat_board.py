@@ -138,9 +138,10 @@ def test_seed_sweep_fills_the_table_and_the_picker():
     assert worker.requests[-1][1]["n"] == 3
     seed, note = chat.pin(8, "en")
     assert seed == 8 and "8" in note
-    for asked, sent in ((1000, chat.SWEEP_MAX), (-3, 1)):  # the box has no range of its own
-        list(chat.sweep(worker, "r", [], "q", {"seed": 7}, asked, True, "en"))
-        assert worker.requests[-1][1]["n"] == sent
+    assert "instead of" not in steps[-1][2]
+    for asked, sent in ((1000, chat.SWEEP_MAX), (-3, 1)):  # the box has no range of its own: said, not silent
+        *_, (_, _, status) = chat.sweep(worker, "r", [], "q", {"seed": 7}, asked, True, "en")
+        assert worker.requests[-1][1]["n"] == sent and f"{sent} instead of {asked}" in status
 
 
 def test_evaluate_shows_progress_then_results(tmp_path):

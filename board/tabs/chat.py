@@ -247,7 +247,9 @@ def sweep(worker: ChatWorker, run_id: Optional[str], history: list[dict] | None,
         yield update(value=[], headers=[t(k, lang) for k in SWEEP_COLUMNS]), SKIP, message_html(
             "info", t("chat.status_loading", lang, run=run_id or ""))
         status = status_html(ensure_loaded(worker, run_id), lang)
-        n = min(SWEEP_MAX, max(1, int(n or 1)))
+        asked, n = n, min(SWEEP_MAX, max(1, int(n or 1)))
+        if asked is not None and asked != n:  # 1000 or -4 seeds: said, not silently 32 or 1
+            status += message_html("info", t("chat.sweep_clamped", lang, asked=asked, n=n, max=SWEEP_MAX))
         for kind, data in worker.request("sweep", messages=prompt, settings=gen, n=n, use_adapter=use_adapter):
             if kind == "chunk":
                 rows.append([data["seed"], data["text"]])
