@@ -68,6 +68,9 @@ def export_run(run: str, out: str | os.PathLike, merge: bool = False, push_to_hu
         if is_adapter and merge:
             return _merge(cfg, run_dir, folder, out, workdir), "merged", True
         _copy(folder, out)
+        if not is_adapter:  # a full or freeze run's model decodes as the chat did, and says what it is, as a merge
+            _model_generation(out, cfg, run_dir)
+            (out / "README.md").write_text(_card(cfg, run_dir, None), encoding="utf-8")
         return None, "adapter" if is_adapter else "model", is_adapter
 
     try:  # a run still training may delete the checkpoint being read: read_result holds it, or takes the next
@@ -152,6 +155,26 @@ def _run_generation(model, cfg: RunConfig) -> None:
     model.generation_config.update(**settings)
 
 
+def _model_generation(out: Path, cfg: RunConfig, run_dir: Path) -> None:
+    """generation_config.json of a copied model with the run's settings and the template's end of turn, as
+    `_merge` gives a merged one (plain transformers decoded a full run's export with its bare defaults)."""
+    from types import SimpleNamespace
+
+    from transformers import AutoConfig, AutoTokenizer
+    from transformers import GenerationConfig as HFGenerationConfig
+
+    try:
+        generation = HFGenerationConfig.from_pretrained(str(out))
+    except OSError:
+        generation = HFGenerationConfig.from_model_config(AutoConfig.from_pretrained(str(out)))
+    holder = SimpleNamespace(generation_config=generation)
+    _stop_on_template_end(holder, AutoTokenizer.from_pretrained(str(out)),
+                          _template_name(run_dir, SimpleNamespace(chat_template="")))
+    _run_generation(holder, cfg)
+    generation.save_pretrained(str(out))
+    (out / "generation_config.json").chmod(0o644)
+
+
 def _stop_on_template_end(model, tok, template: str) -> None:
     """Plain transformers stops at eos: add the template's end-of-turn token (e.g. <|im_end|>) to it."""
     ids = model.generation_config.eos_token_id
@@ -166,10 +189,13 @@ def _stop_on_template_end(model, tok, template: str) -> None:
         model.generation_config.pad_token_id = tok.pad_token_id
 
 
-def _card(cfg: RunConfig, run_dir: Path, dtype: str) -> str:
+def _card(cfg: RunConfig, run_dir: Path, dtype: Optional[str]) -> str:
+    """The export's README: what it is and how plain transformers uses it. `dtype` None: a full or freeze run's own
+    model, not a merge."""
+    what = f"the adapter is merged into the base ({dtype})" if dtype else "the model as trained"
     return (f"# {run_dir.name}\n\nFine-tuned with Tuneboard ({cfg.stage}, {cfg.adapter.method}"
             f"{', QLoRA' if cfg.quantization.bits == 4 else ''}) from `{cfg.model.name_or_path}`; "
-            f"the adapter is merged into the base ({dtype}).\n\n"
+            f"{what}.\n\n"
             "```python\nfrom transformers import AutoModelForCausalLM, AutoTokenizer\n"
             "tok = AutoTokenizer.from_pretrained(PATH)\nmodel = AutoModelForCausalLM.from_pretrained(PATH)\n"
             "ids = tok.apply_chat_template([{'role': 'user', 'content': 'Hi'}], add_generation_prompt=True, "

@@ -201,8 +201,15 @@ def test_a_full_model_run_chats_and_compares_with_its_base(merged, trained_run, 
     config = json.loads((run / "model" / "config.json").read_text())
     (run / "model" / "config.json").write_text(json.dumps({**config, "use_cache": False}))
     (run / "model" / "model.safetensors").chmod(0o600)
+    (run / "model" / "generation_config.json").unlink()  # as a full run saves it: transformers' bare defaults
+    (run / "model" / "README.md").unlink(missing_ok=True)
     exported = export_run(str(run), tmp_path / "full-export", workdir=workdir)
     assert exported["kind"] == "model"
+    # ... which decode as the board's chat did, as a merged export does, and say what the folder is
+    gen = RunConfig.load(str(run / "config.yaml")).chat_generation()
+    made = json.loads((tmp_path / "full-export" / "generation_config.json").read_text())
+    assert made["repetition_penalty"] == gen.repetition_penalty and made["max_new_tokens"] == gen.max_new_tokens
+    assert "the model as trained" in (tmp_path / "full-export" / "README.md").read_text()
     assert json.loads((tmp_path / "full-export" / "config.json").read_text())["use_cache"] is True
     assert (tmp_path / "full-export" / "model.safetensors").stat().st_mode & 0o044 == 0o044
     merged = export_run(str(run), tmp_path / "full-merged", merge=True, workdir=workdir)
