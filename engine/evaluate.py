@@ -100,7 +100,12 @@ def eval_rows(cfg: RunConfig, data: Optional[str] = None, max_samples: Optional[
         except TuneboardError as e:  # a DPO run asked about plain conversations: perplexity, BLEU and ROUGE
             if e.key != "data.dpo_needs_preference":
                 raise
-            rows, _ = load_training_data(ecfg.with_overrides({"stage": "sft"}))
+            try:
+                rows, _ = load_training_data(ecfg.with_overrides({"stage": "sft"}))
+            except TuneboardError as plain:  # said for the DPO run it is, not for an SFT one
+                if plain.key == "data.text_for_sft":
+                    raise TuneboardError("eval.error_text_for_dpo", path=data) from None
+                raise
         name = data
     else:
         if cfg.data.val_size <= 0:

@@ -379,3 +379,8 @@ def test_eval_of_a_dpo_run_ranks_held_out_pairs_as_training_did(preset_run, work
     chat.write_text('{"instruction": "What is 2 plus 2?", "output": "2 plus 2 is 4."}\n')
     plain = evaluate_run(str(preset_run), data=str(chat), workdir=workdir, include_base=False, save=False)
     assert plain["rows"] == 1 and plain["perplexity"] > 1 and "pairs" not in plain
+    text = tmp_path / "notes.txt"  # said for the DPO run it is ("SFT needs conversations" named the wrong stage)
+    text.write_text("Some plain text.\n\nAnother paragraph.\n", encoding="utf-8")
+    with pytest.raises(TuneboardError) as e:
+        evaluate_run(str(preset_run), data=str(text), workdir=workdir, include_base=False, save=False)
+    assert e.value.key == "eval.error_text_for_dpo" and "DPO" in str(e.value) and "SFT" not in str(e.value)
