@@ -196,6 +196,8 @@ def test_export_into_the_workdir_and_list_it(tmp_path):
     assert listing["value"][0][:3] == [str(out), "merged model", "r"]
     for bad in ("../up", "a/b", ".hidden"):
         assert "tb-msg-error" in chat.export(worker, tmp_path, "r", bad, False, "", "", "en")[0]
+    status, *_ = chat.export(worker, tmp_path, "r", " 내 모델 1 ", False, "", "", "ko")  # spaces were refused
+    assert "tb-msg-success" in status and worker.requests[-1][1]["out"] == str(tmp_path / "exports" / "내-모델-1")
     status, *_ = chat.export(worker, tmp_path, None, "", False, "", "", "en")
     assert "Pick a run" in status
 

@@ -379,7 +379,7 @@ def export(worker: ChatWorker, workdir: Path, run_id: Optional[str], name: str, 
     """Export into <workdir>/exports/<name>. Returns (status, exports table, token box: emptied)."""
     if not run_id:
         return message_html("error", t("chat.error_no_run", lang)), SKIP, ""
-    name = (name or "").strip() or f"{run_id}-{'merged' if merge else 'adapter'}"
+    name = re.sub(r"\s+", "-", (name or "").strip()) or f"{run_id}-{'merged' if merge else 'adapter'}"  # "내 모델 1"
     if not _NAME_OK.match(name) or name in (".", ".."):
         return message_html("error", t("export.error_name", lang)), SKIP, ""
     try:
