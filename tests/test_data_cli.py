@@ -261,3 +261,12 @@ def test_under_pretraining_a_long_conversation_is_said_to_be_split_not_left_out(
     assert {"data.system_some_rows", "data.all_weight_zero"} <= keys
     doc = json.loads(run(capsys, weighted, "--model", tok_dir, "--stage", "pt", "--json")[1])["files"][0]
     assert not {"data.system_some_rows", "data.all_weight_zero"} & {f["key"] for f in doc["findings"]}
+
+
+def test_a_file_read_in_no_format_says_so_in_its_header_line(capsys, tmp_path):
+    """Its header read `sheet.xlsx: ? (?), 0 rows`."""
+    sheet = tmp_path / "sheet.xlsx"
+    sheet.write_bytes(b"PK\x03\x04" + b"\x00" * 64)
+    rc, out, _ = run(capsys, sheet, FIX / "unknown_columns.jsonl")
+    assert rc == 1 and "? (?)" not in out
+    assert f"{sheet}: no row could be read" in out and "unknown_columns.jsonl: 1 row, in no format" in out

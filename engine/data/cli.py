@@ -63,7 +63,11 @@ def _visible(text: str) -> str:
 def _print_report(r: FileReport) -> None:
     kind = "ui.data.kind_" + (r.kind or "?").replace(" ", "_").replace("-", "_")  # in the reader's words, as the board
     kind = message(kind) if kind in table() else r.kind or "?"
-    print(message("data.cli.file", {"path": r.path, "format": r.format or "?", "kind": kind, "rows": r.rows_in_file}))
+    if r.format is None:  # the file's first error says why; `? (?)` said nothing
+        key = "data.cli.file_unknown" if r.rows_in_file else "data.cli.file_unread"
+        print(message(key, {"path": r.path, "rows": r.rows_in_file}))
+    else:
+        print(message("data.cli.file", {"path": r.path, "format": r.format, "kind": kind, "rows": r.rows_in_file}))
     for f in r.stage_findings:  # the stage's word on the whole file first
         print(f"  {message('severity.' + f['severity']):<8}{_visible(message(f['key'], f['params']))}")
     shown: dict[str, int] = {}
