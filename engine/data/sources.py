@@ -112,8 +112,9 @@ def _read_file(path: str) -> Source:
         return src
     if "\r" in text and "\n" not in text:  # old Mac line ends (CR alone): every reader below splits on \n
         text = text.replace("\r", "\n")
-    if "\x00" in text:  # kept reading: the rows around it may say what happened
-        src.findings.append(error(None, None, "data.nul_byte", line=_line_at(text, text.index("\x00"))))
+    nul = _line_at(text, text.index("\x00")) if "\x00" in text else None
+    if nul:  # kept reading: the rows around it may say what happened
+        src.findings.append(error(None, None, "data.nul_byte", line=nul))
     if kind == "csv":
         _read_csv(text, src, "\t" if name.lower().endswith(".tsv") else None)
     elif kind == "text" and _tab_table(text):  # Excel's "Unicode Text (*.txt)": a sheet, tab-separated
@@ -126,6 +127,10 @@ def _read_file(path: str) -> Source:
         _read_json_any(text, src)
         if src.rows and _may_repeat_keys(text, src.rows):
             _report_repeated_keys(text, src)
+    if nul:  # the NUL's line fails to parse too: because of the NUL, not "a line break inside a text in quotes"
+        for f in src.findings:
+            if f.key == "data.unparseable" and nul in (f.line, f.params.get("line")):
+                f.params["error"] = "json.nul_byte"
     return src
 
 
