@@ -521,6 +521,8 @@ def settings_from_args(cfg: RunConfig, args) -> GenerationConfig:
 
 
 def cmd_chat(args) -> int:
+    if getattr(args, "json", False) and args.prompt is None:  # the conversation in the terminal has no JSON form
+        raise TuneboardError("chat.cli.json_needs_prompt")
     session = ChatSession(args.workdir)
     run_dir = resolve_run(args.run, args.workdir)
     cfg = RunConfig.load(str(run_dir / "config.yaml"))

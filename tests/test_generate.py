@@ -224,6 +224,13 @@ def test_terminal_chat_keeps_the_conversation(session, monkeypatch, capsys):
     assert "대화합니다" in err and "[시드 0," in err and "chatting" not in err
 
 
+def test_json_without_a_prompt_is_refused_not_ignored(trained_run, workdir, capsys):
+    from engine.cli import main
+
+    assert main(["chat", str(trained_run), "--json", "--workdir", str(workdir)]) == 2
+    assert "--prompt" in capsys.readouterr().err
+
+
 def test_a_system_prompt_for_a_pretraining_run_is_said_to_go_unused(trained_run, workdir, tmp_path, capsys):
     """`chat PT_RUN --system ...` dropped it without a word (plain text has no turns), and --json still named it."""
     from engine.cli import main
