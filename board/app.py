@@ -221,6 +221,13 @@ READY_JS = f"""() => {{
   name();
   new MutationObserver(() => {{ clearTimeout(window.tbNaming); window.tbNaming = setTimeout(name, 150); }})
     .observe(document.body, {{childList: true, subtree: true, characterData: true}});
+  // a starting run's clock (live.progress_html): the page counts the seconds the server does not redraw
+  setInterval(() => {{
+    for (const el of document.querySelectorAll('.tb-since')) {{
+      const s = Math.max(0, Math.floor(Date.now() / 1000 - Number(el.dataset.since)));
+      el.textContent = Math.floor(s / 60) + ':' + String(s % 60).padStart(2, '0');
+    }}
+  }}, 1000);
   document.body.dataset.tbReady = '1';
 }}"""
 

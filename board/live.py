@@ -8,6 +8,7 @@ Plain functions of a Session and Jobs; no Gradio.
 from __future__ import annotations
 
 import html
+import time
 from pathlib import Path
 
 from engine.messages import error_key
@@ -45,8 +46,16 @@ def progress_html(w: Watch, lang: str) -> str:
         meta.append(t("ui.train.last_loss", lang, loss=f"{w.last_loss:.4f}"))
     if w.device:
         meta.append(w.device)
-    if w.status == STARTING:
-        meta = [t("ui.train.starting_hint", lang)]
+    meta_html = " · ".join(html.escape(m) for m in meta)
+    if w.status == STARTING:  # minutes, the first time (the demo is built): a clock the page runs shows it moves
+        meta_html = html.escape(t("ui.train.starting_hint", lang))
+        try:
+            since = (w.path / "config.yaml").stat().st_mtime
+        except OSError:
+            since = None
+        if since is not None:
+            clock = f'<span class="tb-since" data-since="{since:.0f}">{_clock(max(0.0, time.time() - since))}</span>'
+            meta_html += " · " + html.escape(t("ui.train.elapsed", lang, time="\x00")).replace("\x00", clock)
     return (
         f'<div class="tb-progress" data-status="{w.status}" data-step="{w.step}" data-total="{w.total}">'
         f'<div class="tb-progress-head">{status_badge(w.status, lang)}'
@@ -54,7 +63,7 @@ def progress_html(w: Watch, lang: str) -> str:
         f'<span class="tb-spacer"></span><span class="tb-steps">{html.escape(steps)}</span>'
         f'<span class="tb-eta">{html.escape(eta)}</span></div>'
         f'<div class="tb-bar"><div class="tb-bar-fill tb-fill-{w.status}" style="width:{pct:.1f}%"></div></div>'
-        f'<div class="tb-progress-meta">{" · ".join(html.escape(m) for m in meta)}</div></div>'
+        f'<div class="tb-progress-meta">{meta_html}</div></div>'
     )
 
 

@@ -184,6 +184,15 @@ def test_progress_and_alerts(tmp_path):
     w.error = {"key": "error.unknown.key", "params": {}, "message": "engine's own words", "traceback": ""}
     assert "engine&#x27;s own words" in live.alerts_html(w, "en")
     assert "No run yet" in live.progress_html(Watch(), "en")
+    # a run still starting (minutes, while the demo is built) shows a clock the page counts on
+    import os
+
+    (tmp_path / "config.yaml").write_text("stage: sft\n")
+    os.utime(tmp_path / "config.yaml", (1_000_000, 1_000_000))
+    w = Watch.of("r2", tmp_path)
+    w.status = "starting"
+    html = live.progress_html(w, "ko")
+    assert 'class="tb-since" data-since="1000000"' in html and "경과" in html
 
 
 def test_charts_redraw_when_a_point_is_replaced(tmp_path):
