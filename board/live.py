@@ -131,6 +131,9 @@ def gate(s: Session, lang: str) -> tuple[dict, dict, dict, str]:
         reason = t("ui.train.reason_form", lang, first=said) if first.get("form") else t(
             "ui.train.reason_data", lang, count=s.data.errors, first=said)
         reason = reason.replace("....", "...").replace("...。", "...")  # `prompt=...` ends the sentence itself
+    elif s.form_error:  # a bad value elsewhere on the page (epochs -1, an empty learning rate): said now, not at Start
+        said = t(s.form_error["key"], lang, **s.form_error.get("params", {}))
+        reason = t("ui.train.reason_form", lang, first=said[:-1] if said.endswith((".", "。")) else said)
     can_resume = (
         not w.active and w.status in (STOPPED, FAILED) and w.path is not None and latest_checkpoint(w.path) is not None
     )

@@ -870,3 +870,15 @@ def test_taking_off_the_last_dataset_says_what_to_do_not_a_fields_error(tmp_path
     assert "Pick or upload a dataset" in summary and "data.datasets" not in summary
     reason = live.gate(s, "en")[3]
     assert "Pick or upload a dataset" in reason and "required" not in reason
+
+
+def test_a_bad_value_anywhere_on_the_page_turns_start_off_with_its_field():
+    """Epochs -1 or an empty learning rate left Start on until it was pressed."""
+    s = Session()
+    with pytest.raises(ConfigError) as e:
+        RunConfig.from_dict({"training": {"num_train_epochs": -1}})
+    s.form_error = {"key": e.value.key, "params": e.value.params}
+    start, _, _, reason = live.gate(s, "en")
+    assert not start["interactive"] and "training.num_train_epochs" in reason and "must be" in reason
+    s.form_error = None
+    assert live.gate(s, "en")[0]["interactive"]

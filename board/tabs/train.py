@@ -16,7 +16,7 @@ from typing import Any
 
 import gradio as gr
 
-from engine.config import RunConfig
+from engine.config import ConfigError, RunConfig
 from engine.messages import TuneboardError
 
 from ..charts import METRICS, PREFERENCE, Curves, figure
@@ -650,6 +650,22 @@ def wire(ui: UI) -> None:
         show_progress="hidden",
     )
     ui.on_load.append((lambda s: (attach(s, jobs), view(s, jobs, force=True))[1], [ui.session], view_outputs))
+
+    def validate(data: dict) -> tuple:
+        """Start's reason as soon as a value on the page is one Start would refuse (the data check names only the
+        data's; the rest used to be said only once Start was pressed)."""
+        s = data[ui.session]
+        with s.lock:
+            try:
+                build_config(ui.form(data), s.base, workdir)
+                s.form_error = None
+            except (ConfigError, TuneboardError) as e:
+                s.form_error = {"key": e.key, "params": e.params}
+            return gate(s, s.lang)
+
+    gr.on([f.change for f in ui.field_components()], validate, {ui.session, *ui.field_components()},
+          [c["train-start"], c["train-stop"], c["train-resume"], c["train-start-reason"]],
+          trigger_mode="always_last", show_progress="hidden")
 
     # every setting on the page, kept in this browser as it changes (no round trip): a reload, a closed tab or a
     # restarted board used to put the demo data and the defaults back, and Start then trained on those

@@ -539,6 +539,19 @@ def test_a_reload_keeps_the_settings_and_a_board_started_in_korean_says_so_to_th
         stop_board(board)
 
 
+def test_a_bad_number_turns_start_off_as_it_is_typed(page, board):
+    open_board(page, board.url)
+    tab(page, "train")
+    page.fill("#train-epochs input", "-1")
+    page.press("#train-epochs input", "Tab")
+    page.wait_for_function("() => document.querySelector('#train-start')?.disabled", timeout=30_000)
+    assert "num_train_epochs" in page.inner_text("#train-start-reason")
+    page.fill("#train-epochs input", "2")
+    page.press("#train-epochs input", "Tab")
+    page.wait_for_function("() => !document.querySelector('#train-start')?.disabled", timeout=30_000)
+    assert page.errors == [], page.errors
+
+
 def test_on_a_phone_the_top_bar_wraps_instead_of_overlapping(chromium, board):
     context = chromium.new_context(viewport={"width": 420, "height": 900}, locale="en-US")
     try:
