@@ -22,7 +22,7 @@ Precision = Literal["auto", "bf16", "fp16", "fp32"]
 Attention = Literal["auto", "flash_attention_2", "varlen", "sdpa", "eager"]
 ChatTemplate = Literal["auto", "chatml", "llama2", "llama3", "mistral", "alpaca"]
 DataFormat = Literal[
-    "auto", "alpaca", "sharegpt", "messages", "prompt_completion", "preference", "text"
+    "auto", "alpaca", "sharegpt", "messages", "prompt_completion", "preference", "unpaired", "text"
 ]
 
 
@@ -100,7 +100,7 @@ class AdapterConfig:
 
 # our names for a dataset's columns, every format's fields (engine.data.formats.FORMATS): a mapping's left side
 COLUMN_FIELDS = ("instruction", "input", "output", "system", "history", "conversations", "messages", "tools",
-                 "prompt", "completion", "chosen", "rejected", "text")
+                 "prompt", "completion", "chosen", "rejected", "label", "text")
 
 
 def _check_column_names(columns: dict[str, str], where: str = "columns") -> None:

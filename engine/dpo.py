@@ -65,7 +65,7 @@ def _kto(model, ref_model, tokenizer, train_ds, eval_ds, cfg: RunConfig, loss: s
 
     d = cfg.dpo
     train_ds = unpair(train_ds, cfg.training.seed)
-    eval_ds = unpair(eval_ds, cfg.training.seed) if eval_ds is not None else None
+    eval_ds = unpair(eval_ds, cfg.training.seed) if eval_ds is not None else None  # (unpaired files as they are)
     kto_args = KTOConfig(**common, loss_type=loss)
     collator = Truncate(DataCollatorForUnpairedPreference(pad_token_id=tokenizer.pad_token_id), cfg.data.max_length,
                         d.max_prompt_length, d.max_completion_length)
@@ -81,7 +81,9 @@ def unpair(ds, seed: int):
     """
     from trl.data_utils import unpair_preference_dataset
 
-    return unpair_preference_dataset(ds).shuffle(seed=seed).flatten_indices()
+    if "chosen" in ds.column_names:  # a file of KTO's own unpaired answers is already what KTO reads
+        ds = unpair_preference_dataset(ds)
+    return ds.shuffle(seed=seed).flatten_indices()
 
 
 def reference_model(cfg: RunConfig, res: Resolved):

@@ -112,7 +112,7 @@ def eval_rows(cfg: RunConfig, data: Optional[str] = None, max_samples: Optional[
             raise TuneboardError("eval.error_no_split")
         _, rows = load_training_data(cfg)
         name = "validation"
-    rows = rows.to_list()
+    rows = [r for r in rows.to_list() if r.get("label") is not False]  # a KTO run is scored on its good answers
     return (rows[:max_samples] if max_samples else rows), name
 
 
@@ -121,6 +121,8 @@ def split_row(row: dict, stage: str) -> tuple[list[dict], Optional[list[dict]], 
     A pretraining row has no prompt: it is scored by perplexity alone."""
     if stage == "pt" or "text" in row:
         return [{"role": "user", "content": row["text"]}], None, ""
+    if "completion" in row:  # KTO's unpaired answer (eval keeps the desirable ones: `eval_rows`)
+        return list(row["prompt"]) + list(row["completion"]), list(row["prompt"]), row["completion"][-1]["content"]
     if "prompt" in row:  # a preference pair (DPO's rows; a DPO run asked about conversations gets messages)
         full = list(row["prompt"]) + list(row["chosen"])
         return full, list(row["prompt"]), row["chosen"][-1]["content"]

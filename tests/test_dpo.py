@@ -338,6 +338,34 @@ def test_kto_learns_from_unpaired_answers(workdir, demo_model):
     assert (run_dir / "adapter" / "adapter_model.safetensors").exists()
 
 
+def test_kto_trains_on_its_own_unpaired_data_and_the_other_stages_read_it_as_meant(workdir, demo_model, tmp_path):
+    """A file of KTO's own rows (prompt, completion, label; LLaMA-Factory names the label kto_tag) read as
+    prompt-completion: SFT trained the undesirable answers too, and KTO refused it as "not preference data"."""
+    from engine.data import load_training_data
+
+    demo = json.loads((ROOT / "assets" / "data" / "demo_dpo.json").read_text(encoding="utf-8"))
+    rows = [{"prompt": r["prompt"] if "prompt" in r else r["instruction"], "completion": r[side], "kto_tag": tag}
+            for r in demo for side, tag in (("chosen", "true"), ("rejected", "false"))]
+    path = tmp_path / "kto.jsonl"
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    cfg = tiny_dpo_config(data=path, dpo_cfg={"method": "kto"}, max_steps=2, per_device_train_batch_size=8)
+    train, _ = load_training_data(RunConfig.from_dict({**cfg, "data": {**cfg["data"], "val_size": 0}}))
+    assert sorted(set(train.column_names)) == ["completion", "label", "prompt"] and sum(train["label"]) == len(demo)
+    run_dir = train_run(workdir, cfg)
+    steps = _steps(run_dir)
+    assert len(steps) == 2 and "kl" in steps[0].metrics and read_events(str(run_dir / "events.jsonl"))[-1].status == "finished"
+    with pytest.raises(TuneboardError) as e:  # DPO needs pairs: said, with the way to KTO
+        load_training_data(RunConfig.from_dict(tiny_dpo_config(data=path)))
+    assert e.value.key == "data.unpaired_needs_kto" and "dpo.method=kto" in str(e.value)
+    sft = {**cfg, "stage": "sft", "dpo": {}, "data": {**cfg["data"], "val_size": 0}}
+    notes: list = []
+    train, _ = load_training_data(RunConfig.from_dict(sft), notes)  # SFT: the desirable answers alone, said
+    answers = {m[-1]["content"] for m in train["messages"]}
+    assert len(train) == len(demo) and answers == {r["completion"][-1]["content"] if isinstance(r["completion"], list)
+                                                   else r["completion"] for r in rows if r["kto_tag"] == "true"}
+    assert "warning.sft_on_unpaired" in [k for k, _ in notes]
+
+
 @pytest.mark.parametrize("change, key", [
     ({"dpo": {"method": "kto", "loss_type": "ipo"}}, "error.dpo.kto_unsupported"),
     ({"dpo": {"method": "kto", "sft_weight": 0.1}}, "error.dpo.kto_unsupported"),

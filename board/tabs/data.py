@@ -34,6 +34,7 @@ FORMATS = [
     (None, "messages"),
     (None, "prompt_completion"),
     (None, "preference"),
+    (None, "unpaired"),
     (None, "text"),
 ]
 FINDING_COLUMNS = [
@@ -104,7 +105,8 @@ def run_check(cfg: RunConfig, workdir: Path) -> list[Any]:
         )
         # what the stage refuses or takes in another form (said by training too), the preview as it trains
         report.stage_findings = for_stage(report, cfg.stage, tokenizer, cfg.data.max_length, cfg.data.system_prompt,
-                                          cfg.data.assistant_only_loss, path=Path(report.path).name)
+                                          cfg.data.assistant_only_loss, path=Path(report.path).name,
+                                          method=cfg.dpo.method)
         reports.append(report)
     return reports
 

@@ -32,9 +32,10 @@ from .tokens import count, render_chat, token_lengths
 
 FORMAT_ALIASES = {"auto": "auto", "openai": "messages", "chatml": "messages", "conversation": "sharegpt",
                   "prompt-completion": "prompt_completion", "dpo": "preference", "pairwise": "preference",
+                  "kto": "unpaired", "unpaired_preference": "unpaired",
                   "pt": "text", "plain": "text", "plaintext": "text", "txt": "text"}
 ANSWER_FIELD = {"alpaca": "output", "sharegpt": "conversations", "messages": "messages",
-                "prompt_completion": "completion", "preference": "chosen", "text": "text"}
+                "prompt_completion": "completion", "preference": "chosen", "unpaired": "completion", "text": "text"}
 FORMAT_LIST = ", ".join(FORMATS)  # for data.unknown_format
 SHORT_ANSWER = 3  # weighted characters; a CJK character weighs 3 (about one word)
 EXACT_PROMPTS = 2000  # over-long rows whose prompt is rendered and counted exactly; past them, estimated
@@ -84,9 +85,13 @@ def _loose_names(present: list[str], columns: dict[str, str] | None) -> dict[str
     out: dict[str, str] = {}
     for col in present:
         name = col.strip().lower() if isinstance(col, str) else None
+        name = SYNONYMS.get(name, name)
         if name in ours and name not in exact and name not in out and name not in (columns or {}):
             out[name] = col
     return out
+
+
+SYNONYMS = {"kto_tag": "label"}  # another tool's name for one of our fields (LLaMA-Factory's KTO datasets)
 
 
 def analyze(rows: list[Any], fmt: str = "auto", *, columns: dict[str, str] | None = None,
@@ -178,7 +183,7 @@ def unknown_columns(keys: list[str], among: tuple[str, ...] | None = None) -> Fi
 
 def _missing_columns(out: Analysis, keys: list[str], theirs: dict[str, str]) -> None:
     """A required field absent from every row is a column problem: say so once, with a mapping to try."""
-    if out.format not in ("alpaca", "prompt_completion", "text", "preference") or not keys:
+    if out.format not in ("alpaca", "prompt_completion", "text", "preference", "unpaired") or not keys:
         return  # the others have alternative spellings per row; no keys: no row is an object (said per row)
     absent = tuple(f for f in FORMATS[out.format][0] if f not in keys
                    and not (f == "instruction" and "input" in keys))  # input alone is a prompt too

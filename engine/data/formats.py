@@ -5,6 +5,7 @@ Formats (their fields, as named after `DatasetSpec.columns` mapping):
   sharegpt           conversations [{from, value}] (or bare texts taking turns, the user first); optional system
   messages           messages [{role, content}] (OpenAI)
   prompt_completion  prompt, completion (strings or message lists); optional system
+  unpaired           prompt, completion, label (KTO's: the answer desirable or not; true/false, 1/0); optional system
   preference         prompt, chosen, rejected (strings or message lists); also alpaca-style
                      instruction/input + chosen/rejected or a two-item output [chosen, rejected],
                      ShareGPT-style conversations + chosen/rejected, or chosen/rejected alone
@@ -16,6 +17,7 @@ Every row becomes one record in trl's terms:
   alpaca, sharegpt, messages -> conversational language modeling  {"messages": [...]}
   prompt_completion          -> conversational prompt-completion  {"prompt": [...], "completion": [...]}
   preference                 -> conversational preference         {"prompt": [...], "chosen": [...], "rejected": [...]}
+  unpaired                   -> conversational unpaired preference {"prompt": [...], "completion": [...], "label": bool}
   text                       -> standard language modeling        {"text": "..."}
 Roles become system / user / assistant. Alpaca's `input` follows the instruction after a blank
 line; `history` becomes earlier turns. Tool turns keep their meaning in the text, Hermes/Qwen
@@ -41,11 +43,13 @@ FORMATS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {  # name -> (requ
     "messages": (("messages",), ("tools",)),
     "prompt_completion": (("prompt", "completion"), ("system",)),
     "preference": (("prompt", "chosen", "rejected"), ("system", "instruction", "input", "output", "conversations", "messages")),
+    "unpaired": (("prompt", "completion", "label"), ("system",)),
     "text": (("text",), ()),
 }
 TRL_KIND = {"alpaca": "conversational language modeling", "sharegpt": "conversational language modeling",
             "messages": "conversational language modeling", "prompt_completion": "conversational prompt-completion",
-            "preference": "conversational preference", "text": "standard language modeling"}
+            "preference": "conversational preference", "unpaired": "conversational unpaired preference",
+            "text": "standard language modeling"}
 ROLES = {"system": "system", "developer": "system", "user": "user", "human": "user", "assistant": "assistant",
          "gpt": "assistant", "bot": "assistant", "model": "assistant", "chatgpt": "assistant",
          "function_call": "assistant", "observation": "user", "tool": "user", "function": "user", "ipython": "user"}
@@ -66,6 +70,7 @@ ALIASES = {  # column names people use for our fields, for "did you mean" sugges
     "completion": ["answer", "response", "output", "completions"],
     "chosen": ["accepted", "preferred", "good", "positive", "winner", "chosen_response", "response_chosen"],
     "rejected": ["dispreferred", "bad", "negative", "loser", "rejected_response", "response_rejected"],
+    "label": ["kto_tag", "desirable", "is_desirable", "thumbs_up"],
 }
 
 
@@ -102,7 +107,7 @@ def _row_format(row: dict) -> str | None:
     if "instruction" in keys or ("input" in keys and "output" in keys):
         return "alpaca"
     if "prompt" in keys and "completion" in keys:
-        return "prompt_completion"
+        return "unpaired" if "label" in keys else "prompt_completion"
     if "text" in keys:
         return "text"
     return None
@@ -547,6 +552,26 @@ def _preference(row: dict, probs: Problems) -> dict | None:
     return {"prompt": prompt, "chosen": chosen, "rejected": rejected}
 
 
+_LABELS = {"true": True, "1": True, "yes": True, "good": True, "desirable": True,
+           "false": False, "0": False, "no": False, "bad": False, "undesirable": False}
+
+
+def _label(row: dict, probs: Problems) -> bool | None:
+    """An unpaired answer's label: true / false (also 1 / 0 and their words, as tables and exports write them)."""
+    if "label" not in row:
+        probs.add("label", "data.missing_field")
+        return None
+    value = row["label"]
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in _LABELS:
+        return _LABELS[value.strip().lower()]
+    probs.add("label", "data.bad_label", got=str(value)[:40])
+    return None
+
+
 def normalize_row(row: Any, fmt: str) -> tuple[dict | None, Problems]:
     """One row in `fmt` (columns already mapped) -> (trl record or None, problems)."""
     probs = Problems()
@@ -579,6 +604,14 @@ def normalize_row(row: Any, fmt: str) -> tuple[dict | None, Problems]:
             probs.add("completion", "data.missing_field")
         if prompt is not None and completion is not None:
             record = {"prompt": prompt, "completion": completion}
+    elif fmt == "unpaired":  # KTO's: one answer, marked desirable (true) or not (false)
+        prompt = _prompt(row, probs)
+        completion = _answer(row["completion"], "completion", probs, prompt) if "completion" in row else None
+        if "completion" not in row:
+            probs.add("completion", "data.missing_field")
+        label = _label(row, probs)
+        if prompt is not None and completion is not None and label is not None:
+            record = {"prompt": prompt, "completion": completion, "label": label}
     elif fmt == "preference":
         record = _preference(row, probs)
     elif fmt == "text":

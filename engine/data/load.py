@@ -54,14 +54,14 @@ def to_stage(record: dict, stage: str, system_prompt: str | None) -> dict:
         return {"text": record["text"]}
     if "messages" in record:
         prompt, answer, rejected = record["messages"][:-1], record["messages"][-1:], None
+    elif "label" in record and stage == "dpo":  # KTO's unpaired answer, as trl's KTOTrainer reads it
+        prompt = with_system_prompt(record["prompt"], system_prompt)
+        return {"prompt": prompt, "completion": record["completion"], "label": record["label"]}
     elif "completion" in record:
         prompt, answer, rejected = record["prompt"], record["completion"], None
     else:
         prompt, answer, rejected = record["prompt"], record["chosen"], record["rejected"]
-    if system_prompt and prompt and prompt[0]["role"] != "system":
-        prompt = [{"role": "system", "content": system_prompt}, *prompt]
-    elif system_prompt and prompt and tools_only(prompt[0]):  # the run's prompt, then the row's tools
-        prompt = [{"role": "system", "content": f"{system_prompt}\n\n{prompt[0]['content']}"}, *prompt[1:]]
+    prompt = with_system_prompt(prompt, system_prompt)
     if stage == "pt":
         return {"text": plain_text(prompt + answer)}
     if stage == "dpo":
@@ -69,17 +69,30 @@ def to_stage(record: dict, stage: str, system_prompt: str | None) -> dict:
     return {"messages": prompt + answer}
 
 
-def stage_refusal(fmt: str, stage: str, path: str) -> tuple[str, dict[str, Any]] | None:
-    """Why a stage cannot train on data of this format (key, params), or None; the board says it before Start."""
+def with_system_prompt(prompt: list[dict], system_prompt: str | None) -> list[dict]:
+    """The run's default system prompt in front of a prompt that has none (before a tools-only one's tools)."""
+    if system_prompt and prompt and prompt[0]["role"] != "system":
+        return [{"role": "system", "content": system_prompt}, *prompt]
+    if system_prompt and prompt and tools_only(prompt[0]):  # the run's prompt, then the row's tools
+        return [{"role": "system", "content": f"{system_prompt}\n\n{prompt[0]['content']}"}, *prompt[1:]]
+    return prompt
+
+
+def stage_refusal(fmt: str, stage: str, path: str, method: str | None = None) -> tuple[str, dict[str, Any]] | None:
+    """Why a stage cannot train on data of this format (key, params), or None; the board says it before Start.
+    `method`: the preference stage's (dpo / kto), where known: DPO needs pairs, KTO takes either."""
     if stage == "sft" and fmt == "text":
         return "data.text_for_sft", {"path": path}
-    if stage == "dpo" and fmt != "preference":
+    if stage == "dpo" and fmt not in ("preference", "unpaired"):
         return "data.dpo_needs_preference", {"path": path, "format": fmt}
+    if stage == "dpo" and fmt == "unpaired" and method == "dpo":
+        return "data.unpaired_needs_kto", {"path": path}
     return None
 
 
 # what a stage does with a file of another kind than its own, said as a warning (training goes on)
-STAGE_NOTES = {("sft", "preference"): "warning.sft_on_preference", ("pt", "chat"): "warning.pt_on_chat"}
+STAGE_NOTES = {("sft", "preference"): "warning.sft_on_preference", ("pt", "chat"): "warning.pt_on_chat",
+               ("sft", "unpaired"): "warning.sft_on_unpaired"}
 
 
 def stage_note(fmt: str, stage: str, path: str) -> tuple[str, dict[str, Any]] | None:
@@ -89,7 +102,8 @@ def stage_note(fmt: str, stage: str, path: str) -> tuple[str, dict[str, Any]] | 
 
 
 def for_stage(report: Any, stage: str, tokenizer: Any = None, max_length: int | None = None,
-              system_prompt: str | None = None, assistant_only: bool = True, path: str | None = None) -> list[dict]:
+              system_prompt: str | None = None, assistant_only: bool = True, path: str | None = None,
+              method: str | None = None) -> list[dict]:
     """A checked file (`FileReport`) as `stage` will train it: what the stage refuses (severity error) or takes
     in another form (warning), as {"key", "params", "severity"}; and its preview drawn again as the stage sees
     the rows: a conversation as the plain text pretraining reads, the system prompt a run adds
@@ -100,7 +114,7 @@ def for_stage(report: Any, stage: str, tokenizer: Any = None, max_length: int | 
         return []
     name = path or report.path
     out = []
-    if refusal := stage_refusal(report.format, stage, name):
+    if refusal := stage_refusal(report.format, stage, name, method):
         out.append({"key": refusal[0], "params": refusal[1], "severity": "error"})
     elif note := stage_note(report.format, stage, name):
         out.append({"key": note[0], "params": note[1], "severity": "warning"})
@@ -109,6 +123,14 @@ def for_stage(report: Any, stage: str, tokenizer: Any = None, max_length: int | 
             record = to_stage(item["record"], stage, system_prompt)
             item["views"] = render(record, tokenizer, assistant_only and stage == "sft", max_length)
     return out
+
+
+def _unpaired(row: dict) -> list[dict]:
+    """A preference pair as KTO's two unpaired answers (the chosen desirable, the rejected not); others as they are."""
+    if "chosen" not in row:
+        return [row]
+    return [{"prompt": row["prompt"], "completion": row["chosen"], "label": True},
+            {"prompt": row["prompt"], "completion": row["rejected"], "label": False}]
 
 
 def load_training_data(cfg: RunConfig, notes: list[tuple[str, dict]] | None = None,
@@ -134,7 +156,7 @@ def load_training_data(cfg: RunConfig, notes: list[tuple[str, dict]] | None = No
             bad = len({f.row for f in problems})  # rows that did not parse too
             notes.append(("warning.bad_rows_skipped", {"count": bad, "total": len(result.good) + bad, "path": src.path,
                                                        "first": describe(src.path, problems[0])}))
-        refusal = stage_refusal(result.format, stage, src.path)
+        refusal = stage_refusal(result.format, stage, src.path, cfg.dpo.method)
         if refusal:
             raise TuneboardError(refusal[0], **refusal[1])
         if notes is not None and (note := stage_note(result.format, stage, src.path)):
@@ -150,7 +172,11 @@ def load_training_data(cfg: RunConfig, notes: list[tuple[str, dict]] | None = No
         if spec.max_samples is not None and spec.max_samples < len(records):
             keep = sorted(random.Random(seed).sample(range(len(records)), spec.max_samples))
             records = [records[i] for i in keep]
+        if stage != "dpo":  # KTO's undesirable answers: SFT and pretraining learn from the desirable ones alone
+            records = [r for r in records if r.get("label") is not False]
         rows += [to_stage(r, stage, data.system_prompt) for r in records]
+    if stage == "dpo" and any("label" in r for r in rows) and any("chosen" in r for r in rows):
+        rows = [u for r in rows for u in _unpaired(r)]  # KTO on pairs and unpaired answers at once: all unpaired
     if not rows:
         raise TuneboardError("error.empty_dataset")
     random.Random(seed).shuffle(rows)

@@ -100,7 +100,7 @@ class FileReport:
                 "stage_findings": [{**f, "message": message(f["key"], f["params"], lang)} for f in self.stage_findings]}
 
 
-STAGE_FORMATS = {"dpo": ("preference",), "pt": ("text",)}  # what a stage can train, where it is one format
+STAGE_FORMATS = {"dpo": ("preference", "unpaired"), "pt": ("text",)}  # what a stage can train, where it is one format
 # what a chat template and answer-only loss make of a conversation, which pretraining's plain text is without
 CHAT_ONLY_KEYS = ("data.system_some_rows", "data.all_weight_zero")
 
