@@ -882,3 +882,16 @@ def test_a_bad_value_anywhere_on_the_page_turns_start_off_with_its_field():
     assert not start["interactive"] and "training.num_train_epochs" in reason and "must be" in reason
     s.form_error = None
     assert live.gate(s, "en")[0]["interactive"]
+
+
+def test_the_data_tab_refuses_kto_data_for_dpo_and_takes_it_for_kto(tmp_path):
+    from engine.data import check_file
+    from engine.data.load import for_stage
+
+    p = tmp_path / "kto.jsonl"
+    p.write_text('{"prompt": "q", "completion": "a", "label": true}\n{"prompt": "q", "completion": "b", "label": 0}\n',
+                 encoding="utf-8")
+    report = check_file(str(p))
+    assert report.format == "unpaired"
+    assert [f["key"] for f in for_stage(report, "dpo", method="dpo")] == ["data.unpaired_needs_kto"]
+    assert for_stage(report, "dpo", method="kto") == []

@@ -564,6 +564,7 @@ def wire(ui: UI) -> None:
         "data.skip_bad_rows",
         "data.max_samples",
         "stage",
+        "dpo.method",  # KTO takes unpaired answers, DPO refuses them
         "model.name_or_path",
         "model.chat_template",
     ]

@@ -48,6 +48,7 @@ OPTIMIZERS = [("ui.choice.auto", "auto")] + [
     )
 ]
 DPO_LOSSES = [(None, x) for x in ("sigmoid", "ipo", "hinge", "robust", "sigmoid_norm", "bco_pair", "apo_zero")]
+DPO_METHODS = [("ui.train.dpo_method_dpo", "dpo"), ("ui.train.dpo_method_kto", "kto")]
 DEMO_FOR_STAGE = {"sft": "demo:sft", "dpo": "demo:dpo", "pt": "demo:pt"}
 MAX_CONFIG_BYTES = 1_000_000
 
@@ -293,6 +294,15 @@ def build(ui: UI) -> None:
                 )
             with gr.Group(visible=d.stage == "dpo", elem_id="train-dpo-group") as dpo_group:
                 with gr.Row():
+                    ui.add(
+                        gr.Radio,
+                        "train-dpo-method",
+                        field="dpo.method",
+                        label="ui.train.dpo_method",
+                        info="ui.train.dpo_method_info",
+                        choice_keys=DPO_METHODS,
+                        value=d.dpo.method,
+                    )
                     ui.add(
                         gr.Number,
                         "train-dpo-beta",

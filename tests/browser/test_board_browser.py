@@ -472,6 +472,15 @@ def test_show_command_and_save_config(page, board):
     )
     saved = list((board.home / "configs").glob("*.yaml"))
     assert saved and any("learning_rate: 0.0003" in p.read_text() for p in saved)
+    page.click("#train-stage >> text=DPO (preferences)")  # KTO is chosen on the page, as DPO's method
+    page.check("#train-dpo-method input[value=kto]")
+    page.wait_for_timeout(500)
+    page.click("#train-show-command")
+    page.wait_for_function("() => /configs\\/dpo-/.test(document.querySelector('#train-command')?.textContent)",
+                           timeout=30_000)
+    text = page.evaluate("() => document.querySelector('#train-command').textContent")
+    path = re.search(r"tuneboard train (\S+\.yaml) --workdir", text).group(1)
+    assert "method: kto" in Path(path).read_text()
 
 
 def test_a_restarted_board_finds_its_run(chromium, tmp_path_factory, demo_model):
