@@ -862,7 +862,8 @@ def local_gpu() -> tuple[float, tuple[int, int]] | None:
     return props.total_memory / GB, (props.major, props.minor)
 
 
-def estimate_for(cfg: RunConfig, workdir=None, gpu_memory_gb: float | None = None, say_no_gpu: bool = True) -> Estimate:
+def estimate_for(cfg: RunConfig, workdir=None, gpu_memory_gb: float | None = None,
+                 no_gpu_note: str = "estimate.note.no_gpu_here") -> Estimate:
     """The command line's estimate: against `gpu_memory_gb`, else this machine's GPU, else DEFAULT_GPU_GB.
     The GPU is asked first: that imports torch, so a demo model still to be built is built in this
     process rather than in a child (the board, which has no torch, never calls this)."""
@@ -870,14 +871,16 @@ def estimate_for(cfg: RunConfig, workdir=None, gpu_memory_gb: float | None = Non
     gpu = gpu_memory_gb or (local and local[0]) or DEFAULT_GPU_GB
     model_config = load_model_config(cfg.model.name_or_path, workdir, cfg.model.revision, bundled=True)
     est = estimate(model_config, cfg, gpu, gpu_capability=local and local[1])
-    if say_no_gpu and not local and not gpu_memory_gb:  # said, so that "fits" is not read as "fits this machine"
-        est.notes.insert(0, {"key": "estimate.note.no_gpu_here", "params": {"gpu": f"{gpu:g}"}})
+    if not local and not gpu_memory_gb:  # said, so that "fits" is not read as "fits this machine"
+        est.notes.insert(0, {"key": no_gpu_note, "params": {"gpu": f"{gpu:g}"}})
     return est
 
 
-def estimate_text(cfg: RunConfig, workdir=None, gpu_memory_gb: float | None = None, say_no_gpu: bool = True) -> str:
-    """What `tuneboard train` prints before it starts (which says in its own words that it trains on the CPU)."""
-    return render(estimate_for(cfg, workdir, gpu_memory_gb, say_no_gpu), cfg.model.name_or_path)
+def estimate_text(cfg: RunConfig, workdir=None, gpu_memory_gb: float | None = None,
+                  no_gpu_note: str = "estimate.note.no_gpu_here") -> str:
+    """The estimate as printed; `no_gpu_note` says a machine without a GPU (`tuneboard train`: that it trains on
+    the CPU)."""
+    return render(estimate_for(cfg, workdir, gpu_memory_gb, no_gpu_note), cfg.model.name_or_path)
 
 
 def cmd_estimate(args) -> int:

@@ -609,14 +609,12 @@ def _print_estimate(cfg: RunConfig, workdir: Path) -> None:
     """The whole run's GPU memory estimate, against this machine's GPU; without one, against the default GPU
     size, saying that this run trains on the CPU (as the board's Model card does)."""
     from .demo import demo_built, is_demo
-    from .estimate import DEFAULT_GPU_GB, estimate_text, local_gpu
+    from .estimate import estimate_text
 
     if is_demo(cfg.model.name_or_path) and not demo_built(workdir):  # the estimate reads the built demo's shape
         print(message("warning.building_demo"), file=sys.stderr, flush=True)
     try:
-        text = estimate_text(cfg, workdir, say_no_gpu=False)
-        if local_gpu() is None:
-            text += "\n  " + message("estimate.note.no_gpu", {"gpu": f"{DEFAULT_GPU_GB:g}"})
+        text = estimate_text(cfg, workdir, no_gpu_note="estimate.note.no_gpu")
     except Exception:  # an estimate is advice; it never blocks training
         return
     print(text, file=sys.stderr)
