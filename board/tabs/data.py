@@ -15,7 +15,7 @@ import gradio as gr
 
 from engine.config import ConfigError, RunConfig
 from engine.data.light_tokenizer import light_tokenizer
-from engine.data.load import for_stage
+from engine.data.load import for_stage, skippable
 from engine.data.sources import SPREADSHEETS
 from engine.messages import TuneboardError
 
@@ -117,8 +117,7 @@ def summarize_reports(reports: list[Any], signature: str = "", skip_bad_rows: bo
     out = DataReport(checked=True, signature=signature)
     for r in reports:
         out.warnings += r.all_warnings
-        if skip_bad_rows and r.valid and not r.stage_errors and all(f.row is not None for f in r.findings
-                                                                    if f.severity == "error"):
+        if skip_bad_rows and not r.stage_errors and skippable([f for f in r.findings if f.severity == "error"], r.valid):
             out.warnings += r.errors  # rows to leave out: said, not in the way
             out.skipped.append(r.path)
             continue

@@ -37,9 +37,9 @@ def read_spec(spec: DatasetSpec, tokenizer: Any = None, max_length: int | None =
     return inspect_path(spec.path, spec.format, spec.columns, spec.split, tokenizer, max_length)
 
 
-def skippable(errors: list[Finding], result: Analysis) -> bool:
-    """Whether `data.skip_bad_rows` can train on the rest: every error is a row's, and some rows are good."""
-    return bool(result.good) and all(f.row is not None for f in errors)
+def skippable(errors: list[Finding], good: int) -> bool:
+    """Whether `data.skip_bad_rows` can train on the rest: every error is a row's, and some rows (`good`) are."""
+    return good > 0 and all(f.row is not None for f in errors)
 
 
 def describe(path: str, f: Finding) -> str:
@@ -147,8 +147,8 @@ def load_training_data(cfg: RunConfig, notes: list[tuple[str, dict]] | None = No
         problems = [f for f in result.findings if f.severity == "error"]
         if problems and problems[0].key in NAMED_KEYS and not result.records:  # the message names the file
             raise TuneboardError(problems[0].key, **problems[0].params)
-        if problems and not (data.skip_bad_rows and skippable(problems, result)):
-            key = "error.data_invalid_rows" if skippable(problems, result) else "error.data_invalid"  # the way out
+        if problems and not (data.skip_bad_rows and skippable(problems, len(result.good))):
+            key = "error.data_invalid_rows" if skippable(problems, len(result.good)) else "error.data_invalid"
             first = next((f for f in problems if f.row is None), problems[0])  # the whole file's problem first
             raise TuneboardError(key, count=len(problems), first=describe(src.path, first), path=src.path,
                                  good=len(result.good))
