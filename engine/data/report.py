@@ -60,6 +60,7 @@ class FileReport:
     preview: list[dict[str, Any]] = field(default_factory=list)
     # what the run's stage refuses or takes in another form (load.for_stage): {"key", "params", "severity"}
     stage_findings: list[dict[str, Any]] = field(default_factory=list)
+    unparsed: int = 0  # rows (lines, records) that could not be read at all: each is an error at its row
 
     @property
     def stage_errors(self) -> list[dict[str, Any]]:
@@ -74,8 +75,6 @@ class FileReport:
     def all_warnings(self) -> int:
         """The file's warnings and its stage's notes."""
         return self.warnings + len(self.stage_findings) - len(self.stage_errors)
-
-    unparsed: int = 0  # rows (lines, records) that could not be read at all: each is an error at its row
 
     @property
     def trainable(self) -> bool:
