@@ -111,6 +111,13 @@ def error_html(e: Exception, lang: str, fallback: str = "ui.error.unexpected") -
     return message_html("error", t(key, lang, **params))
 
 
+def _clause(text: str) -> str:
+    """A message as part of Start's reason, whose own sentence ends it: without its final full stop (an ellipsis,
+    `prompt=...`, stays)."""
+    text = text.strip()
+    return text[:-1] if text.endswith((".", "。")) and not text.endswith("...") else text
+
+
 def gate(s: Session, lang: str) -> tuple[dict, dict, dict, str]:
     """Start / Stop / Resume interactivity, and why Start is off when it is."""
     w = s.watch
@@ -125,15 +132,13 @@ def gate(s: Session, lang: str) -> tuple[dict, dict, dict, str]:
                 t("ui.data.where_row", lang, row=first["row"])
         else:
             where = t("ui.data.where_file", lang, file=file) if file else ""
-        said = (where + " " + t(first["key"], lang, **first.get("params", {}))).strip()
-        said = said[:-1] if said.endswith((".", "。")) and not said.endswith("...") else said  # `prompt=...` stays
+        said = _clause(where + " " + t(first["key"], lang, **first.get("params", {})))
         # a value on the page that can't be used (a model folder outside the workdir, ...) is not the data's
         reason = t("ui.train.reason_form", lang, first=said) if first.get("form") else t(
             "ui.train.reason_data", lang, count=s.data.errors, first=said)
-        reason = reason.replace("....", "...").replace("...。", "...")  # `prompt=...` ends the sentence itself
     elif s.form_error:  # a bad value elsewhere on the page (epochs -1, an empty learning rate): said now, not at Start
-        said = t(s.form_error["key"], lang, **s.form_error.get("params", {}))
-        reason = t("ui.train.reason_form", lang, first=said[:-1] if said.endswith((".", "。")) else said)
+        reason = t("ui.train.reason_form", lang, first=_clause(t(s.form_error["key"], lang, **s.form_error["params"])))
+    reason = reason.replace("....", "...").replace("...。", "...")  # `prompt=...` ends the sentence itself
     can_resume = (
         not w.active and w.status in (STOPPED, FAILED) and w.path is not None and latest_checkpoint(w.path) is not None
     )
