@@ -15,6 +15,7 @@ import numpy as np
 
 from .findings import Finding, error, warning
 from .formats import (
+    FIELDS,
     FORMATS,
     TRL_KIND,
     detect_format,
@@ -80,13 +81,12 @@ def check(rows: list[Any], fmt: str = "auto", **kwargs: Any) -> list[Finding]:
 def _loose_names(present: list[str], columns: dict[str, str] | None) -> dict[str, str]:
     """{ours: theirs} for the file's columns that are our field names written otherwise (case, spaces around),
     where the file has no column of that exact name and the person mapped none to it."""
-    ours = {f for required, optional in FORMATS.values() for f in required + optional}
     exact = set(present) | set((columns or {}).values())
     out: dict[str, str] = {}
     for col in present:
         name = col.strip().lower() if isinstance(col, str) else None
         name = SYNONYMS.get(name, name)
-        if name in ours and name not in exact and name not in out and name not in (columns or {}):
+        if name in FIELDS and name not in exact and name not in out and name not in (columns or {}):
             out[name] = col
     return out
 

@@ -46,6 +46,7 @@ FORMATS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {  # name -> (requ
     "unpaired": (("prompt", "completion", "label"), ("system",)),
     "text": (("text",), ()),
 }
+FIELDS = frozenset(f for required, optional in FORMATS.values() for f in required + optional)  # our column names
 TRL_KIND = {"alpaca": "conversational language modeling", "sharegpt": "conversational language modeling",
             "messages": "conversational language modeling", "prompt_completion": "conversational prompt-completion",
             "preference": "conversational preference", "unpaired": "conversational unpaired preference",

@@ -137,14 +137,13 @@ def _read_file(path: str) -> Source:
 def _tab_table(text: str) -> bool:
     """A .txt that is a table: a header of tab-separated column names, at least one of them ours or a name people
     use for ours (`instruction`, `질문`), and the lines after it with as many tabs (most of the first 50)."""
-    from .formats import ALIASES, FORMATS
+    from .formats import ALIASES, FIELDS
 
     lines = [ln for ln in text.lstrip("\ufeff").split("\n", 51)[:51] if ln.strip()]
     if len(lines) < 2 or "\t" not in lines[0]:
         return False
     names = {c.strip().strip('"').lower() for c in lines[0].split("\t")}
-    known = {f for required, optional in FORMATS.values() for f in required + optional}
-    known |= {a.lower() for aliases in ALIASES.values() for a in aliases}
+    known = FIELDS | {a.lower() for aliases in ALIASES.values() for a in aliases}
     tabs = lines[0].count("\t")
     return bool(names & known) and sum(ln.count("\t") == tabs for ln in lines[1:]) >= 0.8 * (len(lines) - 1)
 
