@@ -598,21 +598,16 @@ def normalize_row(row: Any, fmt: str) -> tuple[dict | None, Problems]:
         if msgs is not None:
             msgs = _with_tools(_trim_loose_ends(_with_system(msgs, row, probs), name, probs), row, probs)
             record = {"messages": msgs} if check_turns(msgs, name, probs) else None
-    elif fmt == "prompt_completion":
+    elif fmt in ("prompt_completion", "unpaired"):  # unpaired: KTO's, the answer marked desirable (true) or not
         prompt = _prompt(row, probs)
         completion = _answer(row["completion"], "completion", probs, prompt) if "completion" in row else None
         if "completion" not in row:
             probs.add("completion", "data.missing_field")
-        if prompt is not None and completion is not None:
+        label = _label(row, probs) if fmt == "unpaired" else None
+        if prompt is not None and completion is not None and (fmt == "prompt_completion" or label is not None):
             record = {"prompt": prompt, "completion": completion}
-    elif fmt == "unpaired":  # KTO's: one answer, marked desirable (true) or not (false)
-        prompt = _prompt(row, probs)
-        completion = _answer(row["completion"], "completion", probs, prompt) if "completion" in row else None
-        if "completion" not in row:
-            probs.add("completion", "data.missing_field")
-        label = _label(row, probs)
-        if prompt is not None and completion is not None and label is not None:
-            record = {"prompt": prompt, "completion": completion, "label": label}
+            if fmt == "unpaired":
+                record["label"] = label
     elif fmt == "preference":
         record = _preference(row, probs)
     elif fmt == "text":
