@@ -117,7 +117,7 @@ def _check_column_names(columns: dict[str, str], where: str = "columns") -> None
 class DatasetSpec:
     path: str = field(default="", metadata={"help": "File (json, jsonl, csv, parquet, txt), `demo:<name>` bundled set, or hub name."})
     format: DataFormat = field(default="auto", metadata={"help": "Detected automatically unless set."})
-    columns: dict[str, str] = field(default_factory=dict, metadata={"help": "Map our names to the file's, e.g. {instruction: question, output: answer}. Ours are instruction, input, output, system, history, conversations, messages, tools, prompt, completion, chosen, rejected and text; another name is refused."})
+    columns: dict[str, str] = field(default_factory=dict, metadata={"help": "Map our names to the file's, e.g. {instruction: question, output: answer}. Ours are instruction, input, output, system, history, conversations, messages, tools, prompt, completion, chosen, rejected, label and text; another name is refused."})
     split: str = field(default="train", metadata={"help": "Split of a hub dataset."})
     max_samples: Optional[int] = field(default=None, metadata={"help": "Use at most this many rows of this dataset."})
 
