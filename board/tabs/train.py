@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import json
 import shlex
 from pathlib import Path
 from typing import Any
@@ -661,27 +660,25 @@ def wire(ui: UI) -> None:
     )
     ui.on_load.append((lambda s: (attach(s, jobs), view(s, jobs, force=True))[1], [ui.session], view_outputs))
 
-    def validate(data: dict) -> tuple:
+    # every setting on the page, kept in this browser as it changes: a reload, a closed tab or a restarted board
+    # used to put the demo data and the defaults back, and Start then trained on those
+    saved_form = gr.BrowserState(None, storage_key="tuneboard-form")
+
+    def on_change(data: dict) -> tuple:
         """Start's reason as soon as a value on the page is one Start would refuse (the data check names only the
-        data's; the rest used to be said only once Start was pressed)."""
-        s = data[ui.session]
+        data's; the rest used to be said only once Start was pressed), and the page's values to keep."""
+        s, values = data[ui.session], ui.form(data)
         with s.lock:
             try:
-                build_config(ui.form(data), s.base, workdir)
+                build_config(values, s.base, workdir)
                 s.form_error = None
             except (ConfigError, TuneboardError) as e:
                 s.form_error = {"key": e.key, "params": e.params}
-            return gate(s, s.lang)
+            return (*gate(s, s.lang), values)
 
-    gr.on([f.change for f in ui.field_components()], validate, {ui.session, *ui.field_components()},
-          [c["train-start"], c["train-stop"], c["train-resume"], c["train-start-reason"]],
+    gr.on([f.change for f in ui.field_components()], on_change, {ui.session, *ui.field_components()},
+          [c["train-start"], c["train-stop"], c["train-resume"], c["train-start-reason"], saved_form],
           trigger_mode="always_last", show_progress="hidden")
-
-    # every setting on the page, kept in this browser as it changes (no round trip): a reload, a closed tab or a
-    # restarted board used to put the demo data and the defaults back, and Start then trained on those
-    saved_form = gr.BrowserState(None, storage_key="tuneboard-form")
-    gr.on([f.change for f in ui.field_components()], None, ui.field_components(), saved_form,
-          js=f"(...values) => Object.fromEntries({json.dumps(names)}.map((name, i) => [name, values[i]]))")
 
     def fill_on_open(s: Session, saved: Any) -> list:
         """A page opened on a live run shows that run's settings (Show command then reproduces it); else the
