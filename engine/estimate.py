@@ -154,12 +154,10 @@ def arch(model_config: dict) -> Arch:
         inter = active * per_expert + shared
         dense_layers = c.get("mlp_only_layers") or c.get("first_k_dense_replace") or 0
         exact = mt in ("mixtral", "qwen2_moe", "qwen3_moe") and not dense_layers and c.get("decoder_sparse_step", 1) == 1
-        if mt in MOE_LORA_EXPERTS:  # peft's all-linear adapts the router and each expert too (gate_up at 2 x r)
-            return Arch(mt, int(c["vocab_size"]), h, inter, int(c["num_hidden_layers"]), heads, kv, hd, bool(tied),
-                        linears, extra, exact, experts, active, [("gate", h, experts)],
-                        [(h, 2 * per_expert, 2), (per_expert, h, 1)])
+        adapted = mt in MOE_LORA_EXPERTS  # peft's all-linear adapts the router and each expert too (gate_up at 2 x r)
         return Arch(mt, int(c["vocab_size"]), h, inter, int(c["num_hidden_layers"]), heads, kv, hd, bool(tied),
-                    linears, extra, exact, experts, active)
+                    linears, extra, exact, experts, active, [("gate", h, experts)] if adapted else [],
+                    [(h, 2 * per_expert, 2), (per_expert, h, 1)] if adapted else [])
     return Arch(mt, int(c["vocab_size"]), h, inter, int(c["num_hidden_layers"]), heads, kv, hd, bool(tied),
                 linears, extra, exact)
 
