@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+from . import lazy_metrics
 from .config import RunConfig
 from .model import Resolved
 from .prepare import Prepared, prepare
@@ -38,6 +39,7 @@ def build(model, tokenizer, train_ds, eval_ds, cfg: RunConfig, res: Resolved, ar
         # trl only goes padding-free with packing, because only then does it know rows fit max_length; here
         # `prepare_data` cut the rows to it, so flattening each batch is safe.
         trainer.data_collator = DataCollatorForLanguageModeling(pad_token_id=tokenizer.pad_token_id, padding_free=True)
+    lazy_metrics.install(trainer)  # its metrics read back at log steps, not after every forward
     return trainer
 
 
