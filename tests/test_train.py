@@ -12,7 +12,7 @@ import torch
 from world import ROOT, hub_unreachable, logged_losses, not_in_cache, safetensors_weights, tiny_sft_config, train_run
 
 from engine.config import RunConfig
-from engine.events import Finished, LogStep, Progress, RunStarted, Warning, read_events
+from engine.events import Evaluation, Finished, LogStep, Progress, RunStarted, Warning, read_events
 from engine.runs import create_run, run_info
 from engine.train import run_training
 
@@ -257,6 +257,29 @@ def test_tokens_are_counted_without_padding_and_read_from_the_gpu_only_when_a_st
     assert tokens.total() == 10 and reads == [1]
     tokens.add({"input_ids": torch.zeros(1, 7, dtype=torch.long), "position_ids": torch.arange(7)[None]})
     assert tokens.total() == 17 and reads == [1]
+
+
+def test_loader_workers_collate_the_same_batches_and_are_on_by_default_on_a_gpu_only(workdir, demo_model):
+    """Two worker processes (kept for the run, evaluation included) train the same losses as the main process
+    collating each batch itself; left empty, a GPU gets them and a CPU, whose cores train, does not."""
+    from engine.train import GPU_LOADER_WORKERS, _loader_args
+
+    assert _loader_args(None, on_gpu=True) == {"dataloader_num_workers": GPU_LOADER_WORKERS,
+                                                "dataloader_persistent_workers": True}
+    assert _loader_args(None, on_gpu=False)["dataloader_num_workers"] == 0
+    assert _loader_args(0, on_gpu=True) == {"dataloader_num_workers": 0, "dataloader_persistent_workers": False}
+    cfg = tiny_sft_config(max_steps=4, eval_steps=2)
+    cfg["data"]["val_size"] = 8
+    cfg["training"]["dataloader_num_workers"] = 2
+    with_workers = train_run(workdir, cfg)
+    cfg["training"]["dataloader_num_workers"] = 0
+    without = train_run(workdir, cfg)
+    rel = 2e-2 if torch.cuda.is_available() else 1e-9  # bf16 kernels on a GPU may sum in another order
+    assert logged_losses(with_workers) == pytest.approx(logged_losses(without), rel=rel)
+    assert len(logged_losses(without)) == 4
+    evals = [[e.metrics["loss"] for e in read_events(str(run / "events.jsonl")) if isinstance(e, Evaluation)]
+             for run in (with_workers, without)]
+    assert evals[0] == pytest.approx(evals[1], rel=rel) and len(evals[0]) == 2
 
 
 def _cli(*args, cwd=ROOT):
