@@ -435,6 +435,8 @@ def profile_steps(first: int, out: Path, title: str, cuda: bool):
                         if cuda else "\n")
                 sort = "self_device_time_total" if cuda else "self_cpu_time_total"
                 f.write(table.table(sort_by=sort, row_limit=45, max_name_column_width=90) + "\n")
+                if cuda:  # the GPU's idle gaps, each with what the host ran meanwhile and the kernel that ended it
+                    f.write(f"\n### {title}: where the GPU idled\n" + gaps_table(prof.events()) + "\n")
                 if cuda:  # where the host's time goes: what the GPU waits on where it idles
                     f.write(f"\n### {title}: host time\n"
                             + table.table(sort_by="self_cpu_time_total", row_limit=30, max_name_column_width=90) + "\n")
@@ -456,6 +458,51 @@ def profile_steps(first: int, out: Path, title: str, cuda: bool):
 
     Trainer.training_step = step
     return stop
+
+
+def idle_gaps(kernels: list[tuple[float, float, str]], ops: list[tuple[float, float, str]], top: int = 15,
+              least: float = 20.0) -> tuple[float, float, list[tuple[float, float, str, str]]]:
+    """From kernels' and host ops' (start, end, name) in microseconds: the span from the first kernel to the
+    last, the time no kernel ran, and the `top` longest gaps of at least `least` us as (start from the first
+    kernel, length, the host ops overlapping the gap most, the kernel after it)."""
+    kernels = sorted(kernels)
+    if not kernels:
+        return 0.0, 0.0, []
+    gaps, end, idle = [], kernels[0][1], 0.0
+    for k0, k1, name in kernels[1:]:
+        if k0 > end:
+            idle += k0 - end
+            if k0 - end >= least:
+                gaps.append((end, k0, name))
+        end = max(end, k1)
+    out = []
+    for g0, g1, after in sorted(gaps, key=lambda g: g[0] - g[1])[:top]:
+        overlap: dict[str, float] = {}
+        for o0, o1, name in ops:
+            if o0 < g1 and o1 > g0:
+                overlap[name] = overlap.get(name, 0.0) + min(o1, g1) - max(o0, g0)
+        host = ", ".join(f"{n} {t:.0f}" for n, t in sorted(overlap.items(), key=lambda x: -x[1])[:3]) or "no op"
+        out.append((g0 - kernels[0][0], g1 - g0, host, after))
+    return end - kernels[0][0], idle, out
+
+
+def gaps_table(events) -> str:
+    """`idle_gaps` of a torch profile's events, as lines."""
+    import torch
+
+    kernels, ops = [], []
+    for e in events:
+        span = (e.time_range.start, e.time_range.end, e.name)
+        if getattr(e, "device_type", None) == torch.autograd.DeviceType.CUDA:
+            kernels.append(span)
+        elif not e.name.startswith(("cuda", "ProfilerStep")):  # runtime calls say launch, not what launched
+            ops.append(span)
+    span, idle, gaps = idle_gaps(kernels, ops)
+    lines = [f"kernels' span {span / 1e3:.1f} ms, no kernel running {idle / 1e3:.1f} ms of it "
+             f"({100 * idle / max(span, 1):.0f} %); the longest gaps (us: at, length, host ops overlapping it "
+             f"with their overlap, the kernel after):"]
+    lines += [f"{at / 1e3:9.2f} ms {length:8.0f}  {host[:150]}  -> {after[:60]}" for at, length, host, after in gaps]
+    return "\n".join(lines)
 
 
 def _peak_tflops(name: str | None) -> float | None:
