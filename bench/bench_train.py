@@ -264,7 +264,7 @@ def table(path: Path) -> int:
         dev = r.get("gpu") or f"CPU x{r.get('cpu_threads')}"
         print(f"| {r['date'][:10]} | {r['machine']} | {dev} | {r['shape']} | {r['recipe']} {r['name']} | "
               f"{r['batch']}x{r['seq']} | {r['steps']} | {r['tokens_per_s']:,.0f} | {mfu} | {peak} | {est} | "
-              f"{r['loss']:.3f} | {r.get('load_avg', 0):.1f} | {notes(r)} |")
+              f"{r['loss']:.3f} | {_or_dash(r.get('load_avg'))} | {notes(r)} |")
     return 0
 
 
@@ -458,6 +458,10 @@ def profile_steps(first: int, out: Path, title: str, cuda: bool):
 
     Trainer.training_step = step
     return stop
+
+
+def _or_dash(x: float | None) -> str:
+    return "-" if x is None else f"{x:.1f}"  # a record rebuilt from a printed line has no load average
 
 
 def idle_gaps(kernels: list[tuple[float, float, str]], ops: list[tuple[float, float, str]], top: int = 15,

@@ -71,7 +71,7 @@ case "${1:-tests}" in
     [ "$(left)" -gt 150 ] && timeout -k 10 120 bash -c "bench $big c 90 --set training.dataloader_num_workers=0"
     # 2a. what changed since the last GPU run, on the GPU: trl's metrics read at log steps (the same numbers as
     # trl's own), loader workers (the same losses)
-    timeout -k 10 90 bash -c "tests_new"
+    timeout -k 10 150 bash -c "tests_new"  # 90 s cut the last test on an H200 (two demo runs with evaluation)
     # 1c. c with a log every 5 steps: each log reads the loss back, and the GPU idles until the host has
     # started the next step; with step 1's c, what a log a step costs (profile.txt lists the idle gaps)
     [ "$(left)" -gt 150 ] && timeout -k 10 120 bash -c "bench $big c 90 --set training.logging_steps=5"
