@@ -591,6 +591,7 @@ class _GracefulInterrupt:
         import signal
 
         self.signal = 0  # the signal that asked to stop
+        self._pid = os.getpid()
         self._old = {}
         for sig in (signal.SIGINT, signal.SIGTERM):
             try:
@@ -601,6 +602,8 @@ class _GracefulInterrupt:
     def _handle(self, signum, frame) -> None:
         import signal
 
+        if os.getpid() != self._pid:  # a data loader worker forked from the run (a Ctrl+C reaches the whole
+            return  # process group): the run's own process stops it, and ends its workers then
         if self.signal:
             raise KeyboardInterrupt
         self.signal = signum

@@ -835,10 +835,11 @@ def test_a_bf16_qlora_model_keeps_its_norms_in_bf16_unless_upcast(tmp_path):
     assert losses[False] == pytest.approx(losses[True], rel=5e-3)  # the same model, its residual stream in bf16
 
 
-def test_after_a_stop_a_late_ctrl_c_is_ignored_while_the_process_exits():
+def test_after_a_stop_a_late_ctrl_c_is_ignored_while_the_process_exits(capsys):
     """Ctrl+C twice, where the first stop ended the run before the second came: the second landed in the
     interpreter's exit as a KeyboardInterrupt traceback. Once a signal has stopped the run, later ones are ignored;
-    a run that no signal stopped gives the handlers back as they were."""
+    a run that no signal stopped gives the handlers back as they were. A loader worker forked from the run (the
+    Ctrl+C reaches it too) neither says it stops nor aborts."""
     import signal
 
     from engine.train import _GracefulInterrupt
@@ -849,7 +850,13 @@ def test_after_a_stop_a_late_ctrl_c_is_ignored_while_the_process_exits():
         quiet.restore()
         assert signal.getsignal(signal.SIGINT) is before
         stopped = _GracefulInterrupt()
+        stopped._pid += 1  # as in a data loader worker forked from the run: the run's process answers for it
         stopped._handle(signal.SIGINT, None)
+        stopped._handle(signal.SIGINT, None)  # no abort either
+        assert not stopped.requested() and capsys.readouterr().err == ""
+        stopped._pid -= 1
+        stopped._handle(signal.SIGINT, None)
+        assert stopped.requested() and "stopping after this step" in capsys.readouterr().err
         stopped.restore()
         assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
         assert signal.getsignal(signal.SIGTERM) == signal.SIG_IGN
