@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import functools
 
-METRICS = ("entropy", "mean_token_accuracy")
-
 
 def install(trainer) -> bool:
     """Route `trainer`'s (a trl `SFTTrainer`'s) training loss through `_compute_loss` where its path is the plain
