@@ -4,7 +4,7 @@ trl's `SFTTrainer.compute_loss` reads four numbers back from the GPU after each 
 backward: whether any token was scored, the entropy and accuracy sums, and the batch's token count. Each read
 waits for the forward to finish, and the GPU then idles while the host goes on to start the backward, with no
 work queued ahead of it. Here the micro-batch's sums stay on the device (the token count of a padding-free batch
-is its length, known on the host) and are read together when a step is logged, where the trainer reads the loss
+is its length, known on the host: `callbacks.TokenCount`) and are read together when a step is logged, where the trainer reads the loss
 back anyway: one read a logged step instead of four a micro-batch, the same numbers in the same log.
 
 The loss is trl's, computed as its plain path computes it (the fused LM head's log-probabilities, summed and
@@ -39,38 +39,39 @@ def plain(trainer) -> bool:
 
 
 class Pending:
-    """Each micro-batch's (scored tokens, entropy sum, correct tokens), on the device, and its tokens."""
+    """Each micro-batch's (scored tokens, entropy sum, correct tokens), on the device, and its tokens, counted as
+    the run's own count does (`callbacks.TokenCount`: a padded batch's mask summed on the device)."""
 
     def __init__(self):
-        self.sums: list = []
-        self.host_tokens = 0
-        self.device_tokens = None
+        from .callbacks import TokenCount
 
-    def add(self, valid, entropy, correct, tokens) -> None:
+        self.sums: list = []
+        self.tokens = TokenCount()
+
+    def add(self, valid, entropy, correct, inputs) -> None:
         self.sums.append((valid, entropy, correct))
-        if isinstance(tokens, int):
-            self.host_tokens += tokens
-        else:
-            self.device_tokens = tokens if self.device_tokens is None else self.device_tokens + tokens
+        self.tokens.add(inputs)
 
     def read(self) -> tuple[list[tuple[float, float]], int]:
         """Per micro-batch (entropy, accuracy) as trl computes them, and the tokens: one read from the device."""
         import torch
 
-        per_batch, tokens = [], self.host_tokens
-        if self.sums or self.device_tokens is not None:
+        from .callbacks import TokenCount
+
+        per_batch, tokens, device = [], self.tokens.host, self.tokens.device
+        if self.sums or device is not None:
             parts = []
             if self.sums:  # trl: (sum / valid).item() if valid > 0 else 0.0, the ratio on the device in fp32
                 valid = torch.stack([v for v, _, _ in self.sums]).float()
                 sums = torch.stack([torch.stack([e.float(), c.float()]) for _, e, c in self.sums])
                 ratios = torch.where(valid[:, None] > 0, sums / valid.clamp(min=1)[:, None], 0.0)
                 parts.append(ratios.flatten().double())
-            if self.device_tokens is not None:
-                parts.append(self.device_tokens.reshape(1).double())  # exact past 2**24
+            if device is not None:
+                parts.append(device.reshape(1).double())  # exact past 2**24
             values = torch.cat(parts).tolist()  # at a log step, where the trainer reads the loss back too
             per_batch = [(values[2 * i], values[2 * i + 1]) for i in range(len(self.sums))]
-            tokens += int(values[-1]) if self.device_tokens is not None else 0
-        self.sums, self.host_tokens, self.device_tokens = [], 0, None
+            tokens += int(values[-1]) if device is not None else 0
+        self.sums, self.tokens = [], TokenCount()
         return per_batch, tokens
 
 
@@ -87,14 +88,8 @@ def _compute_loss(trainer, original, model, inputs, return_outputs=False, num_it
     num_tokens = outputs.label_mask.sum() if num_items_in_batch is None else num_items_in_batch
     loss = per_token_loss.sum() / torch.as_tensor(num_tokens).clamp(min=1)
     with torch.no_grad():
-        if "attention_mask" in inputs:
-            tokens = inputs["attention_mask"].sum()
-        elif "position_ids" in inputs:  # padding-free: every position is a token
-            tokens = int(inputs["position_ids"].size(1))
-        else:
-            raise ValueError("Expected 'attention_mask' or 'position_ids' in inputs.")
         trainer._tb_pending.add(outputs.label_mask.sum(), outputs.entropy.detach().sum(), outputs.is_top1.sum(),
-                                tokens)
+                                inputs)
     return loss
 
 
