@@ -237,9 +237,11 @@ class ChatSession:
         # every knob is passed explicitly, so a model's own generation_config.json cannot change the answer
         kw: dict[str, Any] = dict(
             max_new_tokens=self._room(prompt_len, gen), num_beams=gen.num_beams, do_sample=mode == "sample",
-            num_return_sequences=gen.num_return_sequences, repetition_penalty=gen.repetition_penalty,
+            num_return_sequences=gen.num_return_sequences, repetition_penalty=1.0,
             pad_token_id=tok.pad_token_id, temperature=1.0, top_k=0, top_p=1.0, min_p=0.0,
         )
+        if gen.repetition_penalty != 1.0:  # transformers' own, except on the tokens that end an answer
+            kw["logits_processor"] = _repetition_penalty(gen.repetition_penalty, _eos_ids(self.model, tok))
         if mode == "sample":
             kw.update(temperature=gen.temperature, top_k=gen.top_k, top_p=gen.top_p, min_p=gen.min_p)
         stops = self._stops(gen)
@@ -419,6 +421,25 @@ def _stopping(should_stop: Callable[[], bool], interrupted: dict):
             return torch.full((input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device)
 
     return StoppingCriteriaList([Interrupt()])
+
+
+def _repetition_penalty(penalty: float, spared: set[int]):
+    """transformers' repetition penalty (`penalty` for every token already in the prompt or the answer), minus the
+    tokens in `spared`: the ones that end an answer. A chat template closes every earlier turn with one
+    (`<|im_end|>`), so transformers' processor penalizes the end of the answer as a repeat, and at 1.3 the demo's
+    answers ran on to max_new_tokens instead of stopping. Applied where transformers applies its own: before
+    temperature, top-k and top-p."""
+    import torch
+    from transformers import LogitsProcessorList, RepetitionPenaltyLogitsProcessor
+
+    class SparingStops(RepetitionPenaltyLogitsProcessor):
+        def __call__(self, input_ids, scores):
+            index = torch.tensor(sorted(spared), device=scores.device)
+            kept = scores.index_select(-1, index)
+            scores = super().__call__(input_ids, scores)
+            return scores.index_copy(-1, index, kept)
+
+    return LogitsProcessorList([SparingStops(float(penalty))])
 
 
 def _eos_ids(model, tok) -> set[int]:

@@ -84,6 +84,40 @@ def test_the_tuned_demo_answers_every_question_in_turn(session):
     assert all(a.text.strip() and a.new_tokens > 1 for a in answers), [a.text for a in answers]
 
 
+def test_a_repetition_penalty_never_keeps_the_tuned_demo_from_ending_its_answer(session):
+    """The template closes every earlier turn with the end-of-turn token, so transformers' penalty alone counts
+    it as a repeat: most of the demo's greedy answers ran on past it at 1.5. A penalty above 1 only lowers
+    repeated tokens' scores; with the end token spared, a greedy answer that reaches the unpenalized answer's
+    last word ends there too."""
+    questions = ["What is 3 plus 3?", "What is the capital of France?", "인사해 주세요.", "Who are you?"]
+    same_words = 0
+    for q in questions:
+        ask = [{"role": "user", "content": q}]
+        plain = session.generate(ask, dataclasses.replace(GREEDY, max_new_tokens=48))[0]
+        penalized = session.generate(ask, dataclasses.replace(GREEDY, repetition_penalty=1.5, max_new_tokens=48))[0]
+        if penalized.text.startswith(plain.text):
+            same_words += 1
+            assert penalized.text == plain.text and penalized.finish == "stop", (q, plain.text, penalized.text)
+    assert same_words >= 2  # the rule was put to the test
+
+
+def test_the_repetition_penalty_is_transformers_own_except_on_the_tokens_that_end_an_answer():
+    import torch
+    from transformers import RepetitionPenaltyLogitsProcessor
+
+    from engine.generate import _repetition_penalty
+
+    ids = torch.tensor([[7, 2, 5, 5], [3, 3, 1, 2]])
+    scores = torch.randn(2, 10)
+    ours = _repetition_penalty(1.5, {2, 9})(ids, scores.clone())
+    theirs = RepetitionPenaltyLogitsProcessor(1.5)(ids, scores.clone())
+    spared = torch.tensor([2, 9])
+    assert torch.equal(ours[:, spared], scores[:, spared])  # the end tokens: as the model scored them
+    rest = torch.tensor([i for i in range(10) if i not in (2, 9)])
+    assert torch.equal(ours[:, rest], theirs[:, rest])
+    assert not torch.equal(theirs[:, 2], scores[:, 2])  # which transformers' own would have penalized
+
+
 def test_tokens_stream_and_add_up_to_the_answer(session):
     gen = dataclasses.replace(GREEDY, max_new_tokens=40, repetition_penalty=1.1)
     stream = session.stream(ASK, gen, use_adapter=False)  # the base rambles: many chunks
