@@ -225,7 +225,7 @@ class GenerationConfig:
     top_k: int = field(default=50, metadata={"help": "Sample from the k most likely tokens (0: off)."})
     top_p: float = field(default=0.9, metadata={"help": "Nucleus sampling mass."})
     min_p: float = field(default=0.0, metadata={"help": "Drop tokens below min_p times the top probability."})
-    repetition_penalty: float = field(default=1.1, metadata={"help": ">1 discourages repeats."})
+    repetition_penalty: float = field(default=1.1, metadata={"help": ">1 discourages repeats of tokens already in the prompt or the answer, except the tokens that end an answer."})
     num_beams: int = field(default=1, metadata={"help": "Beam search width (>1 disables sampling)."})
     num_return_sequences: int = field(default=1, metadata={"help": "Answers per prompt."})
     stop: list[str] = field(default_factory=list, metadata={"help": "Stop strings."})
