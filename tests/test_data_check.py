@@ -426,3 +426,20 @@ def test_unknown_columns_are_matched_to_a_format_the_stage_trains(tmp_path):
     assert f.params["format"] == "alpaca" and "instruction=question" in f.params["mapping"]
     [f] = [f for f in check_file(str(p), stage="dpo").findings if f.key == "data.unknown_columns"]
     assert f.params["format"] == "preference" and f.params["mapping"].startswith("prompt=question")
+
+
+def test_each_wrong_history_pair_is_said_by_its_item_number_and_an_empty_turn_is_refused():
+    """An empty answer in alpaca's history once passed the check and trained the model to answer with nothing
+    (a conversation's empty turn was already an error); a flat ["q", "a"] was said to be 'a list, not a list'."""
+    row = {"instruction": "질문", "output": "답변입니다"}
+    histories = [[["q1", ""]], [["q1", "a1"], ["  ", "a2"]], ["q1", "a1"], [["q1", "a1", "x"]], [[None, "a"]],
+                 [["q1", 3]], "not json", [["q1", "a1"]]]
+    findings = check([dict(row, history=h) for h in histories], "alpaca")
+    said = {f.row: (f.key, f.params.get("index"), f.field) for f in findings if f.severity == "error"}
+    assert said == {1: ("data.history_empty_answer", 1, "history"), 2: ("data.history_empty_question", 2, "history"),
+                    3: ("data.history_not_pair", 1, "history"), 4: ("data.history_pair_size", 1, "history"),
+                    5: ("data.history_empty_question", 1, "history"), 6: ("data.history_wrong_type", 1, "history"),
+                    7: ("data.wrong_type", None, "history")}
+    by_row = {f.row: f for f in findings}
+    assert by_row[3].message("en") == "Item 1 of history should be a [question, answer] pair, but it is text"
+    assert by_row[4].message("ko") == "history의 1번째 항목에 값이 3개 있습니다. [질문, 답변] 쌍은 값이 2개입니다"

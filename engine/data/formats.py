@@ -418,22 +418,44 @@ def _alpaca_prompt(row: dict, probs: Problems) -> list[dict] | None:
     if len(probs) > before:
         return None
     msgs: list[dict] = []
-    history = row.get("history")
-    history = _json_cell(history)
+    history = _json_cell(row.get("history"))
     if history:
-        if not isinstance(history, list) or not all(
-            isinstance(p, (list, tuple)) and len(p) == 2 and all(isinstance(x, str) for x in p) for p in history
-        ):
-            probs.add("history", "data.wrong_type", expected="type.history", got=_type_name(history))
+        if (earlier := _history(history, probs)) is None:
             return None
-        if not all(_encodable(x, "history", probs) for pair in history for x in pair):
-            return None
-        for q, a in history:
-            msgs += [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
+        msgs += earlier
     if instruction is None and extra is None:
         return None
     msgs.append({"role": "user", "content": "\n\n".join(t for t in (instruction, extra) if t is not None)})
     return _with_system(msgs, row, probs)
+
+
+def _history(history: Any, probs: Problems) -> list[dict] | None:
+    """Alpaca's `history`, earlier [question, answer] pairs, as turns; None where one is wrong, said by its item
+    number (the first wrong one: a broken export breaks every pair alike). An empty turn is an error, as in a
+    conversation: it would teach the model to answer with nothing."""
+    if not isinstance(history, list):
+        probs.add("history", "data.wrong_type", expected="type.history", got=_type_name(history))
+        return None
+    msgs: list[dict] = []
+    for index, pair in enumerate(history, 1):
+        if not isinstance(pair, (list, tuple)):  # a flat ["q", "a"] is the usual slip
+            probs.add("history", "data.history_not_pair", index=index, got=_type_name(pair))
+            return None
+        if len(pair) != 2:
+            probs.add("history", "data.history_pair_size", index=index, count=len(pair))
+            return None
+        for role, text in zip(("user", "assistant"), pair, strict=True):
+            if text is not None and not isinstance(text, str):
+                probs.add("history", "data.history_wrong_type", index=index, got=_type_name(text))
+                return None
+            if blank(text):
+                probs.add("history", "data.history_empty_question" if role == "user" else "data.history_empty_answer",
+                          index=index)
+                return None
+            if not _encodable(text, "history", probs):
+                return None
+            msgs.append({"role": role, "content": text})
+    return msgs
 
 
 def _answer(value: Any, field: str, probs: Problems, prompt: list[dict] | None = None) -> list[dict] | None:
