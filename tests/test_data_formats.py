@@ -64,6 +64,8 @@ def test_openai_messages_content_parts_and_tool_calls():
     assert not probs
     assert [m["role"] for m in rec["messages"]] == ["system", "user", "assistant", "user", "assistant"]
     assert rec["messages"][1]["content"] == "Hi" and "<tool_call>" in rec["messages"][2]["content"]
+    # the image is left out, and said: its answer is learnt without it
+    assert probs.notes == [("messages", "data.parts_left_out", {"index": 2, "kind": "image_url"})]
 
 
 def test_prompt_completion_standard_and_conversational():

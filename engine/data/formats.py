@@ -295,7 +295,9 @@ def _content(item: dict, field: str, index: int, probs: Problems) -> str | None:
     value = item.get("content", item.get("value"))
     if isinstance(value, list) and all(isinstance(p, dict) for p in value):  # OpenAI content parts: their text
         texts = [p.get("text") for p in value if isinstance(p.get("text"), str)]
-        value = "\n".join(texts) if texts else None
+        if kinds := sorted({str(p.get("type") or "?") for p in value if not isinstance(p.get("text"), str)}):
+            probs.note(field, "data.parts_left_out", index=index, kind=", ".join(kinds))  # an image: its answer
+        value = "\n".join(texts) if texts else None                                    # is learnt without it
     if calls := _tool_calls(item):  # with or without text before the calls
         calls = _TOOL_CALL_JOIN.join(_hermes_call(c) for c in calls)
         value = f"{value.strip()}\n<tool_call>\n{calls}" if isinstance(value, str) and not blank(value) else calls
