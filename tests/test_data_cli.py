@@ -195,7 +195,8 @@ def test_paths_that_cannot_be_used_as_asked_are_one_translated_line_and_exit_2(c
     for argv, said in ((["estimate", str(folder)], "a folder, where a file is needed"),
                        (["--lang", "ko", "estimate", str(folder)], "파일이 필요한 곳에 폴더가 있습니다"),
                        (["estimate", str(binary)], "not a UTF-8 text file"),
-                       (["train", preset, "--workdir", str(afile), "--max-steps", "1"], "is a file, not a folder")):
+                       (["train", preset, "--workdir", str(afile), "--max-steps", "1"], "is a file, not a folder"),
+                       (["check", str(afile), "--max-length", "0"], "must be >= 8, got 0")):  # 0 was taken for 1024
         rc = main(argv)
         err = capsys.readouterr().err
         assert rc == 2 and said in err and "Error:" not in err.replace("error:", ""), (argv, err)
@@ -234,6 +235,21 @@ def test_stage_checks_a_file_as_that_stage_trains_it(capsys, tok_dir, tmp_path):
     assert doc["stats"]["split"] and doc["stats"]["total"] < sft_doc["stats"]["total"]  # measured without template
     rc, out, _ = run(capsys, FIX / "alpaca.json", "--model", tok_dir, "--stage", "dpo")
     assert rc == 1 and "DPO" in out
+
+
+def test_the_preference_stage_checks_unpaired_answers_as_its_method_trains_them(capsys, tok_dir, tmp_path):
+    """`check --stage dpo` said "Ready to train" for KTO's unpaired answers, which `train` with a DPO preset then
+    refused; `--stage kto` checks them as KTO trains them."""
+    kto = tmp_path / "kto.jsonl"
+    kto.write_text("".join(json.dumps({"prompt": q, "completion": a, "label": ok}, ensure_ascii=False) + "\n"
+                           for q, a, ok in [("하늘은?", "파랗습니다.", True), ("하늘은?", "초록색입니다.", False)]),
+                   encoding="utf-8")
+    rc, out, _ = run(capsys, kto, "--model", tok_dir, "--stage", "dpo")
+    assert rc == 1 and "dpo.method: kto" in out
+    rc, out, _ = run(capsys, kto, "--model", tok_dir, "--stage", "kto")
+    assert rc == 0 and "Ready to train" in out
+    rc, out, _ = run(capsys, FIX / "preference_columns.json", "--model", tok_dir, "--stage", "kto")
+    assert rc == 0  # KTO takes pairs too
 
 
 def test_under_pretraining_a_long_conversation_is_said_to_be_split_not_left_out(capsys, tok_dir, tmp_path):

@@ -29,11 +29,14 @@ def cmd_check(args: Any) -> int:
         raise TuneboardError("data.unknown_format", format=fmt, formats=FORMAT_LIST)
     columns = parse_columns(getattr(args, "column", None))
     tokenizer = load_tokenizer(getattr(args, "model", None))
-    max_length = getattr(args, "max_length", None) or 1024
+    max_length = getattr(args, "max_length", None)
+    max_length = 1024 if max_length is None else max_length  # 0 is refused below, not taken for the default
     if max_length < 8:  # as data.max_length in a config
         raise ConfigError("--max-length", "error.config.range", f"must be >= 8, got {max_length}", value=max_length,
                           bound=">= 8")
-    stage = getattr(args, "stage", None)
+    stage, method = getattr(args, "stage", None), None
+    if stage in ("dpo", "kto"):  # the preference stage, with the method train would use: a preset's (dpo) or kto
+        stage, method = "dpo", stage
     reports = [check_file(path, fmt, columns=columns, tokenizer=tokenizer, max_length=max_length, limit=LIMIT,
                           preview_rows=3 if args.json else 1, assistant_only=stage != "pt", stage=stage)
                for path in args.files]
@@ -41,7 +44,7 @@ def cmd_check(args: Any) -> int:
         from .load import for_stage
 
         for report in reports:
-            report.stage_findings = for_stage(report, stage, tokenizer, max_length)
+            report.stage_findings = for_stage(report, stage, tokenizer, max_length, method=method)
     ok = all(r.trainable for r in reports)
     if args.json:
         doc = {"trainable": ok, "max_length": max_length, "files": [r.to_dict() for r in reports]}
