@@ -126,6 +126,35 @@ def test_excel_unicode_text_is_read_as_the_table_it_is(tmp_path):
     assert read_source(str(code)).kind == read_source(str(words)).kind == "text"
 
 
+def test_excel_unicode_text_with_a_line_break_in_a_cell_is_still_the_table_it_is(tmp_path):
+    """Excel quotes a cell with a line break, so its row spans two lines: the lines' tab counts differed and the
+    table was read as plain text (SFT then refused it as text; pretraining would have trained on the table)."""
+    p = tmp_path / "sheet.txt"
+    p.write_bytes("instruction\tinput\toutput\r\n요약\t\"긴 글\n둘째 줄\"\t짧은 글\r\n번역하세요\t안녕하세요\tHello\r\n"
+                  .encode("utf-16"))
+    src = read_source(str(p))
+    assert src.kind == "csv" and src.rows[0] == {"instruction": "요약", "input": "긴 글\n둘째 줄", "output": "짧은 글"}
+
+
+def test_json_rows_saved_as_txt_or_csv_are_read_as_json_and_said(tmp_path):
+    """JSONL saved as .txt was read as plain text (and refused by SFT as 'plain text'); as .csv, its first row's
+    JSON was taken for the header."""
+    rows = [{"instruction": "한국의 수도는?", "output": "서울입니다."}, {"instruction": "2+2?", "output": "4"}]
+    lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    for name, text, kind in (("a.txt", lines, "JSON Lines"), ("a.csv", "\ufeff" + lines, "JSON Lines"),
+                             ("b.txt", json.dumps(rows, ensure_ascii=False, indent=1), "JSON")):
+        p = tmp_path / name
+        p.write_text(text, encoding="utf-8")
+        src = read_source(str(p))
+        assert src.rows == rows and src.numbers == [1, 2], name
+        [said] = [f for f in src.findings if f.key == "data.json_named_as_text"]
+        assert said.params["kind"] == kind and said.message("en").endswith(".json" if kind == "JSON" else ".jsonl")
+    # text that opens with a brace or bracket and is not JSON rows stays text
+    for text in ("{not json}\nsecond line\n", "[link](https://example.com) and more\n\nA paragraph.\n", "[1, 2]\n"):
+        (tmp_path / "t.txt").write_text(text, encoding="utf-8")
+        assert read_source(str(tmp_path / "t.txt")).kind == "text", text
+
+
 def test_a_cp949_file_with_one_damaged_byte_is_refused_at_that_line(tmp_path):
     """It was refused at line 1 ("not valid UTF-8 from this line on": its first Korean character), the damage
     nowhere said."""

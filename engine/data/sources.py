@@ -115,7 +115,12 @@ def _read_file(path: str) -> Source:
     nul = _line_at(text, text.index("\x00")) if "\x00" in text else None
     if nul:  # kept reading: the rows around it may say what happened
         src.findings.append(error(None, None, "data.nul_byte", line=nul))
-    if kind == "csv":
+    if kind in ("csv", "text") and (held := _json_named_as_text(text)):  # JSONL saved as .txt or .csv
+        src.findings.append(warning(None, None, "data.json_named_as_text", ext=Path(name).suffix, kind=held[0],
+                                    name=held[1]))
+        src.kind = "jsonl" if held[1] == ".jsonl" else "json"
+        _read_json_any(text, src)
+    elif kind == "csv":
         _read_csv(text, src, "\t" if name.lower().endswith(".tsv") else None)
     elif kind == "text" and _tab_table(text):  # Excel's "Unicode Text (*.txt)": a sheet, tab-separated
         src.kind = "csv"
@@ -134,6 +139,22 @@ def _read_file(path: str) -> Source:
     return src
 
 
+def _json_named_as_text(text: str) -> tuple[str, str] | None:
+    """(what it holds, its extension) where a .txt or .csv holds JSON rows: lines that are each a whole object
+    (JSONL), or one array of objects. Read as text, such a file trained on its braces and quotes (pretraining) or
+    was refused as plain text (SFT); read as a table, its first row's JSON was taken for a header."""
+    start = _WS.match(text, 0).end()
+    if start == len(text) or text[start] not in "[{":
+        return None
+    if text[start] == "{":
+        return ("JSON Lines", ".jsonl") if _jsonl_like(text, start) else None
+    try:
+        rows = json.loads(text[start:])
+    except ValueError:
+        return None
+    return ("JSON", ".json") if isinstance(rows, list) and rows and all(isinstance(r, dict) for r in rows) else None
+
+
 def _tab_table(text: str) -> bool:
     """A .txt that is a table: a header of tab-separated column names, at least one of them ours or a name people
     use for ours (`instruction`, `질문`), and the lines after it with as many tabs (most of the first 50)."""
@@ -144,8 +165,13 @@ def _tab_table(text: str) -> bool:
         return False
     names = {c.strip().strip('"').lower() for c in lines[0].split("\t")}
     known = FIELDS | {a.lower() for aliases in ALIASES.values() for a in aliases}
-    tabs = lines[0].count("\t")
-    return bool(names & known) and sum(ln.count("\t") == tabs for ln in lines[1:]) >= 0.8 * (len(lines) - 1)
+    if not names & known:
+        return False
+    # records, not lines: Excel quotes a cell that holds a line break ("긴 글\n둘째 줄"), its row over two lines
+    records = [r for r in itertools.islice(csv.reader(io.StringIO(text.lstrip("\ufeff")), delimiter="\t"), 51)
+               if any(c.strip() for c in r)]
+    width = len(records[0])
+    return len(records) > 1 and sum(len(r) == width for r in records[1:]) >= 0.8 * (len(records) - 1)
 
 
 def _fatal(where: str, source_kind: str, key: str, **params: Any) -> Source:
