@@ -68,6 +68,28 @@ def test_openai_messages_content_parts_and_tool_calls():
     assert probs.notes == [("messages", "data.parts_left_out", {"index": 2, "kind": "image_url"})]
 
 
+def test_tool_calls_that_name_no_function_or_are_no_list_are_refused_and_arguments_not_json_said():
+    """A call without a function name trained as the bare JSON of the call, and `tool_calls: "bad"` was said to be
+    a message with no text."""
+    def calls_row(calls, content=""):
+        return {"messages": [{"role": "user", "content": "날씨?"},
+                             {"role": "assistant", "content": content, "tool_calls": calls},
+                             {"role": "tool", "content": "20"}, {"role": "assistant", "content": "20도"}]}
+
+    for calls, key in (([{"type": "function", "function": {"arguments": "{}"}}], "data.tool_call_no_name"),
+                       ([{"function": {"name": " ", "arguments": "{}"}}], "data.tool_call_no_name"),
+                       (["w"], "data.tool_call_no_name"), ("bad", "data.tool_calls_wrong_type"),
+                       ({"name": "w"}, "data.tool_calls_wrong_type")):
+        rec, probs = normalize_row(calls_row(calls), "messages")
+        assert rec is None and [(f, k, p["index"]) for f, k, p in probs] == [("messages", key, 2)], calls
+    rec, probs = normalize_row(calls_row([{"function": {"name": "w", "arguments": "{not json"}}]), "messages")
+    assert not probs and '"arguments": "{not json"' in rec["messages"][1]["content"]  # kept as written, and said
+    assert probs.notes == [("messages", "data.tool_arguments_not_json", {"index": 2, "name": "w"})]
+    for calls in ([{"name": "w", "arguments": {"city": "서울"}}], "[]", None, []):  # Hermes' own form; none at all
+        rec, probs = normalize_row(calls_row(calls, "" if isinstance(calls, list) and calls else "맑음"), "messages")
+        assert rec is not None and not probs and not probs.notes, calls
+
+
 def test_prompt_completion_standard_and_conversational():
     _, recs = records("prompt_completion.jsonl")
     assert recs[0] == {"prompt": [user("The capital of France is")], "completion": [bot(" Paris.")]}

@@ -254,9 +254,32 @@ TOOLS_INTRO = ("# Tools\n\nYou may call one or more functions to assist with the
 
 
 def _tool_calls(item: dict) -> list | None:
-    """A message's OpenAI `tool_calls`: a list, or JSON text of one (a table's cell)."""
+    """A message's OpenAI `tool_calls`: a list, or JSON text of one (a table's cell); checked by `_checked_calls`."""
     calls = _json_cell(item.get("tool_calls"))
     return calls if isinstance(calls, list) and calls else None
+
+
+def _checked_calls(item: dict, field: str, index: int, probs: Problems) -> list | None | bool:
+    """A message's OpenAI `tool_calls` (a list, or JSON text of one: a table's cell), None where it has none, False
+    where they are wrong (said): not a list, or a call that names no function (it trained as the bare JSON of the
+    call). Arguments that are not JSON are kept as written, and said: the model learns to write them so."""
+    calls = _json_cell(item.get("tool_calls"))
+    if calls is None or calls == [] or blank(calls):
+        return None
+    if not isinstance(calls, list):
+        probs.add(field, "data.tool_calls_wrong_type", index=index, expected="type.list", got=_type_name(calls))
+        return False
+    for call in calls:
+        fn = call.get("function", call) if isinstance(call, dict) else None  # OpenAI's, or Hermes' own {name, ...}
+        if not isinstance(fn, dict) or not isinstance(fn.get("name"), str) or blank(fn["name"]):
+            probs.add(field, "data.tool_call_no_name", index=index)
+            return False
+        if isinstance(args := fn.get("arguments"), str) and not blank(args):
+            try:
+                json.loads(args)
+            except ValueError:
+                probs.note(field, "data.tool_arguments_not_json", index=index, name=fn["name"])
+    return calls
 
 
 def _hermes_call(call: Any) -> str:
@@ -298,7 +321,9 @@ def _content(item: dict, field: str, index: int, probs: Problems) -> str | None:
         if kinds := sorted({str(p.get("type") or "?") for p in value if not isinstance(p.get("text"), str)}):
             probs.note(field, "data.parts_left_out", index=index, kind=", ".join(kinds))  # an image: its answer
         value = "\n".join(texts) if texts else None                                    # is learnt without it
-    if calls := _tool_calls(item):  # with or without text before the calls
+    if (calls := _checked_calls(item, field, index, probs)) is False:
+        return None
+    if calls:  # with or without text before the calls
         calls = _TOOL_CALL_JOIN.join(_hermes_call(c) for c in calls)
         value = f"{value.strip()}\n<tool_call>\n{calls}" if isinstance(value, str) and not blank(value) else calls
     if blank(value):
