@@ -188,6 +188,12 @@ def test_a_required_column_missing_everywhere_is_named_once_with_a_mapping(tmp_p
     # with Dolly's context as the input: mapping the answer alone trained "Summarize the text." without the text
     assert (col.row, col.field, col.params["mapping"]) == (None, "output", "output=response, input=context")
     assert [f.row for f in result.findings if f.key == "data.missing_field"] == [2, 3]
+    assert col.params["columns"] == "instruction, context, response, category"
+    # a mapping's column is named as the file names it: `question`, not the `instruction` it was read as
+    rows = [{"question": "한국의 수도?", "answer": "서울"}, {"question": "2+2?", "answer": "4입니다"}]
+    [col] = [f for f in check(rows, columns={"instruction": "question", "output": "response"})
+             if f.key == "data.missing_column"]
+    assert (col.field, col.params["columns"], col.params["mapping"]) == ("response", "question, answer", "output=answer")
 
 
 def test_a_preference_file_without_a_prompt_column_is_told_which_column_to_map():

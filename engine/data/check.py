@@ -150,7 +150,7 @@ def analyze(rows: list[Any], fmt: str = "auto", *, columns: dict[str, str] | Non
         for fld, key, params in probs.notes if record is not None else ():
             out.findings.append(warning(numbers[i], theirs.get(fld, fld), key, at(i), **params))
     good = [i for i, r in enumerate(out.records) if r is not None]
-    _missing_columns(out, keys, theirs)
+    _missing_columns(out, keys, theirs, present)
     unused = [k for k in keys if k not in used_fields(name)]
     if unused and good:
         out.findings.append(warning(None, None, "data.ignored_columns", columns=", ".join(unused[:12])))
@@ -181,8 +181,9 @@ def unknown_columns(keys: list[str], among: tuple[str, ...] | None = None) -> Fi
                  or ", ".join(f"{f}=..." for f in required))  # no guess: the form to fill
 
 
-def _missing_columns(out: Analysis, keys: list[str], theirs: dict[str, str]) -> None:
-    """A required field absent from every row is a column problem: say so once, with a mapping to try."""
+def _missing_columns(out: Analysis, keys: list[str], theirs: dict[str, str], named: list[str]) -> None:
+    """A required field absent from every row is a column problem: say so once, with a mapping to try, and the
+    columns as the file names them (`named`: `question`, where a mapping read it as `instruction`)."""
     if out.format not in ("alpaca", "prompt_completion", "text", "preference", "unpaired") or not keys:
         return  # the others have alternative spellings per row; no keys: no row is an object (said per row)
     absent = tuple(f for f in FORMATS[out.format][0] if f not in keys
@@ -198,7 +199,7 @@ def _missing_columns(out: Analysis, keys: list[str], theirs: dict[str, str]) -> 
         extra = tuple(o for o in ("input", "system") if o in FORMATS[out.format][1] and o not in keys)
         mapping = suggest_mapping(out.format, unused, (fld, *extra))
         out.findings.append(error(None, theirs.get(fld, fld), "data.missing_column", format=out.format,
-                                  columns=", ".join(keys[:12]) or "-",
+                                  columns=", ".join(named[:12]) or "-",
                                   mapping=", ".join(f"{o}={t}" for o, t in mapping.items()) or f"{fld}=..."))
 
 
