@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine.messages import DEFAULT_LANG, message, table
+from engine.messages import DEFAULT_LANG, message, normalize_lang, table  # noqa: F401 (the board's too)
 
 LANGS = ("en", "ko", "zh", "ja", "ru")
 # each language named in itself, so a person who can't read the current page still finds theirs
@@ -36,14 +36,6 @@ def t_or(key: str, lang: str, fallback: str, **params: Any) -> str:
     """`key`'s text, or `fallback` when there is no such key (an engine message newer than our
     locales, a name we have no translation for)."""
     return t(key, lang, **params) if has_key(key) else fallback
-
-
-def normalize_lang(code: str | None) -> str | None:
-    """`ko-KR` -> ko, `zh-Hans-CN` -> zh, `pt-BR` -> None (not one of ours)."""
-    if not code:
-        return None
-    base = str(code).strip().replace("_", "-").split("-")[0].lower()
-    return base if base in LANGS else None
 
 
 def choose_lang(*codes: str | None) -> str:

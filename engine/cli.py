@@ -15,7 +15,7 @@ import traceback
 from importlib import import_module
 
 from .config import ConfigError
-from .messages import TuneboardError, error_key, message, set_language
+from .messages import TuneboardError, error_key, languages, message, normalize_lang, set_language
 
 # verb -> "module:function"; each function takes the parsed args and returns an exit code
 COMMANDS = {
@@ -148,7 +148,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command is None:  # the board speaks each browser's language instead
         return _main(args)
-    set_language(args.verb_lang or args.lang or os.environ.get("TUNEBOARD_LANG"))
+    asked = args.verb_lang or args.lang or os.environ.get("TUNEBOARD_LANG")
+    set_language(asked)
+    if asked and normalize_lang(asked) is None:  # said in English: the one language every reader here gets
+        print(f"note: no messages in {asked!r}; English instead (there are: {', '.join(languages())})", file=sys.stderr)
     try:
         return _main(args)
     finally:

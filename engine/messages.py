@@ -19,9 +19,18 @@ _language = DEFAULT_LANG  # what a `message` without a language says: the CLI's 
 
 
 def set_language(lang: str | None) -> None:
-    """The language of the command line's messages (a known one; else English)."""
+    """The language of the command line's messages (a known one, `ko-KR` and `ko_KR.UTF-8` read as ko; else
+    English)."""
     global _language
-    _language = lang if lang in languages() else DEFAULT_LANG
+    _language = normalize_lang(lang) or DEFAULT_LANG
+
+
+def normalize_lang(code: str | None) -> str | None:
+    """`ko-KR` -> ko, `ko_KR.UTF-8` (a locale, as in $LANG) -> ko, `zh-Hans-CN` -> zh, `pt-BR` -> None (not ours)."""
+    if not code:
+        return None
+    base = str(code).strip().replace("_", "-").split(".")[0].split("-")[0].lower()
+    return base if base in _languages() else None
 
 
 @cache
@@ -34,7 +43,12 @@ def table(lang: str = DEFAULT_LANG) -> dict[str, str]:
 
 
 def languages() -> list[str]:
-    return sorted(p.stem for p in LOCALES.glob("*.json"))
+    return list(_languages())
+
+
+@cache
+def _languages() -> tuple[str, ...]:
+    return tuple(sorted(p.stem for p in LOCALES.glob("*.json")))
 
 
 def message(key: str, params: dict[str, Any] | None = None, lang: str | None = None) -> str:

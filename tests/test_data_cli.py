@@ -122,6 +122,18 @@ def test_hub_name_offline_in_a_fresh_process_is_a_clear_finding(tok_dir):
     assert f["key"] == "data.hub_offline" and "someuser/somedataset" in f["message"]
 
 
+def test_a_language_given_with_its_region_or_as_a_locale_is_spoken_and_an_unknown_one_said(capsys, tmp_path,
+                                                                                              monkeypatch):
+    """`--lang ko-KR` and TUNEBOARD_LANG=ko_KR.UTF-8 (as $LANG reads) gave English without a word."""
+    p = tmp_path / "bad.jsonl"
+    p.write_text('{"instruction": "질문", "output": 3}\n', encoding="utf-8")
+    assert "1행, 필드 output" in run(capsys, p, "--lang", "ko-KR")[1]
+    monkeypatch.setenv("TUNEBOARD_LANG", "ko_KR.UTF-8")
+    assert "1행, 필드 output" in run(capsys, p)[1]
+    rc, out, err = run(capsys, p, "--lang", "xx")
+    assert "row 1, field output" in out and "no messages in 'xx'; English instead (there are: en, ja, ko, ru, zh)" in err
+
+
 def test_lang_speaks_korean_including_places_and_kinds_of_values(capsys, tmp_path):
     p = tmp_path / "bad.jsonl"
     p.write_text('{"instruction": "질문", "output": 3}\n{"instruction": "q", "output": "a"}\n', encoding="utf-8")

@@ -101,6 +101,8 @@ def canary_page(tmp_path, monkeypatch):
     fake = {k: f"⟦{k}⟧" + "".join(f"{{{f}}}" for f in sorted(fields(v))) for k, v in TABLES["en"].items()}
     monkeypatch.setattr(engine.messages, "table", lambda lang="en": fake if lang == "xx" else real(lang))
     monkeypatch.setattr(board.i18n, "LANGS", (*board.i18n.LANGS, "xx"))
+    known = engine.messages._languages()
+    monkeypatch.setattr(engine.messages, "_languages", lambda: (*known, "xx"))  # normalize_lang's list
     demo, ui = board.app.build_app(tmp_path, lang="xx")
     return demo, ui
 
