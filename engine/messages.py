@@ -84,9 +84,9 @@ def _counted(text: str, params: dict[str, Any]) -> str:
 
 
 def _term(value: Any, lang: str) -> Any:
-    """A parameter that names a kind of value (`type.text`) or a JSON syntax problem (`json.extra_data`) is said
-    in the message's language."""
-    if isinstance(value, str) and value.startswith(("type.", "json.")):
+    """A parameter that names a kind of value (`type.text`), a JSON syntax problem (`json.extra_data`) or why a
+    file can't be read (`file.gzip_damaged`) is said in the message's language."""
+    if isinstance(value, str) and value.startswith(("type.", "json.", "file.")):
         return table(lang).get(value) or table(DEFAULT_LANG).get(value) or value
     return value
 

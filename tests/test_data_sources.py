@@ -257,6 +257,24 @@ def test_parquet_and_gzip(tmp_path):
     assert read_source(str(gz)).rows == [{"text": "압축"}]
 
 
+def test_a_damaged_or_cut_short_gzip_is_said_in_the_readers_language(tmp_path):
+    """A damaged one ended the command in zlib's English ("error: error: Error -3 while decompressing data"), named
+    .gz or not; a cut-short one said Python's EOFError text under --lang ko."""
+    packed = gzip.compress(b'{"text": "hello"}\n' * 1000)
+    damaged = packed[:30] + bytes(b ^ 0x5A for b in packed[30:60]) + packed[60:]
+    for name, data, reason in (("a.jsonl.gz", damaged, "file.gzip_damaged"), ("b.jsonl", damaged, "file.gzip_damaged"),
+                               ("c.jsonl.gz", packed[:40], "file.gzip_cut_short")):
+        (tmp_path / name).write_bytes(data)
+        [f] = read_source(str(tmp_path / name)).findings
+        assert (f.key, f.params["error"]) == ("data.read_failed", reason), name
+    assert f.message("ko").endswith("압축된 데이터가 중간에 끝납니다(다운로드나 복사가 도중에 끊겼나요?)")
+    # a number past Python's 4,300 digits: the row's error in the reader's words, not Python's advice
+    (tmp_path / "big.jsonl").write_text('{"instruction": "q", "output": "a"}\n{"instruction": "q", "output": '
+                                        + "9" * 5000 + "}\n", encoding="utf-8")
+    [f] = read_source(str(tmp_path / "big.jsonl")).findings
+    assert (f.key, f.line, f.params["error"]) == ("data.unparseable", 2, "json.number_too_long")
+
+
 def test_binary_files_under_a_text_name_are_named_for_what_they_are(tmp_path):
     """A Parquet file saved as .json is read as Parquet (and said); a gzip one, unpacked; an Excel sheet or a
     picture is refused by what it is, not as broken UTF-8; a NUL byte inside text is an error at its line."""

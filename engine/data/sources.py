@@ -16,6 +16,7 @@ import json
 import os
 import re
 import sys
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -90,14 +91,14 @@ def _read_file(path: str) -> Source:
         data = Path(path).read_bytes()
         if path.lower().endswith(".gz"):
             data = gzip.decompress(data)
-    except (OSError, EOFError) as e:
-        return _fatal(path, kind, "data.read_failed", path=path, error=str(e))
+    except (OSError, EOFError, zlib.error) as e:
+        return _fatal(path, kind, "data.read_failed", path=path, error=_read_error(e))
     looks = _binary_kind(data)
     if looks == "gzip" and kind != "parquet":  # compressed, but not named .gz: read what it holds
         try:
             data = gzip.decompress(data)
-        except (OSError, EOFError) as e:
-            return _fatal(path, kind, "data.read_failed", path=path, error=str(e))
+        except (OSError, EOFError, zlib.error) as e:
+            return _fatal(path, kind, "data.read_failed", path=path, error=_read_error(e))
         looks = _binary_kind(data)
     if looks == "Parquet" or kind == "parquet":
         src = _read_parquet(path, data)
@@ -153,6 +154,16 @@ def _json_named_as_text(text: str) -> tuple[str, str] | None:
     except ValueError:
         return None
     return ("JSON", ".json") if isinstance(rows, list) and rows and all(isinstance(r, dict) for r in rows) else None
+
+
+def _read_error(e: BaseException) -> str:
+    """Why a file could not be read: a message key where one says it in the reader's language (a damaged or
+    cut-short download), else the system's own words (permission denied, ...)."""
+    if isinstance(e, EOFError):
+        return "file.gzip_cut_short"
+    if isinstance(e, (zlib.error, gzip.BadGzipFile)):
+        return "file.gzip_damaged"
+    return str(e)
 
 
 def _tab_table(text: str) -> bool:
@@ -335,7 +346,7 @@ _REASONS = (("Expecting value", "json.expecting_value"), ("Expecting ',' delimit
             ("Expecting ':' delimiter", "json.expecting_colon"), ("Expecting property name", "json.expecting_key"),
             ("Unterminated string", "json.unterminated_string"), ("Invalid control character", "json.control_character"),
             ("Invalid \\", "json.invalid_escape"), ("Extra data", "json.extra_data"),
-            ("Illegal trailing comma", "json.trailing_comma"))
+            ("Illegal trailing comma", "json.trailing_comma"), ("Exceeds the limit", "json.number_too_long"))
 
 
 def _reason(msg: str) -> str:
