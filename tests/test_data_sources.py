@@ -318,8 +318,29 @@ def test_encodings_utf16_cp949_and_damaged_utf8(tmp_path):
     src = read_source(str(FIX / "cp949.csv"))
     assert src.rows == [{"instruction": "안녕하세요를 영어로?", "output": "Hello"}]
     assert [(f.severity, f.key, f.params["encoding"]) for f in src.findings] == [("warning", "data.encoding_guessed", "cp949")]
-    src = read_source(str(FIX / "bad_utf8.jsonl"))
-    assert keys(src) == [(None, 2, "data.not_utf8")] and len(src.rows) == 3
+    src = read_source(str(FIX / "bad_utf8.jsonl"))  # the damaged row refused at its row, the others read
+    assert keys(src) == [(2, 2, "data.not_utf8_row")] and src.numbers == [1, 3]
+
+
+def test_a_damaged_byte_is_refused_at_its_row_and_skip_bad_rows_trains_on_the_others(tmp_path):
+    """One bad byte in a UTF-8 file refused the whole file ("not valid UTF-8 from this line on"), even with
+    data.skip_bad_rows: now the row it is in is refused, in every kind of file, and the others are read."""
+    from engine.data.load import skippable
+
+    rows = [{"instruction": f"질문 {i}", "output": f"답변 {i}"} for i in range(40)]
+    jsonl = b"".join(json.dumps(r, ensure_ascii=False).encode() + b"\n" for r in rows)
+    damaged = jsonl.replace("질문 3,".encode(), b"\xff\xfe 3,").replace("질문 3\"".encode(), b"\xff\xfe 3\"")
+    array = json.dumps(rows, ensure_ascii=False, indent=1).encode().replace("답변 4\"".encode(), b"\xc3 4\"")
+    for name, data, row in (("a.jsonl", damaged, 4), ("b.json", array, 5)):
+        (tmp_path / name).write_bytes(data)
+        src = read_source(str(tmp_path / name))
+        [f] = src.findings
+        assert (f.row, f.key) == (row, "data.not_utf8_row") and row not in src.numbers and len(src.rows) == 39, name
+        assert skippable(src.findings, len(src.rows))
+    (tmp_path / "c.csv").write_bytes(b"instruction,output\n\xff\xfe,a\n" + "질문,답변\n".encode() * 30)
+    assert keys(read_source(str(tmp_path / "c.csv"))) == [(2, 2, "data.not_utf8_row")]
+    (tmp_path / "d.csv").write_bytes(b"instruct\xffion,output\n" + "질문,답변\n".encode() * 30)  # the header
+    assert keys(read_source(str(tmp_path / "d.csv"))) == [(None, 1, "data.not_utf8")]
 
 
 @pytest.mark.parametrize("text, enc, read_as", [
@@ -473,7 +494,8 @@ def test_a_bom_does_not_shift_the_line_of_bad_bytes(tmp_path):
     for bom in (b"", b"\xef\xbb\xbf"):
         p = tmp_path / "mixed.csv"
         p.write_bytes(bom + b"\n".join(lines) + b"\n")
-        assert keys(read_source(str(p))) == [(None, 51, "data.not_utf8")]
+        src = read_source(str(p))
+        assert keys(src) == [(51, 51, "data.not_utf8_row")] and len(src.rows) == 97 and 51 not in src.numbers
 
 
 def test_old_mac_line_ends_split_rows_in_every_kind(tmp_path):

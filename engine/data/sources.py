@@ -7,6 +7,7 @@ row-number convention), and reading goes on past it where the syntax allows.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import csv
 import gzip
@@ -43,6 +44,7 @@ class Source:
     numbers: list[int] = field(default_factory=list)
     lines: list[int] | None = None
     findings: list[Finding] = field(default_factory=list)
+    damaged: list[int] = field(default_factory=list)  # lines of a UTF-8 file with bytes that are not UTF-8
 
     def add(self, row: Any, number: int, line: int | None = None) -> None:
         self.rows.append(row)
@@ -133,6 +135,8 @@ def _read_file(path: str) -> Source:
         _read_json_any(text, src)
         if src.rows and _may_repeat_keys(text, src.rows):
             _report_repeated_keys(text, src)
+    if src.damaged:
+        _damaged_rows(src)
     if nul:  # the NUL's line fails to parse too: because of the NUL, not "a line break inside a text in quotes"
         for f in src.findings:
             if f.key == "data.unparseable" and nul in (f.line, f.params.get("line")):
@@ -235,7 +239,7 @@ def _decode(data: bytes, src: Source) -> str | None:
         bad_line = data.count(b"\n", 0, e.start + 3 * data.startswith(b"\xef\xbb\xbf")) + 1
         text = data.decode("utf-8-sig", errors="replace")
         if text.count("\ufffd") * 20 < len(text) - len(text.encode("ascii", "ignore")):  # mostly UTF-8: a damaged spot
-            src.findings.append(error(None, None, "data.not_utf8", line=bad_line, encoding="UTF-8"))
+            src.damaged = _damaged_lines(data)  # said at their rows, once the rows are read (`_damaged_rows`)
             return text
     if guessed := _utf16_without_bom(data):
         src.findings.append(warning(None, None, "data.encoding_guessed", encoding=guessed[0].upper()))
@@ -258,6 +262,41 @@ def _decode(data: bytes, src: Source) -> str | None:
         return None
     src.findings.append(error(None, None, "data.not_utf8", line=bad_line, encoding="UTF-8"))
     return None
+
+
+def _damaged_lines(data: bytes) -> list[int]:
+    """The lines (from 1) of mostly UTF-8 bytes that are not UTF-8."""
+    out = []
+    for number, line in enumerate(data.split(b"\n"), 1):
+        try:
+            line.decode("utf-8")
+        except UnicodeDecodeError:
+            out.append(number)
+    return out
+
+
+def _damaged_rows(src: Source) -> None:
+    """Each row a damaged line falls in is left out and refused at its row, so `data.skip_bad_rows` can train on
+    the others (a single bad byte in a 100,000-row file refused all of it); a damaged line no row read holds (a
+    header, a line that did not parse, said already) is the file's error, as before."""
+    starts = src.lines or src.numbers
+    one_line = src.kind == "jsonl"  # a row a line; others (CSV cells, JSON arrays, text blocks) span lines
+    hit: dict[int, int] = {}  # row index -> its first damaged line
+    for line in src.damaged:
+        i = bisect.bisect_right(starts, line) - 1
+        end = starts[i + 1] - 1 if i + 1 < len(starts) else float("inf")
+        if i >= 0 and (starts[i] == line if one_line else line <= end):
+            hit.setdefault(i, line)
+        elif not any(f.severity == "error" and line in (f.line, f.row) for f in src.findings):
+            src.findings.append(error(None, None, "data.not_utf8", line=line, encoding="UTF-8"))
+            return  # the file's: refused whole, as a file that is not UTF-8 from there on
+    for i, line in hit.items():
+        src.findings.append(error(src.numbers[i], None, "data.not_utf8_row", line))
+    keep = [i for i in range(len(src.rows)) if i not in hit]
+    src.rows = [src.rows[i] for i in keep]
+    src.numbers = [src.numbers[i] for i in keep]
+    if src.lines is not None:
+        src.lines = [src.lines[i] for i in keep]
 
 
 def _utf16_without_bom(data: bytes) -> tuple[str, str] | None:
