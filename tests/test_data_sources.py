@@ -533,6 +533,22 @@ def test_excel_empty_columns_and_rows_are_dropped_and_a_nameless_column_with_val
     assert [(x.key, x.line, x.params["column"]) for x in f] == [("data.csv_unnamed_column", 1, 3)]
 
 
+def test_pandas_index_column_is_left_out_with_a_warning_not_refused(tmp_path):
+    """`df.to_csv(path)` writes the index as a first column with no name: the commonest CSV from Python was
+    refused ("Column 1 has no name in the header but holds values")."""
+    import pandas as pd
+
+    p = tmp_path / "pd.csv"
+    frame = pd.DataFrame({"instruction": ["한국의 수도?", "2+2?", "색?", "q"], "output": ["서울", "4", "빨강", "a"]})
+    for table in (frame, frame.iloc[[0, 2, 3]]):  # a filtered frame keeps its row labels: 0, 2, 3
+        table.to_csv(p)
+        src = read_source(str(p))
+        assert [(f.severity, f.key) for f in src.findings] == [("warning", "data.csv_index_column")]
+        assert src.rows[0] == {"instruction": "한국의 수도?", "output": "서울"} and len(src.rows) == len(table)
+    p.write_text(",instruction,output\n3,q1,a1\n1,q2,a2\n", encoding="utf-8")  # numbers, but not the rows' order
+    assert [f.key for f in read_source(str(p)).findings] == ["data.csv_unnamed_column"]
+
+
 def test_rows_beside_facts_about_them_and_one_conversation_alone(tmp_path):
     p = tmp_path / "wrapped.json"
     p.write_text(json.dumps({"version": "1.0", "license": "cc-by", "data": [{"instruction": "a", "output": "b"}] * 2}))

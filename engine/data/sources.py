@@ -778,6 +778,7 @@ def _read_csv(text: str, src: Source, delimiter: str | None) -> None:
         src.findings.append(error(None, dup, "data.csv_duplicate_header", line=header_line))
     src.lines = []
     filled: set[int] = set()  # unnamed columns that hold something
+    firsts: list[str] = []  # the first column's cells, which may be a row index
     for start, record in records:
         if not any(cell.strip() for cell in record):
             continue
@@ -789,9 +790,21 @@ def _read_csv(text: str, src: Source, delimiter: str | None) -> None:
             src.findings.append(warning(None, None, "data.csv_header_again", line=start))
             continue
         filled.update(i for i in unnamed if record[i].strip())
+        firsts.append(record[0].strip())
         src.add({h: v for h, v in zip(header, record, strict=False) if h}, start, start)
+    if 0 in filled and _numbers_rows(firsts):  # pandas' index, which `to_csv` writes unless told index=False
+        filled.discard(0)
+        src.findings.append(warning(None, None, "data.csv_index_column", line=header_line))
     for i in sorted(filled):
         src.findings.append(error(None, None, "data.csv_unnamed_column", line=header_line, column=i + 1))
+
+
+def _numbers_rows(cells: list[str]) -> bool:
+    """Cells that number the rows: whole numbers from 0 up, rising (0, 1, 2, ...; a filtered table's 0, 3, 7)."""
+    if not cells or not all(c.isascii() and c.isdigit() for c in cells):
+        return False
+    numbers = [int(c) for c in cells]
+    return all(a < b for a, b in itertools.pairwise(numbers))
 
 
 def _csv_records(reader, skip: int, src: Source):
