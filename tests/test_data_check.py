@@ -344,6 +344,11 @@ def test_rows_whose_prompt_fills_the_cutoff_are_said_to_be_left_out_as_training_
     said = [(f.row, f.key) for f in result.findings]
     assert (2, "data.prompt_past_cutoff") in said and (3, "data.prompt_past_cutoff") not in said
     assert next(f for f in result.findings if f.key == "data.too_long").params["count"] == 1  # row 3: cut
+    # the file's summary as well: one row cut, one left out, all of its tokens dropped (it said "2 rows cut")
+    report = check_file(str(p), max_length=64)
+    s, lengths = report.stats, result.lengths
+    assert (s["over_cutoff"], s["left_out"]) == (2, 1) and s["tokens_cut"] == lengths[1] + lengths[2] - 64
+    assert s["packed_sequences"] == -(-(lengths[0] + 64) // 64)
     p.write_text(json.dumps({"instruction": long_prompt, "output": "lost"}) + "\n", encoding="utf-8")
     _, result = inspect_path(str(p), max_length=64)
     assert [(f.severity, f.key) for f in result.findings if f.severity == "error"] == [

@@ -51,6 +51,7 @@ class Analysis:
     findings: list[Finding] = field(default_factory=list)
     numbers: list[int] = field(default_factory=list)
     lengths: np.ndarray | None = None  # tokens per good record, in order
+    left_out: list[int] = field(default_factory=list)  # of those, the ones training leaves out: no answer in the cutoff
     counting: str = "estimate"  # how `lengths` were counted: exact | calibrated | estimate (tokens.py)
 
     @property
@@ -289,6 +290,7 @@ def _too_long(out: Analysis, good: list[int], max_length: int, tokenizer: Any = 
                                         max_length=max_length))
         if dropped and len(dropped) == len(good):
             out.findings.append(error(None, None, "error.no_answer_within_cutoff", rows=len(good), max_length=max_length))
+        out.left_out = [int(over[j]) for j in sorted(dropped)]
         over = np.array([k for j, k in enumerate(over) if j not in dropped], dtype=np.int64)
         if not len(over):
             return

@@ -88,8 +88,10 @@ def _print_report(r: FileReport) -> None:
         print("  " + message("data.cli.tokens", {**s, "estimated": est}))
         if "max_length" in s:
             key = "data.cli.cutoff_split" if s.get("split") else "data.cli.cutoff"  # a text is split, not cut
-            print("  " + message(key, {"max_length": s["max_length"], "over": s["over_cutoff"],
-                                                     "cut": s["tokens_cut"], "packed": s["packed_sequences"]}))
+            left = s.get("left_out", 0)
+            key = "data.cli.cutoff_left_out" if left else key  # a row whose answer starts past it: left out, not cut
+            print("  " + message(key, {"max_length": s["max_length"], "over": s["over_cutoff"] - left, "count": left,
+                                       "cut": s["tokens_cut"], "packed": s["packed_sequences"]}))
     for item in r.preview:
         for view in item["views"]:
             label = f" [{view['label']}]" if view["label"] else ""

@@ -158,9 +158,10 @@ def marked(view: dict[str, Any], open_: str = "[[", close: str = "]]", cut: str 
 
 
 def stats(lengths: np.ndarray | None, max_length: int | None = None, counting: str = "exact",
-          bins: int = 10, split: bool = False) -> dict[str, Any]:
+          bins: int = 10, split: bool = False, left_out: list[int] | None = None) -> dict[str, Any]:
     """Token length distribution, a histogram, and what the cutoff (and packing) would do: cut a longer row at
-    the cutoff, or, `split` (plain texts for pretraining), split it into pieces of the cutoff, dropping nothing."""
+    the cutoff, or, `split` (plain texts for pretraining), split it into pieces of the cutoff, dropping nothing.
+    `left_out`: the rows (indexes into `lengths`) training leaves out whole, their answer past the cutoff."""
     estimated = counting != "exact"
     if lengths is None or not len(lengths):
         return {"rows": 0, "estimated": estimated, "counting": counting}
@@ -173,6 +174,10 @@ def stats(lengths: np.ndarray | None, max_length: int | None = None, counting: s
            "histogram": {"edges": [int(round(e)) for e in edges], "counts": [int(c) for c in counts]}}
     if max_length:
         kept = lengths if split else np.minimum(lengths, max_length)
+        if left_out:
+            kept = kept.copy()
+            kept[left_out] = 0
         out.update(max_length=max_length, split=split, over_cutoff=int((lengths > max_length).sum()),
-                   tokens_cut=int((lengths - kept).sum()), packed_sequences=int(-(-int(kept.sum()) // max_length)))
+                   left_out=len(left_out or ()), tokens_cut=int((lengths - kept).sum()),
+                   packed_sequences=int(-(-int(kept.sum()) // max_length)))
     return out

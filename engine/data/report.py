@@ -138,6 +138,6 @@ def check_file(path: str, fmt: str = "auto", *, columns: dict[str, str] | None =
         valid=len(good), findings=kept, counts=counts, errors=result.errors,
         unparsed=len({f.row for f in src.findings if f.severity == "error" and f.row is not None} - set(src.numbers)),
         warnings=sum(f.severity == "warning" for f in result.findings),
-        stats=stats(lengths, max_length, result.counting, split=as_text),
+        stats=stats(lengths, max_length, result.counting, split=as_text, left_out=None if as_text else result.left_out),
         preview=preview(good, numbers, tokenizer, preview_rows, assistant_only, max_length),
     )
