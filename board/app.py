@@ -247,12 +247,16 @@ def _wire_page(ui: UI, demo: gr.Blocks, saved_lang: Any, brand: Any, forced: str
         lang = normalize_lang(lang) or "en"
         with s.lock:
             s.lang = lang
-        return [lang, brand_html(lang), *ui.texts.updates(lang)]
+        return [brand_html(lang), *ui.texts.updates(lang)]
 
+    # the reader's own pick is what the browser remembers (`input`: theirs alone). Saved on every change, the
+    # language open_page chose was saved too, and a pick made as the page opened raced it: whichever save
+    # finished last won, and a new window could open in the language before (a helper's probe, 2026-11-27)
+    lang_box.input(lambda lang: normalize_lang(lang) or "en", [lang_box], saved_lang, show_progress="hidden")
     # a language switch (by the reader, or by open_page choosing one) relabels every component, then
     # redraws what handlers wrote (charts, tables, messages) in the new language
     lang_box.change(None, [lang_box], None, js=HTML_LANG_JS)
-    event = lang_box.change(switch, [ui.session, lang_box], [saved_lang, brand, *relabelled], show_progress="hidden")
+    event = lang_box.change(switch, [ui.session, lang_box], [brand, *relabelled], show_progress="hidden")
     for fn, inputs, outputs in ui.on_lang:
         event = event.then(fn, inputs, outputs, show_progress="hidden")
     event = demo.load(open_page, [ui.session, saved_lang], lang_box, show_progress="hidden")

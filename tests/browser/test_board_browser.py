@@ -202,6 +202,33 @@ def test_switch_to_korean_and_it_stays(page, board):
     assert page.evaluate("document.documentElement.lang") == "ko"
 
 
+def test_the_language_chosen_last_is_the_one_the_next_window_opens_in(chromium, board):
+    """A language picked as the page opened was often lost: the language the page opened in was saved as well,
+    and whichever save finished last won (a helper's five picks, each in a new window: two came back as the
+    one before)."""
+    state = None
+    for label in ("한국어", "English", "日本語"):
+        context = chromium.new_context(storage_state=state, locale="en-US")
+        try:
+            pg = context.new_page()
+            pg.goto(board.url)
+            pg.wait_for_selector("#top-lang input", timeout=60_000)
+            choose(pg, "top-lang", label)  # at once, while the page still opens
+            pg.wait_for_function("() => document.body.dataset.tbReady === '1'", timeout=90_000)
+            pg.wait_for_timeout(2000)
+            state = context.storage_state()
+        finally:
+            context.close()
+        context = chromium.new_context(storage_state=state, locale="en-US")
+        try:
+            pg = context.new_page()
+            open_board(pg, board.url)
+            assert pg.input_value("#top-lang input") == label
+            state = context.storage_state()
+        finally:
+            context.close()
+
+
 def test_browser_language_is_the_default(chromium, board):
     context = chromium.new_context(locale="ja-JP")
     try:
