@@ -895,3 +895,16 @@ def test_the_data_tab_refuses_kto_data_for_dpo_and_takes_it_for_kto(tmp_path):
     assert report.format == "unpaired"
     assert [f["key"] for f in for_stage(report, "dpo", method="dpo")] == ["data.unpaired_needs_kto"]
     assert for_stage(report, "dpo", method="kto") == []
+
+
+def test_the_findings_table_gives_a_jsonl_row_its_line(tmp_path):
+    """A JSONL row's number is its line: the table's line column was empty for JSONL and filled for the rest."""
+    from engine.data import check_file
+
+    p = tmp_path / "bad.jsonl"
+    p.write_text('{"instruction": "q", "output": "a"}\n\n{"instruction": "q2"}\n', encoding="utf-8")
+    c = tmp_path / "bad.csv"
+    c.write_text("instruction,output\nq,a\nq2,\n", encoding="utf-8")
+    rows = data_tab.findings_rows([check_file(str(p)), check_file(str(c))], "en")
+    errors = [r[:4] for r in rows if r[4] == t("ui.data.sev_error", "en")]
+    assert errors == [["bad.jsonl", 3, 3, "output"], ["bad.csv", 3, 3, "output"]]

@@ -138,6 +138,7 @@ def summarize_reports(reports: list[Any], signature: str = "", skip_bad_rows: bo
 
 
 def findings_rows(reports: list[Any], lang: str) -> list[list[Any]]:
+    """The findings table: file, row, line (a JSONL row's own: its number is its line), field, severity, message."""
     rows = []
     for r in reports:
         name = Path(r.path).name or r.path
@@ -148,7 +149,7 @@ def findings_rows(reports: list[Any], lang: str) -> list[list[Any]]:
                 [
                     name,
                     "" if f.row is None else f.row,
-                    "" if f.line is None else f.line,
+                    f.line if f.line is not None else f.row if r.source == "jsonl" and f.row is not None else "",
                     f.field or "",
                     t(f"ui.data.sev_{f.severity}", lang),
                     f.message(lang),
