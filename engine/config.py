@@ -41,6 +41,9 @@ def _fail(name: str, key: str, message: str, **params: Any) -> None:
     raise ConfigError(name, key, message, **params)
 
 
+MAX_EPOCHS = 10_000
+
+
 def _check_range(obj: Any, name: str, lo: float | None = None, hi: float | None = None,
                  lo_open: bool = False, hi_open: bool = False) -> None:
     v = getattr(obj, name)
@@ -153,7 +156,7 @@ class DataConfig:
 
 @dataclass
 class TrainingConfig:
-    num_train_epochs: float = field(default=3.0, metadata={"help": "Passes over the data (ignored when max_steps > 0)."})
+    num_train_epochs: float = field(default=3.0, metadata={"help": "Passes over the data, at most 10,000 (ignored when max_steps > 0)."})
     max_steps: int = field(default=-1, metadata={"help": "Stop after this many optimizer steps (-1: use epochs)."})
     learning_rate: float = field(default=2e-4, metadata={"help": "Peak learning rate. LoRA: 1e-4..3e-4; full: 1e-5..5e-5."})
     per_device_train_batch_size: int = field(default=2, metadata={"help": "Micro-batch size."})
@@ -180,7 +183,8 @@ class TrainingConfig:
 
     def __post_init__(self) -> None:
         _check_range(self, "learning_rate", 0, 1, lo_open=True)  # 2e4 for 2e-4: the model collapses, and "finishes"
-        _check_range(self, "num_train_epochs", 0, lo_open=True)
+        # 1e8 was taken and its run's ETA read in years; a small set learnt by heart takes hundreds, not 10,000
+        _check_range(self, "num_train_epochs", 0, MAX_EPOCHS, lo_open=True)
         _check_range(self, "per_device_train_batch_size", 1)
         _check_range(self, "gradient_accumulation_steps", 1)
         _check_range(self, "warmup_ratio", 0, 1, hi_open=True)  # transformers reads a warmup of 1 or more as steps

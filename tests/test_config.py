@@ -81,6 +81,16 @@ def test_not_a_number_is_refused_where_range_checks_would_let_it_pass(field, val
     assert e.value.field == field and e.value.key == "error.config.type"
 
 
+def test_an_epoch_count_past_ten_thousand_is_refused():
+    """1e8 epochs were taken, and the run's ETA read in years."""
+    from engine.messages import message
+
+    assert RunConfig().with_overrides({"training.num_train_epochs": 10_000}).training.num_train_epochs == 10_000
+    with pytest.raises(ConfigError) as e:
+        RunConfig().with_overrides({"training.num_train_epochs": 1e8})
+    assert e.value.field == "training.num_train_epochs" and "must be <= 10000" in message(e.value.key, e.value.params)
+
+
 def test_overrides_by_dotted_path_are_typed_and_checked():
     cfg = RunConfig().with_overrides({"training.learning_rate": "1e-3", "adapter.target_modules": "q_proj,v_proj"})
     assert cfg.training.learning_rate == 1e-3
