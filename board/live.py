@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from engine.messages import error_key
+from engine.paths import models_dir
 from engine.runs import latest_checkpoint, list_runs
 
 from .charts import METRICS, PREFERENCE, figure
@@ -48,7 +49,9 @@ def progress_html(w: Watch, lang: str) -> str:
         meta.append(w.device)
     meta_html = " · ".join(html.escape(m) for m in meta)
     if w.status == STARTING:  # minutes, the first time (the demo is built): a clock the page runs shows it moves
-        meta_html = html.escape(t("ui.train.starting_hint", lang))
+        # the worker's first run builds the demo model (engine.demo) in a `.demo-*` folder beside where it goes
+        building = any(models_dir(w.path.parent.parent).glob(".demo-*"))
+        meta_html = html.escape(t("ui.train.building_demo_hint" if building else "ui.train.starting_hint", lang))
         try:
             since = (w.path / "config.yaml").stat().st_mtime
         except OSError:

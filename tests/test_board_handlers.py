@@ -193,6 +193,14 @@ def test_progress_and_alerts(tmp_path):
     w.status = "starting"
     html = live.progress_html(w, "ko")
     assert 'class="tb-since" data-since="1000000"' in html and "경과" in html
+    # the first run builds the demo model first (two minutes on a busy 2-core machine): said, not "loading"
+    run = tmp_path / "work" / "runs" / "r3"
+    run.mkdir(parents=True)
+    w = Watch.of("r3", run)
+    w.status = "starting"
+    assert "Starting the worker" in live.progress_html(w, "en")
+    (tmp_path / "work" / "models" / ".demo-x1").mkdir(parents=True)
+    assert "Building the demo model, the first time only" in live.progress_html(w, "en")
 
 
 def test_charts_redraw_when_a_point_is_replaced(tmp_path):
