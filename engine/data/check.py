@@ -207,9 +207,11 @@ def _missing_columns(out: Analysis, keys: list[str], theirs: dict[str, str], nam
 def _keys(rows: list[Any]) -> list[str]:
     """Every column name, in order of first appearance."""
     seen: dict[str, None] = {}
+    shapes: set[tuple] = set()  # most rows of a file have the same keys: each set of them read once
     for row in rows:
-        if isinstance(row, dict):
-            seen.update(dict.fromkeys(map(str, row)))
+        if isinstance(row, dict) and (shape := tuple(row)) not in shapes:
+            shapes.add(shape)
+            seen.update(dict.fromkeys(map(str, shape)))
     return list(seen)
 
 
@@ -237,15 +239,18 @@ def _weighted_length(text: str) -> int:
 
 def _short_answers(out: Analysis, good: list[int], at: Any, fld: str) -> None:
     for i in good:
-        answer = final_answer(out.records[i])
-        if answer is not None and _weighted_length(answer) < SHORT_ANSWER:
+        answer = final_answer(out.records[i])  # (a character weighs at least 1: a longer one needs no weighing)
+        if answer is not None and len(answer.strip()) < SHORT_ANSWER and _weighted_length(answer) < SHORT_ANSWER:
             out.findings.append(warning(out.numbers[i], fld, "data.short_answer", at(i), answer=answer.strip()))
 
 
 def _context_only_rows(out: Analysis, good: list[int], at: Any, fld: str) -> None:
     """Conversations whose every answer has weight 0: they train nothing and are left out of training."""
     for i in good:
-        answers = [m for m in out.records[i].get("messages") or [] if m["role"] == "assistant"]
+        msgs = out.records[i].get("messages")
+        if not msgs or not any("weight" in m for m in msgs):  # only a weight of 0 is kept on a message
+            continue
+        answers = [m for m in msgs if m["role"] == "assistant"]
         if answers and all(m.get("weight", 1) == 0 for m in answers):
             out.findings.append(warning(out.numbers[i], fld, "data.all_weight_zero", at(i)))
 
