@@ -150,7 +150,8 @@ def test_json_rows_saved_as_txt_or_csv_are_read_as_json_and_said(tmp_path):
         [said] = [f for f in src.findings if f.key == "data.json_named_as_text"]
         assert said.params["kind"] == kind and said.message("en").endswith(".json" if kind == "JSON" else ".jsonl")
     # text that opens with a brace or bracket and is not JSON rows stays text
-    for text in ("{not json}\nsecond line\n", "[link](https://example.com) and more\n\nA paragraph.\n", "[1, 2]\n"):
+    for text in ("{not json}\nsecond line\n", "[link](https://example.com) and more\n\nA paragraph.\n", "[1, 2]\n",
+                 '{"a": 1}\nthen prose about that object\n'):
         (tmp_path / "t.txt").write_text(text, encoding="utf-8")
         assert read_source(str(tmp_path / "t.txt")).kind == "text", text
 

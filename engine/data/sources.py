@@ -151,8 +151,10 @@ def _json_named_as_text(text: str) -> tuple[str, str] | None:
     start = _WS.match(text, 0).end()
     if start == len(text) or text[start] not in "[{":
         return None
-    if text[start] == "{":
-        return ("JSON Lines", ".jsonl") if _jsonl_like(text, start) else None
+    if text[start] == "{":  # each of the first 20 lines an object (a text that opens with one JSON line stays text)
+        lines = [ln for ln in text[start:].split("\n", 40)[:40] if ln.strip()][:20]
+        jsonl = len(lines) > 1 and all(isinstance(_parsed_alone(ln), dict) for ln in lines)
+        return ("JSON Lines", ".jsonl") if jsonl else None
     try:
         rows = json.loads(text[start:])
     except ValueError:
