@@ -48,6 +48,19 @@ def choose(page, elem_id: str, label: str) -> None:
     page.click(f'[role=option][aria-label="{label}"]')
 
 
+def settled(page, before: str | None, quiet_ms: int = 1500, timeout: float = 30.0) -> None:
+    """Wait until the page's saved settings (`tuneboard-form` in localStorage, each save a new ciphertext) have
+    changed from `before` and then stayed as they are for `quiet_ms`: every change made so far is saved."""
+    read = "localStorage.getItem('tuneboard-form')"
+    page.wait_for_function(f"(before) => {read} !== before", arg=before, timeout=timeout * 1000)
+    deadline, last, since = time.monotonic() + timeout, page.evaluate(read), time.monotonic()
+    while time.monotonic() - since < quiet_ms / 1000:
+        assert time.monotonic() < deadline, "the page's settings kept changing"
+        page.wait_for_timeout(200)
+        if (now := page.evaluate(read)) != last:
+            last, since = now, time.monotonic()
+
+
 def shot(page, name: str) -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(OUT / f"{name}.png"), full_page=True)
@@ -555,8 +568,9 @@ def test_a_reload_keeps_the_settings_and_a_board_started_in_korean_says_so_to_th
         pg.fill("#train-epochs input", "7")
         pg.press("#train-epochs input", "Tab")
         tab(pg, "data")
+        saved = pg.evaluate("localStorage.getItem('tuneboard-form')")
         pg.click("#data-assistant-only input")  # a checkbox: off
-        pg.wait_for_timeout(500)
+        settled(pg, saved)  # saved by a round trip to the board: 500 ms was too short on a busy machine
         pg.reload()
         open_board(pg, board.url)
         tab(pg, "train")
