@@ -432,9 +432,14 @@ def _repetition_penalty(penalty: float, spared: set[int]):
     import torch
     from transformers import LogitsProcessorList, RepetitionPenaltyLogitsProcessor
 
+    ids = torch.tensor(sorted(spared))
+    on: dict = {}  # the spared ids on the scores' device, made once a generation, not at every token
+
     class SparingStops(RepetitionPenaltyLogitsProcessor):
         def __call__(self, input_ids, scores):
-            index = torch.tensor(sorted(spared), device=scores.device)
+            index = on.get(scores.device)
+            if index is None:
+                index = on[scores.device] = ids.to(scores.device)
             kept = scores.index_select(-1, index)
             scores = super().__call__(input_ids, scores)
             return scores.index_copy(-1, index, kept)
