@@ -298,3 +298,25 @@ def test_a_file_read_in_no_format_says_so_in_its_header_line(capsys, tmp_path):
     rc, out, _ = run(capsys, sheet, FIX / "unknown_columns.jsonl")
     assert rc == 1 and "? (?)" not in out
     assert f"{sheet}: no row could be read" in out and "unknown_columns.jsonl: 1 row, in no format" in out
+
+
+def test_sft_trains_a_preference_pair_that_lacks_its_rejected_answer(capsys, tok_dir, tmp_path):
+    """SFT trains a pair's prompt and chosen answer alone, yet a pair without `rejected` refused the whole file
+    (Start stayed off) with a message about DPO. Under SFT and pretraining it is a warning and the row is kept;
+    under DPO (and with no stage named) it stays the row's error."""
+    pairs = [{"prompt": f"질문 {i}?", "chosen": f"좋은 답변 {i}입니다.", "rejected": f"나쁜 답 {i}."} for i in range(4)]
+    del pairs[2]["rejected"]
+    pairs[3]["rejected"] = " "
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("".join(json.dumps(p, ensure_ascii=False) + "\n" for p in pairs), encoding="utf-8")
+    for stage in ("sft", "pt"):
+        rc, out, _ = run(capsys, path, "--model", tok_dir, "--stage", stage, "--json")
+        doc = json.loads(out)["files"][0]
+        assert rc == 0 and doc["valid"] == 4 and doc["errors"] == 0
+        assert [(f["row"], f["key"]) for f in doc["findings"] if f["field"] == "rejected"] == [
+            (3, "data.rejected_unused_missing"), (4, "data.rejected_unused_missing")]
+    for stage in ("dpo", None):
+        rc, out, _ = run(capsys, path, "--model", tok_dir, *(("--stage", stage) if stage else ()), "--json")
+        doc = json.loads(out)["files"][0]
+        assert rc == 1 and doc["valid"] == 2
+        assert [f["row"] for f in doc["findings"] if f["severity"] == "error"] == [3, 4]

@@ -191,3 +191,19 @@ def test_a_spreadsheet_or_binary_file_is_refused_in_its_own_words_once(tmp_path)
     with pytest.raises(TuneboardError) as e:
         load_training_data(RunConfig.from_dict({"data": {"datasets": [{"path": str(sheet)}]}}))
     assert e.value.key == "data.spreadsheet_file" and str(e.value).count(str(sheet)) == 1
+
+
+def test_sft_keeps_a_pair_without_its_rejected_answer_and_dpo_refuses_it(tmp_path):
+    path = tmp_path / "pairs.jsonl"
+    path.write_text('{"prompt": "Sky?", "chosen": "Blue, on a clear day.", "rejected": "Green."}\n'
+                    '{"prompt": "Snow?", "chosen": "White, mostly."}\n'
+                    '{"chosen": [{"role": "user", "content": "Grass?"}, {"role": "assistant", "content": "Green."}]}\n',
+                    encoding="utf-8")
+    train, _ = load_training_data(cfg("sft", {"path": str(path)}))
+    assert sorted(m["content"] for row in train for m in row["messages"] if m["role"] == "assistant") == [
+        "Blue, on a clear day.", "Green.", "White, mostly."]
+    train, _ = load_training_data(cfg("pt", {"path": str(path)}))
+    assert "Snow?\n\nWhite, mostly." in train["text"]
+    with pytest.raises(TuneboardError) as e:
+        load_training_data(cfg("dpo", {"path": str(path)}))
+    assert e.value.key == "error.data_invalid_rows" and "row 2" in e.value.params["first"]

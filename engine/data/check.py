@@ -97,8 +97,9 @@ SYNONYMS = {"kto_tag": "label"}  # another tool's name for one of our fields (LL
 
 def analyze(rows: list[Any], fmt: str = "auto", *, columns: dict[str, str] | None = None,
             numbers: list[int] | None = None, lines: list[int] | None = None, tokenizer: Any = None,
-            max_length: int | None = None, measure: bool = True) -> Analysis:
-    """Detect (unless `fmt` is given), normalise and check every row.
+            max_length: int | None = None, measure: bool = True, stage: str | None = None) -> Analysis:
+    """Detect (unless `fmt` is given), normalise and check every row; for `stage` where known (SFT and
+    pretraining keep a preference pair that has no rejected answer: they train on the chosen one alone).
 
     `numbers` / `lines` are the rows' person-facing numbers and start lines (default 1..n);
     `columns` maps our field names to the file's ({"output": "answer"}); token lengths use
@@ -139,8 +140,9 @@ def analyze(rows: list[Any], fmt: str = "auto", *, columns: dict[str, str] | Non
         name = name or "text"  # no row is an object: every row gets `not_an_object` below
     out.format = name
     at = (lambda i: lines[i]) if lines else (lambda i: None)
+    need_rejected = stage not in ("sft", "pt")
     for i, row in enumerate(rows):
-        record, probs = normalize_row(row, name)
+        record, probs = normalize_row(row, name, need_rejected)
         out.records.append(record)
         if name == "text" and [(f, k) for f, k, _ in probs] == [("text", "data.empty_field")]:
             # an empty document is common in a corpus (a web dump's empty page): left out, said, not fatal
@@ -224,6 +226,9 @@ def _duplicates(out: Analysis, good: list[int], at: Any) -> None:
         keys: list[Any] = [r["text"] for r in records]
     else:
         parts = [k for k in ("messages", "prompt", "completion", "chosen", "rejected") if k in records[0]]
+        if any(k not in r for r in records for k in parts):  # a pair kept without its rejected answer (SFT)
+            parts = ["messages", "prompt", "completion", "chosen", "rejected"]
+            records = [{k: r.get(k, ()) for k in parts} for r in records]
         keys = [tuple((m["role"], m["content"]) for k in parts for m in r[k]) + tuple(len(r[k]) for k in parts)
                 for r in records]
     first: dict[Any, int] = {}

@@ -562,7 +562,9 @@ def _split_shared_prefix(chosen: list[dict], rejected: list[dict]) -> tuple[list
     return chosen[:n], chosen[n:], rejected[n:]
 
 
-def _preference(row: dict, probs: Problems) -> dict | None:
+def _preference(row: dict, probs: Problems, need_rejected: bool = True) -> dict | None:
+    """A preference pair; `need_rejected=False` (SFT and pretraining, which train on the chosen answer alone):
+    a pair with no rejected answer is said as a warning and kept, as its prompt and chosen answer."""
     if "chosen" not in row and "rejected" not in row and isinstance(row.get("output"), list):
         pair = row["output"]  # alpaca-style preference: output = [chosen, rejected]
         if len(pair) != 2:
@@ -571,7 +573,20 @@ def _preference(row: dict, probs: Problems) -> dict | None:
         row = {**row, "chosen": pair[0], "rejected": pair[1]}
     if "chosen" not in row:
         probs.add("chosen", "data.missing_field")
-    if "rejected" not in row:
+    if not need_rejected and blank(row.get("rejected")) and "chosen" in row:
+        probs.note("rejected", "data.rejected_unused_missing")
+        if not any(k in row for k in ("prompt", "instruction", "conversations", "messages")):  # one conversation
+            msgs = turns(_transcript(row["chosen"]) or row["chosen"], "chosen", probs)
+            return {"messages": msgs} if msgs is not None and check_turns(msgs, "chosen", probs) else None
+        prompt = _prompt(row, probs)
+        chosen = _answer(row["chosen"], "chosen", probs, prompt)
+        if prompt is None or chosen is None:
+            return None
+        if any(m["role"] != "assistant" for m in chosen):
+            probs.add("chosen", "data.answer_not_assistant")
+            return None
+        return {"prompt": prompt, "chosen": chosen}
+    if "rejected" not in row and need_rejected:
         probs.add("rejected", "data.missing_rejected")
     if "chosen" not in row or "rejected" not in row:
         return None
@@ -622,8 +637,9 @@ def _label(row: dict, probs: Problems) -> bool | None:
     return None
 
 
-def normalize_row(row: Any, fmt: str) -> tuple[dict | None, Problems]:
-    """One row in `fmt` (columns already mapped) -> (trl record or None, problems)."""
+def normalize_row(row: Any, fmt: str, need_rejected: bool = True) -> tuple[dict | None, Problems]:
+    """One row in `fmt` (columns already mapped) -> (trl record or None, problems). `need_rejected=False`: for a
+    stage that trains on a preference pair's chosen answer alone (SFT, pretraining)."""
     probs = Problems()
     if not isinstance(row, dict):
         probs.add(None, "data.not_an_object", got=_type_name(row))
@@ -658,7 +674,7 @@ def normalize_row(row: Any, fmt: str) -> tuple[dict | None, Problems]:
             if fmt == "unpaired":
                 record["label"] = label
     elif fmt == "preference":
-        record = _preference(row, probs)
+        record = _preference(row, probs, need_rejected)
     elif fmt == "text":
         text = text_field(row, "text", probs)
         record = {"text": text} if text is not None else None

@@ -32,9 +32,10 @@ if TYPE_CHECKING:
     from ..config import DatasetSpec, RunConfig
 
 
-def read_spec(spec: DatasetSpec, tokenizer: Any = None, max_length: int | None = None) -> tuple[Source, Analysis]:
-    """Read and check one `DatasetSpec` (its path, format, column mapping and split)."""
-    return inspect_path(spec.path, spec.format, spec.columns, spec.split, tokenizer, max_length)
+def read_spec(spec: DatasetSpec, tokenizer: Any = None, max_length: int | None = None,
+              stage: str | None = None) -> tuple[Source, Analysis]:
+    """Read and check one `DatasetSpec` (its path, format, column mapping and split) for `stage`."""
+    return inspect_path(spec.path, spec.format, spec.columns, spec.split, tokenizer, max_length, stage)
 
 
 def skippable(errors: list[Finding], good: int) -> bool:
@@ -60,7 +61,7 @@ def to_stage(record: dict, stage: str, system_prompt: str | None) -> dict:
     elif "completion" in record:
         prompt, answer, rejected = record["prompt"], record["completion"], None
     else:
-        prompt, answer, rejected = record["prompt"], record["chosen"], record["rejected"]
+        prompt, answer, rejected = record["prompt"], record["chosen"], record.get("rejected")
     prompt = with_system_prompt(prompt, system_prompt)
     if stage == "pt":
         return {"text": plain_text(prompt + answer)}
@@ -143,7 +144,7 @@ def load_training_data(cfg: RunConfig, notes: list[tuple[str, dict]] | None = No
     seed = data.shuffle_seed if data.shuffle_seed is not None else cfg.training.seed
     rows: list[dict] = []
     for spec in data.datasets:
-        src, result = read_spec(spec)
+        src, result = read_spec(spec, stage=stage)
         problems = [f for f in result.findings if f.severity == "error"]
         if problems and problems[0].key in NAMED_KEYS and not result.records:  # the message names the file
             raise TuneboardError(problems[0].key, **problems[0].params)

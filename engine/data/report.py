@@ -19,14 +19,15 @@ from .sources import Source, read_source
 
 
 def inspect_path(path: str, fmt: str = "auto", columns: dict[str, str] | None = None, split: str = "train",
-                 tokenizer: Any = None, max_length: int | None = None) -> tuple[Source, Analysis]:
-    """Read and check one dataset; reading's findings come first in the Analysis."""
+                 tokenizer: Any = None, max_length: int | None = None, stage: str | None = None,
+                 ) -> tuple[Source, Analysis]:
+    """Read and check one dataset (for `stage`, where known); reading's findings come first in the Analysis."""
     with _collector_paused():
         src = read_source(path, split)
         if not src.rows:
             return src, Analysis(None, findings=list(src.findings))
         result = analyze(src.rows, fmt, columns=columns, numbers=src.numbers, lines=src.lines,
-                         tokenizer=tokenizer, max_length=max_length, measure=max_length is not None)
+                         tokenizer=tokenizer, max_length=max_length, measure=max_length is not None, stage=stage)
     result.findings[:0] = src.findings
     return src, result
 
@@ -108,7 +109,7 @@ def check_file(path: str, fmt: str = "auto", *, columns: dict[str, str] | None =
                tokenizer: Any = None, max_length: int | None = 1024, limit: int = 20, preview_rows: int = 3,
                assistant_only: bool = True, stage: str | None = None) -> FileReport:
     """Everything `tuneboard check` says about one file (or hub dataset); `stage`: the run's, when known."""
-    src, result = inspect_path(path, fmt, columns, split, tokenizer, max_length)
+    src, result = inspect_path(path, fmt, columns, split, tokenizer, max_length, stage)
     if stage in STAGE_FORMATS:  # columns no format knows: the nearest of the formats this stage trains
         from .check import _keys, unknown_columns
         from .formats import map_columns

@@ -52,6 +52,8 @@ def conversations(record: dict) -> list[list[dict]]:
     if "completion" in record:
         return [record["prompt"] + record["completion"]]
     if "chosen" in record:
+        if "rejected" not in record:  # a pair kept for SFT without its rejected answer
+            return [record["prompt"] + record["chosen"]]
         return [record["prompt"] + record["chosen"], record["prompt"] + record["rejected"]]
     return []
 
