@@ -68,6 +68,36 @@ def test_openai_messages_content_parts_and_tool_calls():
     assert probs.notes == [("messages", "data.parts_left_out", {"index": 2, "kind": "image_url"})]
 
 
+def test_parallel_tool_results_are_one_turn_and_results_already_tagged_are_not_tagged_again():
+    """Two tool results after one turn of two calls (OpenAI's parallel calls) were refused as "a second user
+    message in a row"; Hermes' function-calling data, whose results carry their tags, had them wrapped twice;
+    a legacy `function_call` was "a message with no text"; a ShareGPT turn holding a list of calls was one block."""
+    calls = [{"id": str(i), "type": "function", "function": {"name": n, "arguments": "{}"}} for i, n in ((1, "a"), (2, "b"))]
+    row = {"messages": [user("both"), {"role": "assistant", "content": "", "tool_calls": calls},
+                        {"role": "tool", "tool_call_id": "1", "content": "A"},
+                        {"role": "tool", "tool_call_id": "2", "content": "B"}, bot("A and B")]}
+    rec, probs = normalize_row(row, "messages")
+    assert not probs and [m["role"] for m in rec["messages"]] == ["user", "assistant", "user", "assistant"]
+    assert rec["messages"][1]["content"] == ('<tool_call>\n{"name": "a", "arguments": {}}\n</tool_call>\n'
+                                             '<tool_call>\n{"name": "b", "arguments": {}}\n</tool_call>')
+    assert rec["messages"][2]["content"] == "<tool_response>\nA\n</tool_response>\n<tool_response>\nB\n</tool_response>"
+    tagged = "<tool_response>\n{\"temp\": 3}\n</tool_response>"
+    rec, probs = normalize_row({"conversations": [
+        {"from": "human", "value": "날씨?"}, {"from": "gpt", "value": '<tool_call>\n{"name": "w"}\n</tool_call>'},
+        {"from": "tool", "value": tagged}, {"from": "gpt", "value": "3도"}]}, "sharegpt")
+    assert not probs and rec["messages"][2]["content"] == tagged
+    rec, probs = normalize_row({"messages": [
+        user("calc"), {"role": "assistant", "content": None, "function_call": {"name": "calc", "arguments": '{"x": 1}'}},
+        {"role": "function", "name": "calc", "content": "2"}, bot("2")]}, "messages")
+    assert not probs and rec["messages"][1]["content"] == '<tool_call>\n{"name": "calc", "arguments": {"x": 1}}\n</tool_call>'
+    rec, probs = normalize_row({"conversations": [
+        {"from": "human", "value": "two"}, {"from": "function_call", "value": json.dumps([{"name": "a"}, {"name": "b"}])},
+        {"from": "observation", "value": "A"}, {"from": "observation", "value": "B"}, {"from": "gpt", "value": "A, B"}]},
+        "sharegpt")
+    assert not probs and rec["messages"][1]["content"].count("<tool_call>") == 2
+    assert rec["messages"][2]["content"].count("<tool_response>") == 2 and len(rec["messages"]) == 4
+
+
 def test_tool_calls_that_name_no_function_or_are_no_list_are_refused_and_arguments_not_json_said():
     """A call without a function name trained as the bare JSON of the call, and `tool_calls: "bad"` was said to be
     a message with no text."""

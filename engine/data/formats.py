@@ -253,9 +253,17 @@ TOOLS_INTRO = ("# Tools\n\nYou may call one or more functions to assist with the
                "<args-json-object>}}\n</tool_call>")  # Hermes / Qwen's words, as their chat templates write them
 
 
+def _raw_calls(item: dict) -> Any:
+    """A message's OpenAI `tool_calls`, or its one legacy `function_call` ({name, arguments}) as a list of one."""
+    calls = item.get("tool_calls")
+    if calls is None and isinstance(call := _json_cell(item.get("function_call"), "{"), dict):
+        return [{"function": call}]
+    return calls
+
+
 def _tool_calls(item: dict) -> list | None:
     """A message's OpenAI `tool_calls`: a list, or JSON text of one (a table's cell); checked by `_checked_calls`."""
-    calls = _json_cell(item.get("tool_calls"))
+    calls = _json_cell(_raw_calls(item))
     return calls if isinstance(calls, list) and calls else None
 
 
@@ -263,7 +271,7 @@ def _checked_calls(item: dict, field: str, index: int, probs: Problems) -> list 
     """A message's OpenAI `tool_calls` (a list, or JSON text of one: a table's cell), None where it has none, False
     where they are wrong (said): not a list, or a call that names no function (it trained as the bare JSON of the
     call). Arguments that are not JSON are kept as written, and said: the model learns to write them so."""
-    calls = _json_cell(item.get("tool_calls"))
+    calls = _json_cell(_raw_calls(item))
     if calls is None or calls == [] or blank(calls):
         return None
     if not isinstance(calls, list):
@@ -349,7 +357,7 @@ def turns(value: Any, field: str, probs: Problems, weights: bool = False) -> lis
         return None
     if all(isinstance(item, str) for item in value):  # LIMA, UltraChat: bare texts taking turns, the user first
         value = [{"role": "assistant" if i % 2 else "user", "content": item} for i, item in enumerate(value)]
-    out, ok = [], True
+    out, ok, results = [], True, False  # results: the last turn is tool results (the next one joins it)
     for i, item in enumerate(value, 1):
         if not isinstance(item, dict):
             probs.add(field, "data.wrong_type_in_message", index=i, expected="type.message", got=_type_name(item))
@@ -377,14 +385,30 @@ def turns(value: Any, field: str, probs: Problems, weights: bool = False) -> lis
             probs.add(field, "data.bad_weight", index=i, value=json.dumps(weight, default=str))
             ok = False
             continue
-        if raw.lower() in _TOOL_CALL or (role == "assistant" and _tool_calls(item) and blank(item.get("content"))):
+        if raw.lower() in _TOOL_CALL and not content.lstrip().startswith("<tool_call>"):
+            content = f"<tool_call>\n{_parallel_calls(content)}\n</tool_call>"
+        elif role == "assistant" and _tool_calls(item) and blank(item.get("content")):
             content = f"<tool_call>\n{content}\n</tool_call>"
         elif role == "assistant" and _tool_calls(item):  # text, then the calls (opened in _content)
             content = f"{content}\n</tool_call>"
         elif raw.lower() in _TOOL_RESULT:
-            content = f"<tool_response>\n{content}\n</tool_response>"
+            if not content.lstrip().startswith("<tool_response>"):  # Hermes' own data writes the tags itself
+                content = f"<tool_response>\n{content}\n</tool_response>"
+            if results and out:  # the results of parallel calls, one after another: one turn, as Qwen's and
+                out[-1] = {**out[-1], "content": f"{out[-1]['content']}\n{content}"}  # Hermes' templates write
+                continue                                                         # them (not two user turns)
+        results = raw.lower() in _TOOL_RESULT
         out.append({"role": role, "content": content, **({"weight": 0} if weight == 0 else {})})
     return out if ok else None
+
+
+def _parallel_calls(content: str) -> str:
+    """A ShareGPT `function_call` turn that holds a JSON list of calls (LLaMA-Factory's parallel calls): one
+    call a block, as the model is to write them; anything else as written."""
+    calls = _json_cell(content)
+    if isinstance(calls, list) and len(calls) > 1 and all(isinstance(c, dict) for c in calls):
+        return _TOOL_CALL_JOIN.join(json.dumps(c, ensure_ascii=False) for c in calls)
+    return content
 
 
 def check_turns(msgs: list[dict[str, str]], field: str, probs: Problems, end: str = "assistant") -> bool:
