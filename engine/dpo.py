@@ -12,6 +12,7 @@ Precision, optimizer, schedule and logging come from `args`, the TrainingArgumen
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Optional
@@ -66,11 +67,29 @@ def _kto(model, ref_model, tokenizer, train_ds, eval_ds, cfg: RunConfig, loss: s
     d = cfg.dpo
     train_ds = unpair(train_ds, cfg.training.seed)
     eval_ds = unpair(eval_ds, cfg.training.seed) if eval_ds is not None else None  # (unpaired files as they are)
-    kto_args = KTOConfig(**common, loss_type=loss)
+    labels = train_ds["label"]
+    kto_args = KTOConfig(**common, loss_type=loss, desirable_weight=desirable_weight(labels))
     collator = Truncate(DataCollatorForUnpairedPreference(pad_token_id=tokenizer.pad_token_id), cfg.data.max_length,
                         d.max_prompt_length, d.max_completion_length)
-    return KTOTrainer(model=model, ref_model=ref_model, args=kto_args, data_collator=collator,
-                      train_dataset=train_ds, eval_dataset=eval_ds, processing_class=tokenizer, callbacks=callbacks)
+    advice = logging.getLogger("trl.trainer.kto_trainer")
+    level = advice.level
+    if all(labels) or not any(labels):  # one kind only: trl's advice on weights (which nothing balances) is noise
+        advice.setLevel(logging.ERROR)
+    try:
+        return KTOTrainer(model=model, ref_model=ref_model, args=kto_args, data_collator=collator,
+                          train_dataset=train_ds, eval_dataset=eval_ds, processing_class=tokenizer, callbacks=callbacks)
+    finally:
+        advice.setLevel(level)
+
+
+def desirable_weight(labels: list[bool]) -> float:
+    """KTO's weight on the desirable answers' loss that balances the two kinds: the KTO paper (Eq. 8) keeps
+    desirable_weight x desirable / (undesirable_weight x undesirable) within [1, 4/3], and trl only advised
+    it, in a message naming a setting Tuneboard does not show. 1 where the kinds are even, or one is absent
+    (nothing to balance: `tuneboard check` says so)."""
+    desirable = sum(bool(x) for x in labels)
+    undesirable = len(labels) - desirable
+    return undesirable / desirable if desirable and undesirable else 1.0
 
 
 def unpair(ds, seed: int):

@@ -320,3 +320,17 @@ def test_sft_trains_a_preference_pair_that_lacks_its_rejected_answer(capsys, tok
         doc = json.loads(out)["files"][0]
         assert rc == 1 and doc["valid"] == 2
         assert [f["row"] for f in doc["findings"] if f["severity"] == "error"] == [3, 4]
+
+
+def test_kto_answers_of_one_kind_are_said_and_refused_where_the_stage_drops_them(capsys, tok_dir, tmp_path):
+    """All answers undesirable: `check --stage sft` said "Ready to train" and train then found no rows; `--stage
+    kto` said nothing, and trl printed its advice on a weight Tuneboard does not show."""
+    path = tmp_path / "bad.jsonl"
+    path.write_text("".join(json.dumps({"prompt": f"질문 {i}", "completion": f"나쁜 답 {i}", "label": False},
+                                       ensure_ascii=False) + "\n" for i in range(3)), encoding="utf-8")
+    rc, out, _ = run(capsys, path, "--model", tok_dir, "--stage", "kto", "--json")
+    doc = json.loads(out)["files"][0]
+    assert rc == 0 and [(f["key"], f["params"]) for f in doc["findings"]] == [
+        ("data.kto_one_kind", {"count": 3, "value": "false"})]
+    rc, out, _ = run(capsys, path, "--model", tok_dir, "--stage", "sft")
+    assert rc == 1 and "marked undesirable" in out and "SFT" in out

@@ -1,5 +1,6 @@
 """load_training_data: RunConfig.data -> checked, normalised, merged, shuffled, split datasets that train."""
 
+import json
 import math
 from pathlib import Path
 
@@ -207,3 +208,38 @@ def test_sft_keeps_a_pair_without_its_rejected_answer_and_dpo_refuses_it(tmp_pat
     with pytest.raises(TuneboardError) as e:
         load_training_data(cfg("dpo", {"path": str(path)}))
     assert e.value.key == "error.data_invalid_rows" and "row 2" in e.value.params["first"]
+
+
+def test_llama_factory_kto_conversations_train_as_kto_and_sft_keeps_the_desirable_answers(tmp_path):
+    """LLaMA-Factory's KTO rows are a conversation and a `kto_tag`: KTO refused them as "the messages format,
+    which has no rejected answers", and SFT and pretraining trained the undesirable answers too."""
+    path = tmp_path / "kto_lf.jsonl"
+    rows = [({"messages": [{"role": "user", "content": "한국의 수도는?"}, {"role": "assistant", "content": "서울입니다."}]}, True),
+            ({"messages": [{"role": "user", "content": "한국의 수도는?"}, {"role": "assistant", "content": "도쿄입니다."}]}, False),
+            ({"conversations": [{"from": "human", "value": "일본의 수도는?"}, {"from": "gpt", "value": "도쿄입니다."}]}, "true")]
+    path.write_text("".join(json.dumps({**r, "kto_tag": tag}, ensure_ascii=False) + "\n" for r, tag in rows),
+                    encoding="utf-8")
+    train, _ = load_training_data(RunConfig.from_dict({"stage": "dpo", "dpo": {"method": "kto"},
+                                                       "data": {"datasets": [{"path": str(path)}], "val_size": 0}}))
+    assert sorted(train.column_names) == ["completion", "label", "prompt"] and sorted(train["label"]) == [False, True, True]
+    assert all(row["prompt"][-1]["role"] == "user" and roles(row["completion"]) == ["assistant"] for row in train)
+    notes = []
+    train, _ = load_training_data(cfg("sft", {"path": str(path)}, val_size=0), notes)
+    assert sorted(row["messages"][-1]["content"] for row in train) == ["도쿄입니다.", "서울입니다."]  # Japan's, Korea's
+    assert [k for k, _ in notes if k.startswith("warning.sft")] == ["warning.sft_on_unpaired"]
+    notes = []
+    train, _ = load_training_data(cfg("pt", {"path": str(path)}, val_size=0), notes)
+    assert len(train) == 2 and "warning.pt_on_unpaired" in [k for k, _ in notes]
+    bad = tmp_path / "all_bad.jsonl"
+    bad.write_text('{"prompt": "q", "completion": "a bad answer", "label": false}\n' * 2, encoding="utf-8")
+    with pytest.raises(TuneboardError) as e:  # it said "No training rows left after reading the data"
+        load_training_data(cfg("sft", {"path": str(bad)}))
+    assert "marked undesirable" in str(e.value)
+
+
+def test_kto_balances_desirable_and_undesirable_answers():
+    from engine.dpo import desirable_weight
+
+    assert desirable_weight([True, False, False, False]) == 3.0  # the KTO paper's ratio, which trl only advised
+    assert desirable_weight([True, True, True, False]) == pytest.approx(1 / 3)
+    assert desirable_weight([True, False]) == desirable_weight([True, True]) == desirable_weight([False]) == 1.0

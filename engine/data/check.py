@@ -153,6 +153,12 @@ def analyze(rows: list[Any], fmt: str = "auto", *, columns: dict[str, str] | Non
         for fld, key, params in probs.notes if record is not None else ():
             out.findings.append(warning(numbers[i], theirs.get(fld, fld), key, at(i), **params))
     good = [i for i, r in enumerate(out.records) if r is not None]
+    if stage in ("sft", "pt") and name == "unpaired" and good and not any(out.records[i]["label"] for i in good):
+        out.findings.append(error(None, theirs.get("label", "label"), "error.only_undesirable", count=len(good),
+                                  stage=stage.upper()))  # they learn from the desirable answers alone: none here
+    elif name == "unpaired" and len({out.records[i]["label"] for i in good}) == 1:  # KTO learns from both kinds
+        out.findings.append(warning(None, theirs.get("label", "label"), "data.kto_one_kind", count=len(good),
+                                    value=str(out.records[good[0]]["label"]).lower()))
     _missing_columns(out, keys, theirs, present)
     unused = [k for k in keys if k not in used_fields(name)]
     if unused and good:
@@ -190,7 +196,8 @@ def _missing_columns(out: Analysis, keys: list[str], theirs: dict[str, str], nam
     if out.format not in ("alpaca", "prompt_completion", "text", "preference", "unpaired") or not keys:
         return  # the others have alternative spellings per row; no keys: no row is an object (said per row)
     absent = tuple(f for f in FORMATS[out.format][0] if f not in keys
-                   and not (f == "instruction" and "input" in keys))  # input alone is a prompt too
+                   and not (f == "instruction" and "input" in keys)  # input alone is a prompt too
+                   and not (f in ("prompt", "completion") and {"messages", "conversations"} & set(keys)))
     if out.format == "preference":  # the prompt only (chosen and rejected may be alpaca's two-item output),
         # when no row spells it otherwise nor leaves it inside chosen and rejected
         said = {(f.field, f.key) for f in out.findings}

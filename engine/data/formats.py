@@ -43,7 +43,7 @@ FORMATS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {  # name -> (requ
     "messages": (("messages",), ("tools",)),
     "prompt_completion": (("prompt", "completion"), ("system",)),
     "preference": (("prompt", "chosen", "rejected"), ("system", "instruction", "input", "output", "conversations", "messages")),
-    "unpaired": (("prompt", "completion", "label"), ("system",)),
+    "unpaired": (("prompt", "completion", "label"), ("system", "messages", "conversations", "tools")),
     "text": (("text",), ()),
 }
 FIELDS = frozenset(f for required, optional in FORMATS.values() for f in required + optional)  # our column names
@@ -103,8 +103,9 @@ def _row_format(row: dict) -> str | None:
     if "instruction" in keys and isinstance(row.get("output"), list):
         return "preference"
     for name in ("conversations", "messages"):
-        if name in keys:
-            return _turn_style(row[name]) or ("sharegpt" if name == "conversations" else "messages")
+        if name in keys:  # with a label: LLaMA-Factory's KTO rows (its `kto_tag`, read as our label)
+            return "unpaired" if "label" in keys else _turn_style(row[name]) or (
+                "sharegpt" if name == "conversations" else "messages")
     if "instruction" in keys or ("input" in keys and "output" in keys):
         return "alpaca"
     if "prompt" in keys and "completion" in keys:
@@ -687,6 +688,15 @@ def normalize_row(row: Any, fmt: str, need_rejected: bool = True) -> tuple[dict 
         if msgs is not None:
             msgs = _with_tools(_trim_loose_ends(_with_system(msgs, row, probs), name, probs), row, probs)
             record = {"messages": msgs} if check_turns(msgs, name, probs) else None
+    elif fmt == "unpaired" and "completion" not in row and ("messages" in row or "conversations" in row):
+        name = "conversations" if "conversations" in row else "messages"  # LLaMA-Factory's KTO: a conversation
+        msgs = turns(row[name], name, probs)                                 # whose last answer is labelled
+        if msgs is not None:
+            msgs = _with_tools(_with_system(msgs, row, probs), row, probs)
+            msgs = msgs if check_turns(msgs, name, probs) else None
+        label = _label(row, probs)
+        if msgs is not None and label is not None:
+            record = {"prompt": msgs[:-1], "completion": msgs[-1:], "label": label}
     elif fmt in ("prompt_completion", "unpaired"):  # unpaired: KTO's, the answer marked desirable (true) or not
         prompt = _prompt(row, probs)
         completion = _answer(row["completion"], "completion", probs, prompt) if "completion" in row else None

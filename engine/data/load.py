@@ -93,12 +93,12 @@ def stage_refusal(fmt: str, stage: str, path: str, method: str | None = None) ->
 
 # what a stage does with a file of another kind than its own, said as a warning (training goes on)
 STAGE_NOTES = {("sft", "preference"): "warning.sft_on_preference", ("pt", "chat"): "warning.pt_on_chat",
-               ("sft", "unpaired"): "warning.sft_on_unpaired"}
+               ("sft", "unpaired"): "warning.sft_on_unpaired", ("pt", "unpaired"): "warning.pt_on_unpaired"}
 
 
 def stage_note(fmt: str, stage: str, path: str) -> tuple[str, dict[str, Any]] | None:
     """The warning training gives for a file it takes in another form than the file's (key, params), or None."""
-    key = STAGE_NOTES.get((stage, "chat" if stage == "pt" and fmt != "text" else fmt))
+    key = STAGE_NOTES.get((stage, "chat" if stage == "pt" and fmt not in ("text", "unpaired") else fmt))
     return (key, {"path": path}) if key else None
 
 
@@ -143,6 +143,7 @@ def load_training_data(cfg: RunConfig, notes: list[tuple[str, dict]] | None = No
     stage, data = cfg.stage, cfg.data
     seed = data.shuffle_seed if data.shuffle_seed is not None else cfg.training.seed
     rows: list[dict] = []
+    undesirable = 0  # KTO's answers marked undesirable, which SFT and pretraining leave out
     for spec in data.datasets:
         src, result = read_spec(spec, stage=stage)
         problems = [f for f in result.findings if f.severity == "error"]
@@ -174,10 +175,14 @@ def load_training_data(cfg: RunConfig, notes: list[tuple[str, dict]] | None = No
             keep = sorted(random.Random(seed).sample(range(len(records)), spec.max_samples))
             records = [records[i] for i in keep]
         if stage != "dpo":  # KTO's undesirable answers: SFT and pretraining learn from the desirable ones alone
+            undesirable += len(records)
             records = [r for r in records if r.get("label") is not False]
+            undesirable -= len(records)
         rows += [to_stage(r, stage, data.system_prompt) for r in records]
     if stage == "dpo" and any("label" in r for r in rows) and any("chosen" in r for r in rows):
         rows = [u for r in rows for u in _unpaired(r)]  # KTO on pairs and unpaired answers at once: all unpaired
+    if not rows and undesirable:
+        raise TuneboardError("error.only_undesirable", count=undesirable, stage=stage.upper())
     if not rows:
         raise TuneboardError("error.empty_dataset")
     random.Random(seed).shuffle(rows)
