@@ -291,6 +291,22 @@ def test_openai_weights_are_read_and_wrong_ones_refused_at_their_row():
     assert first[2] == {"role": "assistant", "content": "Paris", "weight": 0} and "weight" not in first[4]
 
 
+def test_a_file_whose_every_answer_has_weight_0_is_an_error_where_only_answers_train(tmp_path):
+    """`check` said "Ready to train" (a warning a row) and training then failed at step 0 with a run folder made."""
+    path = tmp_path / "w0.jsonl"
+    path.write_text("".join(json.dumps({"messages": [{"role": "user", "content": f"q{i}"},
+                                                     {"role": "assistant", "content": "context", "weight": 0}]}) + "\n"
+                            for i in range(3)), encoding="utf-8")
+    report = check_file(str(path), tokenizer=None)
+    assert report.errors == 1 and [(f.row, f.key, f.params) for f in report.findings if f.severity == "error"] == [
+        (None, "data.every_answer_weight_zero", {"rows": 3})]
+    assert check_file(str(path), tokenizer=None, assistant_only=False).errors == 0  # every token trains
+    assert check_file(str(path), tokenizer=None, stage="pt").errors == 0
+    path.write_text(path.read_text() + json.dumps({"messages": [{"role": "user", "content": "q"},
+                                                                 {"role": "assistant", "content": "learnt"}]}) + "\n")
+    assert check_file(str(path), tokenizer=None).errors == 0  # one row to learn from is enough
+
+
 def _found_in(path, severity="error"):
     _, result = inspect_path(str(path))
     return [(f.row, f.field, f.key) for f in result.findings if f.severity == severity]

@@ -117,6 +117,13 @@ def check_file(path: str, fmt: str = "auto", *, columns: dict[str, str] | None =
         result.findings = [unknown_columns(_keys([map_columns(r, columns) for r in src.rows]), STAGE_FORMATS[stage])
                            if f.key == "data.unknown_columns" else f for f in result.findings]
     good = result.good
+    weightless = sum(f.key == "data.all_weight_zero" for f in result.findings)
+    if assistant_only and stage != "pt" and good and weightless == len(good):  # training finds no answer to learn
+        from .check import ANSWER_FIELD
+        from .findings import error
+
+        field = (columns or {}).get(ANSWER_FIELD[result.format], ANSWER_FIELD[result.format])
+        result.findings.append(error(None, field, "data.every_answer_weight_zero", rows=len(good)))
     numbers = [n for r, n in zip(result.records, result.numbers, strict=False) if r is not None]
     lengths, as_text = result.lengths, result.format == "text"
     if stage == "pt" and good and result.format not in (None, "text") and lengths is not None:
