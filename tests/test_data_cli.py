@@ -38,7 +38,7 @@ def test_errors_exit_1_and_name_rows_and_fields(capsys, tok_dir):
     rc, out, _ = run(capsys, FIX / "alpaca.json", FIX / "broken.jsonl", "--model", tok_dir)
     assert rc == 1
     assert "row 4, field output: The field output is missing" in out
-    assert "row 9: A comma before a closing bracket" in out and "7 errors," in out
+    assert "row 9: A comma before a closing bracket" in out and "6 errors," in out
 
 
 def test_warnings_alone_still_exit_0(capsys, tok_dir):
@@ -136,15 +136,15 @@ def test_a_language_given_with_its_region_or_as_a_locale_is_spoken_and_an_unknow
 
 def test_lang_speaks_korean_including_places_and_kinds_of_values(capsys, tmp_path):
     p = tmp_path / "bad.jsonl"
-    p.write_text('{"instruction": "질문", "output": 3}\n{"instruction": "q", "output": "a"}\n', encoding="utf-8")
+    p.write_text('{"instruction": "질문", "output": {"a": 3}}\n{"instruction": "q", "output": "a"}\n', encoding="utf-8")
     rc, out, _ = run(capsys, p, "--lang", "ko")
     assert rc == 1
-    assert "오류      1행, 필드 output: output 필드는 '텍스트' 형식이어야 하는데 '숫자' 형식입니다" in out
+    assert "오류      1행, 필드 output: output 필드는 '텍스트' 형식이어야 하는데 '객체' 형식입니다" in out
     assert "type." not in out and "row" not in out
     assert "alpaca (대화형 " in out.splitlines()[0]  # the kind of data too, as the board says it
     rc, out, _ = run(capsys, p)  # the next command is English again
     assert "alpaca (conversational language modeling)" in out.splitlines()[0]
-    assert "row 1, field output: The field output should be text, but it is a number" in out
+    assert "row 1, field output: The field output should be text, but it is an object" in out
     rc = main(["estimate", str(ROOT / "assets/configs/sft_demo.yaml"), "--set", "training.learning_rate=x"])
     assert rc == 2 and "training.learning_rate: expected a number, got x" in capsys.readouterr().err
     os.environ["TUNEBOARD_LANG"] = "ja"

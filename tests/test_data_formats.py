@@ -311,3 +311,29 @@ def test_tool_definitions_are_told_in_the_system_message_and_calls_written_as_he
     assert staged["messages"][0]["content"].startswith("You are Tuneboard.\n\n# Tools")
     rec, probs = normalize_row({**row, "tools": "not tools"}, "messages")
     assert rec is None and [(f, k) for f, k, _ in probs] == [("tools", "data.wrong_type")]
+
+
+def test_numbers_where_text_belongs_are_read_as_their_text_and_said():
+    """`{"output": 42}` was an error in JSON and Parquet, while the same cell in a CSV trained as "42"."""
+    rec, probs = normalize_row({"instruction": "2+40?", "output": 42}, "alpaca")
+    assert not probs and rec["messages"][-1] == bot("42") and probs.notes == [
+        ("output", "data.number_as_text", {"value": "42"})]
+    rec, probs = normalize_row({"messages": [user("half?"), {"role": "assistant", "content": 0.5}]}, "messages")
+    assert rec["messages"][-1] == bot("0.5") and probs.notes[0][1:] == ("data.number_as_text_in_message",
+                                                                        {"value": "0.5", "index": 2})
+    rec, probs = normalize_row({"prompt": "n?", "completion": 7}, "prompt_completion")
+    assert rec["completion"] == [bot("7")]
+    for value, key in ((True, "data.wrong_type"), (float("nan"), "data.empty_field")):  # no number; a table's empty cell
+        rec, probs = normalize_row({"instruction": "q", "output": value}, "alpaca")
+        assert rec is None and [k for _, k, _ in probs] == [key]
+
+
+def test_a_corpus_with_a_null_leaves_out_that_document_alone(tmp_path):
+    path = tmp_path / "corpus.json"
+    path.write_text('["text one", null, "text two"]', encoding="utf-8")
+    src = read_source(str(path))
+    result = analyze(src.rows, numbers=src.numbers, lines=src.lines)
+    assert result.format == "text" and [r["text"] for r in result.good] == ["text one", "text two"]
+    assert [(f.row, f.severity, f.key) for f in result.findings] == [(2, "warning", "data.empty_text_skipped")]
+    missing = read_source(str(tmp_path / "sheet.xlsx"))  # a file's name, not a hub dataset this machine can't reach
+    assert missing.kind != "hub" and [f.key for f in missing.findings] == ["data.file_not_found"]

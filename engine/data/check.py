@@ -129,8 +129,8 @@ def analyze(rows: list[Any], fmt: str = "auto", *, columns: dict[str, str] | Non
         rows = [map_columns(r, columns) for r in rows]
     # a line that is just a list of messages is one conversation; a file of bare texts (["doc", "doc"]) is a corpus
     rows = [{"messages": r} if isinstance(r, list) and is_turns(r) else r for r in rows]
-    if name in ("auto", "text") and all(isinstance(r, str) for r in rows):
-        rows = [{"text": r} for r in rows]
+    if name in ("auto", "text") and all(isinstance(r, str) or r is None for r in rows) and any(rows):
+        rows = [{"text": r} for r in rows]  # a corpus; a null in it is one empty document, said at its row
     keys = _keys(rows)
     if name == "auto":
         name = detect_format(rows)

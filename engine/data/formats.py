@@ -204,7 +204,7 @@ _INVISIBLE = re.compile("[\\s\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u
 
 def blank(value: Any) -> bool:
     """Missing, or text that shows nothing: empty, spaces, or only invisible characters (a zero-width space)."""
-    if value is None:
+    if value is None or (isinstance(value, float) and value != value):  # NaN: a table's empty cell
         return True
     if not isinstance(value, str):
         return False
@@ -223,11 +223,26 @@ def text_field(row: dict, name: str, probs: Problems, required: bool = True) -> 
             probs.add(name, "data.empty_field")
         return None
     if not isinstance(value, str):
+        if (text := _number_text(value, name, probs)) is not None:
+            return text
         probs.add(name, "data.wrong_type", expected="type.text", got=_type_name(value))
         return None
     if value.strip() in SPREADSHEET_ERRORS:  # a formula that failed, saved as its error: the model would learn it
         probs.note(name, "data.spreadsheet_error", value=value.strip())  # (a row about Excel may mean it: a warning)
     return value if _encodable(value, name, probs) else None
+
+
+def _number_text(value: Any, field: str, probs: Problems, index: int | None = None) -> str | None:
+    """A number where text belongs (a math set's answer `42`, a Parquet int column) as the text it reads as,
+    said; as a CSV cell `42` is read. None for anything else (a boolean is no answer)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value in (float("inf"), float("-inf")):
+        return None
+    text = str(value)
+    if index is None:
+        probs.note(field, "data.number_as_text", value=text[:40])
+    else:
+        probs.note(field, "data.number_as_text_in_message", value=text[:40], index=index)
+    return text
 
 
 SPREADSHEET_ERRORS = {"#N/A", "#VALUE!", "#REF!", "#DIV/0!", "#NAME?", "#NUM!", "#NULL!", "#SPILL!", "#CALC!",
@@ -339,6 +354,8 @@ def _content(item: dict, field: str, index: int, probs: Problems) -> str | None:
         probs.add(field, "data.empty_message", index=index)
         return None
     if not isinstance(value, str):
+        if (text := _number_text(value, field, probs, index)) is not None:
+            return text
         probs.add(field, "data.wrong_type_in_message", index=index, expected="type.text", got=_type_name(value))
         return None
     return value if _encodable(value, field, probs) else None
@@ -536,8 +553,10 @@ def _answer(value: Any, field: str, probs: Problems, prompt: list[dict] | None =
         probs.add(field, "data.empty_field")
         return None
     if not isinstance(value, str):
-        probs.add(field, "data.wrong_type", expected="type.text", got=_type_name(value))
-        return None
+        if (text := _number_text(value, field, probs)) is None:
+            probs.add(field, "data.wrong_type", expected="type.text", got=_type_name(value))
+            return None
+        value = text
     return [{"role": "assistant", "content": value}]
 
 

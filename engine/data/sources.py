@@ -62,8 +62,8 @@ def resolve_data_path(spec_path: str) -> str:
 
 def is_hub_name(spec_path: str) -> bool:
     path = resolve_data_path(spec_path)
-    if os.path.exists(path) or Path(path).suffix.lower() in EXTENSIONS or path.endswith(".gz"):
-        return False
+    if os.path.exists(path) or Path(path).suffix.lower() in EXTENSIONS.keys() | SPREADSHEETS | _FILE_SUFFIXES:
+        return False  # a file's name (not there: "file not found", not a hub dataset that this machine can't reach)
     return bool(_HUB_NAME.match(path)) and not path.startswith(".")
 
 
@@ -200,6 +200,8 @@ def _line_at(text: str, pos: int) -> int:
 
 
 SPREADSHEETS = {".xlsx", ".xlsm", ".xls", ".ods", ".numbers"}  # saved as CSV, they read as any CSV
+_FILE_SUFFIXES = {".gz", ".zip", ".bz2", ".xz", ".zst", ".tar", ".7z", ".arrow", ".feather", ".avro", ".orc", ".xml",
+                  ".html", ".htm", ".pdf", ".docx", ".doc", ".yaml", ".yml", ".pkl", ".npy", ".db", ".sqlite"}
 
 # ---- encodings -------------------------------------------------------------------------------
 
