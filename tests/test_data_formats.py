@@ -337,3 +337,16 @@ def test_a_corpus_with_a_null_leaves_out_that_document_alone(tmp_path):
     assert [(f.row, f.severity, f.key) for f in result.findings] == [(2, "warning", "data.empty_text_skipped")]
     missing = read_source(str(tmp_path / "sheet.xlsx"))  # a file's name, not a hub dataset this machine can't reach
     assert missing.kind != "hub" and [f.key for f in missing.findings] == ["data.file_not_found"]
+
+
+def test_a_cell_of_messages_as_pandas_writes_it_is_read_and_broken_json_in_a_cell_is_located():
+    """pandas writes a list column into a CSV with Python's quotes; that and a cell of JSON cut short were both
+    "should be a list of messages, but it is text"."""
+    cell = str([{"role": "user", "content": "hi"}, {"role": "assistant", "content": "it's fine"}])
+    rec, probs = normalize_row({"messages": cell}, "messages")
+    assert not probs and rec["messages"] == [user("hi"), bot("it's fine")]
+    rec, probs = normalize_row({"messages": '[{"role": "user", "content": "hi"}, {"role": "assistant"'}, "messages")
+    assert rec is None and list(probs) == [("messages", "data.cell_not_json",
+                                            {"error": "json.expecting_comma", "column": 57})]
+    rec, probs = normalize_row({"messages": "[{'role': __import__('os').getcwd()}]"}, "messages")
+    assert rec is None and [k for _, k, _ in probs] == ["data.cell_not_json"]  # literals only: nothing is run

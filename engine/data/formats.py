@@ -31,6 +31,7 @@ Knows nothing of files (sources.py) or tokens (check.py, preview.py).
 
 from __future__ import annotations
 
+import ast
 import difflib
 import json
 import re
@@ -171,13 +172,35 @@ class Problems(list):
 
 def _json_cell(value: Any, opens: str = "[") -> Any:
     """A cell that holds JSON text (CSV and Parquet files often hold lists as JSON), parsed if it opens with one
-    of `opens` and parses; anything else as it is."""
+    of `opens` and parses; or a list of objects as pandas writes one into a CSV (Python's quotes: `[{'role':
+    'user', ...}]`); anything else as it is."""
     if isinstance(value, str) and (text := value.lstrip()) and text[0] in opens:
         try:
             return json.loads(value)
         except ValueError:
+            if text.startswith(("[{'", "{'")):
+                try:
+                    parsed = ast.literal_eval(text)  # literals only: nothing is run
+                except (ValueError, SyntaxError, MemoryError, RecursionError):
+                    return value
+                return parsed if isinstance(parsed, (list, dict)) else value
             return value
     return value
+
+
+def _json_error(value: Any) -> dict[str, Any] | None:
+    """Why a cell that opens as JSON (`[` or `{`) does not parse, and where (`error`: a `json.*` key where Python
+    says a known one; `column`: the character); None for any other value."""
+    if isinstance(value, str) and (text := value.strip()) and text[0] in "[{":
+        try:
+            json.loads(text)
+        except json.JSONDecodeError as e:
+            from .sources import _reason  # the reader's words for Python's
+
+            return {"error": _reason(e.msg), "column": e.pos + 1}
+        except ValueError as e:
+            return {"error": str(e)[:200], "column": 1}
+    return None
 
 
 def _messages_cell(value: Any) -> Any:
@@ -368,7 +391,10 @@ def turns(value: Any, field: str, probs: Problems, weights: bool = False) -> lis
     1 trains on it, 0 keeps it as context only (the message then carries "weight": 0)."""
     value = _json_cell(value)  # CSV and Parquet files often hold conversations as JSON text
     if not isinstance(value, list):
-        probs.add(field, "data.wrong_type", expected="type.messages", got=_type_name(value))
+        if reason := _json_error(value):  # JSON cut short or hand-edited: where it breaks, not "it is text"
+            probs.add(field, "data.cell_not_json", **reason)
+        else:
+            probs.add(field, "data.wrong_type", expected="type.messages", got=_type_name(value))
         return None
     if not value:
         probs.add(field, "data.empty_field")
