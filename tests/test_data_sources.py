@@ -109,6 +109,18 @@ def test_csv_files_joined_with_cat_skip_the_second_header_and_say_so(tmp_path):
     assert [(f.severity, f.key, f.line) for f in src.findings] == [("warning", "data.csv_header_again", 5)]
 
 
+def test_csv_rows_ending_in_a_comma_are_read_without_the_empty_cell_and_said(tmp_path):
+    """`q1,answer one,` under a header of two columns refused the whole file ("in no format Tuneboard knows")."""
+    p = tmp_path / "trailing.csv"
+    p.write_text("instruction,output\nq1,answer one,\nq2,\"answer, two\", \nq3,answer three\nq4,a4,x\n",
+                 encoding="utf-8")
+    src = read_source(str(p))
+    assert [r["output"] for r in src.rows] == ["answer one", "answer, two", "answer three"]
+    assert [(f.severity, f.key, f.row, f.params) for f in src.findings] == [
+        ("error", "data.csv_field_count", 5, {"expected": 2, "got": 3}),  # a cell with something in it: not dropped
+        ("warning", "data.csv_trailing_cells", None, {"count": 2, "expected": 2})]
+
+
 def test_excel_unicode_text_is_read_as_the_table_it_is(tmp_path):
     """Excel's "Unicode Text (*.txt)" (UTF-16 with a BOM, tab-separated, CRLF), the usual way a Korean Windows user
     gets UTF-16, was read as plain text: SFT refused it, pretraining trained its header and tabs."""

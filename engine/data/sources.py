@@ -783,9 +783,12 @@ def _read_csv(text: str, src: Source, delimiter: str | None) -> None:
     src.lines = []
     filled: set[int] = set()  # unnamed columns that hold something
     firsts: list[str] = []  # the first column's cells, which may be a row index
+    trailing = 0  # rows with empty cells past the header's columns (a comma at the end of each line)
     for start, record in records:
         if not any(cell.strip() for cell in record):
             continue
+        if len(record) > len(header) and not any(c.strip() for c in record[len(header):]):
+            record, trailing = record[:len(header)], trailing + 1  # nothing in them to lose: read as meant, said
         if len(record) != len(header):
             src.findings.append(error(start, None, "data.csv_field_count", line=start,
                                       expected=len(header), got=len(record)))
@@ -796,6 +799,9 @@ def _read_csv(text: str, src: Source, delimiter: str | None) -> None:
         filled.update(i for i in unnamed if record[i].strip())
         firsts.append(record[0].strip())
         src.add({h: v for h, v in zip(header, record, strict=False) if h}, start, start)
+    if trailing:
+        src.findings.append(warning(None, None, "data.csv_trailing_cells", line=header_line, count=trailing,
+                                    expected=len(header)))
     if 0 in filled and _numbers_rows(firsts):  # pandas' index, which `to_csv` writes unless told index=False
         filled.discard(0)
         src.findings.append(warning(None, None, "data.csv_index_column", line=header_line))
