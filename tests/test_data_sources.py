@@ -192,6 +192,9 @@ def test_a_json_of_splits_and_pandas_default_layout_are_read_as_meant(tmp_path):
     splits.write_text(json.dumps({"train": rows, "test": rows[:1]}), encoding="utf-8")
     src = read_source(str(splits))
     assert src.rows == rows and [f.key for f in src.findings] == ["data.splits_in_file"]
+    splits.write_text(json.dumps({"train": [], "test": rows[:1]}), encoding="utf-8")  # was "columns of different
+    src = read_source(str(splits))                                                    # lengths (train: 0, test: 1)"
+    assert not src.rows and [(f.key, f.params) for f in src.findings] == [("data.train_split_empty", {"others": "test: 1"})]
     frame = tmp_path / "frame.json"
     frame.write_text(json.dumps({k: {str(i + 10): r[k] for i, r in enumerate(rows)} for k in rows[0]}), encoding="utf-8")
     src = read_source(str(frame))

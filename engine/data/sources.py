@@ -698,6 +698,10 @@ def _read_json_object(obj: Any, src: Source) -> None:
     values = list(obj.values())
     lists = [v for v in values if isinstance(v, list)]
     splits = [k for k in obj if str(k).lower() in SPLIT_NAMES and isinstance(obj[k], list)]
+    if len(splits) > 1 and len(splits) == len(obj) and "train" in obj and not obj["train"]:
+        src.findings.append(error(None, None, "data.train_split_empty",  # (not "columns of different lengths")
+                                  others=", ".join(f"{k}: {len(obj[k])}" for k in splits if k != "train")))
+        return
     if len(splits) > 1 and len(splits) == len(obj) and "train" in obj and all(
             obj[k] and all(isinstance(r, dict) for r in obj[k]) for k in splits):
         # {"train": [...], "test": [...]}: a dataset's splits in one file, read as its train split
