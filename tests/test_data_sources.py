@@ -121,6 +121,19 @@ def test_csv_rows_ending_in_a_comma_are_read_without_the_empty_cell_and_said(tmp
         ("warning", "data.csv_trailing_cells", None, {"count": 2, "expected": 2})]
 
 
+def test_a_json_array_cut_short_is_said_to_be_cut_short(tmp_path):
+    """A file cut inside its last row was "a comma is missing between two items"; one cut after its last row,
+    "a comma or ] is expected" on a line past the file's end."""
+    p = tmp_path / "cut.json"
+    p.write_text('[\n  {"instruction": "q", "output": "answer"},\n  {"instruction": "q2", "output": "answer"', encoding="utf-8")
+    src = read_source(str(p))
+    assert [(f.row, f.line, f.params["error"]) for f in src.findings] == [(2, 3, "json.file_ends_early")]
+    p.write_text('[\n  {"instruction": "q", "output": "answer"},\n  {"instruction": "q2", "output": "answer"}\n',
+                 encoding="utf-8")
+    src = read_source(str(p))
+    assert len(src.rows) == 2 and [(f.line, f.params["error"]) for f in src.findings] == [(3, "json.ends_before_bracket")]
+
+
 def test_excel_unicode_text_is_read_as_the_table_it_is(tmp_path):
     """Excel's "Unicode Text (*.txt)" (UTF-16 with a BOM, tab-separated, CRLF), the usual way a Korean Windows user
     gets UTF-16, was read as plain text: SFT refused it, pretraining trained its header and tabs."""

@@ -403,7 +403,8 @@ def _json_error(text: str, e: json.JSONDecodeError, line_offset: int = 0, row: i
     if pos < len(text) and text[pos] in "}]" and before.endswith(","):
         return error(row, None, "data.trailing_comma", line=_line_at(text, len(before) - 1) + line_offset)
     line = _line_at(text, pos) + line_offset
-    return error(row, None, "data.unparseable", line=line, column=pos - text.rfind("\n", 0, pos), error=_reason(e.msg))
+    reason = "json.file_ends_early" if not text[pos:].strip() else _reason(e.msg)  # not "a comma is missing"
+    return error(row, None, "data.unparseable", line=line, column=pos - text.rfind("\n", 0, pos), error=reason)
 
 
 def _read_json_any(text: str, src: Source, pairs: bool = False) -> None:
@@ -579,7 +580,11 @@ def _read_json_array(text: str, pos: int, src: Source, pairs: bool = False) -> N
             continue
         if pos < n and text[pos] == "]":
             break
-        bad = pos if pos < n else n
+        if pos >= n:  # the last row is whole, the array never closed (not "a comma or ]" on a line past the end)
+            src.findings.append(error(None, None, "data.unparseable", line=_line_at(text.rstrip(), n), column=1,
+                                      error="json.ends_before_bracket"))
+            return
+        bad = pos
         src.findings.append(error(None, None, "data.unparseable", line=_line_at(text, bad),
                                   column=bad - text.rfind("\n", 0, bad), error="json.comma_or_bracket"))
         pos = _resync(text, pos, pos)
