@@ -76,6 +76,8 @@ def test_bad_flags_are_one_clear_line(capsys, tok_dir):
     assert rc == 2 and "Unknown format yaml" in err
     rc, _, err = run(capsys, FIX / "alpaca.json", "--model", str(FIX / "no-such-model"))
     assert rc == 2 and "no-such-model" in err
+    rc, _, err = run(capsys, FIX / "alpaca.json", "--model", str(FIX))  # a folder, not a model's: not "neither a
+    assert rc == 2 and "is a folder but not a whole model" in err     # local folder nor a model on the Hub"
 
 
 def test_a_hub_tokenizer_this_machine_cannot_reach_is_refused_at_once_as_offline(capsys, monkeypatch):

@@ -36,6 +36,11 @@ def load_tokenizer(model: str | None) -> Any:
             except TuneboardError:  # offline, or no such model on the Hub
                 raise
             except Exception as e:  # a folder without tokenizer files, an id that can't be one: one clear message
+                from pathlib import Path
+
+                if Path(model).expanduser().is_dir():  # a folder, just not a model's (not "neither a folder nor ...")
+                    raise TuneboardError("error.model_folder_incomplete", path=model,
+                                         missing="tokenizer.json / tokenizer_config.json") from None
                 raise TuneboardError("error.model_not_found", name=model, error=str(e)[:200]) from None
     try:
         from ..demo import check_tokenizer  # without transformers: `tuneboard check` answers in a fraction of a second
