@@ -162,6 +162,8 @@ def test_control_characters_in_rows_are_shown_escaped(capsys, tmp_path):
     p.write_text(json.dumps({"instruction": "red \x1b[31mtext", "output": "ok\x00"}) + "\n", encoding="utf-8")
     rc, out, _ = run(capsys, p)
     assert "\x1b" not in out and "\x00" not in out and "\\x1b[31mtext" in out
+    # and said: they trained silently (escaped in JSON: a raw NUL byte is an error of its own)
+    assert "row 1: The row holds control characters (\\x1b)" in out and rc == 0
 
 
 def test_a_reader_that_stops_early_ends_it_quietly(tok_dir):

@@ -8,6 +8,7 @@ answers, a system prompt in only some rows, columns that will be ignored.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -97,11 +98,13 @@ SYNONYMS = {"kto_tag": "label"}  # another tool's name for one of our fields (LL
 
 def analyze(rows: list[Any], fmt: str = "auto", *, columns: dict[str, str] | None = None,
             numbers: list[int] | None = None, lines: list[int] | None = None, tokenizer: Any = None,
-            max_length: int | None = None, measure: bool = True, stage: str | None = None) -> Analysis:
+            max_length: int | None = None, measure: bool = True, stage: str | None = None,
+            controls: bool = True) -> Analysis:
     """Detect (unless `fmt` is given), normalise and check every row; for `stage` where known (SFT and
     pretraining keep a preference pair that has no rejected answer: they train on the chosen one alone).
 
-    `numbers` / `lines` are the rows' person-facing numbers and start lines (default 1..n);
+    `numbers` / `lines` are the rows' person-facing numbers and start lines (default 1..n); `controls=False`:
+    the file was seen to hold no control characters (`Source.controls`), so its rows are not searched for them;
     `columns` maps our field names to the file's ({"output": "answer"}); token lengths use
     `tokenizer` (estimated without one) and feed the `max_length` warning.
     """
@@ -163,6 +166,8 @@ def analyze(rows: list[Any], fmt: str = "auto", *, columns: dict[str, str] | Non
     unused = [k for k in keys if k not in used_fields(name)]
     if unused and good:
         out.findings.append(warning(None, None, "data.ignored_columns", columns=", ".join(unused[:12])))
+    if controls:
+        _control_characters(out, good, at)
     _duplicates(out, good, at)
     _short_answers(out, good, at, theirs.get(ANSWER_FIELD[name], ANSWER_FIELD[name]))
     _system_some_rows(out, good, at)
@@ -243,6 +248,24 @@ def _duplicates(out: Analysis, good: list[int], at: Any) -> None:
         j = first.setdefault(key, i)
         if j != i:
             out.findings.append(warning(out.numbers[i], None, "data.duplicate", at(i), first=out.numbers[j]))
+
+
+_CONTROL = re.compile("[\x00-\x08\x0e-\x1f\x7f]")  # but tab, line ends, vertical tab and form feed (a page break)
+
+
+def _texts(record: dict) -> list[str]:
+    if "text" in record:
+        return [record["text"]]
+    return [m["content"] for k in ("messages", "prompt", "completion", "chosen", "rejected") for m in record.get(k, ())]
+
+
+def _control_characters(out: Analysis, good: list[int], at: Any) -> None:
+    """Rows that hold control characters (a terminal's colour codes, a NUL written as JSON's \\u0000): the model
+    would learn to write them. A warning: a row may mean them."""
+    for i in good:
+        if found := next((m for t in _texts(out.records[i]) if (m := _CONTROL.search(t))), None):
+            out.findings.append(warning(out.numbers[i], None, "data.control_characters", at(i),
+                                        value=repr(found.group())[1:-1]))
 
 
 def _weighted_length(text: str) -> int:

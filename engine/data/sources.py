@@ -30,6 +30,9 @@ from .findings import Finding, error, warning
 DEMOS = {"demo:sft": "demo_sft.json", "demo:dpo": "demo_dpo.json", "demo:pt": "demo_pt.txt"}
 EXTENSIONS = {".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".tsv": "csv",
               ".parquet": "parquet", ".pq": "parquet", ".txt": "text", ".text": "text", ".md": "text"}
+# control characters other than whitespace, raw or as JSON escapes (a terminal's colour codes, \u0000)
+_RAW_CONTROLS = re.compile("[\x01-\x08\x0e-\x1f\x7f]")  # (a form feed: pdftotext's page break)
+_ESCAPED_CONTROLS = re.compile(r"\\u00(?:0[0-8eEfF]|1[0-9a-fA-F]|7[fF])")
 _HUB_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 _WS = re.compile(r"[ \t\r\n]*")
 
@@ -45,6 +48,7 @@ class Source:
     lines: list[int] | None = None
     findings: list[Finding] = field(default_factory=list)
     damaged: list[int] = field(default_factory=list)  # lines of a UTF-8 file with bytes that are not UTF-8
+    controls: bool = False  # the text holds control characters (raw, or as JSON's \u escapes): rows to look at
 
     def add(self, row: Any, number: int, line: int | None = None) -> None:
         self.rows.append(row)
@@ -116,6 +120,10 @@ def _read_file(path: str) -> Source:
     if "\r" in text and "\n" not in text:  # old Mac line ends (CR alone): every reader below splits on \n
         text = text.replace("\r", "\n")
     nul = _line_at(text, text.index("\x00")) if "\x00" in text else None
+    # a file's rows are looked at for control characters only where it holds some: raw in a table or text (JSON
+    # refuses them raw in its strings), or as JSON's escapes
+    src.controls = bool(("\\u00" in text and _ESCAPED_CONTROLS.search(text))
+                        or (kind in ("csv", "text") and _RAW_CONTROLS.search(text)))
     if nul:  # kept reading: the rows around it may say what happened
         src.findings.append(error(None, None, "data.nul_byte", line=nul))
     if kind in ("csv", "text") and (held := _json_named_as_text(text)):  # JSONL saved as .txt or .csv
