@@ -61,6 +61,18 @@ def test_json_document(capsys, tok_dir):
     assert good["preview"][0]["row"] == 2 and any(s["loss"] for s in good["preview"][0]["views"][0]["segments"])
 
 
+def test_json_lists_every_finding_and_the_text_a_few_of_a_kind(capsys, tmp_path):
+    """A script reading --json got 20 of 25,000 errors with no sign that the rest were left off; a person reads
+    five of a kind and how many more."""
+    path = tmp_path / "empty_answers.jsonl"
+    path.write_text("".join(json.dumps({"instruction": f"q{i}", "output": ""}) + "\n" for i in range(30)))
+    rc, out, _ = run(capsys, path, "--json")
+    [doc] = json.loads(out)["files"]
+    assert rc == 1 and [f["row"] for f in doc["findings"]] == list(range(1, 31)) and doc["errors"] == 30
+    rc, out, _ = run(capsys, path)
+    assert out.count("field output:") == 5 and "... and 25 more like this" in out and "30 errors" in out
+
+
 def test_format_override_and_column_mapping(capsys, tok_dir):
     rc, out, _ = run(capsys, FIX / "mapped.jsonl", "--json", "--model", tok_dir)
     assert rc == 1 and json.loads(out)["files"][0]["findings"][0]["key"] == "data.unknown_columns"

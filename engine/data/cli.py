@@ -37,7 +37,8 @@ def cmd_check(args: Any) -> int:
     stage, method = getattr(args, "stage", None), None
     if stage in ("dpo", "kto"):  # the preference stage, with the method train would use: a preset's (dpo) or kto
         stage, method = "dpo", stage
-    reports = [check_file(path, fmt, columns=columns, tokenizer=tokenizer, max_length=max_length, limit=LIMIT,
+    limit = sys.maxsize if args.json else LIMIT  # a script reading --json gets every bad row
+    reports = [check_file(path, fmt, columns=columns, tokenizer=tokenizer, max_length=max_length, limit=limit,
                           preview_rows=3 if args.json else 1, assistant_only=stage != "pt", stage=stage)
                for path in args.files]
     if stage:  # as that stage will train each file: what it refuses, what it takes in another form
