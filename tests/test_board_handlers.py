@@ -339,7 +339,15 @@ def test_the_demo_stages_hyper_parameters_come_with_the_stage_but_not_over_the_r
     assert out[3]["value"] == dpo.training.learning_rate and out[6]["value"] == dpo.training.eval_steps
     mine = [5e-5, *values[1:]]  # a learning rate the reader typed stays
     assert train_tab.on_stage("dpo", ["demo:sft"], *mine)[3] is SKIP
-    assert all(u is SKIP for u in train_tab.on_stage("dpo", ["/w/uploads/pairs.jsonl"], *values)[3:])
+    # on the reader's own data too: pretraining picked on the demo, a file uploaded, SFT picked again trained SFT
+    # at pretraining's learning rate, epochs and no validation split
+    pt = RunConfig.load(str(ROOT / "assets" / "configs" / "pt_demo.yaml"))
+    held = [pt.training.learning_rate, pt.training.num_train_epochs, pt.training.warmup_ratio, pt.training.eval_steps,
+            pt.training.save_steps, pt.data.val_size]
+    back = train_tab.on_stage("sft", ["/w/uploads/mine.jsonl"], *held)
+    got = [u["value"] if u is not SKIP else v for u, v in zip(back[3:], values, strict=True)]
+    assert back[1] is SKIP and got == values
+    assert train_tab.on_stage("sft", ["/w/uploads/mine.jsonl"], *mine)[3] is SKIP  # (the reader's own rate)
 
 
 def test_show_command_reproduces_the_run(tmp_path):

@@ -191,17 +191,19 @@ def _stage_presets() -> dict[str, dict[str, Any]]:
 
 
 def on_stage(stage: str, datasets: list[str] | str | None, *tuned: Any) -> tuple:
-    """DPO settings for DPO; the bundled demo data follows the stage; SFT's answer-only loss only for SFT. On the
-    demo data, the stage's preset hyper-parameters come with it (DPO at SFT's learning rate collapses the demo
-    in three steps), each only where it still holds another stage's preset value, not the reader's own."""
+    """DPO settings for DPO; the bundled demo data follows the stage; SFT's answer-only loss only for SFT. The
+    stage's preset hyper-parameters come with it (DPO at SFT's learning rate collapses the demo in three steps),
+    each only where it still holds another stage's preset value, not the reader's own; on the reader's own data
+    too (a switch to pretraining on the demo, an upload, and a switch back to SFT trained SFT at pretraining's
+    learning rate, epochs and no validation split)."""
     current = [datasets] if isinstance(datasets, str) else list(datasets or [])
-    data_update, tuned_updates = SKIP, [SKIP] * len(tuned)
+    data_update = SKIP
     if all(d.startswith("demo:") for d in current):
         data_update = update(value=[DEMO_FOR_STAGE[stage]])
-        presets = _stage_presets()
-        tuned_updates = [update(value=presets[stage][k])
-                         if any(v == p[k] for p in presets.values()) and v != presets[stage][k] else SKIP
-                         for k, v in zip(STAGE_TUNED, tuned, strict=False)]  # none given: the stage alone
+    presets = _stage_presets()
+    tuned_updates = [update(value=presets[stage][k])
+                     if any(v == p[k] for p in presets.values()) and v != presets[stage][k] else SKIP
+                     for k, v in zip(STAGE_TUNED, tuned, strict=False)]  # none given: the stage alone
     return (update(visible=stage == "dpo"), data_update, update(visible=stage == "sft"), *tuned_updates)
 
 
