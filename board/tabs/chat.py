@@ -410,7 +410,10 @@ def build(ui: UI) -> None:
         with gr.Row(equal_height=False):
             with gr.Column(scale=3):
                 ui.add(gr.Chatbot, "chat-output", label="chat.output", value=[], height=420, buttons=["copy"])
-                ui.add(gr.Textbox, "chat-input", label="chat.input", placeholder="chat.input_placeholder", lines=2)
+                # one line that grows: Gradio sends on Enter only from a one-line box (from a taller one, on
+                # Shift+Enter), and the placeholder says Enter sends, Shift+Enter breaks the line
+                ui.add(gr.Textbox, "chat-input", label="chat.input", placeholder="chat.input_placeholder", lines=1,
+                       max_lines=8)
                 with gr.Row(elem_classes=["tb-actions"]):
                     ui.add(gr.Button, "chat-send", text="chat.send", variant="primary", scale=2)
                     ui.add(gr.Button, "chat-stop", text="chat.stop", variant="stop")

@@ -59,8 +59,12 @@ def test_chat_streams_the_answer(chat_page):
     # the run the page picked by itself brings its own settings, as picking it by hand does
     expect(page.locator("#chat-max-new-tokens input[type=number]")).to_have_value("96", timeout=30_000)
     page.evaluate(WATCH)
-    page.locator("#chat-input textarea").fill("What is the capital of Korea?")
-    page.locator("#chat-send").click()
+    box = page.locator("#chat-input textarea")
+    box.fill("What is the capital")
+    box.press("Shift+Enter")  # a new line, as the placeholder says
+    box.type("of Korea?")
+    assert box.input_value() == "What is the capital\nof Korea?"
+    box.press("Enter")  # sends (it didn't: Gradio sends on Enter only from a one-line box)
     expect(page.locator("#chat-meta")).to_contain_text("seed 0", timeout=120_000)
     expect(page.locator("#chat-status")).to_contain_text("Loaded")
     seen = page.evaluate("window.__seen")
