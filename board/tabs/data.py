@@ -597,4 +597,8 @@ def wire(ui: UI) -> None:
             return (update(choices=dataset_choices(workdir, s.lang), value=current), *render_reports(s))
 
     ui.on_lang.append((relabel, [ui.session, c["data-datasets"]], [c["data-datasets"], *outputs]))
+    # the files uploaded since the board started, first (before the page's kept settings select them): the list
+    # was the one the board was built with, and a reload showed a kept upload as its bare path
+    ui.on_load.insert(0, (lambda s: update(choices=dataset_choices(workdir, s.lang)), [ui.session],
+                          [c["data-datasets"]]))
     ui.on_load.append((check, inputs, outputs + gate_outputs))

@@ -570,6 +570,11 @@ def test_a_reload_keeps_the_settings_and_a_board_started_in_korean_says_so_to_th
         pg.fill("#train-epochs input", "7")
         pg.press("#train-epochs input", "Tab")
         tab(pg, "data")
+        mine = tmp_path_factory.mktemp("upload") / "mine.jsonl"  # uploaded after the board started
+        mine.write_text('{"instruction": "질문", "output": "답변입니다."}\n', encoding="utf-8")
+        pg.set_input_files("#data-upload input[type=file]", str(mine))
+        pg.wait_for_function("() => document.querySelector('#data-datasets').innerText.includes('mine.jsonl')",
+                             timeout=30_000)
         saved = pg.evaluate("localStorage.getItem('tuneboard-form')")
         pg.click("#data-assistant-only input")  # a checkbox: off
         settled(pg, saved)  # saved by a round trip to the board: 500 ms was too short on a busy machine
@@ -580,6 +585,9 @@ def test_a_reload_keeps_the_settings_and_a_board_started_in_korean_says_so_to_th
         assert pg.input_value("#train-epochs input") == "7"
         tab(pg, "data")
         assert not pg.is_checked("#data-assistant-only input")
+        # the upload, by its name: the list was the one the board started with, and showed it as a bare path
+        chosen = pg.inner_text("#data-datasets")
+        assert "mine.jsonl" in chosen and "uploads/" not in chosen, chosen
         context.clear_cookies()
         fresh = chromium.new_context(locale="en-US").new_page()  # another browser keeps its own
         open_board(fresh, board.url)
