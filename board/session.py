@@ -43,6 +43,7 @@ class Session:
         self.form_error: dict[str, Any] | None = None  # a value on the page Start would refuse: {"key", "params"}
         # a loaded config's fields the page has no control for; a new page starts from the sft_demo preset
         self.base: dict[str, Any] = _start_fields()
+        self.picked_runs: dict[str, str] = {}  # run pickers (chat, eval, export) the reader set: {elem id: run}
         self.lock = threading.RLock()
 
     def __deepcopy__(self, memo: dict) -> Session:

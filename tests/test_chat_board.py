@@ -301,3 +301,13 @@ def test_impossible_beams_and_answer_counts_are_refused_not_replaced():
         with pytest.raises(ConfigError) as e:
             chat.settings("", "beam", 0.7, 50, 0.9, 0.0, 1.0, 64, beams, answers, "", 0)
         assert e.value.field == name
+
+
+def test_a_run_picker_follows_the_newest_run_unless_the_reader_picked_one():
+    """A run finished after the Chat tab was first opened: the picker kept the older run the page had picked by
+    itself, where the newest is what a reader opening the tab means; a run the reader picked stays."""
+    newer = ["run-3", "run-2", "run-1"]
+    assert chat.run_choices(newer, "run-2", by_reader=False)["value"] == "run-3"
+    assert chat.run_choices(newer, "run-2", by_reader=True)["value"] == "run-2"
+    assert chat.run_choices(newer, "run-9", by_reader=True)["value"] == "run-3"  # deleted since: the newest
+    assert chat.run_choices([], "run-9")["value"] is None

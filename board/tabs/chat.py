@@ -107,9 +107,11 @@ def shown_rows(table: Any) -> list[list]:
     return [list(r) for r in rows if any(str(v).strip() for v in r)]
 
 
-def run_choices(ids: list[str], picked: Optional[str]) -> dict:
-    """A run picker's update: `ids` (result_runs), keeping the picked run while it is there."""
-    return update(choices=ids, value=picked if picked in ids else (ids[0] if ids else None))
+def run_choices(ids: list[str], picked: Optional[str], by_reader: bool = True) -> dict:
+    """A run picker's update: `ids` (result_runs, newest first), keeping the picked run while it is there if the
+    reader picked it; one the page picked by itself moves on to the newest (a run finished since)."""
+    keep = picked in ids and by_reader
+    return update(choices=ids, value=picked if keep else (ids[0] if ids else None))
 
 
 def status_html(info: dict | None, lang: str) -> str:
@@ -575,12 +577,15 @@ def wire(ui: UI) -> None:
 
     def refresh(s: Session, *picked) -> tuple:
         ids = result_runs(workdir)  # one scan of the runs for all three pickers
-        choices = [run_choices(ids, p) for p in picked]
+        choices = [run_choices(ids, p, s.picked_runs.get(box.elem_id) == p) for box, p in zip(pickers, picked, strict=True)]
         chat_run = choices[0]["value"]  # a run picked here, not by the reader: its own settings, as a pick gives
         settings = run_settings(workdir, chat_run) if chat_run != picked[0] else [SKIP] * len(SETTINGS)
         return (*choices, export_table(workdir, s.lang), *settings)
 
     refresh_in, refresh_out = [ui.session, *pickers], [*pickers, c["export-list"], *knobs]
+    for box in pickers:  # the reader's own pick stays when the tab is opened again; the page's follows the newest
+        box.input(lambda s, run, _id=box.elem_id: s.picked_runs.__setitem__(_id, run), [ui.session, box], None,
+                  show_progress="hidden", queue=False)
     c["chat-tab"].select(refresh, refresh_in, refresh_out, show_progress="hidden").then(
         show_eval, [ui.session, c["eval-run"]], [c["eval-metrics"], c["eval-samples"]], show_progress="hidden")
     ui.on_load.append((refresh, refresh_in, refresh_out))
