@@ -141,6 +141,8 @@ def gate(s: Session, lang: str) -> tuple[dict, dict, dict, str]:
             "ui.train.reason_data", lang, count=s.data.errors, first=said)
     elif s.form_error:  # a bad value elsewhere on the page (epochs -1, an empty learning rate): said now, not at Start
         reason = t("ui.train.reason_form", lang, first=_clause(t(s.form_error["key"], lang, **s.form_error["params"])))
+    elif s.model_error:  # the Model tab's card found the model can't be had (a hub id, offline): not only at Start
+        reason = t("ui.train.reason_form", lang, first=_clause(t(s.model_error["key"], lang, **s.model_error["params"])))
     reason = reason.replace("....", "...").replace("...。", "...")  # `prompt=...` ends the sentence itself
     can_resume = (
         not w.active and w.status in (STOPPED, FAILED) and w.path is not None and latest_checkpoint(w.path) is not None

@@ -94,6 +94,8 @@ def check_model_path(text: str, workdir: Path) -> str:
         if here.is_dir():  # the engine would load this folder (relative to where it runs), not a hub id
             return str(check_local_path(str(here.resolve()), workdir))
     except TuneboardError as e:  # said for a model: the data's advice (upload the file) does not apply
+        if not here.exists() and not (workdir / here).exists():  # a typo: not there, wherever it is
+            raise TuneboardError("error.model_not_found", name=text) from e
         raise TuneboardError("ui.error.model_outside_workdir", path=text, workdir=str(workdir)) from e
     return text
 

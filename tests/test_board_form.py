@@ -164,6 +164,9 @@ def test_a_model_folder_outside_the_workdir_is_refused(tmp_path, monkeypatch):
     with pytest.raises(TuneboardError) as e:
         check_model_path("outside/model", work)
     assert e.value.key == "ui.error.model_outside_workdir" and "TUNEBOARD_ALLOWED_DIRS" in str(e.value)
+    with pytest.raises(TuneboardError) as e:  # a folder that is nowhere (a typo): not found, not "outside"
+        check_model_path("/nonexistent/model/path", work)
+    assert e.value.key == "error.model_not_found"
     assert check_model_path("Qwen/Qwen2.5-0.5B", work) == "Qwen/Qwen2.5-0.5B"  # no such folder: a hub id
     assert check_model_path("   ", work) == "demo"  # an emptied box, not the workdir itself
     from engine.config import RunConfig

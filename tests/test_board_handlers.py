@@ -924,3 +924,24 @@ def test_the_findings_table_gives_a_jsonl_row_its_line(tmp_path):
     rows = data_tab.findings_rows([check_file(str(p)), check_file(str(c))], "en")
     errors = [r[:4] for r in rows if r[4] == t("ui.data.sev_error", "en")]
     assert errors == [["bad.jsonl", 3, 3, "output"], ["bad.csv", 3, 3, "output"]]
+
+
+def test_start_is_off_while_the_model_card_finds_the_model_cannot_be_had(tmp_path, monkeypatch):
+    """The Model card said "this machine is offline" and Start stayed on, saying the same only once pressed."""
+    from board import live
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    model_tab._model_config.cache_clear()
+    unusable: list = []
+    card = model_tab.estimate_html(RunConfig.from_dict({"model": {"name_or_path": "some-org/no-such-model"}}), 80.0,
+                                   tmp_path, "en", unusable=unusable)
+    assert [u["key"] for u in unusable] == ["error.offline_hub"] and "tb-estimate-total" not in card
+    s = Session()
+    s.model_error = unusable[0]
+    start, _, _, reason = live.gate(s, "ko")
+    assert not start["interactive"] and "some-org/no-such-model" in reason
+    s.model_error = None
+    assert live.gate(s, "en")[0]["interactive"]
+    unusable.clear()
+    model_tab.estimate_html(RunConfig.from_dict({}), 80.0, tmp_path, "en", unusable=unusable)
+    assert unusable == []  # the demo (built on the first Start) is no problem

@@ -220,10 +220,16 @@ def _fmt_gb(x: float, lang: str) -> str:
     return t("ui.unit.gb", lang, n=f"{x:.1f}") if x >= 1 else t("ui.unit.mb", lang, n=f"{x * 1024:.0f}")
 
 
+# what reading the model's config.json says that Start would say too: the model can't be had (Start is off)
+UNUSABLE_MODEL = ("error.offline_hub", "error.model_not_found", "error.model_folder_incomplete")
+
+
 def estimate_html(
-    cfg: RunConfig | None, gpu_gb: float | None, workdir: Path, lang: str, problem: str | None = None
+    cfg: RunConfig | None, gpu_gb: float | None, workdir: Path, lang: str, problem: str | None = None,
+    unusable: list | None = None,
 ) -> str:
-    """The memory card: the whole run's estimate against the GPU's memory, or why there is none."""
+    """The memory card: the whole run's estimate against the GPU's memory, or why there is none. `unusable`: gets
+    the error ({"key", "params"}) where the model can't be had at all (offline, not there), which Start refuses."""
     title = f'<div class="tb-card-title">{html.escape(t("ui.model.estimate_title", lang))}</div>'
     if cfg is None:
         return _note_card(title, problem or "")
@@ -240,6 +246,8 @@ def estimate_html(
         here = not gpu_gb or gpu_gb == found  # planning for this machine's GPU, not another
         est = est_mod.estimate(model_config, cfg, gpu, gpu_capability=detect_gpu_capability() if here else None)
     except (TuneboardError, ConfigError) as e:
+        if unusable is not None and e.key in UNUSABLE_MODEL:
+            unusable.append({"key": e.key, "params": e.params})
         return _note_card(title, t(e.key, lang, **e.params))
     except Exception as e:  # advice only: a failed estimate never blocks the page
         return _note_card(title, t("ui.model.estimate_failed", lang, error=f"{type(e).__name__}: {e}"))
@@ -512,26 +520,32 @@ def wire(ui: UI) -> None:
     ui.on_load.append((offer, init_in, [init]))
     ui.on_lang.append((offer, init_in, [init]))
 
-    def refresh(data: dict) -> str:
+    def refresh(data: dict) -> tuple:
         from ..form import build_config
+        from ..live import gate
 
         session = data[ui.session]
         lang = session.lang
         try:
             cfg = build_config(ui.form(data), session.base, ui.workdir)
         except (ConfigError, TuneboardError) as e:
-            return estimate_html(None, None, ui.workdir, lang, t(e.key, lang, **e.params))
-        return estimate_html(cfg, data[c["model-gpu"]], ui.workdir, lang)
+            return (estimate_html(None, None, ui.workdir, lang, t(e.key, lang, **e.params)), *gate(session, lang))
+        unusable: list = []
+        card = estimate_html(cfg, data[c["model-gpu"]], ui.workdir, lang, unusable=unusable)
+        with session.lock:  # Start is off while the model can't be had (it said so only once pressed)
+            session.model_error = unusable[0] if unusable else None
+            return (card, *gate(session, lang))
 
     inputs = {ui.session, c["model-gpu"], *ui.field_components()}
+    gate_outputs = [c["train-start"], c["train-stop"], c["train-resume"], c["train-start-reason"]]
     triggers = [ui.fields[n].change for n in ESTIMATE_INPUTS if n in ui.fields] + [c["model-gpu"].change]
     gr.on(
         triggers,
         refresh,
         inputs=inputs,
-        outputs=c["model-estimate"],
+        outputs=[c["model-estimate"], *gate_outputs],
         show_progress="hidden",
         trigger_mode="always_last",
     )
-    ui.on_load.append((refresh, inputs, [c["model-estimate"]]))
-    ui.on_lang.append((refresh, inputs, [c["model-estimate"]]))
+    ui.on_load.append((refresh, inputs, [c["model-estimate"], *gate_outputs]))
+    ui.on_lang.append((refresh, inputs, [c["model-estimate"], *gate_outputs]))
