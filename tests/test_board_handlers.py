@@ -924,6 +924,10 @@ def test_the_findings_table_gives_a_jsonl_row_its_line(tmp_path):
     rows = data_tab.findings_rows([check_file(str(p)), check_file(str(c))], "en")
     errors = [r[:4] for r in rows if r[4] == t("ui.data.sev_error", "en")]
     assert errors == [["bad.jsonl", 3, 3, "output"], ["bad.csv", 3, 3, "output"]]
+    # every file's errors first: the second file's error sat below the first one's warnings, past the scroll
+    severities = [r[4] for r in rows]
+    assert severities == sorted(severities, key=lambda sev: sev != t("ui.data.sev_error", "en"))
+    assert rows[1][0] == "bad.csv" and len(rows) > 2
 
 
 def test_start_is_off_while_the_model_card_finds_the_model_cannot_be_had(tmp_path, monkeypatch):

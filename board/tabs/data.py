@@ -138,24 +138,25 @@ def summarize_reports(reports: list[Any], signature: str = "", skip_bad_rows: bo
 
 
 def findings_rows(reports: list[Any], lang: str) -> list[list[Any]]:
-    """The findings table: file, row, line (a JSONL row's own: its number is its line), field, severity, message."""
+    """The findings table: file, row, line (a JSONL row's own: its number is its line), field, severity, message;
+    every file's errors before any file's warnings (a second file's error sat below the first one's warnings,
+    past the table's scroll)."""
     rows = []
     for r in reports:
         name = Path(r.path).name or r.path
         for f in r.stage_findings:
-            rows.append([name, "", "", "", t(f"ui.data.sev_{f['severity']}", lang), t(f["key"], lang, **f["params"])])
+            rows.append((f["severity"] != "error", [name, "", "", "", t(f"ui.data.sev_{f['severity']}", lang),
+                                                    t(f["key"], lang, **f["params"])]))
         for f in r.findings:
-            rows.append(
-                [
-                    name,
-                    "" if f.row is None else f.row,
-                    f.line if f.line is not None else f.row if r.source == "jsonl" and f.row is not None else "",
-                    f.field or "",
-                    t(f"ui.data.sev_{f.severity}", lang),
-                    f.message(lang),
-                ]
-            )
-    return rows
+            rows.append((f.severity != "error", [
+                name,
+                "" if f.row is None else f.row,
+                f.line if f.line is not None else f.row if r.source == "jsonl" and f.row is not None else "",
+                f.field or "",
+                t(f"ui.data.sev_{f.severity}", lang),
+                f.message(lang),
+            ]))
+    return [row for _, row in sorted(rows, key=lambda x: x[0])]  # stable: each kind in file order
 
 
 def summary_html(reports: list[Any], lang: str, skipped: list[str] | tuple = ()) -> str:
