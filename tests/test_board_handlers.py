@@ -515,6 +515,9 @@ def test_uploads_are_selected_and_refusals_named(tmp_path):
     assert choices["value"] == [str(tmp_path / "w" / "uploads" / "good.jsonl")]
     assert any(v == str(tmp_path / "w" / "uploads" / "good.jsonl") for _, v in choices["choices"])
     assert "evil.py" in msg and "tb-msg-error" in msg
+    assert t("ui.data.demo_replaced", "en") in msg  # the demo's place taken, said (the list's help says merged)
+    _, msg = data_tab.add_uploads([str(good)], [str(tmp_path / "w" / "uploads" / "good.jsonl")], tmp_path / "w", "en")
+    assert "tb-msg-info" not in msg  # no demo was there to replace
     sheet = tmp_path / "문의.xlsx"  # the picker offers sheets, so the page can say to save one as CSV
     sheet.write_bytes(b"PK\x03\x04")
     choices, msg = data_tab.add_uploads([str(sheet)], [], tmp_path / "w", "ko")

@@ -81,6 +81,10 @@ def add_uploads(files: list[Any] | None, current: list[str] | None, workdir: Pat
         selected = [s for s in selected if not s.startswith("demo:")
                     and not (Path(s).parent == dest.parent and upload_name(s) == upload_name(dest))] + [str(dest)]
     msg = "".join(f'<div class="tb-msg tb-msg-error">{html.escape(p)}</div>' for p in problems)
+    replaced = [d for d in current or [] if d.startswith("demo:") and d not in selected]
+    if replaced and len(selected) > len(current or []) - len(replaced):  # the reader's file in the demo's place
+        msg += f'<div class="tb-msg tb-msg-info">{html.escape(t("ui.data.demo_replaced", lang))}</div>'  # (said:
+        # the list's help says several are merged)
     return update(choices=dataset_choices(workdir, lang), value=selected), msg
 
 
