@@ -548,6 +548,9 @@ def parse_columns(pairs: list[str] | None) -> dict[str, str]:
         ours, sep, theirs = pair.partition("=")
         if not sep or not ours.strip() or not theirs.strip():
             raise ConfigError("columns", "data.bad_column_arg", f"expected ours=theirs, got {pair}", value=pair.strip())
+        if out.get(ours.strip(), theirs.strip()) != theirs.strip():  # two columns for one field: the last won, unsaid
+            raise ConfigError("columns", "data.column_twice", f"{ours.strip()} is mapped twice",
+                              name=ours.strip(), columns=f"{out[ours.strip()]}, {theirs.strip()}")
         out[ours.strip()] = theirs.strip()
     _check_column_names(out, "--column")
     return out

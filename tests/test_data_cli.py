@@ -88,6 +88,8 @@ def test_bad_flags_are_one_clear_line(capsys, tok_dir):
     assert rc == 2 and "Unknown format yaml" in err
     rc, _, err = run(capsys, FIX / "alpaca.json", "--model", str(FIX / "no-such-model"))
     assert rc == 2 and "no-such-model" in err
+    rc, _, err = run(capsys, FIX / "alpaca.json", "--column", "output=response", "--column", "output=instruction")
+    assert rc == 2 and "output is mapped to two columns (response, instruction)" in err  # the last one won, unsaid
     rc, _, err = run(capsys, FIX / "alpaca.json", "--model", str(FIX))  # a folder, not a model's: not "neither a
     assert rc == 2 and "is a folder but not a whole model" in err     # local folder nor a model on the Hub"
 
