@@ -67,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="map a column of the data (of --data's files, else of the config's datasets); repeatable, "
                         "or several at once: instruction=question,output=response")
     t.add_argument("--format", default=None, help="force the data's format: alpaca, sharegpt, messages, "
-                                                  "prompt_completion, preference, text")
+                                                  "prompt_completion, preference, unpaired (KTO), text")
     t.add_argument("--max-steps", type=int, default=None, help="stop after N optimizer steps")
     t.add_argument("--set", action="append", default=[], metavar="a.b=v", help="override a config field by its dotted path")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -75,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("check", help="check data files row by row before training")
     c.add_argument("files", nargs="+", metavar="FILE")
-    c.add_argument("--format", default="auto", help="force a format: alpaca, sharegpt, messages, prompt_completion, preference, text")
+    c.add_argument("--format", default="auto", help="force a format: alpaca, sharegpt, messages, prompt_completion, preference, unpaired (KTO), text")
     c.add_argument("--model", default=None, help="tokenizer for token counts (default: the demo tokenizer)")
     c.add_argument("--stage", choices=["sft", "dpo", "kto", "pt"], default=None,
                    help="check as this stage trains: what it refuses (a text file for SFT, no pairs for DPO), "
@@ -120,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--column", action="append", default=[], metavar="ours=theirs",
                     help="map a column of --data's file (repeatable, or several at once: instruction=question,output=response)")
     ev.add_argument("--format", default=None, help="force --data's format: alpaca, sharegpt, messages, "
-                                                   "prompt_completion, preference, text")
+                                                   "prompt_completion, preference, unpaired (KTO), text")
     ev.add_argument("--set", action="append", default=[], metavar="data.x=v",
                     help="read the data otherwise than the run did: data.skip_bad_rows=true, data.max_length=N, ...")
     ev.add_argument("--max-samples", type=_positive(int), default=50, help="evaluate at most N rows (default 50)")
