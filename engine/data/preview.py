@@ -93,9 +93,11 @@ def _cut_at(tokenizer: Any, text: str, tokens: int, max_length: int) -> int:
     """Where in `text` its first `max_length` tokens end: from the tokenizer's offsets, else in proportion."""
     if tokenizer is not None:
         try:
-            offsets = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True,
-                                verbose=False)["offset_mapping"]
-            return int(offsets[max_length - 1][1])
+            for part in (text[:max_length * 64], text):  # a prefix holds the first max_length tokens (a 5 MB row
+                offsets = tokenizer(part, add_special_tokens=False, return_offsets_mapping=True,  # took seconds)
+                                    verbose=False)["offset_mapping"]
+                if len(offsets) >= max_length:
+                    return int(offsets[max_length - 1][1])
         except Exception:  # a tokenizer without offsets (a slow one): in proportion
             pass
     return len(text) * max_length // max(tokens, 1)
@@ -132,14 +134,13 @@ def render(record: dict, tokenizer: Any = None, assistant_only: bool = True,
     for label, segments in views:
         segs = _merge(segments)
         text = "".join(s["text"] for s in segs)
-        lengths = count(tokenizer, [text] + [s["text"] for s in segs if s["loss"]])
-        view = {"label": label, "text": text, "segments": segs, "tokens": int(lengths[0]),
-                "loss_tokens": int(lengths[1:].sum()), "estimated": tokenizer is None}
-        if max_length and view["tokens"] > max_length and "text" not in record and label is None:
-            view["segments"] = segs = _cut(segs, _cut_at(tokenizer, text, view["tokens"], max_length))
+        tokens = int(count(tokenizer, [text])[0])
+        view = {"label": label, "text": text, "segments": segs, "tokens": tokens, "estimated": tokenizer is None}
+        if max_length and tokens > max_length and "text" not in record and label is None:
+            view["segments"] = segs = _cut(segs, _cut_at(tokenizer, text, tokens, max_length))
             view["cut_at"] = max_length
-            view["loss_tokens"] = int(count(tokenizer, [s["text"] for s in segs if s["loss"]]).sum())
-        out.append(view)
+        view["loss_tokens"] = int(count(tokenizer, [s["text"] for s in segs if s["loss"]]).sum())  # (once: after
+        out.append(view)                                                                         # the cut, if any)
     return out
 
 
