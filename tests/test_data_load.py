@@ -81,14 +81,14 @@ def test_val_size_that_leaves_nothing_is_an_error():
 def test_errors_raise_data_invalid_naming_file_row_and_field():
     with pytest.raises(TuneboardError) as e:
         load_training_data(cfg("sft", "broken.jsonl"))
-    assert e.value.key == "error.data_invalid_rows" and e.value.params["count"] == 7  # says the way out
+    assert e.value.key == "error.data_invalid_rows" and e.value.params["count"] == 6  # says the way out
     assert "broken.jsonl row 2" in e.value.params["first"] and "data.skip_bad_rows" in str(e.value)
     with pytest.raises(TuneboardError) as e:
         load_training_data(cfg("sft", "broken_array.json"))
     assert "broken_array.json line 8" in str(e.value)
     with pytest.raises(TuneboardError) as e:
         load_training_data(cfg("sft", "mixed_types.jsonl"))
-    assert "row 2, field instruction" in str(e.value)
+    assert "row 3, field instruction" in str(e.value)  # (row 2's instruction is the number 7: read as "7")
 
 
 def test_skip_bad_rows_trains_on_the_good_rows_and_says_how_many_were_left_out(tmp_path):
@@ -96,9 +96,10 @@ def test_skip_bad_rows_trains_on_the_good_rows_and_says_how_many_were_left_out(t
     notes = []
     train, val = load_training_data(cfg("sft", "broken.jsonl", skip_bad_rows=True), notes)
     [(key, params)] = [n for n in notes if n[0] == "warning.bad_rows_skipped"]
-    assert (params["count"], params["total"]) == (7, 9) and "broken.jsonl row 2" in params["first"]  # unparsed too
+    assert (params["count"], params["total"]) == (6, 9) and "broken.jsonl row 2" in params["first"]  # unparsed too
     rows = [str(r) for r in train] + [str(r) for r in (val or [])]
-    assert len(rows) == 2 and any("A fine answer." in r for r in rows) and any("Another fine" in r for r in rows)
+    assert len(rows) == 3 and any("A fine answer." in r for r in rows) and any("Another fine" in r for r in rows)
+    assert any("'content': '42'" in r for r in rows)  # a number where text belongs: read as its text
     for path in ("broken_array.json", "unknown_columns.jsonl"):  # a problem of the whole file: refused either way
         with pytest.raises(TuneboardError) as e:
             load_training_data(cfg("sft", path, skip_bad_rows=True))
