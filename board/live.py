@@ -58,7 +58,8 @@ def progress_html(w: Watch, lang: str) -> str:
             since = None
         if since is not None:
             clock = f'<span class="tb-since" data-since="{since:.0f}">{_clock(max(0.0, time.time() - since))}</span>'
-            meta_html += " · " + html.escape(t("ui.train.elapsed", lang, time="\x00")).replace("\x00", clock)
+            # "starting for": the clock of the wait, not of training ("elapsed" went 1:20, then 0:01 once running)
+            meta_html += " · " + html.escape(t("ui.train.starting_for", lang, time="\x00")).replace("\x00", clock)
     return (
         f'<div class="tb-progress" data-status="{w.status}" data-step="{w.step}" data-total="{w.total}">'
         f'<div class="tb-progress-head">{status_badge(w.status, lang)}'

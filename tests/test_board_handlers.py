@@ -192,7 +192,8 @@ def test_progress_and_alerts(tmp_path):
     w = Watch.of("r2", tmp_path)
     w.status = "starting"
     html = live.progress_html(w, "ko")
-    assert 'class="tb-since" data-since="1000000"' in html and "경과" in html
+    assert 'class="tb-since" data-since="1000000"' in html and "시작 중" in html and "경과" not in html  # the wait's
+    # clock, not training's: "elapsed 1:20" while starting went back to "elapsed 0:01" once it ran
     # the first run builds the demo model first (two minutes on a busy 2-core machine): said, not "loading"
     run = tmp_path / "work" / "runs" / "r3"
     run.mkdir(parents=True)

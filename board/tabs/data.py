@@ -531,7 +531,7 @@ def build(ui: UI) -> None:
                 value=[],
                 interactive=False,
                 wrap=True,
-                max_height=320,
+                max_height=480,  # 320 showed four wrapped findings of seven
                 column_widths=["18%", "7%", "7%", "11%", "12%", "45%"],
             )
             ui.add(gr.HTML, "data-preview", value="", container=False, padding=False)
