@@ -66,7 +66,7 @@ def dataset_choices(workdir: Path, lang: str) -> list[tuple[str, str]]:
 def add_uploads(files: list[Any] | None, current: list[str] | None, workdir: Path, lang: str) -> tuple[dict, str]:
     """Copy uploads into the workdir and select them; a refused file is named with the reason."""
     selected = list(current or [])
-    problems = []
+    problems, added = [], False
     for f in files or []:
         src = getattr(f, "name", f)
         if Path(src).suffix.lower() in SPREADSHEETS:  # offered in the picker so the page can say what to do
@@ -80,9 +80,9 @@ def add_uploads(files: list[Any] | None, current: list[str] | None, workdir: Pat
         # a file uploaded again under its name (fixed, most likely) takes the place of the copy selected before
         selected = [s for s in selected if not s.startswith("demo:")
                     and not (Path(s).parent == dest.parent and upload_name(s) == upload_name(dest))] + [str(dest)]
+        added = True
     msg = "".join(f'<div class="tb-msg tb-msg-error">{html.escape(p)}</div>' for p in problems)
-    replaced = [d for d in current or [] if d.startswith("demo:") and d not in selected]
-    if replaced and len(selected) > len(current or []) - len(replaced):  # the reader's file in the demo's place
+    if added and any(d.startswith("demo:") for d in current or []):  # the reader's file in the demo's place
         msg += f'<div class="tb-msg tb-msg-info">{html.escape(t("ui.data.demo_replaced", lang))}</div>'  # (said:
         # the list's help says several are merged)
     return update(choices=dataset_choices(workdir, lang), value=selected), msg

@@ -30,7 +30,7 @@ from .formats import (
 )
 from .preview import stats
 from .sources import is_turns
-from .tokens import count, render_chat, token_lengths
+from .tokens import conversations, count, render_chat, token_lengths
 
 FORMAT_ALIASES = {"auto": "auto", "openai": "messages", "chatml": "messages", "conversation": "sharegpt",
                   "prompt-completion": "prompt_completion", "dpo": "preference", "pairwise": "preference",
@@ -256,7 +256,7 @@ _CONTROL = re.compile("[\x00-\x08\x0e-\x1f\x7f]")  # but tab, line ends, vertica
 def _texts(record: dict) -> list[str]:
     if "text" in record:
         return [record["text"]]
-    return [m["content"] for k in ("messages", "prompt", "completion", "chosen", "rejected") for m in record.get(k, ())]
+    return [m["content"] for seq in conversations(record) for m in seq]
 
 
 def _control_characters(out: Analysis, good: list[int], at: Any) -> None:

@@ -188,7 +188,7 @@ def _json_cell(value: Any, opens: str = "[") -> Any:
     return value
 
 
-def _json_error(value: Any) -> dict[str, Any] | None:
+def _cell_json_error(value: Any) -> dict[str, Any] | None:
     """Why a cell that opens as JSON (`[` or `{`) does not parse, and where (`error`: a `json.*` key where Python
     says a known one; `column`: the character); None for any other value."""
     if isinstance(value, str) and (text := value.strip()) and text[0] in "[{":
@@ -391,7 +391,7 @@ def turns(value: Any, field: str, probs: Problems, weights: bool = False) -> lis
     1 trains on it, 0 keeps it as context only (the message then carries "weight": 0)."""
     value = _json_cell(value)  # CSV and Parquet files often hold conversations as JSON text
     if not isinstance(value, list):
-        if reason := _json_error(value):  # JSON cut short or hand-edited: where it breaks, not "it is text"
+        if reason := _cell_json_error(value):  # JSON cut short or hand-edited: where it breaks, not "it is text"
             probs.add(field, "data.cell_not_json", **reason)
         else:
             probs.add(field, "data.wrong_type", expected="type.messages", got=_type_name(value))
@@ -643,27 +643,23 @@ def _preference(row: dict, probs: Problems, need_rejected: bool = True) -> dict 
         row = {**row, "chosen": pair[0], "rejected": pair[1]}
     if "chosen" not in row:
         probs.add("chosen", "data.missing_field")
-    if not need_rejected and blank(row.get("rejected")) and "chosen" in row:
+    alone = not need_rejected and "chosen" in row and blank(row.get("rejected"))  # the chosen answer alone trains
+    if alone:
         probs.note("rejected", "data.rejected_unused_missing")
-        if not any(k in row for k in ("prompt", "instruction", "conversations", "messages")):  # one conversation
-            msgs = turns(_transcript(row["chosen"]) or row["chosen"], "chosen", probs)
-            return {"messages": msgs} if msgs is not None and check_turns(msgs, "chosen", probs) else None
-        prompt = _prompt(row, probs)
-        chosen = _answer(row["chosen"], "chosen", probs, prompt)
-        if prompt is None or chosen is None:
-            return None
-        if any(m["role"] != "assistant" for m in chosen):
-            probs.add("chosen", "data.answer_not_assistant")
-            return None
-        return {"prompt": prompt, "chosen": chosen}
-    if "rejected" not in row and need_rejected:
+    elif "rejected" not in row and need_rejected:
         probs.add("rejected", "data.missing_rejected")
-    if "chosen" not in row or "rejected" not in row:
+    if "chosen" not in row or ("rejected" not in row and not alone):
         return None
-    if any(k in row for k in ("prompt", "instruction", "conversations", "messages")):
+    has_prompt = any(k in row for k in ("prompt", "instruction", "conversations", "messages"))
+    if alone and not has_prompt:  # one conversation: trained as it is
+        msgs = turns(_transcript(row["chosen"]) or row["chosen"], "chosen", probs)
+        return {"messages": msgs} if msgs is not None and check_turns(msgs, "chosen", probs) else None
+    rejected = None
+    if has_prompt:
         prompt = _prompt(row, probs)
         chosen = _answer(row["chosen"], "chosen", probs, prompt)
-        rejected = _answer(row["rejected"], "rejected", probs, prompt)
+        if not alone:
+            rejected = _answer(row["rejected"], "rejected", probs, prompt)
     elif not _turn_style(row["chosen"]) and not (_transcript(row["chosen"]) and _transcript(row["rejected"])):
         probs.add("prompt", "data.missing_field")
         return None
@@ -679,12 +675,12 @@ def _preference(row: dict, probs: Problems, need_rejected: bool = True) -> dict 
             return None
         if not check_turns(prompt, "chosen", probs, end="user"):
             return None
-    if prompt is None or chosen is None or rejected is None:
+    if prompt is None or chosen is None or (rejected is None and not alone):
         return None
-    if any(m["role"] != "assistant" for m in chosen + rejected):
+    if any(m["role"] != "assistant" for m in chosen + (rejected or [])):
         probs.add("chosen", "data.answer_not_assistant")
         return None
-    return {"prompt": prompt, "chosen": chosen, "rejected": rejected}
+    return {"prompt": prompt, "chosen": chosen} if alone else {"prompt": prompt, "chosen": chosen, "rejected": rejected}
 
 
 _LABELS = {"true": True, "1": True, "yes": True, "good": True, "desirable": True,

@@ -175,9 +175,9 @@ def load_training_data(cfg: RunConfig, notes: list[tuple[str, dict]] | None = No
             keep = sorted(random.Random(seed).sample(range(len(records)), spec.max_samples))
             records = [records[i] for i in keep]
         if stage != "dpo":  # KTO's undesirable answers: SFT and pretraining learn from the desirable ones alone
-            undesirable += len(records)
-            records = [r for r in records if r.get("label") is not False]
-            undesirable -= len(records)
+            desirable = [r for r in records if r.get("label") is not False]
+            undesirable += len(records) - len(desirable)
+            records = desirable
         rows += [to_stage(r, stage, data.system_prompt) for r in records]
     if stage == "dpo" and any("label" in r for r in rows) and any("chosen" in r for r in rows):
         rows = [u for r in rows for u in _unpaired(r)]  # KTO on pairs and unpaired answers at once: all unpaired
