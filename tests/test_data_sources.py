@@ -601,6 +601,12 @@ def test_pretty_printed_rows_one_after_another_are_read_with_a_warning(tmp_path)
         src = read_source(str(p))
         assert src.rows == rows and src.numbers == [1, 5], name  # the line each object starts on
         assert [(f.key, f.params["rows"]) for f in src.findings] == [("data.multiline_rows", 2)]
+    p = tmp_path / "commas.jsonl"  # an array's pretty-printed rows without its brackets: read, the commas said once
+    p.write_text(",\n".join(json.dumps(r, indent=2, ensure_ascii=False) for r in rows) + "\n", encoding="utf-8")
+    src = read_source(str(p))
+    assert src.rows == rows and src.numbers == [1, 5]
+    assert [(f.key, f.params.get("rows"), f.line) for f in src.findings] == [
+        ("data.multiline_rows", 2, None), ("data.comma_after_rows", None, 4)]
     p = tmp_path / "broken.jsonl"  # one line broken among whole ones: still told line by line
     p.write_text('{"text": "a"}\n{"text": "b"\n{"text": "c"}\n', encoding="utf-8")
     assert keys(read_source(str(p))) == [(2, 2, "data.unparseable")]

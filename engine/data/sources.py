@@ -475,20 +475,25 @@ def _looks_like_jsonl(text: str) -> bool:
 def _read_jsonl(text: str, src: Source, pairs: bool = False) -> None:
     before = len(src.findings), len(src.rows)
     _read_lines(text, src, pairs)
-    if len(src.findings) > before[0] and (values := _concatenated(text, pairs)):
+    broken = any(f.severity == "error" for f in src.findings[before[0]:])
+    if broken and (found := _concatenated(text, pairs)):
         # lines that don't parse alone but the whole text is objects one after another: pretty-printed rows
+        values, commas = found
         del src.findings[before[0]:], src.rows[before[1]:], src.numbers[before[1]:]
         for value, line in values:
             src.add(value, line)
         src.findings.append(warning(None, None, "data.multiline_rows", rows=len(values)))
+        if commas:  # an array's rows pasted without its brackets: read as meant, said once
+            src.findings.append(warning(None, None, "data.comma_after_rows", line=commas[0], count=len(commas)))
 
 
-def _concatenated(text: str, pairs: bool) -> list[tuple[Any, int]] | None:
+def _concatenated(text: str, pairs: bool) -> tuple[list[tuple[Any, int]], list[int]] | None:
     """Objects (or arrays) written one after another, each over any number of lines, with the line each starts
-    on; None unless the whole text is that."""
+    on, and the lines of the values followed by a comma (a JSON array's rows without its brackets); None unless
+    the whole text is that."""
     decoder = json.JSONDecoder(object_pairs_hook=_pairs if pairs else None)
     check_unicode = _SURROGATE.search(text) is not None
-    out, pos, n, line, counted = [], 0, len(text), 1, 0
+    out, commas, pos, n, line, counted = [], [], 0, len(text), 1, 0
     while (pos := _WS.match(text, pos).end()) < n:
         if text[pos] not in "{[":
             return None
@@ -500,7 +505,10 @@ def _concatenated(text: str, pairs: bool) -> list[tuple[Any, int]] | None:
         except (ValueError, RecursionError):
             return None
         out.append((value, line))
-    return out or None
+        if (pos := _WS.match(text, pos).end()) < n and text[pos] == ",":
+            commas.append(line + text.count("\n", counted, pos))
+            pos += 1
+    return (out, commas) if out else None
 
 
 def _read_lines(text: str, src: Source, pairs: bool) -> None:
