@@ -42,6 +42,7 @@ def _fail(name: str, key: str, message: str, **params: Any) -> None:
 
 
 MAX_EPOCHS = 10_000
+MAX_STEPS = 100_000_000  # a long pretraining run takes about a million; 1e12 was taken and its ETA read in years
 
 
 def _check_range(obj: Any, name: str, lo: float | None = None, hi: float | None = None,
@@ -197,8 +198,9 @@ class TrainingConfig:
         _check_range(self, "seed", 0, 2**32 - 1)  # what torch and numpy take: a larger one failed inside the run
         _check_range(self, "dataloader_num_workers", 0)
         _check_range(self, "save_total_limit", 1)  # transformers reads 0 or less as "keep every checkpoint"
-        if self.max_steps == 0 or self.max_steps < -1:
-            _fail("max_steps", "error.config.range", f"must be -1 or >= 1, got {self.max_steps}", value=self.max_steps, bound="-1 or >= 1")
+        if self.max_steps == 0 or not -1 <= self.max_steps <= MAX_STEPS:
+            bound = f"-1 or 1 to {MAX_STEPS:,}"
+            _fail("max_steps", "error.config.range", f"must be {bound}, got {self.max_steps}", value=self.max_steps, bound=bound)
 
 
 @dataclass

@@ -81,7 +81,7 @@ def test_not_a_number_is_refused_where_range_checks_would_let_it_pass(field, val
     assert e.value.field == field and e.value.key == "error.config.type"
 
 
-def test_an_epoch_count_past_ten_thousand_is_refused():
+def test_an_epoch_count_past_ten_thousand_or_steps_past_a_hundred_million_are_refused():
     """1e8 epochs were taken, and the run's ETA read in years."""
     from engine.messages import message
 
@@ -89,6 +89,11 @@ def test_an_epoch_count_past_ten_thousand_is_refused():
     with pytest.raises(ConfigError) as e:
         RunConfig().with_overrides({"training.num_train_epochs": 1e8})
     assert e.value.field == "training.num_train_epochs" and "must be <= 10000" in message(e.value.key, e.value.params)
+    assert RunConfig().with_overrides({"training.max_steps": 100_000_000}).training.max_steps == 100_000_000
+    for steps in (10**12, 0, -2):  # 1e12 steps were taken too
+        with pytest.raises(ConfigError) as e:
+            RunConfig().with_overrides({"training.max_steps": steps})
+        assert "must be -1 or 1 to 100,000,000" in message(e.value.key, e.value.params)
 
 
 def test_overrides_by_dotted_path_are_typed_and_checked():
