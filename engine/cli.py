@@ -7,9 +7,11 @@ code it runs, imported only when that verb is used, so `tuneboard --help` stays 
 from __future__ import annotations
 
 import argparse
+import difflib
 import errno
 import functools
 import os
+import re
 import sys
 import traceback
 from importlib import import_module
@@ -41,8 +43,58 @@ def _positive(kind: type):
     return parse
 
 
+# argparse's own messages (Python 3.11-3.13 spell them so) -> a message key and its parameters, so that a
+# mistyped flag is said in the reader's language too; anything else is said as argparse wrote it
+_ARGPARSE = [
+    (re.compile(r"the following arguments are required: (?P<names>.+)"), "cli.arg_required"),
+    (re.compile(r"unrecognized arguments: (?P<args>.+)"), "cli.arg_unknown"),
+    (re.compile(r"argument (?P<arg>\S+?): invalid choice: (?P<value>.+?) \(choose from (?P<choices>.+)\)"),
+     "cli.arg_choice"),
+    (re.compile(r"argument (?P<arg>\S+?): invalid (?P<kind>\w+) value: (?P<value>.+)"), "cli.arg_type"),
+    (re.compile(r"argument (?P<arg>\S+?): expected (?:one|at least one) argument"), "cli.arg_needs_value"),
+    (re.compile(r"ambiguous option: (?P<arg>\S+) could match (?P<choices>.+)"), "cli.arg_ambiguous"),
+]
+_KINDS = {"int": "type.integer", "float": "type.number"}
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, saying its errors in the language `--lang` or $TUNEBOARD_LANG names, with a close verb or
+    choice suggested for a typo (`tuneboard trian`)."""
+
+    def error(self, msg: str):
+        self.print_usage(sys.stderr)
+        self.exit(2, f"{self.prog}: {message('severity.error')}: {argparse_message(msg)}\n")
+
+
+def argparse_message(msg: str) -> str:
+    for pattern, key in _ARGPARSE:
+        if m := pattern.fullmatch(msg):
+            params = m.groupdict()
+            if "kind" in params:
+                if params["kind"] not in _KINDS:
+                    return msg  # a type of ours, whose name says nothing to a reader
+                params["kind"] = message(_KINDS[params["kind"]])
+            text = message(key, params)
+            if key == "cli.arg_choice":
+                choices = re.findall(r"'([^']*)'", params["choices"])
+                if close := difflib.get_close_matches(params["value"].strip("'"), choices, n=1):
+                    text += "; " + message("cli.did_you_mean", {"value": close[0]})
+            return text
+    return msg
+
+
+def _asked_language(argv: list[str]) -> str | None:
+    """The language `--lang X` / `--lang=X` names anywhere on the line, before argparse has read it."""
+    for i, arg in enumerate(argv):
+        if arg == "--lang" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--lang="):
+            return arg.split("=", 1)[1]
+    return os.environ.get("TUNEBOARD_LANG")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="tuneboard",
         description="Codeless fine-tuning of LLMs. With no command, serves the board in your browser.",
     )
@@ -54,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--share", action="store_true", help="open a public Gradio link (needs --auth)")
     p.add_argument("--debug", action="store_true", help="print full tracebacks")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
-    common = argparse.ArgumentParser(add_help=False)  # every verb: its messages' language
+    common = _Parser(add_help=False)  # every verb: its messages' language
     common.add_argument("--lang", dest="verb_lang", default=None,
                         help="language of messages: en, ko, zh, ja, ru (default: $TUNEBOARD_LANG, else en)")
     sub.add_parser = functools.partial(sub.add_parser, parents=[common])
@@ -145,7 +197,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    set_language(_asked_language(argv))  # for argparse's own errors; a bad name is said below, once parsed
+    try:
+        args = build_parser().parse_args(argv)
+    finally:
+        set_language(None)
     if args.command is None:  # the board speaks each browser's language instead
         return _main(args)
     asked = args.verb_lang or args.lang or os.environ.get("TUNEBOARD_LANG")

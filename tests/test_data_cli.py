@@ -171,6 +171,25 @@ def test_lang_speaks_korean_including_places_and_kinds_of_values(capsys, tmp_pat
     assert rc == 2 and capsys.readouterr().err.startswith("エラー: training.learning_rate: 数値")
 
 
+def test_a_mistyped_command_line_is_said_in_the_readers_language_with_the_close_verb(capsys, monkeypatch):
+    """argparse's errors stayed English under --lang ko; `tuneboard trian` named no verb to try."""
+    def refused(*argv):
+        with pytest.raises(SystemExit) as e:
+            main(list(argv))
+        assert e.value.code == 2
+        return capsys.readouterr().err.splitlines()[-1]
+
+    assert refused("--lang", "ko", "trian").endswith("'trian'은(는) 'train', 'check', 'estimate', 'chat', 'eval', "
+                                                     "'export' 중 하나가 아닙니다; train을(를) 뜻하셨나요?")
+    assert refused("check", "--stage", "sfft", "a.jsonl") == (
+        "tuneboard check: error: --stage: 'sfft' is not one of 'sft', 'dpo', 'kto', 'pt'; did you mean sft?")
+    assert refused("chat", "run", "--seed", "abc", "--lang=ja") == "tuneboard chat: エラー: --seed: 'abc' は整数ではありません"
+    monkeypatch.setenv("TUNEBOARD_LANG", "ru")
+    assert refused("train") == "tuneboard train: ошибка: нужно указать: config"
+    assert refused("check", "a.jsonl", "--bogus").endswith("нет такого параметра или аргумента: --bogus")
+    assert refused("chat", "run", "--seed").endswith("после --seed нужно значение")
+
+
 def test_control_characters_in_rows_are_shown_escaped(capsys, tmp_path):
     p = tmp_path / "esc.jsonl"
     p.write_text(json.dumps({"instruction": "red \x1b[31mtext", "output": "ok\x00"}) + "\n", encoding="utf-8")
