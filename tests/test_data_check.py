@@ -94,6 +94,19 @@ def test_mapped_columns_are_named_as_the_file_names_them(tmp_path):
     assert found(str(p), columns={"instruction": "question", "output": "answer"}) == [(1, None, "answer", "data.empty_field")]
 
 
+def test_a_mapping_to_another_formats_field_reads_the_file_in_that_format(tmp_path):
+    """`--column text=output` on alpaca rows (train the answers as plain text) was read as alpaca, then refused for
+    lacking the `output` the mapping had taken."""
+    p = tmp_path / "a.jsonl"
+    p.write_text('{"instruction": "질문", "output": "긴 답변 하나"}\n{"instruction": "q", "output": "a longer answer"}\n',
+                 encoding="utf-8")
+    _, result = inspect_path(str(p), columns={"text": "output"}, stage="pt")
+    assert result.format == "text" and [r["text"] for r in result.records] == ["긴 답변 하나", "a longer answer"]
+    assert [f.key for f in result.findings] == ["data.ignored_columns"]
+    _, result = inspect_path(str(p), columns={"instruction": "output"})  # a field the detected format has: kept
+    assert result.format == "alpaca"
+
+
 def test_warnings_duplicates_short_answers_system_prompt_and_length():
     _, result = inspect_path(str(FIX / "warnings.jsonl"), max_length=64)
     warnings = {f.key: f for f in result.findings if f.severity == "warning"}

@@ -136,7 +136,7 @@ def analyze(rows: list[Any], fmt: str = "auto", *, columns: dict[str, str] | Non
         rows = [{"text": r} for r in rows]  # a corpus; a null in it is one empty document, said at its row
     keys = _keys(rows)
     if name == "auto":
-        name = detect_format(rows)
+        name = detect_format(rows, named=set(theirs))
         if name is None and keys:
             out.findings.append(unknown_columns(keys))
             return out

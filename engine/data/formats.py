@@ -116,10 +116,20 @@ def _row_format(row: dict) -> str | None:
     return None
 
 
-def detect_format(rows: list[Any], columns: dict[str, str] | None = None, sample: int = 200) -> str | None:
-    """The format most of the first `sample` rows are in; None if no known format fits."""
-    votes = Counter(f for row in rows[:sample] if isinstance(row, dict) and (f := _row_format(map_columns(row, columns))))
-    return votes.most_common(1)[0][0] if votes else None
+def detect_format(rows: list[Any], columns: dict[str, str] | None = None, sample: int = 200,
+                  named: set[str] | None = None) -> str | None:
+    """The format most of the first `sample` rows are in; None if no known format fits. `named`: the fields the
+    reader mapped columns to (rows already mapped), which a format must have to be the one meant."""
+    mapped = [map_columns(row, columns) for row in rows[:sample] if isinstance(row, dict)]
+    votes = Counter(f for row in mapped if (f := _row_format(row)))
+    found = votes.most_common(1)[0][0] if votes else None
+    if named and found and not named <= used_fields(found):
+        # the reader named fields of another format (`text=output` on alpaca rows: train the answers as text)
+        meant = [f for f in FORMATS if named <= used_fields(f)
+                 and sum(all(k in row for k in FORMATS[f][0]) for row in mapped) * 2 > len(mapped)]
+        if len(meant) == 1:
+            return meant[0]
+    return found
 
 
 def suggest_mapping(fmt: str, keys: list[str], fields: tuple[str, ...] | None = None) -> dict[str, str]:
