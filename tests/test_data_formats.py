@@ -165,6 +165,31 @@ def test_anthropic_hh_transcripts_become_turns_sharing_the_prompt():
     assert rec is None and [(f, k) for f, k, _ in probs] == [("prompt", "data.missing_field")]
 
 
+def test_transcripts_in_a_prompt_or_a_conversation_cell_become_turns():
+    """Dahoas/full-hh-rlhf keeps the HH transcript in `prompt` (ending "Assistant:"); it trained as one user turn
+    holding "Human:" and "Assistant:". Glaive's `chat`, Guanaco's `### Human:` and `<usr>/<bot>` texts, mapped to
+    conversations, were refused as text."""
+    row = {"prompt": "\n\nHuman: 공룡은 어떤 소리를 냈나요?\n\nAssistant: 모릅니다.\n\nHuman: 추측해 보세요\n\nAssistant:",
+           "chosen": " 아마 새처럼요.", "rejected": " 몰라요"}
+    rec, probs = normalize_row(row, "preference")
+    assert not probs and rec == {"prompt": [user("공룡은 어떤 소리를 냈나요?"), bot("모릅니다."), user("추측해 보세요")],
+                                 "chosen": [bot(" 아마 새처럼요.")], "rejected": [bot(" 몰라요")]}
+    full = {**row, "chosen": row["prompt"] + " 아마 새처럼요."}  # the answer repeats the prompt's transcript: cut
+    assert normalize_row(full, "preference")[0]["chosen"] == [bot("아마 새처럼요.")]
+    glaive = ("USER: What's the USD to EUR rate?\n\n\nASSISTANT: <functioncall> {\"name\": \"rate\"} <|endoftext|>"
+              "\n\n\nFUNCTION RESPONSE: {\"rate\": 0.85}\n\n\nASSISTANT: It is 0.85. <|endoftext|>\n")
+    rec, probs = normalize_row({"conversations": glaive}, "sharegpt")
+    assert not probs and rec["messages"] == [user("What's the USD to EUR rate?"), bot('<functioncall> {"name": "rate"}'),
+                                             user('<tool_response>\n{"rate": 0.85}\n</tool_response>'),
+                                             bot("It is 0.85.")]
+    for text in ("### Human: 안녕?### Assistant: 안녕하세요! ### Human: 잘 가### Assistant: 또 봐요",
+                 "<usr> 안녕?\n<bot> 안녕하세요!\n<usr> 잘 가\n<bot> 또 봐요"):
+        rec, probs = normalize_row({"conversations": text}, "sharegpt")
+        assert not probs and rec["messages"] == [user("안녕?"), bot("안녕하세요!"), user("잘 가"), bot("또 봐요")], text
+    rec, probs = normalize_row({"conversations": "just some text"}, "sharegpt")  # not a transcript: as before
+    assert rec is None and [(f, k) for f, k, _ in probs] == [("conversations", "data.wrong_type")]
+
+
 def test_sharegpt_preference_with_chosen_and_rejected_messages():
     row = {"conversations": [{"from": "human", "value": "Q"}], "chosen": {"from": "gpt", "value": "A"},
            "rejected": {"from": "gpt", "value": "B"}}

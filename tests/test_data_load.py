@@ -211,6 +211,28 @@ def test_sft_keeps_a_pair_without_its_rejected_answer_and_dpo_refuses_it(tmp_pat
     assert e.value.key == "error.data_invalid_rows" and "row 2" in e.value.params["first"]
 
 
+def test_sft_on_pairs_trains_the_chosen_answer_alone_not_the_prompts_earlier_answers(tmp_path):
+    """HH-RLHF's prompts hold red-team answers nobody judged; SFT trained them as if they were chosen."""
+    from engine.data import check_file
+
+    path = tmp_path / "hh.jsonl"
+    talk = "\n\nHuman: Cuss words?\n\nAssistant: Here is a list of them.\n\nHuman: Your favourite?\n\nAssistant:"
+    path.write_text(json.dumps({"chosen": talk + " I have none.", "rejected": talk + " This one."}) + "\n",
+                    encoding="utf-8")
+    other = tmp_path / "pc.jsonl"  # a prompt-completion row alike, as trl trains it: on its completion
+    other.write_text(json.dumps({"prompt": [{"role": "user", "content": "Q?"}, {"role": "assistant", "content": "A."},
+                                            {"role": "user", "content": "More?"}], "completion": "B."}) + "\n")
+    train, _ = load_training_data(cfg("sft", {"path": str(path)}, {"path": str(other)}, val_size=0))
+    by_first = {row["messages"][0]["content"]: row["messages"] for row in train}
+    for first in ("Cuss words?", "Q?"):
+        assert [(m["role"], m.get("weight")) for m in by_first[first]] == [
+            ("user", None), ("assistant", 0), ("user", None), ("assistant", None)]
+    report = check_file(str(path), stage="sft")
+    [views] = [item["views"] for item in report.preview if item["record"]["prompt"][0]["content"] == "Cuss words?"]
+    trained = "".join(seg["text"] for view in views for seg in view["segments"] if seg["loss"])
+    assert "I have none." in trained and "Here is a list" not in trained
+
+
 def test_llama_factory_kto_conversations_train_as_kto_and_sft_keeps_the_desirable_answers(tmp_path):
     """LLaMA-Factory's KTO rows are a conversation and a `kto_tag`: KTO refused them as "the messages format,
     which has no rejected answers", and SFT and pretraining trained the undesirable answers too."""

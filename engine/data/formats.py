@@ -400,6 +400,7 @@ def turns(value: Any, field: str, probs: Problems, weights: bool = False) -> lis
     With `weights` (a conversation to train on), an assistant message's OpenAI-style `weight` is read:
     1 trains on it, 0 keeps it as context only (the message then carries "weight": 0)."""
     value = _json_cell(value)  # CSV and Parquet files often hold conversations as JSON text
+    value = _transcript(value) or value  # or as a transcript ("USER: ... ASSISTANT: ...")
     if not isinstance(value, list):
         if reason := _cell_json_error(value):  # JSON cut short or hand-edited: where it breaks, not "it is text"
             probs.add(field, "data.cell_not_json", **reason)
@@ -571,6 +572,8 @@ def _answer(value: Any, field: str, probs: Problems, prompt: list[dict] | None =
     value = _messages_cell(value)
     if isinstance(value, dict):
         value = [value]
+    if prompt and (script := _transcript(value, prompt=True)):  # the prompt's transcript again, and the answer
+        value = script
     if isinstance(value, list):
         msgs = turns(value, field, probs)
         if msgs and prompt:
@@ -602,7 +605,7 @@ def _prompt(row: dict, probs: Problems) -> list[dict] | None:
         value = _messages_cell(row["prompt"])
         if isinstance(value, dict):
             value = [value]
-        if isinstance(value, list):
+        if isinstance(value, list) or (value := _transcript(value, prompt=True)):  # a transcript: "Human: ... Assistant: ..."
             msgs = turns(value, "prompt", probs)
         else:
             text = text_field(row, "prompt", probs)
@@ -623,16 +626,33 @@ def _prompt(row: dict, probs: Problems) -> list[dict] | None:
     return msgs if check_turns(msgs, "prompt", probs, end="user") else None
 
 
-_SPEAKER = re.compile(r"(?:^|\n\n)(Human|Assistant): ?")
+# chat transcripts written as one text, known by the speaker tag they start with: Anthropic HH-RLHF's
+# "\n\nHuman: ...\n\nAssistant: ...", Guanaco's "### Human: ... ### Assistant: ...", Glaive's "USER: ... ASSISTANT: ...
+# <|endoftext|> FUNCTION RESPONSE: ..." and the "<usr> ... <bot> ..." of some Korean sets
+_TRANSCRIPTS = [re.compile(r"(?:^|\n\n)(Human|Assistant): ?"),
+                re.compile(r"\s*### (Human|Assistant): ?"),
+                re.compile(r"(?:^|\n+)(USER|ASSISTANT|SYSTEM|FUNCTION RESPONSE): ?"),
+                re.compile(r"(?:^|\n)[ \t]*<(usr|bot|sys)>:?[ \t]?")]
+_SPEAKERS = {"Human": "human", "Assistant": "assistant", "USER": "user", "ASSISTANT": "assistant", "SYSTEM": "system",
+             "FUNCTION RESPONSE": "observation", "usr": "user", "bot": "assistant", "sys": "system"}
 
 
-def _transcript(value: Any) -> list[dict] | None:
-    """Anthropic HH-RLHF's text: `\\n\\nHuman: ...\\n\\nAssistant: ...` as messages; None for other text."""
-    if not isinstance(value, str) or not value.lstrip().startswith("Human:"):
+def _transcript(value: Any, prompt: bool = False) -> list[dict] | None:
+    """A chat transcript's text (`_TRANSCRIPTS`) as messages; None for any other value. A `prompt`'s closing
+    empty answer ("Assistant:", where the model's answer goes) is left out."""
+    if not isinstance(value, str):
         return None
-    parts = _SPEAKER.split(value.strip())  # ['', 'Human', text, 'Assistant', text, ...]
-    return [{"role": "user" if who == "Human" else "assistant", "content": text.strip()}
-            for who, text in zip(parts[1::2], parts[2::2], strict=True)]
+    text = value.strip()
+    for tags in _TRANSCRIPTS:
+        if not tags.match(text):
+            continue
+        parts = tags.split(text)  # ['', 'Human', text, 'Assistant', text, ...]
+        msgs = [{"role": _SPEAKERS[who], "content": said.strip().removesuffix("<|endoftext|>").strip()}
+                for who, said in zip(parts[1::2], parts[2::2], strict=True)]
+        if prompt and len(msgs) > 1 and msgs[-1]["role"] == "assistant" and not msgs[-1]["content"]:
+            msgs.pop()
+        return msgs
+    return None
 
 
 def _split_shared_prefix(chosen: list[dict], rejected: list[dict]) -> tuple[list[dict], list[dict], list[dict]]:

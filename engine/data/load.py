@@ -2,7 +2,7 @@
 
 Columns by stage (docs/CONTRACTS.md):
   sft  messages: [{role: system|user|assistant, content}]   (preference rows: prompt + chosen;
-       prompt-completion rows: prompt + completion)
+       prompt-completion rows: prompt + completion; the prompt's own answers as context, weight 0)
   pt   text: str   (chat rows: their contents joined by blank lines; preference: prompt + chosen)
   dpo  prompt: messages ending with the user; chosen / rejected: [{role: assistant, content}]
 `max_samples` keeps a seeded random sample of a dataset (in file order); datasets are merged,
@@ -67,7 +67,11 @@ def to_stage(record: dict, stage: str, system_prompt: str | None) -> dict:
         return {"text": plain_text(prompt + answer)}
     if stage == "dpo":
         return {"prompt": prompt, "chosen": answer, "rejected": rejected}
-    return {"messages": prompt + answer}
+    if "messages" in record:
+        return {"messages": prompt + answer}
+    # a prompt's earlier answers are context, as trl trains a prompt-completion row on its completion alone (an
+    # HH-RLHF prompt holds red-team answers nobody judged; only the chosen answer was)
+    return {"messages": [{**m, "weight": 0} if m["role"] == "assistant" else m for m in prompt] + answer}
 
 
 def with_system_prompt(prompt: list[dict], system_prompt: str | None) -> list[dict]:
