@@ -375,3 +375,21 @@ def test_a_cell_of_messages_as_pandas_writes_it_is_read_and_broken_json_in_a_cel
                                             {"error": "json.expecting_comma", "column": 57})]
     rec, probs = normalize_row({"messages": "[{'role': __import__('os').getcwd()}]"}, "messages")
     assert rec is None and [k for _, k, _ in probs] == ["data.cell_not_json"]  # literals only: nothing is run
+
+
+def test_a_cell_as_numpy_writes_an_array_is_read_item_by_item(tmp_path):
+    """`datasets`' to_csv() writes a list column through numpy: items with no comma between them, every row refused
+    (and `['hi' 'hello']`, read by Python, is one text joined)."""
+    import numpy as np
+    import pandas as pd
+
+    msgs = [{"content": "안녕 } {x", "role": "user"}, {"content": "it's fine", "role": "assistant"}]
+    p = tmp_path / "to_csv.csv"
+    pd.DataFrame({"messages": [np.array(msgs, dtype=object)], "conversations": [np.array(["hi", "hello there"])]}
+                 ).to_csv(p, index=False)
+    assert "}\n {" in p.read_text(encoding="utf-8")  # as numpy writes it
+    [row] = read_source(str(p)).rows
+    for column, fmt, want in (("messages", "messages", [user("안녕 } {x"), bot("it's fine")]),
+                              ("conversations", "sharegpt", [user("hi"), bot("hello there")])):
+        rec, probs = normalize_row({column: row[column]}, fmt)
+        assert not probs and rec["messages"] == want, column

@@ -33,8 +33,11 @@ from __future__ import annotations
 
 import ast
 import difflib
+import io
+import itertools
 import json
 import re
+import tokenize
 from collections import Counter
 from typing import Any
 
@@ -188,14 +191,41 @@ def _json_cell(value: Any, opens: str = "[") -> Any:
         try:
             return json.loads(value)
         except ValueError:
-            if text.startswith(("[{'", "{'")):
+            if text.startswith(("[{'", "{'", "['")):
                 try:
-                    parsed = ast.literal_eval(text)  # literals only: nothing is run
+                    parsed = ast.literal_eval(_with_commas(text))  # literals only: nothing is run
                 except (ValueError, SyntaxError, MemoryError, RecursionError):
                     return value
                 return parsed if isinstance(parsed, (list, dict)) else value
             return value
     return value
+
+
+def _with_commas(text: str) -> str:
+    """A list as numpy writes an array of objects or texts (`datasets`' `to_csv()` goes through one): its items
+    one after another with no comma, `[{'a': 1}\n {'a': 2}]` or `['hi' 'hello']`, which Python would read as one
+    text joined. Commas put back between the list's items, found by Python's own tokenizer (never in a text)."""
+    try:
+        tokens = list(tokenize.generate_tokens(io.StringIO(text).readline))
+    except (tokenize.TokenError, SyntaxError):
+        return text
+    starts = [0, *itertools.accumulate(len(line) for line in text.splitlines(keepends=True))]
+    stack, prev, at = [], None, []
+    for tok in tokens:
+        if tok.type in (tokenize.NL, tokenize.NEWLINE, tokenize.COMMENT, tokenize.INDENT, tokenize.DEDENT):
+            continue
+        item_ends = prev is not None and (prev.string in ("}", "]") or prev.type == tokenize.STRING)
+        item_starts = tok.string in ("{", "[") or tok.type == tokenize.STRING
+        if stack == ["["] and item_ends and item_starts:  # two items of the outer list with nothing between
+            at.append(starts[prev.end[0] - 1] + prev.end[1])
+        if tok.string in ("[", "{"):
+            stack.append(tok.string)
+        elif tok.string in ("]", "}") and stack:
+            stack.pop()
+        prev = tok
+    for pos in reversed(at):
+        text = f"{text[:pos]},{text[pos:]}"
+    return text
 
 
 def _cell_json_error(value: Any) -> dict[str, Any] | None:
