@@ -168,7 +168,7 @@ def test_anthropic_hh_transcripts_become_turns_sharing_the_prompt():
 def test_transcripts_in_a_prompt_or_a_conversation_cell_become_turns():
     """Dahoas/full-hh-rlhf keeps the HH transcript in `prompt` (ending "Assistant:"); it trained as one user turn
     holding "Human:" and "Assistant:". Glaive's `chat`, Guanaco's `### Human:` and `<usr>/<bot>` texts, mapped to
-    conversations, were refused as text."""
+    conversations, were refused as text, and Capybara's {input, output} exchanges as messages without a role."""
     row = {"prompt": "\n\nHuman: 공룡은 어떤 소리를 냈나요?\n\nAssistant: 모릅니다.\n\nHuman: 추측해 보세요\n\nAssistant:",
            "chosen": " 아마 새처럼요.", "rejected": " 몰라요"}
     rec, probs = normalize_row(row, "preference")
@@ -186,6 +186,9 @@ def test_transcripts_in_a_prompt_or_a_conversation_cell_become_turns():
                  "<usr> 안녕?\n<bot> 안녕하세요!\n<usr> 잘 가\n<bot> 또 봐요"):
         rec, probs = normalize_row({"conversations": text}, "sharegpt")
         assert not probs and rec["messages"] == [user("안녕?"), bot("안녕하세요!"), user("잘 가"), bot("또 봐요")], text
+    capybara = [{"input": "질문 하나", "output": "답 하나"}, {"input": "또?", "output": "네."}]  # exchanges
+    rec, probs = normalize_row({"conversations": capybara}, "sharegpt")
+    assert not probs and rec["messages"] == [user("질문 하나"), bot("답 하나"), user("또?"), bot("네.")]
     rec, probs = normalize_row({"conversations": "just some text"}, "sharegpt")  # not a transcript: as before
     assert rec is None and [(f, k) for f, k, _ in probs] == [("conversations", "data.wrong_type")]
 

@@ -442,6 +442,10 @@ def turns(value: Any, field: str, probs: Problems, weights: bool = False) -> lis
         return None
     if all(isinstance(item, str) for item in value):  # LIMA, UltraChat: bare texts taking turns, the user first
         value = [{"role": "assistant" if i % 2 else "user", "content": item} for i, item in enumerate(value)]
+    elif all(isinstance(item, dict) and {"input", "output"} <= item.keys() and not {"role", "from"} & item.keys()
+             for item in value):  # Capybara: exchanges, each a question and its answer
+        value = [{"role": role, "content": item[key]} for item in value
+                 for role, key in (("user", "input"), ("assistant", "output"))]
     out, ok, results = [], True, False  # results: the last turn is tool results (the next one joins it)
     for i, item in enumerate(value, 1):
         if not isinstance(item, dict):
