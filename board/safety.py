@@ -18,7 +18,7 @@ from pathlib import Path
 
 from engine.messages import TuneboardError
 
-DATA_SUFFIXES = {".json", ".jsonl", ".ndjson", ".csv", ".tsv", ".parquet", ".pq", ".txt", ".text", ".md", ".gz"}
+DATA_SUFFIXES = {".json", ".jsonl", ".ndjson", ".csv", ".tsv", ".parquet", ".pq", ".txt", ".text", ".md", ".gz", ".arrow", ".feather"}
 CONFIG_SUFFIXES = {".yaml", ".yml"}
 MAX_UPLOAD_MB = float(os.environ.get("TUNEBOARD_MAX_UPLOAD_MB", "512"))
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")

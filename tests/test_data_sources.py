@@ -197,6 +197,32 @@ def test_a_cp949_file_with_one_damaged_byte_is_refused_at_that_line(tmp_path):
     assert len(read_source(str(whole)).rows) == 8
 
 
+def test_a_dataset_saved_by_datasets_and_its_arrow_files_are_read(tmp_path):
+    """save_to_disk()'s folder was "a folder, not a data file", and its .arrow file "unknown file type"."""
+    import datasets
+
+    rows = [{"messages": [{"role": "user", "content": f"질문 {i}"}, {"role": "assistant", "content": f"답 {i}"}]}
+            for i in range(3)]
+    datasets.Dataset.from_list(rows).save_to_disk(str(tmp_path / "one"))
+    src = read_source(str(tmp_path / "one"))
+    assert src.rows == rows and src.numbers == [1, 2, 3] and not src.findings
+    [arrow] = (tmp_path / "one").glob("*.arrow")
+    assert read_source(str(arrow)).rows == rows
+    datasets.Dataset.from_list(rows).to_pandas().to_feather(tmp_path / "rows.feather")
+    assert [r["messages"] for r in read_source(str(tmp_path / "rows.feather")).rows] == [r["messages"] for r in rows]
+    datasets.DatasetDict({"train": datasets.Dataset.from_list(rows), "test": datasets.Dataset.from_list(rows[:1])}
+                         ).save_to_disk(str(tmp_path / "splits"))
+    src = read_source(str(tmp_path / "splits"))
+    assert src.rows == rows and [(f.key, f.params) for f in src.findings] == [
+        ("data.splits_in_file", {"name": "train", "others": "test"})]
+    assert read_source(str(tmp_path / "splits"), split="test").rows == rows[:1]
+    src = read_source(str(tmp_path / "splits"), split="validation")
+    assert not src.rows and [(f.key, f.params["splits"]) for f in src.findings] == [
+        ("data.saved_split_missing", "train, test")]
+    arrow.write_bytes(arrow.read_bytes()[:100])  # damaged: said, not raised
+    assert [f.key for f in read_source(str(tmp_path / "one")).findings] == ["data.read_failed"]
+
+
 def test_a_json_of_splits_and_pandas_default_layout_are_read_as_meant(tmp_path):
     """{"train": [...], "test": [...]} was refused as "columns of different lengths" (or, of equal lengths, told to
     map text=test); pandas' to_json() default was one row whose fields were objects."""

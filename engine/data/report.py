@@ -28,7 +28,7 @@ def inspect_path(path: str, fmt: str = "auto", columns: dict[str, str] | None = 
             return src, Analysis(None, findings=list(src.findings))
         result = analyze(src.rows, fmt, columns=columns, numbers=src.numbers, lines=src.lines,
                          tokenizer=tokenizer, max_length=max_length, measure=max_length is not None, stage=stage,
-                         controls=src.controls or src.kind in ("parquet", "hub"))  # (not searched as text)
+                         controls=src.controls or src.kind in ("parquet", "arrow", "hub"))  # (not searched as text)
     result.findings[:0] = src.findings
     return src, result
 

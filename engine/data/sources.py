@@ -29,7 +29,8 @@ from .findings import Finding, error, warning
 
 DEMOS = {"demo:sft": "demo_sft.json", "demo:dpo": "demo_dpo.json", "demo:pt": "demo_pt.txt"}
 EXTENSIONS = {".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".tsv": "csv",
-              ".parquet": "parquet", ".pq": "parquet", ".txt": "text", ".text": "text", ".md": "text"}
+              ".parquet": "parquet", ".pq": "parquet", ".txt": "text", ".text": "text", ".md": "text",
+              ".arrow": "arrow", ".feather": "arrow"}
 # control characters other than whitespace, raw or as JSON escapes (a terminal's colour codes, \u0000)
 _RAW_CONTROLS = re.compile("[\x01-\x08\x0e-\x1f\x7f]")  # (a form feed: pdftotext's page break)
 _ESCAPED_CONTROLS = re.compile(r"\\u00(?:0[0-8eEfF]|1[0-9a-fA-F]|7[fF])")
@@ -72,9 +73,9 @@ def is_hub_name(spec_path: str) -> bool:
 
 
 def read_source(spec_path: str, split: str = "train") -> Source:
-    """Read a file or hub dataset. Never raises for bad data; see `Source.findings`."""
+    """Read a file, a folder `datasets` saved, or a hub dataset. Never raises for bad data; see `Source.findings`."""
     path = resolve_data_path(spec_path)
-    src = _read_hub(path, split) if is_hub_name(spec_path) else _read_file(path)
+    src = _read_hub(path, split) if is_hub_name(spec_path) else _read_saved(path, split) or _read_file(path)
     if not src.rows and not any(f.severity == "error" for f in src.findings):
         src.findings.append(error(None, None, "data.empty_file", path=src.path))
     return src
@@ -106,6 +107,8 @@ def _read_file(path: str) -> Source:
         except (OSError, EOFError, zlib.error) as e:
             return _fatal(path, kind, "data.read_failed", path=path, error=_read_error(e))
         looks = _binary_kind(data)
+    if kind == "arrow":
+        return _read_arrow(path, data)
     if looks == "Parquet" or kind == "parquet":
         src = _read_parquet(path, data)
         if kind != "parquet":  # a Parquet file named .json or .csv: read as what it is, and said
@@ -208,7 +211,7 @@ def _line_at(text: str, pos: int) -> int:
 
 
 SPREADSHEETS = {".xlsx", ".xlsm", ".xls", ".ods", ".numbers"}  # saved as CSV, they read as any CSV
-_FILE_SUFFIXES = {".gz", ".zip", ".bz2", ".xz", ".zst", ".tar", ".7z", ".arrow", ".feather", ".avro", ".orc", ".xml",
+_FILE_SUFFIXES = {".gz", ".zip", ".bz2", ".xz", ".zst", ".tar", ".7z", ".avro", ".orc", ".xml",
                   ".html", ".htm", ".pdf", ".docx", ".doc", ".yaml", ".yml", ".pkl", ".npy", ".db", ".sqlite"}
 
 # ---- encodings -------------------------------------------------------------------------------
@@ -902,6 +905,58 @@ def _read_parquet(path: str, data: bytes) -> Source:
         table = pq.read_table(io.BytesIO(data))
     except Exception as e:  # pyarrow raises several types for a damaged file
         src.findings.append(error(None, None, "data.parquet_error", error=str(e)[:300]))
+        return src
+    src.rows = table.to_pylist()
+    src.numbers = list(range(1, len(src.rows) + 1))
+    return src
+
+
+def _read_arrow(path: str, data: bytes) -> Source:
+    """An Arrow file: one of the files `datasets` caches or saves (an IPC stream), or Feather / Arrow IPC."""
+    src = Source(path, "arrow")
+    try:
+        table = _arrow_table(data)
+    except Exception as e:  # pyarrow raises several types for a damaged file
+        src.findings.append(error(None, None, "data.read_failed", path=path, error=str(e)[:300]))
+        return src
+    src.rows = table.to_pylist()
+    src.numbers = list(range(1, len(src.rows) + 1))
+    return src
+
+
+def _arrow_table(data: bytes):
+    import pyarrow as pa
+
+    try:
+        return pa.ipc.open_stream(pa.BufferReader(data)).read_all()
+    except pa.ArrowInvalid:
+        return pa.ipc.open_file(pa.BufferReader(data)).read_all()
+
+
+def _read_saved(path: str, split: str) -> Source | None:
+    """A folder `datasets`' save_to_disk() wrote: one dataset (state.json, .arrow files) or its splits
+    (dataset_dict.json, a folder each), read as load_from_disk() reads it; None for any other path."""
+    folder = Path(path)
+    if not (folder / "state.json").is_file() and not (folder / "dataset_dict.json").is_file():
+        return None
+    src = Source(path, "arrow")
+    try:
+        if (folder / "dataset_dict.json").is_file():
+            splits = json.loads((folder / "dataset_dict.json").read_text(encoding="utf-8"))["splits"]
+            if split not in splits:
+                src.findings.append(error(None, None, "data.saved_split_missing", path=path, split=split,
+                                          splits=", ".join(splits)))
+                return src
+            if len(splits) > 1:
+                src.findings.append(warning(None, None, "data.splits_in_file", name=split,
+                                            others=", ".join(s for s in splits if s != split)))
+            folder = folder / split
+        files = [f["filename"] for f in json.loads((folder / "state.json").read_text(encoding="utf-8"))["_data_files"]]
+        import pyarrow as pa
+
+        table = pa.concat_tables([_arrow_table((folder / f).read_bytes()) for f in files])
+    except Exception as e:  # a folder half copied, a file damaged: said, not raised
+        src.findings.append(error(None, None, "data.read_failed", path=path, error=f"{type(e).__name__}: {str(e)[:300]}"))
         return src
     src.rows = table.to_pylist()
     src.numbers = list(range(1, len(src.rows) + 1))
