@@ -444,15 +444,18 @@ def test_with_no_column_to_suggest_the_mapping_shows_its_form_not_a_dash():
 
 
 def test_an_empty_document_in_a_corpus_is_left_out_with_a_warning():
-    """A web dump's empty page refused the whole pretraining file; it is left out, said at its row."""
+    """A web dump's empty page refused the whole pretraining file; it is left out, said at its row (wikitext's
+    blank lines, a third of its rows, once)."""
     from engine.data.check import analyze
 
     rows = [{"text": "첫 문서입니다."}, {"text": ""}, {"text": None}, {"text": "   "}, {"text": "The last one."}]
     out = analyze(rows, measure=False)
     assert out.format == "text" and out.errors == 0
-    assert [(f.row, f.field, f.key, f.severity) for f in out.findings] == [
-        (n, "text", "data.empty_text_skipped", "warning") for n in (2, 3, 4)]
+    assert [(f.row, f.field, f.key, f.severity, f.params) for f in out.findings] == [
+        (None, "text", "data.empty_texts_skipped", "warning", {"count": 3, "total": 5, "rows": "2, 3, 4"})]
     assert [r["text"] for r in out.good] == ["첫 문서입니다.", "The last one."]
+    out = analyze(rows[:2] + rows[4:], measure=False)  # one: said at its row
+    assert [(f.row, f.key) for f in out.findings] == [(2, "data.empty_text_skipped")]
     convo = analyze([{"instruction": "q", "output": ""}], measure=False)  # an empty answer stays an error
     assert convo.errors == 1
 

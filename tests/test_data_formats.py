@@ -193,6 +193,14 @@ def test_transcripts_in_a_prompt_or_a_conversation_cell_become_turns():
     assert rec is None and [(f, k) for f, k, _ in probs] == [("conversations", "data.wrong_type")]
 
 
+def test_a_pair_whose_prompt_is_an_alpaca_input_alone_reads_it():
+    """distilabel's orca pairs (system, input, chosen, rejected) were refused: "the field prompt is missing"."""
+    row = {"system": "", "input": "2+2?", "chosen": "4", "rejected": "5", "status": "tie"}
+    assert detect_format([row]) == "preference"
+    rec, probs = normalize_row(row, "preference")
+    assert not probs and rec == {"prompt": [user("2+2?")], "chosen": [bot("4")], "rejected": [bot("5")]}
+
+
 def test_sharegpt_preference_with_chosen_and_rejected_messages():
     row = {"conversations": [{"from": "human", "value": "Q"}], "chosen": {"from": "gpt", "value": "A"},
            "rejected": {"from": "gpt", "value": "B"}}

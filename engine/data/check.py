@@ -144,17 +144,24 @@ def analyze(rows: list[Any], fmt: str = "auto", *, columns: dict[str, str] | Non
     out.format = name
     at = (lambda i: lines[i]) if lines else (lambda i: None)
     need_rejected = stage not in ("sft", "pt")
+    empty: list[int] = []  # empty documents, common in a corpus (a web dump's empty page, wikitext's blank lines)
     for i, row in enumerate(rows):
         record, probs = normalize_row(row, name, need_rejected)
         out.records.append(record)
         if name == "text" and [(f, k) for f, k, _ in probs] == [("text", "data.empty_field")]:
-            # an empty document is common in a corpus (a web dump's empty page): left out, said, not fatal
-            out.findings.append(warning(numbers[i], theirs.get("text", "text"), "data.empty_text_skipped", at(i)))
+            empty.append(i)  # left out, said, not fatal
             continue
         for fld, key, params in probs:
             out.findings.append(error(numbers[i], theirs.get(fld, fld), key, at(i), **params))
         for fld, key, params in probs.notes if record is not None else ():
             out.findings.append(warning(numbers[i], theirs.get(fld, fld), key, at(i), **params))
+    if len(empty) == 1:
+        out.findings.append(warning(numbers[empty[0]], theirs.get("text", "text"), "data.empty_text_skipped",
+                                    at(empty[0])))
+    elif empty:  # said once: wikitext has hundreds of thousands
+        out.findings.append(warning(None, theirs.get("text", "text"), "data.empty_texts_skipped", count=len(empty),
+                                    total=len(rows), rows=", ".join(str(numbers[i]) for i in empty[:10])
+                                    + (", ..." if len(empty) > 10 else "")))
     good = [i for i, r in enumerate(out.records) if r is not None]
     if stage in ("sft", "pt") and name == "unpaired" and good and not any(out.records[i]["label"] for i in good):
         out.findings.append(error(None, theirs.get("label", "label"), "error.only_undesirable", count=len(good),

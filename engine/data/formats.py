@@ -644,7 +644,7 @@ def _prompt(row: dict, probs: Problems) -> list[dict] | None:
         else:
             text = text_field(row, "prompt", probs)
             msgs = [{"role": "user", "content": text}] if text is not None else None
-    elif "instruction" in row:
+    elif "instruction" in row or "input" in row:  # alpaca's: input alone is a prompt too (distilabel's orca pairs)
         msgs = _alpaca_prompt(row, probs)
         return msgs if msgs is None or check_turns(msgs, "instruction", probs, end="user") else None
     elif "conversations" in row or "messages" in row:
@@ -714,7 +714,7 @@ def _preference(row: dict, probs: Problems, need_rejected: bool = True) -> dict 
         probs.add("rejected", "data.missing_rejected")
     if "chosen" not in row or ("rejected" not in row and not alone):
         return None
-    has_prompt = any(k in row for k in ("prompt", "instruction", "conversations", "messages"))
+    has_prompt = any(k in row for k in ("prompt", "instruction", "input", "conversations", "messages"))
     if alone and not has_prompt:  # one conversation: trained as it is
         msgs = turns(_transcript(row["chosen"]) or row["chosen"], "chosen", probs)
         return {"messages": msgs} if msgs is not None and check_turns(msgs, "chosen", probs) else None
