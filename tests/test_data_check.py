@@ -107,6 +107,18 @@ def test_a_mapping_to_another_formats_field_reads_the_file_in_that_format(tmp_pa
     assert result.format == "alpaca"
 
 
+def test_an_unused_column_named_as_an_optional_field_is_said_with_its_mapping():
+    """OpenHermes' `system_prompt` was the 13th of 15 unused columns, cut from the list without a word."""
+    wide = {f"meta_{i}": i for i in range(14)}
+    rows = [{"instruction": "q", "output": "a long enough answer", **wide, "system_prompt": "You are a pirate."}] * 2
+    found = check(rows)
+    [listed] = [f.params["columns"] for f in found if f.key == "data.ignored_columns"]
+    assert listed.startswith("system_prompt, meta_0, ") and listed.endswith(", ... (+3)")
+    assert [(f.field, f.params) for f in found if f.key == "data.unused_column_maps"] == [
+        ("system_prompt", {"ours": "system", "column": "system_prompt"})]
+    assert not [f for f in check(rows, columns={"system": "system_prompt"}) if f.key == "data.unused_column_maps"]
+
+
 def test_warnings_duplicates_short_answers_system_prompt_and_length():
     _, result = inspect_path(str(FIX / "warnings.jsonl"), max_length=64)
     warnings = {f.key: f for f in result.findings if f.severity == "warning"}

@@ -16,6 +16,7 @@ import numpy as np
 
 from .findings import Finding, error, warning
 from .formats import (
+    ALIASES,
     FIELDS,
     FORMATS,
     TRL_KIND,
@@ -128,7 +129,7 @@ def analyze(rows: list[Any], fmt: str = "auto", *, columns: dict[str, str] | Non
         for ours, col in columns.items():  # a mapping that names no column of the file: a typo, most likely
             if col not in present:
                 out.findings.append(warning(None, col, "data.mapped_column_missing", ours=ours,
-                                            columns=", ".join(present[:12]) or "-"))
+                                            columns=_names(present) or "-"))
         rows = [map_columns(r, columns) for r in rows]
     # a line that is just a list of messages is one conversation; a file of bare texts (["doc", "doc"]) is a corpus
     rows = [{"messages": r} if isinstance(r, list) and is_turns(r) else r for r in rows]
@@ -172,7 +173,14 @@ def analyze(rows: list[Any], fmt: str = "auto", *, columns: dict[str, str] | Non
     _missing_columns(out, keys, theirs, present)
     unused = [k for k in keys if k not in used_fields(name)]
     if unused and good:
-        out.findings.append(warning(None, None, "data.ignored_columns", columns=", ".join(unused[:12])))
+        # a column named as one of the format's optional fields is named (OpenHermes' system_prompt went unsaid
+        # past the twelfth name), with the mapping that would use it
+        maps = {ours: col for col in reversed(unused) for ours in FORMATS[name][1]
+                if ours not in keys and col.lower() in ALIASES.get(ours, ())}
+        unused = [*maps.values(), *(k for k in unused if k not in maps.values())]
+        out.findings.append(warning(None, None, "data.ignored_columns", columns=_names(unused)))
+        for ours, col in maps.items():
+            out.findings.append(warning(None, col, "data.unused_column_maps", ours=ours, column=col))
     if controls:
         _control_characters(out, good, at)
     _duplicates(out, good, at)
@@ -196,7 +204,7 @@ def unknown_columns(keys: list[str], among: tuple[str, ...] | None = None) -> Fi
     """No known format has these columns: the nearest one (of `among`, a stage's formats) and a mapping to try."""
     suggestion, mapping = nearest_format(keys, among)
     required, optional = FORMATS[suggestion]
-    return error(None, None, "data.unknown_columns", columns=", ".join(keys[:12]), format=suggestion,
+    return error(None, None, "data.unknown_columns", columns=_names(keys), format=suggestion,
                  expected=", ".join(required + optional[:2]),
                  mapping=", ".join(f"{o}={t}" for o, t in mapping.items() if o != t)
                  or ", ".join(f"{f}=..." for f in required))  # no guess: the form to fill
@@ -221,8 +229,14 @@ def _missing_columns(out: Analysis, keys: list[str], theirs: dict[str, str], nam
         extra = tuple(o for o in ("input", "system") if o in FORMATS[out.format][1] and o not in keys)
         mapping = suggest_mapping(out.format, unused, (fld, *extra))
         out.findings.append(error(None, theirs.get(fld, fld), "data.missing_column", format=out.format,
-                                  columns=", ".join(named[:12]) or "-",
+                                  columns=_names(named) or "-",
                                   mapping=", ".join(f"{o}={t}" for o, t in mapping.items()) or f"{fld}=..."))
+
+
+def _names(columns: list[str], limit: int = 12) -> str:
+    """Column names for a message: the first `limit`, and how many more (a wide export has dozens)."""
+    more = len(columns) - limit
+    return ", ".join(columns[:limit]) + (f", ... (+{more})" if more > 0 else "")
 
 
 def _keys(rows: list[Any]) -> list[str]:
