@@ -250,6 +250,11 @@ def test_llama_factory_kto_conversations_train_as_kto_and_sft_keeps_the_desirabl
     train, _ = load_training_data(cfg("sft", {"path": str(path)}, val_size=0), notes)
     assert sorted(row["messages"][-1]["content"] for row in train) == ["도쿄입니다.", "서울입니다."]  # Japan's, Korea's
     assert [k for k, _ in notes if k.startswith("warning.sft")] == ["warning.sft_on_unpaired"]
+    from engine.data import check_file
+
+    for stage in ("sft", "pt"):  # the preview shows what trains: the undesirable answer of row 2 is not shown
+        assert [item["row"] for item in check_file(str(path), stage=stage).preview] == [1, 3], stage
+    assert [item["row"] for item in check_file(str(path), stage="kto").preview] == [1, 2, 3]
     notes = []
     train, _ = load_training_data(cfg("pt", {"path": str(path)}, val_size=0), notes)
     assert len(train) == 2 and "warning.pt_on_unpaired" in [k for k, _ in notes]

@@ -56,7 +56,8 @@ TRL_KIND = {"alpaca": "conversational language modeling", "sharegpt": "conversat
             "preference": "conversational preference", "unpaired": "conversational unpaired preference",
             "text": "standard language modeling"}
 ROLES = {"system": "system", "developer": "system", "user": "user", "human": "user", "assistant": "assistant",
-         "gpt": "assistant", "bot": "assistant", "model": "assistant", "chatgpt": "assistant",
+         "gpt": "assistant", "bot": "assistant", "model": "assistant", "chatgpt": "assistant", "bing": "assistant",
+         "bard": "assistant",
          "function_call": "assistant", "observation": "user", "tool": "user", "function": "user", "ipython": "user"}
 _TOOL_CALL, _TOOL_RESULT = {"function_call"}, {"observation", "tool", "function", "ipython"}
 ALIASES = {  # column names people use for our fields, for "did you mean" suggestions

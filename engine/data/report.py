@@ -141,6 +141,9 @@ def check_file(path: str, fmt: str = "auto", *, columns: dict[str, str] | None =
         if max_length:
             kept_at = [i for i, r in enumerate(result.records) if r is not None]
             _too_long(result, kept_at, max_length, at=(lambda i: src.lines[i]) if src.lines else None, split=True)
+    shown = list(zip(good, numbers, strict=False))
+    if stage in ("sft", "pt") and result.format == "unpaired":  # KTO's undesirable answers don't train here: the
+        shown = [(r, n) for r, n in shown if r.get("label") is not False]  # preview shows what does
     kept, counts = summarize(result.findings, limit)
     return FileReport(
         path=src.path, source=src.kind, format=result.format, kind=result.trl_kind, rows=len(src.rows),
@@ -148,5 +151,6 @@ def check_file(path: str, fmt: str = "auto", *, columns: dict[str, str] | None =
         unparsed=len({f.row for f in src.findings if f.severity == "error" and f.row is not None} - set(src.numbers)),
         warnings=sum(f.severity == "warning" for f in result.findings),
         stats=stats(lengths, max_length, result.counting, split=as_text, left_out=None if as_text else result.left_out),
-        preview=preview(good, numbers, tokenizer, preview_rows, assistant_only, max_length),
+        preview=preview([r for r, _ in shown], [n for _, n in shown], tokenizer, preview_rows, assistant_only,
+                        max_length),
     )
