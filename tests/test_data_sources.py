@@ -686,3 +686,29 @@ def test_a_lone_row_with_a_list_of_objects_in_it_stays_one_row(tmp_path):
     src = read_source(str(p))
     assert src.rows == [{"text": "한 문서", "sources": [{"url": "a"}, {"url": "b"}]}]
     assert [f.key for f in src.findings] == ["data.single_object"]
+
+
+def test_openassistant_message_trees_are_threaded_into_their_best_ranked_conversations(tmp_path):
+    """oasst1 / oasst2 as the Hub holds them (a message a row) was a corpus of single messages, prompts included,
+    "ready to train"; SFT was told to pretrain instead."""
+    import pandas as pd
+
+    def msg(mid, parent, role, text, rank=None, deleted=False):
+        return {"message_id": mid, "parent_id": parent, "role": role, "text": text, "rank": rank, "deleted": deleted,
+                "lang": "ko", "message_tree_id": "t"}
+
+    rows = [msg("a", None, "prompter", "독점이란?"), msg("b", "a", "assistant", "두 번째 답", rank=1),
+            msg("c", "a", "assistant", "가장 좋은 답", rank=0), msg("d", "c", "prompter", "더 쉽게?"),
+            msg("e", "d", "assistant", "쉬운 답", rank=0), msg("f", "c", "prompter", "지워진 질문", deleted=True),
+            msg("g", None, "prompter", "Hi"), msg("h", "g", "assistant", "Hello")]
+    p = tmp_path / "oasst.parquet"
+    pd.DataFrame(rows).to_parquet(p)
+    src = read_source(str(p))
+    assert src.rows == [{"messages": [{"role": "user", "content": "독점이란?"}, {"role": "assistant", "content": "가장 좋은 답"},
+                                      {"role": "user", "content": "더 쉽게?"}, {"role": "assistant", "content": "쉬운 답"}]},
+                        {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]}]
+    assert src.numbers == [1, 7]
+    assert [(f.key, f.params) for f in src.findings] == [("data.message_trees", {"count": 8, "trees": 2, "left": 2})]
+    p = tmp_path / "oasst.jsonl"  # and from JSONL, each conversation at its first message's line
+    p.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n", encoding="utf-8")
+    assert read_source(str(p)).numbers == [1, 7]

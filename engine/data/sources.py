@@ -26,6 +26,7 @@ import orjson
 
 from ..paths import DATA
 from .findings import Finding, error, warning
+from .trees import is_message_table, thread
 
 DEMOS = {"demo:sft": "demo_sft.json", "demo:dpo": "demo_dpo.json", "demo:pt": "demo_pt.txt"}
 EXTENSIONS = {".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".tsv": "csv",
@@ -76,6 +77,8 @@ def read_source(spec_path: str, split: str = "train") -> Source:
     """Read a file, a folder `datasets` saved, or a hub dataset. Never raises for bad data; see `Source.findings`."""
     path = resolve_data_path(spec_path)
     src = _read_hub(path, split) if is_hub_name(spec_path) else _read_saved(path, split) or _read_file(path)
+    if is_message_table(src.rows):  # OpenAssistant's messages, a row each: threaded into conversations
+        thread(src)
     if not src.rows and not any(f.severity == "error" for f in src.findings):
         src.findings.append(error(None, None, "data.empty_file", path=src.path))
     return src
