@@ -194,21 +194,27 @@ class ResumedLearningRate(TrainerCallback):
     """A resumed run trains at the learning rate its config says now. The trainer restores the optimizer's and
     the schedule's state from the checkpoint, peak learning rate included, so a rate changed for the resume
     (the config then says one rate while the steps ran at another) would otherwise be ignored. The schedule's
-    shape (kind, warmup, length) is already the new config's: only its peak is carried over."""
+    shape (kind, warmup, length) is the new config's, and the first resumed step trains at its rate too: the
+    optimizer came back holding the old schedule's rate for that step (a run extended from 15 to 30 steps took
+    its 11th step at the 15-step schedule's rate)."""
 
     def on_train_begin(self, args, state, control, optimizer=None, lr_scheduler=None, **kw):
         lr_scheduler = getattr(lr_scheduler, "scheduler", lr_scheduler)  # accelerate's wrapper, where there is one
         if state.global_step == 0 or optimizer is None or lr_scheduler is None:
             return
         bases = getattr(lr_scheduler, "base_lrs", None)
-        if not bases or not bases[0] or math.isclose(bases[0], args.learning_rate, rel_tol=1e-9):
-            return
-        ratio = args.learning_rate / bases[0]  # every group alike: their rates keep their proportions
-        lr_scheduler.base_lrs = [b * ratio for b in bases]
-        for group in optimizer.param_groups:
-            group["lr"] *= ratio
-            if "initial_lr" in group:
-                group["initial_lr"] *= ratio
-        if getattr(lr_scheduler, "_last_lr", None):
-            lr_scheduler._last_lr = [lr * ratio for lr in lr_scheduler._last_lr]
-
+        ratio = 1.0
+        if bases and bases[0] and not math.isclose(bases[0], args.learning_rate, rel_tol=1e-9):
+            ratio = args.learning_rate / bases[0]  # every group alike: their rates keep their proportions
+            lr_scheduler.base_lrs = [b * ratio for b in bases]
+            for group in optimizer.param_groups:
+                if "initial_lr" in group:
+                    group["initial_lr"] *= ratio
+        lambdas = getattr(lr_scheduler, "lr_lambdas", None)  # transformers' schedules are LambdaLR
+        if lambdas and len(lambdas) == len(optimizer.param_groups):
+            now = [base * f(lr_scheduler.last_epoch) for base, f in zip(lr_scheduler.base_lrs, lambdas, strict=True)]
+        else:
+            now = [group["lr"] * ratio for group in optimizer.param_groups]
+        for group, lr in zip(optimizer.param_groups, now, strict=True):
+            group["lr"] = lr
+        lr_scheduler._last_lr = list(now)

@@ -108,6 +108,16 @@ def test_resume_continues_the_step_count(workdir, demo_model):
     first_lrs = [e.learning_rate for e in read_events(str(first / "events.jsonl")) if isinstance(e, LogStep)]
     assert lrs == pytest.approx([2 * lr for lr in first_lrs[3:]], rel=1e-6)
     assert logged_losses(third)[1:] != pytest.approx(logged_losses(first)[4:], rel=1e-4)
+    # a run extended (max_steps 6 -> 12) trains every resumed step on the new schedule, the first one too (it
+    # took the old schedule's rate for its step)
+    def rates(run):
+        return [e.learning_rate for e in read_events(str(run / "events.jsonl")) if isinstance(e, LogStep)]
+
+    short = train_run(workdir, tiny_sft_config(max_steps=6, save_steps=3, lr_scheduler_type="linear"))
+    cfg = tiny_sft_config(max_steps=12, lr_scheduler_type="linear")
+    whole = rates(train_run(workdir, cfg))
+    cfg["training"]["resume_from"] = str(short / "checkpoints" / "checkpoint-3")
+    assert rates(train_run(workdir, cfg)) == pytest.approx(whole[3:], rel=1e-6)
 
 
 @pytest.mark.parametrize("adapter", [{"use_dora": True}, {"use_rslora": True}, {"target_modules": ["q_proj", "v_proj"]}],
