@@ -36,7 +36,7 @@ def _positive(kind: type):
     def parse(text: str):
         value = kind(text)
         if not 0 < value < float("inf"):  # also NaN
-            raise argparse.ArgumentTypeError(f"must be a number above 0, got {text}")
+            raise argparse.ArgumentTypeError(message("cli.above_zero", {"value": text}))
         return value
 
     parse.__name__ = kind.__name__  # argparse names the type in its message

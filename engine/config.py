@@ -199,8 +199,8 @@ class TrainingConfig:
         _check_range(self, "dataloader_num_workers", 0)
         _check_range(self, "save_total_limit", 1)  # transformers reads 0 or less as "keep every checkpoint"
         if self.max_steps == 0 or not -1 <= self.max_steps <= MAX_STEPS:
-            bound = f"-1 or 1 to {MAX_STEPS:,}"
-            _fail("max_steps", "error.config.range", f"must be {bound}, got {self.max_steps}", value=self.max_steps, bound=bound)
+            _fail("max_steps", "error.config.max_steps", f"must be -1 or 1 to {MAX_STEPS:,}, got {self.max_steps}",
+                  value=self.max_steps, max=f"{MAX_STEPS:,}")
 
 
 @dataclass

@@ -13,6 +13,7 @@ import gc
 import json
 import os
 import random
+import re
 import shutil
 import sys
 import tempfile
@@ -278,6 +279,9 @@ class ChatSession:
         from transformers import TextIteratorStreamer, set_seed
 
         inputs = self.encode(messages)
+        limit = self.context_length()
+        if limit is not None and inputs["input_ids"].shape[1] >= limit:  # past its positions a model writes noise
+            raise TuneboardError("chat.prompt_too_long", tokens=int(inputs["input_ids"].shape[1]), context=limit)
         stops = self._stops(gen)
         interrupted = {"flag": False}
         halt = threading.Event()  # set when the reader walks away mid-stream: the generating thread ends too
@@ -572,6 +576,9 @@ def cmd_chat(args) -> int:
     return _repl(session, gen, use_adapter)
 
 
+_COMMAND = re.compile(r"/[A-Za-z?]+(?:\s|$)")  # `/reset`, `/system ...`; not `/usr/bin is ...`, which is a question
+
+
 def _repl(session: ChatSession, gen: GenerationConfig, use_adapter: bool) -> int:
     commands = message("chat.cli.commands")
     key = "chat.cli.with_base" if not use_adapter else "chat.cli.with_run"
@@ -583,22 +590,38 @@ def _repl(session: ChatSession, gen: GenerationConfig, use_adapter: bool) -> int
         except EOFError:
             print(file=sys.stderr)
             return 0
-        if line.strip() in ("/exit", "/quit"):
+        word, _, rest = line.strip().partition(" ")
+        if word in ("/exit", "/quit"):
             return 0
-        if line.strip() == "/reset":
+        if word in ("/reset", "/clear"):  # LLaMA-Factory's is `clear`
             history = []
+            print(message("chat.cli.cleared"), file=sys.stderr)
             continue
-        if line.strip() in ("/help", "/?"):
+        if word == "/system":
+            gen = dataclasses.replace(gen, system_prompt=rest.strip() or None)
+            print(message("chat.cli.system_set", {"prompt": gen.system_prompt}) if gen.system_prompt else
+                  message("chat.cli.system_cleared"), file=sys.stderr)
+            continue
+        if word in ("/help", "/?"):
             print(commands, file=sys.stderr)
+            continue
+        if _COMMAND.match(line.strip()):  # a typo of a command is not a question for the model
+            print(message("chat.cli.unknown_command", {"command": word, "commands": commands}), file=sys.stderr)
             continue
         if not line.strip():
             continue
         history.append({"role": "user", "content": line})
         stream = session.stream(conversation(history, gen.system_prompt), gen, use_adapter)
-        for chunk in stream:
-            print(chunk, end="", flush=True)
+        try:
+            for chunk in stream:
+                print(chunk, end="", flush=True)
+        except TuneboardError as e:  # the conversation has outgrown the model's context: said, the question dropped
+            history.pop()
+            print(f"{message('severity.error')}: {e}", file=sys.stderr)
+            continue
         print()
         answer = stream.answers[0]
-        print(f"[{message('chat.cli.answer', {'seed': answer.seed, 'tokens': answer.new_tokens})}, {answer.finish}]",
+        print(f"[{message('chat.cli.answer', {'seed': answer.seed, 'tokens': answer.new_tokens})}, "
+              f"{message('chat.finish_' + answer.finish)}]",
               file=sys.stderr)
         history.append({"role": "assistant", "content": answer.text})

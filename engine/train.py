@@ -607,8 +607,8 @@ class _GracefulInterrupt:
         if self.signal:
             raise KeyboardInterrupt
         self.signal = signum
-        again = "Ctrl+C again" if signum == signal.SIGINT else "another SIGTERM"
-        print(f"\nstopping after this step, keeping a checkpoint ({again} to abort)", file=sys.stderr, flush=True)
+        key = "cli.train_stopping_int" if signum == signal.SIGINT else "cli.train_stopping_term"
+        print(f"\n{message(key)}", file=sys.stderr, flush=True)
 
     def requested(self) -> bool:
         return bool(self.signal)

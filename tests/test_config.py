@@ -93,7 +93,7 @@ def test_an_epoch_count_past_ten_thousand_or_steps_past_a_hundred_million_are_re
     for steps in (10**12, 0, -2):  # 1e12 steps were taken too
         with pytest.raises(ConfigError) as e:
             RunConfig().with_overrides({"training.max_steps": steps})
-        assert "must be -1 or 1 to 100,000,000" in message(e.value.key, e.value.params)
+        assert "must be -1 (train by epochs) or from 1 to 100,000,000" in message(e.value.key, e.value.params)
 
 
 def test_overrides_by_dotted_path_are_typed_and_checked():

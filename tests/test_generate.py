@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -232,20 +233,31 @@ def test_cli_answers_once_and_records_the_seed(trained_run, workdir, capsys):
     assert main(args + ["--num-beams", "2", "--top-p", "0.5"]) == 0  # beams draw nothing: said, not silently moot
     assert "Beam search (2 beams) draws nothing, so these settings are not used: --temperature, --top-p" in \
         capsys.readouterr().err
+    long = ["chat", str(trained_run), "--prompt", "hello world " * 400, "--workdir", str(workdir)]
+    assert main(long) == 2  # past the demo's 512 positions the model wrote one token of noise, "ok"
+    assert re.match(r"error: The conversation is \d{3,} tokens, and the model's context holds 512",
+                    capsys.readouterr().err)
 
 
 def test_terminal_chat_keeps_the_conversation(session, monkeypatch, capsys):
     from engine.generate import _repl
 
-    lines = iter(["What is 3 plus 3?", "", "/reset", "And 2 plus 2?", "/exit"])
+    long = "hello world " * 400  # past the demo's 512 positions: said, and the conversation goes on without it
+    lines = iter(["What is 3 plus 3?", "", "/clear", "/foo", long, "/system Answer briefly.", "And 2 plus 2?",
+                  "/usr/bin is a folder?", "/exit"])
     monkeypatch.setattr("builtins.input", lambda prompt="": next(lines))
     asked = []
     real = session.stream
     monkeypatch.setattr(session, "stream", lambda messages, *a, **k: asked.append(messages) or real(messages, *a, **k))
     assert _repl(session, GREEDY, True) == 0
-    assert [len(m) for m in asked] == [1, 1]  # /reset started the second question afresh
+    # /clear started afresh, /foo went to nobody, the long question was dropped, /system applies from then on
+    assert [[m["role"] for m in msgs] for msgs in asked] == [
+        ["user"], ["user"], ["system", "user"], ["system", "user", "assistant", "user"]]
+    assert asked[2][0]["content"] == "Answer briefly." and asked[3][-1]["content"] == "/usr/bin is a folder?"
     err = capsys.readouterr().err
-    assert err.count("[seed 0") == 2
+    assert err.count("[seed 0") == 3 and "(conversation cleared)" in err and "unknown command /foo: /reset" in err
+    assert re.search(r"The conversation is \d{3,} tokens, and the model's context holds 512", err)
+    assert ", hit the" not in err
     from engine.messages import set_language
 
     lines = iter(["What is 3 plus 3?", "/exit"])  # `--lang ko` speaks Korean here too
