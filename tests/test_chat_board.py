@@ -71,7 +71,8 @@ def test_settings_follow_the_decoding_mode():
 
 def test_controls_a_decoding_mode_ignores_are_greyed_out():
     states = {m: [u["interactive"] for u in chat.mode_controls(m)] for m in ("greedy", "sample", "beam")}
-    assert states == {"greedy": [False] * 5, "sample": [True] * 4 + [False], "beam": [False] * 4 + [True]}
+    assert states == {"greedy": [False] * 6, "sample": [True] * 4 + [False, True], "beam": [False] * 4 + [True] * 2}
+    assert chat.settings("", "greedy", 0.7, 50, 0.9, 0.0, 1.0, 64, 4, 3, "", 0)["num_return_sequences"] == 1
 
 
 def test_history_becomes_the_prompt():
@@ -112,20 +113,31 @@ def test_rerun_reproduces_or_says_it_did_not():
     record = {"messages": [{"role": "user", "content": "q"}], "answer": answer("same text"), "others": [], "run": "r"}
     same = FakeWorker({"chat": {"done": [answer("same text")]}}, loaded="r")
     meta, note = chat.rerun(same, [record], "en")
-    assert "Same seed" in note and "data-seed" in meta
+    assert "r: same seed" in note and "data-seed" in meta  # the answer's run named: the picker may show another
     assert same.requests[-1][1]["settings"] == record["answer"]["settings"]
     meta, note = chat.rerun(FakeWorker({"chat": {"done": [answer("other")]}}, loaded="r"), [record], "en")
     assert "differs" in note and "other" in note
     assert chat.rerun(FakeWorker(), [], "en")[0] is SKIP
 
 
-def test_compare_streams_both_sides():
+def test_compare_streams_both_sides(monkeypatch):
     done = {"base": [answer("base says")], "tuned": [answer("tuned says")]}
     chunks = [{"side": "base", "text": "base "}, {"side": "tuned", "text": "tuned "}]
     worker = FakeWorker({"compare": {"chunks": chunks, "done": done}}, loaded="r")
+    monkeypatch.setattr(chat, "STREAM_EVERY", 0)
     steps = list(chat.compare(worker, "r", [], "q", {}, "en"))
     assert steps[1][:2] == ("base ", "") and steps[2][:2] == ("base ", "tuned ")
     assert steps[-1][:2] == ("base says", "tuned says")
+
+
+def test_a_fast_stream_is_redrawn_at_a_pace_the_page_keeps_up_with(monkeypatch):
+    """Redrawn at each token, a 488-token answer written in 6 s took the page 30 s to show (Stop unreachable)."""
+    chunks = [{"text": f"w{i} "} for i in range(200)]
+    worker = FakeWorker({"chat": {"chunks": chunks, "done": [answer("".join(c["text"] for c in chunks))]}})
+    monkeypatch.setattr(chat, "STREAM_EVERY", 60)
+    steps = list(chat.send(worker, "run-1", [], [], "q", {}, True, "en"))
+    drawn = [h[-1]["content"] for h, *_ in steps if h and h[-1]["role"] == "assistant"]
+    assert drawn == ["w0 ", "".join(c["text"] for c in chunks)]  # the first words at once, then the whole answer
 
 
 def test_seed_sweep_fills_the_table_and_the_picker():

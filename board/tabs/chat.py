@@ -10,6 +10,7 @@ from __future__ import annotations
 import html
 import json
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Optional
@@ -41,6 +42,9 @@ EXPORT_COLUMNS = ["export.col_folder", "export.col_kind", "export.col_run", "exp
 # Number boxes carry no Gradio range (Gradio refuses every event that reads a number out of its range, with an
 # English toast naming no field): GenerationConfig checks the chat's knobs; these bounds are kept here
 SWEEP_MAX = 32
+# a streamed answer is redrawn at most this often (s): redrawn at each token, a 488-token answer written in 6 s
+# took the page 30 s to show, and Stop could not be pressed meanwhile
+STREAM_EVERY = 0.2
 _NAME_OK = re.compile(r"^\w[\w.-]{0,99}$")  # letters and digits of any script
 
 
@@ -57,7 +61,8 @@ def settings(system: str, mode: str, temperature: float, top_k: int, top_p: floa
             "top_p": float(top_p), "min_p": float(min_p or 0), "repetition_penalty": float(repetition),
             # as typed: an impossible value is refused by the config, with the field's name, not quietly replaced
             "num_beams": (max(2, beams) if beams >= 1 else beams) if beam else 1,
-            "num_return_sequences": 1 if num_return is None else int(num_return),
+            # greedy decoding has one answer: the box is greyed out there, and its number not sent
+            "num_return_sequences": 1 if num_return is None or mode == "greedy" else int(num_return),
             "stop": [s for s in (stops or "").splitlines() if s], "seed": int(seed if seed is not None else -1)}
     return RunConfig.from_dict({"generation": data}).generation.__dict__.copy()
 
@@ -122,13 +127,15 @@ def status_html(info: dict | None, lang: str) -> str:
                                 device=info["device"], precision=info["precision"] + quant))
 
 
-MODE_CONTROLS = ["chat-temperature", "chat-top-k", "chat-top-p", "chat-min-p", "chat-num-beams"]
+MODE_CONTROLS = ["chat-temperature", "chat-top-k", "chat-top-p", "chat-min-p", "chat-num-beams", "chat-num-return"]
 
 
 def mode_controls(mode: str) -> tuple:
-    """Greyed out where a decoding mode ignores them: sampling's knobs for greedy and beams, beams for the others."""
+    """Greyed out where a decoding mode ignores them: sampling's knobs for greedy and beams, beams for the others,
+    answers per prompt for greedy (which has one: 3 was refused with advice to raise the greyed-out beams)."""
     sampling = mode == "sample"
-    return (*(update(interactive=sampling) for _ in MODE_CONTROLS[:4]), update(interactive=mode == "beam"))
+    return (*(update(interactive=sampling) for _ in MODE_CONTROLS[:4]), update(interactive=mode == "beam"),
+            update(interactive=mode != "greedy"))
 
 
 def ensure_loaded(worker: ChatWorker, run_id: Optional[str]) -> dict:
@@ -184,11 +191,13 @@ def send(worker: ChatWorker, run_id: Optional[str], history: list[dict] | None, 
         yield history, records, SKIP, message_html("info", t("chat.status_loading", lang, run=run_id)), ""
         info = ensure_loaded(worker, run_id)
         status = status_html(info, lang)
-        reply = ""
+        reply, shown = "", 0.0
         for kind, data in worker.request("chat", messages=prompt, settings=gen, use_adapter=use_adapter):
             if kind == "chunk":
                 reply += data["text"]
-                yield history + [{"role": "assistant", "content": reply}], records, SKIP, status, SKIP
+                if time.monotonic() - shown >= STREAM_EVERY:
+                    shown = time.monotonic()
+                    yield history + [{"role": "assistant", "content": reply}], records, SKIP, status, SKIP
             else:
                 answers = data
         record = {"messages": prompt, "answer": answers[0], "others": answers[1:], "run": run_id}
@@ -211,8 +220,9 @@ def rerun(worker: ChatWorker, records: list[dict] | None, lang: str) -> tuple[st
     except Exception as e:
         return SKIP, error_html(e, lang, "chat.error_failed")
     same = answers[0]["text"] == record["answer"]["text"]
-    note = message_html("success", t("chat.rerun_same", lang)) if same else message_html(
-        "warning", t("chat.rerun_different", lang, text=answers[0]["text"]))
+    # the answer's own run, which may not be the one the picker shows now: named
+    note = message_html("success", t("chat.rerun_same", lang, run=record["run"])) if same else message_html(
+        "warning", t("chat.rerun_different", lang, run=record["run"], text=answers[0]["text"]))
     return meta_html(record, lang, note), note
 
 
@@ -227,10 +237,13 @@ def compare(worker: ChatWorker, run_id: Optional[str], history: list[dict] | Non
     try:
         yield "", "", message_html("info", t("chat.status_loading", lang, run=run_id or ""))
         status = status_html(ensure_loaded(worker, run_id), lang)
+        shown = 0.0
         for kind, data in worker.request("compare", messages=prompt, settings=gen):
             if kind == "chunk":
                 texts[data["side"]] += data["text"]
-                yield texts["base"], texts["tuned"], status
+                if time.monotonic() - shown >= STREAM_EVERY:
+                    shown = time.monotonic()
+                    yield texts["base"], texts["tuned"], status
             else:
                 yield data["base"][0]["text"], data["tuned"][0]["text"], status
     except Exception as e:
