@@ -236,7 +236,7 @@ def _export(session, p, emit, should_stop):
     from .export import export_run
 
     return export_run(p["run"], p["out"], merge=bool(p.get("merge")), push_to_hub=p.get("push_to_hub") or None,
-                      token=p.get("token") or None, workdir=session.workdir)
+                      token=p.get("token") or None, workdir=session.workdir, overwrite=bool(p.get("overwrite")))
 
 
 HANDLERS: dict[str, Callable] = {"load": _load, "unload": _unload, "info": _info, "chat": _chat,

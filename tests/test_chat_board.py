@@ -205,6 +205,9 @@ def test_export_into_the_workdir_and_list_it(tmp_path):
     assert "tb-msg-success" in status and str(out) in status and token == ""
     op, params = worker.requests[-1]
     assert params["out"] == str(out) and params["merge"] and params["push_to_hub"] == "me/repo" and params["token"] == "hf_x"
+    assert params["overwrite"] is False
+    chat.export(worker, tmp_path, "r", "again", True, "", "", "en", overwrite=True)  # the page's box, not a terminal
+    assert worker.requests[-1][1]["overwrite"] is True
     assert listing["value"][0][:3] == [str(out), "merged model", "r"]
     for bad in ("../up", "a/b", ".hidden"):
         assert "tb-msg-error" in chat.export(worker, tmp_path, "r", bad, False, "", "", "en")[0]

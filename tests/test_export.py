@@ -224,6 +224,15 @@ def test_overwrite_replaces_an_earlier_export_and_nothing_else(trained_run, work
     with pytest.raises(TuneboardError) as e:
         export_run(str(trained_run), out, workdir=workdir)
     assert e.value.key == "export.error_not_empty"
+    from types import SimpleNamespace
+
+    from engine.chat_worker import HANDLERS
+
+    (out / "stale.txt").write_text("from before")  # the board's worker passes its box on, as the CLI its flag
+    result = HANDLERS["export"](SimpleNamespace(workdir=workdir), {"run": str(trained_run), "out": str(out),
+                                                                  "overwrite": True}, None, None)
+    assert result["path"] == str(out.resolve()) and not (out / "stale.txt").exists()
+    (out / "stale.txt").write_text("from before")
     result = export_run(str(trained_run), out, workdir=workdir, overwrite=True)
     assert result["path"] == str(out.resolve()) and (out / "adapter_model.safetensors").exists()
     assert not (out / "stale.txt").exists() and sorted(p.name for p in tmp_path.iterdir()) == ["again"]

@@ -390,8 +390,9 @@ def export_table(workdir: Path, lang: str) -> dict:
 
 
 def export(worker: ChatWorker, workdir: Path, run_id: Optional[str], name: str, merge: bool, repo: str,
-           token: str, lang: str) -> tuple[str, Any, str]:
-    """Export into <workdir>/exports/<name>. Returns (status, exports table, token box: emptied)."""
+           token: str, lang: str, overwrite: bool = False) -> tuple[str, Any, str]:
+    """Export into <workdir>/exports/<name> (`overwrite`: replacing an earlier export there once the new one is
+    complete). Returns (status, exports table, token box: emptied)."""
     if not run_id:
         return message_html("error", t("chat.error_no_run", lang)), SKIP, ""
     name = re.sub(r"\s+", "-", (name or "").strip()) or f"{run_id}-{'merged' if merge else 'adapter'}"  # "내 모델 1"
@@ -399,7 +400,8 @@ def export(worker: ChatWorker, workdir: Path, run_id: Optional[str], name: str, 
         return message_html("error", t("export.error_name", lang)), SKIP, ""
     try:
         result = worker.call("export", run=run_id, out=str(exports_dir(workdir) / name), merge=bool(merge),
-                             push_to_hub=(repo or "").strip() or None, token=(token or "").strip() or None)
+                             push_to_hub=(repo or "").strip() or None, token=(token or "").strip() or None,
+                             overwrite=bool(overwrite))
     except Exception as e:  # a failed upload keeps the export it made: the table lists it
         return error_html(e, lang, "chat.error_failed"), export_table(workdir, lang), ""
     text = t("export.done", lang, path=result["path"])
@@ -498,6 +500,8 @@ def build(ui: UI) -> None:
                 ui.add(gr.Textbox, "export-name", label="export.name", info="export.name_info",
                        placeholder="export.name_placeholder", value="")
                 ui.add(gr.Checkbox, "export-merge", label="export.merge", info="export.merge_info", value=True)
+                ui.add(gr.Checkbox, "export-overwrite", label="export.overwrite", info="export.overwrite_info",
+                       value=False)
                 ui.add(gr.Textbox, "export-hub-repo", label="export.hub_repo", placeholder="export.hub_repo_placeholder",
                        value="")
                 ui.add(gr.Textbox, "export-token", label="export.token", info="export.token_info", type="password",
@@ -578,8 +582,10 @@ def wire(ui: UI) -> None:
     c["eval-run"].change(show_eval, [ui.session, c["eval-run"]], [c["eval-metrics"], c["eval-samples"]],
                          show_progress="hidden")
     c["export-start"].click(
-        lambda s, run_id, name, merge, repo, token: export(worker, workdir, run_id, name, merge, repo, token, s.lang),
-        [ui.session, c["export-run"], c["export-name"], c["export-merge"], c["export-hub-repo"], c["export-token"]],
+        lambda s, run_id, name, merge, repo, token, overwrite: export(worker, workdir, run_id, name, merge, repo,
+                                                                      token, s.lang, overwrite),
+        [ui.session, c["export-run"], c["export-name"], c["export-merge"], c["export-hub-repo"], c["export-token"],
+         c["export-overwrite"]],
         [c["export-status"], c["export-list"], c["export-token"]], show_progress="hidden")
     def show_exports(s: Session):
         return export_table(workdir, s.lang)
