@@ -86,22 +86,24 @@ def rouge(predictions: list[str], references: list[str]) -> dict[str, Any]:
 
 
 def eval_rows(cfg: RunConfig, data: Optional[str] = None, max_samples: Optional[int] = None,
-              columns: Optional[dict[str, str]] = None, fmt: Optional[str] = None) -> tuple[list[dict], str]:
+              columns: Optional[dict[str, str]] = None, fmt: Optional[str] = None,
+              notes: Optional[list[tuple[str, dict]]] = None) -> tuple[list[dict], str]:
     """The rows to evaluate, shaped for the run's stage, and what they are (`validation` or the file).
     Without `data` this is the run's own validation split, re-created exactly as training made it. `columns` and
-    `fmt` read `data` as `tuneboard check --column / --format` would."""
+    `fmt` read `data` as `tuneboard check --column / --format` would; the file's own warnings (a mapping that
+    names no column, columns left unused) are added to `notes`, as training says them."""
     from .data import load_training_data
 
     if data:
         spec = {"path": data, "max_samples": None, "columns": columns or {}, "format": fmt or "auto"}
         ecfg = cfg.with_overrides({"data.datasets": [spec], "data.val_size": 0.0})
         try:
-            rows, _ = load_training_data(ecfg)
+            rows, _ = load_training_data(ecfg, notes)
         except TuneboardError as e:  # a DPO run asked about plain conversations: perplexity, BLEU and ROUGE
             if e.key != "data.dpo_needs_preference":
                 raise
             try:
-                rows, _ = load_training_data(ecfg.with_overrides({"stage": "sft"}))
+                rows, _ = load_training_data(ecfg.with_overrides({"stage": "sft"}), notes)
             except TuneboardError as plain:  # said for the DPO run it is, not for an SFT one
                 if plain.key == "data.text_for_sft":
                     raise TuneboardError("eval.error_text_for_dpo", path=data) from None
@@ -241,7 +243,8 @@ def evaluate_run(run: str, data: Optional[str] = None, max_samples: Optional[int
         session.load(str(run_dir))
     note = progress or (lambda phase, done, total: None)
     try:
-        rows, data_name = eval_rows(cfg, data, max_samples, columns, fmt)
+        notes: list[tuple[str, dict]] = []
+        rows, data_name = eval_rows(cfg, data, max_samples, columns, fmt, notes)
         if not rows:
             raise TuneboardError("error.empty_dataset")
         tok, stage = session.tokenizer, cfg.stage
@@ -253,7 +256,8 @@ def evaluate_run(run: str, data: Optional[str] = None, max_samples: Optional[int
         result: dict[str, Any] = {"run": run_dir.name, "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
                                   "data": data_name, "rows": len(rows), "stage": stage,
                                   "source": str(source.relative_to(run_dir)) if source.is_relative_to(run_dir)
-                                  else str(source)}
+                                  else str(source),
+                                  "warnings": [{"key": k, "params": p} for k, p in notes]}  # the data file's own
         model, ctx = session._model_for(True)
         with ctx:
             result.update(perplexity(model, tok, examples, progress=lambda d, t: note("perplexity", d, t)))
@@ -424,6 +428,8 @@ def cmd_eval(args) -> int:
                           data_overrides=overrides)
     if sys.stderr.isatty():
         print(file=sys.stderr)
+    for w in result.get("warnings") or []:  # a mistyped mapping gave plausible scores on the wrong columns, unsaid
+        print(f"{message('severity.warning')}: {message(w['key'], w['params'])}", file=sys.stderr)
     if args.json:
         print(json.dumps(result, ensure_ascii=False, indent=1))
     else:

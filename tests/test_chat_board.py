@@ -170,6 +170,11 @@ def test_evaluate_shows_progress_then_results(tmp_path):
     outside = list(chat.evaluate(worker, tmp_path, "r", "/etc/passwd", 2, 16, "en"))[-1][0]
     assert "tb-msg-error" in outside  # the page can't name files outside the workdir
     assert chat.sample_rows(result) == [["p", "r", "x", 0.0]]
+    said = {**result, "warnings": [{"key": "warning.data_warnings", "params": {"count": 1, "path": "f.csv",
+                                                                            "first": "f.csv: a typo"}}]}
+    status, *_ = list(chat.evaluate(FakeWorker({"eval": {"chunks": [], "done": said}}), tmp_path, "r", "", 2, 16,
+                                    "en"))[-1]
+    assert "tb-msg-warning" in status and "first: f.csv: a typo" in status  # the file's own warnings, said
 
 
 def test_eval_view_reads_the_runs_eval_json(tmp_path):

@@ -157,9 +157,14 @@ def test_cli_eval_maps_columns_and_reads_data_as_asked(trained_run, workdir, tmp
     assert main(common) == 2 and "instruction=question" in capsys.readouterr().err
     assert main([*common, "--column", "instruction=question, output=answer"]) == 2  # row 5 has no answer
     assert "skip_bad_rows" in capsys.readouterr().err
-    assert main([*common, "--column", "instruction=question, output=answer", "--set", "data.skip_bad_rows=true"]) == 0
-    out = json.loads(capsys.readouterr().out)
+    assert main([*common, "--column", "instruction=question, output=answer, system=persona", "--set",
+                 "data.skip_bad_rows=true"]) == 0
+    said = capsys.readouterr()
+    out = json.loads(said.out)
     assert out["rows"] == 2 and {s["reference"] for s in out["samples"]} == {"I am the Tuneboard demo assistant.", "4"}
+    # what training would say of the file is said here too: a mistyped mapping gave plausible scores, unsaid
+    assert [w["key"] for w in out["warnings"]] == ["warning.bad_rows_skipped", "warning.data_warnings"]
+    assert "1 of 3 rows" in said.err and "The mapping system=persona names a column the file does not have" in said.err
     assert main([*common, "--set", "training.learning_rate=1"]) == 2 and "not training.learning_rate" in \
         capsys.readouterr().err
     assert main(["eval", trained_run.name, "--column", "instruction=question", "--workdir", str(workdir)]) == 2

@@ -356,7 +356,10 @@ def evaluate(worker: ChatWorker, workdir: Path, run_id: Optional[str], data: str
             else:
                 result = msg
         card, table = eval_view(workdir, run_id, lang)
-        yield message_html("success", t("eval.done", lang, run=run_id)), metrics_html(result, lang), table
+        said = [t(w["key"], lang, **w["params"]) for w in (result or {}).get("warnings") or []]  # the file's own
+        status = message_html("warning", " · ".join([t("eval.done", lang, run=run_id), *said])) if said else \
+            message_html("success", t("eval.done", lang, run=run_id))
+        yield status, metrics_html(result, lang), table
     except Exception as e:
         yield error_html(e, lang, "chat.error_failed"), SKIP, SKIP
 
