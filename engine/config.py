@@ -174,7 +174,7 @@ class TrainingConfig:
     eval_steps: int = field(default=0, metadata={"help": "Evaluate every N steps (0: at the end only, if there is a validation split)."})
     save_steps: int = field(default=0, metadata={"help": "Checkpoint every N steps (0: only at the end)."})
     save_total_limit: Optional[int] = field(default=3, metadata={"help": "Keep at most N checkpoints."})
-    resume_from: Optional[str] = field(default=None, metadata={"help": "A run folder or checkpoint folder to resume from; `last` resumes this run's last checkpoint."})
+    resume_from: Optional[str] = field(default=None, metadata={"help": "A run folder or checkpoint folder to resume from (`tuneboard train` goes on from it in a new run folder); `last`: the board's Resume, which goes on in the run's own folder from its last checkpoint."})
     report_to: list[str] = field(default_factory=list, metadata={"help": "Experiment trackers: tensorboard, wandb (off by default)."})
     padding_free: Literal["auto", "on", "off"] = field(default="auto", metadata={"help": "Flatten each batch's rows into one, without pad tokens (positions restart per row, same loss). Packing is always padding-free; auto: on where a varlen kernel runs (flash_attention_2 or varlen on a GPU)."})
     use_liger_kernel: Literal["auto", "on", "off"] = field(default="auto", metadata={"help": "Liger fused kernels for RMSNorm, SwiGLU and RoPE (pip install tuneboard[gpu]); the LM head's loss is trl's own chunked kernel, which turns Liger's linear + cross-entropy off. auto: on when installed on a GPU where Triton can build its kernels (it needs a C compiler: CC, gcc or clang); with compiled layers (training.compile) the compiler fuses these itself."})
@@ -562,7 +562,7 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
     """`["a.b=v", ...]` from `--set` -> `{"a.b": parsed v}`, refusing an item without `=`."""
     overrides = {}
     for item in items or []:
-        if "=" not in item:
+        if "=" not in item or not item.split("=", 1)[0].strip():  # `--set =5` named no field
             raise ConfigError(item, "error.config.set_syntax", "expected section.key=value", value=item)
         k, v = item.split("=", 1)
         overrides[k.strip()] = parse_value(v, _leaf_type(k.strip()))

@@ -553,6 +553,8 @@ def settings_from_args(cfg: RunConfig, args) -> GenerationConfig:
 def cmd_chat(args) -> int:
     if getattr(args, "json", False) and args.prompt is None:  # the conversation in the terminal has no JSON form
         raise TuneboardError("chat.cli.json_needs_prompt")
+    if args.prompt is not None and not args.prompt.strip():  # answered, each time differently, from nothing
+        raise TuneboardError("chat.error_empty")
     session = ChatSession(args.workdir)
     run_dir = resolve_run(args.run, args.workdir)
     cfg = RunConfig.load(str(run_dir / "config.yaml"))
@@ -570,8 +572,10 @@ def cmd_chat(args) -> int:
                                    gen, use_adapter)
         if args.json:
             print(json.dumps([a.to_dict() for a in answers], ensure_ascii=False, indent=1))
+        elif len(answers) > 1:  # numbered: an answer holding blank lines could not be told from the next
+            print("\n\n".join(f"[{i}/{len(answers)}]\n{a.text}" for i, a in enumerate(answers, 1)))
         else:
-            print("\n\n".join(a.text for a in answers))
+            print(answers[0].text)
         return 0
     return _repl(session, gen, use_adapter)
 

@@ -197,6 +197,10 @@ def test_values_a_person_mistypes_are_refused_with_the_field_and_a_filled_messag
     with pytest.raises(ConfigError) as e:
         RunConfig().with_overrides(parse_overrides(["adapter.rank.x=1"]))
     assert (e.value.field, e.value.key) == ("adapter.rank", "error.config.not_a_section")
+    for item in ("=5", " = 5", "nothing"):  # `--set =5` was "error: : unknown field"
+        with pytest.raises(ConfigError) as e:
+            parse_overrides([item])
+        assert e.value.key == "error.config.set_syntax"
 
 
 @pytest.mark.parametrize("item, field, value", [

@@ -275,6 +275,13 @@ def test_json_without_a_prompt_is_refused_not_ignored(trained_run, workdir, caps
 
     assert main(["chat", str(trained_run), "--json", "--workdir", str(workdir)]) == 2
     assert "--prompt" in capsys.readouterr().err
+    assert main(["chat", str(trained_run), "--prompt", "  ", "--workdir", str(workdir)]) == 2  # was answered
+    assert "Type a message first" in capsys.readouterr().err
+    args = ["chat", str(trained_run), "--prompt", "Hi", "--num-return-sequences", "2", "--max-new-tokens", "6",
+            "--workdir", str(workdir)]
+    assert main(args) == 0  # several answers, numbered: one holding a blank line could not be told from the next
+    out = capsys.readouterr().out
+    assert out.startswith("[1/2]\n") and "\n\n[2/2]\n" in out
 
 
 def test_a_system_prompt_for_a_pretraining_run_is_said_to_go_unused(trained_run, workdir, tmp_path, capsys):
