@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import time
 import traceback
@@ -70,7 +71,7 @@ def _log_line(ev: Event) -> str:
     if isinstance(ev, CheckpointSaved):
         return message("log.checkpoint", {"step": ev.step, "path": ev.path})
     if isinstance(ev, RunStarted):
-        how = ", ".join([ev.precision, ev.attn_implementation] + ev.choices)
+        how = ", ".join([ev.precision, ev.attn_implementation] + [said_choice(c) for c in ev.choices])
         return message("log.started", {"stage": ev.stage, "device": ev.device, "how": how,
                                        "trainable": f"{ev.trainable_params:,}", "total": f"{ev.total_params:,}",
                                        "train_rows": ev.train_rows, "eval_rows": ev.eval_rows, "steps": ev.total_steps})
@@ -139,6 +140,22 @@ def run_choices(res, bits: int = 0) -> list[str]:
         said += [f"gradient checkpointing (first {res.checkpoint_layers} layers)" if res.checkpoint_layers
                  else "gradient checkpointing"]
     return said + ["fp32 norms"] * res.upcast_norms + ["fused LoRA"] * res.fused_lora + ["compiled layers"] * res.compile
+
+
+# run_choices' words (kept in English in the event and resolved.json) -> the log's, in the reader's language
+_CHOICE_KEYS = {"QLoRA on a 4-bit NF4 base": "log.choice_qlora", "an 8-bit base": "log.choice_8bit",
+                "packed": "log.choice_packed", "padding-free": "log.choice_padding_free",
+                "Liger kernels": "log.choice_liger", "gradient checkpointing": "log.choice_checkpointing",
+                "fp32 norms": "log.choice_fp32_norms", "fused LoRA": "log.choice_fused_lora",
+                "compiled layers": "log.choice_compiled"}
+_FIRST_LAYERS = re.compile(r"gradient checkpointing \(first (\d+) layers\)")
+
+
+def said_choice(text: str) -> str:
+    """One of run_choices' words as the log says it (an optimizer's name as it is)."""
+    if m := _FIRST_LAYERS.fullmatch(text):
+        return message("log.choice_checkpointing_first", {"layers": int(m[1])})
+    return message(_CHOICE_KEYS[text]) if text in _CHOICE_KEYS else text
 
 
 def _checkpointing_args(on: bool) -> dict:

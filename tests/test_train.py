@@ -904,3 +904,23 @@ def test_an_adapter_or_checkpoint_is_found_by_its_runs_id(tmp_path):
     assert found.adapter.init_from == found.training.resume_from == str(tmp_path / "runs" / "20261127-sft")
     other = cfg.with_overrides({"adapter.init_from": "no-such-run", "training.resume_from": "last"})
     assert _runs_by_id(other, tmp_path).adapter.init_from == "no-such-run"  # left to be refused as it was
+
+
+def test_the_logs_words_for_the_engines_choices_are_the_readers():
+    """A Korean run's log read "cpu에서 sft 시작(fp32, sdpa, an 8-bit base, ...)"."""
+    from types import SimpleNamespace
+
+    from engine.messages import set_language
+    from engine.train import run_choices, said_choice
+
+    res = SimpleNamespace(optim="adamw_torch", packing=False, padding_free=True, liger=True, compile=False,
+                          gradient_checkpointing=True, checkpoint_layers=22, upcast_norms=True, fused_lora=True)
+    said = run_choices(res, bits=4) + run_choices(SimpleNamespace(**{**res.__dict__, "packing": True,
+                                                                      "checkpoint_layers": None}), bits=8)
+    set_language("ko")
+    try:
+        korean = [said_choice(c) for c in said]
+    finally:
+        set_language(None)
+    assert [c for c, k in zip(said, korean, strict=True) if c == k] == ["adamw_torch", "adamw_torch"]  # names stay
+    assert "그래디언트 체크포인팅 (앞 22개 층)" in korean
