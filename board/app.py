@@ -256,9 +256,10 @@ def _wire_page(ui: UI, demo: gr.Blocks, saved_lang: Any, brand: Any, forced: str
     # a language switch (by the reader, or by open_page choosing one) relabels every component, then
     # redraws what handlers wrote (charts, tables, messages) in the new language
     lang_box.change(None, [lang_box], None, js=HTML_LANG_JS)
-    event = lang_box.change(switch, [ui.session, lang_box], [brand, *relabelled], show_progress="hidden")
-    for fn, inputs, outputs in ui.on_lang:
-        event = event.then(fn, inputs, outputs, show_progress="hidden")
+    switched = lang_box.change(switch, [ui.session, lang_box], [brand, *relabelled], show_progress="hidden")
+    for fn, inputs, outputs in ui.on_lang:  # side by side once the language is set: chained one after another,
+        switched.then(fn, inputs, outputs, show_progress="hidden")  # the chat's status redrew after the rest, and
+        # a loaded machine showed it a switch behind
     event = demo.load(open_page, [ui.session, saved_lang], lang_box, show_progress="hidden")
     # a page opened in the language it was built in (`--lang ko`) has no change to fire: <html lang> and Gradio's
     # own words are set here too, or they stay the browser's

@@ -617,9 +617,10 @@ def wire(ui: UI) -> None:
         info = getattr(worker, "last_info", None) if worker.alive else None  # never waits on a generation
         # a table's new headers show only with a value: the sweep's rows are sent back as they are
         sweep = update(value=shown_rows(sweep), headers=[t(k, s.lang) for k in SWEEP_COLUMNS])
+        # the evaluation's and the export's last message are cleared, not left in the language before
         return (metrics, samples, export_table(workdir, s.lang), sweep,
-                meta_html(recs[-1] if recs else None, s.lang), status_html(info, s.lang))
+                meta_html(recs[-1] if recs else None, s.lang), status_html(info, s.lang), "", "")
 
     ui.on_lang.append((relabel, [ui.session, c["eval-run"], records, c["chat-sweep-table"]],
                        [c["eval-metrics"], c["eval-samples"], c["export-list"], c["chat-sweep-table"], c["chat-meta"],
-                        c["chat-status"]]))
+                        c["chat-status"], c["eval-status"], c["export-status"]]))
