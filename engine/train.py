@@ -563,6 +563,33 @@ def check_before_start(cfg: RunConfig, workdir=None) -> None:
     installed, a model this machine cannot load."""
     check_trackers(cfg)
     check_model_reachable(cfg, workdir)
+    check_lora_targets(cfg, workdir)
+
+
+def check_lora_targets(cfg: RunConfig, workdir=None) -> None:
+    """LoRA's target modules, where config.json says exactly what a (dense) model's layers are named: a name no
+    layer has failed the run at step 0 with a run folder made, and one typo among several trained the others
+    without a word (peft refuses only a list that matches nothing). No torch, no weights."""
+    from .demo import DEMO_NAME, is_demo
+    from .estimate import arch, load_model_config
+    from .paths import models_dir
+
+    a, name = cfg.adapter, cfg.model.name_or_path
+    if a.method != "lora" or a.init_from or "all-linear" in a.target_modules:
+        return
+    if is_demo(name) and not (models_dir(workdir) / DEMO_NAME / "config.json").exists():
+        return  # not built yet (that needs torch): peft says it at the start
+    try:
+        shape = arch(load_model_config(name, workdir, revision=cfg.model.revision))
+    except Exception:  # noqa: BLE001 - a model that can't be reached is said by check_model_reachable
+        return
+    if not shape.exact or shape.experts:  # a shape we only estimate, or experts peft names its own way
+        return
+    names = [n for n, _, _ in shape.linears + shape.lora_only]
+    unknown = [t for t in a.target_modules
+               if not any(t == n or t.endswith("." + n) for n in [*names, "lm_head", "embed_tokens"])]
+    if unknown:
+        raise TuneboardError("error.lora_targets_unknown", targets=", ".join(unknown), names=", ".join(names))
 
 
 def check_model_reachable(cfg: RunConfig, workdir=None) -> None:

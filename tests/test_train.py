@@ -893,6 +893,25 @@ def test_a_tracker_that_is_not_installed_is_refused_before_a_run_folder(tmp_path
     assert r.returncode == 2 and "tensorbord is not a tracker" in r.stderr and not (tmp_path / "runs").exists()
 
 
+def test_lora_targets_the_model_does_not_have_are_refused_before_a_run_folder(workdir, demo_model):
+    """`--set adapter.target_modules=foo` failed at step 0 with a run folder made; `[q_proj, v_prj]` trained q_proj
+    alone without a word (peft refuses only a list that matches nothing)."""
+    from engine.messages import TuneboardError
+    from engine.train import check_lora_targets
+
+    def cfg(targets, **more):
+        return RunConfig.from_dict({"adapter": {"method": "lora", "target_modules": targets, **more}})
+
+    for targets in (["q_proj", "v_prj"], ["foo"]):
+        with pytest.raises(TuneboardError) as e:
+            check_lora_targets(cfg(targets), workdir)
+        assert e.value.key == "error.lora_targets_unknown" and e.value.params["targets"] == targets[-1]
+        assert "q_proj, k_proj, v_proj" in str(e.value)
+    for fine in (["q_proj", "v_proj"], ["all-linear"], ["self_attn.q_proj", "lm_head"]):
+        check_lora_targets(cfg(fine), workdir)
+    check_lora_targets(RunConfig.from_dict({"adapter": {"method": "full"}}), workdir)  # no LoRA: nothing to check
+
+
 def test_an_adapter_or_checkpoint_is_found_by_its_runs_id(tmp_path):
     """`--set adapter.init_from=<run id>` said "No adapter found in <id>", where chat, eval and export take ids."""
     from engine.train import _runs_by_id
