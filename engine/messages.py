@@ -108,4 +108,7 @@ def error_key(e: BaseException, fallback: str) -> tuple[str, dict[str, Any]]:
         return "error.interrupted", {}
     if type(e).__name__ == "OutOfMemoryError" or "out of memory" in str(e).lower():
         return "error.oom", {"device": "GPU"}
+    if isinstance(e, (RuntimeError, MemoryError)) and ("DefaultCPUAllocator" in str(e) or "alloc_cpu" in str(e)
+                                                       or isinstance(e, MemoryError)):
+        return "error.oom", {"device": "CPU"}  # torch's "[enforce fail at alloc_cpu.cpp:127] ... 38400000000 bytes"
     return fallback, {"error": f"{type(e).__name__}: {e}"}

@@ -218,6 +218,9 @@ def test_every_exception_becomes_a_message_key():
     assert error_key(ConfigError("a.b", "error.config.range", "m", value=1), "x")[0] == "error.config.range"
     assert error_key(OutOfMemoryError(), "x") == ("error.oom", {"device": "GPU"})
     assert error_key(RuntimeError("CUDA out of memory. Tried"), "x")[0] == "error.oom"
+    cpu = RuntimeError("[enforce fail at alloc_cpu.cpp:127] data. DefaultCPUAllocator: not enough memory: you tried "
+                       "to allocate 38400000000 bytes.")  # LoRA rank 1e8 on the CPU: said as that, not as torch's
+    assert error_key(cpu, "x") == ("error.oom", {"device": "CPU"}) == error_key(MemoryError(), "x")
     assert error_key(ValueError("boom"), "chat.error_failed") == ("chat.error_failed", {"error": "ValueError: boom"})
 
 
