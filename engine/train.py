@@ -190,8 +190,13 @@ def run_training(cfg: RunConfig, run_dir: str | os.PathLike, emit: Optional[Call
     except BaseException as e:
         key, params = error_key(e, "error.training_failed")
         log(Error(key=key, params=params, message=message(key, params), traceback=traceback.format_exc()))
-        if isinstance(e, KeyboardInterrupt) and latest_checkpoint(run_dir) is None:  # aborted: say what is left
+        saved = latest_checkpoint(run_dir) if isinstance(e, KeyboardInterrupt) else None
+        if isinstance(e, KeyboardInterrupt) and saved is None:  # aborted: say what is left
             log(Warning(key="warning.aborted_unsaved", message=message("warning.aborted_unsaved")))
+        elif saved is not None and int(saved.name.rsplit("-", 1)[-1]) < (log.step or 0):
+            # "stopped at step 20" alone, with checkpoint-15 the newest, hid the 5 steps lost
+            said = {"step": log.step, "saved": int(saved.name.rsplit("-", 1)[-1]), "path": str(saved)}
+            log(Warning(key="warning.aborted_at", params=said, message=message("warning.aborted_at", said)))
         log(Finished(status="stopped" if isinstance(e, KeyboardInterrupt) else "failed", step=log.step))
         raise
     finally:

@@ -481,6 +481,20 @@ def test_a_run_aborted_before_its_first_checkpoint_says_no_weights_were_saved(wo
     events = read_events(str(run_dir / "events.jsonl"))
     assert [e.key for e in events if isinstance(e, Warning)][-1:] == ["warning.aborted_unsaved"]
     assert isinstance(events[-1], Finished) and events[-1].status == "stopped"
+    # aborted after a checkpoint: where the run got to and what of it is saved ("stopped at step 5" hid that
+    # checkpoint-3 is the newest)
+    cfg = cfg.with_overrides({"training.save_steps": 3})
+    run_dir = create_run(cfg, workdir)
+
+    def later(ev):
+        if isinstance(ev, LogStep) and ev.step == 5:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_training(cfg, run_dir, emit=later, workdir=workdir)
+    [said] = [e for e in read_events(str(run_dir / "events.jsonl")) if isinstance(e, Warning)
+              and e.key.startswith("warning.aborted")]
+    assert said.key == "warning.aborted_at" and (said.params["step"], said.params["saved"]) == (5, 3)
 
 
 def test_a_run_whose_folder_is_deleted_ends_and_writes_nothing_back(workdir, demo_model):
