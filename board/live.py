@@ -11,6 +11,7 @@ import html
 import time
 from pathlib import Path
 
+from engine.config import RunConfig
 from engine.messages import error_key
 from engine.paths import models_dir
 from engine.runs import latest_checkpoint, list_runs
@@ -35,12 +36,23 @@ def status_badge(status: str, lang: str) -> str:
     return f'<span class="tb-badge tb-badge-{html.escape(status)}">{html.escape(t(f"ui.status.{status}", lang))}</span>'
 
 
+def _planned(w: Watch) -> int | None:
+    """The steps a starting run's config asks for (`max_steps`), before the run has said its total."""
+    if w.status != STARTING or w.path is None:
+        return None
+    try:
+        steps = RunConfig.load(str(w.path / "config.yaml")).training.max_steps
+    except Exception:  # noqa: BLE001 - not written yet, or being written: "?" for a moment
+        return None
+    return steps if steps > 0 else None
+
+
 def progress_html(w: Watch, lang: str) -> str:
     """The run's header: status, a progress bar, step / total, ETA, elapsed, last loss."""
     if w.path is None:
         return f'<div class="tb-progress tb-empty" data-status="none">{html.escape(t("ui.train.no_run", lang))}</div>'
     pct = 100.0 * w.step / w.total if w.total else (100.0 if w.status == FINISHED else 0.0)
-    steps = t("ui.train.steps", lang, step=w.step, total=w.total or "?")
+    steps = t("ui.train.steps", lang, step=w.step, total=w.total or _planned(w) or "?")
     eta = t("ui.train.eta", lang, eta=_clock(w.eta)) if w.active and w.status == RUNNING else ""
     meta = [t("ui.train.elapsed", lang, time=_clock(w.elapsed))]
     if w.last_loss is not None:
@@ -53,7 +65,7 @@ def progress_html(w: Watch, lang: str) -> str:
         building = any(models_dir(w.path.parent.parent).glob(".demo-*"))
         meta_html = html.escape(t("ui.train.building_demo_hint" if building else "ui.train.starting_hint", lang))
         try:
-            since = (w.path / "config.yaml").stat().st_mtime
+            since = w.began or (w.path / "config.yaml").stat().st_mtime  # a run this page did not start: its folder's
         except OSError:
             since = None
         if since is not None:

@@ -42,10 +42,11 @@ class Watch:
     curves_changed: bool = False  # the last advance added or replaced a chart point
     log_size: int = -1
     shown_status: str = ""  # the status the page last drew
+    began: Optional[float] = None  # when this page started or resumed the attempt: its "starting for" clock
 
     @classmethod
-    def of(cls, run_id: str, path: Path) -> Watch:
-        return cls(run_id=run_id, path=path, status=STARTING)
+    def of(cls, run_id: str, path: Path, began: Optional[float] = None) -> Watch:
+        return cls(run_id=run_id, path=path, status=STARTING, began=began)
 
     @property
     def active(self) -> bool:

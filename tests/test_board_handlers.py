@@ -194,6 +194,11 @@ def test_progress_and_alerts(tmp_path):
     html = live.progress_html(w, "ko")
     assert 'class="tb-since" data-since="1000000"' in html and "시작 중" in html and "경과" not in html  # the wait's
     # clock, not training's: "elapsed 1:20" while starting went back to "elapsed 0:01" once it ran
+    assert "0 / ?" in html  # the config names no max_steps: the total is the run's to say
+    (tmp_path / "config.yaml").write_text("stage: sft\ntraining:\n  max_steps: 30\n")
+    w.began = 2_000_000  # started or resumed from this page: its own clock (a resume's read 2:05 at its click)
+    html = live.progress_html(w, "ko")
+    assert 'data-since="2000000"' in html and "0 / 30" in html  # the config's total while starting, not "?"
     # the first run builds the demo model first (two minutes on a busy 2-core machine): said, not "loading"
     run = tmp_path / "work" / "runs" / "r3"
     run.mkdir(parents=True)

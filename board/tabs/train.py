@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import shlex
+import time
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +70,7 @@ def start(s: Session, values: dict[str, Any], token: str | None, jobs: Jobs) -> 
             run_id = jobs.start(cfg, token=(token or "").strip() or None, lang=lang)
         except Exception as e:
             return error_html(e, lang)
-        s.watch = Watch.of(run_id, jobs.workdir / "runs" / run_id)
+        s.watch = Watch.of(run_id, jobs.workdir / "runs" / run_id, began=time.time())
         return message_html("info", t("ui.train.started", lang, run=run_id))
 
 
@@ -95,6 +96,7 @@ def resume(s: Session, token: str | None, jobs: Jobs) -> str:
         except Exception as e:
             return error_html(e, lang)
         w.status = w.shown_status = STARTING
+        w.began = time.time()  # the clock says how long this attempt has been starting, not the first's
         return message_html("info", t("ui.train.resumed", lang, run=w.run_id))
 
 
