@@ -201,6 +201,17 @@ def test_a_pair_whose_prompt_is_an_alpaca_input_alone_reads_it():
     assert not probs and rec == {"prompt": [user("2+2?")], "chosen": [bot("4")], "rejected": [bot("5")]}
 
 
+def test_ranked_answers_pair_the_best_with_the_worst():
+    """Nectar (a prompt, seven ranked answers) went in circles of mapping suggestions."""
+    row = {"prompt": "\n\nHuman: 1 + 1?\n\nAssistant: ", "turns": 1,
+           "answers": [{"answer": "Two.", "model": "a", "rank": 2.0}, {"answer": "2", "model": "b", "rank": 1.0},
+                       {"answer": "Eleven.", "model": "c", "rank": 3.0}]}
+    assert detect_format([row]) == "preference"
+    rec, probs = normalize_row(row, "preference")
+    assert not probs and rec == {"prompt": [user("1 + 1?")], "chosen": [bot("2")], "rejected": [bot("Eleven.")]}
+    assert [f.key for f in analyze([row] * 2, measure=False).findings if f.key == "data.unused_column_maps"] == []
+
+
 def test_sharegpt_preference_with_chosen_and_rejected_messages():
     row = {"conversations": [{"from": "human", "value": "Q"}], "chosen": {"from": "gpt", "value": "A"},
            "rejected": {"from": "gpt", "value": "B"}}

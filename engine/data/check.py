@@ -176,7 +176,8 @@ def analyze(rows: list[Any], fmt: str = "auto", *, columns: dict[str, str] | Non
         # a column named as one of the format's optional fields is named (OpenHermes' system_prompt went unsaid
         # past the twelfth name), with the mapping that would use it
         maps = {ours: col for col in reversed(unused) for ours in FORMATS[name][1]
-                if ours not in keys and col.lower() in ALIASES.get(ours, ())}
+                if ours not in keys and col.lower() in ALIASES.get(ours, ())
+                and any(isinstance(r.get(col), (str, list)) for r in rows[:50] if isinstance(r, dict))}  # not a count
         unused = [*maps.values(), *(k for k in unused if k not in maps.values())]
         out.findings.append(warning(None, None, "data.ignored_columns", columns=_names(unused)))
         for ours, col in maps.items():

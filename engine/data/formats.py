@@ -6,7 +6,8 @@ Formats (their fields, as named after `DatasetSpec.columns` mapping):
   messages           messages [{role, content}] (OpenAI)
   prompt_completion  prompt, completion (strings or message lists); optional system
   unpaired           prompt, completion, label (KTO's: the answer desirable or not; true/false, 1/0); optional system
-  preference         prompt, chosen, rejected (strings or message lists); also alpaca-style
+  preference         prompt, chosen, rejected (strings or message lists); also prompt + ranked `answers`
+                     (Nectar's [{answer, rank}]: the best-ranked chosen, the worst rejected); alpaca-style
                      instruction/input + chosen/rejected or a two-item output [chosen, rejected],
                      ShareGPT-style conversations + chosen/rejected, or chosen/rejected alone
                      (full conversations sharing the prompt: message lists, or Anthropic HH-RLHF
@@ -46,7 +47,8 @@ FORMATS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {  # name -> (requ
     "sharegpt": (("conversations",), ("system", "tools")),
     "messages": (("messages",), ("tools",)),
     "prompt_completion": (("prompt", "completion"), ("system",)),
-    "preference": (("prompt", "chosen", "rejected"), ("system", "instruction", "input", "output", "conversations", "messages")),
+    "preference": (("prompt", "chosen", "rejected"), ("system", "instruction", "input", "output", "conversations", "messages",
+                                                          "answers")),
     "unpaired": (("prompt", "completion", "label"), ("system", "messages", "conversations", "tools")),
     "text": (("text",), ()),
 }
@@ -101,9 +103,15 @@ def _turn_style(value: Any) -> str | None:
     return None
 
 
+def _ranked(value: Any) -> bool:
+    """Answers ranked against each other (Nectar's `answers`: [{answer, rank}, ...], 1 the best)."""
+    return isinstance(value, list) and len(value) > 1 and all(
+        isinstance(a, dict) and "answer" in a and isinstance(a.get("rank"), (int, float)) for a in value)
+
+
 def _row_format(row: dict) -> str | None:
     keys = row.keys()
-    if "chosen" in keys or "rejected" in keys:
+    if "chosen" in keys or "rejected" in keys or ("prompt" in keys and _ranked(row.get("answers"))):
         return "preference"
     if "instruction" in keys and isinstance(row.get("output"), list):
         return "preference"
@@ -700,6 +708,9 @@ def _split_shared_prefix(chosen: list[dict], rejected: list[dict]) -> tuple[list
 def _preference(row: dict, probs: Problems, need_rejected: bool = True) -> dict | None:
     """A preference pair; `need_rejected=False` (SFT and pretraining, which train on the chosen answer alone):
     a pair with no rejected answer is said as a warning and kept, as its prompt and chosen answer."""
+    if "chosen" not in row and _ranked(row.get("answers")):  # ranked answers: the best against the worst
+        ranked = sorted(row["answers"], key=lambda a: a["rank"])
+        row = {**row, "chosen": ranked[0]["answer"], "rejected": ranked[-1]["answer"]}
     if "chosen" not in row and "rejected" not in row and isinstance(row.get("output"), list):
         pair = row["output"]  # alpaca-style preference: output = [chosen, rejected]
         if len(pair) != 2:
