@@ -212,6 +212,18 @@ def test_ranked_answers_pair_the_best_with_the_worst():
     assert [f.key for f in analyze([row] * 2, measure=False).findings if f.key == "data.unused_column_maps"] == []
 
 
+def test_shp_pairs_are_read_by_their_labels():
+    """Stanford's SHP was refused, and its natural mapping (chosen=human_ref_A) flipped every pair labelled 0."""
+    row = {"post_id": "x", "history": "Why is the sky blue?", "human_ref_A": "Rayleigh scattering.",
+           "human_ref_B": "Because.", "labels": 1, "score_A": 52, "score_B": 5}
+    assert detect_format([row]) == "preference"
+    rec, probs = normalize_row(row, "preference")
+    assert not probs and (rec["prompt"], rec["chosen"], rec["rejected"]) == (
+        [user("Why is the sky blue?")], [bot("Rayleigh scattering.")], [bot("Because.")])
+    rec, _ = normalize_row({**row, "labels": 0}, "preference")
+    assert (rec["chosen"], rec["rejected"]) == ([bot("Because.")], [bot("Rayleigh scattering.")])
+
+
 def test_sharegpt_preference_with_chosen_and_rejected_messages():
     row = {"conversations": [{"from": "human", "value": "Q"}], "chosen": {"from": "gpt", "value": "A"},
            "rejected": {"from": "gpt", "value": "B"}}

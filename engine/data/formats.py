@@ -7,7 +7,8 @@ Formats (their fields, as named after `DatasetSpec.columns` mapping):
   prompt_completion  prompt, completion (strings or message lists); optional system
   unpaired           prompt, completion, label (KTO's: the answer desirable or not; true/false, 1/0); optional system
   preference         prompt, chosen, rejected (strings or message lists); also prompt + ranked `answers`
-                     (Nectar's [{answer, rank}]: the best-ranked chosen, the worst rejected); alpaca-style
+                     (Nectar's [{answer, rank}]: the best-ranked chosen, the worst rejected), SHP's history +
+                     human_ref_A / human_ref_B + labels (1: A preferred); alpaca-style
                      instruction/input + chosen/rejected or a two-item output [chosen, rejected],
                      ShareGPT-style conversations + chosen/rejected, or chosen/rejected alone
                      (full conversations sharing the prompt: message lists, or Anthropic HH-RLHF
@@ -48,7 +49,7 @@ FORMATS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {  # name -> (requ
     "messages": (("messages",), ("tools",)),
     "prompt_completion": (("prompt", "completion"), ("system",)),
     "preference": (("prompt", "chosen", "rejected"), ("system", "instruction", "input", "output", "conversations", "messages",
-                                                          "answers")),
+                                                          "answers", "history", "human_ref_A", "human_ref_B", "labels")),
     "unpaired": (("prompt", "completion", "label"), ("system", "messages", "conversations", "tools")),
     "text": (("text",), ()),
 }
@@ -112,6 +113,8 @@ def _ranked(value: Any) -> bool:
 def _row_format(row: dict) -> str | None:
     keys = row.keys()
     if "chosen" in keys or "rejected" in keys or ("prompt" in keys and _ranked(row.get("answers"))):
+        return "preference"
+    if {"human_ref_A", "human_ref_B", "labels"} <= keys:  # Stanford's SHP
         return "preference"
     if "instruction" in keys and isinstance(row.get("output"), list):
         return "preference"
@@ -708,6 +711,13 @@ def _split_shared_prefix(chosen: list[dict], rejected: list[dict]) -> tuple[list
 def _preference(row: dict, probs: Problems, need_rejected: bool = True) -> dict | None:
     """A preference pair; `need_rejected=False` (SFT and pretraining, which train on the chosen answer alone):
     a pair with no rejected answer is said as a warning and kept, as its prompt and chosen answer."""
+    if "chosen" not in row and {"human_ref_A", "human_ref_B", "labels"} <= row.keys():  # SHP: labels 1 means A
+        a_better = str(row["labels"]).strip() in ("1", "1.0", "True", "true")     # was preferred, 0 B
+        row = {**row, "prompt": row.get("prompt", row.get("history")),
+               "chosen": row["human_ref_A" if a_better else "human_ref_B"],
+               "rejected": row["human_ref_B" if a_better else "human_ref_A"]}
+        if row["prompt"] is None:
+            row.pop("prompt")
     if "chosen" not in row and _ranked(row.get("answers")):  # ranked answers: the best against the worst
         ranked = sorted(row["answers"], key=lambda a: a["rank"])
         row = {**row, "chosen": ranked[0]["answer"], "rejected": ranked[-1]["answer"]}
