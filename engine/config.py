@@ -104,7 +104,8 @@ class AdapterConfig:
 
 # our names for a dataset's columns, every format's fields (engine.data.formats.FORMATS): a mapping's left side
 COLUMN_FIELDS = ("instruction", "input", "output", "system", "history", "conversations", "messages", "tools",
-                 "prompt", "completion", "chosen", "rejected", "label", "text")
+                 "prompt", "completion", "chosen", "rejected", "label", "text", "answers", "human_ref_A", "human_ref_B",
+                 "labels")
 
 
 def _check_column_names(columns: dict[str, str], where: str = "columns") -> None:
@@ -121,7 +122,7 @@ def _check_column_names(columns: dict[str, str], where: str = "columns") -> None
 class DatasetSpec:
     path: str = field(default="", metadata={"help": "File (json, jsonl, csv, parquet, txt), `demo:<name>` bundled set, or hub name."})
     format: DataFormat = field(default="auto", metadata={"help": "Detected automatically unless set."})
-    columns: dict[str, str] = field(default_factory=dict, metadata={"help": "Map our names to the file's, e.g. {instruction: question, output: answer}. Ours are instruction, input, output, system, history, conversations, messages, tools, prompt, completion, chosen, rejected, label and text; another name is refused."})
+    columns: dict[str, str] = field(default_factory=dict, metadata={"help": "Map our names to the file's, e.g. {instruction: question, output: answer}. Ours are instruction, input, output, system, history, conversations, messages, tools, prompt, completion, chosen, rejected, label, text, answers (ranked answers), human_ref_A, human_ref_B and labels (SHP-style pairs); another name is refused."})
     split: str = field(default="train", metadata={"help": "Split of a hub dataset."})
     max_samples: Optional[int] = field(default=None, metadata={"help": "Use at most this many rows of this dataset."})
 

@@ -98,6 +98,6 @@ def test_the_engine_trains_the_same_with_layers_trimmed(workdir, demo_model, met
     layers = 1 if method == "lora" else None
     on, off = run(gradient_checkpointing="on", checkpoint_layers=layers), run(gradient_checkpointing="off")
     assert json.loads((on / "resolved.json").read_text())["checkpoint_layers"] == layers
-    said = "gradient checkpointing (first 1 layers)" if layers else "gradient checkpointing"
+    said = "gradient checkpointing (first 1 layer)" if layers else "gradient checkpointing"
     assert said in (on / "train.log").read_text()
     assert logged_losses(on) == pytest.approx(logged_losses(off), rel=1e-4)

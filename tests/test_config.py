@@ -138,6 +138,16 @@ def test_every_field_has_help():
     assert missing == []
 
 
+def test_the_readme_config_reference_is_the_configs_own_help():
+    """The README's table is printed by scripts/config_reference.py; it had drifted from the fields twice."""
+    import subprocess
+    import sys
+
+    table = subprocess.run([sys.executable, "scripts/config_reference.py"], cwd=ROOT, capture_output=True, text=True,
+                           check=True).stdout
+    assert table.strip() in (ROOT / "README.md").read_text()
+
+
 @pytest.mark.parametrize("module", ["engine/config.py", "engine/events.py", "engine/runs.py", "engine/messages.py",
                                     "engine/paths.py", "engine/templates.py"])
 def test_contract_modules_import_only_the_standard_library(module):
