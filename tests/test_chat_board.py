@@ -109,6 +109,16 @@ def test_send_says_what_is_missing():
     assert "tb-msg-error" in status and "no saved adapter" in status and history[-1]["content"] == "hi"
 
 
+def test_a_conversation_past_the_context_gives_the_message_back():
+    """The too-long message stayed in the chat, so every later send failed the same way until Clear; and the
+    advice named the terminal's /reset."""
+    earlier = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]
+    worker = FakeWorker({"chat": TuneboardError("chat.prompt_too_long", tokens=300, context=256)}, loaded="r")
+    history, _, _, status, box = list(chat.send(worker, "r", earlier, [], "a long question", {}, True, "ko"))[-1]
+    assert history == earlier and box == "a long question"
+    assert status.count("300") == 1 and chat.t("chat.clear", "ko") in status and "/reset" not in status
+
+
 def test_rerun_reproduces_or_says_it_did_not():
     record = {"messages": [{"role": "user", "content": "q"}], "answer": answer("same text"), "others": [], "run": "r"}
     same = FakeWorker({"chat": {"done": [answer("same text")]}}, loaded="r")

@@ -21,7 +21,7 @@ from engine.chat_worker import ChatWorker
 from engine.config import ConfigError, GenerationConfig, RunConfig
 from engine.evaluate import read_eval, summary_rows
 from engine.export import INFO_FILE
-from engine.messages import TuneboardError
+from engine.messages import TuneboardError, error_key
 from engine.runs import list_runs, resolve_run
 
 from ..i18n import SKIP, t, t_or, update
@@ -205,6 +205,11 @@ def send(worker: ChatWorker, run_id: Optional[str], history: list[dict] | None, 
         records.append(record)
         yield history, records, meta_html(record, lang), status, SKIP
     except Exception as e:
+        key, params = error_key(e, "chat.error_failed")
+        if key == "chat.prompt_too_long":  # the message is taken back into the box, so the next send can succeed
+            yield history[:-1], records, SKIP, message_html("error", t("chat.prompt_too_long_board", lang, **params)), \
+                text
+            return
         yield history, records, SKIP, error_html(e, lang, "chat.error_failed"), SKIP
 
 
