@@ -224,6 +224,26 @@ def test_shp_pairs_are_read_by_their_labels():
     assert (rec["chosen"], rec["rejected"]) == ([bot("Because.")], [bot("Rayleigh scattering.")])
 
 
+def test_xlam_function_calling_rows_map_to_alpaca_with_tool_calls(tmp_path):
+    """Salesforce's xLAM rows ({query, answers: JSON calls, tools: JSON definitions}) were refused with a mapping
+    that then read the calls as the answer's text and left the tools out."""
+    tools = [{"name": "weather", "description": "Weather of a city", "parameters": {"city": {"type": "str"}}}]
+    calls = [{"name": "weather", "arguments": {"city": "Seoul"}}, {"name": "weather", "arguments": {"city": "Busan"}}]
+    row = {"id": 0, "query": "서울과 부산 날씨?", "answers": json.dumps(calls, ensure_ascii=False), "tools": json.dumps(tools)}
+    fmt, mapping = nearest_format(list(row))
+    assert (fmt, mapping) == ("alpaca", {"instruction": "query", "output": "answers"})
+    mapped = {"instruction": row["query"], "output": row["answers"], "tools": row["tools"]}
+    assert detect_format([mapped]) == "alpaca"
+    rec, probs = normalize_row(mapped, "alpaca")
+    system, asked, answer = rec["messages"]
+    assert not probs and asked == user("서울과 부산 날씨?") and '"description": "Weather of a city"' in system["content"]
+    assert answer == bot('<tool_call>\n{"name": "weather", "arguments": {"city": "Seoul"}}\n</tool_call>\n'
+                         '<tool_call>\n{"name": "weather", "arguments": {"city": "Busan"}}\n</tool_call>')
+    # a list of records as the answer of a row with no tools is an answer like any other
+    rec, probs = normalize_row({"instruction": "Who?", "output": '[{"name": "Al", "arguments": 1}]'}, "alpaca")
+    assert not probs and rec["messages"][-1] == bot('[{"name": "Al", "arguments": 1}]')
+
+
 def test_sharegpt_preference_with_chosen_and_rejected_messages():
     row = {"conversations": [{"from": "human", "value": "Q"}], "chosen": {"from": "gpt", "value": "A"},
            "rejected": {"from": "gpt", "value": "B"}}

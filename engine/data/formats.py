@@ -1,7 +1,9 @@
 """Recognise a dataset's format and normalise each row to trl's conversational vocabulary.
 
 Formats (their fields, as named after `DatasetSpec.columns` mapping):
-  alpaca             instruction, output; optional input, system, history [[q, a], ...]
+  alpaca             instruction, output; optional input, system, history [[q, a], ...], tools (with tools, an
+                     output that is a list of calls [{name, arguments}], as Salesforce's xLAM writes its
+                     `answers`, is the assistant's tool calls)
   sharegpt           conversations [{from, value}] (or bare texts taking turns, the user first); optional system
   messages           messages [{role, content}] (OpenAI)
   prompt_completion  prompt, completion (strings or message lists); optional system
@@ -44,7 +46,7 @@ from collections import Counter
 from typing import Any
 
 FORMATS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {  # name -> (required, optional) fields
-    "alpaca": (("instruction", "output"), ("input", "system", "history")),
+    "alpaca": (("instruction", "output"), ("input", "system", "history", "tools")),
     "sharegpt": (("conversations",), ("system", "tools")),
     "messages": (("messages",), ("tools",)),
     "prompt_completion": (("prompt", "completion"), ("system",)),
@@ -110,13 +112,25 @@ def _ranked(value: Any) -> bool:
         isinstance(a, dict) and "answer" in a and isinstance(a.get("rank"), (int, float)) for a in value)
 
 
+def _output_calls(row: dict) -> list | None:
+    """An alpaca row's output that is its tool calls (xLAM's `answers`: [{name, arguments}, ...], a list or JSON
+    text of one), read so only where the row defines tools: an answer listing {name, ...} records is an answer."""
+    if _json_cell(row.get("tools"), "[{") in (None, [], "") or blank(row.get("tools")):
+        return None
+    calls = _json_cell(row.get("output"))
+    if isinstance(calls, list) and calls and all(
+            isinstance(c, dict) and isinstance(c.get("name"), str) and "arguments" in c for c in calls):
+        return calls
+    return None
+
+
 def _row_format(row: dict) -> str | None:
     keys = row.keys()
     if "chosen" in keys or "rejected" in keys or ("prompt" in keys and _ranked(row.get("answers"))):
         return "preference"
     if {"human_ref_A", "human_ref_B", "labels"} <= keys:  # Stanford's SHP
         return "preference"
-    if "instruction" in keys and isinstance(row.get("output"), list):
+    if "instruction" in keys and isinstance(row.get("output"), list) and not _output_calls(row):
         return "preference"
     for name in ("conversations", "messages"):
         if name in keys:  # with a label: LLaMA-Factory's KTO rows (its `kto_tag`, read as our label)
@@ -798,13 +812,18 @@ def normalize_row(row: Any, fmt: str, need_rejected: bool = True) -> tuple[dict 
         return None, probs
     record: dict | None = None
     if fmt == "alpaca":
-        if isinstance(row.get("output"), list):
+        calls = _output_calls(row)
+        if isinstance(row.get("output"), list) and not calls:
             probs.add("output", "data.wrong_type", expected="type.text", got="type.list")
             return None, probs
         prompt = _alpaca_prompt(row, probs)
-        output = text_field(row, "output", probs)
-        if prompt is not None and output is not None:
-            msgs = [*prompt, {"role": "assistant", "content": output}]
+        if calls:  # the answer is the calls, written as a tool-calling turn is
+            answer = turns([{"role": "assistant", "content": None, "tool_calls": calls}], "output", probs)
+        else:
+            output = text_field(row, "output", probs)
+            answer = [{"role": "assistant", "content": output}] if output is not None else None
+        if prompt is not None and answer is not None:
+            msgs = _with_tools([*prompt, *answer], row, probs)
             record = {"messages": msgs} if check_turns(msgs, "instruction", probs) else None
     elif fmt in ("sharegpt", "messages"):
         name = "conversations" if "conversations" in row or ("messages" not in row and fmt == "sharegpt") else "messages"

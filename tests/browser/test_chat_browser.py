@@ -73,6 +73,18 @@ def test_chat_streams_the_answer(chat_page):
     assert seen[-1] in page.locator("#chat-output").inner_text()
 
 
+def test_greedy_greys_out_what_it_ignores(chat_page):
+    """Greedy decoding's answers-per-prompt box was disabled but drawn like an enabled one."""
+    page = chat_page
+    opacity = "() => getComputedStyle(document.querySelector('#chat-num-return input')).opacity"
+    assert page.evaluate(opacity) == "1"
+    page.locator("#chat-mode").get_by_text("Greedy", exact=True).click()
+    page.wait_for_function("() => document.querySelector('#chat-num-return input').disabled", timeout=30_000)
+    assert float(page.evaluate(opacity)) < 0.7
+    page.locator("#chat-mode").get_by_text("Sampling", exact=True).click()
+    page.wait_for_function("() => !document.querySelector('#chat-num-return input').disabled", timeout=30_000)
+
+
 def test_three_seed_sweep_and_pin(chat_page):
     from playwright.sync_api import expect
 
