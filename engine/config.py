@@ -181,6 +181,7 @@ class TrainingConfig:
     use_liger_kernel: Literal["auto", "on", "off"] = field(default="auto", metadata={"help": "Liger fused kernels for RMSNorm, SwiGLU and RoPE (pip install tuneboard[gpu]); the LM head's loss is trl's own chunked kernel, which turns Liger's linear + cross-entropy off. auto: on when installed on a GPU where Triton can build its kernels (it needs a C compiler: CC, gcc or clang); with compiled layers (training.compile) the compiler fuses these itself."})
     fused_lora: Literal["auto", "on", "off"] = field(default="auto", metadata={"help": "Train LoRA's adapter branch as one autograd function that adds it in place in the second matmul, with the base matmul where that is a plain 16-bit Linear or a bitsandbytes 4-bit one (engine/lora_fused.py): peft's numbers (fp32: the loss to the bit), 40% less memory traffic for the branch. auto: on for LoRA, rsLoRA and QLoRA; DoRA, and a quantized model upcast to fp32 norms, keep peft's own."})
     compile: Literal["auto", "on", "off"] = field(default="auto", metadata={"help": "Compile each decoder layer with torch.compile, one graph that they share (engine/compiled.py): fused kernels and less Python a step. The first step waits for the compiler (seconds to a minute). auto: on for LoRA (not DoRA) on a 16-bit model on a GPU where Triton can build kernels, which takes a C compiler (a packed 7B step on an H200 ran 1.13x faster: 44 % MFU against 39 %); off for a 4-bit or 8-bit base (not yet measured to finish compiling in time), on a CPU and for the demo model."})
+    neftune_noise_alpha: float = field(default=0.0, metadata={"help": "NEFTune: uniform noise on the input embeddings while training, alpha / sqrt(length x width) for each sequence (packed ones too); the paper used 5 to 15 for instruction tuning. 0: off. SFT and pretraining only."})
     dataloader_num_workers: Optional[int] = field(default=None, metadata={"help": "Data loader worker processes, which collate the next batches while the model trains on this one. Empty: 2 on a GPU (its step then does not wait for the host to collate the next batch), none on a CPU."})
 
     def __post_init__(self) -> None:
@@ -198,6 +199,7 @@ class TrainingConfig:
         _check_range(self, "checkpoint_layers", 1)
         _check_range(self, "seed", 0, 2**32 - 1)  # what torch and numpy take: a larger one failed inside the run
         _check_range(self, "dataloader_num_workers", 0)
+        _check_range(self, "neftune_noise_alpha", 0, 100)
         _check_range(self, "save_total_limit", 1)  # transformers reads 0 or less as "keep every checkpoint"
         if self.max_steps == 0 or not -1 <= self.max_steps <= MAX_STEPS:
             _fail("max_steps", "error.config.max_steps", f"must be -1 or 1 to {MAX_STEPS:,}, got {self.max_steps}",
@@ -281,6 +283,8 @@ class RunConfig:
                   f"continues a LoRA adapter; adapter.method is {self.adapter.method}", method=self.adapter.method)
         if self.adapter.method == "lora" and self.adapter.use_dora and self.quantization.bits == 8:
             _fail("adapter.use_dora", "error.config.dora_8bit", "DoRA does not support 8-bit bases; use 4-bit or none")
+        if self.stage == "dpo" and self.training.neftune_noise_alpha:  # it would noise the reference model's view too
+            _fail("training.neftune_noise_alpha", "error.config.neftune_dpo", "NEFTune is for SFT and pretraining")
         if self.stage == "dpo" and self.dpo.method == "kto":  # refused here, before any model is loaded
             d = self.dpo
             if d.loss_type not in KTO_LOSSES:

@@ -216,6 +216,7 @@ def _train(cfg: RunConfig, run_dir: Path, log: EventLog, should_stop, workdir, d
     from .callbacks import EventCallback, ResumedLearningRate, TrimCheckpointing, count_tokens
     from .data import load_training_data
     from .demo import demo_built, demo_fingerprint, is_demo
+    from .neftune import add_neftune
     from .walks import walk_once
 
     if is_demo(cfg.model.name_or_path) and not demo_built(workdir):  # else the first Start looks stuck
@@ -261,6 +262,7 @@ def _train(cfg: RunConfig, run_dir: Path, log: EventLog, should_stop, workdir, d
     trainer = stage.build(model, tokenizer, train_ds, eval_ds, cfg, res, args, [callback])
     trainer.remove_callback(PrinterCallback)  # our events and progress bar say it, once
     walks = walk_once(trainer)  # the trainer's per-step walks over every module, answered from lists
+    noise = add_neftune(trainer.model, cfg.training.neftune_noise_alpha) if cfg.training.neftune_noise_alpha else None
     count_tokens(trainer, callback.tokens)
     if resume is not None:
         trainer.add_callback(ResumedLearningRate())
@@ -282,6 +284,8 @@ def _train(cfg: RunConfig, run_dir: Path, log: EventLog, should_stop, workdir, d
         result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     finally:
         walks.remove()
+        if noise is not None:  # the saved model and a chat after the run see embeddings as they are
+            noise.remove()
         if res.compile:  # what the compiler did, beside what the engine chose: a fallback is not silent
             resolved["compile_stats"] = compile_stats()
             (run_dir / "resolved.json").write_text(json.dumps(resolved, indent=1))

@@ -467,33 +467,29 @@ def test_cli_a_run_stopped_by_a_stop_request_is_not_a_success(workdir, demo_mode
     assert run_info(run_dir).status == "stopped" and "stopped at step" in said
 
 
-def test_a_run_aborted_before_its_first_checkpoint_says_no_weights_were_saved(workdir, demo_model):
-    """A second Ctrl+C before any save said "stopped at step N", as if something of it could be resumed."""
-    cfg = RunConfig.from_dict(tiny_sft_config(max_steps=30)).with_overrides({"training.save_steps": 1000})
+def _aborted_at(cfg: RunConfig, workdir, step: int) -> list:
+    """A run interrupted (as by a second Ctrl+C) at `step`: its events."""
     run_dir = create_run(cfg, workdir)
 
     def emit(ev):
-        if isinstance(ev, LogStep) and ev.step == 2:
+        if isinstance(ev, LogStep) and ev.step == step:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
         run_training(cfg, run_dir, emit=emit, workdir=workdir)
-    events = read_events(str(run_dir / "events.jsonl"))
+    return read_events(str(run_dir / "events.jsonl"))
+
+
+def test_a_run_aborted_before_its_first_checkpoint_says_no_weights_were_saved(workdir, demo_model):
+    """A second Ctrl+C before any save said "stopped at step N", as if something of it could be resumed."""
+    cfg = RunConfig.from_dict(tiny_sft_config(max_steps=30)).with_overrides({"training.save_steps": 1000})
+    events = _aborted_at(cfg, workdir, 2)
     assert [e.key for e in events if isinstance(e, Warning)][-1:] == ["warning.aborted_unsaved"]
     assert isinstance(events[-1], Finished) and events[-1].status == "stopped"
     # aborted after a checkpoint: where the run got to and what of it is saved ("stopped at step 5" hid that
     # checkpoint-3 is the newest)
-    cfg = cfg.with_overrides({"training.save_steps": 3})
-    run_dir = create_run(cfg, workdir)
-
-    def later(ev):
-        if isinstance(ev, LogStep) and ev.step == 5:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        run_training(cfg, run_dir, emit=later, workdir=workdir)
-    [said] = [e for e in read_events(str(run_dir / "events.jsonl")) if isinstance(e, Warning)
-              and e.key.startswith("warning.aborted")]
+    events = _aborted_at(cfg.with_overrides({"training.save_steps": 3}), workdir, 5)
+    [said] = [e for e in events if isinstance(e, Warning) and e.key.startswith("warning.aborted")]
     assert said.key == "warning.aborted_at" and (said.params["step"], said.params["saved"]) == (5, 3)
 
 

@@ -451,6 +451,15 @@ def build(ui: UI) -> None:
                         choice_keys=SWITCHES,
                         value=tr.compile,
                     )
+                    ui.add(
+                        gr.Number,
+                        "train-neftune",
+                        field="training.neftune_noise_alpha",
+                        label="ui.train.neftune",
+                        info="ui.train.neftune_info",
+                        value=tr.neftune_noise_alpha,
+                        step=1,
+                    )
                 with gr.Row():
                     ui.add(
                         gr.Number,
