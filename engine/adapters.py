@@ -78,6 +78,18 @@ class _CastUnlessAutocast:
         return not (torch.is_autocast_enabled("cuda") or torch.is_autocast_enabled("cpu"))
 
 
+def loraplus_optimizer(trainer, ratio: float):
+    """LoRA+ (peft's own): the trainer's optimizer, its class and settings as the run chose them, with the B
+    matrices' learning rate `ratio` times A's. Set as `trainer.optimizer` before training, the trainer keeps it and
+    schedules every group alike."""
+    from peft.optimizers import create_loraplus_optimizer
+
+    cls, kwargs = trainer.get_optimizer_cls_and_kwargs(trainer.args, trainer.model)
+    lr = kwargs.pop("lr", trainer.args.learning_rate)
+    return create_loraplus_optimizer(trainer.model, cls, lr=lr, loraplus_lr_ratio=ratio,
+                                     loraplus_weight_decay=trainer.args.weight_decay, **kwargs)
+
+
 def cast_inputs_only_without_autocast(model):
     """peft casts each LoRA layer's input to the adapter's dtype: on a GPU, a bf16 activation to fp32 (LoRA weights
     stay fp32), a full copy per adapted layer that autocast casts straight back to bf16 for the matmul and keeps

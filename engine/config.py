@@ -90,6 +90,7 @@ class AdapterConfig:
     target_modules: list[str] = field(default_factory=lambda: ["all-linear"], metadata={"help": "Modules to adapt, or all-linear."})
     use_dora: bool = field(default=False, metadata={"help": "DoRA: weight-decomposed LoRA."})
     use_rslora: bool = field(default=False, metadata={"help": "rsLoRA: scale by alpha/sqrt(r) instead of alpha/r."})
+    loraplus_lr_ratio: float = field(default=0.0, metadata={"help": "LoRA+: the B matrices learn this many times faster than A (the paper's 16 trained faster at the same cost). 0: off. LoRA only."})
     freeze_trainable_layers: int = field(default=2, metadata={"help": "freeze: train only the last N decoder layers."})
     init_from: Optional[str] = field(default=None, metadata={"help": "Continue training this LoRA adapter (a run folder, or on the command line its id, its adapter folder or a checkpoint): an SFT run's adapter to go on with DPO, say. Its rank, alpha and modules are the adapter's own; the board lists the runs of the same base. A default system prompt it learnt with that this run does not add is said when the run starts."})
 
@@ -98,6 +99,10 @@ class AdapterConfig:
         _check_range(self, "alpha", 0, lo_open=True)
         _check_range(self, "dropout", 0, 1, hi_open=True)
         _check_range(self, "freeze_trainable_layers", 1)
+        _check_range(self, "loraplus_lr_ratio", 0, 1000)
+        if 0 < self.loraplus_lr_ratio < 1:  # B slower than A is no LoRA+: 0.16 for 16 is the likely slip
+            _fail("loraplus_lr_ratio", "error.config.range", f"must be 0 or at least 1, got {self.loraplus_lr_ratio}",
+                  value=self.loraplus_lr_ratio, bound="0 / >= 1")
         if not self.target_modules:
             _fail("target_modules", "error.config.required", "name at least one module, or all-linear")
 

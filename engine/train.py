@@ -261,6 +261,8 @@ def _train(cfg: RunConfig, run_dir: Path, log: EventLog, should_stop, workdir, d
     args = training_args(cfg, res, run_dir, eval_ds is not None)
     trainer = stage.build(model, tokenizer, train_ds, eval_ds, cfg, res, args, [callback])
     trainer.remove_callback(PrinterCallback)  # our events and progress bar say it, once
+    if cfg.adapter.method == "lora" and cfg.adapter.loraplus_lr_ratio:
+        trainer.optimizer = adapters.loraplus_optimizer(trainer, cfg.adapter.loraplus_lr_ratio)
     walks = walk_once(trainer)  # the trainer's per-step walks over every module, answered from lists
     noise = add_neftune(trainer.model, cfg.training.neftune_noise_alpha) if cfg.training.neftune_noise_alpha else None
     count_tokens(trainer, callback.tokens)

@@ -120,6 +120,22 @@ def test_resume_continues_the_step_count(workdir, demo_model):
     assert rates(train_run(workdir, cfg)) == pytest.approx(whole[3:], rel=1e-6)
 
 
+def test_loraplus_trains_the_b_matrices_faster_and_resumes(workdir, demo_model):
+    """LoRA+: the optimizer's groups as peft makes them, B at 16x A's rate, each following the schedule; a resume
+    reloads them (a plain optimizer's two groups would not take the checkpoint's four)."""
+    cfg = tiny_sft_config(max_steps=4, save_steps=2, lr_scheduler_type="linear")
+    cfg["adapter"]["loraplus_lr_ratio"] = 16
+    run_dir = train_run(workdir, cfg)
+    state = torch.load(run_dir / "checkpoints" / "checkpoint-2" / "optimizer.pt", weights_only=False)
+    groups = [g for g in state["param_groups"] if g["params"]]
+    a, b = groups[0]["lr"], groups[1]["lr"]
+    assert a == pytest.approx(3e-3 * 2 / 4) and b == pytest.approx(16 * a)  # linear: half-way down at step 2
+    plain = logged_losses(train_run(workdir, tiny_sft_config(max_steps=4, lr_scheduler_type="linear")))
+    assert logged_losses(run_dir) != plain
+    cfg["training"]["resume_from"] = str(run_dir / "checkpoints" / "checkpoint-2")
+    assert logged_losses(train_run(workdir, cfg)) == pytest.approx(logged_losses(run_dir)[2:], rel=1e-5)
+
+
 @pytest.mark.parametrize("adapter", [{"use_dora": True}, {"use_rslora": True}, {"target_modules": ["q_proj", "v_proj"]}],
                          ids=["dora", "rslora", "q_v"])
 def test_lora_variants_train_and_record_their_kind(workdir, demo_model, adapter):

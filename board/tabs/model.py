@@ -421,6 +421,15 @@ def build(ui: UI) -> None:
                         info="ui.model.rslora_info",
                         value=d.adapter.use_rslora,
                     )
+                    ui.add(
+                        gr.Number,
+                        "model-loraplus",
+                        field="adapter.loraplus_lr_ratio",
+                        label="ui.model.loraplus",
+                        info="ui.model.loraplus_info",
+                        value=d.adapter.loraplus_lr_ratio,
+                        step=1,
+                    )
             ui.add(
                 Slider,
                 "model-freeze-layers",
