@@ -923,7 +923,8 @@ def test_the_data_tab_refuses_kto_data_for_dpo_and_takes_it_for_kto(tmp_path):
 
 
 def test_the_findings_table_gives_a_jsonl_row_its_line(tmp_path):
-    """A JSONL row's number is its line: the table's line column was empty for JSONL and filled for the rest."""
+    """A JSONL row has its line in the table (the line column was empty for JSONL and filled for the rest); after
+    a blank line the two differ: the second row is on line 3."""
     from engine.data import check_file
 
     p = tmp_path / "bad.jsonl"
@@ -932,7 +933,7 @@ def test_the_findings_table_gives_a_jsonl_row_its_line(tmp_path):
     c.write_text("instruction,output\nq,a\nq2,\n", encoding="utf-8")
     rows = data_tab.findings_rows([check_file(str(p)), check_file(str(c))], "en")
     errors = [r[:4] for r in rows if r[4] == t("ui.data.sev_error", "en")]
-    assert errors == [["bad.jsonl", 3, 3, "output"], ["bad.csv", 3, 3, "output"]]
+    assert errors == [["bad.jsonl", 2, 3, "output"], ["bad.csv", 3, 3, "output"]]
     # every file's errors first: the second file's error sat below the first one's warnings, past the scroll
     severities = [r[4] for r in rows]
     assert severities == sorted(severities, key=lambda sev: sev != t("ui.data.sev_error", "en"))

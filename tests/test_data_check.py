@@ -17,16 +17,17 @@ def found(name, severity="error", **kw):
 
 
 def test_jsonl_errors_every_kind_with_line_numbers():
+    # (row, line): line 3 is blank, so the rows after it are on the line after their number
     assert found("broken.jsonl") == [
         (2, 2, None, "data.unparseable"),
-        (9, 9, None, "data.trailing_comma"),
-        (4, None, "output", "data.missing_field"),
-        (5, None, "output", "data.empty_field"),
-        (7, None, None, "data.not_an_object"),
-        (10, None, "instruction", "data.empty_field"),
+        (8, 9, None, "data.trailing_comma"),
+        (3, 4, "output", "data.missing_field"),
+        (4, 5, "output", "data.empty_field"),
+        (6, 7, None, "data.not_an_object"),
+        (9, 10, "instruction", "data.empty_field"),
     ]
     # a number where text belongs is read as its text, as a CSV cell `42` is (LLaMA-Factory trains it too), and said
-    assert (6, None, "output", "data.number_as_text") in found("broken.jsonl", "warning")
+    assert (5, 6, "output", "data.number_as_text") in found("broken.jsonl", "warning")
 
 
 def test_json_array_errors_give_the_index_and_the_start_line():
@@ -40,12 +41,12 @@ def test_json_array_errors_give_the_index_and_the_start_line():
 def test_conversation_errors():
     got = found("broken_sharegpt.jsonl")
     assert got == [
-        (1, None, "conversations", "data.starts_with_assistant"),
-        (2, None, "conversations", "data.not_alternating"),
-        (3, None, "conversations", "data.ends_without_answer"),
-        (4, None, "conversations", "data.unknown_role"),
-        (5, None, "conversations", "data.system_not_first"),
-        (6, None, "conversations", "data.empty_message"),
+        (1, 1, "conversations", "data.starts_with_assistant"),
+        (2, 2, "conversations", "data.not_alternating"),
+        (3, 3, "conversations", "data.ends_without_answer"),
+        (4, 4, "conversations", "data.unknown_role"),
+        (5, 5, "conversations", "data.system_not_first"),
+        (6, 6, "conversations", "data.empty_message"),
     ]
     _, result = inspect_path(str(FIX / "broken_sharegpt.jsonl"))
     by_row = {f.row: f.params for f in result.findings}
@@ -54,23 +55,25 @@ def test_conversation_errors():
 
 def test_preference_errors():
     assert found("broken_preference.jsonl") == [
-        (2, None, "rejected", "data.missing_rejected"),
-        (3, None, "output", "data.preference_pair"),
-        (4, None, "prompt", "data.prompt_ends_with_assistant"),
+        (2, 2, "rejected", "data.missing_rejected"),
+        (3, 3, "output", "data.preference_pair"),
+        (4, 4, "prompt", "data.prompt_ends_with_assistant"),
     ]
 
 
-def test_csv_errors_use_file_lines_with_the_header_as_line_1():
-    assert found("broken.csv") == [(5, 5, None, "data.csv_field_count"), (6, 6, "output", "data.empty_field")]
+def test_csv_errors_give_the_spreadsheets_row_and_the_line():
+    """The header is row 1, as a spreadsheet shows it; row 2's cell holds two line breaks, so row 3 starts on line
+    5 (its line was said as its row: "row 12" of a 10-row file)."""
+    assert found("broken.csv") == [(3, 5, None, "data.csv_field_count"), (4, 6, "output", "data.empty_field")]
 
 
 def test_mixed_types_and_nested_columns_never_crash():
     assert found("mixed_types.jsonl") == [
-        (3, None, "instruction", "data.wrong_type"),
-        (4, None, "output", "data.wrong_type"),
-        (5, None, "input", "data.wrong_type"),  # a boolean is no text
+        (3, 3, "instruction", "data.wrong_type"),
+        (4, 4, "output", "data.wrong_type"),
+        (5, 5, "input", "data.wrong_type"),  # a boolean is no text
     ]
-    assert found("mixed_types.jsonl", "warning") == [(2, None, "instruction", "data.number_as_text"),
+    assert found("mixed_types.jsonl", "warning") == [(2, 2, "instruction", "data.number_as_text"),
                                                      (None, None, None, "data.ignored_columns")]
 
 
@@ -91,7 +94,7 @@ def test_empty_files_and_not_a_list():
 def test_mapped_columns_are_named_as_the_file_names_them(tmp_path):
     p = tmp_path / "m.jsonl"
     p.write_text('{"question": "q", "answer": ""}\n', encoding="utf-8")
-    assert found(str(p), columns={"instruction": "question", "output": "answer"}) == [(1, None, "answer", "data.empty_field")]
+    assert found(str(p), columns={"instruction": "question", "output": "answer"}) == [(1, 1, "answer", "data.empty_field")]
 
 
 def test_a_mapping_to_another_formats_field_reads_the_file_in_that_format(tmp_path):
@@ -306,9 +309,9 @@ def test_long_texts_are_announced_as_split_not_cut(tmp_path):
 def test_openai_weights_are_read_and_wrong_ones_refused_at_their_row():
     """OpenAI's per-answer `weight`: 0 keeps an answer as context only; anything but 0 or 1 on an answer is an error;
     on other messages it is left aside, as OpenAI does."""
-    assert found("openai_weights.jsonl") == [(4, None, "messages", "data.bad_weight"),
-                                             (5, None, "messages", "data.bad_weight")]
-    assert (2, None, "messages", "data.all_weight_zero") in found("openai_weights.jsonl", "warning")
+    assert found("openai_weights.jsonl") == [(4, 4, "messages", "data.bad_weight"),
+                                             (5, 5, "messages", "data.bad_weight")]
+    assert (2, 2, "messages", "data.all_weight_zero") in found("openai_weights.jsonl", "warning")
     _, result = inspect_path(str(FIX / "openai_weights.jsonl"))
     bad = {f.row: f.params for f in result.findings if f.key == "data.bad_weight"}
     assert bad[4] == {"index": 2, "value": "0.5"} and bad[5]["value"] == '"yes"'

@@ -37,8 +37,8 @@ def test_good_files_exit_0_and_print_format_stats_and_preview(capsys, tok_dir):
 def test_errors_exit_1_and_name_rows_and_fields(capsys, tok_dir):
     rc, out, _ = run(capsys, FIX / "alpaca.json", FIX / "broken.jsonl", "--model", tok_dir)
     assert rc == 1
-    assert "row 4, field output: The field output is missing" in out
-    assert "row 9: A comma before a closing bracket" in out and "6 errors," in out
+    assert "row 3 (line 4), field output: The field output is missing" in out  # line 3 is blank: no row
+    assert "row 8 (line 9): A comma before a closing bracket" in out and "6 errors," in out
 
 
 def test_warnings_alone_still_exit_0(capsys, tok_dir):
@@ -53,7 +53,7 @@ def test_json_document(capsys, tok_dir):
     bad, good = doc["files"]
     assert (bad["format"], bad["rows"], bad["errors"], bad["trainable"]) == ("sharegpt", 7, 6, False)
     first = bad["findings"][0]
-    assert first == {"row": 1, "line": None, "field": "conversations", "severity": "error",
+    assert first == {"row": 1, "line": 1, "field": "conversations", "severity": "error",
                      "key": "data.starts_with_assistant", "params": {},
                      "message": first["message"]} and "starts with the assistant" in first["message"]
     assert (good["format"], good["rows"], good["trainable"], good["source"]) == ("alpaca", 3, True, "csv")

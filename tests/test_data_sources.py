@@ -36,8 +36,10 @@ def test_jsonl_with_bom_and_crlf_keeps_unicode_and_line_numbers():
 
 def test_jsonl_bad_lines_are_reported_and_reading_goes_on():
     src = read_source(str(FIX / "broken.jsonl"))
-    assert keys(src) == [(2, 2, "data.unparseable"), (9, 9, "data.trailing_comma")]
-    assert src.numbers == [1, 4, 5, 6, 7, 8, 10]  # blank line 3 skipped, numbering kept
+    assert keys(src) == [(2, 2, "data.unparseable"), (8, 9, "data.trailing_comma")]
+    # blank line 3 is no row: the rows after it are numbered among the rows, each with its line (a check said
+    # "row 9" of the 7th record, and a reader who opened the 9th record found another)
+    assert src.numbers == [1, 3, 4, 5, 6, 7, 9] and src.lines == [1, 4, 5, 6, 7, 8, 10]
 
 
 def test_json_array_trailing_comma_before_closing_bracket_names_the_line():
@@ -90,13 +92,14 @@ def test_a_single_row_object_is_read_with_a_warning(tmp_path):
     assert len(src.rows) == 1 and [(f.severity, f.key) for f in src.findings] == [("warning", "data.single_object")]
 
 
-def test_csv_rows_are_numbered_by_their_start_line_with_the_header_as_line_1():
+def test_csv_rows_are_numbered_as_a_spreadsheet_shows_them_with_their_start_lines():
     src = read_source(str(FIX / "alpaca.csv"))
-    assert not src.findings and src.numbers == [2, 4, 5]  # row 1 spans lines 2-3 (a quoted line break)
+    # the header is row 1; row 2 spans lines 2-3 (a quoted line break), so row 3 starts on line 4
+    assert not src.findings and src.numbers == [2, 3, 4] and src.lines == [2, 4, 5]
     assert src.rows[0]["output"] == "Line one,\nline two." and src.rows[0]["instruction"] == "Write two lines."
     assert src.rows[2]["input"] == 'He said "hi"'
     src = read_source(str(FIX / "broken.csv"))
-    assert keys(src) == [(5, 5, "data.csv_field_count")] and src.numbers == [2, 6, 7]
+    assert keys(src) == [(3, 5, "data.csv_field_count")] and src.numbers == [2, 4, 5] and src.lines == [2, 6, 7]
 
 
 def test_csv_files_joined_with_cat_skip_the_second_header_and_say_so(tmp_path):
@@ -513,8 +516,8 @@ def test_a_key_given_twice_in_one_object_is_refused_at_its_row_and_line(tmp_path
                  '{"messages": [{"role": "user", "content": "q", "role": "assistant"}]}\n', encoding="utf-8")
     src = read_source(str(f))
     found = [(x.row, x.line, x.field, x.key, x.params) for x in src.findings]
-    assert found == [(3, None, "instruction", "data.repeated_key", {"name": "instruction"}),
-                     (5, None, "messages", "data.repeated_key", {"name": "role"})]
+    assert found == [(2, 3, "instruction", "data.repeated_key", {"name": "instruction"}),
+                     (4, 5, "messages", "data.repeated_key", {"name": "role"})]
     assert src.rows[1]["instruction"] == "서울?" and len(src.rows) == 4  # the rows are still read as JSON reads them
     pretty = tmp_path / "p.json"
     pretty.write_text('[\n  {\n    "instruction": "a",\n    "output": "b"\n  },\n  {\n    "instruction": "c",\n'
@@ -557,7 +560,8 @@ def test_old_mac_line_ends_split_rows_in_every_kind(tmp_path):
     p = tmp_path / "cr.jsonl"
     p.write_text('{"text": "one"}\r{"text": "two"}\r\r{"text": "three"}\r', encoding="utf-8", newline="")
     src = read_source(str(p))
-    assert not src.findings and [r["text"] for r in src.rows] == ["one", "two", "three"] and src.numbers == [1, 2, 4]
+    assert not src.findings and [r["text"] for r in src.rows] == ["one", "two", "three"] and src.numbers == [1, 2, 3]
+    assert src.lines == [1, 2, 4]
     p = tmp_path / "cr.txt"
     p.write_text("첫 문장.\r둘째 문장.\r셋째 문장.\r", encoding="utf-8", newline="")
     assert [r["text"] for r in read_source(str(p)).rows] == ["첫 문장.", "둘째 문장.", "셋째 문장."]
@@ -574,7 +578,7 @@ def test_csv_quotes_that_would_swallow_rows_are_refused_at_their_line(tmp_path):
     p.write_text('instruction,output\n"a ""quoted"" word","line one\nline two"\nq,a\n', encoding="utf-8")  # right
     src = read_source(str(p))
     assert not src.findings and src.rows[0] == {"instruction": 'a "quoted" word', "output": "line one\nline two"}
-    assert src.numbers == [2, 4]
+    assert src.numbers == [2, 3] and src.lines == [2, 4]
 
 
 def test_excel_empty_columns_and_rows_are_dropped_and_a_nameless_column_with_values_is_named(tmp_path):
@@ -625,12 +629,12 @@ def test_pretty_printed_rows_one_after_another_are_read_with_a_warning(tmp_path)
         p = tmp_path / name
         p.write_text("\n".join(json.dumps(r, indent=2, ensure_ascii=False) for r in rows) + "\n", encoding="utf-8")
         src = read_source(str(p))
-        assert src.rows == rows and src.numbers == [1, 5], name  # the line each object starts on
+        assert src.rows == rows and src.numbers == [1, 2] and src.lines == [1, 5], name  # where each starts
         assert [(f.key, f.params["rows"]) for f in src.findings] == [("data.multiline_rows", 2)]
     p = tmp_path / "commas.jsonl"  # an array's pretty-printed rows without its brackets: read, the commas said once
     p.write_text(",\n".join(json.dumps(r, indent=2, ensure_ascii=False) for r in rows) + "\n", encoding="utf-8")
     src = read_source(str(p))
-    assert src.rows == rows and src.numbers == [1, 5]
+    assert src.rows == rows and src.numbers == [1, 2] and src.lines == [1, 5]
     assert [(f.key, f.params.get("rows"), f.line) for f in src.findings] == [
         ("data.multiline_rows", 2, None), ("data.comma_after_rows", None, 4)]
     p = tmp_path / "broken.jsonl"  # one line broken among whole ones: still told line by line
@@ -676,7 +680,7 @@ def test_comment_lines_in_jsonl_are_skipped_and_said(tmp_path):
     p.write_text('# made by hand\n{"instruction": "a", "output": "b"}\n// two\n{"instruction": "c", "output": "d"}\n',
                  encoding="utf-8")
     src = read_source(str(p))
-    assert [r["output"] for r in src.rows] == ["b", "d"] and src.numbers == [2, 4]
+    assert [r["output"] for r in src.rows] == ["b", "d"] and src.numbers == [1, 2] and src.lines == [2, 4]
     assert [(f.severity, f.key, f.line) for f in src.findings] == [("warning", "data.json_comment", n) for n in (1, 3)]
 
 

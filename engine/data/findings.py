@@ -5,9 +5,11 @@ A finding names where (row, and the line the row starts on when the file has lin
 (a message key from locales/ with its parameters), so the CLI and the board say the same thing.
 
 Row numbers are counted the way a person finds the row in the file:
-  JSONL      the line number (blank lines count, as in an editor)
+  JSONL      the 1-based position among the file's rows (blank and comment lines are not rows); `line` is its
+             line, said beside the row where the two differ ("row 7 (line 9)")
   JSON       the 1-based position in the array; `line` is where the row's `{` is
-  CSV/TSV    the line the record starts on, the header being line 1 (first data row: 2)
+  CSV/TSV    the row as a spreadsheet numbers it, the header being row 1 (first data row: 2; a cell holding
+             line breaks is one row); `line` is where the record starts
   text       the line the sample starts on
   Parquet, hub datasets, dict-of-columns JSON: the 1-based position
 A finding about the whole file has row None.

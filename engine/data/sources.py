@@ -479,15 +479,17 @@ def _looks_like_jsonl(text: str) -> bool:
 
 
 def _read_jsonl(text: str, src: Source, pairs: bool = False) -> None:
+    if src.lines is None:
+        src.lines = []
     before = len(src.findings), len(src.rows)
     _read_lines(text, src, pairs)
     broken = any(f.severity == "error" for f in src.findings[before[0]:])
     if broken and (found := _concatenated(text, pairs)):
         # lines that don't parse alone but the whole text is objects one after another: pretty-printed rows
         values, commas = found
-        del src.findings[before[0]:], src.rows[before[1]:], src.numbers[before[1]:]
-        for value, line in values:
-            src.add(value, line)
+        del src.findings[before[0]:], src.rows[before[1]:], src.numbers[before[1]:], src.lines[before[1]:]
+        for number, (value, line) in enumerate(values, 1):
+            src.add(value, number, line)
         src.findings.append(warning(None, None, "data.multiline_rows", rows=len(values)))
         if commas:  # an array's rows pasted without its brackets: read as meant, said once
             src.findings.append(warning(None, None, "data.comma_after_rows", line=commas[0], count=len(commas)))
@@ -518,7 +520,10 @@ def _concatenated(text: str, pairs: bool) -> tuple[list[tuple[Any, int]], list[i
 
 
 def _read_lines(text: str, src: Source, pairs: bool) -> None:
+    """A row a line, numbered among the file's rows (a broken one counts; blank and comment lines do not), each
+    with its line: row 7 on line 9 where blank lines came before it."""
     commas: list[int] = []  # lines whose row ends with a comma (a JSON array's rows pasted as lines): read, said once
+    row = 0
     for number, line in enumerate(text.split("\n"), 1):
         stripped = line.strip().lstrip("\ufeff")  # files joined with `cat` keep each one's BOM
         if not stripped:
@@ -526,23 +531,24 @@ def _read_lines(text: str, src: Source, pairs: bool) -> None:
         if stripped.startswith(("//", "#")):  # a comment line, which no JSON value starts with: said, not a row
             src.findings.append(warning(None, None, "data.json_comment", line=number))
             continue
+        row += 1
         try:
-            src.add(_loads(stripped, pairs), number)
+            src.add(_loads(stripped, pairs), row, number)
         except (json.JSONDecodeError, ValueError) as e:
             late = _line_end_problem(stripped, e) if isinstance(e, json.JSONDecodeError) else None
             if late == "json.comma_after_row":
                 try:
-                    src.add(_loads(stripped.rstrip().removesuffix(","), pairs), number)
+                    src.add(_loads(stripped.rstrip().removesuffix(","), pairs), row, number)
                     commas.append(number)
                     continue
                 except ValueError:
                     pass
             if late:
-                f = error(number, None, "data.unparseable", line=number, column=e.pos + 1, error=late)
+                f = error(row, None, "data.unparseable", line=number, column=e.pos + 1, error=late)
             elif isinstance(e, json.JSONDecodeError):
-                f = _json_error(stripped, e, number - 1, row=number)
+                f = _json_error(stripped, e, number - 1, row=row)
             else:
-                f = error(number, None, "data.unparseable", line=number, column=1, error=_reason(str(e)))
+                f = error(row, None, "data.unparseable", line=number, column=1, error=_reason(str(e)))
             src.findings.append(f)
     if commas:
         src.findings.append(warning(None, None, "data.comma_after_rows", line=commas[0], count=len(commas)))
@@ -801,11 +807,11 @@ def _read_csv(text: str, src: Source, delimiter: str | None) -> None:
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
     records = _csv_records(reader, skip, src)
     header = next(records, None)
-    while header is not None and not any(h.strip() for h in header[1]):
+    while header is not None and not any(h.strip() for h in header[2]):
         header = next(records, None)
     if header is None:
         return
-    header_line, header = header[0], [h.strip() for h in header[1]]
+    header_line, header = header[1], [h.strip() for h in header[2]]
     unnamed = [i for i, h in enumerate(header) if not h]
     named = [h for h in header if h]
     if len(set(named)) != len(named):
@@ -815,13 +821,13 @@ def _read_csv(text: str, src: Source, delimiter: str | None) -> None:
     filled: set[int] = set()  # unnamed columns that hold something
     firsts: list[str] = []  # the first column's cells, which may be a row index
     trailing = 0  # rows with empty cells past the header's columns (a comma at the end of each line)
-    for start, record in records:
+    for row, start, record in records:
         if not any(cell.strip() for cell in record):
             continue
         if len(record) > len(header) and not any(c.strip() for c in record[len(header):]):
             record, trailing = record[:len(header)], trailing + 1  # nothing in them to lose: read as meant, said
         if len(record) != len(header):
-            src.findings.append(error(start, None, "data.csv_field_count", line=start,
+            src.findings.append(error(row, None, "data.csv_field_count", line=start,
                                       expected=len(header), got=len(record)))
             continue
         if [c.strip().lstrip("\ufeff") for c in record] == header:  # files joined with `cat`: the next one's header
@@ -829,7 +835,7 @@ def _read_csv(text: str, src: Source, delimiter: str | None) -> None:
             continue
         filled.update(i for i in unnamed if record[i].strip())
         firsts.append(record[0].strip())
-        src.add({h: v for h, v in zip(header, record, strict=False) if h}, start, start)
+        src.add({h: v for h, v in zip(header, record, strict=False) if h}, row, start)
     if trailing:
         src.findings.append(warning(None, None, "data.csv_trailing_cells", line=header_line, count=trailing,
                                     expected=len(header)))
@@ -849,11 +855,12 @@ def _numbers_rows(cells: list[str]) -> bool:
 
 
 def _csv_records(reader, skip: int, src: Source):
-    """(line the record starts on, its cells) for each record; a record whose quotes are wrong becomes a
-    finding at its line, and reading goes on from the line after."""
-    last = skip
+    """(row, line the record starts on, its cells) for each record, the row as a spreadsheet numbers it (the
+    header row 1; a cell holding line breaks spans lines and is one row); a record whose quotes are wrong becomes
+    a finding at its row and line, and reading goes on from the line after."""
+    last, row = skip, skip
     while True:
-        start = last + 1
+        start, row = last + 1, row + 1
         try:
             record = next(reader)
         except StopIteration:
@@ -861,15 +868,15 @@ def _csv_records(reader, skip: int, src: Source):
         except csv.Error as e:
             last = reader.line_num + skip
             if "end of data" in str(e):  # a quoted cell still open at the end of the file
-                src.findings.append(error(start, None, "data.csv_unclosed_quote", line=start))
+                src.findings.append(error(row, None, "data.csv_unclosed_quote", line=start))
                 return
             if "'\"'" in str(e):  # ',' expected after '"'
-                src.findings.append(error(start, None, "data.csv_bad_quote", line=start))
+                src.findings.append(error(row, None, "data.csv_bad_quote", line=start))
             else:
-                src.findings.append(error(start, None, "data.unparseable", line=start, column=1, error=str(e)))
+                src.findings.append(error(row, None, "data.unparseable", line=start, column=1, error=str(e)))
             continue
         last = reader.line_num + skip
-        yield start, record
+        yield row, start, record
 
 
 TXT_LINES_PER_BLOCK = 50  # blocks this long on average: said, in case the blank lines were not meant as breaks
