@@ -716,3 +716,23 @@ def test_openassistant_message_trees_are_threaded_into_their_best_ranked_convers
     p = tmp_path / "oasst.jsonl"  # and from JSONL, each conversation at its first message's line
     p.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n", encoding="utf-8")
     assert read_source(str(p)).numbers == [1, 7]
+
+
+def test_a_git_lfs_pointer_or_a_web_page_is_named_for_what_it_is(tmp_path):
+    """A clone without git-lfs leaves pointers where the data was, and a failed download saves an error page: they
+    read as a broken Parquet file (pyarrow's words) or as rows that cannot be parsed."""
+    pointer = ("version https://git-lfs.github.com/spec/v1\noid sha256:" + "4d7a" * 16 + "\nsize 12345678\n")
+    for name in ("train.parquet", "train.jsonl", "train.csv"):
+        p = tmp_path / name
+        p.write_text(pointer, encoding="utf-8")
+        [f] = read_source(str(p)).findings
+        assert (f.key, f.params["size"]) == ("data.lfs_pointer", "11.8 MB") and "git lfs pull" in f.message("en")
+    page = tmp_path / "data.json"
+    page.write_text("<!DOCTYPE html>\n<html><head><title>404 &ndash; Not Found</title></head><body>x</body></html>\n")
+    src = read_source(str(page))
+    assert [(f.key, f.params["title"]) for f in src.findings] == [("data.html_page", "404 – Not Found")] and not src.rows
+    page.write_text("<html>\n<body><h1>Sign in</h1> to continue</body></html>")  # no title: its first words
+    assert read_source(str(page)).findings[0].params["title"] == "Sign in to continue"
+    text = tmp_path / "pages.txt"  # a web page as pretraining text is the reader's to choose
+    text.write_text("<html><body>A page kept as text.</body></html>\n")
+    assert not read_source(str(text)).findings

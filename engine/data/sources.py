@@ -11,6 +11,7 @@ import bisect
 import contextlib
 import csv
 import gzip
+import html
 import io
 import itertools
 import json
@@ -110,6 +111,10 @@ def _read_file(path: str) -> Source:
         except (OSError, EOFError, zlib.error) as e:
             return _fatal(path, kind, "data.read_failed", path=path, error=_read_error(e))
         looks = _binary_kind(data)
+    if (size := _lfs_pointer(data)) is not None:  # a clone without git-lfs: the data's stand-in, not the data
+        return _fatal(path, kind, "data.lfs_pointer", path=path, size=_size_text(size))
+    if kind != "text" and (title := _html_page(data)) is not None:  # a .txt of HTML may be meant: pretraining text
+        return _fatal(path, kind, "data.html_page", path=path, title=title)
     if kind == "arrow":
         return _read_arrow(path, data)
     if looks == "Parquet" or kind == "parquet":
@@ -223,6 +228,36 @@ _FILE_SUFFIXES = {".gz", ".zip", ".bz2", ".xz", ".zst", ".tar", ".7z", ".avro", 
 _MAGIC = ((b"\x1f\x8b", "gzip"), (b"PK\x03\x04", "ZIP (.xlsx, .docx, .zip)"),
           (b"\xd0\xcf\x11\xe0", "Excel (.xls)"), (b"\x89PNG", "PNG"), (b"\xff\xd8\xff", "JPEG"),
           (b"SQLite format 3\x00", "SQLite"))
+
+
+_LFS = re.compile(rb"version https://git-lfs\.github\.com/spec/v1\s*\n(?:.*\n)*?size (\d+)")
+_HTML = re.compile(rb"\s*(?:<!--.*?-->\s*)*<(?:!doctype\s+html|html)[\s>]", re.IGNORECASE | re.DOTALL)
+_TITLE = re.compile(rb"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
+
+
+def _lfs_pointer(data: bytes) -> int | None:
+    """The size of the file a Git LFS pointer stands for, where `data` is one (a clone made without git-lfs)."""
+    m = _LFS.match(data[:1024].lstrip(b"\xef\xbb\xbf")) if len(data) < 1024 else None
+    return int(m[1]) if m else None
+
+
+def _html_page(data: bytes) -> str | None:
+    """The title of the web page `data` is (a download that got an error or sign-in page), else None."""
+    head = data[:65536].lstrip(b"\xef\xbb\xbf")
+    if not _HTML.match(head):
+        return None
+    title = _TITLE.search(head)  # or, where it has none, its first words
+    text = title[1] if title else re.sub(rb"<(script|style)\b.*?</\1>|<[^>]*>", b" ", head, flags=re.I | re.S)
+    text = html.unescape(re.sub(r"\s+", " ", text.decode("utf-8", "replace")).strip())
+    return (text[:117] + "...") if len(text) > 120 else text or "..."
+
+
+def _size_text(size: int) -> str:
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:,} {unit}" if unit == "bytes" else f"{size:.1f} {unit}"
+        size /= 1024
+    return str(size)
 
 
 def _binary_kind(data: bytes) -> str | None:
