@@ -50,7 +50,11 @@ def test_conversation_errors():
     ]
     _, result = inspect_path(str(FIX / "broken_sharegpt.jsonl"))
     by_row = {f.row: f.params for f in result.findings}
-    assert by_row[2] == {"index": 2, "role": "user"} and by_row[4]["role"] == "narrator" and by_row[5] == {"index": 3}
+    assert by_row[2] == {"index": 2, "role": "user", "who": "role.user"} and by_row[4]["role"] == "narrator"
+    assert by_row[5] == {"index": 3}
+    # the role is said in the reader's language ("a second user message" stayed English in Korean)
+    said = next(f for f in result.findings if f.row == 2).message("ko")
+    assert "두 번째 사용자 메시지" in said and "user" not in said
 
 
 def test_preference_errors():
@@ -173,7 +177,7 @@ def test_every_data_key_is_translated_and_formats(lang):
                                                 "mapping", "answer", "max_length", "longest", "p50", "p90", "p99",
                                                 "rows", "val_size", "value", "kind", "errors", "warnings", "estimated",
                                                 "min", "max", "over", "cut", "packed", "tokens", "loss", "ours",
-                                                "others", "split", "splits", "trees", "left", "size", "title")}, lang)
+                                                "others", "split", "splits", "trees", "left", "size", "title", "who")}, lang)
         assert "{" not in text.replace("{...}", ""), (lang, key, text)
 
 

@@ -736,3 +736,14 @@ def test_a_git_lfs_pointer_or_a_web_page_is_named_for_what_it_is(tmp_path):
     text = tmp_path / "pages.txt"  # a web page as pretraining text is the reader's to choose
     text.write_text("<html><body>A page kept as text.</body></html>\n")
     assert not read_source(str(text)).findings
+
+
+def test_an_empty_or_cut_parquet_file_is_said_in_the_readers_language(tmp_path):
+    """pyarrow's "Parquet magic bytes not found in footer" went out as it was, in English in a Korean check."""
+    empty = tmp_path / "empty.parquet"
+    empty.write_bytes(b"")
+    assert [f.key for f in read_source(str(empty)).findings] == ["data.empty_file"]
+    cut = tmp_path / "cut.parquet"
+    cut.write_bytes(b"PAR1" + b"x" * 100)
+    [f] = read_source(str(cut)).findings
+    assert f.key == "data.parquet_error" and "magic" not in f.message("ko") and "잘렸거나" in f.message("ko")

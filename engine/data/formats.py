@@ -540,7 +540,7 @@ def check_turns(msgs: list[dict[str, str]], field: str, probs: Problems, end: st
             probs.add(field, "data.starts_with_assistant")
             return False
         if role == prev:
-            probs.add(field, "data.not_alternating", index=i, role=role)
+            probs.add(field, "data.not_alternating", index=i, role=role, who=f"role.{role}")  # said in the language
             return False
         prev = role
     if prev is None:

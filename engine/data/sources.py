@@ -104,6 +104,8 @@ def _read_file(path: str) -> Source:
             data = gzip.decompress(data)
     except (OSError, EOFError, zlib.error) as e:
         return _fatal(path, kind, "data.read_failed", path=path, error=_read_error(e))
+    if not data.strip():  # an empty file of any kind is said as one (an empty .parquet was "magic bytes not found")
+        return Source(path, kind)
     looks = _binary_kind(data)
     if looks == "gzip" and kind != "parquet":  # compressed, but not named .gz: read what it holds
         try:
@@ -949,7 +951,8 @@ def _read_parquet(path: str, data: bytes) -> Source:
 
         table = pq.read_table(io.BytesIO(data))
     except Exception as e:  # pyarrow raises several types for a damaged file
-        src.findings.append(error(None, None, "data.parquet_error", error=str(e)[:300]))
+        cut = any(w in str(e) for w in ("magic bytes", "file size is 0", "footer"))  # pyarrow's words, in English
+        src.findings.append(error(None, None, "data.parquet_error", error="file.parquet_damaged" if cut else str(e)[:300]))
         return src
     src.rows = table.to_pylist()
     src.numbers = list(range(1, len(src.rows) + 1))
