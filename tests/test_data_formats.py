@@ -244,6 +244,19 @@ def test_xlam_function_calling_rows_map_to_alpaca_with_tool_calls(tmp_path):
     assert not probs and rec["messages"][-1] == bot('[{"name": "Al", "arguments": 1}]')
 
 
+def test_a_pair_whose_answers_repeat_another_conversation_says_which_question_differs():
+    """UltraFeedback-style rows repeat the prompt in chosen; one that repeats another question was told "must contain
+    only assistant messages", while the rows that repeat their own prompt pass."""
+    row = {"prompt": "Explain gravity", "chosen": [user("Explain gravity"), bot("Mass attracts mass.")],
+           "rejected": [bot("No.")]}
+    rec, probs = normalize_row(row, "preference")
+    assert not probs and rec["chosen"] == [bot("Mass attracts mass.")]
+    _, probs = normalize_row({**row, "chosen": [user("Explain magnets"), bot("Poles.")]}, "preference")
+    assert probs == [("chosen", "data.answer_prompt_differs", {"got": "Explain magnets", "expected": "Explain gravity"})]
+    _, probs = normalize_row({**row, "rejected": [bot("a"), {"role": "system", "content": "s"}]}, "preference")
+    assert [p[1] for p in probs] == ["data.answer_not_assistant"]
+
+
 def test_sharegpt_preference_with_chosen_and_rejected_messages():
     row = {"conversations": [{"from": "human", "value": "Q"}], "chosen": {"from": "gpt", "value": "A"},
            "rejected": {"from": "gpt", "value": "B"}}

@@ -645,7 +645,14 @@ def _answer(value: Any, field: str, probs: Problems, prompt: list[dict] | None =
                     probs.add(field, "data.empty_field")
                     return None
         if msgs is not None and any(m["role"] != "assistant" for m in msgs):
-            probs.add(field, "data.answer_not_assistant")
+            theirs = [m["content"].strip() for m in msgs if m["role"] == "user"]
+            ours = [m["content"].strip() for m in prompt or [] if m["role"] == "user"]
+            asked = list(zip(theirs, ours, strict=False))  # as far as both go
+            differs = next(((t, o) for t, o in asked if t != o), None)
+            if differs:  # a whole conversation, but another one than the prompt's: its first question that differs
+                probs.add(field, "data.answer_prompt_differs", got=_short(differs[0]), expected=_short(differs[1]))
+            else:
+                probs.add(field, "data.answer_not_assistant")
             return None
         return msgs
     if blank(value):
@@ -657,6 +664,11 @@ def _answer(value: Any, field: str, probs: Problems, prompt: list[dict] | None =
             return None
         value = text
     return [{"role": "assistant", "content": value}]
+
+
+def _short(text: str, limit: int = 60) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def _prompt(row: dict, probs: Problems) -> list[dict] | None:
