@@ -506,3 +506,16 @@ def test_each_wrong_history_pair_is_said_by_its_item_number_and_an_empty_turn_is
     by_row = {f.row: f for f in findings}
     assert by_row[3].message("en") == "Item 1 of history should be a [question, answer] pair, but it is text"
     assert by_row[4].message("ko") == "history의 1번째 항목에 값이 3개 있습니다. [질문, 답변] 쌍은 값이 2개입니다"
+
+
+def test_a_row_of_another_format_is_said_as_one(tmp_path):
+    """A file mixing alpaca rows with a ShareGPT and a text row said "the field instruction is missing" at those
+    rows, and listed their fields as unused columns."""
+    p = tmp_path / "mixed.jsonl"
+    rows = [{"instruction": "q", "output": "a"}] * 3 + [{"conversations": [{"from": "human", "value": "q"}]},
+                                                        {"text": "a document"}, {"instruction": "q"}]
+    p.write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
+    _, result = inspect_path(str(p))
+    said = [(f.row, f.key, f.params.get("format")) for f in result.findings if f.severity == "error"]
+    assert said == [(4, "data.row_other_format", "sharegpt"), (5, "data.row_other_format", "text"),
+                    (6, "data.missing_field", None)]  # an alpaca row without its answer is that

@@ -26,6 +26,7 @@ from .formats import (
     map_columns,
     nearest_format,
     normalize_row,
+    row_format,
     suggest_mapping,
     used_fields,
 )
@@ -136,6 +137,7 @@ def analyze(rows: list[Any], fmt: str = "auto", *, columns: dict[str, str] | Non
     if name in ("auto", "text") and all(isinstance(r, str) or r is None for r in rows) and any(rows):
         rows = [{"text": r} for r in rows]  # a corpus; a null in it is one empty document, said at its row
     keys = _keys(rows)
+    detected = name == "auto"  # a row of another format then is a file mixing formats, said at the row
     if name == "auto":
         name = detect_format(rows, named=set(theirs))
         if name is None and keys:
@@ -149,6 +151,10 @@ def analyze(rows: list[Any], fmt: str = "auto", *, columns: dict[str, str] | Non
     for i, row in enumerate(rows):
         record, probs = normalize_row(row, name, need_rejected)
         out.records.append(record)
+        if detected and record is None and any(k == "data.missing_field" for _, k, _ in probs):
+            other = row_format(row) if isinstance(row, dict) else None  # a row of another format, said as such
+            if other and other != name and not {other, name} <= {"sharegpt", "messages"}:
+                probs = [(None, "data.row_other_format", {"format": other, "expected": name})]
         if name == "text" and [(f, k) for f, k, _ in probs] == [("text", "data.empty_field")]:
             empty.append(i)  # left out, said, not fatal
             continue

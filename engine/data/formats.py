@@ -124,7 +124,8 @@ def _output_calls(row: dict) -> list | None:
     return None
 
 
-def _row_format(row: dict) -> str | None:
+def row_format(row: dict) -> str | None:
+    """The format one row (columns mapped) is in, by its fields; None if none fits."""
     keys = row.keys()
     if "chosen" in keys or "rejected" in keys or ("prompt" in keys and _ranked(row.get("answers"))):
         return "preference"
@@ -150,7 +151,7 @@ def detect_format(rows: list[Any], columns: dict[str, str] | None = None, sample
     """The format most of the first `sample` rows are in; None if no known format fits. `named`: the fields the
     reader mapped columns to (rows already mapped), which a format must have to be the one meant."""
     mapped = [map_columns(row, columns) for row in rows[:sample] if isinstance(row, dict)]
-    votes = Counter(f for row in mapped if (f := _row_format(row)))
+    votes = Counter(f for row in mapped if (f := row_format(row)))
     found = votes.most_common(1)[0][0] if votes else None
     if named and found and not named <= used_fields(found):
         # the reader named fields of another format (`text=output` on alpaca rows: train the answers as text)
