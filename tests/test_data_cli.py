@@ -32,6 +32,13 @@ def test_good_files_exit_0_and_print_format_stats_and_preview(capsys, tok_dir):
     assert "alpaca.json: alpaca (conversational language modeling), 4 rows" in out
     assert "preference_columns.json: preference (conversational preference), 3 rows" in out
     assert "Tokens per row" in out and "[[한국의 수도는 서울입니다.<|im_end|>]]" in out and "Ready to train" in out
+    # each passes alone; checked together, that one run trains one stage is said (and not with --stage)
+    assert out.rstrip().splitlines()[-1].startswith("Note: these files suit different stages (sft: alpaca.json; "
+                                                    "dpo: preference_columns.json)")
+    rc, out, _ = run(capsys, FIX / "alpaca.json", FIX / "preference_columns.json", "--model", tok_dir, "--json")
+    assert json.loads(out)["notes"][0]["params"]["stages"] == "sft: alpaca.json; dpo: preference_columns.json"
+    rc, out, _ = run(capsys, FIX / "alpaca.json", FIX / "preference_columns.json", "--model", tok_dir, "--stage", "sft")
+    assert "different stages" not in out
 
 
 def test_errors_exit_1_and_name_rows_and_fields(capsys, tok_dir):

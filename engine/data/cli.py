@@ -47,13 +47,34 @@ def cmd_check(args: Any) -> int:
         for report in reports:
             report.stage_findings = for_stage(report, stage, tokenizer, max_length, method=method)
     ok = all(r.trainable for r in reports)
+    mixed = None if stage else mixed_stages(reports)
     if args.json:
         doc = {"trainable": ok, "max_length": max_length, "files": [r.to_dict() for r in reports]}
+        if mixed:
+            doc["notes"] = [{"key": "data.cli.mixed_stages", "params": {"stages": mixed},
+                             "message": message("data.cli.mixed_stages", {"stages": mixed})}]
         sys.stdout.write(json.dumps(doc, ensure_ascii=False, indent=1, default=str) + "\n")
     else:
         for report in reports:
             _print_report(report)
+        if mixed:
+            print(message("data.cli.mixed_stages", {"stages": mixed}))
     return 0 if ok else 1
+
+
+NATURAL_STAGE = {"text": "pt", "preference": "dpo", "unpaired": "dpo"}  # the others: conversations, for SFT
+
+
+def mixed_stages(reports: list[FileReport]) -> str | None:
+    """`sft: a.json; dpo: b.jsonl` where the files checked together suit different stages (each alone passed,
+    and a run of all of them trains one), else None."""
+    from pathlib import Path
+
+    by: dict[str, list[str]] = {}
+    for r in reports:
+        if r.format:
+            by.setdefault(NATURAL_STAGE.get(r.format, "sft"), []).append(Path(r.path).name)
+    return "; ".join(f"{s}: {', '.join(names)}" for s, names in by.items()) if len(by) > 1 else None
 
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\x9b]")  # not newline or tab
