@@ -159,9 +159,11 @@ def _read_file(path: str) -> Source:
     if src.damaged:
         _damaged_rows(src)
     if nul:  # the NUL's line fails to parse too: because of the NUL, not "a line break inside a text in quotes"
-        for f in src.findings:
-            if f.key == "data.unparseable" and nul in (f.line, f.params.get("line")):
-                f.params["error"] = "json.nul_byte"
+        said = [f for f in src.findings if f.key == "data.unparseable" and nul in (f.line, f.params.get("line"))]
+        for f in said:
+            f.params["error"] = "json.nul_byte"
+        if said:  # told at its row: the file's own word on the same byte goes
+            src.findings = [f for f in src.findings if not (f.key == "data.nul_byte" and f.line == nul)]
     return src
 
 
