@@ -177,7 +177,7 @@ def test_every_data_key_is_translated_and_formats(lang):
                                                 "mapping", "answer", "max_length", "longest", "p50", "p90", "p99",
                                                 "rows", "val_size", "value", "kind", "errors", "warnings", "estimated",
                                                 "min", "max", "over", "cut", "packed", "tokens", "loss", "ours",
-                                                "others", "split", "splits", "trees", "left", "size", "title", "who")}, lang)
+                                                "others", "split", "splits", "trees", "left", "size", "title", "who", "stages")}, lang)
         assert "{" not in text.replace("{...}", ""), (lang, key, text)
 
 
