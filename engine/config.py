@@ -145,6 +145,7 @@ class DataConfig:
     val_size: float = field(default=0.0, metadata={"help": "Validation split: a fraction (<1) or a row count (>=1)."})
     packing: Literal["auto", "on", "off"] = field(default="auto", metadata={"help": "Pack samples into full rows of the cutoff; position ids restart per sample, so packed samples never see each other. auto: on where a variable-length kernel keeps them apart at no cost (flash-attn or PyTorch's varlen on a GPU, padding-free not off); off on CPU, under sdpa or eager, and for the demo model. DPO never packs."})
     assistant_only_loss: bool = field(default=True, metadata={"help": "SFT: compute the loss on the assistant's answers only."})
+    mask_history: bool = field(default=False, metadata={"help": "SFT: train on each conversation's last answer only; its earlier answers stay as context (LLaMA-Factory's mask_history). Off: every answer trains."})
     system_prompt: Optional[str] = field(default=None, metadata={"help": "Default system prompt for rows that have none."})
     skip_bad_rows: bool = field(default=False, metadata={"help": "Train on the rows without errors and leave the rows with errors out (counted and said when the run starts). Off: a file with any bad row is refused. A problem of the whole file (unreadable, unknown format, a column no row has) refuses it either way."})
     shuffle_seed: Optional[int] = field(default=None, metadata={"help": "Shuffle merged data with this seed (default: training.seed)."})

@@ -233,6 +233,30 @@ def test_sft_on_pairs_trains_the_chosen_answer_alone_not_the_prompts_earlier_ans
     assert "I have none." in trained and "Here is a list" not in trained
 
 
+def test_mask_history_trains_each_conversations_last_answer_alone(tmp_path):
+    """LLaMA-Factory's mask_history: the earlier answers are context; the preview shows what trains."""
+    from engine.data import check_file
+    from engine.data.load import for_stage
+    from engine.data.tokens import load_tokenizer
+
+    path = tmp_path / "chat.jsonl"
+    talk = [{"role": "user", "content": "Hi?"}, {"role": "assistant", "content": "Hello there."},
+            {"role": "user", "content": "Name?"}, {"role": "assistant", "content": "I am Tuneboard."}]
+    path.write_text(json.dumps({"messages": talk}) + "\n", encoding="utf-8")
+    weights = {}
+    for mask in (False, True):
+        train, _ = load_training_data(cfg("sft", {"path": str(path)}, val_size=0, mask_history=mask))
+        weights[mask] = [m.get("weight") for m in train[0]["messages"]]
+    assert weights == {False: [None] * 4, True: [None, 0, None, None]}
+    report = check_file(str(path), stage="sft")
+    tokenizer = load_tokenizer(None)
+    for_stage(report, "sft", tokenizer, 1024, mask_history=True)
+    trained = "".join(seg["text"] for view in report.preview[0]["views"] for seg in view["segments"] if seg["loss"])
+    assert "I am Tuneboard." in trained and "Hello there." not in trained
+    train, _ = load_training_data(cfg("pt", {"path": str(path)}, val_size=0, mask_history=True))
+    assert "Hello there." in train[0]["text"]  # pretraining reads the whole text, as it does without
+
+
 def test_llama_factory_kto_conversations_train_as_kto_and_sft_keeps_the_desirable_answers(tmp_path):
     """LLaMA-Factory's KTO rows are a conversation and a `kto_tag`: KTO refused them as "the messages format,
     which has no rejected answers", and SFT and pretraining trained the undesirable answers too."""

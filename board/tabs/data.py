@@ -110,7 +110,7 @@ def run_check(cfg: RunConfig, workdir: Path) -> list[Any]:
         # what the stage refuses or takes in another form (said by training too), the preview as it trains
         report.stage_findings = for_stage(report, cfg.stage, tokenizer, cfg.data.max_length, cfg.data.system_prompt,
                                           cfg.data.assistant_only_loss, path=Path(report.path).name,
-                                          method=cfg.dpo.method)
+                                          method=cfg.dpo.method, mask_history=cfg.data.mask_history)
         reports.append(report)
     return reports
 
@@ -504,6 +504,14 @@ def build(ui: UI) -> None:
                 )
                 ui.add(
                     gr.Checkbox,
+                    "data-mask-history",
+                    field="data.mask_history",
+                    label="ui.data.mask_history",
+                    info="ui.data.mask_history_info",
+                    value=d.mask_history,
+                )
+                ui.add(
+                    gr.Checkbox,
                     "data-skip-bad-rows",
                     field="data.skip_bad_rows",
                     label="ui.data.skip_bad_rows",
@@ -566,6 +574,7 @@ def wire(ui: UI) -> None:
         "data.format",
         "data.max_length",
         "data.assistant_only_loss",
+        "data.mask_history",
         "data.skip_bad_rows",
         "data.max_samples",
         "stage",

@@ -49,8 +49,9 @@ def describe(path: str, f: Finding) -> str:
     return f"{path}{' ' + where if where else ''}: {f.message()}"
 
 
-def to_stage(record: dict, stage: str, system_prompt: str | None) -> dict:
-    """A normalised row in the form `stage` trains on (see the module's table)."""
+def to_stage(record: dict, stage: str, system_prompt: str | None, mask_history: bool = False) -> dict:
+    """A normalised row in the form `stage` trains on (see the module's table); `mask_history`: SFT on a
+    conversation's last answer alone, its earlier answers context."""
     if "text" in record:
         return {"text": record["text"]}
     if "messages" in record:
@@ -67,7 +68,7 @@ def to_stage(record: dict, stage: str, system_prompt: str | None) -> dict:
         return {"text": plain_text(prompt + answer)}
     if stage == "dpo":
         return {"prompt": prompt, "chosen": answer, "rejected": rejected}
-    if "messages" in record:
+    if "messages" in record and not mask_history:
         return {"messages": prompt + answer}
     # a prompt's earlier answers are context, as trl trains a prompt-completion row on its completion alone (an
     # HH-RLHF prompt holds red-team answers nobody judged; only the chosen answer was)
@@ -108,7 +109,7 @@ def stage_note(fmt: str, stage: str, path: str) -> tuple[str, dict[str, Any]] | 
 
 def for_stage(report: Any, stage: str, tokenizer: Any = None, max_length: int | None = None,
               system_prompt: str | None = None, assistant_only: bool = True, path: str | None = None,
-              method: str | None = None) -> list[dict]:
+              method: str | None = None, mask_history: bool = False) -> list[dict]:
     """A checked file (`FileReport`) as `stage` will train it: what the stage refuses (severity error) or takes
     in another form (warning), as {"key", "params", "severity"}; and its preview drawn again as the stage sees
     the rows: a conversation as the plain text pretraining reads, the system prompt a run adds
@@ -123,9 +124,9 @@ def for_stage(report: Any, stage: str, tokenizer: Any = None, max_length: int | 
         out.append({"key": refusal[0], "params": refusal[1], "severity": "error"})
     elif note := stage_note(report.format, stage, name):
         out.append({"key": note[0], "params": note[1], "severity": "warning"})
-    if refusal is None and (note is not None or system_prompt):
+    if refusal is None and (note is not None or system_prompt or (mask_history and stage == "sft")):
         for item in report.preview:
-            record = to_stage(item["record"], stage, system_prompt)
+            record = to_stage(item["record"], stage, system_prompt, mask_history)
             item["views"] = render(record, tokenizer, assistant_only and stage == "sft", max_length)
     return out
 
@@ -182,7 +183,7 @@ def load_training_data(cfg: RunConfig, notes: list[tuple[str, dict]] | None = No
             desirable = [r for r in records if r.get("label") is not False]
             undesirable += len(records) - len(desirable)
             records = desirable
-        rows += [to_stage(r, stage, data.system_prompt) for r in records]
+        rows += [to_stage(r, stage, data.system_prompt, data.mask_history and stage == "sft") for r in records]
     if stage == "dpo" and any("label" in r for r in rows) and any("chosen" in r for r in rows):
         rows = [u for r in rows for u in _unpaired(r)]  # KTO on pairs and unpaired answers at once: all unpaired
     if not rows and undesirable:
