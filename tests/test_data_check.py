@@ -519,3 +519,11 @@ def test_a_row_of_another_format_is_said_as_one(tmp_path):
     said = [(f.row, f.key, f.params.get("format")) for f in result.findings if f.severity == "error"]
     assert said == [(4, "data.row_other_format", "sharegpt"), (5, "data.row_other_format", "text"),
                     (6, "data.missing_field", None)]  # an alpaca row without its answer is that
+
+
+def test_a_file_of_lists_is_in_no_format(tmp_path):
+    """[["q", "a"], ...] was headed "text (plain-text language modeling)" above its errors."""
+    p = tmp_path / "lists.json"
+    p.write_text('[["q", "a"], ["q2", "a2"]]', encoding="utf-8")
+    _, result = inspect_path(str(p))
+    assert result.format is None and [f.key for f in result.findings] == ["data.not_an_object"] * 2

@@ -137,13 +137,14 @@ def analyze(rows: list[Any], fmt: str = "auto", *, columns: dict[str, str] | Non
     if name in ("auto", "text") and all(isinstance(r, str) or r is None for r in rows) and any(rows):
         rows = [{"text": r} for r in rows]  # a corpus; a null in it is one empty document, said at its row
     keys = _keys(rows)
-    detected = name == "auto"  # a row of another format then is a file mixing formats, said at the row
+    detected, shapeless = name == "auto", False  # detected: a row of another format is then said at the row
     if name == "auto":
         name = detect_format(rows, named=set(theirs))
         if name is None and keys:
             out.findings.append(unknown_columns(keys))
             return out
-        name = name or "text"  # no row is an object: every row gets `not_an_object` below
+        shapeless = name is None  # no row is an object: every row gets `not_an_object` below, in no format
+        name = name or "text"
     out.format = name
     at = (lambda i: lines[i]) if lines else (lambda i: None)
     need_rejected = stage not in ("sft", "pt")
@@ -204,6 +205,8 @@ def analyze(rows: list[Any], fmt: str = "auto", *, columns: dict[str, str] | Non
             out.findings.append(error(out.numbers[i], None, "data.template_error", at(i), error=reason))
         if max_length:
             _too_long(out, good, max_length, tokenizer, at)
+    if detected and shapeless and not good:  # a list of lists was headed "text (plain-text language modeling)"
+        out.format = None
     return out
 
 
