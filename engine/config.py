@@ -65,6 +65,7 @@ class ModelConfig:
     precision: Precision = field(default="auto", metadata={"help": "auto: bf16 on GPUs with compute capability >= 8.0, fp16 below, fp32 on CPU."})
     attn_implementation: Attention = field(default="auto", metadata={"help": "auto: flash_attention_2 when flash-attn is installed on a GPU; else varlen (PyTorch's variable-length kernel) on a GPU of compute capability 8.0+; else sdpa. A model that soft-caps its attention scores (Gemma 2) gets eager instead of varlen or sdpa, which can't cap them (asking for those is refused)."})
     chat_template: ChatTemplate = field(default="auto", metadata={"help": "auto: the tokenizer's own template, else ChatML."})
+    rope_scaling: Literal["none", "linear", "dynamic", "yarn"] = field(default="none", metadata={"help": "Stretch the model's rotary positions to reach a cutoff (data.max_length) longer than its context, by the cutoff over the context rounded up: linear (position interpolation), dynamic (NTK) or yarn. Kept for chat, eval and a merged export; a model that scales its positions already keeps its own. none: positions as trained."})
     trust_remote_code: bool = field(default=False, metadata={"help": "Run Python code shipped with the model. Only for models you trust."})
 
     def __post_init__(self) -> None:

@@ -38,6 +38,7 @@ from .config import (
     upcast_choice,
 )
 from .messages import TuneboardError, message
+from .rope import rope_overrides
 
 GB = 1024**3  # "GB" here is GiB, the unit nvidia-smi and torch report a card's memory in
 DEFAULT_GPU_GB = 24.0
@@ -511,7 +512,11 @@ def estimate(model_config: dict, cfg: RunConfig, gpu_memory_gb: float | None = N
         weights += n_total * p.e  # a frozen reference copy in the compute dtype (engine/dpo.py)
         notes.append({"key": "estimate.note.reference", "params": {}})
     context = text_config(model_config).get("max_position_embeddings")
-    if isinstance(context, int) and 0 < context < cfg.data.max_length:  # rows past it: positions it never learnt
+    stretched, _, said = rope_overrides(model_config, cfg.model.rope_scaling, cfg.data.max_length)
+    if stretched:  # model.rope_scaling reaches the cutoff
+        notes.append({"key": "estimate.note.rope_scaled", "params": {k: said[k] for k in ("kind", "context", "factor",
+                                                                                         "cutoff")}})
+    elif isinstance(context, int) and 0 < context < cfg.data.max_length:  # rows past it: positions it never learnt
         notes.append({"key": "estimate.note.beyond_context", "params": {"cutoff": cfg.data.max_length,
                                                                          "context": context}})
     if a.experts:

@@ -256,6 +256,7 @@ def load_model(cfg: RunConfig, res: Resolved, for_training: bool = True, dtype: 
     if q is not None:
         kwargs["quantization_config"] = q
         kwargs["device_map"] = {"": 0} if res.device == "cuda" else "cpu"
+    kwargs.update(rope_plan(cfg, res)[0] or {})
     try:
         model = hub_call(cfg.model.name_or_path, AutoModelForCausalLM.from_pretrained, res.path, **kwargs)
     except (ImportError, RuntimeError) as e:
@@ -268,6 +269,17 @@ def load_model(cfg: RunConfig, res: Resolved, for_training: bool = True, dtype: 
         keep_cpu_4bit_layout(model, for_training)
     model.config.use_cache = not for_training
     return model
+
+
+def rope_plan(cfg: RunConfig, res: Resolved, workdir=None) -> tuple[dict | None, str, dict]:
+    """`model.rope_scaling` for this model and cutoff (engine/rope.py): from_pretrained's overrides, or None."""
+    if cfg.model.rope_scaling == "none":
+        return None, "", {}
+    from .estimate import load_model_config
+    from .rope import rope_overrides
+
+    return rope_overrides(load_model_config(res.path, workdir, cfg.model.revision), cfg.model.rope_scaling,
+                          cfg.data.max_length)
 
 
 def keep_cpu_4bit_layout(model, training: bool) -> None:

@@ -223,6 +223,9 @@ def _train(cfg: RunConfig, run_dir: Path, log: EventLog, should_stop, workdir, d
         log(Warning(key="warning.building_demo", message=message("warning.building_demo")))
     res = model_mod.resolve(cfg, workdir)
     _fit_checkpointing(cfg, res, workdir, log)
+    if cfg.model.rope_scaling != "none":  # what the stretch does here, or why it does nothing
+        _, key, params = model_mod.rope_plan(cfg, res, workdir)
+        log(Warning(key=key, params=params, message=message(key, params)))
     resume = resume_checkpoint(cfg, run_dir)
     _check_resume_layout(cfg, resume, res.packing)
     for key, params in check_init_from(cfg):

@@ -76,6 +76,7 @@ ESTIMATE_INPUTS = [
     "adapter.freeze_trainable_layers",
     "adapter.use_dora",
     "data.max_length",
+    "model.rope_scaling",
     "training.per_device_train_batch_size",
     "training.gradient_checkpointing",
     "training.checkpoint_layers",
@@ -470,6 +471,15 @@ def build(ui: UI) -> None:
                     info="ui.model.template_info",
                     choice_keys=TEMPLATES,
                     value=d.model.chat_template,
+                )
+                ui.add(
+                    gr.Dropdown,
+                    "model-rope",
+                    field="model.rope_scaling",
+                    label="ui.model.rope",
+                    info="ui.model.rope_info",
+                    choice_keys=[(None, "none"), (None, "linear"), (None, "dynamic"), (None, "yarn")],
+                    value=d.model.rope_scaling,
                 )
             ui.add(
                 gr.Checkbox,
