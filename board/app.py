@@ -160,6 +160,8 @@ def build_app(workdir: str | os.PathLike, lang: str | None = None, jobs: Jobs | 
             module.wire(ui)
         if chat is not None and callable(getattr(chat, "wire", None)):
             chat.wire(ui)
+        # the data check says it is at work on the Data tab's summary (a change elsewhere may check the data too)
+        ui.wire_form_changes(show_progress="minimal", show_progress_on=[ui.c["data-summary"]])
         _wire_page(ui, demo, saved_lang, brand, forced)
     return demo, ui
 

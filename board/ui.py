@@ -30,6 +30,9 @@ class UI:
     states: dict[str, Any] = field(default_factory=dict)  # layout blocks a later handler shows or hides
     on_lang: list[tuple[Callable, list, list]] = field(default_factory=list)  # re-render after a switch
     on_load: list[tuple[Callable, list, list]] = field(default_factory=list)  # fill in when a page opens
+    # what a field's change redraws: (the dotted names it follows, None for all; fn(data) -> outputs' values;
+    # its outputs; extra inputs), run by one listener (`wire_form_changes`)
+    on_form_change: list[tuple[frozenset[str] | None, Callable, list, list]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.texts.lang = self.lang
@@ -72,6 +75,35 @@ class UI:
 
     def field_components(self) -> list[Any]:
         return list(self.fields.values())
+
+    def follow_form(self, names: list[str] | None, fn: Callable, outputs: list, inputs: list = ()) -> None:
+        """`fn(data)` (data: {component: value} of the fields, the session and `inputs`) redraws `outputs` when
+        one of the fields `names` (all where None) changes; the ones following all the fields run last."""
+        self.on_form_change.append((None if names is None else frozenset(names), fn, list(outputs), list(inputs)))
+
+    def wire_form_changes(self, **event: Any) -> None:
+        """One listener on every field's change for all that follows the form. Gradio's page, when an event it
+        held back (`always_last`: a run was in flight) is let go, sends the trigger's whole event again, every
+        listener on it: with three listeners on a field (the data check, the memory estimate, Start's gate),
+        each one finishing while another ran sent the event again, and on a loaded machine the page checked
+        its data every second for as long as it was open (CI, 2026-11-28). One listener ends that."""
+        import gradio as gr
+
+        follow = sorted(self.on_form_change, key=lambda x: x[0] is None)  # the whole form's last: they gate Start
+        outputs = list(dict.fromkeys(o for _, _, outs, _ in follow for o in outs))
+        inputs = {self.session, *self.field_components(), *(i for *_, extra in follow for i in extra)}
+        names = {comp.elem_id: name for name, comp in self.fields.items()}
+
+        def changed(data: dict, evt: gr.EventData) -> dict:
+            name = names.get(getattr(getattr(evt, "target", None), "elem_id", None))
+            values: dict = {}
+            for only, fn, outs, _ in follow:
+                if only is None or name is None or name in only:
+                    values.update(zip(outs, fn(data), strict=True))
+            return values  # what no follower of this field redraws stays as it is
+
+        gr.on([f.change for f in self.field_components()], changed, inputs, outputs, trigger_mode="always_last",
+              **event)
 
     def form(self, data: dict[Any, Any]) -> dict[str, Any]:
         """A handler's `{component: value}` (Gradio's set-of-inputs form) -> {dotted name: value}."""

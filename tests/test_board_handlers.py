@@ -959,3 +959,23 @@ def test_start_is_off_while_the_model_card_finds_the_model_cannot_be_had(tmp_pat
     unusable.clear()
     model_tab.estimate_html(RunConfig.from_dict({}), 80.0, tmp_path, "en", unusable=unusable)
     assert unusable == []  # the demo (built on the first Start) is no problem
+
+
+def test_no_event_has_two_listeners_that_gradio_holds_back(tmp_path):
+    """Gradio's page lets a held-back `always_last` listener go by sending its trigger's whole event again: with
+    two such listeners on one field's change, each finishing while the other ran sent the event again, and on a
+    loaded machine the page checked its data and saved its settings every second, without end (CI, 2026-11-28)."""
+    from collections import Counter
+
+    from board.app import build_app
+
+    demo, ui = build_app(tmp_path)
+    held = Counter(target for fn in demo.fns.values() if fn.fn is not None and fn.trigger_mode == "always_last"
+                   for target in fn.targets)
+    twice = {(demo.blocks[block].elem_id, event): n for (block, event), n in held.items() if n > 1}
+    assert twice == {}, twice
+    # and each field's change still reaches what follows it: the data check, the estimate and Start's gate
+    followers = {id(fn) for _, fn, _, _ in ui.on_form_change}
+    assert len(followers) == 3, ui.on_form_change
+    lr = ui.fields["training.learning_rate"]._id
+    assert sum((lr, "change") in fn.targets for fn in demo.fns.values() if fn.fn is not None) == 1

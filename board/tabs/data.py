@@ -584,9 +584,9 @@ def wire(ui: UI) -> None:
     ]
     # typed text checks when it is done (not at each key): the columns, and the system prompt the preview shows
     typed = [c["data-columns"], ui.fields["data.system_prompt"]]
-    triggers = [ui.fields[n].change for n in names] + [e for box in typed for e in (box.blur, box.submit)]
+    ui.follow_form([n for n in names if n in ui.fields], check, outputs + gate_outputs)
     gr.on(
-        triggers,
+        [e for box in typed for e in (box.blur, box.submit)],
         check,
         inputs=inputs,
         outputs=outputs + gate_outputs,

@@ -520,22 +520,24 @@ def wire(ui: UI) -> None:
         [c["model-method"], c["model-quant"]],
         [ui.states["lora_group"], c["model-freeze-layers"], c["model-quant"]],
         show_progress="hidden",
+        trigger_mode="multiple",  # a field's second `always_last` listener: see UI.wire_form_changes
     )
-    c["model-trust"].change(on_trust, c["model-trust"], c["model-trust-warning"], show_progress="hidden")
+    c["model-trust"].change(on_trust, c["model-trust"], c["model-trust-warning"], show_progress="hidden",
+                            trigger_mode="multiple")
 
     def offer(s, model: str, picked: str | None) -> dict:
         return init_update(ui.workdir, model, picked, s.lang)
 
     init_in, init = [ui.session, c["model-name"], c["model-init-from"]], c["model-init-from"]
     for trigger in (c["model-name"].change, c["model-tab"].select):  # another base; runs finished meanwhile
-        trigger(offer, init_in, init, show_progress="hidden")
+        trigger(offer, init_in, init, show_progress="hidden", trigger_mode="multiple")
     shape, before = [c[k] for k in ADAPTER_SHAPE], gr.State(None)
 
     def on_pick(path: str | None, held: list | None, *values) -> list:
         held, updates = pick_adapter(path, held, list(values))
         return [held, *updates]
 
-    init.change(on_pick, [init, before, *shape], [before, *shape], show_progress="hidden")
+    init.change(on_pick, [init, before, *shape], [before, *shape], show_progress="hidden", trigger_mode="multiple")
     ui.on_load.append((offer, init_in, [init]))
     ui.on_lang.append((offer, init_in, [init]))
 
@@ -557,9 +559,9 @@ def wire(ui: UI) -> None:
 
     inputs = {ui.session, c["model-gpu"], *ui.field_components()}
     gate_outputs = [c["train-start"], c["train-stop"], c["train-resume"], c["train-start-reason"]]
-    triggers = [ui.fields[n].change for n in ESTIMATE_INPUTS if n in ui.fields] + [c["model-gpu"].change]
-    gr.on(
-        triggers,
+    ui.follow_form([n for n in ESTIMATE_INPUTS if n in ui.fields], refresh, [c["model-estimate"], *gate_outputs],
+                   [c["model-gpu"]])
+    c["model-gpu"].change(
         refresh,
         inputs=inputs,
         outputs=[c["model-estimate"], *gate_outputs],

@@ -670,6 +670,7 @@ def wire(ui: UI) -> None:
         [c["train-stage"], c["data-datasets"], *tuned],
         [ui.states["dpo_group"], c["data-datasets"], c["data-assistant-only"], *tuned],
         show_progress="hidden",
+        trigger_mode="multiple",  # a field's second `always_last` listener: see UI.wire_form_changes
     )
     ui.on_load.append((lambda s: (attach(s, jobs), view(s, jobs, force=True))[1], [ui.session], view_outputs))
 
@@ -689,9 +690,8 @@ def wire(ui: UI) -> None:
                 s.form_error = {"key": e.key, "params": e.params}
             return (*gate(s, s.lang), values)
 
-    gr.on([f.change for f in ui.field_components()], on_change, {ui.session, *ui.field_components()},
-          [c["train-start"], c["train-stop"], c["train-resume"], c["train-start-reason"], saved_form],
-          trigger_mode="always_last", show_progress="hidden")
+    ui.follow_form(None, on_change, [c["train-start"], c["train-stop"], c["train-resume"], c["train-start-reason"],
+                                     saved_form])
 
     def fill_on_open(s: Session, saved: Any) -> list:
         """A page opened on a live run shows that run's settings (Show command then reproduces it); else the
