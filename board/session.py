@@ -23,6 +23,7 @@ class DataReport:
     first_error: dict[str, Any] = field(default_factory=dict)  # {"key", "params", "row", "path"}
     signature: str = ""  # what was checked (paths, format, columns, cutoff, stage)
     skipped: list[str] = field(default_factory=list)  # files whose rows with errors a run leaves out (skip_bad_rows)
+    skippable: bool = False  # every error is a row's, in files with good rows: "Skip rows with errors" would train
 
 
 def _start_fields() -> dict[str, Any]:

@@ -102,8 +102,9 @@ class AdapterConfig:
         _check_range(self, "freeze_trainable_layers", 1)
         _check_range(self, "loraplus_lr_ratio", 0, 1000)
         if 0 < self.loraplus_lr_ratio < 1:  # B slower than A is no LoRA+: 0.16 for 16 is the likely slip
-            _fail("loraplus_lr_ratio", "error.config.range", f"must be 0 or at least 1, got {self.loraplus_lr_ratio}",
-                  value=self.loraplus_lr_ratio, bound="0 / >= 1")
+            _fail("loraplus_lr_ratio", "error.config.loraplus_ratio",
+                  f"0 (off) or at least 1 (B learns that many times faster than A), got {self.loraplus_lr_ratio}",
+                  value=self.loraplus_lr_ratio)
         if not self.target_modules:
             _fail("target_modules", "error.config.required", "name at least one module, or all-linear")
 

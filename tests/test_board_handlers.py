@@ -326,6 +326,9 @@ def test_skip_bad_rows_lets_start_go_on_a_file_with_bad_rows_but_not_on_a_broken
     assert live.gate(s, "en")[0]["interactive"]
     s.data = both
     assert not live.gate(s, "en")[0]["interactive"]
+    assert "Skip rows with errors" not in live.gate(s, "en")[3]  # a whole file's problem: skipping rows won't do
+    s.data = data_tab.summarize_reports([rows])  # switch off, only rows wrong: Start's reason names the switch
+    assert "오류 있는 행 건너뛰기" in live.gate(s, "ko")[3] and "Skip rows with errors" in live.gate(s, "en")[3]
 
 
 def test_stage_follows_demo_data():
@@ -979,3 +982,17 @@ def test_no_event_has_two_listeners_that_gradio_holds_back(tmp_path):
     assert len(followers) == 3, ui.on_form_change
     lr = ui.fields["training.learning_rate"]._id
     assert sum((lr, "change") in fn.targets for fn in demo.fns.values() if fn.fn is not None) == 1
+
+
+def test_a_file_level_problem_names_the_file_not_the_servers_upload_folder(tmp_path):
+    """An upload lives in a temporary folder on the server: the message names the file the user picked."""
+    up = tmp_path / "gradio" / "0123abcd" / "train.jsonl"
+    up.parent.mkdir(parents=True)
+    up.write_text("version https://git-lfs.github.com/spec/v1\noid sha256:" + "a" * 64 + "\nsize 52428800\n")
+    cfg = RunConfig.from_dict({"data": {"datasets": [{"path": str(up)}]}})
+    s = Session(lang="ko")
+    summary, findings, _, _ = data_tab.check_view(s, cfg, None, tmp_path)
+    said = " ".join(str(r[5]) for r in findings["value"])
+    assert "train.jsonl" in said and "git lfs" in said and "0123abcd" not in said
+    assert "0123abcd" not in live.gate(s, "ko")[3] and "train.jsonl" in live.gate(s, "ko")[3]
+    assert t("ui.data.format_unknown", "ko") in summary  # no bare "?" for a file in no format

@@ -41,6 +41,7 @@ def test_non_default_round_trips_exactly(tmp_path):
     ("data: {datasets: []}", "data.datasets", "error.config.required"),
     ("quantization: {bits: 4}\nadapter: {method: full}", "quantization.bits", "error.config.quant_needs_lora"),
     ("dpo: {label_smoothing: 0.7}", "dpo.label_smoothing", "error.config.range"),
+    ("adapter: {loraplus_lr_ratio: 0.16}", "adapter.loraplus_lr_ratio", "error.config.loraplus_ratio"),
     ("training: {warmup_ratio: 1.0}", "training.warmup_ratio", "error.config.range"),
     ("stage: rlhf", "stage", "error.config.choice"),
     ("model: {trust_remote_code: maybe}", "model.trust_remote_code", "error.config.type"),

@@ -111,6 +111,10 @@ def run_check(cfg: RunConfig, workdir: Path) -> list[Any]:
         report.stage_findings = for_stage(report, cfg.stage, tokenizer, cfg.data.max_length, cfg.data.system_prompt,
                                           cfg.data.assistant_only_loss, path=Path(report.path).name,
                                           method=cfg.dpo.method, mask_history=cfg.data.mask_history)
+        name = Path(report.path).name
+        for f in report.findings:  # an upload's path is the server's temporary folder: its name is what the user knows
+            if f.params.get("path") == report.path and name:
+                f.params = {**f.params, "path": name}
         reports.append(report)
     return reports
 
@@ -119,6 +123,8 @@ def summarize_reports(reports: list[Any], signature: str = "", skip_bad_rows: bo
     """`errors`: those that keep Start off; with `skip_bad_rows`, a row's errors don't where the file has
     good rows to train on (the run leaves those rows out, as the engine's `skippable` says)."""
     out = DataReport(checked=True, signature=signature)
+    out.skippable = bool(reports) and all(
+        not r.stage_errors and skippable([f for f in r.findings if f.severity == "error"], r.valid) for r in reports)
     for r in reports:
         out.warnings += r.all_warnings
         if skip_bad_rows and not r.stage_errors and skippable([f for f in r.findings if f.severity == "error"], r.valid):
@@ -169,7 +175,7 @@ def summary_html(reports: list[Any], lang: str, skipped: list[str] | tuple = ())
     cards = []
     for r in reports:
         errors, ok = r.all_errors, r.trainable
-        fmt = r.format or "?"
+        fmt = r.format or t("ui.data.format_unknown", lang)
         kind = f' <span class="tb-muted">({html.escape(kind_text(r.kind, lang))})</span>' if r.kind else ""
         counts = t("ui.data.counts", lang, rows=r.rows_in_file, valid=r.usable, errors=errors, warnings=r.all_warnings)
         s = r.stats or {}

@@ -81,6 +81,10 @@ def test_greedy_greys_out_what_it_ignores(chat_page):
     page.locator("#chat-mode").get_by_text("Greedy", exact=True).click()
     page.wait_for_function("() => document.querySelector('#chat-num-return input').disabled", timeout=30_000)
     assert float(page.evaluate(opacity)) < 0.7
+    # the temperature slider whole, its label with it (Gradio dimmed only the thumb: it looked settable)
+    page.wait_for_function("() => document.querySelector('#chat-temperature input[type=range]').disabled")
+    label = "() => getComputedStyle(document.querySelector('#chat-temperature label')).opacity"
+    assert float(page.evaluate(label)) < 0.7
     page.locator("#chat-mode").get_by_text("Sampling", exact=True).click()
     page.wait_for_function("() => !document.querySelector('#chat-num-return input').disabled", timeout=30_000)
 
