@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import gradio as gr
+
 from .i18n import FIELD_LABELS, Texts
 from .jobs import Jobs
 
@@ -87,14 +89,12 @@ class UI:
         listener on it: with three listeners on a field (the data check, the memory estimate, Start's gate),
         each one finishing while another ran sent the event again, and on a loaded machine the page checked
         its data every second for as long as it was open (CI, 2026-11-28). One listener ends that."""
-        import gradio as gr
-
         follow = sorted(self.on_form_change, key=lambda x: x[0] is None)  # the whole form's last: they gate Start
         outputs = list(dict.fromkeys(o for _, _, outs, _ in follow for o in outs))
         inputs = {self.session, *self.field_components(), *(i for *_, extra in follow for i in extra)}
         names = {comp.elem_id: name for name, comp in self.fields.items()}
 
-        def changed(data: dict, evt: gr.EventData) -> dict:
+        def changed(data: dict, evt: gr.EventData) -> dict:  # `gr` a module global: Gradio reads the hint
             name = names.get(getattr(getattr(evt, "target", None), "elem_id", None))
             values: dict = {}
             for only, fn, outs, _ in follow:
