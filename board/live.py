@@ -152,7 +152,7 @@ def gate(s: Session, lang: str) -> tuple[dict, dict, dict, str]:
         # a value on the page that can't be used (a model folder outside the workdir, ...) is not the data's
         reason = t("ui.train.reason_form", lang, first=said) if first.get("form") else t(
             "ui.train.reason_data", lang, count=s.data.errors, first=said)
-        if s.data.skippable and not first.get("form"):  # only rows are wrong: the run could leave them out
+        if s.data.skippable:  # only rows are wrong (a form's problem never is): the run could leave them out
             reason += " " + t("ui.train.reason_skip_rows", lang)
     elif s.form_error:  # a bad value elsewhere on the page (epochs -1, an empty learning rate): said now, not at Start
         reason = t("ui.train.reason_form", lang, first=_clause(t(s.form_error["key"], lang, **s.form_error["params"])))

@@ -107,11 +107,11 @@ def run_check(cfg: RunConfig, workdir: Path) -> list[Any]:
             assistant_only=cfg.data.assistant_only_loss and cfg.stage == "sft",
             stage=cfg.stage,
         )
+        name = Path(report.path).name
         # what the stage refuses or takes in another form (said by training too), the preview as it trains
         report.stage_findings = for_stage(report, cfg.stage, tokenizer, cfg.data.max_length, cfg.data.system_prompt,
-                                          cfg.data.assistant_only_loss, path=Path(report.path).name,
+                                          cfg.data.assistant_only_loss, path=name,
                                           method=cfg.dpo.method, mask_history=cfg.data.mask_history)
-        name = Path(report.path).name
         for f in report.findings:  # an upload's path is the server's temporary folder: its name is what the user knows
             if f.params.get("path") == report.path and name:
                 f.params = {**f.params, "path": name}
@@ -123,11 +123,12 @@ def summarize_reports(reports: list[Any], signature: str = "", skip_bad_rows: bo
     """`errors`: those that keep Start off; with `skip_bad_rows`, a row's errors don't where the file has
     good rows to train on (the run leaves those rows out, as the engine's `skippable` says)."""
     out = DataReport(checked=True, signature=signature)
-    out.skippable = bool(reports) and all(
-        not r.stage_errors and skippable([f for f in r.findings if f.severity == "error"], r.valid) for r in reports)
-    for r in reports:
+    rows_only = [not r.stage_errors and skippable([f for f in r.findings if f.severity == "error"], r.valid)
+                 for r in reports]
+    out.skippable = bool(reports) and all(rows_only)
+    for r, only_rows in zip(reports, rows_only, strict=True):
         out.warnings += r.all_warnings
-        if skip_bad_rows and not r.stage_errors and skippable([f for f in r.findings if f.severity == "error"], r.valid):
+        if skip_bad_rows and only_rows:
             out.warnings += r.errors  # rows to leave out: said, not in the way
             out.skipped.append(r.path)
             continue
