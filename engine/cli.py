@@ -129,10 +129,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("files", nargs="+", metavar="FILE")
     c.add_argument("--format", default="auto", help="force a format: alpaca, sharegpt, messages, prompt_completion, preference, unpaired (KTO), text")
     c.add_argument("--model", default=None, help="tokenizer for token counts (default: the demo tokenizer)")
-    c.add_argument("--stage", choices=["sft", "dpo", "kto", "pt"], default=None,
+    c.add_argument("--stage", choices=["sft", "dpo", "kto", "orpo", "simpo", "pt"], default=None,
                    help="check as this stage trains: what it refuses (a text file for SFT, no pairs for DPO), "
                         "takes in another form (a chat file for pretraining) and the preview as it trains; "
-                        "kto: the preference stage with dpo.method kto")
+                        "kto, orpo, simpo: the preference stage with that dpo.method")
     c.add_argument("--max-length", type=int, default=1024, help="cutoff in tokens for the length warning")
     c.add_argument("--column", action="append", default=[], metavar="ours=theirs",
                    help="map a column name (repeatable, or several at once: instruction=question,output=response)")

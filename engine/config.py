@@ -216,22 +216,25 @@ class TrainingConfig:
 
 @dataclass
 class DPOConfig:
-    beta: float = field(default=0.1, metadata={"help": "Strength of the pull towards the reference model."})
-    loss_type: Literal["sigmoid", "ipo", "hinge", "robust", "sigmoid_norm", "bco_pair", "apo_zero"] = field(default="sigmoid", metadata={"help": "sigmoid: DPO; ipo; hinge (SLiC); robust: label-smoothed."})
+    beta: float = field(default=0.1, metadata={"help": "DPO and KTO: strength of the pull towards the reference model. ORPO: the weight (lambda) of its odds-ratio term, 0.1 in its paper. SimPO: the scale of its reward, 2 to 10 in its paper."})
+    loss_type: Literal["sigmoid", "ipo", "hinge", "robust", "sigmoid_norm", "bco_pair", "apo_zero"] = field(default="sigmoid", metadata={"help": "DPO's loss: sigmoid (DPO), ipo, hinge (SLiC), robust (label-smoothed), ...; KTO: sigmoid or apo_zero. ORPO and SimPO have their own (sigmoid here)."})
     label_smoothing: float = field(default=0.0, metadata={"help": "Robust DPO: probability a label is flipped, in [0, 0.5)."})
-    sft_weight: float = field(default=0.0, metadata={"help": "Add this times the NLL of the chosen answer (RPO / SFT mixing)."})
+    sft_weight: float = field(default=0.0, metadata={"help": "Add this times the NLL of the chosen answer (RPO / SFT mixing; with SimPO, CPO-SimPO). ORPO has this term built in."})
     max_prompt_length: Optional[int] = field(default=None, metadata={"help": "Truncate prompts to this many tokens (left side)."})
     max_completion_length: Optional[int] = field(default=None, metadata={"help": "Truncate answers to this many tokens."})
-    method: Literal["dpo", "kto"] = field(default="dpo", metadata={"help": "dpo: paired preferences; kto: desirable/undesirable labels."})
+    method: Literal["dpo", "kto", "orpo", "simpo"] = field(default="dpo", metadata={"help": "dpo: paired preferences against a reference model; kto: desirable/undesirable labels; orpo and simpo: pairs with no reference model (less memory, one forward a step): ORPO adds an odds-ratio term to SFT's loss, SimPO compares the answers' average log-probabilities."})
+    simpo_gamma: float = field(default=0.5, metadata={"help": "SimPO: the reward margin the chosen answer must win by (0.5 to 1.5 in its paper)."})
 
     def __post_init__(self) -> None:
         _check_range(self, "beta", 0, lo_open=True)
         _check_range(self, "sft_weight", 0)
+        _check_range(self, "simpo_gamma", 0)
         if not 0 <= self.label_smoothing < 0.5:
             _fail("label_smoothing", "error.config.range", f"must be in [0, 0.5), got {self.label_smoothing}", value=self.label_smoothing, bound="[0, 0.5)")
 
 
 KTO_LOSSES = {"sigmoid": "kto", "apo_zero": "apo_zero_unpaired"}  # dpo.loss_type -> trl's KTO loss
+REFERENCE_FREE = ("orpo", "simpo")  # dpo.method: pairs scored by the policy alone (engine/ref_free.py)
 
 
 @dataclass
@@ -293,6 +296,17 @@ class RunConfig:
             _fail("adapter.use_dora", "error.config.dora_8bit", "DoRA does not support 8-bit bases; use 4-bit or none")
         if self.stage == "dpo" and self.training.neftune_noise_alpha:  # it would noise the reference model's view too
             _fail("training.neftune_noise_alpha", "error.config.neftune_dpo", "NEFTune is for SFT and pretraining")
+        if self.stage == "dpo" and self.dpo.method in REFERENCE_FREE:  # their loss is their own
+            d, name = self.dpo, self.dpo.method.upper()
+            if d.loss_type != "sigmoid":
+                _fail("dpo.loss_type", "error.dpo.reference_free_unsupported", f"{name} does not use loss_type",
+                      method=name, option=f"loss_type: {d.loss_type}")
+            if d.label_smoothing:
+                _fail("dpo.label_smoothing", "error.dpo.reference_free_unsupported",
+                      f"{name} does not use label_smoothing", method=name, option=f"label_smoothing: {d.label_smoothing}")
+            if d.method == "orpo" and d.sft_weight:  # ORPO's loss is SFT's plus its odds-ratio term already
+                _fail("dpo.sft_weight", "error.dpo.reference_free_unsupported", "ORPO has SFT mixing built in",
+                      method=name, option=f"sft_weight: {d.sft_weight}")
         if self.stage == "dpo" and self.dpo.method == "kto":  # refused here, before any model is loaded
             d = self.dpo
             if d.loss_type not in KTO_LOSSES:

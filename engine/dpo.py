@@ -5,7 +5,8 @@ Where the reference comes from, so that a 7B model trained through an adapter is
 - `adapter.init_from` (continuing e.g. an SFT run's adapter): the starting model, base + that adapter,
   frozen. trl copies a PeftModel's loaded adapter into a second, frozen adapter named "ref" and
   scores the reference with it, so DPO pulls towards the SFT model, not towards the bare base;
-- full or freeze tuning: a second, frozen copy of the base, loaded by engine.model like the policy.
+- full or freeze tuning: a second, frozen copy of the base, loaded by engine.model like the policy;
+- ORPO and SimPO (`dpo.method`): none, their loss reads the policy alone (engine/ref_free.py).
 Precision, optimizer, schedule and logging come from `args`, the TrainingArguments every stage shares.
 """
 
@@ -17,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from .config import KTO_LOSSES, RunConfig
+from .config import KTO_LOSSES, REFERENCE_FREE, RunConfig
 from .model import Resolved
 from .sft import num_proc
 
@@ -29,13 +30,28 @@ def build(model, tokenizer, train_ds, eval_ds, cfg: RunConfig, res: Resolved, ar
     d = cfg.dpo
     kto_loss = _kto_loss(cfg) if d.method == "kto" else None  # refuse before loading anything more
     peft = cfg.adapter.method == "lora"
-    ref_model = None if peft else reference_model(cfg, res)
+    reference_free = d.method in REFERENCE_FREE
+    ref_model = None if peft or reference_free else reference_model(cfg, res)
     # trl truncates to max_length itself but then drops every row whose prompt alone fills it; our
     # collator truncates instead (see `fit`), so no row is lost without a word.
     common = dict(**args, beta=d.beta, max_length=None,
                   dataset_num_proc=num_proc(len(train_ds), cfg.data.num_proc))  # trl tokenises the pairs row by row
     if d.method == "kto":
         trainer = _kto(model, ref_model, tokenizer, train_ds, eval_ds, cfg, kto_loss, common, callbacks)
+    elif reference_free:
+        from trl import DPOConfig
+        from trl.trainer.dpo_trainer import DataCollatorForPreference
+
+        from .ref_free import ReferenceFreeTrainer
+
+        # with no adapter to turn off, "precomputed" reference log-probs are what keeps trl from loading a
+        # reference model; the trainer precomputes nothing (its loss reads none)
+        args_ = DPOConfig(**common, precompute_ref_log_probs=not peft)
+        collator = Truncate(DataCollatorForPreference(pad_token_id=tokenizer.pad_token_id), cfg.data.max_length,
+                            d.max_prompt_length, d.max_completion_length)
+        trainer = ReferenceFreeTrainer(model=model, args=args_, data_collator=collator, train_dataset=train_ds,
+                                       eval_dataset=eval_ds, processing_class=tokenizer, callbacks=callbacks,
+                                       method=d.method, gamma=d.simpo_gamma, sft_weight=d.sft_weight)
     else:
         from trl import DPOConfig, DPOTrainer
         from trl.trainer.dpo_trainer import DataCollatorForPreference
@@ -50,7 +66,8 @@ def build(model, tokenizer, train_ds, eval_ds, cfg: RunConfig, res: Resolved, ar
                              train_dataset=train_ds, eval_dataset=eval_ds, processing_class=tokenizer,
                              callbacks=callbacks)
     if peft:
-        _one_adapter_on_disk(model, continued=bool(cfg.adapter.init_from))
+        # (ORPO and SimPO score no reference: the frozen copy of a continued adapter goes too)
+        _one_adapter_on_disk(model, continued=bool(cfg.adapter.init_from) and not reference_free)
     return trainer
 
 

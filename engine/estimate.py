@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from .config import (
+    REFERENCE_FREE,
     RunConfig,
     checkpointing_choice,
     config_from_args,
@@ -508,7 +509,7 @@ def estimate(model_config: dict, cfg: RunConfig, gpu_memory_gb: float | None = N
     else:
         logits = T * a.vocab * 12  # saved log-softmax + loss gradient + logits gradient, fp32
 
-    if cfg.stage == "dpo" and ad.method != "lora":
+    if cfg.stage == "dpo" and ad.method != "lora" and cfg.dpo.method not in REFERENCE_FREE:
         weights += n_total * p.e  # a frozen reference copy in the compute dtype (engine/dpo.py)
         notes.append({"key": "estimate.note.reference", "params": {}})
     context = text_config(model_config).get("max_position_embeddings")

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Optional
 
-from .config import GenerationConfig, RunConfig
+from .config import REFERENCE_FREE, GenerationConfig, RunConfig
 from .messages import TuneboardError, message
 from .runs import resolve_run
 from .templates import plain_text
@@ -205,11 +205,16 @@ def perplexity(model, tok, examples: list[tuple[list[int], list[int]]], batch_si
     return {"loss": round(loss, 6), "perplexity": round(math.exp(min(loss, 700)), 4), "tokens": count}
 
 
-def preference(tuned: list[tuple[float, int]], reference: list[tuple[float, int]], beta: float) -> dict[str, float]:
+def preference(tuned: list[tuple[float, int]], reference: Optional[list[tuple[float, int]]],
+               beta: float) -> dict[str, float]:
     """DPO's own scores on held-out pairs, from the summed NLL of (chosen, rejected) alternately under the tuned
     model and its reference (the base): the implicit reward of an answer is beta x (log p_tuned - log p_ref);
-    a pair is ranked right when the chosen answer's reward beats the rejected one's (trl's rewards/accuracies)."""
-    rewards = [beta * (r_nll - t_nll) for (t_nll, _), (r_nll, _) in zip(tuned, reference, strict=True)]
+    a pair is ranked right when the chosen answer's reward beats the rejected one's (trl's rewards/accuracies).
+    With no reference (ORPO, SimPO) the reward is theirs: beta x the answer's average log-probability per token."""
+    if reference is None:
+        rewards = [-beta * nll / max(count, 1) for nll, count in tuned]
+    else:
+        rewards = [beta * (r_nll - t_nll) for (t_nll, _), (r_nll, _) in zip(tuned, reference, strict=True)]
     margins = [c - r for c, r in zip(rewards[0::2], rewards[1::2], strict=True)]
     n = max(len(margins), 1)
     return {"pairs": len(margins), "pairs_ranked_right": round(sum(m > 0 for m in margins) / n, 4),
@@ -273,9 +278,12 @@ def evaluate_run(run: str, data: Optional[str] = None, max_samples: Optional[int
             model, ctx = session._model_for(True)
             with ctx:
                 scored.append(masked_nll(model, tok, pairs, progress=lambda d, t: note("preference", d, t)))
-            with reference(session, cfg) as (model, name):
-                scored.append(masked_nll(model, tok, pairs, progress=lambda d, t: note("preference", d, t)))
-            result.update(preference(scored[0], scored[1], cfg.dpo.beta), reference_model=name)
+            if cfg.dpo.method in REFERENCE_FREE:  # their rewards read the tuned model alone
+                result.update(preference(scored[0], None, cfg.dpo.beta))
+            else:
+                with reference(session, cfg) as (model, name):
+                    scored.append(masked_nll(model, tok, pairs, progress=lambda d, t: note("preference", d, t)))
+                result.update(preference(scored[0], scored[1], cfg.dpo.beta), reference_model=name)
         asked = [(p, ref) for _, p, ref in parts if p is not None]
         # a prompt that leaves no room in the model's context for the answer is left out, and said: in a batch it
         # took the room of every other row (all cut to a token or two, BLEU 0); the rest go in batches of similar

@@ -977,9 +977,10 @@ def test_no_event_has_two_listeners_that_gradio_holds_back(tmp_path):
                    for target in fn.targets)
     twice = {(demo.blocks[block].elem_id, event): n for (block, event), n in held.items() if n > 1}
     assert twice == {}, twice
-    # and each field's change still reaches what follows it: the data check, the estimate and Start's gate
+    # and each field's change still reaches what follows it: the data check, the estimate, the preference
+    # method's settings and Start's gate
     followers = {id(fn) for _, fn, _, _ in ui.on_form_change}
-    assert len(followers) == 3, ui.on_form_change
+    assert len(followers) == 4, ui.on_form_change
     lr = ui.fields["training.learning_rate"]._id
     assert sum((lr, "change") in fn.targets for fn in demo.fns.values() if fn.fn is not None) == 1
     # called as Gradio calls it, the field that changed runs only its followers: the learning rate is no data's
@@ -992,6 +993,11 @@ def test_no_event_has_two_listeners_that_gradio_holds_back(tmp_path):
     args, *_ = special_args(listener.fn, [data], None, gr.EventData(ui.fields["training.learning_rate"], {}))
     redrawn = listener.fn(*args)
     assert ui.c["data-summary"] not in redrawn and ui.c["train-start"] in redrawn
+    assert ui.fields["dpo.simpo_gamma"] not in redrawn
+    args, *_ = special_args(listener.fn, [{**data, ui.fields["dpo.method"]: "simpo"}], None,
+                            gr.EventData(ui.fields["dpo.method"], {}))
+    redrawn = listener.fn(*args)  # a method's change greys what it does not use, and opens what it does
+    assert redrawn[ui.fields["dpo.simpo_gamma"]]["interactive"] is True and ui.c["train-start"] in redrawn
 
 
 def test_a_file_level_problem_names_the_file_not_the_servers_upload_folder(tmp_path):
@@ -1006,3 +1012,25 @@ def test_a_file_level_problem_names_the_file_not_the_servers_upload_folder(tmp_p
     assert "train.jsonl" in said and "git lfs" in said and "0123abcd" not in said
     assert "0123abcd" not in live.gate(s, "ko")[3] and "train.jsonl" in live.gate(s, "ko")[3]
     assert t("ui.data.format_unknown", "ko") in summary  # no bare "?" for a file in no format
+
+
+def test_preference_method_greys_the_settings_it_does_not_use_at_values_start_accepts(tmp_path):
+    """ORPO and SimPO have their own loss: the DPO loss and label smoothing are greyed and set back to what they
+    accept (an ipo loss greyed under ORPO was refused at Start and could not be changed); ORPO and KTO take no SFT
+    weight; only SimPO has a margin. Each method's greyed values build a config Start accepts."""
+    from board.form import build_config
+    from engine.config import RunConfig
+
+    keys = train_tab.DPO_METHOD_FIELDS
+    for method in ("dpo", "kto", "orpo", "simpo"):
+        ups = dict(zip(keys, train_tab.method_fields(method), strict=True))
+        assert ups["dpo.loss_type"]["interactive"] is (method in ("dpo", "kto"))
+        assert ups["dpo.sft_weight"]["interactive"] is (method in ("dpo", "simpo"))
+        assert ups["dpo.simpo_gamma"]["interactive"] is (method == "simpo")
+        greyed = {k: u["value"] for k, u in ups.items() if "value" in u}
+        values = {**config_to_form(RunConfig(), NAMES), "stage": "dpo", "data.datasets": ["demo:dpo"], "dpo.method": method,
+                  "dpo.loss_type": "ipo", "dpo.label_smoothing": 0.2, "dpo.sft_weight": 0.5, **greyed}
+        if method == "kto":
+            values["dpo.loss_type"], values["dpo.sft_weight"] = "sigmoid", 0.0
+        cfg = build_config(values, None, tmp_path)
+        assert cfg.dpo.method == method

@@ -189,7 +189,7 @@ def test_a_mistyped_command_line_is_said_in_the_readers_language_with_the_close_
     assert refused("--lang", "ko", "trian").endswith("'trian'은(는) 'train', 'check', 'estimate', 'chat', 'eval', "
                                                      "'export' 중 하나가 아닙니다; train을(를) 뜻하셨나요?")
     assert refused("check", "--stage", "sfft", "a.jsonl") == (
-        "tuneboard check: error: --stage: 'sfft' is not one of 'sft', 'dpo', 'kto', 'pt'; did you mean sft?")
+        "tuneboard check: error: --stage: 'sfft' is not one of 'sft', 'dpo', 'kto', 'orpo', 'simpo', 'pt'; did you mean sft?")
     assert refused("chat", "run", "--seed", "abc", "--lang=ja") == "tuneboard chat: エラー: --seed: 'abc' は整数ではありません"
     monkeypatch.setenv("TUNEBOARD_LANG", "ru")
     assert refused("train") == "tuneboard train: ошибка: нужно указать: config"

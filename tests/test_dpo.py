@@ -412,3 +412,141 @@ def test_eval_of_a_dpo_run_ranks_held_out_pairs_as_training_did(preset_run, work
     with pytest.raises(TuneboardError) as e:
         evaluate_run(str(preset_run), data=str(text), workdir=workdir, include_base=False, save=False)
     assert e.value.key == "eval.error_text_for_dpo" and "DPO" in str(e.value) and "SFT" not in str(e.value)
+
+
+# ---- reference-free methods: ORPO and SimPO ------------------------------------------------------
+
+
+def test_reference_free_losses_are_their_papers_formulas():
+    from engine.ref_free import average_logps, log_odds_ratio, orpo_ratio_loss, simpo_loss
+
+    per_token = torch.tensor([[-1.0, -2.0, -9.0], [-0.5, -0.5, -0.5]])
+    mask = torch.tensor([[1, 1, 0], [0, 1, 1]])
+    assert average_logps(per_token, mask).tolist() == [-1.5, -0.5]
+    c, r = torch.tensor([-0.2, -1.0]), torch.tensor([-1.5, -0.1])
+    p_c, p_r = math.exp(-0.2), math.exp(-1.5)
+    odds = math.log(p_c / (1 - p_c)) - math.log(p_r / (1 - p_r))
+    assert log_odds_ratio(c, r)[0].item() == pytest.approx(odds, rel=1e-5)
+    assert orpo_ratio_loss(c, r)[0].item() == pytest.approx(math.log1p(math.exp(-odds)), rel=1e-5)
+    assert orpo_ratio_loss(c, r)[1] > orpo_ratio_loss(c, r)[0], "a pair ranked wrong costs more"
+    assert torch.isfinite(log_odds_ratio(torch.tensor([0.0]), torch.tensor([-1.0]))).all(), "p = 1 stays finite"
+    beta, gamma = 2.0, 0.5
+    assert simpo_loss(c, r, beta, gamma)[0].item() == pytest.approx(
+        math.log1p(math.exp(-(beta * (-0.2 + 1.5) - gamma))), rel=1e-5)
+
+
+@pytest.mark.parametrize("method", ["orpo", "simpo"])
+def test_reference_free_loss_on_a_batch_is_computed_from_the_policy_alone(workdir, demo_model, tmp_path, method):
+    """The trainer's loss on a real batch equals the paper's formula from the base model's own log-probabilities;
+    there is no reference: no second model, no frozen adapter, and turning the adapter off is never asked for."""
+    import peft
+
+    trainer, batch = _build(workdir, tmp_path, tiny_dpo_config(dpo_cfg={"method": method, "beta": 0.5,
+                                                                        "simpo_gamma": 0.3}))
+    assert trainer.ref_model is None and list(trainer.model.peft_config) == ["default"]
+    disabled = []
+    original = peft.PeftModel.disable_adapter
+    peft.PeftModel.disable_adapter = lambda self: disabled.append(1) or original(self)
+    try:
+        with torch.no_grad():
+            loss = trainer.compute_loss(trainer.model, batch).item()
+    finally:
+        peft.PeftModel.disable_adapter = original
+    assert not disabled
+    sums = _batch_logps(_base(demo_model), batch)  # a new adapter is the identity: the policy is the base
+    tokens = batch["completion_mask"][:, 1:].sum(1)
+    avg_c, avg_r = (sums / tokens).chunk(2)
+    if method == "simpo":
+        expected = torch.nn.functional.softplus(-(0.5 * (avg_c - avg_r) - 0.3)).mean()
+    else:
+        nll = -sums.chunk(2)[0].sum() / tokens.chunk(2)[0].sum()
+        odds = (avg_c - avg_r) - (torch.log1p(-avg_c.exp()) - torch.log1p(-avg_r.exp()))
+        expected = nll + 0.5 * torch.nn.functional.softplus(-odds).mean()
+    assert loss == pytest.approx(expected.item(), rel=1e-4)
+    metrics = trainer._metrics["train"]
+    assert metrics["rewards/chosen"][-1] == pytest.approx((0.5 * avg_c).mean().item(), rel=1e-4)
+
+
+@pytest.mark.parametrize("method", ["orpo", "simpo"])
+def test_orpo_and_simpo_train_a_lora_adapter_that_prefers_the_chosen_answers(workdir, demo_model, method):
+    """assets/configs/orpo_demo.yaml as shipped (8 of its steps), and SimPO as it says to run it."""
+    cfg = RunConfig.load(str(ROOT / "assets" / "configs" / "orpo_demo.yaml"))
+    assert cfg.dpo.method == "orpo"
+    change = {"training.max_steps": 8}
+    if method == "simpo":
+        change.update({"dpo.method": "simpo", "dpo.beta": 2.0})
+    run_dir = train_run(workdir, cfg.with_overrides(change))
+    evs = read_events(str(run_dir / "events.jsonl"))
+    assert evs[-1].status == "finished"
+    steps = _steps(run_dir)
+    assert set(WATCHED) <= set(steps[0].metrics)
+    if method == "orpo":
+        assert {"nll_loss", "log_odds_ratio"} <= set(steps[0].metrics)
+    margins = [s.metrics["rewards/margins"] for s in steps]
+    losses = [s.loss for s in steps]
+    assert sum(margins[-3:]) / 3 > margins[0] and sum(losses[-3:]) / 3 < losses[0], (margins, losses)
+    assert (run_dir / "adapter" / "adapter_model.safetensors").exists()
+    assert not (run_dir / "adapter" / "ref").exists()
+
+
+def test_full_tuning_orpo_loads_no_reference_model(workdir, demo_model, tmp_path, monkeypatch):
+    """Full tuning under DPO holds a second copy of the model; ORPO needs none (nor trl's own copy)."""
+    import trl.trainer.dpo_trainer as dpo_trainer
+
+    def no_reference(*a, **k):
+        raise AssertionError("a reference model was loaded for a reference-free method")
+
+    monkeypatch.setattr(dpo, "reference_model", no_reference)
+    monkeypatch.setattr(dpo_trainer, "create_model_from_path", no_reference)
+    trainer, _ = _build(workdir, tmp_path, tiny_dpo_config(dpo_cfg={"method": "orpo"}, adapter={"method": "full"},
+                                                           max_steps=2, learning_rate=1e-4))
+    assert trainer.ref_model is None
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+    trainer.train()
+    assert any(not torch.equal(p, before[n]) for n, p in trainer.model.named_parameters())
+
+
+def test_reference_free_full_tuning_estimate_has_no_reference_copy(tmp_path):
+    from engine.estimate import estimate
+
+    shape = json.loads((ROOT / "bench" / "configs" / "llama-2-7b.json").read_text())
+    base = RunConfig.from_dict(tiny_dpo_config(adapter={"method": "full"}))
+    dpo_est = estimate(shape, base, 80)
+    orpo_est = estimate(shape, base.with_overrides({"dpo.method": "orpo"}), 80)
+    assert "estimate.note.reference" in [n["key"] for n in dpo_est.notes]
+    assert "estimate.note.reference" not in [n["key"] for n in orpo_est.notes]
+    assert dpo_est.weights - orpo_est.weights == 6_738_415_616 * 2, "one bf16 copy less"
+    assert orpo_est.total < dpo_est.total
+
+
+@pytest.mark.parametrize("change, field", [
+    ({"method": "orpo", "loss_type": "ipo"}, "dpo.loss_type"),
+    ({"method": "simpo", "label_smoothing": 0.1}, "dpo.label_smoothing"),
+    ({"method": "orpo", "sft_weight": 0.5}, "dpo.sft_weight"),
+], ids=["orpo-loss", "simpo-smoothing", "orpo-sft"])
+def test_reference_free_methods_refuse_what_they_do_not_use(change, field):
+    from engine.config import ConfigError
+    from engine.messages import message
+
+    with pytest.raises(ConfigError) as e:
+        RunConfig.from_dict(tiny_dpo_config(dpo_cfg=change))
+    assert e.value.key == "error.dpo.reference_free_unsupported" and e.value.field == field
+    assert change["method"].upper() in message(e.value.key, e.value.params, "en")
+    RunConfig.from_dict(tiny_dpo_config(dpo_cfg={"method": "simpo", "sft_weight": 0.5}))  # CPO-SimPO mixes SFT
+
+
+def test_reference_free_methods_need_pairs(tmp_path):
+    from engine.data.load import stage_refusal
+
+    for method in ("dpo", "orpo", "simpo"):
+        assert stage_refusal("unpaired", "dpo", "kto.jsonl", method)[0] == "data.unpaired_needs_kto"
+    assert stage_refusal("unpaired", "dpo", "kto.jsonl", "kto") is None
+
+
+def test_eval_of_a_reference_free_run_ranks_pairs_by_average_log_probability():
+    from engine.evaluate import preference
+
+    scored = [(10.0, 5), (30.0, 10), (4.0, 4), (2.0, 4)]  # (summed NLL, tokens): chosen, rejected, chosen, rejected
+    out = preference(scored, None, 2.0)
+    # rewards 2 x -(2, 3, 1, 0.5): margins +2 and -1
+    assert out == {"pairs": 2, "pairs_ranked_right": 0.5, "reward_margin": 0.5}

@@ -48,7 +48,21 @@ OPTIMIZERS = [("ui.choice.auto", "auto")] + [
     )
 ]
 DPO_LOSSES = [(None, x) for x in ("sigmoid", "ipo", "hinge", "robust", "sigmoid_norm", "bco_pair", "apo_zero")]
-DPO_METHODS = [("ui.train.dpo_method_dpo", "dpo"), ("ui.train.dpo_method_kto", "kto")]
+DPO_METHODS = [("ui.train.dpo_method_dpo", "dpo"), ("ui.train.dpo_method_kto", "kto"),
+               ("ui.train.dpo_method_orpo", "orpo"), ("ui.train.dpo_method_simpo", "simpo")]
+DPO_METHOD_FIELDS = ["dpo.loss_type", "dpo.label_smoothing", "dpo.sft_weight", "dpo.simpo_gamma"]
+
+
+def method_fields(method: str) -> tuple:
+    """The preference settings a method uses, the others greyed at the value that leaves them out (a greyed DPO loss
+    of ipo under ORPO would be refused at Start, and could not be set back): ORPO and SimPO have their own loss,
+    ORPO (and KTO) no SFT mixing of ours, and only SimPO a margin."""
+    own = method in ("orpo", "simpo")
+    mixing = method in ("dpo", "simpo")
+    return (update(interactive=True) if not own else update(interactive=False, value="sigmoid"),
+            update(interactive=True) if not own else update(interactive=False, value=0.0),
+            update(interactive=True) if mixing else update(interactive=False, value=0.0),
+            update(interactive=method == "simpo"))
 DEMO_FOR_STAGE = {"sft": "demo:sft", "dpo": "demo:dpo", "pt": "demo:pt"}
 MAX_CONFIG_BYTES = 1_000_000
 
@@ -323,6 +337,7 @@ def build(ui: UI) -> None:
                         info="ui.train.dpo_loss_info",
                         choice_keys=DPO_LOSSES,
                         value=d.dpo.loss_type,
+                        interactive=d.dpo.method not in ("orpo", "simpo"),
                     )
                 with gr.Row():
                     ui.add(
@@ -333,6 +348,7 @@ def build(ui: UI) -> None:
                         info="ui.train.dpo_smoothing_info",
                         value=d.dpo.label_smoothing,
                         step=0.05,
+                        interactive=d.dpo.method not in ("orpo", "simpo"),
                     )
                     ui.add(
                         gr.Number,
@@ -342,6 +358,17 @@ def build(ui: UI) -> None:
                         info="ui.train.dpo_sft_weight_info",
                         value=d.dpo.sft_weight,
                         step=0.1,
+                        interactive=d.dpo.method in ("dpo", "simpo"),
+                    )
+                    ui.add(
+                        gr.Number,
+                        "train-dpo-simpo-gamma",
+                        field="dpo.simpo_gamma",
+                        label="ui.train.dpo_simpo_gamma",
+                        info="ui.train.dpo_simpo_gamma_info",
+                        value=d.dpo.simpo_gamma,
+                        step=0.1,
+                        interactive=d.dpo.method == "simpo",
                     )
             with ui.block(gr.Accordion, "ui.train.more", "train-more", open=False):
                 with gr.Row():
@@ -690,6 +717,8 @@ def wire(ui: UI) -> None:
                 s.form_error = {"key": e.key, "params": e.params}
             return (*gate(s, s.lang), values)
 
+    ui.follow_form(["dpo.method"], lambda data: method_fields(data[ui.fields["dpo.method"]]),
+                   [ui.fields[k] for k in DPO_METHOD_FIELDS])
     ui.follow_form(None, on_change, [c["train-start"], c["train-stop"], c["train-resume"], c["train-start-reason"],
                                      saved_form])
 

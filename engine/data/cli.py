@@ -35,7 +35,7 @@ def cmd_check(args: Any) -> int:
         raise ConfigError("--max-length", "error.config.range", f"must be >= 8, got {max_length}", value=max_length,
                           bound=">= 8")
     stage, method = getattr(args, "stage", None), None
-    if stage in ("dpo", "kto"):  # the preference stage, with the method train would use: a preset's (dpo) or kto
+    if stage in ("dpo", "kto", "orpo", "simpo"):  # the preference stage, with the method train would use
         stage, method = "dpo", stage
     limit = sys.maxsize if args.json else LIMIT  # a script reading --json gets every bad row
     reports = [check_file(path, fmt, columns=columns, tokenizer=tokenizer, max_length=max_length, limit=limit,

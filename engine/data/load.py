@@ -86,12 +86,12 @@ def with_system_prompt(prompt: list[dict], system_prompt: str | None) -> list[di
 
 def stage_refusal(fmt: str, stage: str, path: str, method: str | None = None) -> tuple[str, dict[str, Any]] | None:
     """Why a stage cannot train on data of this format (key, params), or None; the board says it before Start.
-    `method`: the preference stage's (dpo / kto), where known: DPO needs pairs, KTO takes either."""
+    `method`: the preference stage's (dpo / kto / orpo / simpo), where known: KTO takes either, the others pairs."""
     if stage == "sft" and fmt == "text":
         return "data.text_for_sft", {"path": path}
     if stage == "dpo" and fmt not in ("preference", "unpaired"):
         return "data.dpo_needs_preference", {"path": path, "format": fmt}
-    if stage == "dpo" and fmt == "unpaired" and method == "dpo":
+    if stage == "dpo" and fmt == "unpaired" and method not in (None, "kto"):  # DPO, ORPO and SimPO need pairs
         return "data.unpaired_needs_kto", {"path": path}
     return None
 

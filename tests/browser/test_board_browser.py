@@ -525,6 +525,31 @@ def test_show_command_and_save_config(page, board):
     assert "method: kto" in Path(path).read_text()
 
 
+def test_orpo_and_simpo_grey_the_settings_they_do_not_use(page, board):
+    """The preference methods without a reference: the DPO loss and smoothing greyed for both, the margin open for
+    SimPO alone, and what the page shows is what the command trains."""
+    open_board(page, board.url)
+    tab(page, "train")
+    page.click("#train-stage >> text=DPO (preferences)")
+    page.check("#train-dpo-method input[value=orpo]")
+    disabled = "(id) => document.querySelector('#' + id + ' input')?.disabled"
+    page.wait_for_function(f"() => ({disabled})('train-dpo-loss') && ({disabled})('train-dpo-simpo-gamma')"
+                           f" && ({disabled})('train-dpo-sft-weight')", timeout=30_000)
+    page.check("#train-dpo-method input[value=simpo]")
+    page.wait_for_function(f"() => !({disabled})('train-dpo-simpo-gamma') && !({disabled})('train-dpo-sft-weight')"
+                           f" && ({disabled})('train-dpo-loss')", timeout=30_000)
+    page.fill("#train-dpo-simpo-gamma input", "0.8")
+    page.press("#train-dpo-simpo-gamma input", "Tab")
+    page.wait_for_timeout(500)
+    page.click("#train-show-command")
+    page.wait_for_function("() => /configs\\/dpo-/.test(document.querySelector('#train-command')?.textContent)",
+                           timeout=30_000)
+    text = page.evaluate("() => document.querySelector('#train-command').textContent")
+    saved = Path(re.search(r"tuneboard train (\S+\.yaml) --workdir", text).group(1)).read_text()
+    assert "method: simpo" in saved and "simpo_gamma: 0.8" in saved and "loss_type: sigmoid" in saved, saved
+    assert not page.errors
+
+
 def test_a_restarted_board_finds_its_run(chromium, tmp_path_factory, demo_model):
     """The worker outlives a killed board; the next board reattaches, and Stop still reaches it."""
     home = make_home(tmp_path_factory, demo_model, "restart-home")
