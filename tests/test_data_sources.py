@@ -747,3 +747,17 @@ def test_an_empty_or_cut_parquet_file_is_said_in_the_readers_language(tmp_path):
     cut.write_bytes(b"PAR1" + b"x" * 100)
     [f] = read_source(str(cut)).findings
     assert f.key == "data.parquet_error" and "magic" not in f.message("ko") and "잘렸거나" in f.message("ko")
+
+
+def test_pandas_unnamed_index_is_not_read_as_a_column_but_a_named_one_is(tmp_path):
+    """`df[df.score > 3].to_parquet(f)` writes the filtered DataFrame's index as `__index_level_0__` beside the data;
+    it was said as a column the training leaves unused, one the user never made. An index they named is theirs."""
+    import pandas as pd
+
+    df = pd.DataFrame({"instruction": ["a", "b", "c", "d"], "output": ["w", "x", "y", "z"], "id": [7, 9, 12, 15]})
+    df[df.id != 9].to_parquet(tmp_path / "filtered.parquet")  # index 0, 2, 3: no range, so pandas writes it
+    df.set_index("id").to_parquet(tmp_path / "named.parquet")
+    filtered = read_source(str(tmp_path / "filtered.parquet"))
+    assert [set(r) for r in filtered.rows] == [{"instruction", "output", "id"}] * 3
+    assert [r["id"] for r in filtered.rows] == [7, 12, 15]
+    assert [r["id"] for r in read_source(str(tmp_path / "named.parquet")).rows] == [7, 9, 12, 15]

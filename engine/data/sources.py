@@ -956,9 +956,21 @@ def _read_parquet(path: str, data: bytes) -> Source:
         cut = any(w in str(e) for w in ("magic bytes", "file size is 0", "footer"))  # pyarrow's words, in English
         src.findings.append(error(None, None, "data.parquet_error", error="file.parquet_damaged" if cut else str(e)[:300]))
         return src
-    src.rows = table.to_pylist()
+    src.rows = _without_pandas_index(table).to_pylist()
     src.numbers = list(range(1, len(src.rows) + 1))
     return src
+
+
+def _without_pandas_index(table):
+    """`table` without the unnamed index pandas writes beside a DataFrame's columns (`__index_level_0__`, from
+    `df.to_parquet()` after a filter or a sort): it was said as a column the training leaves unused, one the
+    user never made. A named index (`df.set_index("id")`) is a column of theirs and stays."""
+    try:
+        index = json.loads((table.schema.metadata or {}).get(b"pandas", b"{}")).get("index_columns", [])
+    except (ValueError, AttributeError):
+        return table
+    drop = [c for c in index if isinstance(c, str) and c.startswith("__index_level_") and c in table.column_names]
+    return table.drop_columns(drop) if drop else table
 
 
 def _read_arrow(path: str, data: bytes) -> Source:
@@ -969,7 +981,7 @@ def _read_arrow(path: str, data: bytes) -> Source:
     except Exception as e:  # pyarrow raises several types for a damaged file
         src.findings.append(error(None, None, "data.read_failed", path=path, error=str(e)[:300]))
         return src
-    src.rows = table.to_pylist()
+    src.rows = _without_pandas_index(table).to_pylist()
     src.numbers = list(range(1, len(src.rows) + 1))
     return src
 
