@@ -42,6 +42,7 @@ class Session:
         self.data_reports: list[Any] = []  # engine.data FileReports of the last check
         self.data_cutoff = 1024
         self.form_error: dict[str, Any] | None = None  # a value on the page Start would refuse: {"key", "params"}
+        self.form_seen: dict[str, Any] | None = None  # the fields' values when their change listener last ran
         self.model_error: dict[str, Any] | None = None  # the model can't be had (offline, not there): {"key", "params"}
         # a loaded config's fields the page has no control for; a new page starts from the sft_demo preset
         self.base: dict[str, Any] = _start_fields()

@@ -96,14 +96,29 @@ class UI:
 
         def changed(data: dict, evt: gr.EventData) -> dict:  # `gr` a module global: Gradio reads the hint
             name = names.get(getattr(getattr(evt, "target", None), "elem_id", None))
+            moved = self._moved(data, name)
             values: dict = {}
             for only, fn, outs, _ in follow:
-                if only is None or name is None or name in only:
+                if only is None or moved is None or only & moved:
                     values.update(zip(outs, fn(data), strict=True))
             return values  # what no follower of this field redraws stays as it is
 
         gr.on([f.change for f in self.field_components()], changed, inputs, outputs, trigger_mode="always_last",
               **event)
+
+    def _moved(self, data: dict, name: str | None) -> set[str] | None:
+        """The fields whose value changed since the page's last change this listener heard (None: all of them, the
+        first time or where the event named no field), the one the event names among them. Gradio's page holds a
+        field's change back while the listener runs (`always_last`) and, when several came meanwhile, sends only
+        the last: a stage switch set five fields, Method was picked meanwhile, and its followers never heard of
+        it (ORPO's greyed settings stayed open). The values say what the events did not."""
+        session = data.get(self.session)
+        now = self.form(data)
+        with session.lock:
+            seen, session.form_seen = session.form_seen, now
+        if seen is None or name is None:
+            return None
+        return {n for n, v in now.items() if n not in seen or seen[n] != v} | {name}
 
     def form(self, data: dict[Any, Any]) -> dict[str, Any]:
         """A handler's `{component: value}` (Gradio's set-of-inputs form) -> {dotted name: value}."""

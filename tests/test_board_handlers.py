@@ -990,14 +990,23 @@ def test_no_event_has_two_listeners_that_gradio_holds_back(tmp_path):
 
     listener = next(fn for fn in demo.fns.values() if fn.fn is not None and (lr, "change") in fn.targets)
     data = {c: c.value for c in listener.inputs}
-    args, *_ = special_args(listener.fn, [data], None, gr.EventData(ui.fields["training.learning_rate"], {}))
-    redrawn = listener.fn(*args)
-    assert ui.c["data-summary"] not in redrawn and ui.c["train-start"] in redrawn
-    assert ui.fields["dpo.simpo_gamma"] not in redrawn
-    args, *_ = special_args(listener.fn, [{**data, ui.fields["dpo.method"]: "simpo"}], None,
-                            gr.EventData(ui.fields["dpo.method"], {}))
-    redrawn = listener.fn(*args)  # a method's change greys what it does not use, and opens what it does
-    assert redrawn[ui.fields["dpo.simpo_gamma"]]["interactive"] is True and ui.c["train-start"] in redrawn
+    data[ui.session] = Session()  # a page's own
+    rate, method, gamma = (ui.fields[k] for k in ("training.learning_rate", "dpo.method", "dpo.simpo_gamma"))
+
+    def heard(values: dict, field) -> dict:
+        args, *_ = special_args(listener.fn, [values], None, gr.EventData(field, {}))
+        return listener.fn(*args)
+
+    assert ui.c["data-summary"] in heard(data, rate), "the page's first change: everything follows once"
+    redrawn = heard({**data, rate: 3e-4}, rate)
+    assert ui.c["data-summary"] not in redrawn and ui.c["train-start"] in redrawn and gamma not in redrawn
+    redrawn = heard({**data, rate: 3e-4, method: "simpo"}, method)
+    assert redrawn[gamma]["interactive"] is True and ui.c["train-start"] in redrawn  # SimPO's margin opens
+    # Gradio's page sends only the last of the changes made while the listener ran: Method picked while a stage
+    # switch's five fields were heard was never heard itself, and ORPO's greyed settings stayed open
+    redrawn = heard({**data, rate: 1e-4, method: "orpo"}, rate)
+    assert redrawn[gamma]["interactive"] is False and redrawn[ui.fields["dpo.loss_type"]]["value"] == "sigmoid"
+    assert ui.c["data-summary"] in redrawn, "the data check follows the method too (KTO takes unpaired answers)"
 
 
 def test_a_file_level_problem_names_the_file_not_the_servers_upload_folder(tmp_path):
@@ -1034,3 +1043,7 @@ def test_preference_method_greys_the_settings_it_does_not_use_at_values_start_ac
             values["dpo.loss_type"], values["dpo.sft_weight"] = "sigmoid", 0.0
         cfg = build_config(values, None, tmp_path)
         assert cfg.dpo.method == method
+    # beta follows to the method's usual value from another method's, never from the reader's own
+    beta = lambda method, value: train_tab.method_fields(method, value)[-1].get("value")  # noqa: E731
+    assert (beta("simpo", 0.1), beta("dpo", 2.0), beta("orpo", 2.0), beta("simpo", 0.3), beta("dpo", 0.1)) == \
+        (2.0, 0.1, 0.1, None, None)

@@ -50,19 +50,24 @@ OPTIMIZERS = [("ui.choice.auto", "auto")] + [
 DPO_LOSSES = [(None, x) for x in ("sigmoid", "ipo", "hinge", "robust", "sigmoid_norm", "bco_pair", "apo_zero")]
 DPO_METHODS = [("ui.train.dpo_method_dpo", "dpo"), ("ui.train.dpo_method_kto", "kto"),
                ("ui.train.dpo_method_orpo", "orpo"), ("ui.train.dpo_method_simpo", "simpo")]
-DPO_METHOD_FIELDS = ["dpo.loss_type", "dpo.label_smoothing", "dpo.sft_weight", "dpo.simpo_gamma"]
+DPO_METHOD_FIELDS = ["dpo.loss_type", "dpo.label_smoothing", "dpo.sft_weight", "dpo.simpo_gamma", "dpo.beta"]
+METHOD_BETA = {"dpo": 0.1, "kto": 0.1, "orpo": 0.1, "simpo": 2.0}  # their papers' (SimPO's reward is no log ratio)
 
 
-def method_fields(method: str) -> tuple:
+def method_fields(method: str, beta: Any = None) -> tuple:
     """The preference settings a method uses, the others greyed at the value that leaves them out (a greyed DPO loss
     of ipo under ORPO would be refused at Start, and could not be set back): ORPO and SimPO have their own loss,
-    ORPO (and KTO) no SFT mixing of ours, and only SimPO a margin."""
+    ORPO (and KTO) no SFT mixing of ours, and only SimPO a margin. Beta follows to the method's usual value where
+    it holds another method's (SimPO at DPO's 0.1 barely moves), not where the reader set their own."""
     own = method in ("orpo", "simpo")
     mixing = method in ("dpo", "simpo")
+    usual = METHOD_BETA.get(method, 0.1)
+    follows = beta in METHOD_BETA.values() and beta != usual
     return (update(interactive=True) if not own else update(interactive=False, value="sigmoid"),
             update(interactive=True) if not own else update(interactive=False, value=0.0),
             update(interactive=True) if mixing else update(interactive=False, value=0.0),
-            update(interactive=method == "simpo"))
+            update(interactive=method == "simpo"),
+            update(value=usual) if follows else SKIP)
 DEMO_FOR_STAGE = {"sft": "demo:sft", "dpo": "demo:dpo", "pt": "demo:pt"}
 MAX_CONFIG_BYTES = 1_000_000
 
@@ -717,7 +722,7 @@ def wire(ui: UI) -> None:
                 s.form_error = {"key": e.key, "params": e.params}
             return (*gate(s, s.lang), values)
 
-    ui.follow_form(["dpo.method"], lambda data: method_fields(data[ui.fields["dpo.method"]]),
+    ui.follow_form(["dpo.method"], lambda data: method_fields(data[ui.fields["dpo.method"]], data[ui.fields["dpo.beta"]]),
                    [ui.fields[k] for k in DPO_METHOD_FIELDS])
     ui.follow_form(None, on_change, [c["train-start"], c["train-stop"], c["train-resume"], c["train-start-reason"],
                                      saved_form])

@@ -547,6 +547,7 @@ def test_orpo_and_simpo_grey_the_settings_they_do_not_use(page, board):
     text = page.evaluate("() => document.querySelector('#train-command').textContent")
     saved = Path(re.search(r"tuneboard train (\S+\.yaml) --workdir", text).group(1)).read_text()
     assert "method: simpo" in saved and "simpo_gamma: 0.8" in saved and "loss_type: sigmoid" in saved, saved
+    assert "beta: 2.0" in saved, "SimPO's usual beta, not DPO's 0.1"
     assert not page.errors
 
 
