@@ -66,33 +66,32 @@ class ReferenceFreeTrainer(DPOTrainer):
         mask = completion[:, 1:]
         per_token = outputs.log_probs[:, -mask.size(1):].float()
         avg_chosen, avg_rejected = average_logps(per_token, mask).chunk(2)  # the batch is [chosen; rejected]
-        chosen_mask, rejected_mask = mask.chunk(2)
-        chosen_tokens = per_token.chunk(2)[0][chosen_mask.bool()]
+        chosen_tokens = per_token.chunk(2)[0][mask.chunk(2)[0].bool()]
         nll = -chosen_tokens.mean() if chosen_tokens.numel() else per_token.sum() * 0  # as trl's "sft" loss
+        said: dict[str, torch.Tensor] = {}
         if self.method == "orpo":
-            ratio = orpo_ratio_loss(avg_chosen, avg_rejected)
-            loss = nll + self.beta * ratio.mean()
-            self._log(mode, "log_odds_ratio", log_odds_ratio(avg_chosen, avg_rejected).mean())
-            self._log(mode, "nll_loss", nll)
+            loss = nll + self.beta * orpo_ratio_loss(avg_chosen, avg_rejected).mean()
+            said |= {"log_odds_ratio": log_odds_ratio(avg_chosen, avg_rejected).mean(), "nll_loss": nll}
         else:
             loss = simpo_loss(avg_chosen, avg_rejected, self.beta, self.gamma).mean()
             if self.sft_weight:
                 loss = loss + self.sft_weight * nll
-        chosen_rewards, rejected_rewards = self.beta * avg_chosen.detach(), self.beta * avg_rejected.detach()
-        self._log(mode, "rewards/chosen", chosen_rewards.mean())
-        self._log(mode, "rewards/rejected", rejected_rewards.mean())
-        self._log(mode, "rewards/accuracies", (chosen_rewards > rejected_rewards).float().mean())
-        self._log(mode, "rewards/margins", (chosen_rewards - rejected_rewards).mean())
-        sums = (per_token * mask.to(per_token.dtype)).sum(1).detach()  # summed, as trl's DPO logs them
-        self._log(mode, "logps/chosen", sums.chunk(2)[0].mean())
-        self._log(mode, "logps/rejected", sums.chunk(2)[1].mean())
+        chosen_rewards, rejected_rewards = self.beta * avg_chosen, self.beta * avg_rejected
+        sums = (per_token * mask.to(per_token.dtype)).sum(1)  # summed, as trl's DPO logs them
+        said |= {"rewards/chosen": chosen_rewards.mean(), "rewards/rejected": rejected_rewards.mean(),
+                 "rewards/accuracies": (chosen_rewards > rejected_rewards).float().mean(),
+                 "rewards/margins": (chosen_rewards - rejected_rewards).mean(),
+                 "logps/chosen": sums.chunk(2)[0].mean(), "logps/rejected": sums.chunk(2)[1].mean()}
+        tokens = inputs["attention_mask"].sum().to(per_token.dtype)
+        *values, tokens = torch.stack([*(v.detach().float() for v in said.values()), tokens]).tolist()  # one read
+        for key, value in zip(said, values, strict=True):
+            self._metrics[mode][key].append(value)
         if mode == "train":
-            self._total_train_tokens += int(inputs["attention_mask"].sum())
+            self._total_train_tokens += int(tokens)
         self._metrics[mode]["num_tokens"] = [self._total_train_tokens]
         if return_outputs:  # logits wanted (an evaluation with prediction_loss_only off): the tiled head has none
             with torch.no_grad():
                 return loss, model(**kwargs, use_cache=False)
         return loss
-
     def _log(self, mode: str, key: str, value: torch.Tensor) -> None:
         self._metrics[mode][key].append(float(value.detach()))
