@@ -38,33 +38,28 @@ def build(model, tokenizer, train_ds, eval_ds, cfg: RunConfig, res: Resolved, ar
                   dataset_num_proc=num_proc(len(train_ds), cfg.data.num_proc))  # trl tokenises the pairs row by row
     if d.method == "kto":
         trainer = _kto(model, ref_model, tokenizer, train_ds, eval_ds, cfg, kto_loss, common, callbacks)
-    elif reference_free:
-        from trl import DPOConfig
-        from trl.trainer.dpo_trainer import DataCollatorForPreference
-
-        from .ref_free import ReferenceFreeTrainer
-
-        # with no adapter to turn off, "precomputed" reference log-probs are what keeps trl from loading a
-        # reference model; the trainer precomputes nothing (its loss reads none)
-        args_ = DPOConfig(**common, precompute_ref_log_probs=not peft)
-        collator = Truncate(DataCollatorForPreference(pad_token_id=tokenizer.pad_token_id), cfg.data.max_length,
-                            d.max_prompt_length, d.max_completion_length)
-        trainer = ReferenceFreeTrainer(model=model, args=args_, data_collator=collator, train_dataset=train_ds,
-                                       eval_dataset=eval_ds, processing_class=tokenizer, callbacks=callbacks,
-                                       method=d.method, gamma=d.simpo_gamma, sft_weight=d.sft_weight)
     else:
         from trl import DPOConfig, DPOTrainer
         from trl.trainer.dpo_trainer import DataCollatorForPreference
 
-        loss_type, weights = [d.loss_type], None
-        if d.sft_weight > 0:  # RPO / SFT mixing: an NLL term on the chosen answer, weighted
-            loss_type, weights = [d.loss_type, "sft"], [1.0, d.sft_weight]
-        dpo_args = DPOConfig(**common, loss_type=loss_type, loss_weights=weights, label_smoothing=d.label_smoothing)
         collator = Truncate(DataCollatorForPreference(pad_token_id=tokenizer.pad_token_id), cfg.data.max_length,
                             d.max_prompt_length, d.max_completion_length)
-        trainer = DPOTrainer(model=model, ref_model=ref_model, args=dpo_args, data_collator=collator,
-                             train_dataset=train_ds, eval_dataset=eval_ds, processing_class=tokenizer,
-                             callbacks=callbacks)
+        shared = dict(model=model, data_collator=collator, train_dataset=train_ds, eval_dataset=eval_ds,
+                      processing_class=tokenizer, callbacks=callbacks)
+        if reference_free:
+            from .ref_free import ReferenceFreeTrainer
+
+            # with no adapter to turn off, "precomputed" reference log-probs are what keeps trl from loading a
+            # reference model; the trainer precomputes nothing (its loss reads none)
+            trainer = ReferenceFreeTrainer(**shared, args=DPOConfig(**common, precompute_ref_log_probs=not peft),
+                                           method=d.method, gamma=d.simpo_gamma, sft_weight=d.sft_weight)
+        else:
+            loss_type, weights = [d.loss_type], None
+            if d.sft_weight > 0:  # RPO / SFT mixing: an NLL term on the chosen answer, weighted
+                loss_type, weights = [d.loss_type, "sft"], [1.0, d.sft_weight]
+            dpo_args = DPOConfig(**common, loss_type=loss_type, loss_weights=weights,
+                                 label_smoothing=d.label_smoothing)
+            trainer = DPOTrainer(**shared, ref_model=ref_model, args=dpo_args)
     if peft:
         # (ORPO and SimPO score no reference: the frozen copy of a continued adapter goes too)
         _one_adapter_on_disk(model, continued=bool(cfg.adapter.init_from) and not reference_free)

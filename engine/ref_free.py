@@ -93,5 +93,3 @@ class ReferenceFreeTrainer(DPOTrainer):
             with torch.no_grad():
                 return loss, model(**kwargs, use_cache=False)
         return loss
-    def _log(self, mode: str, key: str, value: torch.Tensor) -> None:
-        self._metrics[mode][key].append(float(value.detach()))

@@ -16,7 +16,7 @@ from typing import Any
 
 import gradio as gr
 
-from engine.config import ConfigError, RunConfig
+from engine.config import REFERENCE_FREE, ConfigError, RunConfig
 from engine.messages import TuneboardError
 
 from ..charts import METRICS, PREFERENCE, Curves, figure
@@ -59,7 +59,7 @@ def method_fields(method: str, beta: Any = None) -> tuple:
     of ipo under ORPO would be refused at Start, and could not be set back): ORPO and SimPO have their own loss,
     ORPO (and KTO) no SFT mixing of ours, and only SimPO a margin. Beta follows to the method's usual value where
     it holds another method's (SimPO at DPO's 0.1 barely moves), not where the reader set their own."""
-    own = method in ("orpo", "simpo")
+    own = method in REFERENCE_FREE
     mixing = method in ("dpo", "simpo")
     usual = METHOD_BETA.get(method, 0.1)
     follows = beta in METHOD_BETA.values() and beta != usual
@@ -68,6 +68,8 @@ def method_fields(method: str, beta: Any = None) -> tuple:
             update(interactive=True) if mixing else update(interactive=False, value=0.0),
             update(interactive=method == "simpo"),
             update(value=usual) if follows else SKIP)
+
+
 DEMO_FOR_STAGE = {"sft": "demo:sft", "dpo": "demo:dpo", "pt": "demo:pt"}
 MAX_CONFIG_BYTES = 1_000_000
 
@@ -314,6 +316,7 @@ def build(ui: UI) -> None:
                     value=tr.gradient_accumulation_steps,
                     precision=0,
                 )
+            method_now = dict(zip(DPO_METHOD_FIELDS, method_fields(d.dpo.method), strict=True))  # what it greys
             with gr.Group(visible=d.stage == "dpo", elem_id="train-dpo-group") as dpo_group:
                 with gr.Row():
                     ui.add(
@@ -342,7 +345,7 @@ def build(ui: UI) -> None:
                         info="ui.train.dpo_loss_info",
                         choice_keys=DPO_LOSSES,
                         value=d.dpo.loss_type,
-                        interactive=d.dpo.method not in ("orpo", "simpo"),
+                        interactive=method_now["dpo.loss_type"]["interactive"],
                     )
                 with gr.Row():
                     ui.add(
@@ -353,7 +356,7 @@ def build(ui: UI) -> None:
                         info="ui.train.dpo_smoothing_info",
                         value=d.dpo.label_smoothing,
                         step=0.05,
-                        interactive=d.dpo.method not in ("orpo", "simpo"),
+                        interactive=method_now["dpo.label_smoothing"]["interactive"],
                     )
                     ui.add(
                         gr.Number,
@@ -363,7 +366,7 @@ def build(ui: UI) -> None:
                         info="ui.train.dpo_sft_weight_info",
                         value=d.dpo.sft_weight,
                         step=0.1,
-                        interactive=d.dpo.method in ("dpo", "simpo"),
+                        interactive=method_now["dpo.sft_weight"]["interactive"],
                     )
                     ui.add(
                         gr.Number,
@@ -373,7 +376,7 @@ def build(ui: UI) -> None:
                         info="ui.train.dpo_simpo_gamma_info",
                         value=d.dpo.simpo_gamma,
                         step=0.1,
-                        interactive=d.dpo.method == "simpo",
+                        interactive=method_now["dpo.simpo_gamma"]["interactive"],
                     )
             with ui.block(gr.Accordion, "ui.train.more", "train-more", open=False):
                 with gr.Row():
