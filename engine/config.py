@@ -123,6 +123,11 @@ def _check_column_names(columns: dict[str, str], where: str = "columns") -> None
             near = difflib.get_close_matches(str(ours), COLUMN_FIELDS, n=1)
             _fail(where, "error.config.unknown_column", f"{ours} is not one of our column names",
                   column=str(ours), near=near[0] if near else "output", known=", ".join(COLUMN_FIELDS))
+    for theirs in dict.fromkeys(columns.values()):  # one column read as two of ours: a typo, which trains
+        fields = [ours for ours, t in columns.items() if t == theirs]  # the question as its own answer, unsaid
+        if len(fields) > 1:
+            _fail(where, "data.column_read_twice", f"{theirs} is mapped to {', '.join(fields)}",
+                  column=str(theirs), fields=", ".join(fields))
 
 
 @dataclass

@@ -373,3 +373,21 @@ def test_a_column_mapping_names_one_of_our_fields():
     with pytest.raises(ConfigError) as e:
         config_from_args(args)
     assert e.value.key == "error.config.unknown_column" and e.value.field == "--column"
+
+
+def test_one_column_mapped_to_two_of_our_fields_is_refused():
+    """`--column instruction=질문 --column output=질문` (a typo for output=답변) trained every question as its own
+    answer; only "columns not used: 답변" was said."""
+    import argparse
+
+    from engine.config import config_from_args
+
+    with pytest.raises(ConfigError) as e:
+        RunConfig.from_dict({"data": {"datasets": [{"path": "a.csv", "columns": {"instruction": "질문", "output": "질문"}}]}})
+    assert (e.value.key, e.value.params["column"], e.value.params["fields"]) == ("data.column_read_twice", "질문", "instruction, output")
+    args = argparse.Namespace(config=str(ROOT / "assets/configs/sft_demo.yaml"), set=[], data=["a.csv"],
+                              column=["instruction=질문", "output=질문"], format=None, max_steps=None)
+    with pytest.raises(ConfigError) as e:
+        config_from_args(args)
+    assert e.value.key == "data.column_read_twice" and e.value.field == "--column"
+    RunConfig.from_dict({"data": {"datasets": [{"path": "a.csv", "columns": {"instruction": "질문", "output": "답변"}}]}})

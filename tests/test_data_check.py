@@ -177,7 +177,8 @@ def test_every_data_key_is_translated_and_formats(lang):
                                                 "mapping", "answer", "max_length", "longest", "p50", "p90", "p99",
                                                 "rows", "val_size", "value", "kind", "errors", "warnings", "estimated",
                                                 "min", "max", "over", "cut", "packed", "tokens", "loss", "ours",
-                                                "others", "split", "splits", "trees", "left", "size", "title", "who", "stages")}, lang)
+                                                "others", "split", "splits", "trees", "left", "size", "title", "who", "stages",
+                                                "rank", "fields", "orient")}, lang)
         assert "{" not in text.replace("{...}", ""), (lang, key, text)
 
 
@@ -527,3 +528,13 @@ def test_a_file_of_lists_is_in_no_format(tmp_path):
     p.write_text('[["q", "a"], ["q2", "a2"]]', encoding="utf-8")
     _, result = inspect_path(str(p))
     assert result.format is None and [f.key for f in result.findings] == ["data.not_an_object"] * 2
+
+
+def test_kto_conversations_short_answer_is_said_in_their_own_field(tmp_path):
+    """KTO rows as LLaMA-Factory writes them (messages + kto_tag) had a short answer said "in completion", a field
+    the file does not have."""
+    p = tmp_path / "kto.jsonl"
+    rows = [{"messages": [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": a}], "label": ok}
+            for a, ok in (("4 is the answer.", True), ("5", False))]
+    p.write_text("\n".join(json.dumps(r) for r in rows), encoding="utf-8")
+    assert found(str(p), "warning") == [(2, 2, "messages", "data.short_answer")]

@@ -8,6 +8,7 @@ from world import FIX
 
 from engine.data import analyze, detect_format, normalize_row, read_source
 from engine.data.formats import nearest_format
+from engine.messages import message
 
 
 def records(name, fmt="auto", columns=None):
@@ -222,6 +223,77 @@ def test_shp_pairs_are_read_by_their_labels():
         [user("Why is the sky blue?")], [bot("Rayleigh scattering.")], [bot("Because.")])
     rec, _ = normalize_row({**row, "labels": 0}, "preference")
     assert (rec["chosen"], rec["rejected"]) == ([bot("Because.")], [bot("Rayleigh scattering.")])
+
+
+def test_shp_labels_other_than_a_or_b_are_refused_at_their_row():
+    """Any labels value but 1 meant "B was preferred": an empty cell, null, 2, and "A" itself trained B as chosen."""
+    row = {"history": "질문?", "human_ref_A": "A 답변입니다", "human_ref_B": "B 답변입니다"}
+    for value, a_chosen in ((1, True), ("1", True), (True, True), ("A", True), (1.0, True),
+                            (0, False), ("0.0", False), (False, False), ("b", False)):
+        rec, probs = normalize_row({**row, "labels": value}, "preference")
+        assert not probs and rec["chosen"] == [bot("A 답변입니다" if a_chosen else "B 답변입니다")], value
+    for value, got in ((None, "type.null"), ("", "type.empty"), (float("nan"), "type.null"), (2, "2"), (-1, "-1"),
+                       ("xxx", "xxx"), ([1], "[1]")):
+        rec, probs = normalize_row({**row, "labels": value}, "preference")
+        assert rec is None and list(probs) == [("labels", "data.bad_shp_label", {"got": got})], value
+    [(_, key, params)] = normalize_row({**row, "labels": None}, "preference")[1]
+    assert message(key, params, "ko").endswith("null") and "None" not in message(key, params, "en")
+
+
+def test_ranked_answers_without_ranks_or_all_tied_are_said_in_answers():
+    """Answers with no usable rank were "chosen is missing" and "a preference row without rejected", fields the
+    file does not have; answers all ranked 1 became a pair of two equally good answers, unsaid."""
+    def answers(*items):
+        return {"prompt": "질문", "answers": list(items)}
+    rec, probs = normalize_row(answers({"answer": "a", "rank": "2"}, {"answer": "b", "rank": "1"}), "preference")
+    assert not probs and (rec["chosen"], rec["rejected"]) == ([bot("b")], [bot("a")])  # ranks written as text
+    for row in (answers({"answer": "a"}, {"answer": "b"}), answers({"answer": "a", "rank": 1}),
+                answers("a", "b"), answers({"text": "a", "rank": 1}, {"text": "b", "rank": 2}),
+                answers({"answer": "a", "rank": None}, {"answer": "b", "rank": 2})):
+        rec, probs = normalize_row(row, "preference")
+        assert rec is None and [(f, k) for f, k, _ in probs] == [("answers", "data.answers_not_ranked")], row
+    rec, probs = normalize_row(answers({"answer": "a", "rank": 1}, {"answer": "b", "rank": 1.0}), "preference")
+    assert rec is None and list(probs) == [("answers", "data.answers_tied", {"rank": "1"})]
+    rec, probs = normalize_row(answers({"answer": "a", "rank": 1}, {"answer": "b", "rank": 1},
+                                       {"answer": "c", "rank": 3}), "preference")  # a tie for the best is no matter
+    assert not probs and rec["rejected"] == [bot("c")]
+
+
+def test_tools_that_define_no_tool_are_none_or_refused():
+    """`{}`, `[{}]`, `"{}"` and `"null"` added a 300-token tools prompt with an empty tool to the row; `{"a": 1}` or
+    a list of messages was trained as a tool; `[1, 2, 3]` was "should be a list, but it is a list"."""
+    row = {"instruction": "서울 날씨?", "output": "맑습니다"}
+    plain, _ = normalize_row(row, "alpaca")
+    for tools in ({}, [{}], "{}", "[{}]", "null", "None", "", None, []):
+        rec, probs = normalize_row({**row, "tools": tools}, "alpaca")
+        assert not probs and rec == plain, tools
+    for tools, got in (({"a": 1}, '{"a": 1}'), ([1, 2, 3], "1"), ([{"role": "user", "content": "hi"}],
+                                                                   '{"role": "user", "content": "hi"}'),
+                       ([{"name": "w"}, {"function": {"description": "x"}}], '{"function": {"description": "x"}}')):
+        rec, probs = normalize_row({**row, "tools": tools}, "alpaca")
+        assert rec is None and [(f, k, p.get("got")) for f, k, p in probs] == [("tools", "data.not_a_tool", got)], tools
+    rec, probs = normalize_row({**row, "tools": '{"broken json'}, "alpaca")
+    assert rec is None and [(f, k) for f, k, _ in probs] == [("tools", "data.tools_not_json")]
+    for tools in ([{"name": "w", "parameters": {}}], [{"type": "function", "function": {"name": "w"}}]):
+        rec, probs = normalize_row({**row, "tools": tools}, "alpaca")
+        assert not probs and '"w"' in rec["messages"][0]["content"], tools
+
+
+def test_a_row_with_two_system_prompts_says_which_one_trains():
+    """A ShareGPT row with a `system` column and a system turn lost the column's prompt without a word."""
+    row = {"system": "최상위 시스템", "conversations": [{"from": "system", "value": "턴 시스템"},
+                                                   {"from": "human", "value": "q"}, {"from": "gpt", "value": "답입니다"}]}
+    rec, probs = normalize_row(row, "sharegpt")
+    assert not probs and rec["messages"][0] == {"role": "system", "content": "턴 시스템"}
+    assert probs.notes == [("system", "data.system_twice", {})]
+    _, probs = normalize_row({**row, "system": " 턴 시스템"}, "sharegpt")  # the same prompt twice: nothing lost
+    assert not probs.notes
+
+
+def test_a_tool_result_after_the_user_is_said_to_have_no_call():
+    row = {"conversations": [{"from": "human", "value": "a"}, {"from": "tool", "value": "res"}, {"from": "gpt", "value": "b"}]}
+    rec, probs = normalize_row(row, "sharegpt")
+    assert rec is None and list(probs) == [("conversations", "data.tool_result_without_call", {"index": 2})]
 
 
 def test_xlam_function_calling_rows_map_to_alpaca_with_tool_calls(tmp_path):

@@ -295,3 +295,23 @@ def test_kto_balances_desirable_and_undesirable_answers():
     assert desirable_weight([True, False, False, False]) == 3.0  # the KTO paper's ratio, which trl only advised
     assert desirable_weight([True, True, True, False]) == pytest.approx(1 / 3)
     assert desirable_weight([True, False]) == desirable_weight([True, True]) == desirable_weight([False]) == 1.0
+
+
+def test_a_warned_files_check_command_reads_it_as_the_run_did(tmp_path):
+    """The run's "`tuneboard check FILE` lists them all" left out the run's --column mapping: that command then
+    said "no known format has the columns 질문, 답변, 비고" instead of the warnings it promised."""
+    import shlex
+
+    from engine.config import parse_columns
+    from engine.data import check_file
+
+    data = tmp_path / "내 데이터.csv"
+    data.write_text("질문,답변,비고\n한국 수도?,서울입니다,x\n일본 수도?,도쿄입니다,y\n", encoding="utf-8")
+    notes = []
+    load_training_data(cfg("sft", {"path": str(data), "format": "alpaca",
+                                    "columns": {"instruction": "질문", "output": "답변"}}), notes)
+    [(key, params)] = [n for n in notes if n[0] == "warning.data_warnings"]
+    args = shlex.split(params["path"])
+    assert args == [str(data), "--format", "alpaca", "--column", "instruction=질문, output=답변"]
+    report = check_file(args[0], args[2], columns=parse_columns([args[4]]))
+    assert report.format == "alpaca" and report.trainable and "data.ignored_columns" in report.counts

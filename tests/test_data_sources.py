@@ -684,6 +684,38 @@ def test_comment_lines_in_jsonl_are_skipped_and_said(tmp_path):
     assert [(f.severity, f.key, f.line) for f in src.findings] == [("warning", "data.json_comment", n) for n in (1, 3)]
 
 
+def test_block_comments_in_jsonl_are_skipped_and_one_left_open_is_refused(tmp_path):
+    """The README promised /* */ in JSONL too: `/* exported by tool */` above the rows was "a value is expected
+    here" at row 1, and a comment over three lines made three broken rows."""
+    p = tmp_path / "c.jsonl"
+    p.write_text('/* exported by tool */\n{"instruction": "a", "output": "b"}\n/* two\n lines\n */\n'
+                 '/* c */ {"instruction": "c", "output": "d"}\n', encoding="utf-8")
+    src = read_source(str(p))
+    assert [r["output"] for r in src.rows] == ["b", "d"] and src.numbers == [1, 2] and src.lines == [2, 6]
+    assert [(f.severity, f.key, f.line) for f in src.findings] == [("warning", "data.json_comment", n) for n in (1, 3, 6)]
+    p.write_text('{"instruction": "a", "output": "b"}\n/* never closed\n{"instruction": "c", "output": "d"}\n',
+                 encoding="utf-8")  # it would leave every row after it out, unsaid
+    src = read_source(str(p))
+    assert [(f.severity, f.key, f.line) for f in src.findings][-1] == ("error", "data.comment_unclosed", 2)
+
+
+def test_pandas_split_and_table_layouts_are_read_as_rows(tmp_path):
+    """to_json(orient="split") was "columns of different lengths (columns: 2, index: 2, data: 2)", and
+    orient="table" "one object instead of a list of rows"."""
+    rows = [{"instruction": "q1", "output": "a1"}, {"instruction": "질문", "output": "답"}]
+    split = tmp_path / "split.json"
+    split.write_text(json.dumps({"columns": ["instruction", "output"], "index": [3, 7],
+                                 "data": [[r["instruction"], r["output"]] for r in rows]}), encoding="utf-8")
+    src = read_source(str(split))
+    assert src.rows == rows and [(f.key, f.params) for f in src.findings] == [("data.pandas_layout", {"orient": "split"})]
+    table = tmp_path / "table.json"
+    table.write_text(json.dumps({"schema": {"fields": [{"name": "index"}, {"name": "instruction"}, {"name": "output"}],
+                                            "primaryKey": ["index"], "pandas_version": "1.4.0"},
+                                 "data": [{"index": i, **r} for i, r in enumerate(rows)]}), encoding="utf-8")
+    src = read_source(str(table))  # pandas' index is no column of the data
+    assert src.rows == rows and [(f.key, f.params) for f in src.findings] == [("data.pandas_layout", {"orient": "table"})]
+
+
 def test_a_lone_row_with_a_list_of_objects_in_it_stays_one_row(tmp_path):
     p = tmp_path / "one.json"
     p.write_text(json.dumps({"text": "한 문서", "sources": [{"url": "a"}, {"url": "b"}]}), encoding="utf-8")

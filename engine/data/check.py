@@ -192,9 +192,12 @@ def analyze(rows: list[Any], fmt: str = "auto", *, columns: dict[str, str] | Non
     if controls:
         _control_characters(out, good, at)
     _duplicates(out, good, at)
-    _short_answers(out, good, at, theirs.get(ANSWER_FIELD[name], ANSWER_FIELD[name]))
+    answers = ANSWER_FIELD[name]
+    if name == "unpaired" and "completion" not in keys:  # KTO's conversations, their last answer labelled
+        answers = next((k for k in ("conversations", "messages") if k in keys), answers)
+    _short_answers(out, good, at, theirs.get(answers, answers))
     _system_some_rows(out, good, at)
-    _context_only_rows(out, good, at, theirs.get(ANSWER_FIELD[name], ANSWER_FIELD[name]))
+    _context_only_rows(out, good, at, theirs.get(answers, answers))
     _same_answers(out, good, at, theirs.get("rejected", "rejected"))
     if measure and good:
         refused: list[tuple[int, str]] = []

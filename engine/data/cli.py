@@ -94,14 +94,14 @@ def _print_report(r: FileReport) -> None:
     else:
         print(message("data.cli.file", {"path": r.path, "format": r.format, "kind": kind, "rows": r.rows_in_file}))
     for f in r.stage_findings:  # the stage's word on the whole file first
-        print(f"  {message('severity.' + f['severity']):<8}{_visible(message(f['key'], f['params']))}")
+        print(f"  {message('severity.' + f['severity']):<7} {_visible(message(f['key'], f['params']))}")
     shown: dict[str, int] = {}
     for f in r.findings:
         shown[f.key] = shown.get(f.key, 0) + 1
         if shown[f.key] > SHOWN_PER_KIND:
             continue
         where = f.where()
-        print(f"  {message('severity.' + f.severity):<8}{where + ': ' if where else ''}{_visible(f.message())}")
+        print(f"  {message('severity.' + f.severity):<7} {where + ': ' if where else ''}{_visible(f.message())}")
         if shown[f.key] == SHOWN_PER_KIND and r.counts[f.key] > SHOWN_PER_KIND:
             print("          " + message("data.cli.more", {"count": r.counts[f.key] - SHOWN_PER_KIND}))
     s = r.stats

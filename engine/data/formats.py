@@ -106,10 +106,20 @@ def _turn_style(value: Any) -> str | None:
     return None
 
 
+def _rank(answer: Any) -> float | None:
+    """A ranked answer's rank (a number, or a number written as text, as a table holds it); None if it has none."""
+    rank = answer.get("rank") if isinstance(answer, dict) and "answer" in answer else None
+    if isinstance(rank, str):
+        try:
+            rank = float(rank)
+        except ValueError:
+            return None
+    return float(rank) if isinstance(rank, (int, float)) and not isinstance(rank, bool) and rank == rank else None
+
+
 def _ranked(value: Any) -> bool:
     """Answers ranked against each other (Nectar's `answers`: [{answer, rank}, ...], 1 the best)."""
-    return isinstance(value, list) and len(value) > 1 and all(
-        isinstance(a, dict) and "answer" in a and isinstance(a.get("rank"), (int, float)) for a in value)
+    return isinstance(value, list) and len(value) > 1 and all(_rank(a) is not None for a in value)
 
 
 def _output_calls(row: dict) -> list | None:
@@ -415,17 +425,35 @@ def _with_tools(msgs: list[dict], row: dict, probs: Problems) -> list[dict]:
     """The row's tool definitions (`tools`: a list, or JSON text of one) told in its system message, where
     every chat template shows them and the model learns which calls it may make."""
     value = _json_cell(row.get("tools"), "[{")
-    if value is None or blank(value) or value == []:
-        return msgs
     if isinstance(value, dict):
         value = [value]
-    if not isinstance(value, list) or not all(isinstance(t, dict) for t in value):
+    if isinstance(value, list):  # an empty object is no tool (a table's empty cell, `{}` written for none)
+        value = [t for t in value if t != {}]
+    if value is None or blank(value) or value == [] or (isinstance(value, str) and value.strip().lower() in (
+            "null", "none")):  # null written as text, as some exports write a missing value
+        return msgs
+    if reason := _cell_json_error(value):  # JSON cut short or hand-edited: where it breaks, not "it is text"
+        probs.add("tools", "data.tools_not_json", **reason)
+        return msgs
+    if not isinstance(value, list):
         probs.add("tools", "data.wrong_type", expected="type.list", got=_type_name(value))
         return msgs
+    for i, tool in enumerate(value, 1):  # each a function's definition, as Hermes' and OpenAI's data give it
+        if not _tool_name(tool):
+            probs.add("tools", "data.not_a_tool", index=i, got=_shown(tool))
+            return msgs
     text = TOOLS_INTRO.format(tools="\n".join(json.dumps(t, ensure_ascii=False, default=str) for t in value))
     if msgs and msgs[0]["role"] == "system":
         return [{**msgs[0], "content": f"{msgs[0]['content']}\n\n{text}"}, *msgs[1:]]
     return [{"role": "system", "content": text}, *msgs]
+
+
+def _tool_name(tool: Any) -> str | None:
+    """A tool definition's name: `{name, description, parameters}`, or OpenAI's `{type, function: {name, ...}}`."""
+    if isinstance(tool, dict) and isinstance(tool.get("function"), dict):
+        tool = tool["function"]
+    name = tool.get("name") if isinstance(tool, dict) else None
+    return name if isinstance(name, str) and not blank(name) else None
 
 
 def _content(item: dict, field: str, index: int, probs: Problems) -> str | None:
@@ -508,6 +536,10 @@ def turns(value: Any, field: str, probs: Problems, weights: bool = False) -> lis
         elif role == "assistant" and _tool_calls(item):  # text, then the calls (opened in _content)
             content = f"{content}\n</tool_call>"
         elif raw.lower() in _TOOL_RESULT:
+            if ok and out and out[-1]["role"] == "user" and not results:  # results of a call nobody made: said so,
+                probs.add(field, "data.tool_result_without_call", index=i)  # not as "a second user message"
+                ok = False
+                continue
             if not content.lstrip().startswith("<tool_response>"):  # Hermes' own data writes the tags itself
                 content = f"<tool_response>\n{content}\n</tool_response>"
             if results and out:  # the results of parallel calls, one after another: one turn, as Qwen's and
@@ -574,6 +606,8 @@ def _with_system(msgs: list[dict], row: dict, probs: Problems) -> list[dict]:
     system = text_field(row, "system", probs, required=False)
     if system and not (msgs and msgs[0]["role"] == "system"):
         return [{"role": "system", "content": system}, *msgs]
+    if system and msgs[0]["content"].strip() != system.strip():  # one prompt trains; the other is said
+        probs.note("system", "data.system_twice")
     return msgs
 
 
@@ -739,14 +773,23 @@ def _preference(row: dict, probs: Problems, need_rejected: bool = True) -> dict 
     """A preference pair; `need_rejected=False` (SFT and pretraining, which train on the chosen answer alone):
     a pair with no rejected answer is said as a warning and kept, as its prompt and chosen answer."""
     if "chosen" not in row and {"human_ref_A", "human_ref_B", "labels"} <= row.keys():  # SHP: labels 1 means A
-        a_better = str(row["labels"]).strip() in ("1", "1.0", "True", "true")     # was preferred, 0 B
+        if (a_better := _shp_label(row["labels"])) is None:                       # was preferred, 0 B
+            probs.add("labels", "data.bad_shp_label", got=_shown(row["labels"]))
+            return None
         row = {**row, "prompt": row.get("prompt", row.get("history")),
                "chosen": row["human_ref_A" if a_better else "human_ref_B"],
                "rejected": row["human_ref_B" if a_better else "human_ref_A"]}
         if row["prompt"] is None:
             row.pop("prompt")
-    if "chosen" not in row and _ranked(row.get("answers")):  # ranked answers: the best against the worst
-        ranked = sorted(row["answers"], key=lambda a: a["rank"])
+    if "chosen" not in row and "rejected" not in row and isinstance(row.get("answers"), list):
+        # ranked answers: the best against the worst
+        if not _ranked(row["answers"]):
+            probs.add("answers", "data.answers_not_ranked", count=len(row["answers"]))
+            return None
+        ranked = sorted(row["answers"], key=_rank)
+        if _rank(ranked[0]) == _rank(ranked[-1]):  # all equal: no answer is the better one
+            probs.add("answers", "data.answers_tied", rank=f"{_rank(ranked[0]):g}")
+            return None
         row = {**row, "chosen": ranked[0]["answer"], "rejected": ranked[-1]["answer"]}
     if "chosen" not in row and "rejected" not in row and isinstance(row.get("output"), list):
         pair = row["output"]  # alpaca-style preference: output = [chosen, rejected]
@@ -796,8 +839,28 @@ def _preference(row: dict, probs: Problems, need_rejected: bool = True) -> dict 
     return {"prompt": prompt, "chosen": chosen} if alone else {"prompt": prompt, "chosen": chosen, "rejected": rejected}
 
 
-_LABELS = {"true": True, "1": True, "yes": True, "good": True, "desirable": True,
-           "false": False, "0": False, "no": False, "bad": False, "undesirable": False}
+def _shp_label(value: Any) -> bool | None:
+    """SHP's `labels`: whether human_ref_A was preferred (1, true, "A") or human_ref_B (0, false, "B"); None for
+    anything else, which no reading may turn into a preference (an empty cell once meant "B", unsaid)."""
+    if isinstance(value, bool) or (isinstance(value, (int, float)) and value in (0, 1)):
+        return bool(value)
+    return {"1": True, "1.0": True, "true": True, "a": True,
+            "0": False, "0.0": False, "false": False, "b": False}.get(str(value).strip().lower()) \
+        if isinstance(value, str) else None
+
+
+def _shown(value: Any) -> str:
+    """A wrong value as a finding quotes it: as written, and null or an empty cell in words (not Python's None)."""
+    if value is None or (isinstance(value, float) and value != value):
+        return "type.null"
+    if isinstance(value, str) and not value.strip():
+        return "type.empty"
+    text = json.dumps(value, ensure_ascii=False, default=str) if isinstance(value, (bool, list, dict)) else str(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+_LABELS = {"true": True, "1": True, "1.0": True, "yes": True, "good": True, "desirable": True,
+           "false": False, "0": False, "0.0": False, "no": False, "bad": False, "undesirable": False}
 
 
 def _label(row: dict, probs: Problems) -> bool | None:
@@ -812,7 +875,7 @@ def _label(row: dict, probs: Problems) -> bool | None:
         return bool(value)
     if isinstance(value, str) and value.strip().lower() in _LABELS:
         return _LABELS[value.strip().lower()]
-    probs.add("label", "data.bad_label", got=str(value)[:40])
+    probs.add("label", "data.bad_label", got=_shown(value))
     return None
 
 

@@ -12,6 +12,7 @@ shuffled with `data.shuffle_seed` (default `training.seed`) and `val_size` rows 
 from __future__ import annotations
 
 import random
+import shlex
 from typing import TYPE_CHECKING, Any
 
 from ..messages import TuneboardError
@@ -139,6 +140,17 @@ def _unpaired(row: dict) -> list[dict]:
             {"prompt": row["prompt"], "completion": row["rejected"], "label": False}]
 
 
+def check_args(spec: DatasetSpec, path: str) -> str:
+    """`tuneboard check`'s arguments that read `path` as `spec` does: the file alone reads another format, or
+    none, where a mapping or a format was given."""
+    args = [shlex.quote(path)]
+    if spec.format != "auto":
+        args += ["--format", spec.format]
+    if spec.columns:
+        args += ["--column", shlex.quote(", ".join(f"{ours}={theirs}" for ours, theirs in spec.columns.items()))]
+    return " ".join(args)
+
+
 def load_training_data(cfg: RunConfig, notes: list[tuple[str, dict]] | None = None,
                        ) -> tuple[datasets.Dataset, datasets.Dataset | None]:
     """Read, check, normalise, sample, merge, shuffle and split `cfg.data` for `cfg.stage`. A file with
@@ -173,7 +185,7 @@ def load_training_data(cfg: RunConfig, notes: list[tuple[str, dict]] | None = No
         warnings = [f for f in result.findings if f.severity == "warning" and f.row is None
                     and f.key not in ("data.too_long", "data.too_long_split")]
         if warnings and notes is not None:
-            notes.append(("warning.data_warnings", {"count": len(warnings), "path": src.path,
+            notes.append(("warning.data_warnings", {"count": len(warnings), "path": check_args(spec, src.path),
                                                     "first": describe(src.path, warnings[0])}))
         records = result.good
         if spec.max_samples is not None and spec.max_samples < len(records):

@@ -97,7 +97,8 @@ def _read_file(path: str) -> Source:
         return _fatal(path, "unknown", "data.spreadsheet_file", path=path, ext=Path(name).suffix)
     if kind is None:
         return _fatal(path, "unknown", "data.unsupported_file", path=path, ext=Path(name).suffix or "(none)",
-                      supported=", ".join(sorted(EXTENSIONS)))
+                      supported=", ".join(sorted(EXTENSIONS)) + ", " + ", ".join(
+                          f"{e}.gz" for e in (".csv", ".json", ".jsonl", ".txt")))
     try:
         data = Path(path).read_bytes()
         if path.lower().endswith(".gz"):
@@ -562,14 +563,23 @@ def _read_lines(text: str, src: Source, pairs: bool) -> None:
     """A row a line, numbered among the file's rows (a broken one counts; blank and comment lines do not), each
     with its line: row 7 on line 9 where blank lines came before it."""
     commas: list[int] = []  # lines whose row ends with a comma (a JSON array's rows pasted as lines): read, said once
-    row = 0
+    row, in_comment, opened = 0, False, 0  # in_comment: inside a /* */ comment that spans lines, opened there
     for number, line in enumerate(text.split("\n"), 1):
         stripped = line.strip().lstrip("\ufeff")  # files joined with `cat` keep each one's BOM
+        if in_comment:
+            in_comment, stripped = _comment_rest(stripped)
+            if in_comment or not stripped:
+                continue
         if not stripped:
             continue
-        if stripped.startswith(("//", "#")):  # a comment line, which no JSON value starts with: said, not a row
+        if stripped.startswith(("//", "#", "/*")):  # a comment, which no JSON value starts with: said, not a row
             src.findings.append(warning(None, None, "data.json_comment", line=number))
-            continue
+            if not stripped.startswith("/*"):
+                continue
+            opened = number
+            in_comment, stripped = _comment_rest(stripped[2:])
+            if in_comment or not stripped:  # a row after the comment's end on its line is read
+                continue
         row += 1
         try:
             src.add(_loads(stripped, pairs), row, number)
@@ -591,6 +601,14 @@ def _read_lines(text: str, src: Source, pairs: bool) -> None:
             src.findings.append(f)
     if commas:
         src.findings.append(warning(None, None, "data.comma_after_rows", line=commas[0], count=len(commas)))
+    if in_comment:  # the rows after it would be left out unsaid
+        src.findings.append(error(None, None, "data.comment_unclosed", line=opened))
+
+
+def _comment_rest(text: str) -> tuple[bool, str]:
+    """Text inside a /* */ comment -> (whether the comment goes on past it, what follows its end)."""
+    before, end, after = text.partition("*/")
+    return (False, after.strip()) if end else (True, "")
 
 
 def _line_end_problem(line: str, e: json.JSONDecodeError) -> str | None:
@@ -790,6 +808,18 @@ def _read_json_object(obj: Any, src: Source) -> None:
         for n, i in enumerate(index, 1):
             src.add({k: v[i] for k, v in obj.items()}, n)
         return
+    if _pandas_split(obj):  # DataFrame.to_json(orient="split"): the column names once, each row a list
+        src.findings.append(warning(None, None, "data.pandas_layout", orient="split"))
+        for i, vals in enumerate(obj["data"], 1):
+            src.add(dict(zip(obj["columns"], vals, strict=True)), i)
+        return
+    if isinstance(obj.get("schema"), dict) and "fields" in obj["schema"] and isinstance(obj.get("data"), list):
+        # DataFrame.to_json(orient="table"): the rows under data, each with pandas' index (schema's primaryKey)
+        index = obj["schema"].get("primaryKey") or []
+        src.findings.append(warning(None, None, "data.pandas_layout", orient="table"))
+        for i, row in enumerate(obj["data"], 1):
+            src.add({k: v for k, v in row.items() if k not in index} if isinstance(row, dict) else row, i)
+        return
     if len(lists) == 1 and lists[0] and all(isinstance(r, dict) for r in lists[0]) and not is_turns(lists[0]) \
             and not any(isinstance(v, dict) for v in values) and (len(obj) == 1 or detect_format([obj]) is None):
         # {"train": [...]}, {"data": [...]}, or the rows beside a few facts about them ({"version": 2, "data": [...]})
@@ -815,6 +845,14 @@ def _read_json_object(obj: Any, src: Source) -> None:
         src.add(obj, 1)
         return
     src.findings.append(error(None, None, "data.json_not_list", keys=", ".join(map(str, list(obj)[:8]))))
+
+
+def _pandas_split(obj: dict) -> bool:
+    """pandas' `orient="split"` layout: {columns: [names], index: [...], data: [[row values], ...]}."""
+    columns, data = obj.get("columns"), obj.get("data")
+    return (set(obj) <= {"columns", "index", "data", "index_names", "column_names"} and isinstance(columns, list)
+            and all(isinstance(c, str) for c in columns) and isinstance(data, list)
+            and all(isinstance(r, list) and len(r) == len(columns) for r in data))
 
 
 SPLIT_NAMES = {"train", "test", "validation", "valid", "val", "dev", "eval", "evaluation"}
