@@ -312,6 +312,9 @@ def hub_call(name: str, fn, *args, **kwargs):
         unreachable = not hub_reachable()
         if unreachable:
             kwargs.setdefault("local_files_only", True)
+            if getattr(getattr(fn, "__self__", None), "__name__", "").startswith("AutoModel"):
+                # transformers asks the Hub for an adapter_config.json under the id without local_files_only
+                kwargs.setdefault("adapter_kwargs", {"local_files_only": True})  # (~40 s of retries, printed)
     try:
         return fn(*args, **kwargs)
     except OSError as e:

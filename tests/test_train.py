@@ -420,6 +420,31 @@ def test_a_hub_model_whose_host_does_not_answer_is_read_from_the_cache_alone(wor
     assert e.value.key == "error.offline_hub" and asked == [True]
 
 
+def test_a_hub_base_whose_host_does_not_answer_is_not_asked_for_an_adapter_config(workdir, monkeypatch):
+    """chat, eval and export of a run on a Hub base, offline: transformers asked the Hub whether the id holds an
+    adapter_config.json without local_files_only, five times with back-off (~40 s, each retry printed)."""
+    import huggingface_hub.file_download as download
+
+    from engine.messages import TuneboardError
+    from engine.model import load_model, resolve
+
+    import huggingface_hub.constants
+
+    hub_unreachable(monkeypatch)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)  # as read when this process started
+    asked = []
+
+    def metadata(url, *a, **k):
+        asked.append(url)
+        raise OSError("unreachable")
+
+    monkeypatch.setattr(download, "get_hf_file_metadata", metadata)
+    cfg = RunConfig.from_dict({"model": {"name_or_path": "someorg/some-model"}})
+    with pytest.raises(TuneboardError) as e:
+        load_model(cfg, resolve(cfg, workdir), for_training=False)
+    assert e.value.key == "error.offline_hub" and asked == []
+
+
 @pytest.mark.gpu
 def test_qlora_bf16_on_gpu(workdir, demo_model):
     cfg = tiny_sft_config(max_steps=5)
