@@ -25,7 +25,7 @@ from typing import Any, Optional
 
 from .config import REFERENCE_FREE, GenerationConfig, RunConfig
 from .messages import TuneboardError, message
-from .runs import resolve_run
+from .runs import run_and_checkpoint
 from .templates import plain_text
 
 EVAL_FILE = "eval.json"
@@ -233,19 +233,19 @@ def evaluate_run(run: str, data: Optional[str] = None, max_samples: Optional[int
     references, and a table of samples; written to `<run>/eval.json`. `session` reuses a loaded
     ChatSession of the same run (the board's worker has one). `columns` / `fmt`: how to read `data`;
     `data_overrides`: `data.*` fields read otherwise than the run did (data.skip_bad_rows, ...)."""
-    from .generate import ChatSession
+    from .generate import ChatSession, checkpoint_note
 
-    run_dir = resolve_run(run, workdir)
+    run_dir, checkpoint = run_and_checkpoint(run, workdir)  # (a checkpoint folder: its weights are scored)
     cfg = RunConfig.load(str(run_dir / "config.yaml"))
     if data_overrides:
         if wrong := next((k for k in data_overrides if not k.startswith("data.")), None):
             raise TuneboardError("error.eval_set_data_only", field=wrong)
         cfg = cfg.with_overrides(data_overrides)
     started = time.time()
-    own = session is None or not session.loaded or session.run_dir != run_dir
+    own = session is None or not session.loaded or session.run_dir != run_dir or checkpoint is not None
     if own:
         session = ChatSession(workdir)
-        session.load(str(run_dir))
+        session.load(str(run_dir), checkpoint, say=False)  # said with the result's warnings, where a script reads them too
     note = progress or (lambda phase, done, total: None)
     try:
         notes: list[tuple[str, dict]] = []
@@ -258,6 +258,8 @@ def evaluate_run(run: str, data: Optional[str] = None, max_samples: Optional[int
         # which weights were scored: a run that never finished is read from its latest checkpoint, and a later
         # resume would otherwise make this look like the finished run's score
         source = Path(session.source)
+        if own and (said := checkpoint_note(run_dir, source, checkpoint)):
+            notes.insert(0, said)
         result: dict[str, Any] = {"run": run_dir.name, "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
                                   "data": data_name, "rows": len(rows), "stage": stage,
                                   "source": str(source.relative_to(run_dir)) if source.is_relative_to(run_dir)

@@ -20,7 +20,7 @@ from typing import Any, Optional
 from .config import RunConfig
 from .generate import _template_name, read_result, result_dir
 from .messages import TuneboardError, message
-from .runs import resolve_run
+from .runs import run_and_checkpoint
 from .templates import STOP_STRINGS
 
 INFO_FILE = "tuneboard_export.json"
@@ -42,7 +42,8 @@ def export_run(run: str, out: str | os.PathLike, merge: bool = False, push_to_hu
     complete; any other folder with files in it is refused."""
     if push_to_hub and not token:
         raise TuneboardError("export.error_no_token")
-    run_dir = resolve_run(run, workdir)
+    run_dir, found = run_and_checkpoint(run, workdir)  # (a checkpoint folder: that checkpoint)
+    checkpoint = checkpoint or found
     cfg = RunConfig.load(str(run_dir / "config.yaml"))
     result_dir(run_dir, checkpoint, say=False)  # a run with nothing to export is told before anything is written
     out = Path(out).expanduser().resolve()
@@ -238,10 +239,10 @@ def cmd_export(args) -> int:
     token = os.environ.get("HF_TOKEN") if args.push_to_hub else None
     result = export_run(args.run, args.out, merge=args.merge, push_to_hub=args.push_to_hub, token=token,
                         workdir=args.workdir, overwrite=args.overwrite)
-    print(f"{result['kind']}: {', '.join(result['files'])}", file=sys.stderr)
+    print(f"{message('export.kind_' + result['kind'])}: {', '.join(result['files'])}", file=sys.stderr)
     for note in result["notes"]:
         print(f"{message('severity.warning')}: {message(note['key'], note['params'])}", file=sys.stderr)
     if result.get("url"):
-        print(f"uploaded: {result['url']}", file=sys.stderr)
+        print(message("export.uploaded", {"url": result["url"]}), file=sys.stderr)
     print(result["path"])
     return 0

@@ -26,7 +26,7 @@ from typing import Any, Optional
 
 from .config import ConfigError, GenerationConfig, RunConfig
 from .messages import TuneboardError, message
-from .runs import RUNNING, latest_checkpoint, resolve_run, run_info
+from .runs import RUNNING, latest_checkpoint, resolve_run, run_and_checkpoint, run_info
 from .templates import STOP_STRINGS, plain_text
 
 MAX_SEED = 2**31 - 1
@@ -142,9 +142,10 @@ class ChatSession:
     def loaded(self) -> bool:
         return self.model is not None
 
-    def load(self, run: str, checkpoint: Optional[str] = None) -> dict[str, Any]:
+    def load(self, run: str, checkpoint: Optional[str] = None, say: bool = True) -> dict[str, Any]:
         """Load `run` (a folder or id): its adapter on the base in the run's quantization and
-        precision, or its trained model. `checkpoint` picks a checkpoint folder instead."""
+        precision, or its trained model. `checkpoint` picks a checkpoint folder instead. `say`: a run that never
+        finished, read from its latest checkpoint, is said on stderr (`checkpoint_note` says it otherwise)."""
         from . import model as model_mod
 
         model_mod.quiet_libraries()
@@ -165,7 +166,7 @@ class ChatSession:
                 model = model_mod.load_model(full, model_mod.resolve(full, self.workdir), for_training=False)
             return model.eval(), load_run_tokenizer(cfg, res, folder), res, is_peft
 
-        source, (model, self.tokenizer, res, is_peft) = read_result(run_dir, checkpoint, read)
+        source, (model, self.tokenizer, res, is_peft) = read_result(run_dir, checkpoint, read, say=say)
         self.model, self.run_dir, self.cfg, self.res = model, run_dir, cfg, res
         self.is_peft = is_peft
         self.stops = STOP_STRINGS.get(_template_name(run_dir, res), [])
@@ -480,11 +481,19 @@ def result_dir(run_dir: Path, checkpoint: Optional[str] = None, say: bool = True
     last = latest_checkpoint(run_dir)  # a run killed before its end (kill -9, a lost machine) left only these
     if last is not None and any((last / f).exists() for f in ("adapter_config.json", "config.json")):
         if say:
-            key = "warning.using_checkpoint_live" if run_info(run_dir).status == RUNNING else "warning.using_checkpoint"
-            note = message(key, {"run": run_dir.name, "checkpoint": last.name})
-            print(f"{message('severity.warning')}: {note}", file=sys.stderr)
+            key, params = checkpoint_note(run_dir, last)
+            print(f"{message('severity.warning')}: {message(key, params)}", file=sys.stderr)
         return last
     raise TuneboardError("chat.error_no_result", run=run_dir.name)
+
+
+def checkpoint_note(run_dir: Path, source: Path, checkpoint: Optional[str] = None) -> Optional[tuple[str, dict]]:
+    """The warning `result_dir` prints where a run that never finished was read from its latest checkpoint, as a
+    message key and parameters (for a JSON result); None where the source is the run's result or was asked for."""
+    if checkpoint or source.parent != run_dir / "checkpoints":
+        return None
+    key = "warning.using_checkpoint_live" if run_info(run_dir).status == RUNNING else "warning.using_checkpoint"
+    return key, {"run": run_dir.name, "checkpoint": source.name}
 
 
 def _link_or_copy(src: str, dst: str) -> None:
@@ -510,11 +519,12 @@ def pinned(source: Path, run_dir: Path):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def read_result(run_dir: Path, checkpoint: Optional[str], read: Callable[[Path], Any], tries: int = 3) -> tuple[Path, Any]:
+def read_result(run_dir: Path, checkpoint: Optional[str], read: Callable[[Path], Any], tries: int = 3,
+                say: bool = True) -> tuple[Path, Any]:
     """(the result folder, `read` of it): the newest checkpoint again if the one found was deleted while it was
     pinned (a run still training rotates them every save)."""
     for attempt in range(tries):
-        source = result_dir(run_dir, checkpoint, say=attempt == 0)
+        source = result_dir(run_dir, checkpoint, say=say and attempt == 0)
         try:
             with pinned(source, run_dir) as folder:
                 return source, read(folder)
@@ -556,7 +566,7 @@ def cmd_chat(args) -> int:
     if args.prompt is not None and not args.prompt.strip():  # answered, each time differently, from nothing
         raise TuneboardError("chat.error_empty")
     session = ChatSession(args.workdir)
-    run_dir = resolve_run(args.run, args.workdir)
+    run_dir, checkpoint = run_and_checkpoint(args.run, args.workdir)
     cfg = RunConfig.load(str(run_dir / "config.yaml"))
     gen = settings_from_args(cfg, args)
     moot = [f"--{f.replace('_', '-')}" for f in ("temperature", "top_k", "top_p", "min_p")
@@ -565,7 +575,7 @@ def cmd_chat(args) -> int:
         print(message("warning.beams_no_sampling", {"beams": gen.num_beams, "flags": ", ".join(moot)}), file=sys.stderr)
     if getattr(args, "system", None) and cfg.stage == "pt":
         print(f"{message('severity.warning')}: {message('warning.pt_no_system')}", file=sys.stderr)
-    session.load(str(run_dir))
+    session.load(str(run_dir), checkpoint)
     use_adapter = not args.base
     if args.prompt is not None:
         answers = session.generate(conversation([{"role": "user", "content": args.prompt}], gen.system_prompt),

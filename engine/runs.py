@@ -190,6 +190,20 @@ def resolve_run(run: str | os.PathLike, workdir: str | os.PathLike | None = None
     raise TuneboardError("error.run_not_found", run=name)
 
 
+def run_and_checkpoint(run: str | os.PathLike, workdir: str | os.PathLike | None = None) -> tuple[Path, str | None]:
+    """`resolve_run` for chat, eval and export, which also take a folder inside a run as its user finds it: a
+    checkpoint (`run/checkpoints/checkpoint-N`: that checkpoint's weights) or the run's `adapter` or `model`
+    folder (the run's own result)."""
+    p = Path(run)
+    if p.is_dir() and not (p / "config.yaml").exists():
+        p = p.resolve()
+        if p.parent.name == "checkpoints" and (p.parent.parent / "config.yaml").exists():
+            return p.parent.parent, p.name
+        if p.name in ("adapter", "model") and (p.parent / "config.yaml").exists():
+            return p.parent, None
+    return resolve_run(run, workdir), None
+
+
 def deletable(path: str | os.PathLike, live: bool = False) -> RunInfo:
     """The run, if it may be deleted; a running one is refused: stop it first. `live`: the caller knows it runs."""
     info = run_info(path)

@@ -228,6 +228,9 @@ def _train(cfg: RunConfig, run_dir: Path, log: EventLog, should_stop, workdir, d
         log(Warning(key=key, params=params, message=message(key, params)))
     resume = resume_checkpoint(cfg, run_dir)
     _check_resume_layout(cfg, resume, res.packing)
+    if resume is not None:  # said in the log and on the terminal, not only in the step the curve starts at
+        said = {"checkpoint": str(resume), "step": checkpoint_step(resume)}
+        log(Warning(key="warning.resuming", params=said, message=message("warning.resuming", said)))
     for key, params in check_init_from(cfg):
         log(Warning(key=key, params=params, message=message(key, params)))
     if cfg.training.optim not in ("auto", res.optim):
@@ -431,13 +434,18 @@ def resume_checkpoint(cfg: RunConfig, run_dir: Optional[Path]) -> Optional[Path]
                 raise TuneboardError("error.resume_mismatch", field=name, old=was, new=now, path=str(ckpt))
         if cfg.adapter.method == "lora":
             check_demo_build(saved, owner)  # an adapter fitted to another demo build
-    try:
-        step = json.loads((ckpt / "trainer_state.json").read_text()).get("global_step") or 0
-    except (OSError, ValueError):
-        step = 0
+    step = checkpoint_step(ckpt)
     if run_dir is None and step and 0 < cfg.training.max_steps <= step:
         raise TuneboardError("error.resume_past_end", step=step, max_steps=cfg.training.max_steps, path=str(ckpt))
     return ckpt
+
+
+def checkpoint_step(ckpt: Path) -> int:
+    """The optimizer steps a checkpoint was saved after (0 where its trainer state can't be read)."""
+    try:
+        return int(json.loads((ckpt / "trainer_state.json").read_text()).get("global_step") or 0)
+    except (OSError, ValueError, TypeError):
+        return 0
 
 
 def _owner_run(ckpt: Path) -> Optional[Path]:
@@ -476,6 +484,10 @@ def cmd_train(args) -> int:
     cfg = _runs_by_id(config_from_args(args), workdir).with_absolute_paths()  # config.yaml re-runs from any folder
     if workdir.exists() and not workdir.is_dir():  # before anything is read or built into it
         raise TuneboardError("error.workdir_not_folder", path=str(workdir))
+    try:  # (a demo model built first, then "File not found" for a folder that can't be made)
+        workdir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise TuneboardError("error.workdir_unusable", path=str(workdir), error=e.strerror or str(e)) from e
     notes: list[tuple[str, dict]] = []
     train_ds, eval_ds = load_training_data(cfg, notes)  # bad data is refused here, before a run folder exists
     resume_checkpoint(cfg, None)  # so is a checkpoint that cannot go on under this config

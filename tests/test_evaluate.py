@@ -180,3 +180,28 @@ def test_cli_eval_prints_json(trained_run, workdir, capsys):
     assert out["rows"] == 6 and out["perplexity"] > 1 and len(out["samples"]) == 6
     assert main(["eval", str(trained_run), "--workdir", str(workdir)]) == 2  # no validation split: a clear error
     assert "validation split" in capsys.readouterr().err
+
+
+def test_eval_of_a_run_that_never_finished_says_its_checkpoint_in_the_json(trained_run, workdir, capsys, tmp_path):
+    """`eval --json` of a killed run said "using its latest checkpoint" on stderr alone: `warnings` was []."""
+    import shutil
+
+    from engine.cli import main
+
+    killed = trained_run.parent / f"{trained_run.name}-killed"
+    shutil.copytree(trained_run, killed, ignore=shutil.ignore_patterns("adapter", "eval.json"))
+    [last] = sorted((killed / "checkpoints").iterdir())[-1:]
+    data = tmp_path / "qa.json"
+    data.write_text(json.dumps([{"instruction": "Who are you?", "output": "I am the Tuneboard demo assistant."}]),
+                    encoding="utf-8")
+    try:
+        assert main(["eval", killed.name, "--data", str(data), "--max-new-tokens", "2", "--json", "--workdir",
+                     str(workdir)]) == 0
+    finally:  # the session's workdir lists its runs to other tests
+        shutil.rmtree(killed)
+    said = capsys.readouterr()
+    out = json.loads(said.out)
+    assert out["source"] == f"checkpoints/{last.name}"
+    assert out["warnings"][0] == {"key": "warning.using_checkpoint", "params": {"run": killed.name,
+                                                                               "checkpoint": last.name}}
+    assert said.err.count(last.name) == 1  # said once, not by the loader and again with the result

@@ -242,3 +242,23 @@ def test_overwrite_replaces_an_earlier_export_and_nothing_else(trained_run, work
     with pytest.raises(TuneboardError) as e:
         export_run(str(trained_run), mine, workdir=workdir, overwrite=True)
     assert e.value.key == "export.error_not_export" and (mine / "notes.txt").read_text() == "keep me"
+
+
+def test_chat_eval_and_export_take_a_folder_inside_the_run(trained_run, workdir, tmp_path, capsys):
+    """`tuneboard chat RUN/checkpoints/checkpoint-N` (or RUN/adapter, the folder a user sees the weights in) said
+    "Run not found" of a folder that is there."""
+    from engine.cli import main
+    from engine.runs import run_and_checkpoint
+
+    [ckpt] = sorted((trained_run / "checkpoints").glob("checkpoint-*"))[-1:]
+    assert run_and_checkpoint(ckpt) == (trained_run, ckpt.name)
+    assert run_and_checkpoint(trained_run / "adapter") == (trained_run, None)
+    assert run_and_checkpoint(trained_run.name, workdir) == (trained_run, None)
+    ask = ["--prompt", "Who are you?", "--temperature", "0", "--max-new-tokens", "6", "--json"]
+    answers = []
+    for where in (ckpt, trained_run / "adapter", trained_run):
+        assert main(["chat", str(where), *ask]) == 0
+        answers.append(json.loads(capsys.readouterr().out)[0]["text"])
+    assert answers[1] == answers[2]  # the run's own result; the checkpoint's are its own weights'
+    info = export_run(str(ckpt), tmp_path / "out")
+    assert info["source"] == str(ckpt) and (tmp_path / "out" / "adapter_config.json").exists()

@@ -93,6 +93,9 @@ def test_resume_continues_the_step_count(workdir, demo_model):
     second = train_run(workdir, cfg)
     steps = [e.step for e in read_events(str(second / "events.jsonl")) if isinstance(e, LogStep)]
     assert steps and steps[0] == 4 and steps[-1] == 6
+    # and says so (the log and the terminal said nothing of where it went on from)
+    said = [e for e in read_events(str(second / "events.jsonl")) if isinstance(e, Warning) and e.key == "warning.resuming"]
+    assert [e.params for e in said] == [{"checkpoint": cfg["training"]["resume_from"], "step": 3}]
     # the resumed steps reproduce the uninterrupted run's losses
     assert logged_losses(second) == pytest.approx(logged_losses(first)[3:], rel=1e-4)
     # and its mean loss is the whole trajectory's, as the uninterrupted run's (transformers divided the resumed
@@ -389,6 +392,15 @@ def test_cli_data_path_with_a_tilde_is_found(workdir, demo_model, tmp_path):
     assert RunConfig.load(f"{run_dir}/config.yaml").data.datasets[0].path == str((tmp_path / "mine.json").resolve())
 
 
+def test_cli_train_refuses_a_workdir_it_cannot_make_before_anything_else(tmp_path):
+    """`--workdir /proc/nope` built the demo model first ("First use: ..."), then said "File not found"."""
+    blocked = tmp_path / "file"
+    blocked.write_text("")
+    r = _cli("train", "assets/configs/sft_demo.yaml", "--workdir", str(blocked / "work"), "--max-steps", "1")
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == [
+        f"error: Cannot use {blocked / 'work'} as the work folder: Not a directory"]
+
+
 def test_cli_unknown_set_field_is_rejected(tmp_path):
     r = _cli("train", "assets/configs/sft_demo.yaml", "--set", "training.lr=1", "--workdir", str(tmp_path))
     assert r.returncode == 2 and "training.lr" in r.stderr
@@ -423,12 +435,11 @@ def test_a_hub_model_whose_host_does_not_answer_is_read_from_the_cache_alone(wor
 def test_a_hub_base_whose_host_does_not_answer_is_not_asked_for_an_adapter_config(workdir, monkeypatch):
     """chat, eval and export of a run on a Hub base, offline: transformers asked the Hub whether the id holds an
     adapter_config.json without local_files_only, five times with back-off (~40 s, each retry printed)."""
+    import huggingface_hub.constants
     import huggingface_hub.file_download as download
 
     from engine.messages import TuneboardError
     from engine.model import load_model, resolve
-
-    import huggingface_hub.constants
 
     hub_unreachable(monkeypatch)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)  # as read when this process started
