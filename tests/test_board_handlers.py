@@ -622,6 +622,13 @@ def test_a_bad_value_outside_the_data_does_not_stop_the_data_check(tmp_path):
     assert s.data.errors == 1 and s.data.first_error["row"] == 2
     cfg, problem = data_tab.data_config({**form, "data.max_length": 2}, lambda v: build_config(v, None, tmp_path))
     assert cfg is None and problem.field == "data.max_length"
+    # a data setting the check does not read (nor follow) is Start's to name: said as the data's, it stayed said
+    # once put right, with Start off, as nothing checked the data again (a reloaded page, val_size -0.1 -> 0.1)
+    cfg, problem = data_tab.data_config({**form, "data.val_size": -0.1}, lambda v: build_config(v, None, tmp_path))
+    assert problem is None and cfg.data.datasets[0].path == str(bad)
+    s = Session()
+    data_tab.check_view(s, cfg, problem, tmp_path)
+    assert not s.data.first_error.get("form")
 
 
 def test_no_number_box_refuses_events_by_its_own_range(tmp_path):
@@ -677,6 +684,23 @@ def test_runs_listing_detail_and_compare(tmp_path):
     assert runs_tab.compare(jobs, [str(elsewhere)], "en").data == ()
     with pytest.raises(TuneboardError):
         runs_tab.open_in_train(Session(), str(elsewhere), jobs)
+
+
+def test_opening_runs_shows_the_newest_run_unless_the_reader_picked_one(tmp_path):
+    """A run trained since the page opened was listed first, while the picker, filled as the page opened, still
+    showed the older run it held then: the reader had never picked it."""
+    from board.app import build_app
+
+    _fake_run(tmp_path, "20250101-000000-sft", "finished", [1.0])
+    demo, ui = build_app(tmp_path)
+    tab, pick = ui.c["runs-tab"]._id, ui.c["runs-pick"]._id
+    refresh = next(fn.fn for fn in demo.fns.values() if (tab, "select") in fn.targets and fn.fn.__name__ == "refresh")
+    chosen = next(fn.fn for fn in demo.fns.values() if (pick, "input") in fn.targets)
+    _fake_run(tmp_path, "20250102-000000-sft", "finished", [1.0])  # trained since
+    s = Session()
+    assert refresh(s, "20250101-000000-sft", [])[1]["value"] == "20250102-000000-sft"
+    chosen(s, "20250101-000000-sft")  # the reader's own pick stands
+    assert refresh(s, "20250101-000000-sft", [])[1]["value"] == "20250101-000000-sft"
 
 
 def test_deleting_a_run_asks_first_removes_its_folder_and_refuses_a_running_one(tmp_path):

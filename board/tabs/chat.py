@@ -518,7 +518,8 @@ def build(ui: UI) -> None:
                 ui.add(gr.HTML, "export-status", value="")
             with gr.Column(scale=3):
                 ui.add(gr.Dataframe, "export-list", label="export.list", headers=[t(k, ui.lang) for k in EXPORT_COLUMNS],
-                       value=[], interactive=False, wrap=True)
+                       value=[], interactive=False, wrap=True,
+                       column_widths=["38%", "14%", "24%", "10%", "14%"])  # a long folder wraps (see style.css)
                 ui.add(gr.Button, "export-refresh", text="export.refresh", size="sm", variant="secondary")
 
 

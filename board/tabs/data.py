@@ -350,12 +350,17 @@ def lengths_figure(reports: list[Any], cutoff: int, lang: str):
     return fig
 
 
-DATA_FIELDS = ("data.", "model.", "stage")  # what the data check depends on
+# what the data check depends on, and follows: a change of any of them checks the data again
+DATA_FIELDS = ("data.datasets", "data.format", "data.max_length", "data.assistant_only_loss", "data.mask_history",
+               "data.skip_bad_rows", "data.max_samples", "data.system_prompt", "stage", "dpo.method",
+               "model.name_or_path", "model.chat_template")
 
 
 def data_config(values: dict, build) -> tuple[RunConfig | None, ConfigError | TuneboardError | None]:
     """The config the data check reads, or the problem with a field it depends on. A bad value in another
-    field (a negative learning rate) is left to Start to name: the data is still checked, with its default."""
+    field (a negative learning rate, a validation split of -0.1) is left to Start to name: the data is still
+    checked, with its default. (A field the check does not follow said as the data's problem stayed said once
+    it was put right: nothing checked the data again.)"""
     while True:  # ends: each retry drops the field that failed
         try:
             return build(values), None
@@ -509,6 +514,7 @@ def build(ui: UI) -> None:
                     info="ui.data.assistant_only_info",
                     value=d.assistant_only_loss,
                 )
+            with gr.Row():  # two a row: four in one squeezed each label into a column of three or four lines
                 ui.add(
                     gr.Checkbox,
                     "data-mask-history",
@@ -576,22 +582,11 @@ def wire(ui: UI) -> None:
             out = check_view(s, cfg, problem, workdir)
             return (*out, *gate(s, s.lang))
 
-    names = [
-        "data.datasets",
-        "data.format",
-        "data.max_length",
-        "data.assistant_only_loss",
-        "data.mask_history",
-        "data.skip_bad_rows",
-        "data.max_samples",
-        "stage",
-        "dpo.method",  # KTO takes unpaired answers, DPO refuses them
-        "model.name_or_path",
-        "model.chat_template",
-    ]
-    # typed text checks when it is done (not at each key): the columns, and the system prompt the preview shows
+    # typed text checks when it is done (not at each key): the columns, and the system prompt the preview shows;
+    # dpo.method is followed as KTO takes unpaired answers, DPO refuses them
     typed = [c["data-columns"], ui.fields["data.system_prompt"]]
-    ui.follow_form([n for n in names if n in ui.fields], check, outputs + gate_outputs)
+    ui.follow_form([n for n in DATA_FIELDS if n in ui.fields and n != "data.system_prompt"], check,
+                   outputs + gate_outputs)
     gr.on(
         [e for box in typed for e in (box.blur, box.submit)],
         check,

@@ -334,10 +334,16 @@ def wire(ui: UI) -> None:
                   c["runs-log"]]
 
     def refresh(s: Session, picked: str | None, compared: list[str] | None) -> tuple:
-        return listing(jobs, s.lang, picked, compared)
+        # the run the reader picked, where they picked one; else the newest (a run trained since the page
+        # opened was listed first and the picker, filled as the page opened, still showed an older one)
+        return listing(jobs, s.lang, s.picked_runs.get("runs-pick"), compared)
 
     def show(s: Session, run_id: str | None) -> tuple:
         return detail(jobs, run_id, s.lang)
+
+    def pick(s: Session, run_id: str | None) -> tuple:
+        s.picked_runs["runs-pick"] = run_id
+        return show(s, run_id)
 
     def show_compare(s: Session, run_ids: list[str] | None):
         return compare(jobs, run_ids, s.lang)
@@ -356,7 +362,7 @@ def wire(ui: UI) -> None:
     c["runs-tab"].select(lambda: gr.Timer(active=True), None, timer, show_progress="hidden")
     for other in (x for x in c.values() if isinstance(x, gr.Tab) and x is not c["runs-tab"]):
         other.select(lambda: gr.Timer(active=False), None, timer, show_progress="hidden")
-    c["runs-pick"].input(show, [ui.session, c["runs-pick"]], detail_out, show_progress="hidden")
+    c["runs-pick"].input(pick, [ui.session, c["runs-pick"]], detail_out, show_progress="hidden")
     confirm, asked = ui.states["runs_confirm"], ui.states["runs_asked"]
 
     def hide_confirm() -> tuple:
