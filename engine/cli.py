@@ -53,6 +53,9 @@ _ARGPARSE = [
     (re.compile(r"argument (?P<arg>\S+?): invalid (?P<kind>\w+) value: (?P<value>.+)"), "cli.arg_type"),
     (re.compile(r"argument (?P<arg>\S+?): expected (?:one|at least one) argument"), "cli.arg_needs_value"),
     (re.compile(r"ambiguous option: (?P<arg>\S+) could match (?P<choices>.+)"), "cli.arg_ambiguous"),
+    # any other of a flag's problems: said by our own parse functions, in the language, after argparse's English
+    # "argument"
+    (re.compile(r"argument (?P<arg>\S+?): (?P<text>.+)", re.S), "cli.arg_said"),
 ]
 _KINDS = {"int": "type.integer", "float": "type.number"}
 

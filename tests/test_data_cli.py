@@ -195,8 +195,9 @@ def test_a_mistyped_command_line_is_said_in_the_readers_language_with_the_close_
     assert refused("train") == "tuneboard train: ошибка: нужно указать: config"
     assert refused("check", "a.jsonl", "--bogus").endswith("нет такого параметра или аргумента: --bogus")
     assert refused("chat", "run", "--seed").endswith("после --seed нужно значение")
-    assert refused("estimate", "c.yaml", "--gpu-memory", "0", "--lang", "ko").endswith(
-        "--gpu-memory: 0보다 큰 수여야 합니다 (입력값: 0)")  # our own flags' checks too
+    assert refused("estimate", "c.yaml", "--gpu-memory", "0", "--lang", "ko") == (
+        "tuneboard estimate: 오류: --gpu-memory: 0보다 큰 수여야 합니다 (입력값: 0)")  # our own flags' checks too,
+    # without argparse's English "argument" before them
 
 
 def test_control_characters_in_rows_are_shown_escaped(capsys, tmp_path):
