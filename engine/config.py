@@ -130,6 +130,12 @@ def _check_column_names(columns: dict[str, str], where: str = "columns") -> None
                   column=str(theirs), fields=", ".join(fields))
 
 
+# PyYAML's usual problems in a hand-edited config, said in the reader's language (a `yaml.` term)
+_YAML_PROBLEMS = [("found character '\\t'", "yaml.tab"), ("mapping values are not allowed", "yaml.colon"),
+                  ("expected <block end>", "yaml.indent"), ("found unexpected end of stream", "yaml.unclosed"),
+                  ("could not find expected ':'", "yaml.no_colon")]
+
+
 @dataclass
 class DatasetSpec:
     path: str = field(default="", metadata={"help": "File (json, jsonl, csv, parquet, txt), `demo:<name>` bundled set, or hub name."})
@@ -374,9 +380,12 @@ class RunConfig:
             data = yaml.load(text, Loader=_strict_loader())  # noqa: S506 - a SafeLoader that refuses repeated keys
         except yaml.MarkedYAMLError as e:  # one line: what and where (PyYAML's own text spans five)
             mark = e.problem_mark or e.context_mark
-            where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-            error = f"{e.problem or e.context}{where}"
-            raise ConfigError("<yaml>", "error.config.yaml", f"not valid YAML: {error}", error=error) from None
+            problem = str(e.problem or e.context)
+            said = next((key for start, key in _YAML_PROBLEMS if problem.startswith(start)), problem)
+            if mark:  # said in the reader's language where PyYAML's words are known (messages._term)
+                raise ConfigError("<yaml>", "error.config.yaml_at", f"not valid YAML: {problem}", error=said,
+                                  line=mark.line + 1, column=mark.column + 1) from None
+            raise ConfigError("<yaml>", "error.config.yaml", f"not valid YAML: {problem}", error=said) from None
         except yaml.YAMLError as e:
             raise ConfigError("<yaml>", "error.config.yaml", f"not valid YAML: {e}", error=str(e)) from None
         _check_expansion(data)

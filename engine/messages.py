@@ -86,7 +86,7 @@ def _counted(text: str, params: dict[str, Any]) -> str:
 def _term(value: Any, lang: str) -> Any:
     """A parameter that names a kind of value (`type.text`), a JSON syntax problem (`json.extra_data`), why a
     file can't be read (`file.gzip_damaged`) or one of our roles (`role.user`) is said in the message's language."""
-    if isinstance(value, str) and value.startswith(("type.", "json.", "file.", "role.")):
+    if isinstance(value, str) and value.startswith(("type.", "json.", "file.", "role.", "yaml.")):
         return table(lang).get(value) or table(DEFAULT_LANG).get(value) or value
     return value
 

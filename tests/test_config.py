@@ -265,8 +265,16 @@ def test_a_key_given_twice_is_refused_with_its_lines_and_bad_yaml_is_one_line():
         RunConfig.from_yaml("training:\n\tmax_steps: 2\n")
     from engine.messages import message
 
-    said = message("error.config.yaml", e.value.params)
-    assert "\n" not in said and "(line 2, column 1)" in said
+    said = message(e.value.key, e.value.params)
+    assert "\n" not in said and said == "The config is not valid YAML at line 2, column 1: a tab in the indentation; " \
+        "YAML indents with spaces"
+    # PyYAML's usual words, said in the reader's language (they came in English on every page and terminal)
+    for text, key in (("data:\n  system_prompt: Role: helper\n", "yaml.colon"), ('run_name: "abc\nstage: sft\n',
+                      "yaml.unclosed"), ("training:\n  learning_rate: 1\n max_steps: 3\n", "yaml.indent")):
+        with pytest.raises(ConfigError) as e:
+            RunConfig.from_yaml(text)
+        assert e.value.params["error"] == key, text
+        assert "YAML" in message(e.value.key, e.value.params, "ko") and key not in message(e.value.key, e.value.params, "ko")
 
 
 def test_a_runs_local_paths_are_recorded_absolute(tmp_path, monkeypatch):
