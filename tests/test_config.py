@@ -48,7 +48,7 @@ def test_non_default_round_trips_exactly(tmp_path):
     ("- a\n- b", "<yaml>", "error.config.not_mapping"),
     ("", "<yaml>", "error.config.empty"),
     ("# only a comment\n", "<yaml>", "error.config.empty"),
-    ("training: {learning_rate: [oops", "<yaml>", "error.config.yaml"),
+    ("training: {learning_rate: [oops", "<yaml>", "error.config.yaml_at"),
 ])
 def test_bad_values_are_rejected_with_the_field_name(yaml_text, field, key):
     with pytest.raises(ConfigError) as e:
