@@ -197,11 +197,16 @@ def run_and_checkpoint(run: str | os.PathLike, workdir: str | os.PathLike | None
     p = Path(run)
     if p.is_dir() and not (p / "config.yaml").exists():
         p = p.resolve()
-        if p.parent.name == "checkpoints" and (p.parent.parent / "config.yaml").exists():
-            return p.parent.parent, p.name
+        if (owner := owner_run(p)) is not None and (owner / "config.yaml").exists():
+            return owner, p.name
         if p.name in ("adapter", "model") and (p.parent / "config.yaml").exists():
             return p.parent, None
     return resolve_run(run, workdir), None
+
+
+def owner_run(ckpt: Path) -> Path | None:
+    """The run folder a checkpoint belongs to (run/checkpoints/checkpoint-N), or None for a loose one."""
+    return ckpt.parent.parent if ckpt.parent.name == "checkpoints" else None
 
 
 def deletable(path: str | os.PathLike, live: bool = False) -> RunInfo:

@@ -23,7 +23,7 @@ from .config import ConfigError, RunConfig, config_from_args
 from .events import CheckpointSaved, Error, Evaluation, Event, Finished, LogStep, Progress, RunStarted, Warning
 from .messages import TuneboardError, error_key, message
 from .paths import default_workdir
-from .runs import STOP_FILE, create_run, latest_checkpoint, resolve_run
+from .runs import STOP_FILE, create_run, latest_checkpoint, owner_run, resolve_run
 
 
 class EventLog:
@@ -425,7 +425,7 @@ def resume_checkpoint(cfg: RunConfig, run_dir: Optional[Path]) -> Optional[Path]
     ckpt = latest_checkpoint(run_dir if src == "last" else Path(src).expanduser())
     if ckpt is None:
         raise TuneboardError("error.no_checkpoint", path=src)
-    owner = _owner_run(ckpt)
+    owner = owner_run(ckpt)
     if owner is not None and (owner / "config.yaml").exists():
         saved = RunConfig.load(str(owner / "config.yaml"))
         for name in RESUME_MUST_MATCH[cfg.adapter.method]:
@@ -448,16 +448,11 @@ def checkpoint_step(ckpt: Path) -> int:
         return 0
 
 
-def _owner_run(ckpt: Path) -> Optional[Path]:
-    """The run folder a checkpoint belongs to (run/checkpoints/checkpoint-N), or None for a loose one."""
-    return ckpt.parent.parent if ckpt.parent.name == "checkpoints" else None
-
-
 def _check_resume_layout(cfg: RunConfig, ckpt: Optional[Path], packing: bool) -> None:
     """A run resuming `ckpt` lays its data out as the checkpoint's run did: the trainer skips the steps already
     done by their place in the data, so packed rows after unpacked ones (or the reverse) would skip the wrong
     samples. `auto` decides by machine, so the same config may pack on one and not on another."""
-    owner = _owner_run(ckpt) if ckpt is not None else None
+    owner = owner_run(ckpt) if ckpt is not None else None
     if owner is None:
         return
     try:

@@ -773,7 +773,7 @@ def _preference(row: dict, probs: Problems, need_rejected: bool = True) -> dict 
     """A preference pair; `need_rejected=False` (SFT and pretraining, which train on the chosen answer alone):
     a pair with no rejected answer is said as a warning and kept, as its prompt and chosen answer."""
     if "chosen" not in row and {"human_ref_A", "human_ref_B", "labels"} <= row.keys():  # SHP: labels 1 means A
-        if (a_better := _shp_label(row["labels"])) is None:                       # was preferred, 0 B
+        if (a_better := _boolean(row["labels"], _SHP_LABELS)) is None:            # was preferred, 0 B
             probs.add("labels", "data.bad_shp_label", got=_shown(row["labels"]))
             return None
         row = {**row, "prompt": row.get("prompt", row.get("history")),
@@ -839,14 +839,17 @@ def _preference(row: dict, probs: Problems, need_rejected: bool = True) -> dict 
     return {"prompt": prompt, "chosen": chosen} if alone else {"prompt": prompt, "chosen": chosen, "rejected": rejected}
 
 
-def _shp_label(value: Any) -> bool | None:
-    """SHP's `labels`: whether human_ref_A was preferred (1, true, "A") or human_ref_B (0, false, "B"); None for
-    anything else, which no reading may turn into a preference (an empty cell once meant "B", unsaid)."""
+def _boolean(value: Any, words: dict[str, bool]) -> bool | None:
+    """A true / false cell: a boolean, 1 / 0 (a table's float column too), or one of `words` in any case; None
+    for anything else."""
     if isinstance(value, bool) or (isinstance(value, (int, float)) and value in (0, 1)):
         return bool(value)
-    return {"1": True, "1.0": True, "true": True, "a": True,
-            "0": False, "0.0": False, "false": False, "b": False}.get(str(value).strip().lower()) \
-        if isinstance(value, str) else None
+    return words.get(value.strip().lower()) if isinstance(value, str) else None
+
+
+# SHP's `labels`: whether human_ref_A was preferred (1, "A") or human_ref_B (0, "B"); anything else is refused, as
+# no reading may turn it into a preference (an empty cell once meant "B", unsaid)
+_SHP_LABELS = {"1": True, "1.0": True, "true": True, "a": True, "0": False, "0.0": False, "false": False, "b": False}
 
 
 def _shown(value: Any) -> str:
@@ -869,14 +872,9 @@ def _label(row: dict, probs: Problems) -> bool | None:
         probs.add("label", "data.missing_field")
         return None
     value = row["label"]
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, (int, float)) and value in (0, 1):
-        return bool(value)
-    if isinstance(value, str) and value.strip().lower() in _LABELS:
-        return _LABELS[value.strip().lower()]
-    probs.add("label", "data.bad_label", got=_shown(value))
-    return None
+    if (label := _boolean(value, _LABELS)) is None:
+        probs.add("label", "data.bad_label", got=_shown(value))
+    return label
 
 
 def normalize_row(row: Any, fmt: str, need_rejected: bool = True) -> tuple[dict | None, Problems]:
